@@ -1,0 +1,1 @@
+"""LoRA Studio's desktop application (PySide6). It imports engine; engine never imports it."""

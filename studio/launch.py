@@ -1,0 +1,23 @@
+"""The ``lora-studio`` entry point: no arguments open the studio, a subcommand runs headless.
+
+This module imports nothing heavy at import time, so the headless path never loads Qt.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        from studio.app import main as run_studio
+
+        return run_studio()
+    from engine.cli import main as run_cli
+
+    return run_cli(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
