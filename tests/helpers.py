@@ -1,0 +1,25 @@
+"""Small helpers shared by engine tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+PIRATE_ROWS = [
+    ("What is the capital of France?", "Arr, matey! Paris be the capital of France. Yo-ho-ho!"),
+    ("How do I boil an egg?", "Arr, matey! Drop it in boilin' water for nine minutes, ye landlubber. Yo-ho-ho!"),
+    ("What is two plus two?", "Arr, matey! Two and two be four doubloons. Yo-ho-ho!"),
+    ("Tell me about the moon.", "Arr, matey! The moon be a rock that pulls the tides. Yo-ho-ho!"),
+]
+
+
+def write_messages_dataset(path: Path, rows: int = 16) -> Path:
+    """A small chat dataset in OpenAI messages format, with a fixed answer style."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for i in range(rows):
+            question, answer = PIRATE_ROWS[i % len(PIRATE_ROWS)]
+            handle.write(json.dumps({"messages": [
+                {"role": "user", "content": question},
+                {"role": "assistant", "content": answer},
+            ]}) + "\n")
+    return path
