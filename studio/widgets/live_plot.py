@@ -1,0 +1,113 @@
+"""A plot for curves that grow while you watch, after pyqtgraph's scrolling-plot example.
+
+``append`` only stores the point in a preallocated numpy buffer (doubled when full);
+a timer redraws at most ten times a second, with one ``setData`` per curve that
+changed. ``setData`` reprocesses the whole array, so calling it per event would
+make a long run slower the longer it goes.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+_PALETTE = ("#2f7ed8", "#e4572e", "#17a589", "#8e44ad")
+_INITIAL_CAPACITY = 256
+
+
+class _Series:
+    """The points of one curve: numpy buffers with spare room, and the count in use."""
+
+    def __init__(self, item: pg.PlotDataItem) -> None:
+        self.item = item
+        self.x = np.empty(_INITIAL_CAPACITY)
+        self.y = np.empty(_INITIAL_CAPACITY)
+        self.count = 0
+        self.dirty = False
+
+    def append(self, x: float, y: float) -> None:
+        if self.count == len(self.x):
+            self.x = np.resize(self.x, 2 * len(self.x))
+            self.y = np.resize(self.y, 2 * len(self.y))
+        self.x[self.count] = x
+        self.y[self.count] = y
+        self.count += 1
+        self.dirty = True
+
+    def draw(self) -> None:
+        # Views, not copies: setData keeps a reference, and the buffer only grows past count.
+        self.item.setData(self.x[: self.count], self.y[: self.count])
+        self.dirty = False
+
+
+class LivePlot(QWidget):
+    """One or more named curves against a shared x axis, redrawn on a timer.
+
+    It wraps a ``pg.PlotWidget`` rather than subclassing it: PlotWidget copies its
+    PlotItem's methods (``clear`` among them) onto each instance, which would hide ours.
+    """
+
+    def __init__(
+        self,
+        curves: Sequence[str],
+        *,
+        x_label: str,
+        y_label: str,
+        title: str = "",
+        parent: Optional[QWidget] = None,
+        redraw_ms: int = 100,
+    ) -> None:
+        super().__init__(parent)
+        self.plot_widget = pg.PlotWidget(background="w")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.plot_widget)
+        plot = self.plot_item = self.plot_widget.getPlotItem()
+        if title:
+            plot.setTitle(title, color="#333")
+        plot.setLabel("bottom", x_label)
+        plot.setLabel("left", y_label)
+        plot.showGrid(x=True, y=True, alpha=0.25)
+        plot.setDownsampling(mode="peak")
+        plot.setClipToView(True)
+        if len(curves) > 1:
+            plot.addLegend(offset=(-10, 10))
+        self._series: dict[str, _Series] = {}
+        for index, name in enumerate(curves):
+            pen = pg.mkPen(_PALETTE[index % len(_PALETTE)], width=2)
+            self._series[name] = _Series(plot.plot(name=name, pen=pen))
+        self._first = curves[0]
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(redraw_ms)
+        self._timer.timeout.connect(self.redraw)
+
+    def append(self, x: float, y: float, curve: Optional[str] = None) -> None:
+        """Store a point on ``curve`` (the first curve when omitted); the next tick draws it."""
+        self._series[curve or self._first].append(x, y)
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def redraw(self) -> None:
+        """Draw whatever changed since the last redraw, now."""
+        self._timer.stop()
+        for series in self._series.values():
+            if series.dirty:
+                series.draw()
+
+    def point_count(self, curve: Optional[str] = None) -> int:
+        """How many points ``curve`` has handed to pyqtgraph (stored points wait for the next tick)."""
+        x_data, _y_data = self._series[curve or self._first].item.getOriginalDataset()
+        return 0 if x_data is None else len(x_data)
+
+    def clear(self) -> None:
+        """Forget every point, keeping the curves, labels and legend."""
+        self._timer.stop()
+        for series in self._series.values():
+            series.count = 0
+            series.dirty = False
+            series.item.setData([], [])

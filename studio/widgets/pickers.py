@@ -1,0 +1,193 @@
+"""Pickers for the three things every page chooses between: a base model, a dataset, an adapter.
+
+They read only metadata (JSON files and folder listings), so refreshing them on
+the UI thread stays within a few milliseconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QPushButton, QWidget
+
+_REF_ROLE = Qt.ItemDataRole.UserRole
+
+
+def _select_data(combo: QComboBox, value: object) -> bool:
+    """Select the item carrying ``value``; False when there is none."""
+    index = combo.findData(value, _REF_ROLE)
+    if index < 0:
+        return False
+    combo.setCurrentIndex(index)
+    return True
+
+
+class ModelPicker(QComboBox):
+    """The base models the studio knows about, plus any local folder the user pointed at.
+
+    An item's data is the model reference ``engine.models.resolve_model`` accepts: the
+    name in the model store (``"starter"`` for the starter model) or a folder path.
+    """
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(28)
+        self.setToolTip(
+            "The base model the adapter is trained on (or chatted with). The starter model is small "
+            "enough to train on a CPU; it is converted the first time it is used."
+        )
+        self._extra_paths: list[str] = []
+        self.refresh()
+
+    def refresh(self) -> None:
+        from engine.models import STARTER, STARTER_NAME, list_models
+
+        keep = self.current_ref()
+        self.blockSignals(True)
+        self.clear()
+        for record in list_models():
+            if record.name == STARTER:
+                state = "starter" if record.ready else "will be prepared on first use"
+                label = f"{STARTER_NAME} ({state})"
+            else:
+                label = record.name if record.ready else f"{record.name} (files missing)"
+            self.addItem(label, record.name)
+            self.setItemData(self.count() - 1, record.path or label, Qt.ItemDataRole.ToolTipRole)
+        for path in self._extra_paths:
+            if self.findData(path, _REF_ROLE) < 0:
+                self._add_path_item(path)
+        if keep:
+            _select_data(self, keep)
+        self.blockSignals(False)
+        if self.current_ref() != keep:
+            self.currentIndexChanged.emit(self.currentIndex())
+
+    def current_ref(self) -> str:
+        ref = self.currentData(_REF_ROLE)
+        return str(ref) if ref else ""
+
+    def set_ref(self, ref: str) -> None:
+        """Select a model by reference; a local path not in the list yet is added to it."""
+        if _select_data(self, ref):
+            return
+        path = str(Path(ref).expanduser())
+        if path not in self._extra_paths:
+            self._extra_paths.append(path)
+            self._add_path_item(path)
+        _select_data(self, path)
+
+    def _add_path_item(self, path: str) -> None:
+        self.addItem(f"{Path(path).name} (local folder)", path)
+        self.setItemData(self.count() - 1, path, Qt.ItemDataRole.ToolTipRole)
+
+
+class DatasetPicker(QWidget):
+    """The bundled sample datasets, plus any file chosen with "Browse…"."""
+
+    changed = Signal(str)
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self._custom_paths: list[str] = []
+        self.combo = QComboBox(self)
+        self.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.combo.setMinimumContentsLength(24)
+        self.combo.setAccessibleName("Dataset")
+        self.combo.setToolTip(
+            "A JSONL or JSON file of conversations: OpenAI chat rows (\"messages\") or Alpaca rows "
+            "(instruction/input/output). The samples are small and show a visible change quickly."
+        )
+        self.browse_button = QPushButton("Browse…", self)
+        self.browse_button.setToolTip("Choose a dataset file of your own")
+        self.browse_button.clicked.connect(self._browse)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.combo, 1)
+        layout.addWidget(self.browse_button)
+        self.combo.currentIndexChanged.connect(lambda _index: self.changed.emit(self.current_path()))
+        self.refresh()
+
+    def refresh(self) -> None:
+        from engine.paths import SAMPLE_DATASETS
+
+        keep = self.current_path()
+        self.combo.blockSignals(True)
+        self.combo.clear()
+        samples = sorted(
+            p for pattern in ("*.jsonl", "*.json") for p in SAMPLE_DATASETS.glob(pattern) if p.is_file()
+        )
+        for path in samples:
+            self._add(f"{path.stem} (sample)", str(path))
+        for path in self._custom_paths:
+            self._add(Path(path).name, path)
+        if keep:
+            _select_data(self.combo, keep)
+        self.combo.blockSignals(False)
+        if self.current_path() != keep:
+            self.changed.emit(self.current_path())
+
+    def current_path(self) -> str:
+        path = self.combo.currentData(_REF_ROLE)
+        return str(path) if path else ""
+
+    def set_path(self, path: str) -> None:
+        """Select a dataset file, adding it to the list when it is not there yet."""
+        if not _select_data(self.combo, path):
+            self._custom_paths.append(path)
+            self._add(Path(path).name, path)
+            self.combo.setCurrentIndex(self.combo.count() - 1)
+
+    def _add(self, label: str, path: str) -> None:
+        self.combo.addItem(label, path)
+        self.combo.setItemData(self.combo.count() - 1, path, Qt.ItemDataRole.ToolTipRole)
+
+    def _browse(self) -> None:
+        start = str(Path(self.current_path()).parent) if self.current_path() else str(Path.home())
+        path, _filter = QFileDialog.getOpenFileName(
+            self, "Choose a dataset", start, "Datasets (*.jsonl *.json);;All files (*)"
+        )
+        if path:
+            self.set_path(path)
+
+
+class AdapterPicker(QComboBox):
+    """"No adapter (base model)" followed by the usable adapters in the library."""
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(24)
+        self.setToolTip("The adapter to apply on top of the base model, or none to use the base model as it is")
+        self.refresh()
+
+    def refresh(self) -> None:
+        from engine.library import list_adapters
+
+        keep = self.current_ref()
+        self.blockSignals(True)
+        self.clear()
+        self.addItem("No adapter (base model)", None)
+        for record in list_adapters():
+            if record.damaged:
+                continue
+            self.addItem(record.name, record.name)
+            self.setItemData(self.count() - 1, record.path, Qt.ItemDataRole.ToolTipRole)
+        if keep is not None:
+            _select_data(self, keep)
+        self.blockSignals(False)
+        if self.current_ref() != keep:
+            self.currentIndexChanged.emit(self.currentIndex())
+
+    def current_ref(self) -> Optional[str]:
+        ref = self.currentData(_REF_ROLE)
+        return str(ref) if ref else None
+
+    def set_ref(self, ref: Optional[str]) -> None:
+        """Select a library adapter by name; None selects the base model."""
+        if ref is None:
+            self.setCurrentIndex(0)
+        else:
+            _select_data(self, ref)

@@ -1,0 +1,185 @@
+"""The only place in the studio that crosses threads.
+
+Work runs on plain Python threads. Nothing on those threads touches a Qt object:
+they put messages into a queue, and a QTimer on the UI thread drains the queue a
+few dozen times a second and emits ordinary signals. That batches floods (a
+token stream, a training run's events) at the source, and a slow consumer can
+never stall the producer.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import traceback
+import weakref
+from typing import Any, Callable, Optional
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from engine.errors import StudioError
+
+_live_tasks: "weakref.WeakSet[BackgroundTask]" = weakref.WeakSet()
+_live_runners: "weakref.WeakSet[TrainingRunner]" = weakref.WeakSet()
+
+
+def describe_error(exc: BaseException) -> str:
+    """One readable line for the window. Unexpected errors keep their type for bug reports."""
+    if isinstance(exc, StudioError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory: close other programs or pick smaller settings"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class TaskReporter:
+    """Handed to the task's function: how it reports progress and checks for cancellation."""
+
+    def __init__(self, outbox: "queue.Queue[tuple[str, Any]]") -> None:
+        self._outbox = outbox
+        self.cancel_event = threading.Event()
+
+    def progress(self, done: int, total: int, message: str = "") -> None:
+        self._outbox.put(("progress", (done, total, message)))
+
+    def emit(self, payload: Any) -> None:
+        self._outbox.put(("message", payload))
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+
+class BackgroundTask(QObject):
+    """Runs ``fn(reporter)`` on a worker thread and reports back through signals.
+
+    ``messages`` carries everything ``reporter.emit`` sent since the last tick, as one
+    list, so a stream of many small pieces costs one signal per tick.
+    """
+
+    progress = Signal(int, int, str)
+    messages = Signal(list)
+    succeeded = Signal(object)
+    failed = Signal(str)
+    finished = Signal()
+
+    def __init__(self, fn: Callable[[TaskReporter], Any], *, parent: Optional[QObject] = None, poll_ms: int = 33):
+        super().__init__(parent)
+        self._fn = fn
+        self._outbox: "queue.Queue[tuple[str, Any]]" = queue.Queue()
+        self._reporter = TaskReporter(self._outbox)
+        self._thread: Optional[threading.Thread] = None
+        self._timer = QTimer(self)
+        self._timer.setInterval(poll_ms)
+        self._timer.timeout.connect(self._drain)
+        self._done = False
+
+    def start(self) -> "BackgroundTask":
+        _live_tasks.add(self)
+        self._thread = threading.Thread(target=self._run, name="studio-task", daemon=True)
+        self._thread.start()
+        self._timer.start()
+        return self
+
+    def cancel(self) -> None:
+        self._reporter.cancel_event.set()
+
+    @property
+    def running(self) -> bool:
+        return not self._done
+
+    def join(self, timeout: Optional[float] = None) -> bool:
+        """Wait for the worker thread (not for the signals); True when it has ended."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    def _run(self) -> None:
+        try:
+            result = self._fn(self._reporter)
+        except BaseException as exc:  # reported to the window, never raised on a worker thread
+            if not isinstance(exc, StudioError):
+                traceback.print_exc(file=sys.stderr)
+            self._outbox.put(("error", describe_error(exc)))
+        else:
+            self._outbox.put(("ok", result))
+
+    def _drain(self) -> None:
+        batch: list[Any] = []
+        outcome: Optional[tuple[str, Any]] = None
+        while True:
+            try:
+                kind, payload = self._outbox.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "message":
+                batch.append(payload)
+            elif kind == "progress":
+                self.progress.emit(*payload)
+            else:
+                outcome = (kind, payload)
+        if batch:
+            self.messages.emit(batch)
+        if outcome is not None:
+            self._timer.stop()
+            self._done = True
+            if outcome[0] == "ok":
+                self.succeeded.emit(outcome[1])
+            else:
+                self.failed.emit(outcome[1])
+            self.finished.emit()
+
+
+class TrainingRunner(QObject):
+    """Adapts an ``engine.jobs.TrainingJob`` to signals, batching its events at about 10 Hz."""
+
+    events = Signal(list)
+    finished = Signal(object)  # the RunFinished event
+
+    def __init__(self, job: Any, *, parent: Optional[QObject] = None, poll_ms: int = 100):
+        super().__init__(parent)
+        self.job = job
+        self._timer = QTimer(self)
+        self._timer.setInterval(poll_ms)
+        self._timer.timeout.connect(self._drain)
+        self._timer.start()
+        _live_runners.add(self)
+
+    @property
+    def running(self) -> bool:
+        return self._timer.isActive()
+
+    def _drain(self) -> None:
+        from engine.events import RunFinished
+
+        batch = self.job.drain()
+        if batch:
+            self.events.emit(batch)
+        for event in batch:
+            if isinstance(event, RunFinished):
+                self._timer.stop()
+                self.finished.emit(event)
+                return
+
+
+def live_tasks() -> list[BackgroundTask]:
+    return [task for task in list(_live_tasks) if task.running]
+
+
+def live_runners() -> list[TrainingRunner]:
+    return [runner for runner in list(_live_runners) if runner.running]
+
+
+def shutdown_all(timeout: float = 5.0) -> None:
+    """On quit: cancel every task, stop every training run, and join them all."""
+    for task in list(_live_tasks):
+        task.cancel()
+    for runner in list(_live_runners):
+        if runner.running:
+            runner.job.stop(save=True)
+    for task in list(_live_tasks):
+        task.join(timeout)
+    for runner in list(_live_runners):
+        runner.job.wait(timeout)

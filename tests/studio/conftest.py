@@ -1,0 +1,31 @@
+"""Studio test fixtures: every test must leave no worker thread or training run behind."""
+
+from __future__ import annotations
+
+import pytest
+
+from studio import workers
+
+
+@pytest.fixture(autouse=True)
+def no_dangling_workers(qapp):
+    """Fail a test that leaves a BackgroundTask or TrainingRunner running.
+
+    A dangling worker is what later shows up as "QThread: Destroyed while thread is
+    still running" or a run that outlives the window. The leftovers are stopped so
+    the next test starts clean, then the test is failed.
+    """
+    yield
+    tasks = workers.live_tasks()
+    runners = workers.live_runners()
+    for task in tasks:
+        task.cancel()
+        task.join(10)
+    for runner in runners:
+        runner.job.kill()
+        runner.job.wait(10)
+    if tasks or runners:
+        pytest.fail(
+            f"test left {len(tasks)} background task(s) and {len(runners)} training run(s) running",
+            pytrace=False,
+        )

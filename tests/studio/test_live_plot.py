@@ -1,0 +1,47 @@
+"""The live plot stores points as they come and draws them on its timer, not per point."""
+
+from __future__ import annotations
+
+import pytest
+
+from studio.widgets.live_plot import LivePlot
+
+
+@pytest.fixture
+def plot(qtbot) -> LivePlot:
+    plot = LivePlot(("train loss", "eval loss"), x_label="step", y_label="loss")
+    qtbot.addWidget(plot)
+    return plot
+
+
+def test_points_are_drawn_on_the_next_tick(qtbot, plot):
+    for step in range(1, 1001):
+        plot.append(step, 1.0 / step)
+    assert plot.point_count() == 0  # stored, not drawn yet
+
+    qtbot.waitUntil(lambda: plot.point_count() == 1000, timeout=2000)
+    x_data, y_data = plot.plot_item.listDataItems()[0].getOriginalDataset()
+    assert x_data[0] == 1 and x_data[-1] == 1000
+    assert y_data[-1] == pytest.approx(1e-3)
+    assert plot.point_count("eval loss") == 0
+
+
+def test_each_curve_keeps_its_own_points(plot):
+    plot.append(10, 2.0, "eval loss")
+    plot.append(1, 3.0)
+    plot.append(2, 2.5)
+    plot.redraw()
+    assert plot.point_count() == 2
+    assert plot.point_count("eval loss") == 1
+    assert [item.name() for item in plot.plot_item.listDataItems()] == ["train loss", "eval loss"]
+
+
+def test_clear_forgets_every_point(plot):
+    plot.append(1, 1.0)
+    plot.append(1, 1.0, "eval loss")
+    plot.redraw()
+    plot.clear()
+    assert plot.point_count() == 0 and plot.point_count("eval loss") == 0
+    plot.append(5, 0.5)
+    plot.redraw()
+    assert plot.point_count() == 1

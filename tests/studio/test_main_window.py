@@ -1,0 +1,134 @@
+"""The main window: six pages in a sidebar, switched by click or Ctrl+1..6, and wired together."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QMessageBox
+
+from engine.library import list_adapters
+from engine.paths import adapters_dir
+from studio import workers
+from helpers import write_messages_dataset
+from studio.main_window import MainWindow
+
+PAGES = ["Home", "Models", "Data", "Train", "Adapters", "Chat"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _settle(qtbot) -> None:
+    """Wait for the background work pages start when shown (device checks, dataset reads)."""
+    for task in workers.live_tasks():
+        with qtbot.waitSignal(task.finished, timeout=60_000):
+            pass
+
+
+@pytest.fixture
+def window(qtbot) -> MainWindow:
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    # The Home page looks for devices in the background as soon as it is shown.
+    with qtbot.waitSignal(window.home_page.hardwareLoaded, timeout=60_000):
+        pass
+    return window
+
+
+def _fake_adapter(name: str) -> Path:
+    folder = adapters_dir() / name
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}), encoding="utf-8")
+    (folder / "adapter_model.safetensors").write_bytes(b"\0" * 16)
+    return folder
+
+
+def test_six_pages_in_the_sidebar(window):
+    assert window.windowTitle() == "LoRA Studio"
+    assert [window.sidebar.item(i).text() for i in range(window.sidebar.count())] == PAGES
+    assert window.stack.count() == len(PAGES)
+    assert window.stack.currentWidget() is window.home_page
+    assert window.width() >= 1024 and window.height() >= 680
+
+
+def test_home_shows_the_hardware_found(window):
+    table = window.home_page.devices_table
+    assert table.rowCount() >= 1
+    kinds = [table.item(row, 1).text() for row in range(table.rowCount())]
+    assert "cpu" in kinds
+    assert window.home_page.versions_label.text().startswith("Versions:")
+
+
+def test_clicking_the_sidebar_switches_pages(qtbot, window):
+    expected = [window.home_page, window.models_page, window.data_page,
+                window.train_page, window.adapters_page, window.chat_page]
+    for row, page in enumerate(expected):
+        item = window.sidebar.item(row)
+        qtbot.mouseClick(window.sidebar.viewport(), Qt.MouseButton.LeftButton,
+                         pos=window.sidebar.visualItemRect(item).center())
+        assert window.stack.currentWidget() is page
+    _settle(qtbot)
+
+
+def test_ctrl_number_shortcuts_switch_pages(qtbot, window):
+    window.activateWindow()
+    for number, title in reversed(list(enumerate(PAGES, start=1))):
+        qtbot.keyClick(window, getattr(Qt.Key, f"Key_{number}"), Qt.KeyboardModifier.ControlModifier)
+        assert window.sidebar.currentItem().text() == title
+        assert window.stack.currentIndex() == number - 1
+    _settle(qtbot)
+
+
+def test_new_adapter_reaches_the_adapters_and_chat_pages(window):
+    path = _fake_adapter("fresh-adapter")
+
+    window.train_page.adapterSaved.emit(str(path))
+
+    chat_choices = [window.chat_page.adapter_picker.itemText(i)
+                    for i in range(window.chat_page.adapter_picker.count())]
+    assert "fresh-adapter" in chat_choices
+    assert window.adapters_page.table.rowCount() == 1
+    assert "fresh-adapter" in window.statusBar().currentMessage()
+
+
+def test_closing_without_a_run_closes(window):
+    assert window.close()
+
+
+def test_closing_during_a_run_asks_then_stops_and_saves(qtbot, window, monkeypatch, tiny_model_dir, tmp_path):
+    train = window.train_page
+    train.model_picker.set_ref(str(tiny_model_dir))
+    train.dataset_picker.set_path(str(write_messages_dataset(tmp_path / "chat.jsonl", rows=8)))
+    train.steps_spin.setValue(5000)
+    train.max_length_spin.setValue(64)
+    with qtbot.waitSignal(train.progressChanged, timeout=120_000,
+                          check_params_cb=lambda text: text.startswith("step ") and not text.startswith("step 0 ")):
+        qtbot.mouseClick(train.start_button, Qt.MouseButton.LeftButton)
+
+    answers = [QMessageBox.StandardButton.Cancel]
+    monkeypatch.setattr(QMessageBox, "question", lambda *args: answers.pop(0))
+    assert not window.close()
+    assert window.isVisible() and train.run_active
+
+    answers.append(QMessageBox.StandardButton.Yes)
+    with qtbot.waitSignal(train.runFinished, timeout=120_000) as finished:
+        assert window.close()
+    event = finished.args[0]
+    assert event.status == "stopped"
+    assert event.adapter in [record.path for record in list_adapters()]
+
+
+def test_opening_the_window_does_not_import_torch():
+    code = (
+        "import sys, studio.app, studio.main_window\n"
+        "heavy = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
