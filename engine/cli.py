@@ -291,7 +291,11 @@ def cmd_adapters_show(args: argparse.Namespace) -> int:
 # chat ------------------------------------------------------------------------------------------
 def cmd_chat(args: argparse.Namespace) -> int:
     from engine.chat import ChatSession
+    from engine.library import resolve_adapter
 
+    if args.adapter:
+        resolve_adapter(args.adapter)  # a wrong name fails now, before seconds of model loading
+    _quiet_libraries()
     session = ChatSession(args.model)
     session.load()
     session.set_adapter(args.adapter)
@@ -307,6 +311,20 @@ def cmd_chat(args: argparse.Namespace) -> int:
             print(f"\n[{reply.tokens} tokens, {reply.tokens_per_second:.1f} tok/s]", file=sys.stderr)
         return 0
     return _chat_interactive(session, history, settings, args.json)
+
+
+def _quiet_libraries() -> None:
+    """Loading bars, deprecation notices and optional-kernel advice from the ML libraries
+    would bury the CLI's own output; only their errors get through."""
+    import logging
+    import warnings
+
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def _chat_interactive(session: Any, history: list[dict], settings: dict, as_json: bool) -> int:

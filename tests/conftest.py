@@ -55,3 +55,17 @@ def starter_in_store(starter_model_dir, studio_home) -> Path:
 
     # Hard links: instant and no extra disk for ~0.5 GB of weights (tests never write into them).
     return Path(shutil.copytree(starter_model_dir, models_dir() / starter_model_dir.name, copy_function=os.link))
+
+
+@pytest.fixture(autouse=True)
+def no_orphan_training_processes():
+    """A failing test must not leave a training child burning the CPU for the rest of the suite."""
+    import psutil
+
+    yield
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "engine.train" in " ".join(child.cmdline()):
+                child.kill()
+        except psutil.Error:
+            continue

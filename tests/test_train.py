@@ -122,17 +122,34 @@ def test_killed_run_is_reported_and_resumes_from_its_last_checkpoint(tiny_model_
     [summary] = list_runs()
     assert summary.status == "failed" and summary.steps >= checkpoint.step
 
+    # The child may have saved more checkpoints before the kill landed: resume from the newest.
+    last = max(int(p.name.split("-")[1]) for p in (job.run_dir / "checkpoints").glob("checkpoint-*"))
     config = json.loads((job.run_dir / "config.json").read_text())
-    config["max_steps"] = checkpoint.step + 2
+    config["max_steps"] = last + 2
     (job.run_dir / "config.json").write_text(json.dumps(config))
     resumed = TrainingJob.resume(job.run_dir)
     events = _collect(resumed)
     started = next(e for e in events if isinstance(e, RunStarted))
-    assert started.resumed_from_step >= checkpoint.step
+    assert started.resumed_from_step == last
     steps = [e.step for e in events if isinstance(e, StepMetrics)]
-    assert steps and min(steps) > checkpoint.step  # the curve continues, it does not restart
-    assert events[-1].status == "completed" and events[-1].step == checkpoint.step + 2
+    assert steps and min(steps) > last  # the curve continues, it does not restart
+    assert events[-1].status == "completed" and events[-1].step == last + 2
     assert [a.name for a in list_adapters()] == ["crashy"]
+
+
+def test_a_checkpoint_cut_short_by_a_crash_is_skipped_on_resume(tiny_model_dir, tmp_path):
+    dataset = write_messages_dataset(tmp_path / "pirate.jsonl")
+    job = TrainingJob.start(_config(tiny_model_dir, dataset, max_steps=4, save_every=2, name="partial"))
+    assert _collect(job)[-1].status == "completed"
+    # Simulate a crash while checkpoint-4 was being written: its trainer state never landed.
+    (job.run_dir / "checkpoints" / "checkpoint-4" / "trainer_state.json").unlink()
+    config = json.loads((job.run_dir / "config.json").read_text())
+    config["max_steps"], config["name"] = 6, "partial-resumed"
+    (job.run_dir / "config.json").write_text(json.dumps(config))
+    events = _collect(TrainingJob.resume(job.run_dir))
+    started = next(e for e in events if isinstance(e, RunStarted))
+    assert started.resumed_from_step == 2
+    assert events[-1].status == "completed" and events[-1].step == 6
 
 
 def test_bad_dataset_fails_the_run_with_a_readable_error_and_no_adapter(tiny_model_dir, tmp_path):

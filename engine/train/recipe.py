@@ -232,14 +232,16 @@ def _log_every(config: RunConfig, examples: int) -> int:
 
 
 def _last_checkpoint(run: _Run) -> Optional[str]:
-    from transformers.trainer_utils import get_last_checkpoint
-
+    """The newest complete checkpoint. The Trainer writes ``trainer_state.json`` last, so a
+    checkpoint without it was cut short by a crash and is skipped, not resumed from."""
     checkpoints = run.run_dir / CHECKPOINTS
     checkpoints.mkdir(exist_ok=True)
-    resume_from = get_last_checkpoint(str(checkpoints))
-    if resume_from:
-        run.log(f"Resuming from {Path(resume_from).name}")
-    return resume_from
+    for folder in sorted(checkpoints.glob("checkpoint-*"), key=lambda p: _checkpoint_step(str(p)), reverse=True):
+        if (folder / "trainer_state.json").is_file():
+            run.log(f"Resuming from {folder.name}")
+            return str(folder)
+        run.log(f"Skipping {folder.name}: it was not completely written", level="warning")
+    return None
 
 
 def _build_trainer(run: _Run, config: RunConfig, model: Any, tokenizer: Any, examples: list[Any],
