@@ -9,7 +9,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from engine.errors import StudioError
 
@@ -89,54 +89,157 @@ def _print_progress(done: int, total: int, message: str) -> None:
 
 # data ----------------------------------------------------------------------------------------
 def cmd_data_inspect(args: argparse.Namespace) -> int:
-    from engine.data import load_dataset_file
+    from engine.data import scan_dataset
 
-    dataset = load_dataset_file(args.file)
-    report: dict[str, Any] = {
-        "file": str(Path(args.file).resolve()),
-        "format": dataset.format,
-        "rows": dataset.total_rows,
-        "good_rows": len(dataset.conversations),
-        "bad_rows": len(dataset.problems),
-        "problems": [{"line": p.line, "reason": p.reason} for p in dataset.problems[:20]],
-    }
+    from engine.dataset_formats import parse_columns
+
+    source = _open_data(args.file, args.format, parse_columns(args.columns or ""), args.text_split or "auto")
+    tokenizer = _tokenizer_for(args.model) if args.model else None
+    show_progress = not args.json and sys.stderr.isatty()
+    report = scan_dataset(source, tokenizer, progress=_print_fraction if show_progress else None)
+    if show_progress:
+        print(file=sys.stderr)
+    summary = report.to_dict(args.max_length, args.val_fraction)
     if args.model:
-        report.update(_token_stats(dataset, args.model, args.max_length))
+        summary["model"] = args.model
     if args.json:
-        _print_json(report)
+        _print_json(summary)
         return 0
-    print(f"{report['file']}: {report['format']} format, {report['good_rows']} good rows, {report['bad_rows']} bad")
-    for problem in report["problems"]:
-        print(f"  line {problem['line']}: {problem['reason']}")
-    if "token_percentiles" in report:
-        pct = report["token_percentiles"]
-        print("tokens per example: " + ", ".join(f"p{k} {v}" for k, v in pct.items()))
-        print(f"{report['truncated']} of {report['good_rows']} rows longer than {args.max_length} tokens")
+    _print_data_report(summary)
     return 0
 
 
-def _token_stats(dataset: Any, model: str, max_length: int) -> dict[str, Any]:
-    import numpy as np
-    from transformers import AutoTokenizer
+def _open_data(reference: str, data_format: Optional[str], columns: dict[str, str], text_split: str) -> Any:
+    from engine.data import DataOptions, open_dataset
 
-    from engine.data import tokenize_conversation
+    return open_dataset(_dataset_reference(reference), DataOptions(data_format, columns, text_split))
+
+
+def _dataset_reference(reference: str) -> str:
+    """An absolute path for a file or folder; anything else (a hub dataset id) as given."""
+    path = Path(reference).expanduser()
+    return str(path.resolve()) if path.exists() else reference
+
+
+def _tokenizer_for(model: str) -> Any:
     from engine.models import resolve_model
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(model))
-    # Tokenise without a cutoff to see the real lengths, then count what max_length would cut.
-    lengths = []
-    for messages in dataset.conversations:
-        example = tokenize_conversation(messages, tokenizer, max_length=1 << 30)
-        if example is not None:
-            lengths.append(len(example.input_ids))
-    if not lengths:
-        return {"token_percentiles": {}, "truncated": 0}
-    values = np.percentile(lengths, [50, 90, 95, 99, 100])
-    return {
-        "token_percentiles": {k: int(v) for k, v in zip((50, 90, 95, 99, 100), values)},
-        "truncated": int(sum(1 for n in lengths if n > max_length)),
-        "max_length": max_length,
-    }
+    _quiet_libraries()
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_model(model, progress=_print_progress))
+
+
+def _print_fraction(fraction: float) -> None:
+    print(f"\rreading the dataset: {100 * fraction:3.0f}%", end="", file=sys.stderr, flush=True)
+
+
+def _print_data_report(report: dict[str, Any]) -> None:
+    print(f"{report['file']}: {report['kind']}, {report['format_title']}")
+    print("  columns: " + ", ".join(f"{field} <- {column}" for field, column in report["mapping"].items())
+          + (f"; ignored: {', '.join(report['ignored_columns'])}" if report["ignored_columns"] else ""))
+    if report["skipped_files"]:
+        print(f"  skipped files: {', '.join(report['skipped_files'])}")
+    print(f"rows: {report['rows']} ({report['good_rows']} good, {report['bad_rows']} bad); "
+          f"duplicates: {report['duplicates']}; empty answers: {report['empty_answers']}")
+    split = report["validation"]
+    if split["validation_rows"]:
+        print(f"validation split: {split['train_rows']} train, {split['validation_rows']} validation")
+    if "token_percentiles" in report:
+        print("tokens per row: " + ", ".join(f"{k} {v}" for k, v in report["token_percentiles"].items()))
+        print(f"{report['truncated']} of {report['good_rows']} rows ({100 * report['truncated_share']:.1f}%) are "
+              f"longer than {report['max_length']} tokens and would be truncated")
+        if report["chat_template"] == "chatml-fallback":
+            print("the model has no chat template: training would use ChatML")
+    if report["problems"]:
+        print("first problems:")
+    for problem in report["problems"]:
+        where = problem["file"] if problem["unit"] == "file" else f"{problem['unit']} {problem['line']}"
+        where = f"{problem['file']} {where}" if problem["file"] and problem["unit"] != "file" else where
+        print(f"  {where}: {problem['reason']}")
+
+
+# estimate ------------------------------------------------------------------------------------
+_ESTIMATE_NUMBERS = {"rank": "rank", "batch": "batch", "seq": "seq"}
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from engine.memory import Plan, auto_fit, estimate_memory, load_model_spec
+
+    spec = load_model_spec(args.model)
+    device, free, bf16 = _estimate_device(args.device_memory)
+    # What training picks for precision 'auto' (recipe._pick_precision): 16-bit only on CUDA.
+    default_precision = ("bf16" if bf16 else "fp16") if device == "cuda" else "fp32"
+    settings: dict[str, Any] = {"method": args.method, "precision": args.precision or default_precision}
+    for flag, field_name in _ESTIMATE_NUMBERS.items():
+        if getattr(args, flag) is not None:
+            settings[field_name] = _whole_number(flag, getattr(args, flag))
+    for flag in ("targets", "optimizer"):
+        if getattr(args, flag) is not None:
+            settings[flag] = getattr(args, flag)
+    if args.grad_checkpointing:
+        settings["grad_checkpointing"] = True
+    plan = Plan.from_dict(settings)
+    report: dict[str, Any]
+    if args.fit:
+        preferences = {"method": plan.method, "precision": plan.precision, "targets": plan.targets}
+        fit = auto_fit(spec, free, preferences=preferences, device=device)
+        estimate, fits = fit.estimate, fit.fits
+        report = {"explanations": fit.explanations, "suggestion": fit.suggestion}
+    else:
+        estimate = estimate_memory(spec, plan, device)
+        fits, report = estimate.fits(free), {}
+    report = {"model": spec.name, "device": device, "device_memory_bytes": free,
+              "peak_allocated_bytes": estimate.peak_allocated_bytes, "device_bytes": estimate.device_bytes,
+              "items": estimate.items, "fits": fits, "plan": estimate.plan.to_dict(), "peak_phase": estimate.peak_phase,
+              "paged_optimizer_bytes": estimate.paged_optimizer_bytes, "trainable_params": estimate.trainable_params,
+              "total_params": estimate.total_params, "notes": estimate.notes, **report}
+    if args.json:
+        _print_json(report)
+    else:
+        _print_estimate(report, estimate)
+    return 0
+
+
+def _whole_number(flag: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise StudioError(f"--{flag} must be a whole number, got {text!r}") from None
+
+
+def _estimate_device(device_memory: Optional[str]) -> tuple[str, int, bool]:
+    """The device kind, its free bytes and bf16 support: a GPU of the size given (bf16, as
+    every GPU since Ampere), or else the detected best device."""
+    from engine.memory import parse_bytes
+
+    if device_memory is not None:
+        return "cuda", parse_bytes(device_memory), True
+    from engine.hardware import best_device
+
+    device = best_device()
+    return device.kind, device.free_bytes, device.bf16
+
+
+def _print_estimate(report: dict[str, Any], estimate: Any) -> None:
+    print(f"{report['model']} ({report['total_params'] / 1e9:.2f}B parameters, "
+          f"{report['trainable_params']:,} trainable): {estimate.plan.describe()}")
+    for name, value in report["items"].items():
+        if value:
+            print(f"  {name.replace('_', ' '):26} {_human_bytes(value):>12}")
+    if report["paged_optimizer_bytes"]:
+        print(f"  {'paged optimizer states':26} {_human_bytes(report['paged_optimizer_bytes']):>12}  (unified memory)")
+    print(f"  {'peak allocated':26} {_human_bytes(report['peak_allocated_bytes']):>12}  "
+          f"(torch.cuda.max_memory_allocated; peak at the {report['peak_phase'].replace('_', ' ')})")
+    print(f"  {'device total':26} {_human_bytes(report['device_bytes']):>12}  (what nvidia-smi shows)")
+    verdict = "fits" if report["fits"] else "does NOT fit"
+    print(f"  {'free on the ' + report['device']:26} {_human_bytes(report['device_memory_bytes']):>12}  {verdict}")
+    for note in report["notes"]:
+        print(f"note: {note}")
+    for line in report.get("explanations", []):
+        print(f"- {line}")
+    if report.get("suggestion"):
+        print(f"suggestion: {report['suggestion']}")
 
 
 # train ---------------------------------------------------------------------------------------
@@ -146,6 +249,8 @@ _TRAIN_FLAGS = {  # CLI flag -> RunConfig field
     "batch": "batch_size", "grad_accum": "grad_accum", "max_length": "max_length", "lr": "lr",
     "warmup_steps": "warmup_steps", "save_every": "save_every", "eval_every": "eval_every",
     "log_every": "log_every", "seed": "seed", "name": "name", "precision": "precision", "device": "device",
+    "format": "data_format", "columns": "columns", "text_split": "text_split", "train_on": "train_on",
+    "val_fraction": "val_fraction", "bad_rows": "bad_rows",
 }
 
 
@@ -164,7 +269,11 @@ def _train_config(args: argparse.Namespace) -> Any:
     if args.epochs is not None:
         data["max_steps"] = None
     if "dataset" in data:
-        data["dataset"] = str(Path(data["dataset"]).expanduser().resolve())
+        data["dataset"] = _dataset_reference(data["dataset"])
+    if isinstance(data.get("columns"), str):
+        from engine.dataset_formats import parse_columns
+
+        data["columns"] = parse_columns(data["columns"])
     model = data.get("model")
     if model and (os.sep in model or model.endswith(".gguf")):
         data["model"] = str(Path(model).expanduser().resolve())
@@ -202,10 +311,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _check_inputs(config: Any) -> None:
     """Refuse bad inputs before a run directory or a process exists."""
-    from engine.data import load_dataset_file
     from engine.models import resolve_model
 
-    load_dataset_file(config.dataset)
+    _open_data(config.dataset, config.data_format, config.columns or {}, config.text_split)
     resolve_model(config.model, progress=_print_progress)
 
 
@@ -282,9 +390,156 @@ def cmd_adapters_show(args: argparse.Namespace) -> int:
         _print_json(report)
         return 0
     print(f"{path.name} ({path})")
-    for key in ("base_model", "method", "rank", "alpha", "targets", "dataset", "steps", "final_loss", "created"):
-        if key in meta:
-            print(f"  {key:12} {meta[key]}")
+    for key in ("base_model", "method", "rank", "alpha", "targets", "dataset", "steps", "final_loss",
+                "final_eval_loss", "created", "tags", "notes"):
+        if meta.get(key) not in (None, "", []):
+            print(f"  {key:15} {meta[key]}")
+    return 0
+
+
+def _done(args: argparse.Namespace, report: dict[str, Any], line: str) -> int:
+    if args.json:
+        _print_json(report)
+    else:
+        print(line)
+    return 0
+
+
+def cmd_adapters_rename(args: argparse.Namespace) -> int:
+    from engine.library import rename_adapter
+
+    path = rename_adapter(args.adapter, args.new_name)
+    return _done(args, {"name": path.name, "path": str(path)}, f"renamed to {path.name}")
+
+
+def cmd_adapters_delete(args: argparse.Namespace) -> int:
+    from engine.library import delete_adapter
+
+    entry = delete_adapter(args.adapter)
+    return _done(args, entry.to_dict(),
+                 f"moved {entry.name} to the trash (bring it back with: lora-studio adapters restore {entry.id})")
+
+
+def cmd_adapters_restore(args: argparse.Namespace) -> int:
+    from engine.library import restore_adapter
+
+    path = restore_adapter(args.id)
+    return _done(args, {"name": path.name, "path": str(path)}, f"restored {path.name}")
+
+
+def cmd_adapters_trash(args: argparse.Namespace) -> int:
+    from engine.library import empty_trash, list_trash
+
+    if args.empty:
+        removed = empty_trash()
+        return _done(args, {"removed": removed}, f"deleted {removed} adapter(s) for good")
+    entries = list_trash()
+    if args.json:
+        _print_json({"trash": [e.to_dict() for e in entries]})
+        return 0
+    if not entries:
+        print("the trash is empty")
+    for e in entries:
+        print(f"{e.id:28} {e.name:40} deleted {e.deleted}  {_human_bytes(e.size_bytes)}")
+    return 0
+
+
+def cmd_adapters_import(args: argparse.Namespace) -> int:
+    from engine.library import import_adapter
+
+    path = import_adapter(args.path, name=args.name)
+    return _done(args, {"name": path.name, "path": str(path)}, f"imported as {path.name} ({path})")
+
+
+def cmd_adapters_export(args: argparse.Namespace) -> int:
+    from engine.library import export_adapter
+
+    path = export_adapter(args.adapter, args.output, overwrite=args.overwrite)
+    return _done(args, {"zip": str(path), "size_bytes": path.stat().st_size}, f"wrote {path}")
+
+
+def cmd_adapters_duplicate(args: argparse.Namespace) -> int:
+    from engine.library import duplicate_adapter
+
+    path = duplicate_adapter(args.adapter, args.name)
+    return _done(args, {"name": path.name, "path": str(path)}, f"copied to {path.name}")
+
+
+def cmd_adapters_edit(args: argparse.Namespace) -> int:
+    from engine.library import read_adapter_meta, resolve_adapter, set_notes, set_tags
+
+    if args.tags is None and args.notes is None:
+        raise StudioError("nothing to change: give --tags and/or --notes")
+    if args.tags is not None:
+        set_tags(args.adapter, args.tags.split(","))
+    if args.notes is not None:
+        set_notes(args.adapter, args.notes)
+    meta = read_adapter_meta(resolve_adapter(args.adapter))
+    report = {"tags": meta.get("tags", []), "notes": meta.get("notes", "")}
+    return _done(args, report, f"tags: {', '.join(report['tags']) or '-'}; notes: {report['notes'] or '-'}")
+
+
+def _print_warnings(warnings: list[str]) -> None:
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+
+
+def cmd_adapters_merge(args: argparse.Namespace) -> int:
+    from engine.merge import merge_adapter
+
+    _quiet_libraries()
+    result = merge_adapter(args.adapter, args.output, base=args.base, dtype=args.dtype,
+                           progress=None if args.json else _print_progress)
+    _print_warnings(result.warnings)
+    fidelity = result.fidelity
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        print(f"merged {result.adapter} into {result.base_model}: {result.output} ({result.dtype}, "
+              f"{_human_bytes(result.size_bytes)}, {result.seconds:.1f} s)")
+        print(f"fidelity: max |logit diff| {fidelity.max_abs_logit_diff:.3g} (tolerance {fidelity.tolerance_logit:g}), "
+              f"mean KL {fidelity.mean_kl:.3g} (tolerance {fidelity.tolerance_kl:g}) over {fidelity.tokens} positions")
+    if not fidelity.within_tolerance:
+        print("error: the merged model differs from base+adapter by more than float tolerance; it was kept "
+              "for inspection", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_adapters_combine(args: argparse.Namespace) -> int:
+    from engine.merge import combine_adapters
+
+    if args.weights is None:
+        weights = [1.0 / len(args.adapters)] * len(args.adapters)
+    else:
+        weights = args.weights
+    _quiet_libraries()
+    result = combine_adapters(args.adapters, weights, args.how, name=args.name, density=args.density,
+                              base=args.base, progress=None if args.json else _print_progress)
+    _print_warnings(result.warnings)
+    line = (f"combined {', '.join(f'{a} x {w:g}' for a, w in zip(result.adapters, result.weights))} with "
+            f"{result.how} into {result.name} (rank {result.rank})")
+    return _done(args, result.to_dict(), line)
+
+
+def cmd_adapters_gguf(args: argparse.Namespace) -> int:
+    from engine.gguf_export import adapter_to_gguf
+
+    _quiet_libraries()
+    result = adapter_to_gguf(args.adapter, args.output, quant=args.quant, lora_only=args.lora_only, base=args.base,
+                             progress=None if args.json else _print_progress)
+    _print_warnings(result.warnings)
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        kind = "GGUF LoRA" if result.kind == "lora" else "GGUF model"
+        print(f"wrote {kind} {result.path} ({result.quant}, {_human_bytes(result.size_bytes)}): {result.tensors} "
+              f"tensors read back and checked, largest error {result.max_abs_error:.3g}")
+        if result.base_gguf:
+            print(f"base model GGUF: {result.base_gguf}")
+        print(f"Ollama Modelfile: {result.modelfile}")
+    if result.merge is not None and not result.merge["within_tolerance"]:
+        return 1
     return 0
 
 
@@ -293,24 +548,101 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from engine.chat import ChatSession
     from engine.library import resolve_adapter
 
-    if args.adapter:
-        resolve_adapter(args.adapter)  # a wrong name fails now, before seconds of model loading
+    for ref in args.adapter or []:
+        resolve_adapter(ref)  # a wrong name fails now, before seconds of model loading
+    choices = _chat_choices(args)
     _quiet_libraries()
     session = ChatSession(args.model)
     session.load()
-    session.set_adapter(args.adapter)
-    settings = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
-    history: list[dict] = [{"role": "system", "content": args.system}] if args.system else []
-    if args.prompt is not None:
-        history.append({"role": "user", "content": args.prompt})
+    settings = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                    top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed)
+    system: list[dict] = [{"role": "system", "content": args.system}] if args.system else []
+    prompts = [args.prompt] if args.prompt is not None else _stdin_prompts(args.json, args.compare)
+    if args.compare:
+        for prompt in prompts:
+            _print_comparison(session, system + [{"role": "user", "content": prompt}], choices, settings, args.json)
+        return 0
+    session.set_adapter(choices[0])
+    history = list(system)
+    for prompt in prompts:
+        history.append({"role": "user", "content": prompt})
         stream = None if args.json else (lambda piece: print(piece, end="", flush=True))
         reply = session.generate(history, on_token=stream, **settings)
+        history.append({"role": "assistant", "content": reply.reply})
         if args.json:
             _print_json(reply.to_dict())
         else:
-            print(f"\n[{reply.tokens} tokens, {reply.tokens_per_second:.1f} tok/s]", file=sys.stderr)
-        return 0
-    return _chat_interactive(session, history, settings, args.json)
+            print()
+            print(f"[{reply.tokens} tokens, {reply.tokens_per_second:.1f} tok/s]", file=sys.stderr)
+    return 0
+
+
+def _chat_choices(args: argparse.Namespace) -> list[Any]:
+    """What to chat with (one choice) or compare (the columns), from --adapter, --combine, --compare."""
+    from engine.chat import MAX_COMPARE_COLUMNS, Blend
+
+    adapters = args.adapter or []
+    if args.weights and not args.combine:
+        raise StudioError("--weights goes with --combine")
+    blend = None
+    if args.combine:
+        if len(adapters) < 2:
+            raise StudioError("--combine needs two or more --adapter")
+        weights = args.weights or [1.0] * len(adapters)
+        if len(weights) != len(adapters):
+            raise StudioError(f"--weights needs one weight per adapter: {len(adapters)} adapters, "
+                              f"{len(weights)} weights")
+        blend = Blend(tuple(zip(adapters, weights)))
+    if args.compare:
+        columns = [None, *adapters] + ([blend] if blend else [])
+        if len(columns) > MAX_COMPARE_COLUMNS:
+            raise StudioError(f"--compare shows at most {MAX_COMPARE_COLUMNS} columns (the base model, each adapter "
+                              f"and their combination): {len(columns)} asked for")
+        return columns
+    if blend is not None:
+        return [blend]
+    if len(adapters) > 1:
+        raise StudioError("several adapters: add --compare to put them side by side, or --combine to chat with "
+                          "their combination")
+    return [adapters[0] if adapters else None]
+
+
+def _stdin_prompts(as_json: bool, compare: bool) -> Iterator[str]:
+    """Lines from standard input until an empty line or end of input."""
+    if not as_json:
+        what = "each message is compared on its own" if compare else "the conversation goes on"
+        print(f"chat: type a message ({what}); an empty line or Ctrl-D quits", file=sys.stderr)
+    for line in sys.stdin:
+        text = line.rstrip("\n")
+        if not text.strip():
+            return
+        yield text
+
+
+def _print_comparison(session: Any, messages: list[dict], choices: list[Any], settings: dict, as_json: bool) -> None:
+    from engine.chat import choice_label
+
+    def heading(index: int) -> None:
+        gap = "\n" if index else ""
+        print(f"{gap}=== {choice_label(choices[index])} ===", flush=True)
+
+    def stream(index: int, piece: str) -> None:
+        print(piece, end="", flush=True)
+
+    def column_done(index: int, result: Any) -> None:
+        if result.reply is None:
+            print(f"error: {result.error}", flush=True)
+        else:
+            print(f"\n[{result.reply.tokens} tokens, {result.reply.tokens_per_second:.1f} tok/s]", flush=True)
+        if index + 1 < len(choices):
+            heading(index + 1)
+
+    if as_json:
+        results = session.compare(messages, choices, **settings)
+        _print_json({"columns": [result.to_dict() for result in results]})
+        return
+    heading(0)
+    session.compare(messages, choices, on_token=stream, on_column=column_done, **settings)
 
 
 def _quiet_libraries() -> None:
@@ -327,27 +659,9 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
-def _chat_interactive(session: Any, history: list[dict], settings: dict, as_json: bool) -> int:
-    if not as_json:
-        print("chat: type a message, an empty line or Ctrl-D to quit", file=sys.stderr)
-    for line in sys.stdin:
-        text = line.rstrip("\n")
-        if not text.strip():
-            break
-        history.append({"role": "user", "content": text})
-        stream = None if as_json else (lambda piece: print(piece, end="", flush=True))
-        reply = session.generate(history, on_token=stream, **settings)
-        history.append({"role": "assistant", "content": reply.reply})
-        if as_json:
-            _print_json(reply.to_dict())
-        else:
-            print()
-    return 0
-
-
 # parser ----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from engine.config import METHODS, PRECISIONS, TARGET_PRESETS
+    from engine.config import BAD_ROWS, METHODS, PRECISIONS, TARGET_PRESETS, TRAIN_ON
 
     parser = argparse.ArgumentParser(prog="lora-studio", description="LoRA Studio: fine-tune language models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -372,10 +686,32 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("file")
     inspect.add_argument("--model", help="tokenise with this model to measure lengths")
     inspect.add_argument("--max-length", type=int, default=512)
+    inspect.add_argument("--val-fraction", type=float, default=0.0, help="share of rows held out for validation")
+    _data_reading_flags(inspect)
+
+    estimate = command("estimate", cmd_estimate, "how much memory a run takes, item by item, and the plan that fits")
+    estimate.add_argument("--model", required=True, help="a catalog name, starter, a model store name, a local folder "
+                                                         "or a config.json")
+    estimate.add_argument("--method", required=True, help="full, lora, dora, qlora, prompt, prefix or ptuning")
+    estimate.add_argument("--rank")
+    estimate.add_argument("--targets", help="q,v, attention or all-linear")
+    estimate.add_argument("--batch")
+    estimate.add_argument("--seq", help="max length in tokens")
+    estimate.add_argument("--grad-checkpointing", action="store_true")
+    estimate.add_argument("--optimizer", help="adamw, adamw_8bit, paged_adamw_8bit, paged_adamw_32bit or sgd")
+    estimate.add_argument("--precision", help="bf16, fp16 or fp32 (default: what training would pick here)")
+    estimate.add_argument("--device-memory", help="free GPU memory, e.g. 24GiB, 24GB, 8000MiB "
+                                                  "(default: the detected device's free memory)")
+    estimate.add_argument("--fit", action="store_true", help="find the best plan that fits the device")
 
     train = command("train", cmd_train, "train an adapter (streams progress; Ctrl-C stops and saves)")
     train.add_argument("--model", help="starter, a model store name, a local folder or a .gguf file")
-    train.add_argument("--dataset", help="a JSONL or JSON dataset file")
+    train.add_argument("--dataset", help="a dataset file (JSONL, JSON, CSV, TSV, Parquet, text), a folder of them, "
+                                         "or a Hugging Face dataset id")
+    _data_reading_flags(train)
+    train.add_argument("--train-on", choices=TRAIN_ON, help="the loss on the assistant's replies only, or all tokens")
+    train.add_argument("--val-fraction", type=float, help="share of rows held out to measure the eval loss")
+    train.add_argument("--bad-rows", choices=BAD_ROWS, help="train on the good rows, or stop when any row is bad")
     train.add_argument("--method", choices=METHODS)
     train.add_argument("--rank", type=int)
     train.add_argument("--alpha", type=float)
@@ -404,16 +740,76 @@ def build_parser() -> argparse.ArgumentParser:
     command("list", cmd_adapters_list, "list the adapter library", adapters)
     show = command("show", cmd_adapters_show, "show one adapter", adapters)
     show.add_argument("adapter")
+    rename = command("rename", cmd_adapters_rename, "rename an adapter", adapters)
+    rename.add_argument("adapter")
+    rename.add_argument("new_name")
+    delete = command("delete", cmd_adapters_delete, "move an adapter to the trash", adapters)
+    delete.add_argument("adapter")
+    restore = command("restore", cmd_adapters_restore, "bring an adapter back from the trash", adapters)
+    restore.add_argument("id", help="the trash id that delete printed (see: adapters trash)")
+    trash = command("trash", cmd_adapters_trash, "list the trash", adapters)
+    trash.add_argument("--empty", action="store_true", help="delete everything in the trash for good")
+    imported = command("import", cmd_adapters_import, "import a PEFT adapter folder or zip", adapters)
+    imported.add_argument("path")
+    imported.add_argument("--name")
+    export = command("export", cmd_adapters_export, "write an adapter as a zip", adapters)
+    export.add_argument("adapter")
+    export.add_argument("--output", required=True, metavar="ZIP")
+    export.add_argument("--overwrite", action="store_true")
+    duplicate = command("duplicate", cmd_adapters_duplicate, "copy an adapter under a new name", adapters)
+    duplicate.add_argument("adapter")
+    duplicate.add_argument("--name")
+    edit = command("edit", cmd_adapters_edit, "set an adapter's tags or notes", adapters)
+    edit.add_argument("adapter")
+    edit.add_argument("--tags", help="comma-separated; an empty string clears them")
+    edit.add_argument("--notes")
+    merge = command("merge", cmd_adapters_merge,
+                    "merge an adapter into its base as a Hugging Face model folder, checked against base+adapter",
+                    adapters)
+    merge.add_argument("adapter")
+    merge.add_argument("--output", required=True, metavar="DIR")
+    merge.add_argument("--base", help="the base model, when the adapter's own is elsewhere")
+    merge.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
+    combine = command("combine", cmd_adapters_combine, "combine adapters of one base into a new adapter", adapters)
+    combine.add_argument("adapters", nargs="+")
+    combine.add_argument("--weights", type=float, nargs="+", help="one per adapter (default: equal)")
+    combine.add_argument("--how", choices=("linear", "cat", "svd", "ties", "dare"), default="linear")
+    combine.add_argument("--density", type=float, help="for ties and dare: the fraction of weights kept")
+    combine.add_argument("--name", required=True)
+    combine.add_argument("--base", help="the base model, when the adapters' own is elsewhere")
+    gguf = command("gguf", cmd_adapters_gguf, "write GGUF for llama.cpp and Ollama, with a Modelfile", adapters)
+    gguf.add_argument("adapter")
+    gguf.add_argument("--output", required=True, metavar="FILE")
+    gguf.add_argument("--quant", choices=("f16", "q8_0", "f32"), default="f16")
+    gguf.add_argument("--lora-only", action="store_true", help="the adapter alone, as a GGUF LoRA")
+    gguf.add_argument("--base", help="the base model, when the adapter's own is elsewhere")
 
-    chat = command("chat", cmd_chat, "chat with a model, with or without an adapter")
+    chat = command("chat", cmd_chat, "chat with a model, with or without adapters, or compare them")
     chat.add_argument("--model", required=True)
-    chat.add_argument("--adapter")
+    chat.add_argument("--adapter", action="append", help="a library name or PEFT folder (repeat for several)")
+    chat.add_argument("--combine", action="store_true", help="chat with the combination of the adapters")
+    chat.add_argument("--weights", type=float, nargs="+", help="with --combine: one weight per adapter")
+    chat.add_argument("--compare", action="store_true",
+                      help="answer each prompt with the base model and each adapter (and the combination)")
     chat.add_argument("--prompt", help="one message; without it, read messages from standard input")
     chat.add_argument("--system", help="a system prompt")
     chat.add_argument("--max-new-tokens", type=int, default=256)
-    chat.add_argument("--temperature", type=float, default=0.0)
+    chat.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (the default)")
+    chat.add_argument("--top-p", type=float, default=0.9)
+    chat.add_argument("--top-k", type=int, default=0, help="0 is off")
+    chat.add_argument("--repetition-penalty", type=float, default=1.0)
     chat.add_argument("--seed", type=int)
     return parser
+
+
+def _data_reading_flags(parser: argparse.ArgumentParser) -> None:
+    from engine.dataset_formats import FORMAT_NAMES
+    from engine.dataset_readers import TEXT_SPLITS
+
+    parser.add_argument("--format", choices=FORMAT_NAMES, help="the row format (detected when left out)")
+    parser.add_argument("--columns", metavar="FIELD=COLUMN,...",
+                        help="which column holds each field, e.g. question=prompt,answer=reply")
+    parser.add_argument("--text-split", choices=TEXT_SPLITS, help="plain text: one document per line, or chunks (auto: guessed)")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

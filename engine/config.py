@@ -10,11 +10,15 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
+from engine.dataset_formats import FORMAT_NAMES, TRAIN_ON
+from engine.dataset_readers import TEXT_SPLITS
 from engine.errors import StudioError
 
 METHODS = ("lora", "dora")
 TARGET_PRESETS = ("q,v", "attention", "all-linear")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+BAD_ROWS = ("skip", "stop")
+MAX_VAL_FRACTION = 0.5
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
 
@@ -41,6 +45,13 @@ class RunConfig:
     name: Optional[str] = None
     precision: str = "auto"
     device: str = "auto"
+    # How to read the dataset: None/empty detect the format and columns (see engine.dataset_formats).
+    data_format: Optional[str] = None
+    columns: Optional[dict[str, str]] = None
+    text_split: str = "auto"
+    train_on: str = "assistant"  # the loss on the assistant's replies only, or on every token
+    val_fraction: float = 0.0  # share of the rows held out to measure the eval loss
+    bad_rows: str = "skip"  # train on the good rows, or stop when any row is bad
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,7 +110,23 @@ class RunConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise StudioError(f"{name.replace('_', ' ')} must be 0 or a positive whole number, got {value!r}")
+        self._validate_data_settings()
         if self.name is not None and not _NAME_RE.match(self.name):
             raise StudioError(
                 f"adapter name {self.name!r} may only use letters, digits, '.', '_' and '-' (at most 80)"
             )
+
+    def _validate_data_settings(self) -> None:
+        for name, value, allowed in (("data format", self.data_format, (None, *FORMAT_NAMES)),
+                                     ("text split", self.text_split, TEXT_SPLITS),
+                                     ("train on", self.train_on, TRAIN_ON), ("bad rows", self.bad_rows, BAD_ROWS)):
+            if value not in allowed:
+                raise StudioError(f"unknown {name} {value!r}; choose one of "
+                                  f"{', '.join(str(a) for a in allowed if a is not None)}")
+        if self.columns is not None and not (
+                isinstance(self.columns, dict)
+                and all(isinstance(k, str) and isinstance(v, str) for k, v in self.columns.items())):
+            raise StudioError("columns must map field names to column names, e.g. {\"question\": \"prompt\"}")
+        value = self.val_fraction
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_VAL_FRACTION:
+            raise StudioError(f"validation share must be between 0 and {MAX_VAL_FRACTION}, got {value!r}")

@@ -42,7 +42,7 @@ class _Family:
     qk_norm: bool = False  # Qwen3 and Gemma 3 normalise q and k per head
     qkv_bias: bool = False  # Qwen2 hard-codes biases on q, k and v
     fused: bool = False  # Phi-3 fuses q/k/v into qkv_proj and gate/up into gate_up_proj
-    scaled_embeddings: bool = False  # Gemma multiplies embeddings by sqrt(hidden): one more tensor
+    fp32_norms: bool = False  # Gemma's RMSNorm scales by (1 + weight) in fp32 before casting back
     tie_default: bool = False
 
 
@@ -51,9 +51,9 @@ _FAMILIES: dict[str, _Family] = {
     "mistral": _Family(),
     "qwen2": _Family(qkv_bias=True),
     "qwen3": _Family(qk_norm=True),
-    "gemma": _Family(scaled_embeddings=True, tie_default=True),
-    "gemma2": _Family(norms_per_layer=4, scaled_embeddings=True, tie_default=True),
-    "gemma3_text": _Family(norms_per_layer=4, qk_norm=True, scaled_embeddings=True, tie_default=True),
+    "gemma": _Family(fp32_norms=True, tie_default=True),
+    "gemma2": _Family(norms_per_layer=4, fp32_norms=True, tie_default=True),
+    "gemma3_text": _Family(norms_per_layer=4, qk_norm=True, fp32_norms=True, tie_default=True),
     "phi3": _Family(fused=True),
 }
 
@@ -67,7 +67,7 @@ _CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "siglip_vision_model": {
         "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_channels": 3,
-        "image_size": 224, "patch_size": 16,
+        "image_size": 224, "patch_size": 16, "vision_use_head": True,
     },
 }
 _REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
@@ -97,7 +97,7 @@ class ModelSpec:
     max_position_embeddings: Optional[int]
     norms_per_layer: int
     qk_norm: bool
-    scaled_embeddings: bool
+    fp32_norms: bool
     layer_linears: tuple[LinearShape, ...]
     attn_logit_softcapping: Optional[float] = None
     final_logit_softcapping: Optional[float] = None
@@ -188,7 +188,7 @@ def spec_from_config(config: dict[str, Any], name: str) -> ModelSpec:
         max_position_embeddings=text.get("max_position_embeddings"),
         norms_per_layer=family.norms_per_layer,
         qk_norm=family.qk_norm,
-        scaled_embeddings=family.scaled_embeddings,
+        fp32_norms=family.fp32_norms,
         layer_linears=_layer_linears(text, family, hidden, heads * head_dim, kv_heads * head_dim,
                                      values["intermediate_size"]),
         attn_logit_softcapping=text.get("attn_logit_softcapping"),
@@ -243,8 +243,10 @@ def _vision_params(config: dict[str, Any], text_hidden: int, name: str) -> int:
     # Per layer: q, k, v, out projections with biases, fc1 and fc2 with biases, two LayerNorms.
     layer = 4 * (width * width + width) + (width * ffn + ffn) + (ffn * width + width) + 4 * width
     post_norm = 2 * width
+    # The attention-pooling head: a probe, multi-head attention, a LayerNorm and an MLP.
+    head = width + 4 * (width * width + width) + 2 * width + (width * ffn + ffn) + (ffn * width + width)
     projector = width * text_hidden + width  # Gemma 3: projection matrix and an RMSNorm on the vision side
-    return embeddings + layers * layer + post_norm + projector
+    return embeddings + layers * layer + post_norm + (head if v["vision_use_head"] else 0) + projector
 
 
 # where specs come from -----------------------------------------------------------------------

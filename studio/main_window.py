@@ -88,10 +88,13 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
 
         self.train_page.adapterSaved.connect(self._on_adapter_saved)
+        self._run_state = "idle"
         self.train_page.runStateChanged.connect(self._on_run_state)
         self.train_page.progressChanged.connect(self.statusBar().showMessage)
         self.train_page.runFinished.connect(self._on_run_finished)
         self.models_page.modelsChanged.connect(self._on_models_changed)
+        self.adapters_page.adaptersChanged.connect(self.chat_page.refresh)
+        self.adapters_page.modelsChanged.connect(self._on_models_changed)
 
         self.statusBar().showMessage("Ready")
         self.sidebar.setCurrentRow(0)
@@ -118,6 +121,11 @@ class MainWindow(QMainWindow):
         self.chat_page.refresh()
 
     def _on_run_state(self, state: str) -> None:
+        if state == "running" and self._run_state == "idle":
+            # A run is starting: its child loads the model in a few seconds; a chat model that
+            # would leave it too little memory goes first.
+            self.chat_page.make_room_for_training(self.train_page.build_config())
+        self._run_state = state
         if state in _STATE_MESSAGES:
             self.statusBar().showMessage(_STATE_MESSAGES[state])
 

@@ -10,12 +10,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.data import (
+    CHATML_TEMPLATE,
     IGNORE_INDEX,
     DatasetFile,
     build_examples,
+    chat_template_for,
     load_dataset_file,
+    open_dataset,
     render_conversation,
+    scan_dataset,
+    split_counts,
+    split_indices,
     tokenize_conversation,
+    training_view,
+    write_examples,
 )
 from engine.errors import StudioError
 from engine.paths import SAMPLE_DATASETS
@@ -197,13 +205,13 @@ def test_bad_rows_are_reported_with_their_line_numbers(tmp_path):
     assert "start with a user message" in reasons[11]
 
 
-def test_json_array_rows_are_numbered_from_one(tmp_path):
+def test_json_array_rows_are_reported_at_the_line_where_they_start(tmp_path):
     path = tmp_path / "rows.json"
     rows = [{"instruction": "a", "output": "b"}, {"instruction": "c", "output": 5}]
-    path.write_text(json.dumps(rows), encoding="utf-8")
+    path.write_text(json.dumps(rows, indent=2), encoding="utf-8")  # row 2 opens on line 6
     dataset = load_dataset_file(path)
 
-    assert [(p.line, p.reason) for p in dataset.problems] == [(2, "'output' must be text, not a JSON number")]
+    assert [(p.line, p.reason) for p in dataset.problems] == [(6, "'output' must be text, not a JSON number")]
 
 
 def test_a_byte_order_mark_is_tolerated(tmp_path):
@@ -217,13 +225,16 @@ def test_a_byte_order_mark_is_tolerated(tmp_path):
     [
         ("empty.jsonl", b"", "dataset empty.jsonl is empty"),
         ("blank.jsonl", b"\n  \n\t\n", "dataset blank.jsonl is empty"),
-        ("junk.jsonl", bytes(range(256)) * 4, "dataset junk.jsonl is not UTF-8"),
-        ("latin1.jsonl", '{"instruction": "café"}'.encode("latin-1"), "dataset latin1.jsonl is not UTF-8"),
+        ("junk.jsonl", bytes(range(256)) * 4, "dataset junk.jsonl: no usable rows (first problem, line 1: not valid"),
+        ("latin1.jsonl", '{"instruction": "café"}'.encode("latin-1"),
+         "dataset latin1.jsonl: no usable rows (first problem, line 1: not UTF-8 text (bad byte at column 21)"),
         ("nul.jsonl", b"\x00\x01\x02 binary", "dataset nul.jsonl: no usable rows (first problem, line 1: not valid"),
         ("none.json", b"[]", "dataset none.json has no rows"),
         ("broken.json", b'[{"instruction": "a", "output": "b"},', "dataset broken.json is not valid JSON"),
-        ("object.json", b'{\n  "instruction": "a",\n  "output": "b"\n}\n', "dataset object.json: no usable rows"),
-        ("other.jsonl", b'{"text": "hi"}\n', "dataset other.jsonl: no usable rows (first problem, line 1: expected a"),
+        ("scalar.json", b'"just a string"', "dataset scalar.json: no usable rows (first problem, line 1: row is a JSON "
+                                       "string, not an object)"),
+        ("other.jsonl", b'{"foo": 1, "bar": 2}\n', "dataset other.jsonl: cannot tell the format from its columns "
+                                                      "(foo, bar)"),
     ],
 )
 def test_unusable_files_raise_one_readable_line_naming_the_file(tmp_path, name, content, message):
@@ -238,7 +249,8 @@ def test_unusable_files_raise_one_readable_line_naming_the_file(tmp_path, name, 
 def test_missing_file_and_folder_raise_studio_errors(tmp_path):
     with pytest.raises(StudioError, match="not found.*nowhere.jsonl"):
         load_dataset_file(tmp_path / "nowhere.jsonl")
-    with pytest.raises(StudioError, match="is a folder"):
+    (tmp_path / "notes.md").write_text("# About\n")
+    with pytest.raises(StudioError, match="holds no dataset files"):
         load_dataset_file(tmp_path)
 
 
@@ -266,6 +278,158 @@ def test_sample_datasets_load_cleanly_and_keep_their_style(name, dataset_format,
 
     _, stats = build_examples(dataset, tokenizer, max_length=512, chat_template=SMOLLM2_TEMPLATE)
     assert stats.dropped == 0 and stats.truncated == 0
+
+
+def test_training_on_all_tokens_trains_prompts_too(tokenizer):
+    replies_only = tokenize_conversation(CONVERSATION, tokenizer, max_length=512)
+    everything = tokenize_conversation(CONVERSATION, tokenizer, max_length=512, train_on="all")
+
+    assert everything.input_ids == replies_only.input_ids
+    assert everything.labels == everything.input_ids
+    assert trained_runs(tokenizer, everything.input_ids, everything.labels) == [
+        render_conversation(CONVERSATION, tokenizer)]
+
+
+@pytest.fixture(scope="session")
+def tokenizer_without_template(tiny_model_dir):
+    """A base-model tokenizer: no chat template, and an EOS that is not ChatML's end marker."""
+    from transformers import AutoTokenizer
+
+    base = AutoTokenizer.from_pretrained(tiny_model_dir, eos_token="<|endoftext|>")
+    base.chat_template = None
+    return base
+
+
+def test_a_base_model_without_template_trains_on_chatml_and_learns_to_stop(tokenizer_without_template):
+    template, fallback = chat_template_for(tokenizer_without_template)
+    assert fallback and template == CHATML_TEMPLATE
+    example = tokenize_conversation(CONVERSATION, tokenizer_without_template, 512, chat_template=template)
+
+    text = tokenizer_without_template.decode(example.input_ids)
+    assert text.startswith("<|endoftext|><|im_start|>system\nYou are a pirate.<|im_end|>\n<|im_start|>user\n")
+    assert trained_runs(tokenizer_without_template, example.input_ids, example.labels) == [
+        "Arr matey, I am fine!<|im_end|><|endoftext|>\n",
+        "Paris is the capital of France.<|im_end|><|endoftext|>\n",
+    ]
+
+
+def test_the_fallback_template_gives_replies_that_chat_renders_the_same_way(tokenizer_without_template):
+    # Chat renders a prompt up to the reply; training's text must continue exactly from it.
+    prompt = render_conversation(CONVERSATION[:2], tokenizer_without_template, add_generation_prompt=True,
+                                 chat_template=CHATML_TEMPLATE)
+    trained = render_conversation(CONVERSATION[:3], tokenizer_without_template, chat_template=CHATML_TEMPLATE)
+    assert trained.startswith(prompt) and trained[len(prompt):] == "Arr matey, I am fine!<|im_end|><|endoftext|>\n"
+
+
+def test_raw_text_is_trained_whole_between_the_models_bos_and_eos(tokenizer, tmp_path):
+    path = tmp_path / "notes.jsonl"
+    write_jsonl(path, [{"text": "The quick brown fox jumps over the lazy dog."}])
+    dataset = load_dataset_file(path)
+    assert dataset.format == "text"
+    example = tokenize_conversation(dataset.conversations[0], tokenizer, max_length=512)
+
+    assert example.labels == example.input_ids
+    assert example.input_ids[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(example.input_ids[:-1], skip_special_tokens=True) == "The quick brown fox jumps over " \
+                                                                                 "the lazy dog."
+
+
+def test_the_training_view_splits_the_text_into_prompt_trained_and_cut_parts(tokenizer):
+    segments, tokens = training_view(CONVERSATION, tokenizer, max_length=512)
+    assert "".join(s.text for s in segments) == render_conversation(CONVERSATION, tokenizer)
+    assert [s.text for s in segments if s.trained] == ["Arr matey, I am fine!<|im_end|>\n",
+                                                       "Paris is the capital of France.<|im_end|>\n"]
+    assert not any(s.cut for s in segments)
+    assert tokens == len(tokenize_conversation(CONVERSATION, tokenizer, 512).input_ids)
+
+    cut_at = tokens - 5
+    segments, _ = training_view(CONVERSATION, tokenizer, max_length=cut_at)
+    kept = tokenize_conversation(CONVERSATION, tokenizer, cut_at)
+    assert "".join(s.text for s in segments if not s.cut) == tokenizer.decode(kept.input_ids)
+    assert segments[-1].cut and segments[-1].trained  # the end of the last reply is cut off
+
+    everything, _ = training_view(CONVERSATION, tokenizer, 512, train_on="all")
+    assert [s.trained for s in everything] == [True]
+
+
+def _mixed_rows() -> list:
+    good = {"question": "What is two plus two?", "answer": "Four."}
+    return [
+        good,  # 1
+        {"question": "Name a colour.", "answer": "Blue."},  # 2
+        good,  # 3: a duplicate of line 1
+        {"question": "Say nothing.", "answer": "   "},  # 4: an empty answer
+        "not json {",  # 5
+        {"question": "Where is Paris?", "answer": "In France. " * 40},  # 6: a long one
+    ]
+
+
+def test_a_scan_counts_good_bad_duplicate_and_empty_rows_and_measures_lengths(tokenizer, tmp_path):
+    source = open_dataset(write_jsonl(tmp_path / "qa.jsonl", _mixed_rows()))
+    fractions: list[float] = []
+    report = scan_dataset(source, tokenizer, progress=fractions.append)
+
+    assert (report.format, report.total_rows, report.good_rows, report.bad_rows) == ("qa", 6, 4, 2)
+    assert (report.duplicates, report.empty_answers) == (1, 1)
+    assert [(p.line, p.code) for p in report.problems] == [(4, "empty_answer"), (5, "not_json")]
+    dataset = load_dataset_file(source.path)
+    full = [len(tokenize_conversation(c, tokenizer, 10**6).input_ids) for c in dataset.conversations]
+    assert report.token_lengths.tolist() == full
+    assert report.truncated(max(full) - 1) == 1 and report.truncated(max(full)) == 0
+    assert report.length_percentiles()["max"] == max(full)
+    assert fractions and fractions == sorted(fractions) and all(0 <= f <= 1 for f in fractions)
+    summary = report.to_dict(max_length=64, val_fraction=0.25)
+    assert summary["validation"] == {"fraction": 0.25, "train_rows": 3, "validation_rows": 1}
+    assert summary["truncated"] == sum(n > 64 for n in full)
+
+
+def test_a_cancelled_scan_or_write_stops_and_leaves_no_file(tokenizer, tmp_path):
+    source = open_dataset(write_jsonl(tmp_path / "qa.jsonl", _mixed_rows()))
+    assert scan_dataset(source, cancelled=lambda: True) is None
+    target = tmp_path / "out" / "examples.arrow"
+    assert write_examples(source, tokenizer, 64, target, cancelled=lambda: True) is None
+    assert list(target.parent.iterdir()) == []
+
+
+def test_examples_written_to_arrow_equal_the_in_memory_ones(tokenizer, tmp_path):
+    from datasets import Dataset
+
+    source = open_dataset(write_jsonl(tmp_path / "qa.jsonl", _mixed_rows()))
+    written = write_examples(source, tokenizer, 40, tmp_path / "examples.arrow")
+    examples, stats = build_examples(load_dataset_file(source.path), tokenizer, 40)
+
+    assert written.stats == stats and (written.total_rows, written.bad_rows) == (6, 2)
+    stored = Dataset.from_file(str(written.path))
+    assert stored["input_ids"] == [e.input_ids for e in examples]
+    assert stored["labels"] == [e.labels for e in examples]
+
+
+def test_scanning_holds_a_few_bytes_per_row_not_the_rows(tmp_path):
+    import tracemalloc
+
+    rows = 30_000
+    line = json.dumps({"instruction": "Translate to French: " + "good morning " * 20, "output": "bonjour " * 20})
+    path = tmp_path / "big.jsonl"
+    path.write_text((line + "\n") * rows, encoding="utf-8")
+    source = open_dataset(path)
+    scan_dataset(source)  # once untraced, so the imports it makes are not counted
+    tracemalloc.start()
+    report = scan_dataset(source)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+
+    assert report.good_rows == rows and report.duplicates == rows - 1
+    assert path.stat().st_size > 10_000_000 and peak < 2_000_000, peak
+
+
+def test_the_validation_split_is_seeded_disjoint_and_sized_as_asked():
+    assert split_counts(100, 0.1) == (90, 10)
+    assert split_counts(3, 0.01) == (2, 1)  # at least one row to measure on
+    assert split_counts(1, 0.5) == (1, 0) and split_counts(50, 0) == (50, 0)
+    train, held_out = split_indices(100, 0.1, seed=7)
+    assert len(held_out) == 10 and sorted(set(train) | set(held_out)) == list(range(100))
+    assert split_indices(100, 0.1, seed=7)[1].tolist() == held_out.tolist()
+    assert split_indices(100, 0.1, seed=8)[1].tolist() != held_out.tolist()
 
 
 _json_values = st.recursive(

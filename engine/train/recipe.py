@@ -8,7 +8,6 @@ last checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import time
@@ -51,6 +50,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m engine.train RUN_DIR", file=sys.stderr)
         return 2
+    _yield_cpu_to_the_desktop()
     run = _Run(Path(argv[0]).resolve())
     try:
         finished = train(run)
@@ -63,6 +63,16 @@ def main(argv: list[str]) -> int:
     if run.writer is not None:
         run.writer.close()
     return 0 if finished.status != "failed" else 1
+
+
+def _yield_cpu_to_the_desktop() -> None:
+    """Run at a lower CPU priority: training takes every cycle that is free, but the
+    studio's window (and the rest of the desktop) gets the CPU first when it needs it."""
+    if hasattr(os, "nice"):
+        try:
+            os.nice(10)
+        except OSError:
+            pass  # not permitted here; training still runs, at normal priority
 
 
 def _describe_failure(exc: Exception) -> str:
@@ -85,9 +95,10 @@ def train(run: _Run) -> RunFinished:
         return RunFinished(status="stopped", error=None)
 
     tokenizer = _load_tokenizer(model_path)
-    examples, dataset_hash = _load_examples(run, config, tokenizer)
-    if run.stop_requested():
+    loaded = _load_examples(run, config, tokenizer)
+    if loaded is None or run.stop_requested():
         return RunFinished(status="stopped")
+    train_set, eval_set, dataset_hash = loaded
 
     run.log(f"Loading {model_path.name} on {device} in {dtype_name}")
     model = _load_model(model_path, dtype_name)
@@ -103,13 +114,16 @@ def train(run: _Run) -> RunFinished:
         run.emit(RunStarted(
             run_dir=str(run.run_dir), model=config.model, method=config.method, device=device,
             total_steps=total_steps, trainable_params=trainable, total_params=total,
-            train_examples=len(examples), resumed_from_step=_checkpoint_step(resume_from),
+            train_examples=len(train_set), resumed_from_step=_checkpoint_step(resume_from),
         ))
 
-    trainer, callback = _build_trainer(run, config, model, tokenizer, examples, device, dtype_name, announce)
+    trainer, callback = _build_trainer(run, config, model, tokenizer, train_set, eval_set, device, dtype_name,
+                                       announce)
     started = time.time()
     trainer.train(resume_from_checkpoint=resume_from)
     step = trainer.state.global_step
+    if eval_set is not None and not callback.stop_requested and step % trainer.args.eval_steps:
+        trainer.evaluate()  # the eval loss of the adapter as saved, when the last step fell between evaluations
     final_loss = callback.loss_history[-1][1] if callback.loss_history else None
 
     if callback.nonfinite_loss is not None:
@@ -125,6 +139,9 @@ def train(run: _Run) -> RunFinished:
 
     meta = _adapter_meta(config, model_path, tokenizer, device, dataset_hash, callback.loss_history,
                          step, final_loss, time.time() - started, run.run_dir)
+    eval_history = [[entry["step"], entry["eval_loss"]] for entry in trainer.state.log_history if "eval_loss" in entry]
+    if eval_history:
+        meta.update(eval_history=eval_history, final_eval_loss=eval_history[-1][1])
     adapter = _save_to_library(config, run.run_dir, model, meta)
     run.log(f"Saved adapter {adapter.name}")
     return RunFinished(status=status, adapter=str(adapter), step=step, final_loss=final_loss)
@@ -158,29 +175,60 @@ def _load_tokenizer(model_path: Path) -> Any:
     return tokenizer
 
 
-def _load_examples(run: _Run, config: RunConfig, tokenizer: Any) -> tuple[list[Any], str]:
-    from engine.data import build_examples, load_dataset_file
+def _load_examples(run: _Run, config: RunConfig, tokenizer: Any) -> Optional[tuple[Any, Optional[Any], str]]:
+    """The training and validation sets and the dataset's hash; None when stopped meanwhile.
 
-    dataset = load_dataset_file(config.dataset)
-    if dataset.problems:
-        first = dataset.problems[0]
-        run.log(f"Skipping {len(dataset.problems)} bad row(s); first at line {first.line}: {first.reason}",
-                level="warning")
-    examples, stats = build_examples(dataset, tokenizer, config.max_length)
-    run.log(f"Dataset {Path(config.dataset).name}: {dataset.format} format, {stats.examples} examples, "
-            f"{stats.truncated} truncated to {config.max_length} tokens, {stats.trained_tokens:,} trained tokens")
-    if not examples:
+    Rows are tokenised into an Arrow file in the run folder and memory-mapped from there,
+    so memory stays flat however large the dataset is.
+    """
+    from datasets import Dataset
+
+    from engine.data import (CHATML_TEMPLATE, DataOptions, dataset_fingerprint, open_dataset, split_indices,
+                             write_examples)
+
+    source = open_dataset(config.dataset, DataOptions(config.data_format, config.columns or {}, config.text_split))
+    if source.format != "text" and not getattr(tokenizer, "chat_template", None):
+        # Set on the tokenizer, so the checkpoints and the adapter keep the template it was trained with.
+        tokenizer.chat_template = CHATML_TEMPLATE
+        run.log("The model has no chat template: training with ChatML, which is saved with the adapter")
+    written = write_examples(source, tokenizer, config.max_length, run.run_dir / "data" / "examples.arrow",
+                             train_on=config.train_on, progress=_tokenising_progress(run),
+                             cancelled=run.stop_requested)
+    if written is None:
+        return None
+    if written.bad_rows:
+        first = written.problems[0]
+        bad = f"{written.bad_rows} of {written.total_rows} rows are bad; first at {first.where()}: {first.reason}"
+        if config.bad_rows == "stop":
+            raise StudioError(f"{bad}. Fix the file, or choose to train on the good rows")
+        run.log(f"Skipping {bad}", level="warning")
+    stats = written.stats
+    run.log(f"Dataset {source.name}: {source.layout.title}, {stats.examples} examples, {stats.truncated} truncated "
+            f"to {config.max_length} tokens, {stats.trained_tokens:,} trained tokens")
+    if not stats.examples:
         raise StudioError(f"no training examples left in {config.dataset} after tokenising; "
                           f"raise max length (now {config.max_length})")
-    return examples, _file_sha256(Path(config.dataset))
+    examples = Dataset.from_file(str(written.path))
+    train_rows, eval_rows = split_indices(len(examples), config.val_fraction, config.seed)
+    if not len(eval_rows):
+        return examples, None, dataset_fingerprint(config.dataset)
+    run.log(f"Holding out {len(eval_rows)} examples to measure the eval loss")
+    return examples.select(train_rows), examples.select(eval_rows), dataset_fingerprint(config.dataset)
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _tokenising_progress(run: _Run) -> Callable[[float], None]:
+    """A log line at each tenth of a long tokenising pass; short ones pass silently."""
+    started = time.monotonic()
+    shown = 0
+
+    def report(fraction: float) -> None:
+        nonlocal shown
+        tenth = int(fraction * 10)
+        if tenth > shown and time.monotonic() - started > 2:
+            shown = tenth
+            run.log(f"Tokenising the dataset: {tenth * 10}%")
+
+    return report
 
 
 def _load_model(model_path: Path, dtype_name: str) -> Any:
@@ -244,15 +292,12 @@ def _last_checkpoint(run: _Run) -> Optional[str]:
     return None
 
 
-def _build_trainer(run: _Run, config: RunConfig, model: Any, tokenizer: Any, examples: list[Any],
+def _build_trainer(run: _Run, config: RunConfig, model: Any, tokenizer: Any, train_set: Any, eval_set: Optional[Any],
                    device: str, dtype_name: str, on_train_begin: Callable[[int], None]) -> tuple[Any, Any]:
-    from datasets import Dataset
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     from engine.train.callback import EventCallback
 
-    rows = [{"input_ids": e.input_ids, "attention_mask": [1] * len(e.input_ids), "labels": e.labels}
-            for e in examples]
     args = TrainingArguments(
         output_dir=str(run.run_dir / CHECKPOINTS),
         max_steps=config.max_steps or -1,
@@ -261,10 +306,14 @@ def _build_trainer(run: _Run, config: RunConfig, model: Any, tokenizer: Any, exa
         gradient_accumulation_steps=config.grad_accum,
         learning_rate=config.lr,
         warmup_steps=config.warmup_steps,
-        logging_steps=_log_every(config, len(examples)),
+        logging_steps=_log_every(config, len(train_set)),
         logging_first_step=True,
         save_strategy="steps" if config.save_every else "no",
         save_steps=config.save_every or 500,
+        eval_strategy="steps" if eval_set is not None else "no",
+        # About ten evaluations a run unless asked otherwise.
+        eval_steps=config.eval_every or 10 * _log_every(config, len(train_set)),
+        per_device_eval_batch_size=config.batch_size,
         report_to="none",
         seed=config.seed,
         bf16=dtype_name == "bf16",
@@ -279,7 +328,8 @@ def _build_trainer(run: _Run, config: RunConfig, model: Any, tokenizer: Any, exa
     trainer = Trainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(rows),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
         processing_class=tokenizer,
         callbacks=[callback],
@@ -319,7 +369,7 @@ def _adapter_meta(config: RunConfig, model_path: Path, tokenizer: Any, device: s
         "max_steps": config.max_steps,
         "epochs": config.epochs,
         "seed": config.seed,
-        "dataset": str(Path(config.dataset).resolve()),
+        "dataset": str(Path(config.dataset).resolve()) if Path(config.dataset).exists() else config.dataset,
         "dataset_sha256": dataset_hash,
         "steps": step,
         "final_loss": final_loss,
@@ -328,6 +378,8 @@ def _adapter_meta(config: RunConfig, model_path: Path, tokenizer: Any, device: s
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "hardware": device_info.name if device_info else device,
         "chat_template": tokenizer.chat_template,
+        "train_on": config.train_on,
+        "val_fraction": config.val_fraction,
         "run_dir": str(run_dir),
         "versions": versions(),
     }

@@ -1,49 +1,57 @@
-"""Chat: talk to a base model, with or without an adapter, to see what training changed.
+"""Chat: talk to a base model, with or without an adapter, and compare adapters side by side.
 
 The page owns one ``engine.chat.ChatSession``. Loading it, swapping its adapter,
-generating a reply and unloading it each run in a ``BackgroundTask``, one at a
-time, and the controls follow that one task. The base model is loaded once per
-model: picking another adapter only hot-swaps the adapter on the loaded base.
+generating a reply, running a comparison and unloading it each run in a
+``BackgroundTask``, one at a time, and the controls follow that one task. The base
+model is loaded once per model: picking another adapter only hot-swaps the adapter on
+the loaded base, and a comparison switches adapters between its columns on the same
+session.
 """
 
 from __future__ import annotations
 
-import os
+import gc
+import time
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QColor, QFont, QKeyEvent, QTextBlockFormat, QTextCharFormat, QTextCursor
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
-    QDoubleSpinBox,
-    QGridLayout,
+    QFileDialog,
     QHBoxLayout,
     QLabel,
-    QPlainTextEdit,
     QProgressBar,
     QPushButton,
-    QSpinBox,
-    QTextBrowser,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from engine.errors import StudioError
-from studio.widgets.pickers import AdapterPicker, ModelPicker
+from studio.pages.chat_compare import CompareView
+from studio.widgets.chat_widgets import (
+    ASSISTANT_COLOUR,
+    ERROR_COLOUR,
+    NOTE_COLOUR,
+    USER_COLOUR,
+    ChatAdapterPicker,
+    GenerationSettings,
+    LiveRate,
+    MessageBox,
+    Transcript,
+    adapter_entries,
+    describe_reply,
+)
+from studio.widgets.pickers import ModelPicker
 from studio.workers import BackgroundTask, TaskReporter
 
 if TYPE_CHECKING:
-    from engine.chat import ChatReply, ChatSession
+    from engine.chat import ChatReply, ChatSession, ColumnResult
 
-# torch takes one thread per core by default; leaving one core free keeps the window
-# responsive while a reply streams.
-CHAT_THREADS = max(1, (os.cpu_count() or 2) - 1)
-
-_USER_COLOUR = "#1f5fbf"
-_ASSISTANT_COLOUR = "#2e7d32"
-_ERROR_COLOUR = "#c0392b"
-_NOTE_COLOUR = "#777777"
+_TRANSCRIPT_FILTERS = "Markdown (*.md);;JSON (*.json)"
 
 
 @dataclass
@@ -56,105 +64,11 @@ class _Loaded:
     adapter_error: Optional[str]
 
 
-class MessageBox(QPlainTextEdit):
-    """The message being written; Ctrl+Enter sends it, Enter starts a new line."""
-
-    submitted = Signal()
-
-    def keyPressEvent(self, event: QKeyEvent) -> None:
-        send_keys = (Qt.Key.Key_Return, Qt.Key.Key_Enter)
-        if event.key() in send_keys and event.modifiers() & Qt.KeyboardModifier.ControlModifier:
-            event.accept()
-            self.submitted.emit()
-            return
-        super().keyPressEvent(event)
-
-
-class Transcript(QTextBrowser):
-    """The conversation as the user saw it: speaker headings, turns, errors in red.
-
-    Text is inserted with a cursor at the end of the document rather than by
-    re-rendering HTML, so a streamed token costs the same however long the chat is.
-    """
-
-    def __init__(self, parent: Optional[QWidget] = None) -> None:
-        super().__init__(parent)
-        self.setAccessibleName("Conversation")
-        self.setPlaceholderText("Load a model, type a message below and press Send (Ctrl+Enter).")
-
-    def add_turn(self, speaker: str, text: str, colour: str) -> None:
-        self.begin_turn(speaker, colour)
-        self.append_text(text)
-
-    def begin_turn(self, speaker: str, colour: str) -> None:
-        cursor = self._end()
-        first = self.document().isEmpty()
-        heading = QTextBlockFormat()
-        heading.setTopMargin(0 if first else 12)
-        if first:
-            cursor.setBlockFormat(heading)
-        else:
-            cursor.insertBlock(heading)
-        cursor.insertText(speaker, _char_format(colour, bold=True))
-        cursor.insertBlock(QTextBlockFormat())
-        self._scroll_if_following()
-
-    def append_text(self, text: str, colour: Optional[str] = None, *, italic: bool = False) -> None:
-        following = self._following()
-        self._end().insertText(text, _char_format(colour, italic=italic))
-        if following:
-            self._scroll_to_end()
-
-    def add_error(self, text: str) -> None:
-        cursor = self._end()
-        if not self.document().isEmpty():
-            spaced = QTextBlockFormat()
-            spaced.setTopMargin(8)
-            cursor.insertBlock(spaced)
-        cursor.insertText(text, _char_format(_ERROR_COLOUR))
-        self._scroll_to_end()
-
-    def _end(self) -> QTextCursor:
-        cursor = QTextCursor(self.document())
-        cursor.movePosition(QTextCursor.MoveOperation.End)
-        return cursor
-
-    def _following(self) -> bool:
-        # Only keep scrolling when the user is at the bottom: reading an earlier turn
-        # while a reply streams must not yank the view away.
-        bar = self.verticalScrollBar()
-        return bar.value() >= bar.maximum() - 4
-
-    def _scroll_if_following(self) -> None:
-        if self._following():
-            self._scroll_to_end()
-
-    def _scroll_to_end(self) -> None:
-        bar = self.verticalScrollBar()
-        bar.setValue(bar.maximum())
-
-
-def _char_format(colour: Optional[str], *, bold: bool = False, italic: bool = False) -> QTextCharFormat:
-    fmt = QTextCharFormat()
-    if colour:
-        fmt.setForeground(QColor(colour))
-    fmt.setFontWeight(QFont.Weight.Bold if bold else QFont.Weight.Normal)
-    fmt.setFontItalic(italic)
-    return fmt
-
-
-def describe_reply(reply: "ChatReply") -> str:
-    """The status line under the chat: ``N tokens · X tok/s · first token Y s``."""
-    return (
-        f"{reply.tokens} tokens · {reply.tokens_per_second:.1f} tok/s · "
-        f"first token {reply.time_to_first_token_s:.2f} s"
-    )
-
-
 class ChatPage(QWidget):
-    """Pick a model and an adapter, load, and chat; replies stream in as they are generated."""
+    """Pick a model and load it; chat with it (and an adapter) or compare adapters on it."""
 
-    replyFinished = Signal(object)  # the ChatReply of every reply that ended, stopped or not
+    replyFinished = Signal(object)  # the ChatReply of every chat reply that ended, stopped or not
+    compareFinished = Signal(list)  # the ColumnResults of every comparison that ended
     sessionChanged = Signal()  # a load, adapter swap or unload ended, whether or not it worked
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
@@ -163,6 +77,7 @@ class ChatPage(QWidget):
         self._session_model: Optional[str] = None
         self._session_model_label = ""
         self._session_adapter: Optional[str] = None
+        self._session_adapter_label = "base model"
         # The latest task, kept until the next one starts. Python owns it (no Qt parent):
         # with PySide 6.12, deleteLater on a finished task crashes now and then. The one
         # before it is kept too, because a task can start from the previous one's
@@ -174,15 +89,23 @@ class ChatPage(QWidget):
         # ticket on, so whatever an abandoned task still reports is recognised as stale.
         self._ticket = 0
         self._pickers_moved_while_busy = False
+        # A training run that started while a load was running, and the notice of an
+        # unload that waits for the running task: both are dealt with when it ends.
+        self._training_waiting: Any = None
+        self._unload_notice: Optional[str] = None
         self._history: list[dict[str, str]] = []
+        self._reply_start: Optional[int] = None  # where the last reply's turn starts in the transcript
+        self._last_reply_start: Optional[int] = None
+        self._live = LiveRate()
         self._build()
+        self.refresh()
         self._update_controls()
 
     # --- layout -----------------------------------------------------------------------
 
     def _build(self) -> None:
         self.model_picker = ModelPicker(self)
-        self.adapter_picker = AdapterPicker(self)
+        self.model_picker.setAccessibleName("Model")
         self.load_button = QPushButton("Load model", self)
         self.load_button.setToolTip(
             "Load the picked base model for chatting. It stays loaded: picking another adapter "
@@ -196,79 +119,87 @@ class ChatPage(QWidget):
         self.busy_bar.hide()
         self.session_label = QLabel(self)
         self.session_label.setAccessibleName("Loaded model")
+        self.settings = GenerationSettings(self)
+        self.settings.setFixedWidth(300)
+        self.compare_view = CompareView(self)
+        self.tabs = QTabWidget(self)
+        self.tabs.addTab(self._build_chat_tab(), "Chat")
+        self.tabs.addTab(self.compare_view, "Compare")
 
-        self.max_tokens_box = QSpinBox(self)
-        self.max_tokens_box.setRange(1, 8192)
-        self.max_tokens_box.setValue(256)
-        self.max_tokens_box.setToolTip(
-            "The longest reply, in tokens. Generation also ends when the model finishes its turn."
-        )
-        self.temperature_box = QDoubleSpinBox(self)
-        self.temperature_box.setRange(0.0, 2.0)
-        self.temperature_box.setSingleStep(0.1)
-        self.temperature_box.setDecimals(2)
-        self.temperature_box.setValue(0.7)
-        self.temperature_box.setToolTip(
-            "0 always picks the most likely next token, so the same question gets the same answer "
-            "(best for comparing adapters). Higher values give more varied replies."
-        )
-
-        self.transcript = Transcript(self)
-        self.message_box = MessageBox(self)
-        self.message_box.setPlaceholderText("Type a message. Ctrl+Enter sends it.")
-        self.message_box.setAccessibleName("Message")
-        self.message_box.setFixedHeight(90)
-        self.send_button = QPushButton("Send", self)
-        self.send_button.setToolTip("Send the message (Ctrl+Enter)")
-        self.stop_button = QPushButton("Stop", self)
-        self.stop_button.setToolTip("Stop the reply now; what was generated so far is kept")
-        self.clear_button = QPushButton("Clear", self)
-        self.clear_button.setToolTip("Start a new conversation; the model stays loaded")
-        self.status_label = QLabel(self)
-        self.status_label.setAccessibleName("Reply statistics")
-        self.status_label.setStyleSheet(f"color: {_NOTE_COLOUR};")
-
-        top = QGridLayout()
-        top.addWidget(_buddy_label("&Model:", self.model_picker), 0, 0)
-        top.addWidget(self.model_picker, 0, 1)
-        top.addWidget(self.load_button, 0, 2)
-        top.addWidget(_buddy_label("&Adapter:", self.adapter_picker), 1, 0)
-        top.addWidget(self.adapter_picker, 1, 1)
-        top.setColumnStretch(1, 1)
-
-        session_row = QHBoxLayout()
-        session_row.addWidget(self.session_label, 1)
-        session_row.addWidget(self.busy_bar)
-        session_row.addSpacing(16)
-        session_row.addWidget(_buddy_label("Max new &tokens:", self.max_tokens_box))
-        session_row.addWidget(self.max_tokens_box)
-        session_row.addSpacing(16)
-        session_row.addWidget(_buddy_label("T&emperature:", self.temperature_box))
-        session_row.addWidget(self.temperature_box)
-
-        buttons = QVBoxLayout()
-        buttons.addWidget(self.send_button)
-        buttons.addWidget(self.stop_button)
-        buttons.addWidget(self.clear_button)
-        buttons.addStretch(1)
-        compose = QHBoxLayout()
-        compose.addWidget(self.message_box, 1)
-        compose.addLayout(buttons)
-
+        top = QHBoxLayout()
+        top.addWidget(_buddy_label("&Model:", self.model_picker))
+        top.addWidget(self.model_picker)
+        top.addWidget(self.load_button)
+        top.addSpacing(12)
+        top.addWidget(self.session_label, 1)
+        top.addWidget(self.busy_bar)
+        body = QHBoxLayout()
+        body.addWidget(self.tabs, 1)
+        body.addWidget(self.settings, 0, Qt.AlignmentFlag.AlignTop)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
-        layout.addLayout(session_row)
-        layout.addWidget(self.transcript, 1)
-        layout.addLayout(compose)
-        layout.addWidget(self.status_label)
+        layout.addLayout(body, 1)
 
         self.load_button.clicked.connect(self.load)
+        self.model_picker.currentIndexChanged.connect(self._model_moved)
+        self.adapter_picker.currentIndexChanged.connect(self._pickers_moved)
+        self.compare_view.compareRequested.connect(self.compare)
+        self.compare_view.stopRequested.connect(self.stop)
+
+    def _build_chat_tab(self) -> QWidget:
+        tab = QWidget(self)
+        self.adapter_picker = ChatAdapterPicker(tab)
+        self.transcript = Transcript(tab)
+        self.transcript.setPlaceholderText("Load a model, type a message below and press Send (Ctrl+Enter).")
+        self.message_box = MessageBox(tab)
+        self.message_box.setPlaceholderText("Type a message. Ctrl+Enter sends it.")
+        self.message_box.setAccessibleName("Message")
+        self.message_box.setFixedHeight(80)
+        self.send_button = _button("Send", "Send the message (Ctrl+Enter)", tab)
+        self.stop_button = _button("Stop", "Stop the reply now; what was generated so far is kept", tab)
+        self.regenerate_button = _button(
+            "Regenerate", "Answer the last message again. With the seed on \"random\" the reply is a new one; "
+            "with a fixed seed and the same settings it is the same reply.", tab)
+        self.copy_button = _button("Copy reply", "Copy the last reply to the clipboard", tab)
+        self.clear_button = _button("Clear", "Start a new conversation; the model stays loaded", tab)
+        self.save_button = _button("Save…", "Save the conversation as Markdown or JSON", tab)
+        self.open_button = _button("Open…", "Open a saved conversation to read it or go on with it", tab)
+        self.status_label = QLabel(tab)
+        self.status_label.setAccessibleName("Reply statistics")
+        self.status_label.setStyleSheet(f"color: {NOTE_COLOUR};")
+
+        adapter_row = QHBoxLayout()
+        adapter_row.addWidget(_buddy_label("&Adapter:", self.adapter_picker))
+        adapter_row.addWidget(self.adapter_picker, 1)
+        send_buttons = QVBoxLayout()
+        send_buttons.addWidget(self.send_button)
+        send_buttons.addWidget(self.stop_button)
+        send_buttons.addStretch(1)
+        compose = QHBoxLayout()
+        compose.addWidget(self.message_box, 1)
+        compose.addLayout(send_buttons)
+        actions = QHBoxLayout()
+        for button in (self.regenerate_button, self.copy_button, self.clear_button):
+            actions.addWidget(button)
+        actions.addStretch(1)
+        actions.addWidget(self.save_button)
+        actions.addWidget(self.open_button)
+        layout = QVBoxLayout(tab)
+        layout.addLayout(adapter_row)
+        layout.addWidget(self.transcript, 1)
+        layout.addLayout(compose)
+        layout.addLayout(actions)
+        layout.addWidget(self.status_label)
+
         self.send_button.clicked.connect(self.send)
         self.message_box.submitted.connect(self.send)
         self.stop_button.clicked.connect(self.stop)
+        self.regenerate_button.clicked.connect(self.regenerate)
+        self.copy_button.clicked.connect(self.copy_reply)
         self.clear_button.clicked.connect(self.clear)
-        self.model_picker.currentIndexChanged.connect(self._pickers_moved)
-        self.adapter_picker.currentIndexChanged.connect(self._pickers_moved)
+        self.save_button.clicked.connect(self._save_dialog)
+        self.open_button.clicked.connect(self._open_dialog)
+        return tab
 
     # --- public actions -----------------------------------------------------------------
 
@@ -282,12 +213,13 @@ class ChatPage(QWidget):
 
     @property
     def generating(self) -> bool:
-        return self.busy and self._task_kind == "generate"
+        """A chat reply or a comparison is being generated."""
+        return self.busy and self._task_kind in ("generate", "compare")
 
     def refresh(self) -> None:
-        """Re-read the model list and the adapter library (a new model or adapter may exist)."""
+        """Re-read the model list, the adapter library and the runs' checkpoints."""
         self.model_picker.refresh()
-        self.adapter_picker.refresh()
+        self._refresh_adapters()
 
     def load(self) -> None:
         """Load the picked model (once), with the picked adapter on top."""
@@ -297,9 +229,9 @@ class ChatPage(QWidget):
         adapter_ref = self.adapter_picker.current_ref()
 
         def load_session(_reporter: TaskReporter) -> _Loaded:
-            from engine.chat import ChatSession
+            from engine.chat import ChatSession, chat_threads
 
-            session = ChatSession(model_ref, threads=CHAT_THREADS)
+            session = ChatSession(model_ref, threads=chat_threads())
             session.load()
             try:
                 if adapter_ref is not None:
@@ -310,7 +242,9 @@ class ChatPage(QWidget):
             return _Loaded(session, model_ref, adapter_ref, None)
 
         self._session_model_label = self.model_picker.currentText()
-        self._start("load", f"Loading {self._session_model_label}…", load_session, self._loaded, self._load_failed)
+        adapter_label = self.adapter_picker.current_label()
+        self._start("load", f"Loading {self._session_model_label}…", load_session,
+                    partial(self._loaded, adapter_label), self._load_failed)
 
     def send(self) -> None:
         """Send the message box's text as the next user turn and stream the reply."""
@@ -323,39 +257,148 @@ class ChatPage(QWidget):
         if not self._session_ready():
             self.transcript.add_error("Load the model first: press \"Load model\".")
             return
-        session = self._session
         self._history.append({"role": "user", "content": text})
-        conversation = list(self._history)  # the worker gets its own list; the page keeps editing its own
-        max_new_tokens = self.max_tokens_box.value()
-        temperature = self.temperature_box.value()
-
-        def generate(reporter: TaskReporter) -> "ChatReply":
-            return session.generate(
-                conversation,
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                on_token=reporter.emit,
-                stop_event=reporter.cancel_event,
-            )
-
         self.message_box.clear()
-        self.transcript.add_turn("You", text, _USER_COLOUR)
-        self.transcript.begin_turn(f"Assistant · {_adapter_label(self._session_adapter)}", _ASSISTANT_COLOUR)
-        self.status_label.setText("Generating…")
-        self._start("generate", "", generate, self._replied, partial(self._reply_failed, text))
+        self.transcript.add_turn("You", text, USER_COLOUR)
+        self._generate_reply(partial(self._send_failed, text))
+
+    def regenerate(self) -> None:
+        """Answer the last user message again, replacing the reply it had."""
+        if self.busy or not self._history or not self._session_ready():
+            return
+        if self._history[-1]["role"] == "assistant":
+            self._history.pop()
+            if self._last_reply_start is not None:
+                self.transcript.remove_from(self._last_reply_start)
+        self._generate_reply(self._regenerate_failed)
 
     def stop(self) -> None:
-        """End the reply being generated; the tokens so far stay in the conversation."""
+        """End the reply or comparison being generated; what was generated so far is kept."""
         if self.generating:
             self._task.cancel()
+
+    def copy_reply(self) -> None:
+        replies = [message["content"] for message in self._history if message["role"] == "assistant"]
+        if replies:
+            QGuiApplication.clipboard().setText(replies[-1])
+            self.status_label.setText("Copied the last reply to the clipboard.")
 
     def clear(self) -> None:
         """Forget the conversation (the model stays loaded)."""
         if self.generating:
             return
         self._history.clear()
+        self._last_reply_start = None
         self.transcript.clear()
         self.status_label.clear()
+        self._update_controls()
+
+    def save_transcript_to(self, path: str) -> Optional[Path]:
+        """Save the conversation (Markdown for .md, else JSON); None when it failed, as the chat says."""
+        from engine.chat import ChatTranscript, save_transcript
+
+        transcript = ChatTranscript(
+            messages=self.settings.system_messages() + self._history,
+            model=self._session_model_label or self.model_picker.currentText() or None,
+            adapter=self._session_adapter_label if self._session_adapter else None,
+            settings=self.settings.values(),
+        )
+        try:
+            saved = save_transcript(path, transcript)
+        except StudioError as exc:
+            self.transcript.add_error(f"Could not save the chat: {exc}")
+            return None
+        self.status_label.setText(f"Saved the chat to {saved}")
+        return saved
+
+    def open_transcript_from(self, path: str) -> bool:
+        """Show a saved conversation and go on from it; False when it could not be read."""
+        from engine.chat import load_transcript
+
+        if self.generating:
+            return False
+        try:
+            loaded = load_transcript(path)
+        except StudioError as exc:
+            self.transcript.add_error(f"Could not open the chat: {exc}")
+            return False
+        system = [message["content"] for message in loaded.messages if message["role"] == "system"]
+        self.settings.system_box.setPlainText("\n\n".join(system))
+        self.settings.apply(loaded.settings)
+        self._history = [message for message in loaded.messages if message["role"] != "system"]
+        self.transcript.clear()
+        self._last_reply_start = None
+        speaker = f"Assistant · {loaded.adapter}" if loaded.adapter else "Assistant"
+        for message in self._history:
+            if message["role"] == "user":
+                self.transcript.add_turn("You", message["content"], USER_COLOUR)
+            else:
+                self._last_reply_start = self.transcript.add_turn(speaker, message["content"], ASSISTANT_COLOUR)
+        source = loaded.model or "an unnamed model"
+        self.transcript.add_note(
+            f"Opened {Path(path).name}, a chat with {source}"
+            + (f" and adapter {loaded.adapter}" if loaded.adapter else "")
+            + ". New replies come from the model loaded here."
+        )
+        self.status_label.clear()
+        self._update_controls()
+        return True
+
+    def compare(self) -> None:
+        """Send the compare prompt to every visible column, one after another."""
+        view = self.compare_view
+        if self.busy:
+            return
+        prompt = view.prompt()
+        if not prompt:
+            view.show_status("Type a prompt first: there is nothing to compare.", ERROR_COLOUR)
+            return
+        if not self._session_ready():
+            view.show_status("Load the model first: press \"Load model\".", ERROR_COLOUR)
+            return
+        try:
+            choices = view.choices()
+        except StudioError as exc:
+            view.show_status(str(exc), ERROR_COLOUR)
+            return
+        session = self._session
+        messages = self.settings.system_messages() + [{"role": "user", "content": prompt}]
+        settings = self.settings.values()
+
+        def run(reporter: TaskReporter) -> list["ColumnResult"]:
+            return session.compare(
+                messages, choices, **settings, stop_event=reporter.cancel_event,
+                on_token=lambda index, piece: reporter.emit((index, piece)),
+                on_column=lambda index, result: reporter.emit((index, result)),
+            )
+
+        view.begin()
+        self._start("compare", "", run, self._compared, self._compare_failed)
+
+    def make_room_for_training(self, config: Any) -> None:
+        """A training run (a RunConfig) is starting: unload the chat model, with a notice in
+        the chat, when the memory estimator says the run would not fit beside it."""
+        from engine.chat import room_for_training
+
+        session = self._session
+        if session is None:
+            if self.busy and self._task_kind == "load":
+                self._training_waiting = config  # decided once the model is in memory
+            return
+        try:
+            room = room_for_training(session, config)
+        except StudioError as exc:
+            self.transcript.add_note(f"A training run started; whether it fits beside the chat model is unknown "
+                                     f"({exc}), so the model stays loaded.")
+            return
+        if room is None or room.fits:
+            return
+        self._unload_notice = (f"Unloaded {self._session_model_label} to make room for training: {room.describe()}, "
+                               "counting the chat model. Load it again when the run is over.")
+        if self.busy:
+            self._task.cancel()  # a reply or comparison ends within a token; the unload follows it
+        else:
+            self._unload_for_training()
 
     def close_session(self) -> None:
         """Stop any reply and unload the model now; the window calls this when it closes.
@@ -375,6 +418,7 @@ class ChatPage(QWidget):
         session = self._session
         self._forget_session()
         if session is not None and ended:
+            gc.unfreeze()
             session.close()
         self.busy_bar.hide()
         self._update_controls()
@@ -397,6 +441,8 @@ class ChatPage(QWidget):
         task.finished.connect(partial(self._task_finished, self._ticket))
         if kind == "generate":
             task.messages.connect(partial(self._tokens_arrived, self._ticket))
+        elif kind == "compare":
+            task.messages.connect(partial(self._compare_arrived, self._ticket))
         if busy_text:
             self.session_label.setText(busy_text)
             self.busy_bar.show()
@@ -420,17 +466,28 @@ class ChatPage(QWidget):
             return
         self.busy_bar.hide()
         self._update_controls()
-        if self._task_kind != "generate":
+        if self._task_kind in ("load", "swap", "unload"):
             self.sessionChanged.emit()
-        if self._pickers_moved_while_busy:
+        if self._training_waiting is not None and not self.busy:
+            config, self._training_waiting = self._training_waiting, None
+            self.make_room_for_training(config)
+        if self._unload_notice is not None and not self.busy:
+            self._unload_for_training()
+        elif self._pickers_moved_while_busy and not self.busy:
             self._pickers_moved_while_busy = False
             self._follow_pickers()
             self._update_controls()
 
-    def _loaded(self, loaded: _Loaded) -> None:
+    def _loaded(self, adapter_label: str, loaded: _Loaded) -> None:
+        # Torch, transformers and the model's modules are hundreds of thousands of objects
+        # that live as long as the model: a full garbage collection scanning them all took
+        # 300 ms, a stall of the window whenever one fell while a reply streamed. Frozen,
+        # collections skip them; they are thawed when the model is unloaded (_unload, close_session).
+        gc.freeze()
         self._session = loaded.session
         self._session_model = loaded.model_ref
         self._session_adapter = loaded.adapter_ref
+        self._session_adapter_label = adapter_label if loaded.adapter_ref else "base model"
         if loaded.adapter_error:
             self.transcript.add_error(f"The model is loaded, but the adapter is not: {loaded.adapter_error}")
 
@@ -440,48 +497,81 @@ class ChatPage(QWidget):
     def _swap_adapter(self) -> None:
         session = self._session
         adapter_ref = self.adapter_picker.current_ref()
-        label = _adapter_label(adapter_ref)
+        label = self.adapter_picker.current_label()
 
         def swap(_reporter: TaskReporter) -> Optional[str]:
             session.set_adapter(adapter_ref)
             return adapter_ref
 
         def swapped(ref: Optional[str]) -> None:
-            self._session_adapter = ref
+            self._session_adapter, self._session_adapter_label = ref, label
 
         def swap_failed(message: str) -> None:
             self.transcript.add_error(f"Could not switch to {label}: {message}")
 
         self._start("swap", f"Switching to {label}…", swap, swapped, swap_failed)
 
-    def _unload(self) -> None:
+    def _unload(self, notice: Optional[str] = None) -> None:
         session = self._session
         self._forget_session()
+        gc.unfreeze()  # so that closing the session can collect the model's reference cycles
+
+        def unloaded(_result: object) -> None:
+            if notice:
+                self.transcript.add_note(notice)
+                self.status_label.setText(notice)
+
         self._start(
             "unload",
-            "Unloading the previous model…",
+            "Unloading the model…",
             lambda _reporter: session.close(),
-            _ignore,
-            lambda message: self.transcript.add_error(f"Unloading the previous model failed: {message}"),
+            unloaded,
+            lambda message: self.transcript.add_error(f"Unloading the model failed: {message}"),
         )
+
+    def _unload_for_training(self) -> None:
+        notice, self._unload_notice = self._unload_notice, None
+        if self._session is not None:
+            self._unload(notice)
 
     def _forget_session(self) -> None:
         self._session = None
         self._session_model = None
         self._session_adapter = None
+        self._session_adapter_label = "base model"
+
+    # --- replies ------------------------------------------------------------------------
+
+    def _generate_reply(self, on_failure: Callable[[str], None]) -> None:
+        session = self._session
+        conversation = self.settings.system_messages() + list(self._history)  # the worker gets its own list
+        settings = self.settings.values()
+
+        def generate(reporter: TaskReporter) -> "ChatReply":
+            return session.generate(conversation, **settings, on_token=reporter.emit,
+                                    stop_event=reporter.cancel_event)
+
+        self._reply_start = self.transcript.begin_turn(f"Assistant · {self._session_adapter_label}",
+                                                       ASSISTANT_COLOUR)
+        self._live = LiveRate()
+        self.status_label.setText("Generating…")
+        self._start("generate", "", generate, self._replied, on_failure)
 
     def _tokens_arrived(self, ticket: int, pieces: list) -> None:
         if ticket == self._ticket:
             self.transcript.append_text("".join(pieces))
+            self._live.add(len(pieces), time.perf_counter())
+            self.status_label.setText(f"Generating… {self._live.describe()}")
 
     def _replied(self, reply: "ChatReply") -> None:
         self._history.append({"role": "assistant", "content": reply.reply})
+        self._last_reply_start = self._reply_start
         if reply.stopped:
-            self.transcript.append_text("  [stopped]", _NOTE_COLOUR, italic=True)
+            self.transcript.append_text("  [stopped]", NOTE_COLOUR, italic=True)
         self.status_label.setText(describe_reply(reply))
         self.replyFinished.emit(reply)
 
-    def _reply_failed(self, text: str, message: str) -> None:
+    def _send_failed(self, text: str, message: str) -> None:
         # The model never answered this turn: take it out of the history and hand the
         # text back so the user can send it again.
         self._history.pop()
@@ -490,7 +580,67 @@ class ChatPage(QWidget):
         self.transcript.add_error(message)
         self.status_label.clear()
 
+    def _regenerate_failed(self, message: str) -> None:
+        self.transcript.add_error(message)
+        self.status_label.clear()
+
+    def _compare_arrived(self, ticket: int, batch: list) -> None:
+        if ticket != self._ticket:
+            return
+        view = self.compare_view
+        pending: list[str] = []
+        streaming = -1
+        for index, item in batch:
+            if isinstance(item, str):
+                if index != streaming and pending:
+                    view.append(streaming, pending)
+                    pending = []
+                streaming = index
+                pending.append(item)
+            else:
+                if pending:
+                    view.append(streaming, pending)
+                    pending = []
+                view.finish_column(index, item)
+        if pending:
+            view.append(streaming, pending)
+
+    def _compared(self, results: list["ColumnResult"]) -> None:
+        seeds = {result.reply.seed for result in results if result.reply is not None} - {None}
+        stopped = any(result.reply is not None and result.reply.stopped for result in results)
+        text = f"Compared {len(results)} columns" + (f" with seed {seeds.pop()}" if seeds else " greedily")
+        self.compare_view.show_status(text + (" (stopped)" if stopped else "."))
+        self.compareFinished.emit(results)
+
+    def _compare_failed(self, message: str) -> None:
+        self.compare_view.show_status(message, ERROR_COLOUR)
+
+    # --- files ----------------------------------------------------------------------------
+
+    def _save_dialog(self) -> None:
+        path, chosen = QFileDialog.getSaveFileName(self, "Save the chat", str(Path.home() / "chat.md"),
+                                                   _TRANSCRIPT_FILTERS)
+        if path:
+            if not Path(path).suffix:
+                path += ".json" if chosen.startswith("JSON") else ".md"
+            self.save_transcript_to(path)
+
+    def _open_dialog(self) -> None:
+        path, _chosen = QFileDialog.getOpenFileName(self, "Open a chat", str(Path.home()),
+                                                    "Chats (*.md *.json);;All files (*)")
+        if path:
+            self.open_transcript_from(path)
+
     # --- following the pickers ----------------------------------------------------------
+
+    def _refresh_adapters(self) -> None:
+        entries = adapter_entries(self.model_picker.current_ref())
+        self.adapter_picker.refresh(entries)
+        self.compare_view.set_entries(entries)
+
+    def _model_moved(self, index: int) -> None:
+        self._refresh_adapters()  # checkpoints are listed for the picked model
+        self._pickers_moved(index)
 
     def _pickers_moved(self, _index: int) -> None:
         if self.busy:
@@ -516,7 +666,7 @@ class ChatPage(QWidget):
             self.session_label.setText("No model loaded.")
         else:
             self.session_label.setText(
-                f"Loaded: {self._session_model_label} · adapter: {_adapter_label(self._session_adapter)}"
+                f"Loaded: {self._session_model_label} · chat adapter: {self._session_adapter_label}"
             )
 
     def _update_controls(self) -> None:
@@ -525,24 +675,26 @@ class ChatPage(QWidget):
         ready = idle and self._session_ready()
         if idle:
             self._show_session()
+        has_reply = any(message["role"] == "assistant" for message in self._history)
         self.model_picker.setEnabled(idle)
         self.adapter_picker.setEnabled(idle)
         self.load_button.setEnabled(idle and self._session is None and bool(self.model_picker.current_ref()))
         self.send_button.setEnabled(ready)
         self.send_button.setToolTip("Send the message (Ctrl+Enter)" if ready else "Load a model to chat")
-        self.stop_button.setEnabled(generating)
+        self.stop_button.setEnabled(generating and self._task_kind == "generate")
+        self.regenerate_button.setEnabled(ready and bool(self._history))
+        self.copy_button.setEnabled(has_reply)
         self.clear_button.setEnabled(not generating)
-        self.max_tokens_box.setEnabled(not generating)
-        self.temperature_box.setEnabled(not generating)
+        self.save_button.setEnabled(bool(self._history) and not generating)
+        self.open_button.setEnabled(not generating)
+        self.settings.setEnabled(not generating)
+        self.compare_view.set_state(ready=ready, running=generating and self._task_kind == "compare")
 
 
-def _adapter_label(ref: Optional[str]) -> str:
-    # Library adapters are listed under their name, which is also their reference.
-    return ref or "base model"
-
-
-def _ignore(_value: object) -> None:
-    """For a task whose success needs no reaction beyond the controls updating."""
+def _button(text: str, tip: str, parent: QWidget) -> QPushButton:
+    button = QPushButton(text, parent)
+    button.setToolTip(tip)
+    return button
 
 
 def _buddy_label(text: str, buddy: QWidget) -> QLabel:

@@ -1,26 +1,42 @@
-"""Data: look inside a dataset file before training on it.
+"""Data: look inside a dataset before training on it.
 
-Reading and checking a file can take seconds for a large one, so it runs in a
-``BackgroundTask``. The page shows the detected format, how many rows are usable,
-the problems with line numbers (so the user can fix the file) and a preview of the
-conversations.
+Choosing a file starts one ``BackgroundTask``. It first reads only the file's first
+rows (so even a million-row file shows its preview at once) and sends them as a
+message; then it reads the whole file once, with a progress bar, counting good, bad,
+duplicate and empty rows and, when a model is chosen, measuring every row's length in
+tokens. The page shows the detected format and lets the user override it with a
+column mapping; the selected row's exact training text, with the tokens the loss is
+taken on in another colour; and a histogram of lengths with the max-length cutoff.
+Max length, validation share and "train on" are applied to the measured lengths at
+once, without reading the file again.
 """
 
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from functools import partial
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional
 
-from PySide6.QtCore import Qt
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
     QFormLayout,
+    QGridLayout,
+    QGroupBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QListWidget,
     QProgressBar,
+    QPushButton,
+    QSpinBox,
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
@@ -29,29 +45,57 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.data import DatasetFile, load_dataset_file
-from studio.widgets.pickers import DatasetPicker
+from engine.data import (
+    DataOptions,
+    DatasetPreview,
+    DatasetReport,
+    DatasetSource,
+    RowProblem,
+    Sample,
+    chat_template_for,
+    dataset_columns,
+    open_dataset,
+    preview_dataset,
+    scan_dataset,
+    split_counts,
+    training_view,
+)
+from engine.dataset_formats import FORMATS, TEXT_ROLE
+from engine.dataset_readers import TEXT_SPLITS
+from engine.errors import StudioError
+from studio.widgets.pickers import DatasetPicker, ModelPicker
 from studio.workers import BackgroundTask, TaskReporter
 
-PREVIEW_ROWS = 200
 SHOWN_PROBLEMS = 20
-COLUMNS = ("#", "Turns", "First user message", "First assistant reply")
-_FORMAT_NAMES = {
-    "messages": "OpenAI chat (\"messages\")",
-    "alpaca": "Alpaca (instruction / input / output)",
-}
-_ROLE_COLOURS = {"system": "#8e44ad", "user": "#1f5fbf", "assistant": "#2e7d32"}
+CHAT_COLUMNS = ("Line", "Turns", "First user message", "First assistant reply")
+TEXT_COLUMNS = ("Line", "Characters", "Text")
+_PROGRESS_STEPS = 1000
+_NOT_USED = "(not used)"
+_CHOOSE = "(choose a column)"
+_ROLE_COLOURS = {"system": "#8e44ad", "user": "#1f5fbf", "assistant": "#2e7d32", TEXT_ROLE: "#333333"}
 _ERROR_STYLE = "color: #c0392b; font-weight: 600;"
 _CELL_CHARS = 160
+# The rendered training text: what the model reads, what it learns to write, what is cut off.
+_PROMPT_STYLE = "color:#455a64; background-color:#e3e8ec;"
+_TRAINED_STYLE = "color:#1b5e20; background-color:#c8e6c9;"
+_CUT_STYLE = "color:#9e9e9e; background-color:#fde0e0; text-decoration:line-through;"
+_BAR_KEPT = "#2f7ed8"
+_BAR_CUT = "#e4572e"
+_TEXT_SPLIT_NAMES = {"auto": "Guess from the file", "lines": "One document per line",
+                     "chunks": "Chunks of about 2,000 characters"}
 
 
 def first_content(conversation: list[dict], role: str) -> str:
     """The first ``role`` message on one line, cut to fit a table cell."""
     for message in conversation:
         if message.get("role") == role:
-            text = " ".join(str(message.get("content", "")).split())
-            return text if len(text) <= _CELL_CHARS else text[: _CELL_CHARS - 1] + "…"
+            return _one_line(str(message.get("content", "")))
     return ""
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _CELL_CHARS else text[: _CELL_CHARS - 1] + "…"
 
 
 def conversation_html(conversation: list[dict]) -> str:
@@ -67,183 +111,666 @@ def conversation_html(conversation: list[dict]) -> str:
     return "".join(parts)
 
 
-def _read(path: str, _reporter: TaskReporter) -> DatasetFile:
-    return load_dataset_file(path)
+def training_text_html(conversation: list[dict], tokenizer: Any, template: str, max_length: int,
+                       train_on: str) -> str:
+    """The row as the trainer sees it, coloured by what happens to each token."""
+    try:
+        segments, tokens = training_view(conversation, tokenizer, max_length, template, train_on)
+    except StudioError as exc:
+        return f'<p style="{_ERROR_STYLE}">{html.escape(str(exc))}</p>'
+    styles = {(False, False): _PROMPT_STYLE, (True, False): _TRAINED_STYLE}
+    body = "".join(
+        f'<span style="{_CUT_STYLE if s.cut else styles[(s.trained, False)]}">{html.escape(s.text)}</span>'
+        for s in segments)
+    cut = max(0, tokens - max_length)
+    summary = f"{tokens:,} tokens" + (f", the last {cut:,} cut off by the max length" if cut else "")
+    legend = (f'<span style="{_PROMPT_STYLE}">&nbsp;read only&nbsp;</span> '
+              f'<span style="{_TRAINED_STYLE}">&nbsp;learnt (the loss)&nbsp;</span> '
+              f'<span style="{_CUT_STYLE}">&nbsp;cut off&nbsp;</span>')
+    return (f"<p>{legend}<br/><small>{summary}</small></p>"
+            f'<pre style="white-space:pre-wrap; font-family:monospace">{body}</pre>')
 
 
-class DataPage(QWidget):
-    """Pick a dataset file and see what the trainer will make of it."""
+def problem_text(problem: RowProblem) -> str:
+    where = problem.where()
+    if not problem.file:
+        where = where[:1].upper() + where[1:]  # "Line 3: ..." reads as a sentence; a file name keeps its spelling
+    return f"{where}: {problem.reason}"
+
+
+@dataclass
+class _Opened:
+    """The first message of an inspection: what the file is and its first usable rows."""
+
+    source: DatasetSource
+    preview: DatasetPreview
+
+
+@dataclass
+class _Columns:
+    """Sent instead when no format fits: the file's columns, so the user can map them."""
+
+    columns: list[str]
+
+
+@dataclass
+class _Scanned:
+    """The result of an inspection: the whole-file report (None when stopped) and the
+    tokenizer it measured with, handed over to the UI thread once the worker is done with it."""
+
+    report: Optional[DatasetReport]
+    tokenizer: Any
+    model: Optional[str]
+
+
+def _inspect(reference: str, options: DataOptions, model: Optional[str], reporter: TaskReporter) -> _Scanned:
+    try:
+        source = open_dataset(reference, options)
+    except StudioError:
+        reporter.emit(_Columns(_columns_if_readable(reference, options.text_split)))
+        raise
+    reporter.emit(_Opened(source, preview_dataset(source)))
+    tokenizer = None
+    if model:
+        reporter.progress(0, 0, "loading the tokenizer")
+        tokenizer = _load_tokenizer(model, reporter)
+
+    def progress(fraction: float) -> None:
+        reporter.progress(int(fraction * _PROGRESS_STEPS), _PROGRESS_STEPS,
+                          "measuring tokens %p%" if tokenizer is not None else "reading %p%")
+
+    report = scan_dataset(source, tokenizer, progress=progress, cancelled=lambda: reporter.cancelled)
+    return _Scanned(report, tokenizer, model)
+
+
+def _columns_if_readable(reference: str, text_split: str) -> list[str]:
+    try:
+        return dataset_columns(reference, text_split)
+    except StudioError:
+        return []
+
+
+def _load_tokenizer(model: str, reporter: TaskReporter) -> Any:
+    from transformers import AutoTokenizer
+
+    from engine.models import resolve_model
+
+    path = resolve_model(model, progress=lambda done, total, message: reporter.progress(0, 0, message))
+    return AutoTokenizer.from_pretrained(path)
+
+
+class LengthHistogram(QWidget):
+    """Rows per token length, bars past the max length in another colour, the cutoff marked."""
+
+    BINS = 40
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
-        # Reads still running or not yet let go. Python owns them (no Qt parent): with
+        self.plot = pg.PlotWidget(background="w")
+        self.plot.setMenuEnabled(False)
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot.setLabel("bottom", "tokens per row")
+        self.plot.setLabel("left", "rows")
+        self.plot.setTitle("Token length per row", color="#333", size="10pt")
+        self.plot.hideButtons()
+        self.kept_bars = pg.BarGraphItem(x0=[], x1=[], height=[], brush=_BAR_KEPT, pen=None)
+        self.cut_bars = pg.BarGraphItem(x0=[], x1=[], height=[], brush=_BAR_CUT, pen=None)
+        self.cutoff_line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#c0392b", width=2, style=Qt.PenStyle.DashLine),
+                                           label="max length {value:.0f}",
+                                           labelOpts={"position": 0.9, "color": "#c0392b", "anchors": [(1, 0), (1, 0)]})
+        self.empty_text = pg.TextItem("", color="#777", anchor=(0.5, 0.5))
+        self.empty_text.setPos(0.5, 0.5)
+        for item in (self.kept_bars, self.cut_bars, self.cutoff_line, self.empty_text):
+            self.plot.addItem(item)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.plot)
+        self._counts = np.zeros(0)
+        self._edges = np.zeros(1)
+        self._cutoff = 0
+
+    def set_lengths(self, lengths: Optional[np.ndarray], why_empty: str = "") -> None:
+        """Show these lengths; with none, show ``why_empty`` in their place."""
+        self.empty_text.setText(why_empty)
+        if lengths is None or not len(lengths):
+            self._counts, self._edges = np.zeros(0), np.zeros(1)
+        else:
+            top = max(int(lengths.max()), self._cutoff) + 1
+            self._counts, self._edges = np.histogram(lengths, bins=self.BINS, range=(0, top))
+        self._draw()
+
+    def set_cutoff(self, max_length: int) -> None:
+        self._cutoff = max_length
+        self._draw()
+
+    def bars(self) -> tuple[int, int]:
+        """Rows in the bars drawn as kept and as cut (a bar straddling the cutoff counts as cut)."""
+        kept = self._edges[1:] <= self._cutoff
+        return int(self._counts[kept].sum()), int(self._counts[~kept].sum())
+
+    def _draw(self) -> None:
+        kept = self._edges[1:] <= self._cutoff
+        left, right = self._edges[:-1], self._edges[1:]
+        self.kept_bars.setOpts(x0=left[kept], x1=right[kept], height=self._counts[kept])
+        self.cut_bars.setOpts(x0=left[~kept], x1=right[~kept], height=self._counts[~kept])
+        self.cutoff_line.setValue(self._cutoff)
+        empty = not len(self._counts)
+        self.cutoff_line.setVisible(not empty)
+        self.empty_text.setVisible(empty)
+        for axis in ("left", "bottom"):
+            self.plot.getPlotItem().showAxis(axis, not empty)
+        if empty:
+            self.plot.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
+        else:
+            self.plot.enableAutoRange()
+
+
+class DataPage(QWidget):
+    """Pick a dataset and see what the trainer will make of it."""
+
+    inspectionFinished = Signal()  # the latest inspection ended: read to the end, stopped or failed
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        # Inspections still running or not yet let go. Python owns them (no Qt parent): with
         # PySide 6.12, deleteLater on a finished task crashes now and then.
         self._tasks: list[BackgroundTask] = []
-        # Each read's signals carry the ticket it started with: only the latest pick is shown.
+        # Each inspection's signals carry the ticket it started with: only the latest is shown.
         self._ticket = 0
-        self._dataset: Optional[DatasetFile] = None
-        self._inspected_path: Optional[str] = None
+        self._source: Optional[DatasetSource] = None
+        self._samples: list[Sample] = []
+        self._report: Optional[DatasetReport] = None
+        self._tokenizer: Any = None
+        self._tokenizer_model: Optional[str] = None
+        self._template = ""
+        # The columns of the file last read and the format the column choosers are for.
+        self._columns: list[str] = []
+        self._mapping_format: Optional[str] = None
+        self._mapping_combos: dict[str, QComboBox] = {}
+        self._inspected: Optional[tuple] = None
+        self._build()
+        self._show_nothing()
+
+    # ----------------------------------------------------------------- layout
+    def _build(self) -> None:
         self.picker = DatasetPicker(self)
-        self.busy_bar = QProgressBar(self)
-        self.busy_bar.setRange(0, 0)
-        self.busy_bar.setMaximumWidth(140)
-        self.busy_bar.setTextVisible(False)
-        self.busy_bar.setAccessibleName("Reading the dataset")
-        self.busy_bar.hide()
+        self.folder_button = QPushButton("Open folder…", self)
+        self.folder_button.setToolTip("Use every dataset file in a folder (and its subfolders) as one dataset")
+        self.folder_button.clicked.connect(self._choose_folder)
+        self.progress_bar = QProgressBar(self)
+        self.progress_bar.setMaximumWidth(260)
+        self.progress_bar.setAccessibleName("Reading the dataset")
+        self.progress_bar.hide()
+        self.stop_button = QPushButton("Stop", self)
+        self.stop_button.setToolTip("Stop reading the file; the preview stays")
+        self.stop_button.clicked.connect(self._stop)
+        self.stop_button.hide()
         self.error_label = QLabel(self)
         self.error_label.setStyleSheet(_ERROR_STYLE)
         self.error_label.setWordWrap(True)
         self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.error_label.hide()
 
-        self.format_value = QLabel(self)
-        self.rows_value = QLabel(self)
-        self.usable_value = QLabel(self)
-        self.problems_value = QLabel(self)
-        self.problems_list = QListWidget(self)
-        self.problems_list.setAccessibleName("Problems")
-        self.problems_list.setToolTip("Rows the trainer will skip, with their line in the file")
-        self.problems_list.setMaximumHeight(110)
-
-        self.table = QTableWidget(0, len(COLUMNS), self)
-        self.table.setAccessibleName("Conversations")
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setWordWrap(False)
-        self.table.verticalHeader().hide()
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
-        header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
-        self.conversation_view = QTextBrowser(self)
-        self.conversation_view.setAccessibleName("Conversation")
-        self.conversation_view.setPlaceholderText("Select a conversation to read it whole.")
-
         top = QHBoxLayout()
         dataset_label = QLabel("&Dataset:", self)
         dataset_label.setBuddy(self.picker.combo)
         top.addWidget(dataset_label)
         top.addWidget(self.picker, 1)
-        top.addWidget(self.busy_bar)
-        summary = QFormLayout()
-        summary.addRow("Format:", self.format_value)
-        summary.addRow("Rows in the file:", self.rows_value)
-        summary.addRow("Usable conversations:", self.usable_value)
-        summary.addRow("Problems:", self.problems_value)
-        facts = QHBoxLayout()
-        facts.addLayout(summary)
-        facts.addWidget(self.problems_list, 1)
-        splitter = QSplitter(Qt.Orientation.Horizontal, self)
-        splitter.addWidget(self.table)
-        splitter.addWidget(self.conversation_view)
-        splitter.setStretchFactor(0, 3)
-        splitter.setStretchFactor(1, 2)
-        self.preview_label = QLabel(self)
+        top.addWidget(self.folder_button)
+        top.addWidget(self.progress_bar)
+        top.addWidget(self.stop_button)
+
+        columns = QHBoxLayout()
+        columns.addWidget(self._build_settings())
+        columns.addWidget(self._build_results(), 1)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addWidget(self.error_label)
-        layout.addLayout(facts)
-        layout.addWidget(self.preview_label)
-        layout.addWidget(splitter, 1)
+        layout.addLayout(columns, 1)
 
-        self.picker.changed.connect(self.inspect)
-        self.table.itemSelectionChanged.connect(self._selection_changed)
-        self._show(None)
+        self.picker.changed.connect(lambda _path: self._reopen(keep_mapping=False))
+        self.table.itemSelectionChanged.connect(self._show_selected_row)
+
+    def _build_settings(self) -> QWidget:
+        self.format_combo = QComboBox(self)
+        self.format_combo.setAccessibleName("Format")
+        self.format_combo.setToolTip("How rows become conversations. Detected from the columns; choose another "
+                                     "and map the columns when the detection is wrong.")
+        self.format_combo.addItem("Detect automatically", None)
+        for spec in FORMATS.values():
+            self.format_combo.addItem(spec.title, spec.name)
+        self.format_combo.currentIndexChanged.connect(lambda _i: self._reopen(keep_mapping=False))
+        self.detected_label = QLabel(self)
+        self.detected_label.setWordWrap(True)
+        self.mapping_form = QFormLayout()
+        self.text_split_combo = QComboBox(self)
+        for split in TEXT_SPLITS:
+            self.text_split_combo.addItem(_TEXT_SPLIT_NAMES[split], split)
+        self.text_split_combo.currentIndexChanged.connect(lambda _i: self._reopen(keep_mapping=True))
+        self.text_split_label = QLabel("Plain text:", self)
+        self.text_split_label.setBuddy(self.text_split_combo)
+
+        reading = QGroupBox("How to read it", self)
+        reading_layout = QFormLayout(reading)
+        reading_layout.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        reading_layout.addRow("Format:", self.format_combo)
+        reading_layout.addRow(self.detected_label)
+        reading_layout.addRow(self.mapping_form)
+        reading_layout.addRow(self.text_split_label, self.text_split_combo)
+
+        self.tokens_check = QCheckBox("Count tokens with", self)
+        self.tokens_check.setToolTip("Render every row with this model's chat template and measure it in tokens")
+        self.model_picker = ModelPicker(self)
+        self.model_picker.setAccessibleName("Model for token counts")
+        self.tokens_check.setChecked(self._model_ready(self.model_picker.current_ref()))
+        self.tokens_check.toggled.connect(lambda _on: self._reopen(keep_mapping=True))
+        self.model_picker.currentIndexChanged.connect(self._model_changed)
+        self.max_length_spin = QSpinBox(self)
+        self.max_length_spin.setRange(16, 131_072)
+        self.max_length_spin.setSingleStep(64)
+        self.max_length_spin.setValue(512)
+        self.max_length_spin.setSuffix(" tokens")
+        self.max_length_spin.setToolTip("Rows longer than this are cut at this many tokens when training")
+        self.max_length_spin.valueChanged.connect(self._apply_cutoff)
+        self.train_on_combo = QComboBox(self)
+        self.train_on_combo.addItem("The assistant's replies", "assistant")
+        self.train_on_combo.addItem("Every token", "all")
+        self.train_on_combo.setToolTip("Which tokens the loss is taken on. Replies only teaches answering; every "
+                                       "token also teaches the prompts.")
+        self.train_on_combo.currentIndexChanged.connect(lambda _i: self._show_selected_row())
+        self.val_spin = QSpinBox(self)
+        self.val_spin.setRange(0, 50)
+        self.val_spin.setSuffix(" %")
+        self.val_spin.setToolTip("Share of the rows held out of training to measure the eval loss")
+        self.val_spin.valueChanged.connect(lambda _v: self._show_split())
+
+        self.settings_note = QLabel(
+            "These shape the preview. A run takes them from its own settings "
+            "(lora-studio train --max-length, --train-on, --val-fraction).", self)
+        self.settings_note.setWordWrap(True)
+        self.settings_note.setStyleSheet("color: #666;")
+        training = QGroupBox("Preview the training text", self)
+        training_layout = QFormLayout(training)
+        training_layout.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        training_layout.addRow(self.tokens_check)
+        training_layout.addRow(self.model_picker)
+        training_layout.addRow("Max length:", self.max_length_spin)
+        training_layout.addRow("Train on:", self.train_on_combo)
+        training_layout.addRow("Validation:", self.val_spin)
+        training_layout.addRow(self.settings_note)
+
+        column = QWidget(self)
+        column.setFixedWidth(310)
+        column_layout = QVBoxLayout(column)
+        column_layout.setContentsMargins(0, 0, 0, 0)
+        column_layout.addWidget(reading)
+        column_layout.addWidget(training)
+        column_layout.addStretch(1)
+        return column
+
+    def _build_results(self) -> QWidget:
+        self.format_value = QLabel(self)
+        self.rows_value = QLabel(self)
+        self.usable_value = QLabel(self)
+        self.problems_value = QLabel(self)
+        self.duplicates_value = QLabel(self)
+        self.empty_value = QLabel(self)
+        self.split_value = QLabel(self)
+        self.truncated_value = QLabel(self)
+        facts = QGridLayout()
+        for index, (label, value) in enumerate((
+                ("Format:", self.format_value), ("Rows in the file:", self.rows_value),
+                ("Usable rows:", self.usable_value), ("Problems:", self.problems_value),
+                ("Duplicates:", self.duplicates_value), ("Empty answers:", self.empty_value),
+                ("Validation split:", self.split_value), ("Longer than max length:", self.truncated_value))):
+            value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            facts.addWidget(QLabel(label, self), index // 2, 2 * (index % 2))
+            facts.addWidget(value, index // 2, 2 * (index % 2) + 1)
+        facts.setColumnStretch(1, 1)
+        facts.setColumnStretch(3, 1)
+        self.problems_list = QListWidget(self)
+        self.problems_list.setAccessibleName("Problems")
+        self.problems_list.setToolTip("Rows the trainer will skip, with where they are in the file")
+
+        self.table = QTableWidget(0, len(CHAT_COLUMNS), self)
+        self.table.setAccessibleName("Rows")
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setWordWrap(False)
+        self.table.verticalHeader().hide()
+        self.conversation_view = QTextBrowser(self)
+        self.conversation_view.setAccessibleName("Training text")
+        self.conversation_view.setPlaceholderText("Select a row to see the text the model is trained on.")
+        self.histogram = LengthHistogram(self)
+        self.histogram.setMinimumHeight(170)
+        self.preview_label = QLabel(self)
+
+        below = QSplitter(Qt.Orientation.Horizontal, self)
+        below.addWidget(self.conversation_view)
+        below.addWidget(self.histogram)
+        below.setSizes([440, 340])
+        rows = QWidget(self)
+        rows_layout = QVBoxLayout(rows)
+        rows_layout.setContentsMargins(0, 0, 0, 0)
+        rows_layout.addWidget(self.preview_label)
+        rows_layout.addWidget(self.table)
+        splitter = QSplitter(Qt.Orientation.Vertical, self)
+        splitter.addWidget(rows)
+        splitter.addWidget(below)
+        splitter.setSizes([300, 340])
+        results = QWidget(self)
+        layout = QVBoxLayout(results)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(facts)
+        layout.addWidget(self.problems_list)
+        layout.addWidget(splitter, 1)
+        return results
+
+    # ------------------------------------------------------------ page api
+    @property
+    def dataset(self) -> Optional[DatasetReport]:
+        """The whole-file report of the shown dataset, once it has been read to the end."""
+        return self._report
 
     @property
-    def dataset(self) -> Optional[DatasetFile]:
-        return self._dataset
+    def column_choosers(self) -> dict[str, QComboBox]:
+        """The column chooser of each field of the format being read, by field name."""
+        return dict(self._mapping_combos)
 
     def refresh(self) -> None:
-        """Re-list the sample datasets and read the picked file if it has not been read yet.
+        """Re-list the datasets and models and inspect the picked file if it has not been yet.
 
-        The window calls this when the page is shown, so a file is only read once
-        someone looks at it.
+        The window calls this when the page is shown, so a file is only read once someone looks.
         """
         self.picker.refresh()
-        if self.picker.current_path() != self._inspected_path:
-            self.inspect(self.picker.current_path())
+        self.model_picker.refresh()
+        if self._wanted() != self._inspected:
+            self._reopen(keep_mapping=True)
 
-    def inspect(self, path: str) -> None:
-        """Read ``path`` in the background and show what is in it."""
-        self._inspected_path = path
+    @property
+    def busy(self) -> bool:
+        return any(task.running for task in self._tasks)
+
+    # ------------------------------------------------------------ inspecting
+    def _options(self, keep_mapping: bool) -> DataOptions:
+        """What the controls ask for. The column choices count only for the format they were made
+        for, and are dropped (so the new file's columns are detected) when another file is picked."""
+        chosen = self.format_combo.currentData()
+        columns = {}
+        if keep_mapping and self._mapping_format is not None and chosen in (None, self._mapping_format):
+            columns = {field: combo.currentData() for field, combo in self._mapping_combos.items()
+                       if combo.currentData() is not None}
+        return DataOptions(chosen, columns, self.text_split_combo.currentData())
+
+    def _wanted(self, options: Optional[DataOptions] = None) -> tuple:
+        options = options or self._options(keep_mapping=True)
+        model = self.model_picker.current_ref() if self.tokens_check.isChecked() else None
+        return (self.picker.current_path(), options.format, tuple(sorted(options.columns.items())),
+                options.text_split, model)
+
+    def _reopen(self, keep_mapping: bool) -> None:
+        options = self._options(keep_mapping)
+        self._inspected = self._wanted(options)
+        path, model = self._inspected[0], self._inspected[-1]
         self._ticket += 1
         self.error_label.hide()
-        # Finished reads are let go here, never inside their own signals.
+        for task in self._tasks:
+            task.cancel()
+        # Finished inspections are let go here, never inside their own signals.
         self._tasks = [task for task in self._tasks if task.running]
         if not path:
-            self.busy_bar.hide()
-            self._show(None)
+            self._set_busy(False)
+            self._show_nothing()
             return
-
-        task = BackgroundTask(partial(_read, path))
-        task.succeeded.connect(partial(self._loaded, self._ticket))
-        task.failed.connect(partial(self._failed, self._ticket))
+        if model != self._tokenizer_model:
+            self._tokenizer, self._tokenizer_model = None, None
+        task = BackgroundTask(partial(_inspect, path, options, model))
+        task.messages.connect(partial(self._opened, self._ticket))
+        task.progress.connect(partial(self._progress, self._ticket))
+        task.succeeded.connect(partial(self._scanned, self._ticket))
+        task.failed.connect(partial(self._failed, self._ticket, options))
         self._tasks.append(task)
-        self.busy_bar.show()
+        self._set_busy(True)
+        self.progress_bar.setRange(0, 0)
+        self.progress_bar.setFormat("opening")
         task.start()
 
-    def _loaded(self, ticket: int, dataset: DatasetFile) -> None:
-        if ticket == self._ticket:
-            self.busy_bar.hide()
-            self._show(dataset)
+    def _stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
 
-    def _failed(self, ticket: int, message: str) -> None:
-        if ticket == self._ticket:
-            self.busy_bar.hide()
-            self._show(None)
-            self.error_label.setText(f"This file cannot be used: {message}")
-            self.error_label.show()
+    def _set_busy(self, busy: bool) -> None:
+        self.progress_bar.setVisible(busy)
+        self.stop_button.setVisible(busy)
 
-    def _show(self, dataset: Optional[DatasetFile]) -> None:
-        self._dataset = dataset
-        self.problems_list.clear()
-        self.table.setRowCount(0)
-        self.conversation_view.clear()
-        if dataset is None:
-            for label in (self.format_value, self.rows_value, self.usable_value, self.problems_value):
-                label.setText("–")
-            self.problems_list.hide()
-            self.preview_label.clear()
+    def _progress(self, ticket: int, done: int, total: int, message: str) -> None:
+        if ticket != self._ticket:
             return
-        conversations = dataset.conversations
-        self.format_value.setText(_FORMAT_NAMES.get(dataset.format, dataset.format))
-        self.rows_value.setText(str(dataset.total_rows))
-        self.usable_value.setText(str(len(conversations)))
-        problems = dataset.problems
-        self.problems_value.setText(
-            f"{len(problems)} row{'s' if len(problems) != 1 else ''} will be skipped" if problems else "none"
-        )
-        for problem in problems[:SHOWN_PROBLEMS]:
-            self.problems_list.addItem(f"Line {problem.line}: {problem.reason}")
-        if len(problems) > SHOWN_PROBLEMS:
-            self.problems_list.addItem(f"… and {len(problems) - SHOWN_PROBLEMS} more")
-        self.problems_list.setVisible(bool(problems))
-        shown = conversations[:PREVIEW_ROWS]
-        self.preview_label.setText(
-            f"The first {len(shown)} of {len(conversations)} conversations:"
-            if len(conversations) > len(shown)
-            else f"All {len(conversations)} conversations:"
-        )
-        self.table.setRowCount(len(shown))
-        for row, conversation in enumerate(shown):
-            cells = (
-                str(row + 1),
-                str(len(conversation)),
-                first_content(conversation, "user"),
-                first_content(conversation, "assistant"),
-            )
+        self.progress_bar.setRange(0, total)
+        self.progress_bar.setValue(done)
+        self.progress_bar.setFormat(message)
+
+    def _opened(self, ticket: int, messages: list) -> None:
+        if ticket != self._ticket:
+            return
+        for message in messages:
+            if isinstance(message, _Columns):
+                self._columns = message.columns
+            else:
+                self._show_preview(message.source, message.preview)
+
+    def _scanned(self, ticket: int, result: _Scanned) -> None:
+        if ticket != self._ticket:
+            return
+        self._set_busy(False)
+        if result.report is None:
+            self.rows_value.setText("not counted (stopped)")
+            for label in (self.usable_value, self.problems_value, self.duplicates_value, self.empty_value,
+                          self.split_value, self.truncated_value):
+                label.setText("–")
+            self.histogram.set_lengths(None, "stopped before the end of the file")
+        else:
+            self._tokenizer, self._tokenizer_model = result.tokenizer, result.model
+            if result.tokenizer is not None:
+                self._template, _fallback = chat_template_for(result.tokenizer)
+            self._show_report(result.report)
+        self.inspectionFinished.emit()
+
+    def _failed(self, ticket: int, options: DataOptions, message: str) -> None:
+        if ticket != self._ticket:
+            return
+        self._set_busy(False)
+        self._show_nothing()
+        if options.format is not None:
+            # Offer the chosen format's fields, so the columns it could not find can be chosen.
+            self._set_mapping_fields(options.format, options.columns)
+        elif self._columns and "cannot tell the format" in message:
+            message += " (choose the format on the left, then a column for each field)"
+        self.error_label.setText(f"This dataset cannot be used: {message}")
+        self.error_label.show()
+        self.inspectionFinished.emit()
+
+    def _mapping_changed(self) -> None:
+        # A column chosen by hand fixes the format it was chosen for.
+        self.format_combo.blockSignals(True)
+        self.format_combo.setCurrentIndex(self.format_combo.findData(self._mapping_format))
+        self.format_combo.blockSignals(False)
+        self._reopen(keep_mapping=True)
+
+    def _model_changed(self, _index: int) -> None:
+        if self.tokens_check.isChecked():
+            self._reopen(keep_mapping=True)
+
+    def _choose_folder(self) -> None:
+        start = str(Path(self.picker.current_path()).parent) if self.picker.current_path() else str(Path.home())
+        folder = QFileDialog.getExistingDirectory(self, "Choose a folder of dataset files", start)
+        if folder:
+            self.picker.set_path(folder)
+
+    def _no_lengths_reason(self) -> str:
+        if self.tokens_check.isChecked():
+            return "no rows to measure"
+        return "Tick \u201cCount tokens with\u201d and choose a model\nto see how long the rows are in tokens"
+
+    @staticmethod
+    def _model_ready(ref: str) -> bool:
+        from engine.models import list_models
+
+        return any(record.name == ref and record.ready for record in list_models())
+
+    # --------------------------------------------------------------- showing
+    def _show_nothing(self) -> None:
+        self._source, self._samples, self._report = None, [], None
+        self.problems_list.clear()
+        self.problems_list.hide()
+        self.table.setRowCount(0)
+        self.table.setColumnCount(len(CHAT_COLUMNS))
+        self.table.setHorizontalHeaderLabels(CHAT_COLUMNS)
+        self.conversation_view.clear()
+        self.preview_label.clear()
+        self.detected_label.clear()
+        self.histogram.set_lengths(None, self._no_lengths_reason())
+        self._set_mapping_fields(None, {})
+        self.text_split_label.hide()
+        self.text_split_combo.hide()
+        for label in (self.format_value, self.rows_value, self.usable_value, self.problems_value,
+                      self.duplicates_value, self.empty_value, self.split_value, self.truncated_value):
+            label.setText("–")
+
+    def _show_preview(self, source: DatasetSource, preview: DatasetPreview) -> None:
+        self._source, self._samples, self._report = source, preview.samples, None
+        kind = "folder" if source.kind == "folder" else f"{source.kind.upper()} file"
+        self.format_value.setText(f"{source.layout.title} · {kind}")
+        chosen = self.format_combo.currentData() is not None
+        self.detected_label.setText(("Reading as: " if chosen else "Detected: ") + source.layout.title
+                                    + (f"\nIgnored columns: {', '.join(source.ignored_columns)}"
+                                       if source.ignored_columns else ""))
+        self._columns = source.columns
+        self._set_mapping_fields(None if source.kind == "text" else source.format, source.mapping)
+        is_text = source.kind == "text" or (source.kind == "folder" and source.format == "text")
+        self.text_split_label.setVisible(is_text)
+        self.text_split_combo.setVisible(is_text)
+        waiting = "reading…"
+        for label in (self.rows_value, self.usable_value, self.problems_value, self.duplicates_value,
+                      self.empty_value, self.split_value):
+            label.setText(waiting)
+        self.truncated_value.setText(waiting if self.tokens_check.isChecked() else "choose a model to count tokens")
+        self.histogram.set_lengths(None, "measuring…" if self.tokens_check.isChecked() else self._no_lengths_reason())
+        self._show_problems(preview.problems)
+        self._fill_table(source, preview.samples, complete=preview.complete)
+
+    def _set_mapping_fields(self, format_name: Optional[str], mapping: dict[str, str]) -> None:
+        """One column chooser per field of the format, set to the columns in use."""
+        while self.mapping_form.rowCount():
+            self.mapping_form.removeRow(0)
+        self._mapping_combos = {}
+        self._mapping_format = format_name if self._columns else None
+        if self._mapping_format is None:
+            return
+        spec = FORMATS[format_name]
+        for field in spec.fields:
+            combo = QComboBox(self)
+            combo.setAccessibleName(f"Column for {field}")
+            combo.addItem(_NOT_USED if field not in spec.required else _CHOOSE, None)
+            for column in self._columns:
+                combo.addItem(column, column)
+            combo.setCurrentIndex(max(0, combo.findData(mapping.get(field))))
+            combo.currentIndexChanged.connect(lambda _i: self._mapping_changed())
+            self._mapping_combos[field] = combo
+            self.mapping_form.addRow(f"{field}:", combo)
+
+    def _fill_table(self, source: DatasetSource, samples: list[Sample], complete: bool) -> None:
+        is_text = source.format == "text"
+        headers = TEXT_COLUMNS if is_text else CHAT_COLUMNS
+        self.table.clearSelection()
+        self.table.setRowCount(0)
+        self.table.setColumnCount(len(headers))
+        self.table.setHorizontalHeaderLabels(headers)
+        header = self.table.horizontalHeader()
+        for column in range(len(headers)):
+            mode = QHeaderView.ResizeMode.ResizeToContents if column < 2 else QHeaderView.ResizeMode.Stretch
+            header.setSectionResizeMode(column, mode)
+        self.table.setRowCount(len(samples))
+        for row, sample in enumerate(samples):
+            where = f"{sample.file}:{sample.line}" if sample.file else str(sample.line)
+            if is_text:
+                content = sample.conversation[0]["content"]
+                cells = (where, f"{len(content):,}", _one_line(content))
+            else:
+                cells = (where, str(sum(m["role"] != "system" for m in sample.conversation)),
+                         first_content(sample.conversation, "user"), first_content(sample.conversation, "assistant"))
             for column, text in enumerate(cells):
                 self.table.setItem(row, column, QTableWidgetItem(text))
-        if shown:
+        self.preview_label.setText(f"All {len(samples):,} usable rows:" if complete
+                                   else f"The first {len(samples):,} usable rows:")
+        if samples:
             self.table.selectRow(0)
 
-    def _selection_changed(self) -> None:
+    def _show_problems(self, problems: list[RowProblem], total: Optional[int] = None) -> None:
+        self.problems_list.clear()
+        for problem in problems[:SHOWN_PROBLEMS]:
+            self.problems_list.addItem(problem_text(problem))
+        more = (total if total is not None else len(problems)) - min(len(problems), SHOWN_PROBLEMS)
+        if more > 0:
+            self.problems_list.addItem(f"… and {more:,} more")
+        self.problems_list.setVisible(bool(problems))
+        if problems:
+            # As tall as its lines, up to four; it scrolls beyond that.
+            lines = min(self.problems_list.count(), 4)
+            self.problems_list.setFixedHeight(lines * self.problems_list.sizeHintForRow(0)
+                                              + 2 * self.problems_list.frameWidth() + 2)
+
+    def _show_report(self, report: DatasetReport) -> None:
+        self._report = report
+        self.rows_value.setText(f"{report.total_rows:,}")
+        self.usable_value.setText(f"{report.good_rows:,}")
+        bad = report.bad_rows
+        self.problems_value.setText(f"{bad:,} row{'s' if bad != 1 else ''} will be skipped" if bad else "none")
+        self.duplicates_value.setText(f"{report.duplicates:,}" + (" (repeats of earlier rows)" if report.duplicates
+                                                                   else ""))
+        self.empty_value.setText(f"{report.empty_answers:,}" + (" (counted among the problems)"
+                                                                 if report.empty_answers else ""))
+        self._show_problems(report.problems, total=bad)
+        self.histogram.set_lengths(report.token_lengths, self._no_lengths_reason())
+        self._show_split()
+        self._apply_cutoff()
+        if report.chat_template_fallback:
+            self.detected_label.setText(self.detected_label.text() + "\nThe model has no chat template: "
+                                        "training uses ChatML and saves it with the adapter.")
+
+    def _show_split(self) -> None:
+        if self._report is None:
+            return
+        share = self.val_spin.value() / 100
+        train, held_out = split_counts(self._report.good_rows, share)
+        self.split_value.setText(f"{train:,} to train on, {held_out:,} to validate" if held_out
+                                 else "none (set a share to hold out)")
+
+    def _apply_cutoff(self) -> None:
+        max_length = self.max_length_spin.value()
+        self.histogram.set_cutoff(max_length)
+        report = self._report
+        if report is not None and report.token_lengths is not None:
+            cut = report.truncated(max_length)
+            share = 100 * cut / report.good_rows if report.good_rows else 0.0
+            rows = "row" if cut == 1 else "rows"
+            self.truncated_value.setText(f"{cut:,} {rows} ({share:.1f}%) would be truncated" if cut else "none")
+        elif report is not None:
+            self.truncated_value.setText("choose a model to count tokens")
+        self._show_selected_row()
+
+    def _show_selected_row(self) -> None:
         rows = self.table.selectionModel().selectedRows()
-        if self._dataset is None or not rows:
+        if not rows or rows[0].row() >= len(self._samples):
             self.conversation_view.clear()
             return
-        self.conversation_view.setHtml(conversation_html(self._dataset.conversations[rows[0].row()]))
+        conversation = self._samples[rows[0].row()].conversation
+        if self._tokenizer is None:
+            self.conversation_view.setHtml(
+                conversation_html(conversation)
+                + "<p><small>Tick \u201cCount tokens with\u201d to see the exact tokens trained on.</small></p>")
+            return
+        self.conversation_view.setHtml(training_text_html(
+            conversation, self._tokenizer, self._template, self.max_length_spin.value(),
+            self.train_on_combo.currentData()))

@@ -44,7 +44,9 @@ def _fake_adapter(name: str) -> Path:
     folder = adapters_dir() / name
     folder.mkdir()
     (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}), encoding="utf-8")
-    (folder / "adapter_model.safetensors").write_bytes(b"\0" * 16)
+    # A complete safetensors file holding no tensors: the library reads the header and
+    # lists a file whose length does not match it as damaged (half-copied).
+    (folder / "adapter_model.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
     return folder
 
 

@@ -25,7 +25,9 @@ def _adapter_folder(name: str, *, weights: bool = True, meta: dict | None = None
     folder.mkdir()
     (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8}), encoding="utf-8")
     if weights:
-        (folder / "adapter_model.safetensors").write_bytes(b"\0" * 64)
+        # A complete safetensors file holding no tensors: the library reads the header and
+        # lists a file whose length does not match it as damaged (half-copied).
+        (folder / "adapter_model.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
     if meta is not None:
         (folder / "studio.json").write_text(json.dumps(meta), encoding="utf-8")
     return folder

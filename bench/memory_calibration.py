@@ -1,0 +1,311 @@
+"""Calibrates the memory estimate against real training steps.
+
+Each grid point (method x batch x length x gradient checkpointing x optimizer, on the
+tiny test model and, when installed, the starter) trains two steps the way
+``engine/train/recipe.py`` does (its model loading and LoRA attachment, the stock
+Trainer, the same collator), in a fresh process, and records the measured peak beside
+``engine.memory.estimate_memory`` in ``bench/results/<host>-<date>.json`` with the
+hardware and library versions. Tests re-check every recorded row on any machine.
+
+What is measured:
+
+- on CUDA: ``torch.cuda.max_memory_allocated`` (metric ``cuda_max_allocated``) against
+  the estimate's ``peak_allocated_bytes``, and ``max_memory_reserved`` beside it;
+- on a CPU-only machine: the growth of the process's resident memory, from just before
+  the model loads to the high-water mark during training (metric ``cpu_rss_growth``),
+  against the estimate's ``peak_allocated_bytes`` for ``device="cpu"`` (no CUDA context,
+  no reserve). glibc is told to return freed blocks to the system at once
+  (``MALLOC_MMAP_THRESHOLD_``) and a first minute run warms up what libraries set up once,
+  so resident memory follows live tensors; it still holds a few MiB that no tensor
+  accounts for, hence the looser tolerance. Beside it each row records
+  ``cpu_allocated_bytes``, the peak of live tensor bytes from the torch profiler's
+  allocator events over a third run: the CPU counterpart of ``max_memory_allocated``,
+  held to the GPU tolerance.
+
+    .venv/bin/python bench/memory_calibration.py [--quick] [--no-starter] [--out bench/results]
+
+Last line: ``median_error=... max_error=... rows=...`` for the headline metric (relative to
+measured), and on the CPU the same for ``cpu_allocated``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+# Relative error allowed per metric; tests/test_memory.py applies the same numbers.
+TOLERANCE = {"cuda_max_allocated": 0.10, "cpu_allocated": 0.10, "cpu_rss_growth": 0.15}
+STEPS = 2  # step 1 creates the optimizer states; step 2 runs forward and backward beside them
+_OPTIM = {"adamw": "adamw_torch_fused", "sgd": "sgd", "adamw_8bit": "adamw_bnb_8bit",
+          "paged_adamw_8bit": "paged_adamw_8bit", "paged_adamw_32bit": "paged_adamw_32bit"}
+
+
+# the grid -------------------------------------------------------------------------------------
+def grid(cuda: bool, starter: bool, quick: bool) -> list[dict[str, Any]]:
+    """Points as (model, plan settings). The tiny model's hidden size is 64, so its rows use long
+    sequences to make activations, not interpreter state, the bulk of what is measured."""
+    points = []
+    tiny = [
+        dict(method="lora", batch=8, seq=512), dict(method="lora", batch=4, seq=1024),
+        dict(method="lora", batch=8, seq=512, grad_checkpointing=True),
+        dict(method="lora", batch=8, seq=512, targets="q,v"),
+        dict(method="lora", batch=1, seq=1024, lora_dropout=0.0),
+        dict(method="dora", batch=4, seq=512),
+        dict(method="full", batch=8, seq=512), dict(method="full", batch=4, seq=1024, grad_checkpointing=True),
+        dict(method="full", batch=8, seq=512, optimizer="sgd"),
+        dict(method="lora", batch=4, seq=512, attention="eager"),
+    ]
+    # Two CPU cores train the starter at some 20 tokens a second: its points stay short.
+    starter_points = [
+        dict(method="lora", batch=2, seq=128), dict(method="lora", batch=1, seq=256, grad_checkpointing=True),
+        dict(method="full", batch=1, seq=128), dict(method="full", batch=1, seq=128, optimizer="sgd"),
+        dict(method="dora", batch=1, seq=128, targets="attention"),
+    ]
+    if quick:
+        tiny, starter_points = tiny[:3], starter_points[:1]
+    if cuda:  # bf16 autocast, and the 8-bit optimizers bitsandbytes provides there
+        tiny += [dict(method="lora", batch=8, seq=512, optimizer="adamw_8bit"),
+                 dict(method="full", batch=8, seq=512, optimizer="paged_adamw_8bit")]
+    precision = "bf16" if cuda else "fp32"
+    points += [{"model": "tiny", "plan": {"precision": precision, **p}} for p in tiny]
+    if starter:
+        points += [{"model": "starter", "plan": {"precision": precision, **p}} for p in starter_points]
+    return points
+
+
+# one point, in its own process -------------------------------------------------------------------
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_high_water_mark() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # Linux >= 4.0: VmHWM := VmRSS
+
+
+def _rows(vocab: int, batch: int, seq: int) -> list[dict[str, list[int]]]:
+    """STEPS batches; each has one row of the full length and shorter ones, so the collator pads
+    as it does on real data (the longest row sets the batch's length)."""
+    import random
+
+    rng = random.Random(0)
+    rows = []
+    for index in range(STEPS * batch):
+        length = seq if index % batch == 0 else max(1, seq - 1 - rng.randrange(seq // 4))
+        ids = [rng.randrange(4, vocab) for _ in range(length)]
+        rows.append({"input_ids": ids, "attention_mask": [1] * length, "labels": list(ids)})
+    return rows
+
+
+def run_point(model_dir: str, plan_settings: dict[str, Any]) -> dict[str, Any]:
+    """Train STEPS steps and measure; a first, minute run of the same kind warms up what the
+    libraries set up once per process (thread pools, kernels, the autograd engine), so that
+    resident memory grows by what the measured run itself holds."""
+    import gc
+
+    import torch
+
+    from engine.memory import Plan
+
+    plan = Plan(**plan_settings)
+    _train(model_dir, Plan(**{**plan_settings, "batch": 1, "seq": 16}), measure=False)
+    gc.collect()
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    baseline = _status_kib("VmRSS")
+    seconds = _train(model_dir, plan, measure=True)
+    result = {"rss_growth_bytes": _status_kib("VmHWM") - baseline, "seconds": round(seconds, 2)}
+    if cuda:
+        result["cuda_max_allocated_bytes"] = torch.cuda.max_memory_allocated()
+        result["cuda_max_reserved_bytes"] = torch.cuda.max_memory_reserved()
+    else:
+        result["cpu_allocated_bytes"] = _profiled_peak(model_dir, plan)
+    return result
+
+
+def _profiled_peak(model_dir: str, plan: Any) -> int:
+    """The peak of live tensor bytes over the same run, from the torch profiler's allocator
+    events: on the CPU, the counterpart of torch.cuda.max_memory_allocated."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        _train(model_dir, plan, measure=False)
+    with tempfile.TemporaryDirectory() as folder:
+        trace = Path(folder) / "trace.json"
+        profiler.export_chrome_trace(str(trace))
+        events = json.loads(trace.read_text())["traceEvents"]
+    return max(event["args"]["Total Allocated"] for event in events if event.get("name") == "[memory]")
+
+
+def _train(model_dir: str, plan: Any, measure: bool) -> float:
+    """Train STEPS steps of ``plan`` as the recipe does; with ``measure`` the high-water mark
+    is reset once the model is loaded, since loading maps the weights file: not training memory."""
+    import torch
+    from datasets import Dataset
+    from torch.utils.data import SequentialSampler
+    from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+    from engine.config import RunConfig
+    from engine.train import recipe
+
+    class InOrder(Trainer):  # batches in dataset order, so every one is padded as built
+        def _get_train_sampler(self, *args: Any, **kwargs: Any) -> SequentialSampler:
+            return SequentialSampler(self.train_dataset)
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = recipe._load_model(Path(model_dir), plan.precision)
+    if plan.attention == "eager":
+        model.set_attn_implementation("eager")
+    if plan.method in ("lora", "dora"):
+        config = RunConfig(model=model_dir, dataset="-", method=plan.method, rank=plan.rank, alpha=2 * plan.rank,
+                           dropout=plan.lora_dropout, targets=plan.targets)
+        model = recipe._attach_lora(model, config)
+    fields = TrainingArguments.__dataclass_fields__
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(
+            output_dir=out, max_steps=STEPS, per_device_train_batch_size=plan.batch,
+            gradient_accumulation_steps=plan.grad_accum, learning_rate=1e-4, logging_steps=1, save_strategy="no",
+            report_to="none", bf16=plan.precision == "bf16", fp16=plan.precision == "fp16",
+            use_cpu=not torch.cuda.is_available(), disable_tqdm=True, dataloader_num_workers=0,
+            remove_unused_columns=False, optim=_OPTIM[plan.optimizer], **{checkpointing: plan.grad_checkpointing},
+        )
+        trainer = InOrder(
+            model=model, args=args, train_dataset=Dataset.from_list(_rows(model.config.vocab_size, plan.batch, plan.seq)),
+            data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+            processing_class=tokenizer,
+        )
+        if measure:
+            _reset_high_water_mark()
+        started = time.perf_counter()
+        trainer.train()
+        return time.perf_counter() - started
+
+
+def measure_in_child(model_dir: Path, plan: dict[str, Any]) -> dict[str, Any]:
+    # Freed blocks go straight back to the system, so resident memory tracks live tensors.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0",
+           "MALLOC_ARENA_MAX": "2", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, __file__, "--point", json.dumps({"model_dir": str(model_dir), "plan": plan})],
+                          capture_output=True, text=True, env=env, timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(f"grid point {plan} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# the run -----------------------------------------------------------------------------------------
+def host_description() -> dict[str, Any]:
+    import torch
+
+    from engine.hardware import best_device, versions
+
+    device = best_device()
+    return {"device": device.kind, "name": device.name, "total_bytes": device.total_bytes,
+            "compute_capability": device.compute_capability, "driver": device.driver,
+            "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+            "versions": versions()}
+
+
+def host_kind(host: dict[str, Any]) -> str:
+    if host["device"] == "cpu":
+        return "cpu"
+    return "".join(ch if ch.isalnum() else "-" for ch in host["name"].lower()).strip("-")
+
+
+def model_folders(work: Path, want_starter: bool) -> dict[str, Path]:
+    from tiny_model import build_tiny_model
+
+    folders = {"tiny": build_tiny_model(work / "tiny")}
+    if want_starter:
+        from engine import models
+
+        if models.starter_gguf() is not None:
+            folders["starter"] = models.resolve_model(models.STARTER)
+    return folders
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few points only")
+    parser.add_argument("--no-starter", action="store_true", help="skip the starter model")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--point", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.point:
+        point = json.loads(args.point)
+        print(json.dumps(run_point(point["model_dir"], point["plan"])))
+        return 0
+
+    import torch
+
+    from engine.memory import Plan, estimate_memory, spec_from_config
+
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    headline = "cuda_max_allocated" if cuda else "cpu_rss_growth"
+    host = host_description()
+    rows = []
+    with tempfile.TemporaryDirectory() as work:
+        folders = model_folders(Path(work), not args.no_starter)
+        for point in grid(cuda, "starter" in folders, args.quick):
+            folder = folders[point["model"]]
+            config = json.loads((folder / "config.json").read_text())
+            plan = Plan(**point["plan"])
+            estimate = estimate_memory(spec_from_config(config, point["model"]), plan, device)
+            raw = measure_in_child(folder, point["plan"])
+            measured = _measurements(raw)
+            errors = {metric: round((estimate.peak_allocated_bytes - value) / value, 4)
+                      for metric, value in measured.items()}
+            rows.append({"model": point["model"], "config": config, "plan": asdict(plan), "device": device,
+                         "estimated_bytes": estimate.peak_allocated_bytes, "peak_moment": estimate.peak_moment,
+                         "measured": measured, "errors": errors, "seconds": raw["seconds"],
+                         **({"cuda_max_reserved_bytes": raw["cuda_max_reserved_bytes"]} if cuda else {})})
+            print(f"{point['model']:8} {plan.describe():84} estimated {estimate.peak_allocated_bytes / 2**20:8.1f} MiB; "
+                  + ", ".join(f"{metric} {value / 2**20:.1f} MiB ({errors[metric]:+.1%})"
+                              for metric, value in measured.items()), flush=True)
+    report = {"host": host, "device": device, "steps": STEPS, "date": date.today().isoformat(),
+              "tolerance": {metric: TOLERANCE[metric] for metric in rows[0]["measured"]}, "rows": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{host_kind(host)}-{date.today().isoformat()}.json"
+    path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    errors = [abs(row["errors"][headline]) for row in rows]
+    summary = f"median_error={statistics.median(errors):.3f} max_error={max(errors):.3f} rows={len(rows)}"
+    if not cuda:
+        allocated = [abs(row["errors"]["cpu_allocated"]) for row in rows]
+        summary += f" allocated_median_error={statistics.median(allocated):.3f} allocated_max_error={max(allocated):.3f}"
+    print(summary)
+    return 0
+
+
+def _measurements(raw: dict[str, Any]) -> dict[str, int]:
+    """The measured peaks by metric name, the headline metric first."""
+    if "cuda_max_allocated_bytes" in raw:
+        return {"cuda_max_allocated": raw["cuda_max_allocated_bytes"]}
+    return {"cpu_rss_growth": raw["rss_growth_bytes"], "cpu_allocated": raw["cpu_allocated_bytes"]}
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,538 @@
+"""Dialogs of the Adapters page: merge into the base, export as GGUF, combine adapters.
+
+Each runs its engine call in a ``BackgroundTask`` (seconds to minutes of work) and shows
+progress, then the result with its check: the merge's fidelity numbers, the GGUF
+read-back, or a combination's reply to a prompt before it is kept.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QCloseEvent
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.paths import studio_home
+from studio.workers import BackgroundTask, TaskReporter
+
+_OK_COLOUR = "#1e8449"
+_WARN_COLOUR = "#b9770e"
+_ERROR_COLOUR = "#c0392b"
+
+
+def _paragraph(text: str, colour: Optional[str] = None, bold: bool = False) -> str:
+    style = f' style="color:{colour}"' if colour else ""
+    body = f"<b>{html.escape(text)}</b>" if bold else html.escape(text)
+    return f"<p{style}>{body}</p>"
+
+
+def _size(size_bytes: int) -> str:
+    from PySide6.QtCore import QLocale
+
+    return QLocale().formattedDataSize(size_bytes, 1)
+
+
+def _cancellable(reporter: TaskReporter) -> Callable[[int, int, str], None]:
+    """A progress function that also ends the work at its next step once cancelled; the
+    engine stages what it writes, so stopping there leaves nothing half-written."""
+    from engine.errors import StudioError
+
+    def progress(done: int, total: int, message: str) -> None:
+        # The last step reports work already done and kept: too late to call it cancelled.
+        if reporter.cancelled and done < total:
+            raise StudioError("cancelled")
+        reporter.progress(done, total, message)
+
+    return progress
+
+
+class _TaskDialog(QDialog):
+    """A dialog that runs one background task at a time, with a progress bar and a result pane."""
+
+    def __init__(self, title: str, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(title)
+        self.setMinimumWidth(620)
+        self.task: Optional[BackgroundTask] = None
+        self.progress_bar = QProgressBar(self)
+        self.progress_bar.hide()
+        self.progress_label = QLabel(self)
+        self.progress_label.setWordWrap(True)
+        self.result_view = QTextBrowser(self)
+        self.result_view.setAccessibleName("Result")
+        self.result_view.setMinimumHeight(160)
+        self.close_button = QPushButton("Close", self)
+        self.close_button.clicked.connect(self.reject)
+
+    def start(self, fn: Callable[[TaskReporter], Any], on_success: Callable[[Any], None]) -> BackgroundTask:
+        self.result_view.clear()
+        self.progress_bar.setRange(0, 0)
+        self.progress_bar.show()
+        task = BackgroundTask(fn)
+        task.progress.connect(self._progressed)
+        task.succeeded.connect(on_success)
+        task.failed.connect(self._failed)
+        task.finished.connect(self._finished)
+        self.task = task
+        self._set_busy(True)
+        return task.start()
+
+    @property
+    def busy(self) -> bool:
+        return self.task is not None and self.task.running
+
+    def _progressed(self, done: int, total: int, message: str) -> None:
+        self.progress_bar.setRange(0, max(total, 1))
+        self.progress_bar.setValue(done)
+        self.progress_label.setText(message)
+
+    def _failed(self, message: str) -> None:
+        self.result_view.setHtml(_paragraph(message, _ERROR_COLOUR, bold=True))
+
+    def _finished(self) -> None:
+        self.progress_bar.hide()
+        self.progress_label.clear()
+        self._set_busy(False)
+
+    def _set_busy(self, busy: bool) -> None:
+        """Enable or disable the dialog's controls while a task runs."""
+
+    def reject(self) -> None:
+        # Work already under way finishes (a half-written result is never left: the engine
+        # stages it); the dialog waits for it rather than leave a thread behind.
+        if self.task is not None:
+            self.task.cancel()
+            self.task.join()
+        super().reject()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.reject()
+        event.accept()
+
+
+class MergeDialog(_TaskDialog):
+    """Merge an adapter into its base as a new model folder, then show the fidelity check."""
+
+    modelAdded = Signal(str)  # the merged model went into the model store
+
+    def __init__(self, adapter: str, parent: Optional[QWidget] = None) -> None:
+        super().__init__(f"Merge {adapter} into its base model", parent)
+        self.adapter = adapter
+        intro = QLabel(
+            "Writes a standard Hugging Face model folder (safetensors, tokenizer with the adapter's chat template, "
+            "generation config, model card). Afterwards probe prompts run through base+adapter and through the "
+            "merged model, and the difference is reported.", self)
+        intro.setWordWrap(True)
+        self.output_edit = QLineEdit(str(studio_home() / "merged" / f"{adapter}-merged"), self)
+        self.output_edit.setAccessibleName("Output folder")
+        browse = QPushButton("Browse…", self)
+        browse.clicked.connect(self._browse)
+        self.dtype_combo = QComboBox(self)
+        self.dtype_combo.addItem("Same as the base model", "auto")
+        for dtype in ("float32", "bfloat16", "float16"):
+            self.dtype_combo.addItem(dtype, dtype)
+        self.add_to_store = QCheckBox("Add the merged model to the model store (to chat with it or train on it)", self)
+        self.add_to_store.setChecked(True)
+        self.merge_button = QPushButton("Merge", self)
+        self.merge_button.setDefault(True)
+        self.merge_button.clicked.connect(self.merge)
+
+        where = QHBoxLayout()
+        where.addWidget(self.output_edit, 1)
+        where.addWidget(browse)
+        form = QFormLayout()
+        form.addRow("Output folder", where)
+        form.addRow("Stored as", self.dtype_combo)
+        form.addRow("", self.add_to_store)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        buttons.addWidget(self.merge_button)
+        buttons.addWidget(self.close_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(intro)
+        layout.addLayout(form)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.progress_label)
+        layout.addWidget(self.result_view, 1)
+        layout.addLayout(buttons)
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder to put the merged model in",
+                                                  str(Path(self.output_edit.text()).parent))
+        if folder:
+            self.output_edit.setText(str(Path(folder) / f"{self.adapter}-merged"))
+
+    def _set_busy(self, busy: bool) -> None:
+        for widget in (self.merge_button, self.output_edit, self.dtype_combo, self.add_to_store):
+            widget.setEnabled(not busy)
+
+    def merge(self) -> BackgroundTask:
+        adapter, output = self.adapter, Path(self.output_edit.text().strip()).expanduser()
+        dtype, add = self.dtype_combo.currentData(), self.add_to_store.isChecked()
+
+        def work(reporter: TaskReporter) -> tuple[Any, Optional[str]]:
+            from engine.merge import merge_adapter
+            from engine.models import add_model
+
+            output.parent.mkdir(parents=True, exist_ok=True)
+            result = merge_adapter(adapter, output, dtype=dtype, progress=_cancellable(reporter))
+            added = add_model(output).name if add and result.fidelity.within_tolerance else None
+            return result, added
+
+        return self.start(work, self._merged)
+
+    def _merged(self, outcome: tuple[Any, Optional[str]]) -> None:
+        result, added = outcome
+        f = result.fidelity
+        verdict = (_paragraph("Merged and checked: the merged model matches base+adapter within float tolerance.",
+                              _OK_COLOUR, bold=True) if f.within_tolerance else
+                   _paragraph("The merged model differs from base+adapter by more than float tolerance. It was "
+                              "kept for inspection but not added to the model store.", _ERROR_COLOUR, bold=True))
+        parts = [verdict]
+        parts += [_paragraph(f"Warning: {warning}", _WARN_COLOUR, bold=True) for warning in result.warnings]
+        rows = [
+            ("max |logit difference|", f"{f.max_abs_logit_diff:.3g}", f"{f.tolerance_logit:g}"),
+            ("mean KL divergence (nats)", f"{f.mean_kl:.3g}", f"{f.tolerance_kl:g}"),
+            ("adapter's own effect", f"{f.adapter_effect:.3g}", ""),
+        ]
+        parts.append("<table cellpadding='3'><tr><th align='left'>measure</th><th>value</th><th>tolerance</th></tr>")
+        parts += [f"<tr><td>{a}</td><td>{b}</td><td>{c}</td></tr>" for a, b, c in rows]
+        parts.append("</table>")
+        parts.append(_paragraph(f"{f.prompts} probe prompts, {f.tokens} positions, compared in {f.check_precision}. "
+                                f"{result.output} ({result.dtype}, {_size(result.size_bytes)}) in {result.seconds:.1f} s."))
+        if added:
+            parts.append(_paragraph(f"Added to the model store as {added}."))
+            self.modelAdded.emit(added)
+        self.result_view.setHtml("".join(parts))
+
+
+class GgufDialog(_TaskDialog):
+    """Export an adapter as GGUF for llama.cpp and Ollama: merged, or as a GGUF LoRA."""
+
+    def __init__(self, adapter: str, parent: Optional[QWidget] = None) -> None:
+        super().__init__(f"Export {adapter} as GGUF", parent)
+        self.adapter = adapter
+        intro = QLabel(
+            "A GGUF file for llama.cpp and Ollama, with an Ollama Modelfile beside it. The merged model carries the "
+            "tokenizer and chat template; a GGUF LoRA applies over a GGUF of its base. Every tensor is read back "
+            "and compared with its source before the file appears.", self)
+        intro.setWordWrap(True)
+        self.output_edit = QLineEdit(str(Path.home() / f"{adapter}.gguf"), self)
+        self.output_edit.setAccessibleName("Output file")
+        browse = QPushButton("Browse…", self)
+        browse.clicked.connect(self._browse)
+        self.quant_combo = QComboBox(self)
+        for label, quant in (("f16 (16-bit, lossless for most models)", "f16"),
+                             ("q8_0 (8-bit, half the size)", "q8_0"), ("f32 (32-bit)", "f32")):
+            self.quant_combo.addItem(label, quant)
+        self.lora_only = QCheckBox("LoRA only: a GGUF LoRA instead of the merged model", self)
+        self.export_button = QPushButton("Export", self)
+        self.export_button.setDefault(True)
+        self.export_button.clicked.connect(self.export)
+
+        where = QHBoxLayout()
+        where.addWidget(self.output_edit, 1)
+        where.addWidget(browse)
+        form = QFormLayout()
+        form.addRow("GGUF file", where)
+        form.addRow("Type", self.quant_combo)
+        form.addRow("", self.lora_only)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        buttons.addWidget(self.export_button)
+        buttons.addWidget(self.close_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(intro)
+        layout.addLayout(form)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.progress_label)
+        layout.addWidget(self.result_view, 1)
+        layout.addLayout(buttons)
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "GGUF file", self.output_edit.text(), "GGUF (*.gguf)")
+        if path:
+            self.output_edit.setText(path)
+
+    def _set_busy(self, busy: bool) -> None:
+        for widget in (self.export_button, self.output_edit, self.quant_combo, self.lora_only):
+            widget.setEnabled(not busy)
+
+    def export(self) -> BackgroundTask:
+        adapter, output = self.adapter, Path(self.output_edit.text().strip()).expanduser()
+        quant, lora_only = self.quant_combo.currentData(), self.lora_only.isChecked()
+
+        def work(reporter: TaskReporter) -> Any:
+            from engine.gguf_export import adapter_to_gguf
+
+            return adapter_to_gguf(adapter, output, quant=quant, lora_only=lora_only,
+                                   progress=_cancellable(reporter))
+
+        return self.start(work, self._exported)
+
+    def _exported(self, result: Any) -> None:
+        kind = "GGUF LoRA" if result.kind == "lora" else "GGUF model"
+        parts = [_paragraph(f"Wrote {kind} {result.path} ({result.quant}, {_size(result.size_bytes)}).",
+                            _OK_COLOUR, bold=True),
+                 _paragraph(f"Read back and checked: {result.tensors} tensors, largest difference from the source "
+                            f"{result.max_abs_error:.3g} ({result.worst_tensor}).")]
+        if result.merge is not None:
+            merge = result.merge
+            colour = None if merge["within_tolerance"] else _ERROR_COLOUR
+            parts.append(_paragraph(f"Merge fidelity: max |logit difference| {merge['max_abs_logit_diff']:.3g}, "
+                                    f"mean KL {merge['mean_kl']:.3g}"
+                                    f" ({'within' if merge['within_tolerance'] else 'OUTSIDE'} float tolerance).",
+                                    colour))
+        if result.base_gguf:
+            parts.append(_paragraph(f"Base model GGUF: {result.base_gguf}"))
+        parts.append(_paragraph(f"Ollama Modelfile: {result.modelfile}"))
+        parts += [_paragraph(f"Warning: {warning}", _WARN_COLOUR, bold=True) for warning in result.warnings]
+        self.result_view.setHtml("".join(parts))
+
+
+class _PreviewChat:
+    """The base model a combination is tried on, loaded once and kept while the dialog is open.
+
+    A plain object, not a Qt one: only worker threads use it (``ChatSession`` serialises calls).
+    """
+
+    def __init__(self) -> None:
+        self.session: Any = None
+        self.base: Optional[str] = None
+
+    def answer(self, first_adapter: str, preview: Path, prompt: str, reporter: TaskReporter) -> None:
+        from engine.chat import ChatSession
+        from engine.library import resolve_adapter
+        from engine.merge import find_base
+
+        base = str(find_base(resolve_adapter(first_adapter)))
+        if self.session is None or self.base != base:
+            self.close()
+            reporter.progress(0, 0, f"loading {Path(base).name} to try the combination")
+            self.session, self.base = ChatSession(base), base
+        self.session.set_adapter(str(preview))
+        reporter.progress(0, 0, "answering the prompt with the combined adapter")
+        self.session.generate([{"role": "user", "content": prompt}], max_new_tokens=64,
+                              on_token=reporter.emit, stop_event=reporter.cancel_event)
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+        self.session, self.base = None, None
+
+
+COMBINE_METHODS = (
+    ("linear", "Linear: weighted sum of the A and B matrices (same rank only)"),
+    ("cat", "Concatenate: exact weighted sum of the updates; rank adds up"),
+    ("svd", "SVD: exact weighted sum, compressed back to the largest rank"),
+    ("ties", "TIES: keep the strongest weights, resolve sign conflicts (same rank)"),
+    ("dare", "DARE: drop weights at random and rescale (same rank)"),
+)
+
+
+class CombineDialog(_TaskDialog):
+    """Choose adapters and weights, try the combination on a prompt, then keep it.
+
+    "Try it" writes the combination to a hidden preview folder and asks the base model,
+    with it applied, to answer the prompt; "Save to library" moves that same folder into
+    the library (or combines afresh when the settings changed since). Closing the dialog
+    throws an unsaved preview away.
+    """
+
+    adapterSaved = Signal(str)
+
+    def __init__(self, adapters: list[str], selected: Optional[str] = None,
+                 parent: Optional[QWidget] = None) -> None:
+        super().__init__("Combine adapters", parent)
+        self.setMinimumSize(760, 640)
+        self._chat = _PreviewChat()
+        self._preview: Optional[Path] = None
+        self._preview_key: Optional[tuple] = None
+        self.table = QTableWidget(len(adapters), 2, self)
+        self.table.setAccessibleName("Adapters to combine")
+        self.table.setHorizontalHeaderLabels(("Adapter", "Weight"))
+        self.table.verticalHeader().hide()
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.weights: dict[str, QDoubleSpinBox] = {}
+        self.checks: dict[str, QTableWidgetItem] = {}
+        for row, name in enumerate(adapters):
+            item = QTableWidgetItem(name)
+            item.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled)
+            item.setCheckState(Qt.CheckState.Checked if name == selected else Qt.CheckState.Unchecked)
+            spin = QDoubleSpinBox(self)
+            spin.setRange(-5.0, 5.0)
+            spin.setSingleStep(0.1)
+            spin.setValue(0.5)
+            self.table.setItem(row, 0, item)
+            self.table.setCellWidget(row, 1, spin)
+            self.checks[name], self.weights[name] = item, spin
+        self.method_combo = QComboBox(self)
+        for key, label in COMBINE_METHODS:
+            self.method_combo.addItem(label, key)
+        self.method_combo.setCurrentIndex(1)
+        self.density_spin = QDoubleSpinBox(self)
+        self.density_spin.setRange(0.05, 1.0)
+        self.density_spin.setSingleStep(0.05)
+        self.density_spin.setValue(0.5)
+        self.density_spin.setToolTip("The fraction of each adapter's weights TIES and DARE keep")
+        self.prompt_edit = QLineEdit("What is the capital of France?", self)
+        self.prompt_edit.setAccessibleName("Prompt")
+        self.name_edit = QLineEdit(self)
+        self.name_edit.setAccessibleName("Name")
+        self.name_edit.setPlaceholderText("name in the library, e.g. pirate-poet")
+        self.try_button = QPushButton("Try it", self)
+        self.try_button.setToolTip("Combine into a temporary adapter and let the base model answer the prompt with it")
+        self.try_button.clicked.connect(self.try_it)
+        self.save_button = QPushButton("Save to library", self)
+        self.save_button.clicked.connect(self.save)
+        self.result_view.setPlaceholderText("The combined adapter's answer appears here.")
+        self.method_combo.currentIndexChanged.connect(self._method_changed)
+        self._method_changed()
+
+        form = QFormLayout()
+        form.addRow("Method", self.method_combo)
+        form.addRow("Density", self.density_spin)
+        form.addRow("Prompt", self.prompt_edit)
+        form.addRow("Name", self.name_edit)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.try_button)
+        buttons.addStretch(1)
+        buttons.addWidget(self.save_button)
+        buttons.addWidget(self.close_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel("Tick two or more adapters of the same base and give each a weight.", self))
+        layout.addWidget(self.table, 1)
+        layout.addLayout(form)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.progress_label)
+        layout.addWidget(self.result_view, 1)
+        layout.addLayout(buttons)
+
+    # settings ----------------------------------------------------------------------------------
+    def set_choice(self, weights: dict[str, float], method: str, density: float = 0.5) -> None:
+        """Tick exactly ``weights``' adapters with those weights, and pick the method."""
+        for name, item in self.checks.items():
+            item.setCheckState(Qt.CheckState.Checked if name in weights else Qt.CheckState.Unchecked)
+            if name in weights:
+                self.weights[name].setValue(weights[name])
+        self.method_combo.setCurrentIndex([key for key, _ in COMBINE_METHODS].index(method))
+        self.density_spin.setValue(density)
+
+    def _method_changed(self) -> None:
+        self.density_spin.setEnabled(self.method_combo.currentData() in ("ties", "dare"))
+
+    def _settings(self) -> tuple[list[str], list[float], str, Optional[float]]:
+        names = [name for name, item in self.checks.items() if item.checkState() == Qt.CheckState.Checked]
+        how = self.method_combo.currentData()
+        density = self.density_spin.value() if how in ("ties", "dare") else None
+        return names, [self.weights[name].value() for name in names], how, density
+
+    def _set_busy(self, busy: bool) -> None:
+        for widget in (self.try_button, self.save_button, self.table, self.method_combo, self.name_edit,
+                       self.prompt_edit):
+            widget.setEnabled(not busy)
+        if not busy:
+            self._method_changed()
+
+    # work ----------------------------------------------------------------------------------------
+    def try_it(self) -> BackgroundTask:
+        """Combine into a preview folder (unless the same one exists) and answer the prompt with it."""
+        from engine.merge import discard_preview, new_preview_folder
+
+        names, weights, how, density = self._settings()
+        key = (tuple(names), tuple(weights), how, density)
+        prompt = self.prompt_edit.text().strip() or "Hello!"
+        stale = self._preview if key != self._preview_key else None
+        preview = self._preview if stale is None and self._preview else new_preview_folder()
+
+        chat = self._chat
+
+        def work(reporter: TaskReporter) -> tuple[Path, tuple]:
+            from engine.merge import combine_adapters
+
+            if stale is not None:
+                discard_preview(stale)
+            if not preview.exists():
+                combine_adapters(names, weights, how, output=preview, density=density,
+                                 progress=_cancellable(reporter))
+            chat.answer(names[0], preview, prompt, reporter)
+            return preview, key
+
+        self.result_view.clear()
+        task = self.start(work, self._tried)
+        task.messages.connect(self._streamed)
+        task.failed.connect(self._try_failed)
+        self._preview, self._preview_key = preview, key
+        return task
+
+    def _streamed(self, pieces: list) -> None:
+        cursor = self.result_view.textCursor()
+        cursor.movePosition(cursor.MoveOperation.End)
+        cursor.insertText("".join(pieces))
+
+    def _tried(self, outcome: tuple[Path, tuple]) -> None:
+        self.progress_label.setText("")
+        if not self.name_edit.text().strip():
+            self.name_edit.setText("-".join(outcome[1][0])[:60] + "-mix")
+
+    def _try_failed(self, message: str) -> None:
+        from engine.merge import discard_preview
+
+        # A failed try leaves no preview worth keeping.
+        if self._preview is not None:
+            discard_preview(self._preview)
+        self._preview, self._preview_key = None, None
+
+    def save(self) -> BackgroundTask:
+        """Keep the tried combination under the chosen name, or combine it now if it was not tried."""
+        names, weights, how, density = self._settings()
+        key = (tuple(names), tuple(weights), how, density)
+        name = self.name_edit.text().strip()
+        preview = self._preview if key == self._preview_key else None
+
+        def work(reporter: TaskReporter) -> str:
+            from engine.merge import combine_adapters, keep_preview
+
+            if preview is not None and preview.exists():
+                return str(keep_preview(preview, name))
+            return combine_adapters(names, weights, how, name=name, density=density,
+                                    progress=_cancellable(reporter)).path
+
+        return self.start(work, self._saved)
+
+    def _saved(self, path: str) -> None:
+        self._preview, self._preview_key = None, None
+        self.result_view.setHtml(_paragraph(f"Saved to the library as {Path(path).name}.", _OK_COLOUR, bold=True))
+        self.adapterSaved.emit(path)
+
+    def reject(self) -> None:
+        from engine.merge import discard_preview
+
+        super().reject()
+        if self._preview is not None:
+            discard_preview(self._preview)
+            self._preview = None
+        self._chat.close()
