@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from engine.dataset_readers import json_type
+from engine.dataset_readers import json_type, names, quoted
 from engine.errors import StudioError
 
 ROLES = ("system", "user", "assistant")
@@ -95,7 +95,7 @@ def choose_layout(rows: list[Any], format_name: Optional[str] = None,
         detected = _detect(rows, present)
         if detected is None:
             raise StudioError(
-                f"{name}: cannot tell the format from its columns ({', '.join(present) or 'none'}); choose a "
+                f"{name}: cannot tell the format from its columns ({names(present) or 'none'}); choose a "
                 "format and map the columns, for example question=COLUMN,answer=COLUMN")
         return detected
     if format_name not in FORMATS:
@@ -120,7 +120,7 @@ def _format_for_fields(columns: dict[str, str]) -> str:
     if exact or candidates:
         return (exact or candidates)[0]
     known = sorted({field for f in FORMATS.values() for field in f.fields})
-    raise StudioError(f"unknown field(s) {', '.join(sorted(fields - set(known)) or sorted(fields))} in the column "
+    raise StudioError(f"unknown field(s) {names(sorted(fields - set(known)) or sorted(fields))} in the column "
                       f"mapping; the fields are {', '.join(known)}")
 
 
@@ -138,12 +138,12 @@ def _find(present: list[str], aliases: tuple[str, ...], taken: set[str]) -> Opti
 def _complete_mapping(spec: RowFormat, given: dict[str, str], present: list[str], name: str) -> dict[str, str]:
     unknown = sorted(set(given) - set(spec.fields))
     if unknown:
-        raise StudioError(f"the {spec.name} format has no field {', '.join(unknown)}; "
+        raise StudioError(f"the {spec.name} format has no field {names(unknown)}; "
                           f"its fields are {', '.join(spec.fields)}")
     for field, column in given.items():
         if not isinstance(column, str) or column not in present:
-            raise StudioError(f"{name} has no column {column!r} for {field} "
-                              f"(its columns: {', '.join(present) or 'none'})")
+            raise StudioError(f"{name} has no column {quoted(column)} for {field} "
+                              f"(its columns: {names(present) or 'none'})")
     mapping = dict(given)
     for field in spec.fields:
         if field not in mapping:
@@ -153,7 +153,7 @@ def _complete_mapping(spec: RowFormat, given: dict[str, str], present: list[str]
     missing = [field for field in spec.required if field not in mapping]
     if missing:
         raise StudioError(f"{name}: no column for {', '.join(missing)} in the {spec.name} format "
-                          f"(its columns: {', '.join(present) or 'none'}); map them, e.g. {missing[0]}=COLUMN")
+                          f"(its columns: {names(present) or 'none'}); map them, e.g. {missing[0]}=COLUMN")
     return {field: mapping[field] for field in spec.fields if field in mapping}
 
 
@@ -230,7 +230,7 @@ def _column(row: dict, mapping: dict[str, str], field: str, required: bool = Tru
         return None
     value = row.get(column)
     if value is None and required:
-        raise BadRow(f"'{column}' is missing", "missing")
+        raise BadRow(f"{quoted(column)} is missing", "missing")
     return value
 
 
@@ -251,7 +251,7 @@ def _field_text(row: dict, mapping: dict[str, str], field: str, required: bool =
     value = _column(row, mapping, field, required)
     if value is None:
         return ""
-    return _text(value, f"'{mapping[field]}'")
+    return _text(value, f"{quoted(mapping[field])}")
 
 
 def _brief(value: Any) -> str:
@@ -266,7 +266,7 @@ def _content(value: Any, what: str) -> str:
         kinds = {part.get("type") for part in value}
         if kinds != {"text"}:
             other = sorted(str(kind) for kind in kinds - {"text"})
-            raise BadRow(f"{what} has non-text parts ({', '.join(other)})", "wrong_type")
+            raise BadRow(f"{what} has non-text parts ({names(other)})", "wrong_type")
         return "".join(_text(part.get("text"), f"{what} text") for part in value)
     return _text(value, what)
 
@@ -291,9 +291,9 @@ def _check_conversation(conversation: list[dict]) -> list[dict]:
 def _message_list(value: Any, column: str) -> list:
     messages = _as_list(value)
     if not isinstance(messages, list):
-        raise BadRow(f"'{column}' must be a list of messages, not a JSON {json_type(messages)}", "wrong_type")
+        raise BadRow(f"{quoted(column)} must be a list of messages, not a JSON {json_type(messages)}", "wrong_type")
     if not messages:
-        raise BadRow(f"'{column}' is empty", "empty")
+        raise BadRow(f"{quoted(column)} is empty", "empty")
     return messages
 
 
@@ -301,7 +301,7 @@ def _role_content_messages(messages: list, column: str) -> list[dict]:
     conversation = []
     for number, message in enumerate(messages, start=1):
         if not isinstance(message, dict):
-            raise BadRow(f"message {number} in '{column}' is not an object", "wrong_type")
+            raise BadRow(f"message {number} in {quoted(column)} is not an object", "wrong_type")
         role = message.get("role")
         if role not in ROLES:
             raise BadRow(f"message {number} has role {_brief(role)}; expected system, user or assistant")
@@ -321,7 +321,7 @@ def _sharegpt_row(row: dict, mapping: dict[str, str]) -> list[dict]:
     conversation = []
     for number, message in enumerate(messages, start=1):
         if not isinstance(message, dict):
-            raise BadRow(f"message {number} in '{column}' is not an object", "wrong_type")
+            raise BadRow(f"message {number} in {quoted(column)} is not an object", "wrong_type")
         speaker = message.get("from")
         role = _SHAREGPT_ROLES.get(speaker) if isinstance(speaker, str) else None
         if role is None:
@@ -339,9 +339,9 @@ def _alpaca_row(row: dict, mapping: dict[str, str]) -> list[dict]:
     extra = _field_text(row, mapping, "input", required=False)
     system = _field_text(row, mapping, "system", required=False)
     if not instruction.strip():
-        raise BadRow(f"'{mapping['instruction']}' is empty", "empty")
+        raise BadRow(f"{quoted(mapping['instruction'])} is empty", "empty")
     if not output.strip():
-        raise BadRow(f"'{mapping['output']}' is empty", EMPTY_ANSWER)
+        raise BadRow(f"{quoted(mapping['output'])} is empty", EMPTY_ANSWER)
     conversation = [{"role": "system", "content": system}] if system.strip() else []
     conversation += _alpaca_history(row, mapping)
     prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
@@ -356,13 +356,13 @@ def _alpaca_history(row: dict, mapping: dict[str, str]) -> list[dict]:
         return []
     column = mapping["history"]
     if not isinstance(history, list):
-        raise BadRow(f"'{column}' must be a list of [instruction, output] pairs", "wrong_type")
+        raise BadRow(f"{quoted(column)} must be a list of [instruction, output] pairs", "wrong_type")
     turns = []
     for number, pair in enumerate(history, start=1):
         if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-            raise BadRow(f"'{column}' item {number} must be an [instruction, output] pair", "wrong_type")
-        turns.append({"role": "user", "content": _text(pair[0], f"'{column}' item {number} instruction")})
-        turns.append({"role": "assistant", "content": _text(pair[1], f"'{column}' item {number} output")})
+            raise BadRow(f"{quoted(column)} item {number} must be an [instruction, output] pair", "wrong_type")
+        turns.append({"role": "user", "content": _text(pair[0], f"{quoted(column)} item {number} instruction")})
+        turns.append({"role": "assistant", "content": _text(pair[1], f"{quoted(column)} item {number} output")})
     return turns
 
 
@@ -387,9 +387,9 @@ def _pair(row: dict, mapping: dict[str, str], ask: str, reply: str) -> list[dict
     answer = _field_text(row, mapping, reply)
     system = _field_text(row, mapping, "system", required=False)
     if not question.strip():
-        raise BadRow(f"'{mapping[ask]}' is empty", "empty")
+        raise BadRow(f"{quoted(mapping[ask])} is empty", "empty")
     if not answer.strip():
-        raise BadRow(f"'{mapping[reply]}' is empty", EMPTY_ANSWER)
+        raise BadRow(f"{quoted(mapping[reply])} is empty", EMPTY_ANSWER)
     conversation = [{"role": "system", "content": system}] if system.strip() else []
     return conversation + [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
 
@@ -397,7 +397,7 @@ def _pair(row: dict, mapping: dict[str, str], ask: str, reply: str) -> list[dict
 def _text_row(row: dict, mapping: dict[str, str]) -> list[dict]:
     text = _field_text(row, mapping, "text")
     if not text.strip():
-        raise BadRow(f"'{mapping['text']}' is empty", "empty")
+        raise BadRow(f"{quoted(mapping['text'])} is empty", "empty")
     return [{"role": TEXT_ROLE, "content": text}]
 
 

@@ -336,7 +336,7 @@ def _rows_key(document: dict, name: str) -> Optional[str]:
     if len(keys) > 1:
         preferred = [key for key in keys if key.lower() in ("train", "data", "rows")]
         if len(preferred) != 1:
-            raise StudioError(f"dataset {name} holds several lists of rows ({', '.join(keys)}); "
+            raise StudioError(f"dataset {name} holds several lists of rows ({names(keys)}); "
                               "save the one to train on in a file of its own")
         return preferred[0]
     return keys[0] if keys else None
@@ -664,6 +664,17 @@ class HubReader(Reader):
 def _hub_offline() -> bool:
     return any(os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE")
                for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def quoted(name: Any) -> str:
+    """A column or key name as messages show it: quoted, cut to 40 characters and with
+    line breaks and other control characters escaped, so a message stays one line."""
+    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(name))
+    return f"'{text if len(text) <= 40 else text[:37] + '...'}'"
+
+
+def names(columns: Any) -> str:
+    return ", ".join(quoted(column)[1:-1] for column in columns)
 
 
 def json_type(value: Any) -> str:

@@ -181,6 +181,18 @@ def test_a_wrong_mapping_is_one_readable_line(options, message):
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
+def test_column_names_with_line_breaks_keep_messages_on_one_line(tmp_path):
+    path = tmp_path / "odd.jsonl"
+    rows = [{"ques\ntion": "a", "ans\nwer": "b"}, {"ques\ntion": "c", "ans\nwer": ""}]
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n", encoding="utf-8")
+    with pytest.raises(StudioError) as caught:
+        open_dataset(path)
+    assert "columns (ques\\ntion, ans\\nwer)" in str(caught.value) and "\n" not in str(caught.value)
+
+    dataset = load_dataset_file(path, DataOptions("qa", {"question": "ques\ntion", "answer": "ans\nwer"}))
+    assert [p.reason for p in dataset.problems] == ["'ans\\nwer' is empty"]
+
+
 # --- file types ---------------------------------------------------------------------------------
 
 def test_parquet_tables_with_nested_messages_and_plain_columns(tmp_path):
