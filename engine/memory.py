@@ -210,7 +210,7 @@ class _Run:
     c: int  # bytes of matmul outputs: 2 under 16-bit compute, 4 in fp32
     r: int  # bytes of the residual stream and norm outputs: fp32 weights keep it fp32
     casts: bool  # autocast over fp32 weights: inputs and weights are cast to 16 bits per op
-    adapter_in: int  # bytes of what reaches a LoRA adapter: peft casts it to the fp32 adapter's dtype
+    adapter_in: int  # bytes of what reaches a LoRA adapter's dropout: peft casts it to the fp32 adapter's dtype
     tokens: int  # tokens through the decoder layers per micro-batch
     kv_len: int  # keys each query attends to
     padded: bool  # an attention mask reaches attention (padding, a prefix or a sliding window)
@@ -264,7 +264,9 @@ def _resolve(spec: ModelSpec, plan: Plan, device: str) -> _Run:
         spec=spec, plan=plan, device=device, c=c,
         r=c if quantised else 4,
         casts=not quantised and c == 2,
-        adapter_in=c if quantised else 4,
+        # peft casts what reaches a 4-bit layer's adapter to fp32 unless autocast is on, which
+        # it tests with torch.is_autocast_enabled(): CUDA's autocast only.
+        adapter_in=c if quantised and device == "cuda" else 4,
         tokens=plan.batch * seq, kv_len=kv_len, padded=padded, eager=eager,
         adapted=_adapted_linears(spec, plan), trainable_base=plan.method == "full",
         frozen_first_input=plan.method in ("lora", "dora", "qlora", "prefix"),
@@ -385,14 +387,11 @@ def _layer_saved(run: _Run, first: bool) -> tuple[float, float]:
     trainable one keeps its input. ``first`` is layer 0, whose input needs no gradient
     when the embeddings are frozen and no prompt is prepended.
     """
-    spec, plan, c = run.spec, run.plan, run.c
-    hidden, ffn, q, kv = spec.hidden_size, spec.intermediate_size, spec.q_dim, spec.kv_dim
+    spec, c = run.spec, run.c
+    q, kv = spec.q_dim, spec.kv_dim
     quiet_input = first and run.frozen_first_input
-    fixed = 0.0
-
-    # RMSNorm upcasts its input to fp32 and keeps it plus one fp32 rsqrt per token; a
-    # trainable norm weight also needs the normalised tensor (fp32 for the engine).
-    fixed += _norm_saved(run) * (spec.norms_per_layer // 2 - (1 if quiet_input else 0))
+    # The attention half's norms (the input norm keeps nothing when its input needs no gradient).
+    fixed = _norm_saved(run) * (spec.norms_per_layer // 2 - (1 if quiet_input else 0))
     attention_in = [lin for lin in spec.layer_linears if lin.name in ("q_proj", "k_proj", "v_proj", "qkv_proj")]
     fixed += _group_saved(run, attention_in, run.r, quiet_input)
     # o_proj's input is sdpa's output, already saved below (eager attention makes a copy).
@@ -408,7 +407,6 @@ def _layer_saved(run: _Run, first: bool) -> tuple[float, float]:
             if not quiet_input or name in adapted or "qkv_proj" in adapted:
                 trainable = (4 if spec.fp32_norms else c) * width if run.trainable_base else 0
                 fixed += 4 * width + 4 * heads + trainable
-
 
     per_key = 0.0
     if run.eager:
@@ -471,8 +469,8 @@ def _group_saved(run: _Run, linears: list[Optional[LinearShape]], input_bytes: i
             # Dropout keeps its mask (unless its input needs no gradient); lora_A keeps the
             # dropped input, cast to the compute dtype.
             kept += (0 if quiet else run.mask_bytes(run.adapter_in) * width) + c * width
-        elif run.casts:
-            kept += c * width  # autocast casts the fp32 input for each lora_A separately
+        elif run.adapter_in != c:
+            kept += c * width  # the input reaches lora_A in fp32 and autocast casts it anew for each
         else:
             shared_input = True
     if shared_input and not input_saved_elsewhere:
@@ -515,8 +513,8 @@ def _prompt_saved(run: _Run) -> float:
 
 
 def _checkpoints(run: _Run) -> float:
-    """With gradient checkpointing each layer keeps its input hidden state, and every layer's
-    checkpoint holds the attention mask, which so lives until the backward pass."""
+    """With gradient checkpointing each layer keeps its input hidden state; the checkpoints
+    also hold the attention mask, so it lives until the backward pass."""
     mask = run.tokens * run.kv_len * (4 if run.eager else 1) if run.padded or run.eager else 0
     return run.tokens * run.r * run.spec.hidden_size * run.spec.num_layers + mask
 
