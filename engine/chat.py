@@ -597,17 +597,20 @@ class ChatSession:
         worker = threading.Thread(target=run, name="chat-generate", daemon=True)
         worker.start()
         text = _Detokenizer(self._tokenizer)
+        turn_end = TurnEndFilter(self._literal_turn_end())
         pieces: list[str] = []
+
+        def deliver(piece: str) -> None:
+            if piece:
+                pieces.append(piece)
+                if on_token is not None:
+                    on_token(piece)
+
         try:
             for ids in stream:
-                pieces.append(text.push(ids))
-                if on_token is not None:
-                    on_token(pieces[-1])
-            tail = text.flush()
-            if tail:
-                pieces.append(tail)
-                if on_token is not None:
-                    on_token(tail)
+                deliver(turn_end.push(text.push(ids)))
+            deliver(turn_end.push(text.flush()))
+            deliver(turn_end.flush())
         finally:
             abandoned.set()  # a no-op after a normal finish: generation is already over
             worker.join()
@@ -626,6 +629,14 @@ class ChatSession:
             time_to_first_token_s=first - started,
             stopped=stop.triggered and stop_event is not None and stop_event.is_set(),
         )
+
+    def _literal_turn_end(self) -> Optional[str]:
+        """ChatML's end-of-turn marker when this tokenizer spells it as plain text.
+
+        The ChatML fallback used for base models without a template writes ``<|im_end|>``;
+        their tokenizers know no such token, so it would reach the reply as text."""
+        vocab = self._tokenizer.get_vocab()
+        return None if _CHATML_TURN_END in vocab else _CHATML_TURN_END
 
     # teardown --------------------------------------------------------------------------------
     def close(self) -> None:
@@ -765,6 +776,39 @@ def _free_bytes(device: str) -> int:
         if info.torch_device == _same_device(device):
             return info.free_bytes
     raise StudioError(f"device {device!r} is not available here")
+
+
+_CHATML_TURN_END = "<|im_end|>"
+
+
+class TurnEndFilter:
+    """Passes streamed text through until a literal end-of-turn marker, which it drops with
+    anything after it. Text that could be the start of the marker is held back until the
+    next piece shows whether it is."""
+
+    def __init__(self, marker: Optional[str]) -> None:
+        self.marker = marker
+        self._held = ""
+        self._ended = False
+
+    def push(self, piece: str) -> str:
+        if not self.marker:
+            return piece
+        if self._ended:
+            return ""
+        text = self._held + piece
+        cut = text.find(self.marker)
+        if cut >= 0:
+            self._ended, self._held = True, ""
+            return text[:cut]
+        keep = next((n for n in range(min(len(self.marker) - 1, len(text)), 0, -1)
+                     if self.marker.startswith(text[-n:])), 0)
+        self._held = text[len(text) - keep:]
+        return text[:len(text) - keep]
+
+    def flush(self) -> str:
+        held, self._held = ("" if self._ended else self._held), ""
+        return held
 
 
 def _pick_device(requested: str) -> str:

@@ -63,6 +63,7 @@ class MainWindow(QMainWindow):
             ("Chat", QStyle.StandardPixmap.SP_MessageBoxQuestion, self.chat_page),
         ]
 
+        self._data_page_visited = False
         self.sidebar = QListWidget()
         self.sidebar.setAccessibleName("Pages")
         self.sidebar.setIconSize(QSize(22, 22))
@@ -108,8 +109,18 @@ class MainWindow(QMainWindow):
         raise KeyError(title)
 
     def _show_page(self, row: int) -> None:
+        page = self.stack.widget(row)
+        # One current dataset across Data and Train: the Data page opens on the Train page's
+        # dataset, and what was chosen on the Data page is what the next run trains on.
+        if page is self.train_page and self._data_page_visited:
+            self._data_page_visited = False
+            self.train_page.set_data_settings(self.data_page.training_settings())
+        elif page is self.data_page:
+            self._data_page_visited = True
+            if self.train_page.dataset_picker.current_path():
+                self.data_page.picker.set_path(self.train_page.dataset_picker.current_path())
         self.stack.setCurrentIndex(row)
-        self.stack.currentWidget().refresh()
+        page.refresh()
 
     def _on_adapter_saved(self, path: str) -> None:
         self.adapters_page.refresh()

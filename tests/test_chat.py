@@ -516,3 +516,16 @@ def test_cli_chat_with_several_adapters_needs_compare_or_combine(tiny_model_dir,
     assert "add --compare" in capsys.readouterr().err
     assert main(["chat", "--model", str(tiny_model_dir), "--prompt", "hi", "--compare", *refs]) == 2
     assert "at most 4 columns" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("pieces, reply", [
+    (["Arr", ", matey!", "<|im_end|>"], "Arr, matey!"),
+    (["Arr<|im", "_end|>", "junk after"], "Arr"),
+    (["a <|i", "m not a marker"], "a <|im not a marker"),
+    (["trailing <|im_"], "trailing <|im_"),
+])
+def test_a_literal_chatml_turn_end_never_reaches_the_reply(pieces, reply):
+    from engine.chat import TurnEndFilter
+
+    turn_end = TurnEndFilter("<|im_end|>")
+    assert "".join(turn_end.push(p) for p in pieces) + turn_end.flush() == reply

@@ -492,6 +492,22 @@ class DataPage(QWidget):
     def busy(self) -> bool:
         return any(task.running for task in self._tasks)
 
+    def training_settings(self) -> Optional[dict[str, Any]]:
+        """The dataset shown here and how to read and train on it, as RunConfig fields, so a run
+        started from the Train page trains on exactly what this page previews."""
+        path = self.picker.current_path()
+        if not path:
+            return None
+        options = self._options(keep_mapping=True)
+        return {
+            "dataset": path,
+            "data_format": options.format,
+            "columns": dict(options.columns),
+            "text_split": options.text_split,
+            "train_on": self.train_on_combo.currentData(),
+            "val_fraction": self.val_spin.value() / 100,
+        }
+
     # ------------------------------------------------------------ inspecting
     def _options(self, keep_mapping: bool) -> DataOptions:
         """What the controls ask for. The column choices count only for the format they were made

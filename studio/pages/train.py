@@ -194,6 +194,20 @@ class TrainPage(QWidget):
         source_form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapAllRows)
         source_form.addRow("Base model", self.model_picker)
         source_form.addRow("Dataset", self.dataset_picker)
+        # How the Data page reads this dataset (format, columns, validation share...).
+        self._data_settings: Optional[dict] = None
+        self.data_settings_label = QLabel()
+        self.data_settings_label.setWordWrap(True)
+        self.data_settings_label.setToolTip("Set on the Data page: the run reads the file the way it is previewed there")
+        self.dataset_picker.changed.connect(lambda _path: self._show_data_settings())
+        source_form.addRow(self.data_settings_label)
+        self.bad_rows_combo = QComboBox()
+        self.bad_rows_combo.addItem("Skip them and train on the good rows", "skip")
+        self.bad_rows_combo.addItem("Stop the run and show the first", "stop")
+        self.bad_rows_combo.setToolTip("What to do when some rows cannot be used (the Data page lists them "
+                                       "with their line numbers)")
+        source_form.addRow("Bad rows", self.bad_rows_combo)
+        self._show_data_settings()
 
         self.method_combo = QComboBox()
         for method in METHODS:
@@ -394,8 +408,8 @@ class TrainPage(QWidget):
         dataset = self.dataset_picker.current_path()
         if not dataset:
             raise StudioError("Choose a dataset: pick a sample or press Browse… to open a JSONL or JSON file.")
-        if not Path(dataset).is_file():
-            raise StudioError(f"Dataset file not found: {dataset}")
+        if not Path(dataset).exists():
+            raise StudioError(f"Dataset not found: {dataset}")
         by_steps = self.by_steps_radio.isChecked()
         config = RunConfig(
             model=model,
@@ -410,9 +424,38 @@ class TrainPage(QWidget):
             max_length=self.max_length_spin.value(),
             save_every=self.save_every_spin.value(),
             name=self.name_edit.text().strip() or None,
+            bad_rows=self.bad_rows_combo.currentData(),
+            **self._reading_settings(dataset),
         )
         config.validate()
         return config
+
+    def set_data_settings(self, settings: Optional[dict]) -> None:
+        """Take the dataset and the reading choices made on the Data page (None: none made)."""
+        self._data_settings = settings
+        if settings and settings["dataset"] != self.dataset_picker.current_path():
+            self.dataset_picker.set_path(settings["dataset"])
+        self._show_data_settings()
+
+    def _reading_settings(self, dataset: str) -> dict:
+        """The Data page's choices when they are about this dataset; otherwise detect everything."""
+        settings = self._data_settings
+        if not settings or settings["dataset"] != dataset:
+            return {}
+        return {key: value for key, value in settings.items() if key != "dataset"}
+
+    def _show_data_settings(self) -> None:
+        settings = self._reading_settings(self.dataset_picker.current_path())
+        if not settings:
+            self.data_settings_label.setText("Format and columns: detected (adjust them on the Data page)")
+            return
+        parts = [f"format {settings['data_format'] or 'detected'}"]
+        if settings["columns"]:
+            parts.append("columns " + ", ".join(f"{k}={v}" for k, v in sorted(settings["columns"].items())))
+        parts.append("loss on every token" if settings["train_on"] == "all" else "loss on the replies")
+        if settings["val_fraction"]:
+            parts.append(f"{settings['val_fraction']:.0%} held out for eval loss")
+        self.data_settings_label.setText("From the Data page: " + "; ".join(parts))
 
     def start_run(self) -> None:
         if self.run_active:

@@ -97,8 +97,9 @@ class DatasetPicker(QWidget):
         self.combo.setMinimumContentsLength(24)
         self.combo.setAccessibleName("Dataset")
         self.combo.setToolTip(
-            "A JSONL or JSON file of conversations: OpenAI chat rows (\"messages\") or Alpaca rows "
-            "(instruction/input/output). The samples are small and show a visible change quickly."
+            "A dataset file: JSONL, JSON, CSV, TSV, Parquet or plain text, in chat (messages, ShareGPT), "
+            "Alpaca, prompt/completion, question/answer or raw-text form (the Data page shows what it "
+            "understood). The samples are small and show a visible change quickly."
         )
         self.browse_button = QPushButton("Browse…", self)
         self.browse_button.setToolTip("Choose a dataset file of your own")
@@ -147,7 +148,7 @@ class DatasetPicker(QWidget):
     def _browse(self) -> None:
         start = str(Path(self.current_path()).parent) if self.current_path() else str(Path.home())
         path, _filter = QFileDialog.getOpenFileName(
-            self, "Choose a dataset", start, "Datasets (*.jsonl *.json);;All files (*)"
+            self, "Choose a dataset", start, "Datasets (*.jsonl *.json *.csv *.tsv *.parquet *.txt);;All files (*)"
         )
         if path:
             self.set_path(path)

@@ -134,3 +134,42 @@ def test_opening_the_window_does_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+def test_the_data_pages_choices_are_what_the_train_page_trains_on(qtbot, window, tiny_model_dir):
+    from engine.events import EvalMetrics
+
+    csv = ROOT / "tests" / "data" / "formats" / "qa.csv"
+    window.show_page("Data")
+    with qtbot.waitSignal(window.data_page.inspectionFinished, timeout=60_000):
+        window.data_page.picker.set_path(str(csv))
+    window.data_page.val_spin.setValue(25)
+    window.data_page.train_on_combo.setCurrentIndex(window.data_page.train_on_combo.findData("all"))
+
+    window.show_page("Train")
+    train = window.train_page
+    assert train.dataset_picker.current_path() == str(csv)
+    assert "25% held out" in train.data_settings_label.text()
+    assert "every token" in train.data_settings_label.text()
+    train.model_picker.set_ref(str(tiny_model_dir))
+    train.steps_spin.setValue(2)
+    train.batch_spin.setValue(2)
+    train.max_length_spin.setValue(64)
+    config = train.build_config()
+    assert (config.dataset, config.val_fraction, config.train_on) == (str(csv), 0.25, "all")
+
+    evals = []
+    with qtbot.waitSignal(train.runFinished, timeout=120_000) as finished:
+        train.start_run()
+        train._runner.events.connect(lambda batch: evals.extend(e for e in batch if isinstance(e, EvalMetrics)))
+    assert finished.args[0].status == "completed", finished.args[0].error
+    assert evals  # the held-out rows were evaluated
+
+
+def test_a_dataset_picked_on_the_train_page_is_kept_when_the_data_page_was_not_used(qtbot, window, tmp_path):
+    dataset = write_messages_dataset(tmp_path / "mine.jsonl")
+    window.show_page("Train")
+    window.train_page.dataset_picker.set_path(str(dataset))
+    window.show_page("Home")
+    window.show_page("Train")
+    assert window.train_page.dataset_picker.current_path() == str(dataset)
