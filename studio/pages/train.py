@@ -409,7 +409,7 @@ class TrainPage(QWidget):
         if not dataset:
             raise StudioError("Choose a dataset: pick a sample or press Browse… to open a JSONL or JSON file.")
         if not Path(dataset).exists():
-            raise StudioError(f"Dataset not found: {dataset}")
+            raise StudioError(f"Dataset file not found: {dataset}")
         by_steps = self.by_steps_radio.isChecked()
         config = RunConfig(
             model=model,
