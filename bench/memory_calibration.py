@@ -25,7 +25,7 @@ What is measured:
     .venv/bin/python bench/memory_calibration.py [--quick] [--no-starter] [--out bench/results]
 
 Last line: ``median_error=... max_error=... rows=...`` for the headline metric (relative to
-measured), and on the CPU the same for ``cpu_allocated``.
+measured), on the CPU the same for ``cpu_allocated``, and ``estimate_ms``, the time of one estimate.
 """
 
 from __future__ import annotations
@@ -303,8 +303,19 @@ def main(argv: list[str]) -> int:
     if not cuda:
         allocated = [abs(row["errors"]["cpu_allocated"]) for row in rows]
         summary += f" allocated_median_error={statistics.median(allocated):.3f} allocated_max_error={max(allocated):.3f}"
-    print(summary)
+    print(summary + f" estimate_ms={estimate_milliseconds():.3f}")
     return 0
+
+
+def estimate_milliseconds(repeats: int = 1000) -> float:
+    """How long one estimate takes (the studio redraws its memory bar on every change)."""
+    from engine.memory import Plan, estimate_memory, load_model_spec
+
+    spec, plan = load_model_spec("Llama-3.1-70B"), Plan(method="qlora", grad_checkpointing=True)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        estimate_memory(spec, plan)
+    return (time.perf_counter() - started) * 1000 / repeats
 
 
 def _measurements(raw: dict[str, Any]) -> dict[str, int]:

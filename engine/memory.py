@@ -615,8 +615,9 @@ def _fwd_bwd_moments(run: _Run, persistent: dict[str, int]) -> list[tuple[str, d
                                            + _layer_transient(run, backward=True)}))
     if run.trainable_base:
         moments.append(_lm_head_backward(run, base, moments))
-        tied_grad = 4 * spec.embedding_params if spec.tie_word_embeddings else 0
-        # the tied embedding's second gradient arrives while the first is kept
+        # A tied embedding's second gradient (from the embedding lookup) is added to the first
+        # (from lm_head) out of place: both and their sum exist at once.
+        tied_grad = 2 * 4 * spec.embedding_params if spec.tie_word_embeddings else 0
         moments.append(("backward_end", {**base, "gradients": persistent["gradients"] + tied_grad}))
     return moments
 
@@ -704,8 +705,9 @@ class LengthStats:
 
     @classmethod
     def from_percentiles(cls, percentiles: Mapping[Any, Any]) -> "LengthStats":
-        """From ``{50: n, 95: n, 99: n, 100: n}`` (``lora-studio data inspect``; keys may be strings or 'p95')."""
-        values = {str(key).lstrip("p"): value for key, value in percentiles.items()}
+        """From the ``token_percentiles`` of ``lora-studio data inspect`` (``p50``, ``p95``, ``p99``,
+        ``max``), or the same keyed by number (``50``, ``95``, ``99``, ``100``)."""
+        values = {str(key).lstrip("p").replace("max", "100"): value for key, value in percentiles.items()}
         try:
             stats = {name: int(values[key]) for name, key in (("p50", "50"), ("p95", "95"), ("p99", "99"),
                                                                 ("max", "100"))}

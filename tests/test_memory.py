@@ -290,7 +290,7 @@ def test_auto_fit_finds_a_plan_that_fills_a_24gib_gpu_for_llama_3_8b():
 
 
 def test_auto_fit_sizes_the_length_to_the_dataset():
-    stats = {"50": 200, "95": 700, "99": 1000, "100": 3000}
+    stats = {"p50": 200, "p90": 500, "p95": 700, "p99": 1000, "max": 3000}  # as `data inspect` reports them
     fit = auto_fit(catalog("Qwen2.5-1.5B"), 16 * GiB, dataset_stats=stats)
     assert fit.fits and fit.plan.seq == 1024  # p99 rounded up to a multiple of 64
     assert any("99%" in line for line in fit.explanations)
