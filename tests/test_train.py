@@ -122,8 +122,10 @@ def test_killed_run_is_reported_and_resumes_from_its_last_checkpoint(tiny_model_
     [summary] = list_runs()
     assert summary.status == "failed" and summary.steps >= checkpoint.step
 
-    # The child may have saved more checkpoints before the kill landed: resume from the newest.
-    last = max(int(p.name.split("-")[1]) for p in (job.run_dir / "checkpoints").glob("checkpoint-*"))
+    # The child may have saved more checkpoints before the kill landed, and the kill may have cut
+    # the newest one short: resume from the newest complete one (its trainer state is written last).
+    last = max(int(p.parent.name.split("-")[1])
+               for p in (job.run_dir / "checkpoints").glob("checkpoint-*/trainer_state.json"))
     config = json.loads((job.run_dir / "config.json").read_text())
     config["max_steps"] = last + 2
     (job.run_dir / "config.json").write_text(json.dumps(config))
