@@ -154,13 +154,22 @@ def test_a_checkpoint_cut_short_by_a_crash_is_skipped_on_resume(tiny_model_dir, 
     assert events[-1].status == "completed" and events[-1].step == 6
 
 
-def test_bad_dataset_fails_the_run_with_a_readable_error_and_no_adapter(tiny_model_dir, tmp_path):
+def test_an_empty_dataset_is_refused_before_a_run_starts(tiny_model_dir, tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    job = TrainingJob.start(_config(tiny_model_dir, empty))
+    with pytest.raises(StudioError, match="empty"):
+        TrainingJob.start(_config(tiny_model_dir, empty))
+    assert list_runs() == [] and list_adapters() == []
+
+
+def test_bad_rows_under_stop_fail_the_run_with_a_readable_error_and_no_adapter(tiny_model_dir, tmp_path):
+    dataset = write_messages_dataset(tmp_path / "pirate.jsonl")
+    with open(dataset, "a", encoding="utf-8") as handle:
+        handle.write('{"messages": "not a list"}\n')
+    job = TrainingJob.start(_config(tiny_model_dir, dataset, bad_rows="stop"))
     finished = job.wait(timeout=TIMEOUT)
     assert finished.status == "failed"
-    assert "empty" in finished.error and "\n" not in finished.error
+    assert "1 of 17 rows are bad" in finished.error and "\n" not in finished.error
     assert list_adapters() == []
 
 
