@@ -23,6 +23,8 @@ from engine.errors import StudioError
 LORA_METHODS = ("lora", "dora", "qlora")
 PROMPT_METHODS = ("prompt", "prefix", "ptuning")
 METHODS = (*LORA_METHODS, "full", *PROMPT_METHODS)
+METHOD_LABELS = {"lora": "LoRA", "dora": "DoRA", "qlora": "QLoRA", "full": "full fine-tuning",
+                 "prompt": "prompt tuning", "prefix": "prefix tuning", "ptuning": "P-tuning"}
 TARGET_PRESETS = ("q,v", "attention", "all-linear")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 QUANTS = ("nf4", "fp4", "int8")  # 4-bit NormalFloat or FloatingPoint (QLoRA), or LLM.int8 loading

@@ -34,6 +34,10 @@ class RunStarted(Event):
     total_params: int
     train_examples: int
     resumed_from_step: int = 0
+    # What engine.memory predicts the memory curve will peak at, in the same terms as
+    # StepMetrics.memory_allocated (on a CPU: the process's memory before the model loaded
+    # plus the estimate); None when the model's architecture has no estimate.
+    predicted_peak_bytes: Optional[int] = None
 
 
 @dataclass(kw_only=True)

@@ -901,6 +901,10 @@ def _grow_batch(spec: ModelSpec, budget: int, device: str, prefs: Preferences, p
             low = middle
         else:
             high = middle - 1
+    # A micro-batch that divides the effective batch keeps it exact; worth up to a quarter of the micro-batch.
+    divisor = max(d for d in range(1, low + 1) if prefs.effective_batch % d == 0)
+    if 4 * divisor >= 3 * low:
+        low = divisor
     return replace(plan, batch=low, grad_accum=max(1, -(-prefs.effective_batch // low)))
 
 

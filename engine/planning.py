@@ -28,9 +28,10 @@ def run_precision(config: RunConfig, device_kind: str, bf16: bool) -> str:
     return "fp32"
 
 
-def plan_for(config: RunConfig, device_kind: str, bf16: bool = True) -> Plan:
-    """The estimator's plan for the run ``config`` describes on a ``device_kind`` device."""
-    precision = run_precision(config, device_kind, bf16)
+def plan_for(config: RunConfig, device_kind: str, bf16: bool = True, precision: Optional[str] = None) -> Plan:
+    """The estimator's plan for the run ``config`` describes on a ``device_kind`` device
+    (``precision``: the one the run resolved, when known)."""
+    precision = precision or run_precision(config, device_kind, bf16)
     if config.method == "qlora" and config.compute_dtype != "auto":
         precision = config.compute_dtype
     targets = config.targets if config.target_modules is None else "all-linear"

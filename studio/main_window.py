@@ -32,6 +32,7 @@ from studio.pages.models import ModelsPage
 from studio.pages.train import TrainPage
 
 _STATE_MESSAGES = {
+    "starting": "Checking the run against this machine…",
     "running": "Training…",
     "pausing": "Pausing the run after this step…",
     "paused": "Training paused",
@@ -89,6 +90,8 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
 
         self.train_page.adapterSaved.connect(self._on_adapter_saved)
+        self.train_page.modelSaved.connect(lambda _path: self.models_page.refresh())
+        self.train_page.modelSaved.connect(lambda _path: self._on_models_changed())
         self._run_state = "idle"
         self.train_page.runStateChanged.connect(self._on_run_state)
         self.train_page.progressChanged.connect(self.statusBar().showMessage)
@@ -132,7 +135,7 @@ class MainWindow(QMainWindow):
         self.chat_page.refresh()
 
     def _on_run_state(self, state: str) -> None:
-        if state == "running" and self._run_state == "idle":
+        if state == "starting" and self._run_state == "idle":
             # A run is starting: its child loads the model in a few seconds; a chat model that
             # would leave it too little memory goes first.
             self.chat_page.make_room_for_training(self.train_page.build_config())

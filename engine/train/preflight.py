@@ -13,7 +13,7 @@ It imports torch; callers on a UI thread run it in the background.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -84,19 +84,16 @@ def check(config: RunConfig, model_path: Optional[Path] = None) -> Resolved:
 
 
 def check_model(config: RunConfig, model_path: Path) -> None:
-    """Choices the architecture decides: module names, prefix tuning, padding-free attention."""
+    """Choices the architecture decides: padding-free attention, and whether the method
+    (with its target modules) attaches to this architecture and trains."""
     model_config = _model_config(model_path)
     if config.batching == "padding_free":
         text = getattr(model_config, "text_config", None) or model_config
         if getattr(text, "attn_logit_softcapping", None):
             raise StudioError(f"{model_config.model_type} soft-caps its attention scores, which padding-free "
                               "batching cannot do without flash-attention: use padded batches")
-    if config.uses_lora and config.targets != "all-linear":
-        from engine.train.methods import lora_target_modules
-
-        lora_target_modules(_skeleton(model_path), config.targets)
-    if config.method == "prefix":
-        _check_prefix_tuning(model_config)
+    if config.method != "full":
+        _check_method_on_architecture(config, model_config)
 
 
 # probes ------------------------------------------------------------------------------------------
@@ -153,22 +150,52 @@ def _check_deepspeed(config_file: Path) -> None:
         raise StudioError(f"DeepSpeed config {config_file} not found")
 
 
-def _check_prefix_tuning(model_config: Any) -> None:
-    """Prefix tuning hands every layer extra keys and values through the model's cache. Whether
-    an architecture takes them is tried on a two-layer copy of it, built from its config."""
+def _check_method_on_architecture(config: RunConfig, model_config: Any) -> None:
+    """Attach the method, with its targets, to a two-layer copy of the architecture (built
+    from its config) and train it one step: what fails there fails on the real model too,
+    and fails now in a second instead of after the model has loaded. When it fails, the
+    methods that do work on the copy are named instead.
+
+    A copy that cannot be built says nothing about the method, so the run goes ahead."""
+    from engine.config import METHOD_LABELS
+
+    tiny = _tiny_copy(model_config)
+    problem = _try_method(config, tiny)
+    if problem is None:
+        return
+    others = [method for method in ("lora", "prompt", "ptuning", "prefix")
+              if method != config.method and _try_method(replace(config, method=method, targets="all-linear"),
+                                                         tiny) is None]
+    working = ", ".join(METHOD_LABELS[method] for method in [*others, "full"])
+    target_hint = " with these target modules" if config.uses_lora and config.targets != "all-linear" else ""
+    raise StudioError(f"{METHOD_LABELS[config.method]}{target_hint} does not work with {model_config.model_type} "
+                      f"models ({problem}); what does: {working}")
+
+
+def _try_method(config: RunConfig, tiny_config: Any) -> Optional[str]:
+    """Why ``config``'s method fails one training step on the tiny copy, or None when it trains
+    (or when the copy cannot be built at all)."""
     import torch
-    from peft import PrefixTuningConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    skeleton = _tiny_copy(model_config)
+    from engine.train.methods import attach
+
     try:
-        model = get_peft_model(AutoModelForCausalLM.from_config(skeleton),
-                               PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=2))
+        model = AutoModelForCausalLM.from_config(tiny_config)
+    except Exception:
+        return None
+    # The probe is about the architecture: 4-bit layers and text initialisation are checked apart.
+    probe = replace(config, method="lora" if config.method == "qlora" else config.method, prompt_init="random",
+                    num_virtual_tokens=2)
+    try:
+        peft_model = attach(model, probe, tokenizer=None)
         ids = torch.tensor([[1, 2, 3]])
-        model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids).loss.backward()
+        peft_model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids).loss.backward()
+    except StudioError:
+        raise
     except Exception as exc:
-        raise StudioError(f"prefix tuning does not work with {model_config.model_type} models "
-                          f"({_first_line(exc)}): use prompt tuning, P-tuning or LoRA") from None
+        return _first_line(exc)
+    return None
 
 
 def _tiny_copy(model_config: Any) -> Any:
@@ -180,19 +207,24 @@ def _tiny_copy(model_config: Any) -> Any:
     heads = getattr(text, "num_attention_heads", 4) or 4
     kv = getattr(text, "num_key_value_heads", None) or heads
     groups = max(1, heads // kv)
-    for name, value in (("hidden_size", 64), ("intermediate_size", 128), ("num_hidden_layers", 2),
-                        ("num_attention_heads", 2 * groups), ("num_key_value_heads", 2), ("head_dim", 16)):
-        if hasattr(text, name):
-            setattr(text, name, value)
-    if getattr(text, "layer_types", None):
-        text.layer_types = text.layer_types[:2]
+    _shrink(text, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2 * groups,
+            num_key_value_heads=2, head_dim=16)
+    if isinstance(getattr(text, "layer_types", None), list):
+        _shrink(text, layer_types=text.layer_types[:2])
     vision = getattr(tiny, "vision_config", None)
     if vision is not None:
-        for name, value in (("hidden_size", 32), ("intermediate_size", 64), ("num_hidden_layers", 1),
-                            ("num_attention_heads", 2)):
-            if hasattr(vision, name):
-                setattr(vision, name, value)
+        _shrink(vision, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
     return tiny
+
+
+def _shrink(config: Any, **sizes: Any) -> None:
+    """Set the sizes a config has; some are derived properties that cannot be set, and stay."""
+    for name, value in sizes.items():
+        if hasattr(config, name):
+            try:
+                setattr(config, name, value)
+            except AttributeError:
+                continue
 
 
 def _model_config(model_path: Path) -> Any:
@@ -204,15 +236,7 @@ def _model_config(model_path: Path) -> Any:
         raise StudioError(f"cannot read the model's config.json in {model_path}: {_first_line(exc)}") from None
 
 
-def _skeleton(model_path: Path) -> Any:
-    """The model's modules without weights (on the meta device): names cost no memory."""
-    from accelerate import init_empty_weights
-    from transformers import AutoModelForCausalLM
-
-    with init_empty_weights():
-        return AutoModelForCausalLM.from_config(_model_config(model_path))
-
-
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException, limit: int = 240) -> str:
     text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0] + "…"

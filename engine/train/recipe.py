@@ -26,7 +26,7 @@ from engine.train import distributed
 from engine.train.trainer import CHECKPOINTS
 
 
-class _Run:
+class Run:
     """State shared by the phases of one run: where events go, and the stop flag."""
 
     def __init__(self, run_dir: Path) -> None:
@@ -44,11 +44,16 @@ class _Run:
         self.emit(LogLine(message=message, level=level))
 
     def stop_requested(self) -> bool:
+        """Whether a stop was asked for: rank 0's reading, on every rank (call it on all ranks at once)."""
         return distributed.agree_on(self.control.poll()).get("command") == "stop"
+
+    def stop_requested_here(self) -> bool:
+        """This process's own reading, for work only this rank does."""
+        return self.control.poll().get("command") == "stop"
 
 
 @dataclass
-class _Examples:
+class Examples:
     train: Any
     eval: Optional[Any]
     dataset_hash: str
@@ -59,7 +64,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m engine.train RUN_DIR", file=sys.stderr)
         return 2
     _yield_cpu_to_the_desktop()
-    run = _Run(Path(argv[0]).resolve())
+    run = Run(Path(argv[0]).resolve())
     try:
         finished = train(run)
     except StudioError as exc:
@@ -90,7 +95,24 @@ def _describe_failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def train(run: _Run) -> RunFinished:
+@dataclass
+class Setup:
+    """Everything a run trains with, ready for ``build_trainer``."""
+
+    config: RunConfig
+    model_path: Path
+    device: str
+    precision: str
+    budget: int  # bytes this run may use, for the out-of-memory advice
+    baseline: int  # bytes in use before the model loaded (the libraries, on a CPU)
+    tokenizer: Any
+    examples: Examples
+    model: Any
+
+
+def setup(run: Run) -> Optional[Setup]:
+    """Read the config, check it can run here, load data and model and attach the method.
+    None when a stop was asked for meanwhile."""
     config = RunConfig.load(run.run_dir / "config.json")
     if distributed.world_size() > 1:
         from accelerate import PartialState
@@ -100,41 +122,51 @@ def train(run: _Run) -> RunFinished:
     from engine.train import memory_guard, preflight
 
     resolved = preflight.check(config)
-    device, precision = resolved.device, resolved.precision
-    budget = _memory_budget(config, device)
+    budget = _memory_budget(config, resolved.device)
+    baseline = 0 if resolved.device.startswith("cuda") else memory_guard.process_memory()
     run.log(f"Preparing model {config.model}")
     with distributed.main_first():
         model_path = resolve_model(config.model, progress=lambda done, total, msg: run.log(msg) if msg else None)
     preflight.check_model(config, model_path)
     if run.stop_requested():
-        return RunFinished(status="stopped")
-
+        return None
     tokenizer = _load_tokenizer(model_path)
     examples = _load_examples(run, config, tokenizer)
     if examples is None or run.stop_requested():
-        return RunFinished(status="stopped")
-
-    model = _load_and_attach(run, config, model_path, tokenizer, device, precision)
+        return None
+    model = _load_and_attach(run, config, model_path, tokenizer, resolved.device, resolved.precision)
     if run.stop_requested():
+        return None
+    return Setup(config, model_path, resolved.device, resolved.precision, budget, baseline, tokenizer, examples,
+                 model)
+
+
+def train(run: Run) -> RunFinished:
+    from engine.train import memory_guard
+
+    ready = setup(run)
+    if ready is None:
         return RunFinished(status="stopped")
+    config, examples = ready.config, ready.examples
     resume_from = _last_checkpoint(run)
-    trainable, total = _parameter_counts(model)
+    trainable, total = parameter_counts(ready.model)
 
     def announce(total_steps: int) -> None:
         run.emit(RunStarted(
-            run_dir=str(run.run_dir), model=config.model, method=config.method, device=device,
+            run_dir=str(run.run_dir), model=config.model, method=config.method, device=ready.device,
             total_steps=total_steps, trainable_params=trainable, total_params=total,
             train_examples=len(examples.train), resumed_from_step=_checkpoint_step(resume_from),
+            predicted_peak_bytes=_predicted_peak(ready),
         ))
 
-    trainer, callback = _build_trainer(run, config, model, tokenizer, examples, device, precision, announce)
+    trainer, callback = build_trainer(run, ready, announce)
     started = time.time()
     try:
         trainer.train(resume_from_checkpoint=resume_from)
     except Exception as exc:
         if not memory_guard.is_out_of_memory(exc):
             raise
-        return _out_of_memory(run, config, model_path, device, callback.step, budget, examples)
+        return _out_of_memory(run, ready, callback.step)
     step = trainer.state.global_step
     if examples.eval is not None and not callback.stop_requested and step % trainer.args.eval_steps:
         trainer.evaluate()  # the eval loss of what is saved, when the last step fell between evaluations
@@ -155,16 +187,30 @@ def train(run: _Run) -> RunFinished:
 
     from engine.train import saving
 
-    meta = saving.run_meta(config, model_path, tokenizer, device, precision, examples.dataset_hash,
-                           callback.loss_history, step, final_loss, time.time() - started, run.run_dir,
-                           trainer.state)
+    meta = saving.run_meta(config, ready.model_path, ready.tokenizer, ready.device, ready.precision,
+                           examples.dataset_hash, callback.loss_history, step, final_loss, time.time() - started,
+                           run.run_dir, trainer.state)
     if config.method == "full":
-        saved = saving.save_model(config, run.run_dir, model, tokenizer, meta)
+        saved = saving.save_model(config, run.run_dir, ready.model, ready.tokenizer, meta)
         run.log(f"Saved the fine-tuned model {saved.name} to the model store")
         return RunFinished(status=status, model=str(saved), step=step, final_loss=final_loss)
-    adapter = saving.save_adapter(config, run.run_dir, model, meta)
+    adapter = saving.save_adapter(config, run.run_dir, ready.model, meta)
     run.log(f"Saved adapter {adapter.name}")
     return RunFinished(status=status, adapter=str(adapter), step=step, final_loss=final_loss)
+
+
+def _predicted_peak(ready: Setup) -> Optional[int]:
+    """The estimator's peak for this very run, for the memory plot to be read against."""
+    from engine.memory import estimate_memory, load_model_spec
+    from engine.planning import plan_for
+
+    kind = ready.device.split(":")[0]
+    try:
+        plan = plan_for(ready.config, kind, precision=ready.precision)
+        estimate = estimate_memory(load_model_spec(ready.model_path), plan, kind)
+    except StudioError:
+        return None
+    return ready.baseline + estimate.peak_allocated_bytes
 
 
 def _memory_budget(config: RunConfig, device: str) -> int:
@@ -184,17 +230,18 @@ def _memory_budget(config: RunConfig, device: str) -> int:
     return info.free_bytes if info else 0
 
 
-def _out_of_memory(run: _Run, config: RunConfig, model_path: Path, device: str, step: int, budget: int,
-                   examples: _Examples) -> RunFinished:
+def _out_of_memory(run: Run, ready: Setup, step: int) -> RunFinished:
     import gc
 
     from engine.train import memory_guard
 
     gc.collect()  # the failed step's tensors, so working out the advice has room
-    lengths = examples.train["length"] if "length" in examples.train.column_names else None
-    event = memory_guard.report(config, model_path, device, step, budget, lengths)
+    config, train_set = ready.config, ready.examples.train
+    lengths = train_set["length"] if "length" in train_set.column_names else None
+    event = memory_guard.report(config, ready.model_path, ready.device, step, ready.budget, lengths)
     run.emit(event)
-    limit = f"limit {config.memory_limit}" if config.memory_limit else f"{budget / (1 << 30):.1f} GiB free at the start"
+    limit = (f"limit {config.memory_limit}" if config.memory_limit
+             else f"{ready.budget / (1 << 30):.1f} GiB free at the start")
     return RunFinished(status="failed", step=step, error=memory_guard.describe(event, limit))
 
 
@@ -207,7 +254,7 @@ def _load_tokenizer(model_path: Path) -> Any:
     return tokenizer
 
 
-def _load_examples(run: _Run, config: RunConfig, tokenizer: Any) -> Optional[_Examples]:
+def _load_examples(run: Run, config: RunConfig, tokenizer: Any) -> Optional[Examples]:
     """The training and validation sets and the dataset's hash; None when stopped meanwhile.
 
     Rows are tokenised into an Arrow file in the run folder and memory-mapped from there,
@@ -226,25 +273,27 @@ def _load_examples(run: _Run, config: RunConfig, tokenizer: Any) -> Optional[_Ex
         run.log("The model has no chat template: training with ChatML, which is saved with the adapter")
     path = run.run_dir / "data" / "examples.arrow"
     with distributed.main_first():
-        if run.is_main and not _tokenise(run, config, source, tokenizer, path):
-            return None
+        if run.is_main:
+            _tokenise(run, config, source, tokenizer, path)
+    if run.stop_requested():  # rank 0 may have stopped tokenising half-way: every rank stops
+        return None
     examples = with_lengths(Dataset.from_file(str(path)))
     train_rows, eval_rows = split_indices(len(examples), config.val_fraction, config.seed)
     dataset_hash = dataset_fingerprint(config.dataset)
     if not len(eval_rows):
-        return _Examples(examples, None, dataset_hash)
+        return Examples(examples, None, dataset_hash)
     run.log(f"Holding out {len(eval_rows)} examples to measure the eval loss")
-    return _Examples(examples.select(train_rows), examples.select(eval_rows), dataset_hash)
+    return Examples(examples.select(train_rows), examples.select(eval_rows), dataset_hash)
 
 
-def _tokenise(run: _Run, config: RunConfig, source: Any, tokenizer: Any, path: Path) -> bool:
-    """Write the examples file; False when stopped meanwhile."""
+def _tokenise(run: Run, config: RunConfig, source: Any, tokenizer: Any, path: Path) -> None:
+    """Write the examples file (nothing when stopped meanwhile)."""
     from engine.data import write_examples
 
     written = write_examples(source, tokenizer, config.max_length, path, train_on=config.train_on,
-                             progress=_tokenising_progress(run), cancelled=run.stop_requested)
+                             progress=_tokenising_progress(run), cancelled=run.stop_requested_here)
     if written is None:
-        return False
+        return
     if written.bad_rows:
         first = written.problems[0]
         bad = f"{written.bad_rows} of {written.total_rows} rows are bad; first at {first.where()}: {first.reason}"
@@ -260,7 +309,7 @@ def _tokenise(run: _Run, config: RunConfig, source: Any, tokenizer: Any, path: P
     return True
 
 
-def _tokenising_progress(run: _Run) -> Callable[[float], None]:
+def _tokenising_progress(run: Run) -> Callable[[float], None]:
     """A log line at each tenth of a long tokenising pass; short ones pass silently."""
     started = time.monotonic()
     shown = 0
@@ -275,7 +324,7 @@ def _tokenising_progress(run: _Run) -> Callable[[float], None]:
     return report
 
 
-def _load_and_attach(run: _Run, config: RunConfig, model_path: Path, tokenizer: Any, device: str,
+def _load_and_attach(run: Run, config: RunConfig, model_path: Path, tokenizer: Any, device: str,
                      precision: str) -> Any:
     from transformers import set_seed
 
@@ -288,18 +337,18 @@ def _load_and_attach(run: _Run, config: RunConfig, model_path: Path, tokenizer: 
     set_seed(config.seed)
     model = loading.load_model(model_path, config, precision, device)
     model = methods.attach(model, config, tokenizer)
-    trainable, total = _parameter_counts(model)
+    trainable, total = parameter_counts(model)
     run.log(f"{config.method.upper()}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
     return model
 
 
-def _parameter_counts(model: Any) -> tuple[int, int]:
+def parameter_counts(model: Any) -> tuple[int, int]:
     if hasattr(model, "get_nb_trainable_parameters"):
         return model.get_nb_trainable_parameters()
     return (sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters()))
 
 
-def _last_checkpoint(run: _Run) -> Optional[str]:
+def _last_checkpoint(run: Run) -> Optional[str]:
     """The newest complete, undamaged checkpoint. Checkpoints are renamed into place only
     once written (``engine.train.trainer``); a folder that still lacks its trainer state or
     holds a truncated weights file was damaged afterwards and is skipped, with a warning."""
@@ -316,27 +365,28 @@ def _last_checkpoint(run: _Run) -> Optional[str]:
     return None
 
 
-def _build_trainer(run: _Run, config: RunConfig, model: Any, tokenizer: Any, examples: _Examples, device: str,
-                   precision: str, on_train_begin: Callable[[int], None]) -> tuple[Any, Any]:
+def build_trainer(run: Run, ready: Setup, on_train_begin: Callable[[int], None]) -> tuple[Any, Any]:
+    """The Trainer for a set-up run, with the callback that reports it and obeys pause/stop."""
     from transformers import EarlyStoppingCallback
 
     from engine.train.batching import make_collator
     from engine.train.callback import EventCallback
     from engine.train.trainer import StudioTrainer, training_arguments
 
+    config, examples = ready.config, ready.examples
     args = training_arguments(config, run.run_dir, examples=len(examples.train), has_eval=examples.eval is not None,
-                              device=device, precision=precision)
-    callback = EventCallback(run.emit, run.control, device, on_train_begin=on_train_begin)
+                              device=ready.device, precision=ready.precision)
+    callback = EventCallback(run.emit, run.control, ready.device, on_train_begin=on_train_begin)
     callbacks: list[Any] = [callback]
     if args.load_best_model_at_end:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
     trainer = StudioTrainer(
-        model=model,
+        model=ready.model,
         args=args,
         train_dataset=examples.train,
         eval_dataset=examples.eval,
-        data_collator=make_collator(tokenizer, config.batching),
-        processing_class=tokenizer,
+        data_collator=make_collator(ready.tokenizer, config.batching),
+        processing_class=ready.tokenizer,
         callbacks=callbacks,
         schedule_start=config.schedule_start,
     )

@@ -123,6 +123,19 @@ class StudioTrainer(Trainer):
         self.lr_scheduler = LambdaLR(optimizer, [_shifted(factor, start) for factor in segment.lr_lambdas])
         return self.lr_scheduler
 
+    def _load_optimizer_and_scheduler(self, checkpoint: Optional[str]) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None or not self._schedule_start or self.lr_scheduler is None:
+            return
+        # The finished run's state holds the rate its schedule ended on (0 for a decayed one);
+        # the first new step must train at the new schedule's rate instead.
+        scheduler = self.lr_scheduler
+        rates = [base * factor(scheduler.last_epoch) for base, factor in zip(scheduler.base_lrs,
+                                                                             scheduler.lr_lambdas)]
+        for group, rate in zip(scheduler.optimizer.param_groups, rates):
+            group["lr"] = rate
+        scheduler._last_lr = rates
+
     # atomic checkpoints ---------------------------------------------------------------------
     def _get_output_dir(self, trial: Any) -> str:
         return str(self._staging) if self._staging is not None else super()._get_output_dir(trial)

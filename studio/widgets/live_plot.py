@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 _PALETTE = ("#2f7ed8", "#e4572e", "#17a589", "#8e44ad")
@@ -81,6 +81,7 @@ class LivePlot(QWidget):
             pen = pg.mkPen(_PALETTE[index % len(_PALETTE)], width=2)
             self._series[name] = _Series(plot.plot(name=name, pen=pen))
         self._first = curves[0]
+        self._reference: Optional[pg.InfiniteLine] = None
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(redraw_ms)
@@ -103,6 +104,21 @@ class LivePlot(QWidget):
         """How many points ``curve`` has handed to pyqtgraph (stored points wait for the next tick)."""
         x_data, _y_data = self._series[curve or self._first].item.getOriginalDataset()
         return 0 if x_data is None else len(x_data)
+
+    def set_reference(self, value: Optional[float], label: str = "") -> None:
+        """A dashed horizontal line at ``value`` (a prediction to read the curves against); None removes it."""
+        if self._reference is not None:
+            self.plot_item.removeItem(self._reference)
+            self._reference = None
+        if value is None:
+            return
+        self._reference = pg.InfiniteLine(pos=value, angle=0, pen=pg.mkPen("#888", width=1.5, style=Qt.PenStyle.DashLine),
+                                          label=label, labelOpts={"position": 0.05, "color": "#666", "anchors": [(0, 1), (0, 1)]})
+        self.plot_item.addItem(self._reference)
+
+    @property
+    def reference(self) -> Optional[float]:
+        return None if self._reference is None else float(self._reference.value())
 
     def clear(self) -> None:
         """Forget every point, keeping the curves, labels and legend."""
