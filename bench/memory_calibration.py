@@ -2,7 +2,7 @@
 
 Each grid point (method x batch x length x gradient checkpointing x optimizer, on the
 tiny test model and, when installed, the starter) trains two steps the way
-``engine/train/recipe.py`` does (its model loading and LoRA attachment, the stock
+``engine/train/recipe.py`` does (its model loading and method attachment, the stock
 Trainer, the same collator), in a fresh process, and records the measured peak beside
 ``engine.memory.estimate_memory`` in ``bench/results/<host>-<date>.json`` with the
 hardware and library versions. Tests re-check every recorded row on any machine.
@@ -51,8 +51,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 # Relative error allowed per metric; tests/test_memory.py applies the same numbers.
 TOLERANCE = {"cuda_max_allocated": 0.10, "cpu_allocated": 0.10, "cpu_rss_growth": 0.15}
 STEPS = 2  # step 1 creates the optimizer states; step 2 runs forward and backward beside them
-_OPTIM = {"adamw": "adamw_torch_fused", "sgd": "sgd", "adamw_8bit": "adamw_bnb_8bit",
-          "paged_adamw_8bit": "paged_adamw_8bit", "paged_adamw_32bit": "paged_adamw_32bit"}
 
 
 # the grid -------------------------------------------------------------------------------------
@@ -69,6 +67,9 @@ def grid(cuda: bool, starter: bool, quick: bool) -> list[dict[str, Any]]:
         dict(method="full", batch=8, seq=512), dict(method="full", batch=4, seq=1024, grad_checkpointing=True),
         dict(method="full", batch=8, seq=512, optimizer="sgd"),
         dict(method="lora", batch=4, seq=512, attention="eager"),
+        dict(method="qlora", batch=8, seq=512), dict(method="qlora", batch=4, seq=1024, quant="int8"),
+        dict(method="prompt", batch=8, seq=512), dict(method="prefix", batch=8, seq=512),
+        dict(method="ptuning", batch=8, seq=512),
     ]
     # Two CPU cores train the starter at some 20 tokens a second: its points stay short.
     starter_points = [
@@ -168,7 +169,8 @@ def _train(model_dir: str, plan: Any, measure: bool, own_weights: bool = False) 
     from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     from engine.config import RunConfig
-    from engine.train import recipe
+    from engine.train import loading, methods
+    from engine.train.trainer import OPTIMIZERS
 
     class InOrder(Trainer):  # batches in dataset order, so every one is padded as built
         def _get_train_sampler(self, *args: Any, **kwargs: Any) -> SequentialSampler:
@@ -178,17 +180,19 @@ def _train(model_dir: str, plan: Any, measure: bool, own_weights: bool = False) 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = recipe._load_model(Path(model_dir), plan.precision)
-    if own_weights:
+    # The engine's own loading and method: a 16-bit or 4-bit frozen base, fp32 adapters.
+    config = RunConfig(model=model_dir, dataset="-", method=plan.method, rank=plan.rank, alpha=2 * plan.rank,
+                       dropout=plan.lora_dropout, targets=plan.targets, quant=plan.quant, double_quant=plan.double_quant,
+                       num_virtual_tokens=plan.num_virtual_tokens, prefix_projection=plan.prefix_projection)
+    device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    model = loading.load_model(Path(model_dir), config, plan.precision, device)
+    if own_weights and plan.method != "qlora":  # quantising already made allocator copies of the linears
         with torch.no_grad():
             for tensor in [*model.parameters(), *model.buffers()]:
                 tensor.data = tensor.data.clone()
     if plan.attention == "eager":
         model.set_attn_implementation("eager")
-    if plan.method in ("lora", "dora"):
-        config = RunConfig(model=model_dir, dataset="-", method=plan.method, rank=plan.rank, alpha=2 * plan.rank,
-                           dropout=plan.lora_dropout, targets=plan.targets)
-        model = recipe._attach_lora(model, config)
+    model = methods.attach(model, config, tokenizer)
     fields = TrainingArguments.__dataclass_fields__
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
     with tempfile.TemporaryDirectory() as out:
@@ -197,7 +201,8 @@ def _train(model_dir: str, plan: Any, measure: bool, own_weights: bool = False) 
             gradient_accumulation_steps=plan.grad_accum, learning_rate=1e-4, logging_steps=1, save_strategy="no",
             report_to="none", bf16=plan.precision == "bf16", fp16=plan.precision == "fp16",
             use_cpu=not torch.cuda.is_available(), disable_tqdm=True, dataloader_num_workers=0,
-            remove_unused_columns=False, optim=_OPTIM[plan.optimizer], **{checkpointing: plan.grad_checkpointing},
+            remove_unused_columns=False, optim=OPTIMIZERS[plan.optimizer], **{checkpointing: plan.grad_checkpointing},
+            gradient_checkpointing_kwargs={"use_reentrant": False} if plan.grad_checkpointing else None,
         )
         trainer = InOrder(
             model=model, args=args, train_dataset=Dataset.from_list(_rows(model.config.vocab_size, plan.batch, plan.seq)),

@@ -48,6 +48,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     print(f"LoRA Studio home: {report['home']}")
     for d in devices:
         extra = f", compute {d.compute_capability}" if d.compute_capability else ""
+        extra += f", driver {d.driver}" if d.driver else ""
+        extra += f", {d.cores} cores / {d.threads} threads" if d.cores else ""
+        extra += f", {d.utilization_percent:.0f}% busy" if d.utilization_percent is not None else ""
+        extra += f", {d.temperature_c:.0f} °C" if d.temperature_c is not None else ""
         print(f"{d.torch_device:8} {d.name}: {_human_bytes(d.free_bytes)} free of {_human_bytes(d.total_bytes)}"
               f", bf16 {'yes' if d.bf16 else 'no'}{extra}")
     for name, version in report["versions"].items():
@@ -183,9 +187,13 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     report: dict[str, Any]
     if args.fit:
         preferences = {"method": plan.method, "precision": plan.precision, "targets": plan.targets}
-        fit = auto_fit(spec, free, preferences=preferences, device=device)
+        stats = _dataset_lengths(args) if args.dataset else None
+        fit = auto_fit(spec, free, stats, preferences=preferences, device=device)
         estimate, fits = fit.estimate, fit.fits
         report = {"explanations": fit.explanations, "suggestion": fit.suggestion}
+        if stats is not None:
+            report["dataset_token_percentiles"] = {"p50": stats.p50, "p95": stats.p95, "p99": stats.p99,
+                                                   "max": stats.max}
     else:
         estimate = estimate_memory(spec, plan, device)
         fits, report = estimate.fits(free), {}
@@ -199,6 +207,24 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     else:
         _print_estimate(report, estimate)
     return 0
+
+
+def _dataset_lengths(args: argparse.Namespace) -> Any:
+    """Token-length percentiles of ``--dataset``, tokenised as training would (chat template included)."""
+    from engine.data import scan_dataset
+    from engine.planning import length_stats_of
+
+    reference = args.tokenizer or args.model
+    try:
+        tokenizer = _tokenizer_for(reference)
+    except StudioError as exc:
+        raise StudioError(f"measuring --dataset needs a tokenizer, and {reference!r} has none here ({exc}); "
+                          "give --tokenizer with a local model of the same family") from None
+    report = scan_dataset(_open_data(args.dataset, None, {}, "auto"), tokenizer)
+    stats = length_stats_of(report.token_lengths) if report is not None else None
+    if stats is None:
+        raise StudioError(f"{args.dataset} has no usable rows to measure")
+    return stats
 
 
 def _whole_number(flag: str, text: str) -> int:
@@ -766,6 +792,8 @@ def build_parser() -> argparse.ArgumentParser:
     estimate.add_argument("--device-memory", help="free GPU memory, e.g. 24GiB, 24GB, 8000MiB "
                                                   "(default: the detected device's free memory)")
     estimate.add_argument("--fit", action="store_true", help="find the best plan that fits the device")
+    estimate.add_argument("--dataset", help="with --fit: size the max length to this dataset's token lengths")
+    estimate.add_argument("--tokenizer", help="with --dataset: the model whose tokenizer measures it (default: --model)")
 
     train = command("train", cmd_train, "train an adapter (streams progress; Ctrl-C stops and saves)")
     train.add_argument("--model", help="starter, a model store name, a local folder or a .gguf file")

@@ -38,6 +38,11 @@ class DeviceInfo:
     bf16: bool
     compute_capability: Optional[str] = None
     driver: Optional[str] = None
+    # Live readings through NVML (NVIDIA GPUs) and psutil (the CPU); None where nothing reports them.
+    utilization_percent: Optional[float] = None
+    temperature_c: Optional[float] = None
+    cores: Optional[int] = None  # the CPU: physical cores (logical ones in ``threads``)
+    threads: Optional[int] = None
 
     @property
     def torch_device(self) -> str:
@@ -119,8 +124,34 @@ def _cuda_devices() -> list[DeviceInfo]:
         else:
             capability = f"{props.major}.{props.minor}"
             bf16 = props.major >= 8  # Ampere and later compute in bf16 natively
-        devices.append(DeviceInfo("cuda", index, props.name, total, free, bf16, capability, driver))
+        utilization, temperature = (None, None) if rocm else _nvml_live(getattr(props, "uuid", None))
+        devices.append(DeviceInfo("cuda", index, props.name, total, free, bf16, capability, driver,
+                                  utilization_percent=utilization, temperature_c=temperature))
     return devices
+
+
+def _nvml_live(uuid: Any) -> tuple[Optional[float], Optional[float]]:
+    """(utilisation %, temperature °C) of the GPU with this CUDA UUID, from NVML.
+
+    Matched by UUID, not by index: CUDA_VISIBLE_DEVICES and CUDA's ordering renumber the
+    GPUs, NVML does not."""
+    if uuid is None:
+        return None, None
+    try:
+        import pynvml
+    except ImportError:
+        return None, None
+    try:
+        pynvml.nvmlInit()
+        try:
+            handle = pynvml.nvmlDeviceGetHandleByUUID(f"GPU-{uuid}")
+            utilization = pynvml.nvmlDeviceGetUtilizationRates(handle).gpu
+            temperature = pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU)
+        finally:
+            pynvml.nvmlShutdown()
+    except pynvml.NVMLError:
+        return None, None
+    return float(utilization), float(temperature)
 
 
 def _nvidia_driver() -> Optional[str]:
@@ -161,7 +192,19 @@ def _cpu_device() -> DeviceInfo:
     import psutil
 
     memory = psutil.virtual_memory()
-    return DeviceInfo("cpu", 0, _cpu_name(), memory.total, memory.available, _cpu_bf16())
+    return DeviceInfo("cpu", 0, _cpu_name(), memory.total, memory.available, _cpu_bf16(),
+                      utilization_percent=psutil.cpu_percent(interval=None), temperature_c=_cpu_temperature(),
+                      cores=psutil.cpu_count(logical=False), threads=psutil.cpu_count(logical=True))
+
+
+def _cpu_temperature() -> Optional[float]:
+    import psutil
+
+    readings = getattr(psutil, "sensors_temperatures", lambda: {})()
+    for name in ("coretemp", "k10temp", "cpu_thermal", "zenpower"):
+        if readings.get(name):
+            return float(readings[name][0].current)
+    return None
 
 
 @functools.cache

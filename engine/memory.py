@@ -823,8 +823,10 @@ def auto_fit(spec: ModelSpec, device_free_bytes: int, dataset_stats: Optional[Le
             savers, plan = _choose(options, seq, prefs)
             plan = _grow_rank(spec, budget, device, prefs, plan)
             estimate = estimate_memory(spec, plan, device)
+            best_unquantised = max((option.batch for saver, option in options if saver.get("method") != "qlora"),
+                                   default=0)
             return FitResult(plan, estimate, _explain(spec, plan, estimate, device_free_bytes, stats, lengths,
-                                                      savers, prefs), True, None)
+                                                      savers, prefs, best_unquantised), True, None)
     smallest = _savers_plan(prefs, ladder[-1], lengths[-1], _RANKS[0], 1)
     estimate = estimate_memory(spec, smallest, device)
     return FitResult(smallest, estimate, [
@@ -835,13 +837,15 @@ def auto_fit(spec: ModelSpec, device_free_bytes: int, dataset_stats: Optional[Le
 
 
 def _choose(options: list[tuple[dict[str, Any], Plan]], seq: int, prefs: Preferences) -> tuple[dict[str, Any], Plan]:
-    """The fewest savers whose micro-batch holds enough tokens to keep a GPU busy, else the
-    largest micro-batch (and of equal ones the fewer savers)."""
+    """The fewest savers whose micro-batch holds enough tokens to keep a GPU busy; when none
+    does, the fewest savers within three quarters of the largest micro-batch: another saver
+    (a 4-bit base above all) is not worth one more row per micro-batch."""
     busy = min(prefs.effective_batch, max(1, _BUSY_TOKENS // seq))
     for savers, plan in options:
         if plan.batch >= busy:
             return savers, plan
-    return max(options, key=lambda option: option[1].batch)
+    largest = max(plan.batch for _savers, plan in options)
+    return next(option for option in options if 4 * option[1].batch >= 3 * largest)
 
 
 def _length_candidates(spec: ModelSpec, stats: Optional[LengthStats], prefs: Preferences) -> list[int]:
@@ -917,11 +921,14 @@ def _grow_rank(spec: ModelSpec, budget: int, device: str, prefs: Preferences, pl
 
 
 def _explain(spec: ModelSpec, plan: Plan, estimate: MemoryEstimate, free: int, stats: Optional[LengthStats],
-             lengths: list[int], savers: dict[str, Any], prefs: Preferences) -> list[str]:
+             lengths: list[int], savers: dict[str, Any], prefs: Preferences, best_unquantised: int) -> list[str]:
     used = estimate.device_bytes / free
     lines = [f"{spec.name} with {plan.describe()} takes {human_bytes(estimate.device_bytes)} of the "
              f"{human_bytes(free)} free ({used:.0%}), within the {prefs.margin:.0%} safety margin."]
-    if plan.method != prefs.method:
+    if plan.method != prefs.method and best_unquantised:
+        lines.append(f"QLoRA (a 4-bit {plan.quant.upper()} base) is used because over a {plan.precision} base only a "
+                     f"micro-batch of {best_unquantised} fits at {plan.seq} tokens, against {plan.batch} with 4 bits.")
+    elif plan.method != prefs.method:
         lines.append(f"QLoRA (a 4-bit {plan.quant.upper()} base) is used because {prefs.method.upper()} over a "
                      f"{plan.precision} base does not fit at {plan.seq} tokens even with gradient checkpointing "
                      "and an 8-bit optimizer.")

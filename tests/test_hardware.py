@@ -69,3 +69,14 @@ def test_versions_name_the_libraries_without_importing_them():
 
     assert found["torch"] == torch.__version__
     assert found["python"] == ".".join(map(str, sys.version_info[:3]))
+
+
+def test_the_cpu_reports_its_cores_and_load_and_nvml_is_quiet_without_a_gpu():
+    from engine.hardware import _nvml_live, detect_devices
+
+    cpu = detect_devices()[-1]
+    assert cpu.kind == "cpu" and cpu.cores >= 1 and cpu.threads >= cpu.cores
+    assert cpu.utilization_percent is not None and 0 <= cpu.utilization_percent <= 100
+    # No NVIDIA driver here: NVML cannot start, and the live readings are simply absent.
+    assert _nvml_live("00000000-0000-0000-0000-000000000000") == (None, None)
+    assert _nvml_live(None) == (None, None)

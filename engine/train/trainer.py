@@ -80,7 +80,8 @@ def training_arguments(config: RunConfig, run_dir: Path, *, examples: int, has_e
         use_cpu=device == "cpu",
         disable_tqdm=True,
         dataloader_num_workers=0,
-        include_num_input_tokens_seen="non_padding",
+        # A padding-free batch has no padding (and no attention mask to count it by): every token counts.
+        include_num_input_tokens_seen="all" if config.batching == "padding_free" else "non_padding",
         remove_unused_columns=False,
         fsdp=config.fsdp or "",
         fsdp_config=config.fsdp_config,
