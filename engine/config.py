@@ -92,9 +92,9 @@ class RunConfig:
     memory_limit: Optional[str] = None
     # "Train more": the step a continued run's new learning-rate schedule starts from.
     schedule_start: int = 0
-    # Many GPUs: passed to the Trainer as they are (see the README's FSDP / DeepSpeed section).
-    fsdp: Optional[str] = None
-    fsdp_config: Optional[dict[str, Any]] = None
+    # Many GPUs (see the README's FSDP / DeepSpeed section): an FSDP config ({} for its defaults)
+    # or a DeepSpeed JSON file, handed to the Trainer as they are.
+    fsdp: Optional[dict[str, Any]] = None
     deepspeed: Optional[str] = None
     # How to read the dataset: None/empty detect the format and columns (see engine.dataset_formats).
     data_format: Optional[str] = None
@@ -230,10 +230,10 @@ class RunConfig:
                               f"(max steps is {self.max_steps})")
         if self.deepspeed is not None and not isinstance(self.deepspeed, str):
             raise StudioError("deepspeed must be the path of a DeepSpeed JSON config")
-        if self.fsdp is not None and not isinstance(self.fsdp, str):
-            raise StudioError("fsdp must be a string such as 'full_shard auto_wrap'")
-        if self.fsdp_config is not None and not isinstance(self.fsdp_config, dict):
-            raise StudioError("fsdp_config must be a JSON object")
+        if self.fsdp is not None and not isinstance(self.fsdp, dict):
+            raise StudioError("fsdp must be a JSON object of FSDP settings ({} for the defaults)")
+        if self.fsdp is not None and self.deepspeed is not None:
+            raise StudioError("choose FSDP or DeepSpeed, not both")
 
     def _validate_data_settings(self) -> None:
         for name, value, allowed in (("data format", self.data_format, (None, *FORMAT_NAMES)),

@@ -277,7 +277,8 @@ def test_out_of_memory_reports_the_peak_and_a_plan_that_then_fits(tmp_path):
     assert [a.name for a in list_adapters()] == ["fits"]
 
 
-def test_an_exported_run_trains_on_two_processes_under_torchrun_into_one_adapter(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("sharding", [None, {"version": 2}], ids=["ddp", "fsdp"])
+def test_an_exported_run_trains_on_two_processes_under_torchrun_into_one_adapter(sharding, tiny_model_dir, tmp_path):
     import subprocess
     import sys
 
@@ -285,8 +286,8 @@ def test_an_exported_run_trains_on_two_processes_under_torchrun_into_one_adapter
     from engine.jobs import export_run, launch_commands
 
     dataset = write_messages_dataset(tmp_path / "pirate.jsonl")
-    run_dir = export_run(_config(tiny_model_dir, dataset, max_steps=4, name="two-ranks"), tmp_path / "exported",
-                         gpus=2)
+    run_dir = export_run(_config(tiny_model_dir, dataset, max_steps=4, name="two-ranks", fsdp=sharding),
+                         tmp_path / "exported", gpus=2)
     command = launch_commands(run_dir, gpus=2)["torchrun"]
     assert command.startswith("torchrun --standalone --nproc_per_node 2 -m engine.train")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parent.parent))

@@ -83,8 +83,8 @@ def training_arguments(config: RunConfig, run_dir: Path, *, examples: int, has_e
         # A padding-free batch has no padding (and no attention mask to count it by): every token counts.
         include_num_input_tokens_seen="all" if config.batching == "padding_free" else "non_padding",
         remove_unused_columns=False,
-        fsdp=config.fsdp or "",
-        fsdp_config=config.fsdp_config,
+        fsdp=config.fsdp is not None,
+        fsdp_config=config.fsdp,
         deepspeed=config.deepspeed,
         ddp_find_unused_parameters=False if _world_size() > 1 else None,
     )
