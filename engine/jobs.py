@@ -335,9 +335,13 @@ class RunSummary:
 
     @property
     def resumable(self) -> bool:
-        """A run that ended before its last step (a crash, a kill, a full disk) with a checkpoint to go on from."""
-        return self.status in ("failed", "interrupted", "stopped") and self.checkpoint_step > 0 and \
-            (self.total_steps is None or self.checkpoint_step < self.total_steps)
+        """A run with a checkpoint to go on from that did not end well (a crash, a kill, a full disk
+        while saving), or that was stopped before its last step."""
+        if not self.checkpoint_step:
+            return False
+        if self.status in ("failed", "interrupted"):
+            return True
+        return self.status == "stopped" and (self.total_steps is None or self.checkpoint_step < self.total_steps)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "resumable": self.resumable}

@@ -26,7 +26,9 @@ def test_run_settings_reach_the_trainer(tmp_path):
     args = training_arguments(config, tmp_path, examples=100, has_eval=False, device="cpu", precision="fp32")
     assert (args.optim, args.lr_scheduler_type, args.warmup_steps) == ("paged_adamw_8bit", "cosine", 3)
     assert (args.weight_decay, args.max_grad_norm, args.seed) == (0.01, 0.5, 11)
-    assert args.gradient_checkpointing and args.gradient_checkpointing_kwargs == {"use_reentrant": False}
+    checkpointing = getattr(args, "activation_checkpointing", None) or args.gradient_checkpointing
+    kwargs = getattr(args, "activation_checkpointing_kwargs", None) or args.gradient_checkpointing_kwargs
+    assert checkpointing and kwargs == {"use_reentrant": False}
     assert args.train_sampling_strategy == "group_by_length" and args.save_total_limit == 2
     assert (args.save_steps, args.gradient_accumulation_steps, args.max_steps) == (10, 2, 50)
     constant = RunConfig(model="m", dataset="d", lr_scheduler="constant", warmup_steps=5)
@@ -160,3 +162,15 @@ def test_early_stopping_ends_the_run_when_the_eval_loss_stops_improving(tiny_mod
     assert finished.status == "completed" and finished.step == 3  # evaluations at 1, 2, 3; none beat the first
     meta = json.loads((Path(finished.adapter) / "studio.json").read_text())
     assert meta["best_step"] == 1 and len(meta["eval_history"]) == 3
+
+
+def test_a_loss_that_blows_up_stops_the_run_with_advice_and_saves_nothing(tiny_model_dir, tmp_path):
+    from engine.library import list_adapters
+
+    # Plain SGD, no clipping, an absurd learning rate: the loss overflows within a few steps.
+    run = new_run(tmp_path, tiny_model_dir, method="full", lr=1e30, optimizer="sgd", max_grad_norm=0.0, max_steps=30)
+    finished = recipe.train(run)
+    assert finished.status == "failed" and finished.step < 30
+    assert finished.error.startswith("the loss became ") and "lower the learning rate (now 1e+30)" in finished.error
+    assert list_adapters() == []
+    assert not list((run.run_dir / "checkpoints").glob("checkpoint-*"))  # the broken state is not kept

@@ -10,6 +10,7 @@ newest complete checkpoint. The same file runs alone or on every rank under
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
@@ -64,7 +65,12 @@ def main(argv: list[str]) -> int:
         print("usage: python -m engine.train RUN_DIR", file=sys.stderr)
         return 2
     _yield_cpu_to_the_desktop()
-    run = Run(Path(argv[0]).resolve())
+    finished = run_and_report(Run(Path(argv[0]).resolve()))
+    return 0 if finished.status != "failed" else 1
+
+
+def run_and_report(run: Run) -> RunFinished:
+    """Train, and end the run's events with exactly one RunFinished, whatever happened."""
     try:
         finished = train(run)
     except StudioError as exc:
@@ -75,7 +81,7 @@ def main(argv: list[str]) -> int:
     run.emit(finished)
     if run.writer is not None:
         run.writer.close()
-    return 0 if finished.status != "failed" else 1
+    return finished
 
 
 def _yield_cpu_to_the_desktop() -> None:
@@ -90,9 +96,19 @@ def _yield_cpu_to_the_desktop() -> None:
 
 def _describe_failure(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if isinstance(exc, OSError) and exc.errno == 28:
-        return f"the disk is full ({exc.filename or 'while writing'}): free some space, then resume the run"
+    if _disk_full(exc):
+        where = getattr(exc, "filename", None) or "while writing"
+        return f"the disk is full ({where}): free some space, then resume the run"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _disk_full(exc: Optional[BaseException]) -> bool:
+    """ENOSPC, raised as it is or wrapped by a library (safetensors words it in its own error)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "no space left on device" in str(exc).lower():
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 @dataclass

@@ -121,11 +121,23 @@ def save_model(config: RunConfig, run_dir: Path, model: Any, tokenizer: Any, met
 
 
 def checkpoint_problem(folder: Path) -> Optional[str]:
-    """Why a checkpoint folder cannot be resumed from, or None when it is whole."""
+    """Why a checkpoint folder cannot be resumed from, or None when it is whole.
+
+    Reads headers only: each safetensors file's offsets say how long it must be, and each
+    torch file (optimizer, scheduler, RNG state) is a zip whose directory sits at its end,
+    so a truncated file of either kind is caught without reading gigabytes."""
+    import json
+    import zipfile
+
     from engine.library import safetensors_problem
 
-    if not (folder / "trainer_state.json").is_file():
+    state = folder / "trainer_state.json"
+    if not state.is_file():
         return "it was not completely written (no trainer_state.json)"
+    try:
+        json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "its trainer_state.json is damaged"
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
         return "it holds no weights"
@@ -133,4 +145,7 @@ def checkpoint_problem(folder: Path) -> Optional[str]:
         problem = safetensors_problem(file)
         if problem:
             return problem
+    for file in sorted(folder.glob("*.pt")) + sorted(folder.glob("*.pth")):
+        if not zipfile.is_zipfile(file):
+            return f"{file.name} is truncated or damaged"
     return None

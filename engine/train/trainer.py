@@ -58,12 +58,12 @@ def training_arguments(config: RunConfig, run_dir: Path, *, examples: int, has_e
         weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm,
         optim=OPTIMIZERS[config.optimizer],
-        gradient_checkpointing=config.grad_checkpointing,
-        # Non-reentrant checkpointing needs no input that requires a gradient, so a frozen base works as is.
-        gradient_checkpointing_kwargs={"use_reentrant": False} if config.grad_checkpointing else None,
+        **_checkpointing(config.grad_checkpointing),
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         logging_steps=every,
         logging_first_step=True,
+        # The Trainer would hide a NaN or infinite loss behind the running average: the run must see it to stop.
+        logging_nan_inf_filter=False,
         save_strategy="steps" if (config.save_every or early_stopping) else "no",
         save_steps=save_steps,
         save_total_limit=config.keep_checkpoints or None,
@@ -88,6 +88,16 @@ def training_arguments(config: RunConfig, run_dir: Path, *, examples: int, has_e
         deepspeed=config.deepspeed,
         ddp_find_unused_parameters=False if _world_size() > 1 else None,
     )
+
+
+def _checkpointing(enabled: bool) -> dict[str, Any]:
+    """Gradient checkpointing under the name this transformers gives it (``activation_`` since 5.x).
+    Non-reentrant checkpointing needs no input that requires a gradient, so a frozen base works as is."""
+    from transformers import TrainingArguments
+
+    name = "activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ \
+        else "gradient_checkpointing"
+    return {name: enabled, f"{name}_kwargs": {"use_reentrant": False} if enabled else None}
 
 
 def _world_size() -> int:
@@ -151,6 +161,11 @@ class StudioTrainer(Trainer):
         _barrier(self.args)
         try:
             super()._save_checkpoint(model, trial)
+        except BaseException:
+            # A full disk or a crash while writing: what was written is not a checkpoint.
+            if self.args.should_save:
+                shutil.rmtree(final_root / STAGING / name, ignore_errors=True)
+            raise
         finally:
             self._staging = None
         _barrier(self.args)  # every rank has written its RNG state into the staged folder
