@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
 
+from engine import trust
 from engine.atomic import write_text
 from engine.data import chat_template_for, render_conversation
 from engine.errors import StudioError
@@ -270,8 +271,9 @@ class ChatSession:
             if room is not None and not room.fits:
                 raise StudioError(f"not enough free memory to load {self.model}: {room.describe()}")
             try:
-                tokenizer = AutoTokenizer.from_pretrained(path)
-                base = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype_for(device))
+                code = trust.load_options(path)
+                tokenizer = AutoTokenizer.from_pretrained(path, **code)
+                base = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype_for(device), **code)
             except (OSError, ValueError) as exc:
                 raise StudioError(f"cannot load model {self.model!r} from {path}: {_first_line(exc)}") from None
             self._tokenizer, self._base = tokenizer, base.to(device).eval()

@@ -86,6 +86,21 @@ def cmd_models_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_trust(args: argparse.Namespace) -> int:
+    from engine import trust
+    from engine.models import model_folder
+
+    folder = model_folder(args.model)
+    if args.revoke:
+        trust.revoke(folder)
+        line = f"{folder.name}'s own code will not run any more (until you trust it again)"
+    else:
+        files = ", ".join(file.name for file in trust.code_files(folder))
+        trust.trust(folder)
+        line = f"trusted {folder.name}: its own code ({files}) will run when it loads, until those files change"
+    return _done(args, {"model": str(folder), "trusted": not args.revoke}, line)
+
+
 def _print_progress(done: int, total: int, message: str) -> None:
     if message:
         print(message, file=sys.stderr, flush=True)
@@ -131,7 +146,10 @@ def _tokenizer_for(model: str) -> Any:
     _quiet_libraries()
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolve_model(model, progress=_print_progress))
+    from engine import trust
+
+    path = resolve_model(model, progress=_print_progress)
+    return AutoTokenizer.from_pretrained(path, **trust.load_options(path))
 
 
 def _print_fraction(fraction: float) -> None:
@@ -769,6 +787,10 @@ def build_parser() -> argparse.ArgumentParser:
     add = command("add", cmd_models_add, "add a local Hugging Face folder or a GGUF file", models)
     add.add_argument("path")
     add.add_argument("--name")
+    trusted = command("trust", cmd_models_trust, "allow a model's own Python code to run (asked once per model)",
+                      models)
+    trusted.add_argument("model", help="a model store name or a model folder")
+    trusted.add_argument("--revoke", action="store_true", help="take the permission back")
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
     inspect = command("inspect", cmd_data_inspect, "detect a dataset's format and check its rows", data)

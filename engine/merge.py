@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from engine import trust
 from engine.atomic import staged_directory, write_json
 from engine.errors import StudioError
 from engine.library import (
@@ -183,8 +184,9 @@ def _load_base(base_path: Path) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(base_path)
-        model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+        code = trust.load_options(base_path)
+        tokenizer = AutoTokenizer.from_pretrained(base_path, **code)
+        model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32, **code)
     except (OSError, ValueError) as exc:
         raise StudioError(f"cannot load base model {base_path}: {_first_line(exc)}") from None
     return model.eval(), tokenizer
@@ -312,7 +314,9 @@ def merge_adapter(adapter: str | Path, output: str | Path, *, base: Optional[str
         _write_tokenizer(tokenizer, chat_template, staging)
         _copy_generation_config(base_path, staging)
         report(5, steps, "loading the merged model back and checking it against base+adapter")
-        fidelity = _check_merged(staging, inputs, reference, target_dtype, effect, check_dtype)
+        # A base with its own (trusted) code passes it on to the merged folder, which runs the same code.
+        code = trust.load_options(base_path)
+        fidelity = _check_merged(staging, inputs, reference, target_dtype, effect, check_dtype, code)
         result = MergeResult(
             output=str(output), adapter=adapter_path.name, base_model=str(meta.get("base_model") or base_path.name),
             base_path=str(base_path), dtype=target_dtype, fidelity=fidelity,
@@ -322,6 +326,8 @@ def merge_adapter(adapter: str | Path, output: str | Path, *, base: Optional[str
         report(6, steps, "writing the model card")
         write_json(staging / MERGE_REPORT, {**result.to_dict(), "merged": _now(), "method": meta.get("method")})
         (staging / "README.md").write_text(_merged_card(result, meta), encoding="utf-8")
+    if code:
+        trust.trust(output)
     report(7, steps, "merged and checked" if fidelity.within_tolerance else "merged, but outside float tolerance")
     return result
 
@@ -375,7 +381,7 @@ def _check_precision(model: Any) -> str:
 
 
 def _check_merged(folder: Path, inputs: list[Any], reference: list[Any], dtype: str, effect: float,
-                  check_dtype: str) -> Fidelity:
+                  check_dtype: str, code: dict[str, Any]) -> Fidelity:
     import gc
 
     import torch
@@ -383,7 +389,7 @@ def _check_merged(folder: Path, inputs: list[Any], reference: list[Any], dtype: 
 
     gc.collect()
     # Loaded back by stock transformers, as a user would, and run in the reference's precision.
-    reloaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(getattr(torch, check_dtype))
+    reloaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **code).to(getattr(torch, check_dtype))
     try:
         return compare_logits(reference, probe_logits(reloaded.eval(), inputs), dtype, effect, check_dtype)
     finally:

@@ -33,6 +33,7 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+from engine import trust
 from engine.atomic import staged_directory, write_json
 from engine.errors import StudioError
 from engine.paths import models_dir
@@ -261,6 +262,7 @@ def resolve_model(ref: str | Path, progress: Optional[ProgressFn] = None) -> Pat
     path = Path(text).expanduser()
     if path.is_dir():
         _check_model_folder(path)
+        trust.check(path)
         return path.resolve()
     if path.is_file():
         if path.suffix.lower() == ".gguf":
@@ -270,11 +272,23 @@ def resolve_model(ref: str | Path, progress: Optional[ProgressFn] = None) -> Pat
     raise StudioError(f"unknown model {text!r}: not in the model store ({known}) and no such folder or .gguf file")
 
 
+def model_folder(ref: str | Path) -> Path:
+    """The folder of a store entry or a local model folder, without the checks that resolving makes
+    (for the questions asked before loading it, such as whether to trust its code)."""
+    entries = _store_entries()
+    name = _find_entry(entries, str(ref))
+    path = _model_path(name, entries[name]) if name is not None else Path(ref).expanduser()
+    if not (path / "config.json").is_file():
+        raise StudioError(f"{ref} is not a model folder or a model store name (no config.json there)")
+    return path.resolve()
+
+
 def _entry_folder(name: str, manifest: dict[str, Any]) -> Path:
     path = _model_path(name, manifest)
     if not path.is_dir():
         raise StudioError(f"model {name!r} points to {path}, which no longer exists: remove it or add it again")
     _check_model_folder(path)
+    trust.check(path)
     return path
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from tiny_model import build_tiny_model  # noqa: E402
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# A model's own code, once trusted, is copied into transformers' modules cache: keep it out of the user's.
+os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="hf-modules-"))
 # Two cores on CI: keep torch from oversubscribing them in the test process.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 

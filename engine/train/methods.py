@@ -40,8 +40,12 @@ def model_module_names(model_path: Path) -> list[str]:
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from engine import trust
+
+    options = trust.load_options(model_path)
     with init_empty_weights():
-        return linear_module_names(AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_path)))
+        return linear_module_names(AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_path, **options),
+                                                                    **options))
 
 
 def _is_linear(module: Any, torch: Any) -> bool:

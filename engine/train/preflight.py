@@ -86,13 +86,16 @@ def check(config: RunConfig, model_path: Optional[Path] = None) -> Resolved:
 def check_model(config: RunConfig, model_path: Path) -> None:
     """Choices the architecture decides: padding-free attention, and whether the method
     (with its target modules) attaches to this architecture and trains."""
+    from engine import trust
+
     model_config = _model_config(model_path)
     if config.batching == "padding_free":
         text = getattr(model_config, "text_config", None) or model_config
         if getattr(text, "attn_logit_softcapping", None):
             raise StudioError(f"{model_config.model_type} soft-caps its attention scores, which padding-free "
                               "batching cannot do without flash-attention: use padded batches")
-    if config.method != "full":
+    if config.method != "full" and not trust.needs_code(model_path):
+        # A model with its own code is not rebuilt here: its classes are the user's to run, not the preflight's.
         _check_method_on_architecture(config, model_config)
 
 
@@ -230,8 +233,10 @@ def _shrink(config: Any, **sizes: Any) -> None:
 def _model_config(model_path: Path) -> Any:
     from transformers import AutoConfig
 
+    from engine import trust
+
     try:
-        return AutoConfig.from_pretrained(model_path)
+        return AutoConfig.from_pretrained(model_path, **trust.load_options(model_path))
     except Exception as exc:
         raise StudioError(f"cannot read the model's config.json in {model_path}: {_first_line(exc)}") from None
 

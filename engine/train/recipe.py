@@ -264,7 +264,9 @@ def _out_of_memory(run: Run, ready: Setup, step: int) -> RunFinished:
 def _load_tokenizer(model_path: Path) -> Any:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    from engine import trust
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path, **trust.load_options(model_path))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

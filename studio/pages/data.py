@@ -195,8 +195,10 @@ def _load_tokenizer(model: str, reporter: TaskReporter) -> Any:
 
     from engine.models import resolve_model
 
+    from engine import trust
+
     path = resolve_model(model, progress=lambda done, total, message: reporter.progress(0, 0, message))
-    return AutoTokenizer.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path, **trust.load_options(path))
 
 
 class LengthHistogram(QWidget):

@@ -784,7 +784,10 @@ def _auto_fit(config: RunConfig, spec: Any, device: Any, reporter: TaskReporter)
 
         source = open_dataset(config.dataset, DataOptions(config.data_format, config.columns or {},
                                                           config.text_split))
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.model))
+        from engine import trust
+
+        model_path = resolve_model(config.model)
+        tokenizer = AutoTokenizer.from_pretrained(model_path, **trust.load_options(model_path))
         report = scan_dataset(source, tokenizer, progress=lambda fraction: reporter.progress(int(fraction * 100), 100),
                               cancelled=lambda: reporter.cancelled)
         if report is not None and report.token_lengths is not None:
