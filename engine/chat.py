@@ -258,12 +258,13 @@ class ChatSession:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            from engine.models import resolve_model
+            from engine.models import check_loadable, resolve_model
 
             if self.threads:
                 torch.set_num_threads(self.threads)
             device = _pick_device(self.requested_device)
             path = resolve_model(self.model)
+            check_loadable(path)
             try:
                 room: Optional[MemoryRoom] = room_to_load(path, device)
             except StudioError:

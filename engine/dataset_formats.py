@@ -94,9 +94,7 @@ def choose_layout(rows: list[Any], format_name: Optional[str] = None,
     if format_name is None:
         detected = _detect(rows, present)
         if detected is None:
-            raise StudioError(
-                f"{name}: cannot tell the format from its columns ({names(present) or 'none'}); choose a "
-                "format and map the columns, for example question=COLUMN,answer=COLUMN")
+            raise StudioError(_undetected(rows, present, name))
         return detected
     if format_name not in FORMATS:
         raise StudioError(f"unknown format {format_name!r}; choose one of {', '.join(FORMAT_NAMES)}")
@@ -155,6 +153,18 @@ def _complete_mapping(spec: RowFormat, given: dict[str, str], present: list[str]
         raise StudioError(f"{name}: no column for {', '.join(missing)} in the {spec.name} format "
                           f"(its columns: {names(present) or 'none'}); map them, e.g. {missing[0]}=COLUMN")
     return {field: mapping[field] for field in spec.fields if field in mapping}
+
+
+def _undetected(rows: list[Any], present: list[str], name: str) -> str:
+    """Why no format fits: a turns column that holds no turns is named as such."""
+    for column in present:
+        if column.lower() in _TURN_COLUMNS:
+            first = next((row.get(column) for row in rows if isinstance(row, dict)), None)
+            shown = repr(first)[:40]
+            return (f"{name}: column {column!r} should hold a list of turns (role and content) but holds "
+                    f"{shown}; fix the rows, or choose a format and map the columns")
+    return (f"{name}: cannot tell the format from its columns ({names(present) or 'none'}); choose a "
+            "format and map the columns, for example question=COLUMN,answer=COLUMN")
 
 
 def _detect(rows: list[Any], present: list[str]) -> Optional[Layout]:

@@ -90,37 +90,50 @@ def read_peft_config(path: Path) -> dict[str, Any]:
     return _read_json_object(Path(path) / PEFT_CONFIG) or {}
 
 
+def safetensors_header(file: Path) -> dict[str, Any]:
+    """The tensors a whole safetensors file describes (name -> dtype, shape, offsets); a StudioError
+    says what is wrong with one that is not whole."""
+    problem, header = _read_safetensors_header(file)
+    if problem:
+        raise StudioError(problem)
+    return {key: value for key, value in header.items() if key != "__metadata__"}
+
+
 def safetensors_problem(file: Path) -> Optional[str]:
     """Why ``file`` is not a complete safetensors file, or None when it is.
 
     Reads the header only: its tensor offsets say how long the file must be, so a
     half-copied file is caught without reading gigabytes.
     """
+    return _read_safetensors_header(file)[0]
+
+
+def _read_safetensors_header(file: Path) -> tuple[Optional[str], dict[str, Any]]:
     try:
         size = file.stat().st_size
         with open(file, "rb") as handle:
             prefix = handle.read(8)
             if len(prefix) < 8:
-                return f"{file.name} is truncated ({size} bytes)"
+                return f"{file.name} is truncated ({size} bytes)", {}
             header_bytes = int.from_bytes(prefix, "little")
             if header_bytes < 2 or header_bytes > min(_MAX_HEADER_BYTES, size - 8):
-                return f"{file.name} is truncated or is not a safetensors file"
+                return f"{file.name} is truncated or is not a safetensors file", {}
             header = json.loads(handle.read(header_bytes))
     except OSError as exc:
-        return f"{file.name} cannot be read: {exc.strerror or exc}"
+        return f"{file.name} cannot be read: {exc.strerror or exc}", {}
     except ValueError:
-        return f"{file.name} has a damaged header (not a safetensors file)"
+        return f"{file.name} has a damaged header (not a safetensors file)", {}
     if not isinstance(header, dict):
-        return f"{file.name} has a damaged header (not a safetensors file)"
+        return f"{file.name} has a damaged header (not a safetensors file)", {}
     try:
         end = max((int(info["data_offsets"][1]) for key, info in header.items() if key != "__metadata__"),
                   default=0)
     except (TypeError, KeyError, IndexError, ValueError):
-        return f"{file.name} has a damaged header (bad tensor offsets)"
+        return f"{file.name} has a damaged header (bad tensor offsets)", {}
     expected = 8 + header_bytes + end
     if size < expected:
-        return f"{file.name} is truncated: {size:,} of {expected:,} bytes"
-    return None
+        return f"{file.name} is truncated: {size:,} of {expected:,} bytes", {}
+    return None, header
 
 
 def _damage(path: Path) -> Optional[str]:
@@ -130,9 +143,30 @@ def _damage(path: Path) -> Optional[str]:
         if any((path / f"adapter_model{suffix}").is_file() for suffix in _PICKLE_SUFFIXES):
             return "its weights are a pickle file (adapter_model.bin), which LoRA Studio never loads"
         return f"missing {PEFT_WEIGHTS}"
-    if _read_json_object(path / PEFT_CONFIG) is None:
+    config = _read_json_object(path / PEFT_CONFIG)
+    if config is None:
         return f"{PEFT_CONFIG} is not a valid JSON object"
-    return safetensors_problem(path / PEFT_WEIGHTS)
+    return _config_problem(config) or safetensors_problem(path / PEFT_WEIGHTS)
+
+
+# The sizes an adapter's config must give as positive whole numbers, by PEFT type.
+_POSITIVE_SIZES = {"LORA": ("r",), "PROMPT_TUNING": ("num_virtual_tokens",), "PREFIX_TUNING": ("num_virtual_tokens",),
+                   "P_TUNING": ("num_virtual_tokens",)}
+
+
+def _config_problem(config: dict[str, Any]) -> Optional[str]:
+    """What in an ``adapter_config.json`` would make peft fail later, in the user's words."""
+    peft_type = config.get("peft_type")
+    if not isinstance(peft_type, str):
+        return f"{PEFT_CONFIG} names no peft_type"
+    for name in _POSITIVE_SIZES.get(peft_type, ()):
+        value = config.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            return f"{PEFT_CONFIG} says {name}={value!r}: it must be a positive whole number"
+    alpha = config.get("lora_alpha")
+    if peft_type == "LORA" and alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))):
+        return f"{PEFT_CONFIG} says lora_alpha={alpha!r}: it must be a number"
+    return None
 
 
 def _number(value: Any) -> Optional[float]:

@@ -183,6 +183,9 @@ def _load_base(base_path: Path) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from engine.models import check_loadable
+
+    check_loadable(base_path)
     try:
         code = trust.load_options(base_path)
         tokenizer = AutoTokenizer.from_pretrained(base_path, **code)

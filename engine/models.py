@@ -142,19 +142,34 @@ def _weights_bytes(folder: Path) -> int:
     return sum(file.stat().st_size for file in folder.glob("*.safetensors"))
 
 
+# Any one of these is a tokenizer transformers can load (fast, SentencePiece, byte-level BPE, WordPiece...).
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "tokenizer.tiktoken",
+                    "vocab.txt")
+# Sizes every causal LM's config gives as positive whole numbers; a string or a negative one is damage.
+_CONFIG_SIZES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                 "intermediate_size", "vocab_size", "max_position_embeddings")
+
+
 def _check_model_folder(folder: Path) -> None:
-    """Raise a StudioError saying what is missing unless ``folder`` is a loadable model folder."""
+    """Raise a StudioError saying what is wrong unless ``folder`` is a loadable model folder.
+
+    Reads JSON and safetensors headers only, so listing the store stays cheap."""
+    from engine.library import safetensors_problem
+
     needs = "a model folder needs config.json and .safetensors weights"
-    config = folder / "config.json"
-    if not config.is_file():
+    config_file = folder / "config.json"
+    if not config_file.is_file():
         hint = ""
         ggufs = sorted(folder.glob("*.gguf"))
         if ggufs:
             hint = f" (to use {ggufs[0].name}, give the .gguf file itself)"
         raise StudioError(f"folder {folder} has no config.json: {needs}{hint}")
-    if _read_json(config) is None:
+    config = _read_json(config_file)
+    if config is None:
         raise StudioError(f"folder {folder}: config.json is not a valid JSON object")
-    if not any(folder.glob("*.safetensors")):
+    _check_config_sizes(folder, config)
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
         # Pickle files can run code when loaded, so weights from users are read only as safetensors.
         pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in _PICKLE_SUFFIXES)
         if pickles:
@@ -163,6 +178,61 @@ def _check_model_folder(folder: Path) -> None:
                 "re-save the model with save_pretrained(..., safe_serialization=True)"
             )
         raise StudioError(f"folder {folder} has no .safetensors weights: {needs}")
+    for file in weights:
+        problem = safetensors_problem(file)
+        if problem:
+            raise StudioError(f"folder {folder}: {problem}; copy the model again")
+    if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+        raise StudioError(f"folder {folder} has no tokenizer (tokenizer.json or tokenizer.model): copy the "
+                          "tokenizer files from where the model came from")
+
+
+def _check_config_sizes(folder: Path, config: dict[str, Any]) -> None:
+    for section in (config, config.get("text_config")):
+        if not isinstance(section, dict):
+            continue
+        for name in _CONFIG_SIZES:
+            value = section.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise StudioError(f"folder {folder}: config.json field {name} must be a positive whole number, "
+                                  f"got {value!r}")
+
+
+def check_loadable(folder: Path) -> Any:
+    """The model's transformers config, once it is clear the weights will load: transformers
+    knows the architecture, and every tensor in the weights has the shape the config gives it.
+
+    The shapes come from the safetensors headers and a weightless copy of the model on the
+    meta device, so this costs seconds and no memory however large the model."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from engine.library import safetensors_header
+
+    folder = Path(folder)
+    options = trust.load_options(folder)
+    try:
+        config = AutoConfig.from_pretrained(folder, **options)
+    except (ValueError, KeyError, OSError) as exc:
+        model_type = (_read_json(folder / "config.json") or {}).get("model_type", "?")
+        if "does not recognize this architecture" in str(exc) or isinstance(exc, KeyError):
+            raise StudioError(f"{folder.name} is a {model_type} model, an architecture transformers "
+                              f"{package_version('transformers')} does not know: upgrade transformers, or pick "
+                              "another model") from None
+        raise StudioError(f"cannot read {folder.name}'s config.json: {_root_cause(exc)}") from None
+    try:
+        with init_empty_weights():
+            expected = {name: tuple(tensor.shape) for name, tensor in
+                        AutoModelForCausalLM.from_config(config, **options).state_dict().items()}
+    except Exception as exc:  # a config transformers reads but cannot build a model from
+        raise StudioError(f"cannot build {folder.name} from its config.json: {_root_cause(exc)}") from None
+    for file in sorted(folder.glob("*.safetensors")):
+        for name, info in safetensors_header(file).items():
+            shape = tuple(info.get("shape", ())) if isinstance(info, dict) else ()
+            if name in expected and shape != expected[name]:
+                raise StudioError(f"{folder.name}'s weights do not match its config.json: {name} is "
+                                  f"{list(shape)} in {file.name}, the config makes it {list(expected[name])}")
+    return config
 
 
 def _is_model_folder(folder: Path) -> bool:
@@ -310,6 +380,8 @@ def add_model(path: str | Path, name: Optional[str] = None, progress: Optional[P
         raise StudioError(f"no such folder or file: {source}")
     if source.is_dir():
         _check_model_folder(source)
+        if not trust.needs_code(source):  # a model with its own code is checked once the user trusts it
+            check_loadable(source)
         name = _new_entry_name(name, source.resolve().name)
         manifest = {"source": "folder", "path": str(source.resolve()), "added": _now()}
         with staged_directory(models_dir() / name) as staging:

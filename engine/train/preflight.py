@@ -87,8 +87,9 @@ def check_model(config: RunConfig, model_path: Path) -> None:
     """Choices the architecture decides: padding-free attention, and whether the method
     (with its target modules) attaches to this architecture and trains."""
     from engine import trust
+    from engine.models import check_loadable
 
-    model_config = _model_config(model_path)
+    model_config = check_loadable(model_path)
     if config.batching == "padding_free":
         text = getattr(model_config, "text_config", None) or model_config
         if getattr(text, "attn_logit_softcapping", None):
@@ -228,17 +229,6 @@ def _shrink(config: Any, **sizes: Any) -> None:
                 setattr(config, name, value)
             except AttributeError:
                 continue
-
-
-def _model_config(model_path: Path) -> Any:
-    from transformers import AutoConfig
-
-    from engine import trust
-
-    try:
-        return AutoConfig.from_pretrained(model_path, **trust.load_options(model_path))
-    except Exception as exc:
-        raise StudioError(f"cannot read the model's config.json in {model_path}: {_first_line(exc)}") from None
 
 
 def _first_line(exc: BaseException, limit: int = 240) -> str:
