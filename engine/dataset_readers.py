@@ -577,7 +577,10 @@ class FolderReader(Reader):
         self.path, self.name, self.text_split = path, path.name, text_split
         files = sorted(p for p in path.rglob("*") if p.is_file()
                        and not any(part.startswith(".") for part in p.relative_to(path).parts))
-        readable = [p.suffix.lower() in SUFFIXES and p.suffix.lower() not in _FOLDER_SKIPS for p in files]
+        # A link to a file elsewhere (a downloaded folder could point at anything on this disk) is not read.
+        inside = path.resolve()
+        readable = [p.suffix.lower() in SUFFIXES and p.suffix.lower() not in _FOLDER_SKIPS
+                    and p.resolve().is_relative_to(inside) for p in files]
         self.files = [p for p, ok in zip(files, readable) if ok]
         self.skipped_files = [str(p.relative_to(path)) for p, ok in zip(files, readable) if not ok]
         if not self.files:

@@ -442,3 +442,17 @@ def test_random_bytes_under_every_name_give_a_dataset_or_a_studio_error(tmp_path
     path = tmp_path / f"fuzz{suffix}"
     path.write_bytes(content)
     _check(path, tokenizer)
+
+
+def test_a_folder_dataset_never_reads_a_link_to_a_file_outside_it(tmp_path):
+    from engine.data import DataOptions, open_dataset
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the password is hunter2\n")
+    folder = tmp_path / "downloaded"
+    folder.mkdir()
+    (folder / "rows.jsonl").write_text('{"question": "hi", "answer": "arr"}\n')
+    (folder / "more.txt").symlink_to(secret)
+    source = open_dataset(str(folder), DataOptions())
+    assert "more.txt" in source.skipped_files
+    assert all("hunter2" not in str(item) for item in source.items())
