@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 
 from engine.config import RunConfig
 from engine.errors import StudioError
+from engine.jobs import export_run, launch_commands
 
 
 class ModulePickerDialog(QDialog):
@@ -110,8 +111,6 @@ class ExportRunDialog(QDialog):
 
     def __init__(self, config: RunConfig, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
-        from engine.jobs import launch_commands
-
         self.setWindowTitle("Run elsewhere")
         self._config = config
         self.exported: Optional[Path] = None
@@ -126,7 +125,6 @@ class ExportRunDialog(QDialog):
         self.commands = QPlainTextEdit()
         self.commands.setReadOnly(True)
         self.commands.setAccessibleName("Command lines")
-        self._launch_commands = launch_commands
         self.gpus_spin.valueChanged.connect(self._show_commands)
         copy = QPushButton("Copy")
         copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.commands.toPlainText()))
@@ -152,7 +150,7 @@ class ExportRunDialog(QDialog):
         self._show_commands()
 
     def _show_commands(self) -> None:
-        lines = self._launch_commands(self._folder, self.gpus_spin.value())
+        lines = launch_commands(self._folder, self.gpus_spin.value())
         self.commands.setPlainText("\n".join(f"# {label}\n{line}" for label, line in lines.items()))
 
     def _choose_folder(self) -> None:
@@ -161,8 +159,6 @@ class ExportRunDialog(QDialog):
             self.export_to(Path(folder))
 
     def export_to(self, folder: Path) -> None:
-        from engine.jobs import export_run
-
         try:
             self.exported = export_run(self._config, folder, self.gpus_spin.value())
         except (StudioError, OSError) as exc:
