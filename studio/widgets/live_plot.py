@@ -1,9 +1,11 @@
 """A plot for curves that grow while you watch, after pyqtgraph's scrolling-plot example.
 
 ``append`` only stores the point in a preallocated numpy buffer (doubled when full);
-a timer redraws at most ten times a second, with one ``setData`` per curve that
+a timer redraws at most twenty times a second, with one ``setData`` per curve that
 changed. ``setData`` reprocesses the whole array, so calling it per event would
-make a long run slower the longer it goes.
+make a long run slower the longer it goes. Drawing keeps up with 100,000 points per
+curve because only what is in view is drawn (clip to view), reduced to the lowest and
+highest value per pixel column (peak downsampling); ``bench/plot_fps.py`` measures it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
-_PALETTE = ("#2f7ed8", "#e4572e", "#17a589", "#8e44ad")
+from studio import theme
+
 _INITIAL_CAPACITY = 256
 
 
@@ -49,6 +52,7 @@ class LivePlot(QWidget):
 
     It wraps a ``pg.PlotWidget`` rather than subclassing it: PlotWidget copies its
     PlotItem's methods (``clear`` among them) onto each instance, which would hide ours.
+    Its colours follow the light or dark scheme (``studio.theme``).
     """
 
     def __init__(
@@ -59,32 +63,39 @@ class LivePlot(QWidget):
         y_label: str,
         title: str = "",
         parent: Optional[QWidget] = None,
-        redraw_ms: int = 100,
+        redraw_ms: int = 50,
     ) -> None:
         super().__init__(parent)
-        self.plot_widget = pg.PlotWidget(background="w")
+        self.plot_widget = pg.PlotWidget()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.plot_widget)
         plot = self.plot_item = self.plot_widget.getPlotItem()
         if title:
-            plot.setTitle(title, color="#333")
+            plot.setTitle(title)
         plot.setLabel("bottom", x_label)
         plot.setLabel("left", y_label)
         plot.showGrid(x=True, y=True, alpha=0.25)
-        plot.setDownsampling(mode="peak")
+        plot.setDownsampling(auto=True, mode="peak")
         plot.setClipToView(True)
         if len(curves) > 1:
             plot.addLegend(offset=(-10, 10))
-        self._series: dict[str, _Series] = {}
-        for index, name in enumerate(curves):
-            pen = pg.mkPen(_PALETTE[index % len(_PALETTE)], width=2)
-            self._series[name] = _Series(plot.plot(name=name, pen=pen))
+        # Two values (lowest, highest) per pixel column are all a line can show.
+        self._series: dict[str, _Series] = {
+            name: _Series(plot.plot(name=name, antialias=True, autoDownsampleFactor=1.0)) for name in curves
+        }
         self._first = curves[0]
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(redraw_ms)
         self._timer.timeout.connect(self.redraw)
+        theme.style_plot(self.plot_widget)
+        self._colour_curves(theme.colours())
+        theme.on_change(self._colour_curves)
+
+    def set_title(self, title: str) -> None:
+        """Change the title, in the scheme's text colour."""
+        self.plot_item.setTitle(title, color=theme.colours().text)
 
     def append(self, x: float, y: float, curve: Optional[str] = None) -> None:
         """Store a point on ``curve`` (the first curve when omitted); the next tick draws it."""
@@ -111,3 +122,8 @@ class LivePlot(QWidget):
             series.count = 0
             series.dirty = False
             series.item.setData([], [])
+
+    def _colour_curves(self, colours: theme.Colours) -> None:
+        for index, series in enumerate(self._series.values()):
+            # One pixel wide: antialiased wider lines take ten times longer to draw.
+            series.item.setPen(pg.mkPen(colours.curves[index % len(colours.curves)], width=1))

@@ -45,3 +45,40 @@ def test_clear_forgets_every_point(plot):
     plot.append(5, 0.5)
     plot.redraw()
     assert plot.point_count() == 1
+
+
+def test_a_hundred_thousand_points_per_curve_are_drawn_as_the_pixels_can_show_them(qtbot, plot):
+    import numpy as np
+
+    plot.resize(800, 400)
+    plot.show()
+    qtbot.waitExposed(plot)
+    steps = np.arange(1, 100_001)
+    losses = 2.0 / np.sqrt(steps)
+    losses[54_321] = 50.0  # one spike among 100,000 points
+    for step, loss in zip(steps.tolist(), losses.tolist()):
+        plot.append(step, loss)
+        plot.append(step, loss + 10.0, "eval loss")
+    plot.redraw()
+    image = plot.plot_widget.grab().toImage()
+
+    assert plot.point_count() == plot.point_count("eval loss") == 100_000
+    drawn_x, drawn_y = plot.plot_item.listDataItems()[0].getData()
+    # Peak downsampling: a lowest and a highest value per pixel column, the spike among them.
+    assert len(drawn_x) <= 4 * plot.plot_widget.width()
+    assert drawn_y.max() == 50.0
+    assert plot.plot_item.viewRange()[1][1] >= 50.0
+    for item in plot.plot_item.listDataItems():  # both curves are on the picture
+        assert _pixels_of(image, item.opts["pen"].color()) > 200
+
+
+def _pixels_of(image, colour) -> int:
+    """How many pixels of ``image`` are (nearly) ``colour``."""
+    import numpy as np
+    from PySide6.QtGui import QImage
+
+    rgb = image.convertToFormat(QImage.Format.Format_RGB888)
+    pixels = np.frombuffer(rgb.constBits(), np.uint8).reshape(rgb.height(), rgb.bytesPerLine())
+    pixels = pixels[:, : 3 * rgb.width()].reshape(rgb.height(), rgb.width(), 3).astype(int)
+    wanted = np.array([colour.red(), colour.green(), colour.blue()])
+    return int((np.abs(pixels - wanted).max(axis=2) < 40).sum())
