@@ -71,6 +71,20 @@ def spark_line(values: list[float], buckets: int = SPARK_BUCKETS) -> tuple[float
     return tuple(reduced)
 
 
+def format_duration(seconds: Optional[float]) -> str:
+    """"45 s", "12 min 05 s", "3 h 20 min"; empty when unknown."""
+    if seconds is None:
+        return ""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
 def read_curves(run_dir: Path) -> RunCurves:
     """The run's curves, one value per step. A resumed run repeats the steps after its last
     checkpoint; the values of the later session are the ones kept."""
@@ -105,24 +119,32 @@ def read_record(run_dir: Path) -> Optional[RunRecord]:
 
 
 class RunHistory:
-    """The runs folder, newest run first, re-reading only what changed since the last call.
+    """The runs folder, newest run first, re-reading only what changed since the last look.
 
-    Not thread-safe: one refresh at a time (the Home page runs them one after another
-    on a worker thread).
+    ``known`` answers without reading any events (a listing and a ``stat`` per run, a few
+    milliseconds for hundreds of runs) when no run is new, changed or running; ``refresh``
+    reads what must be read. Not thread-safe: one call at a time (the Home page makes sure).
     """
 
     def __init__(self, folder: Optional[Path] = None) -> None:
         self._folder = folder
-        # run folder -> (events file size, modification time, record), for runs that ended.
-        self._finished: dict[Path, tuple[int, int, RunRecord]] = {}
+        # folder -> (its stamp, its record), for runs that ended and for folders that are no run.
+        self._settled: dict[Path, tuple[tuple[int, ...], Optional[RunRecord]]] = {}
+
+    def known(self) -> Optional[list[RunRecord]]:
+        """Every run, when none needs reading; None when some do (call ``refresh``)."""
+        records = []
+        for run_dir in self._run_dirs():
+            settled = self._settled.get(run_dir)
+            if settled is None or settled[0] != _stamp(run_dir):
+                return None
+            if settled[1] is not None:
+                records.append(settled[1])
+        return records
 
     def refresh(self, progress: Optional[Callable[[int, int], None]] = None) -> list[RunRecord]:
         """Every run, newest first; ``progress(done, total)`` after each folder."""
-        folder = self._folder or runs_dir()
-        try:
-            run_dirs = sorted((path for path in folder.iterdir() if path.is_dir()), reverse=True)
-        except OSError:
-            run_dirs = []
+        run_dirs = self._run_dirs()
         records = []
         for done, run_dir in enumerate(run_dirs, start=1):
             record = self._record(run_dir)
@@ -131,23 +153,39 @@ class RunHistory:
             if progress is not None:
                 progress(done, len(run_dirs))
         present = set(run_dirs)
-        self._finished = {path: entry for path, entry in self._finished.items() if path in present}
+        self._settled = {path: entry for path, entry in self._settled.items() if path in present}
         return records
 
-    def _record(self, run_dir: Path) -> Optional[RunRecord]:
+    def _run_dirs(self) -> list[Path]:
+        folder = self._folder or runs_dir()
         try:
-            stat = (run_dir / EVENTS_FILE).stat()
-            stamp = (stat.st_size, stat.st_mtime_ns)
+            return sorted((path for path in folder.iterdir() if path.is_dir()), reverse=True)
         except OSError:
-            stamp = (-1, -1)
-        known = self._finished.get(run_dir)
-        if known is not None and known[:2] == stamp:
-            return known[2]
+            return []
+
+    def _record(self, run_dir: Path) -> Optional[RunRecord]:
+        stamp = _stamp(run_dir)
+        settled = self._settled.get(run_dir)
+        if settled is not None and settled[0] == stamp:
+            return settled[1]
         record = read_record(run_dir)
-        if record is not None and record.summary.status != "running":
+        if record is None or record.summary.status != "running":
             # A run that ended changes only when it is resumed, which appends to its events.
-            self._finished[run_dir] = (*stamp, record)
+            self._settled[run_dir] = (stamp, record)
         return record
+
+
+def _stamp(run_dir: Path) -> tuple[int, ...]:
+    """What tells that a folder changed: its events' size and time, its config's time."""
+    return (*_file_stamp(run_dir / EVENTS_FILE), *_file_stamp(run_dir / "config.json"))
+
+
+def _file_stamp(path: Path) -> tuple[int, int]:
+    try:
+        stat = path.stat()
+    except OSError:
+        return (-1, -1)
+    return (stat.st_size, stat.st_mtime_ns)
 
 
 # The event names as they appear in events.jsonl, to pick out the few lines a curve needs.

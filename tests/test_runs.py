@@ -12,7 +12,7 @@ import pytest
 from engine.errors import StudioError
 from engine.events import EVENTS_FILE, EvalMetrics, EventWriter, LogLine, RunFinished, RunStarted, StepMetrics
 from engine.paths import runs_dir
-from engine.runs import SPARK_BUCKETS, RunHistory, read_config, read_curves, read_record, spark_line
+from engine.runs import SPARK_BUCKETS, RunHistory, format_duration, read_config, read_curves, read_record, spark_line
 
 T0 = 1_750_000_000.0
 
@@ -147,3 +147,26 @@ def test_an_unreadable_config_is_one_line_that_names_the_run():
     shutil.rmtree(folder)
     with pytest.raises(StudioError, match="20260101-100000-broken has no config.json"):
         read_config(folder)
+
+
+def test_durations_read_as_a_person_says_them():
+    assert [format_duration(s) for s in (None, 4.4, 59.6, 725, 12_000)] == ["", "4 s", "1 min 00 s", "12 min 05 s",
+                                                                           "3 h 20 min"]
+
+
+def test_the_history_knows_without_reading_until_a_run_changes():
+    history = RunHistory()
+    completed_run("20260101-100000-done")
+    (runs_dir() / "not-a-run").mkdir()
+    assert history.known() is None  # never read yet
+    history.refresh()
+    assert [record.summary.name for record in history.known()] == ["20260101-100000-done"]
+
+    going = write_run("20260102-100000-going", [_started(T0), _step(T0 + 1, 1, 3.0)])
+    assert history.known() is None  # a new run must be read
+    (going / "pid").write_text(str(os.getpid()))
+    history.refresh()
+    assert history.known() is None  # a running run is read at every look
+    (going / "pid").unlink()
+    assert [record.summary.status for record in history.refresh()] == ["interrupted", "completed"]
+    assert len(history.known()) == 2
