@@ -34,8 +34,9 @@ class _Series:
 
     def append(self, x: float, y: float) -> None:
         if self.count == len(self.x):
-            self.x = np.resize(self.x, 2 * len(self.x))
-            self.y = np.resize(self.y, 2 * len(self.y))
+            capacity = max(_INITIAL_CAPACITY, 2 * len(self.x))
+            self.x = np.resize(self.x, capacity)
+            self.y = np.resize(self.y, capacity)
         self.x[self.count] = x
         self.y[self.count] = y
         self.count += 1
@@ -102,6 +103,14 @@ class LivePlot(QWidget):
         self._series[curve or self._first].append(x, y)
         if not self._timer.isActive():
             self._timer.start()
+
+    def set_points(self, x: Sequence[float], y: Sequence[float], curve: Optional[str] = None) -> None:
+        """Replace ``curve``'s points all at once (a finished run's history) and draw them now."""
+        series = self._series[curve or self._first]
+        series.x = np.array(x, dtype=float)
+        series.y = np.array(y, dtype=float)
+        series.count = len(series.x)
+        series.draw()
 
     def redraw(self) -> None:
         """Draw whatever changed since the last redraw, now."""
