@@ -2,49 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-from pathlib import Path
 
 import pytest
+from run_folders import T0, completed_run, started, step, write_run
 
 from engine.errors import StudioError
-from engine.events import EVENTS_FILE, EvalMetrics, EventWriter, LogLine, RunFinished, RunStarted, StepMetrics
+from engine.events import EVENTS_FILE, EventWriter, LogLine, RunFinished
 from engine.paths import runs_dir
-from engine.runs import SPARK_BUCKETS, RunHistory, format_duration, read_config, read_curves, read_record, spark_line
-
-T0 = 1_750_000_000.0
-
-
-def _started(t: float, total: int = 10, resumed_from: int = 0) -> RunStarted:
-    return RunStarted(time=t, run_dir="", model="tiny", method="lora", device="cpu", total_steps=total,
-                      trainable_params=10, total_params=100, train_examples=8, resumed_from_step=resumed_from)
-
-
-def _step(t: float, step: int, loss: float, lr: float = 1e-3) -> StepMetrics:
-    return StepMetrics(time=t, step=step, total_steps=10, epoch=step / 10, loss=loss, learning_rate=lr)
-
-
-def write_run(name: str, events: list, *, config: dict | None = None) -> Path:
-    folder = runs_dir() / name
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps(config or {"model": "tiny", "dataset": "/d/pirate.jsonl"}),
-                                        encoding="utf-8")
-    writer = EventWriter(folder / EVENTS_FILE)
-    for event in events:
-        writer.emit(event)
-    writer.close()
-    return folder
-
-
-def completed_run(name: str = "20260101-100000-pirate-lora", steps: int = 5) -> Path:
-    events = [_started(T0, total=steps)]
-    events += [_step(T0 + i, i, 3.0 - 0.5 * i, lr=1e-3 * i) for i in range(1, steps + 1)]
-    events += [EvalMetrics(time=T0 + steps, step=steps, eval_loss=1.0),
-               RunFinished(time=T0 + 30, status="completed", step=steps, final_loss=3.0 - 0.5 * steps)]
-    return write_run(name, events)
-
+from engine.runs import (
+    SPARK_BUCKETS,
+    RunHistory,
+    format_duration,
+    read_config,
+    read_curves,
+    read_record,
+    spark_line,
+)
 
 def test_a_finished_run_has_its_status_duration_final_loss_and_mini_curve():
     record = read_record(completed_run())
@@ -54,7 +29,7 @@ def test_a_finished_run_has_its_status_duration_final_loss_and_mini_curve():
     assert record.spark == (2.5, 2.0, 1.5, 1.0, 0.5)
 
 
-def test_the_curves_hold_loss_eval_loss_and_learning_rate_by_step():
+def test_the_curves_hold_loss_eval_loss_and_learning_rate_bystep():
     curves = read_curves(completed_run())
     assert curves.loss.steps == [1, 2, 3, 4, 5]
     assert curves.loss.values == [2.5, 2.0, 1.5, 1.0, 0.5]
@@ -64,10 +39,10 @@ def test_the_curves_hold_loss_eval_loss_and_learning_rate_by_step():
 
 def test_a_resumed_run_keeps_the_later_values_and_counts_only_time_spent_training():
     folder = write_run("20260101-110000-resumed", [
-        _started(T0), _step(T0 + 1, 1, 3.0), _step(T0 + 2, 2, 2.8), _step(T0 + 10, 3, 2.6),
+        started(T0), step(T0 + 1, 1, 3.0), step(T0 + 2, 2, 2.8), step(T0 + 10, 3, 2.6),
         RunFinished(time=T0 + 10, status="stopped", step=3),
         # Resumed a day later from the checkpoint at step 2: step 3 is trained again.
-        _started(T0 + 86_400, resumed_from=2), _step(T0 + 86_401, 3, 2.5), _step(T0 + 86_402, 4, 2.4),
+        started(T0 + 86_400, resumed_from=2), step(T0 + 86_401, 3, 2.5), step(T0 + 86_402, 4, 2.4),
         RunFinished(time=T0 + 86_405, status="completed", step=4),
     ])
     record = read_record(folder)
@@ -101,7 +76,7 @@ def test_lines_being_written_or_not_understood_are_skipped():
 def test_a_run_that_never_started_has_no_duration_and_a_run_still_going_counts_up_to_now():
     assert read_record(write_run("20260101-120000-empty", [])).duration_s is None
 
-    folder = write_run("20260101-130000-going", [_started(T0), _step(T0 + 1, 1, 3.0)])
+    folder = write_run("20260101-130000-going", [started(T0), step(T0 + 1, 1, 3.0)])
     (folder / "pid").write_text(str(os.getpid()))  # a live process: the run counts as running
     record = read_record(folder)
     assert record.summary.status == "running"
@@ -127,7 +102,7 @@ def test_the_history_follows_deleted_and_resumed_runs():
 
     shutil.rmtree(gone)
     writer = EventWriter(resumed / EVENTS_FILE)
-    for event in (_started(T0 + 100, resumed_from=5), _step(T0 + 101, 6, 0.25),
+    for event in (started(T0 + 100, resumed_from=5), step(T0 + 101, 6, 0.25),
                   RunFinished(time=T0 + 102, status="failed", step=6, error="out of memory")):
         writer.emit(event)
     writer.close()
@@ -162,7 +137,7 @@ def test_the_history_knows_without_reading_until_a_run_changes():
     history.refresh()
     assert [record.summary.name for record in history.known()] == ["20260101-100000-done"]
 
-    going = write_run("20260102-100000-going", [_started(T0), _step(T0 + 1, 1, 3.0)])
+    going = write_run("20260102-100000-going", [started(T0), step(T0 + 1, 1, 3.0)])
     assert history.known() is None  # a new run must be read
     (going / "pid").write_text(str(os.getpid()))
     history.refresh()

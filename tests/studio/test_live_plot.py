@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pixels import pixels_of
 
 from studio.widgets.live_plot import LivePlot
 
@@ -69,16 +70,5 @@ def test_a_hundred_thousand_points_per_curve_are_drawn_as_the_pixels_can_show_th
     assert drawn_y.max() == 50.0
     assert plot.plot_item.viewRange()[1][1] >= 50.0
     for item in plot.plot_item.listDataItems():  # both curves are on the picture
-        assert _pixels_of(image, item.opts["pen"].color()) > 200
+        assert pixels_of(image, item.opts["pen"].color()) > 200
 
-
-def _pixels_of(image, colour) -> int:
-    """How many pixels of ``image`` are (nearly) ``colour``."""
-    import numpy as np
-    from PySide6.QtGui import QImage
-
-    rgb = image.convertToFormat(QImage.Format.Format_RGB888)
-    pixels = np.frombuffer(rgb.constBits(), np.uint8).reshape(rgb.height(), rgb.bytesPerLine())
-    pixels = pixels[:, : 3 * rgb.width()].reshape(rgb.height(), rgb.width(), 3).astype(int)
-    wanted = np.array([colour.red(), colour.green(), colour.blue()])
-    return int((np.abs(pixels - wanted).max(axis=2) < 40).sum())
