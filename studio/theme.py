@@ -51,6 +51,7 @@ class _Theme(QObject):
         self.colours = LIGHT
         self.light_palette: Optional[QPalette] = None  # the style's own, while a dark one is set here
         self.plots: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self.following = False
 
 
 _theme: Optional[_Theme] = None
@@ -77,7 +78,10 @@ def follow_system(app: QGuiApplication) -> None:
     """Use the system's scheme now and whenever it changes."""
     hints = app.styleHints()
     apply_scheme(hints.colorScheme())
-    hints.colorSchemeChanged.connect(apply_scheme)
+    state = _state()
+    if not state.following:
+        hints.colorSchemeChanged.connect(apply_scheme)
+        state.following = True
 
 
 def apply_scheme(scheme: Qt.ColorScheme) -> None:

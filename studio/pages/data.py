@@ -63,6 +63,7 @@ from engine.data import (
 from engine.dataset_formats import FORMATS, TEXT_ROLE
 from engine.dataset_readers import TEXT_SPLITS
 from engine.errors import StudioError
+from studio import theme
 from studio.widgets.pickers import DatasetPicker, ModelPicker
 from studio.workers import BackgroundTask, TaskReporter
 
@@ -206,12 +207,12 @@ class LengthHistogram(QWidget):
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
-        self.plot = pg.PlotWidget(background="w")
+        self.plot = pg.PlotWidget()
         self.plot.setMenuEnabled(False)
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.setLabel("bottom", "tokens per row")
         self.plot.setLabel("left", "rows")
-        self.plot.setTitle("Token length per row", color="#333", size="10pt")
+        self.plot.setTitle("Token length per row", size="10pt")
         self.plot.hideButtons()
         self.kept_bars = pg.BarGraphItem(x0=[], x1=[], height=[], brush=_BAR_KEPT, pen=None)
         self.cut_bars = pg.BarGraphItem(x0=[], x1=[], height=[], brush=_BAR_CUT, pen=None)
@@ -225,6 +226,7 @@ class LengthHistogram(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.plot)
+        theme.style_plot(self.plot)  # light or dark, following the system
         self._counts = np.zeros(0)
         self._edges = np.zeros(1)
         self._cutoff = 0
