@@ -735,6 +735,7 @@ def room_for_training(session: ChatSession, config: Any, free_bytes: Optional[in
     from engine.hardware import best_device
     from engine.memory import estimate_memory
     from engine.modelspec import load_model_spec
+    from engine.planning import plan_for
 
     if not session.loaded or session.device is None:
         return None
@@ -742,21 +743,10 @@ def room_for_training(session: ChatSession, config: Any, free_bytes: Optional[in
     if _same_device(device) != _same_device(session.device):
         return None
     kind = device.split(":")[0]
-    estimate = estimate_memory(load_model_spec(config.model), _training_plan(config, kind), kind)
+    plan = plan_for(config, kind, bf16=kind == "cuda" and _cuda_bf16())
+    estimate = estimate_memory(load_model_spec(config.model), plan, kind)
     free = _free_bytes(session.device) if free_bytes is None else free_bytes
     return MemoryRoom(session.device, estimate.device_bytes, free, f"training {config.model}")
-
-
-def _training_plan(config: Any, device_kind: str) -> Any:
-    """The memory estimator's plan for a RunConfig, with the precision the run will pick."""
-    from engine.memory import Plan
-
-    precision = config.precision
-    if precision == "auto":
-        precision = "fp32" if device_kind != "cuda" else ("bf16" if _cuda_bf16() else "fp16")
-    return Plan(method=config.method, rank=config.rank, targets=config.targets, batch=config.batch_size,
-                seq=config.max_length, grad_accum=config.grad_accum, precision=precision,
-                lora_dropout=config.dropout)
 
 
 def _cuda_bf16() -> bool:

@@ -250,7 +250,13 @@ _TRAIN_FLAGS = {  # CLI flag -> RunConfig field
     "warmup_steps": "warmup_steps", "save_every": "save_every", "eval_every": "eval_every",
     "log_every": "log_every", "seed": "seed", "name": "name", "precision": "precision", "device": "device",
     "format": "data_format", "columns": "columns", "text_split": "text_split", "train_on": "train_on",
-    "val_fraction": "val_fraction", "bad_rows": "bad_rows",
+    "val_fraction": "val_fraction", "bad_rows": "bad_rows", "rslora": "use_rslora", "quant": "quant",
+    "double_quant": "double_quant", "compute_dtype": "compute_dtype", "virtual_tokens": "num_virtual_tokens",
+    "prompt_init_text": "prompt_init_text", "prefix_projection": "prefix_projection", "optimizer": "optimizer",
+    "scheduler": "lr_scheduler", "weight_decay": "weight_decay", "max_grad_norm": "max_grad_norm",
+    "grad_checkpointing": "grad_checkpointing", "batching": "batching", "group_by_length": "group_by_length",
+    "keep_checkpoints": "keep_checkpoints", "early_stopping": "early_stopping_patience",
+    "memory_limit": "memory_limit",
 }
 
 
@@ -270,6 +276,8 @@ def _train_config(args: argparse.Namespace) -> Any:
         data["max_steps"] = None
     if "dataset" in data:
         data["dataset"] = _dataset_reference(data["dataset"])
+    if args.prompt_init_text is not None:
+        data["prompt_init"] = "text"
     if isinstance(data.get("columns"), str):
         from engine.dataset_formats import parse_columns
 
@@ -285,11 +293,15 @@ def _train_config(args: argparse.Namespace) -> Any:
 def cmd_train(args: argparse.Namespace) -> int:
     from engine.jobs import TrainingJob
 
+    more = args.more_steps is not None or args.more_epochs is not None
+    if more and not args.resume:
+        raise StudioError("--more-steps and --more-epochs continue a finished run: give it with --resume RUN_DIR")
     if args.resume:
         run_dir = Path(args.resume)
-        if not (run_dir / "config.json").is_file():
-            raise StudioError(f"{run_dir} is not a run directory (no config.json)")
-        job = TrainingJob.resume(run_dir)
+        if more:
+            job = TrainingJob.train_more(run_dir, steps=args.more_steps, epochs=args.more_epochs)
+        else:
+            job = TrainingJob.resume(run_dir)
     else:
         config = _train_config(args)
         _check_inputs(config)
@@ -298,12 +310,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"run directory: {job.run_dir}", flush=True)
     finished = _follow(job, _print_event_json if args.json else _print_event_human)
     summary = {"status": finished.status, "run_dir": str(job.run_dir), "adapter": finished.adapter}
+    if finished.model:
+        summary["model"] = finished.model
     if finished.error:
         summary["error"] = finished.error
     if args.json:
         _print_json(summary)
     elif finished.status == "failed":
         print(f"error: {finished.error}", file=sys.stderr)
+    elif finished.model:
+        print(f"{finished.status}: model {finished.model}")
     else:
         print(f"{finished.status}: adapter {finished.adapter or '(not saved)'}")
     return 1 if finished.status == "failed" else 0
@@ -343,7 +359,8 @@ def _print_event_json(event: Any) -> None:
 
 
 def _print_event_human(event: Any) -> None:
-    from engine.events import CheckpointSaved, EvalMetrics, LogLine, Paused, Resumed, RunStarted, StepMetrics
+    from engine.events import (CheckpointSaved, EvalMetrics, LogLine, OutOfMemory, Paused, Resumed, RunStarted,
+                               StepMetrics)
 
     if isinstance(event, StepMetrics):
         speed = f" {event.tokens_per_second:,.0f} tok/s" if event.tokens_per_second else ""
@@ -360,6 +377,51 @@ def _print_event_human(event: Any) -> None:
         print(f"checkpoint saved at step {event.step}", flush=True)
     elif isinstance(event, (Paused, Resumed)):
         print(f"{type(event).__name__.lower()} at step {event.step}", flush=True)
+    elif isinstance(event, OutOfMemory):
+        print(f"out of memory at step {event.step} on {event.device}", flush=True)
+        for line in event.explanations:
+            print(f"- {line}", flush=True)
+        if event.suggestion:
+            print(f"suggestion: {event.suggestion}", flush=True)
+
+
+# runs ------------------------------------------------------------------------------------------
+def cmd_runs_list(args: argparse.Namespace) -> int:
+    from engine.jobs import list_runs
+
+    runs = list_runs()
+    if args.json:
+        _print_json([run.to_dict() for run in runs])
+        return 0
+    if not runs:
+        print("no runs yet")
+    for run in runs:
+        loss = f" loss {run.final_loss:.4f}" if run.final_loss is not None else ""
+        total = f"/{run.total_steps}" if run.total_steps else ""
+        extra = "  (resumable)" if run.resumable else ""
+        print(f"{run.name}  {run.status}  step {run.steps}{total}{loss}{extra}")
+    return 0
+
+
+def cmd_runs_export(args: argparse.Namespace) -> int:
+    from engine.config import RunConfig
+    from engine.jobs import export_run, launch_commands
+
+    source = Path(args.run)
+    config_file = source / "config.json" if source.is_dir() else source
+    if not config_file.is_file():
+        raise StudioError(f"{source} is neither a run directory nor a run config JSON")
+    if args.gpus < 1:
+        raise StudioError(f"--gpus must be at least 1, got {args.gpus}")
+    out = export_run(RunConfig.load(config_file), Path(args.output), args.gpus)
+    commands = launch_commands(out.resolve(), args.gpus)
+    if args.json:
+        _print_json({"run_dir": str(out), "config": str(out / "config.json"), "commands": commands})
+    else:
+        print(f"exported to {out}")
+        for label, line in commands.items():
+            print(f"  {label:13} {line}")
+    return 0
 
 
 # adapters --------------------------------------------------------------------------------------
@@ -661,7 +723,8 @@ def _quiet_libraries() -> None:
 
 # parser ----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from engine.config import BAD_ROWS, METHODS, PRECISIONS, TARGET_PRESETS, TRAIN_ON
+    from engine.config import (BAD_ROWS, BATCHING, COMPUTE_DTYPES, METHODS, OPTIMIZERS, PRECISIONS, QUANTS, SCHEDULERS,
+                               TRAIN_ON)
 
     parser = argparse.ArgumentParser(prog="lora-studio", description="LoRA Studio: fine-tune language models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -716,7 +779,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--rank", type=int)
     train.add_argument("--alpha", type=float)
     train.add_argument("--dropout", type=float)
-    train.add_argument("--targets", choices=TARGET_PRESETS)
+    train.add_argument("--rslora", action="store_true", default=None, help="scale LoRA by alpha/sqrt(rank)")
+    train.add_argument("--targets", help="q,v, attention, all-linear, or module names such as q_proj,gate_proj")
+    train.add_argument("--quant", choices=QUANTS, help="qlora: the base in 4-bit nf4 or fp4, or 8-bit int8")
+    train.add_argument("--double-quant", action=argparse.BooleanOptionalAction, default=None,
+                       help="qlora: quantise the 4-bit block scales too (default on)")
+    train.add_argument("--compute-dtype", choices=COMPUTE_DTYPES, help="qlora: what the 4-bit layers compute in")
+    train.add_argument("--virtual-tokens", type=int, help="prompt, prefix, ptuning: how many virtual tokens")
+    train.add_argument("--prompt-init-text", help="prompt tuning: start the virtual tokens from this text")
+    train.add_argument("--prefix-projection", action="store_true", default=None,
+                       help="prefix tuning: train through a reparametrising MLP")
     steps = train.add_mutually_exclusive_group()
     steps.add_argument("--max-steps", type=int)
     steps.add_argument("--epochs", type=float)
@@ -724,16 +796,38 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--grad-accum", type=int)
     train.add_argument("--max-length", type=int)
     train.add_argument("--lr", type=float)
+    train.add_argument("--optimizer", choices=OPTIMIZERS)
+    train.add_argument("--scheduler", choices=SCHEDULERS, help="the learning-rate schedule after the warm-up")
     train.add_argument("--warmup-steps", type=int)
+    train.add_argument("--weight-decay", type=float)
+    train.add_argument("--max-grad-norm", type=float, help="clip gradients to this norm (0: off)")
+    train.add_argument("--grad-checkpointing", action="store_true", default=None)
+    train.add_argument("--batching", choices=BATCHING, help="padded batches, or rows packed without padding")
+    train.add_argument("--group-by-length", action="store_true", default=None)
     train.add_argument("--save-every", type=int)
+    train.add_argument("--keep-checkpoints", type=int, help="keep the newest N checkpoints (0: all)")
     train.add_argument("--eval-every", type=int)
+    train.add_argument("--early-stopping", type=int, metavar="PATIENCE",
+                       help="stop after this many evaluations without a better eval loss")
     train.add_argument("--log-every", type=int)
     train.add_argument("--seed", type=int)
     train.add_argument("--name")
     train.add_argument("--precision", choices=PRECISIONS)
     train.add_argument("--device")
+    train.add_argument("--memory-limit", help="cap the run's memory, e.g. 6GiB")
     train.add_argument("--config", help="a run config JSON (flags override it)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    more = train.add_mutually_exclusive_group()
+    more.add_argument("--more-steps", type=int, help="with --resume: train a finished run this many steps more")
+    more.add_argument("--more-epochs", type=float, help="with --resume: train a finished run this many epochs more")
+
+    runs = sub.add_parser("runs", help="training runs").add_subparsers(dest="runs_command", required=True)
+    command("list", cmd_runs_list, "list training runs, newest first", runs)
+    run_export = command("export", cmd_runs_export, "write a run's config and the commands that run it elsewhere",
+                         runs)
+    run_export.add_argument("run", help="a run directory, or a run config JSON")
+    run_export.add_argument("--output", required=True, metavar="DIR")
+    run_export.add_argument("--gpus", type=int, default=1, help="processes for the torchrun/accelerate lines")
 
     adapters = sub.add_parser("adapters", help="the adapter library").add_subparsers(
         dest="adapters_command", required=True)

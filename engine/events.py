@@ -34,6 +34,10 @@ class RunStarted(Event):
     total_params: int
     train_examples: int
     resumed_from_step: int = 0
+    # What engine.memory predicts the memory curve will peak at, in the same terms as
+    # StepMetrics.memory_allocated (on a CPU: the process's memory before the model loaded
+    # plus the estimate); None when the model's architecture has no estimate.
+    predicted_peak_bytes: Optional[int] = None
 
 
 @dataclass(kw_only=True)
@@ -79,17 +83,33 @@ class Resumed(Event):
 
 
 @dataclass(kw_only=True)
+class OutOfMemory(Event):
+    """The device ran out of memory; ``plan`` (an ``engine.memory.Plan`` as a dict, or None when
+    nothing fits) is what auto-fit says would fit, with one sentence per choice in ``explanations``."""
+
+    step: int
+    device: str
+    measured_peak_bytes: Optional[int]
+    device_total_bytes: Optional[int]
+    plan: Optional[dict[str, Any]] = None
+    explanations: list[str] = field(default_factory=list)
+    suggestion: Optional[str] = None
+
+
+@dataclass(kw_only=True)
 class RunFinished(Event):
     status: str  # completed | stopped | failed
     error: Optional[str] = None
-    adapter: Optional[str] = None
+    adapter: Optional[str] = None  # the adapter's folder in the library
+    model: Optional[str] = None  # full fine-tuning: the new model's folder in the model store
     step: int = 0
     final_loss: Optional[float] = None
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
-    for cls in (RunStarted, StepMetrics, EvalMetrics, CheckpointSaved, LogLine, Paused, Resumed, RunFinished)
+    for cls in (RunStarted, StepMetrics, EvalMetrics, CheckpointSaved, LogLine, Paused, Resumed, OutOfMemory,
+                RunFinished)
 }
 
 

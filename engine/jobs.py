@@ -1,4 +1,5 @@
-"""Training runs as child processes: start, stream events back, pause, resume, stop.
+"""Training runs as child processes: start, stream events back, pause, resume, stop;
+continue a finished run ("train more"); find runs a crash left behind.
 
 A run is a child process (``python -m engine.train RUN_DIR``) so that a crash or an
 out-of-memory in training never takes the caller down, stop is immediate and the
@@ -7,49 +8,94 @@ GPU's memory is fully returned when it ends. A supervisor thread tails
 CLI in a loop). If the child dies without its final event, the supervisor writes
 one, with the last lines of its log, so every run ends with exactly one
 ``RunFinished``.
+
+The child runs in its own session: if the studio itself dies, training goes on, and
+the next studio start finds the run still going and attaches to it (``attach``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import queue
 import re
+import shlex
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 from engine.atomic import write_json
 from engine.config import RunConfig
 from engine.control import send_command
+from engine.errors import StudioError
 from engine.events import EVENTS_FILE, Event, EventTail, EventWriter, RunFinished, RunStarted, StepMetrics, read_events
 from engine.paths import runs_dir
 
 LOG_FILE = "train.log"
 PID_FILE = "pid"
 POLL_S = 0.1
+_ENGINE_ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Child:
+    """The training process: one we started (a Popen) or one found running (a psutil.Process)."""
+
+    def __init__(self, popen: Optional[subprocess.Popen] = None, found: Any = None) -> None:
+        self._popen, self._found = popen, found
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid if self._popen is not None else self._found.pid
+
+    def exited(self) -> bool:
+        if self._popen is not None:
+            return self._popen.poll() is not None
+        import psutil
+
+        try:
+            return not self._found.is_running() or self._found.status() == psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return True
+
+    @property
+    def returncode(self) -> Optional[int]:
+        return self._popen.returncode if self._popen is not None else None
+
+    def kill(self) -> None:
+        import psutil
+
+        try:
+            (self._popen or self._found).kill()
+        except (ProcessLookupError, psutil.Error):
+            pass  # already gone
 
 
 class TrainingJob:
-    def __init__(self, run_dir: Path, process: subprocess.Popen) -> None:
+    def __init__(self, run_dir: Path, child: _Child, *, history: bool = False) -> None:
         self.run_dir = run_dir
-        self._process = process
+        self._child = child
         self._queue: "queue.Queue[Event]" = queue.Queue()
         self._finished: Optional[RunFinished] = None
         self._done = threading.Event()
         self._killed = False
+        self._history = history
         self._supervisor = threading.Thread(target=self._supervise, name=f"run-{run_dir.name}", daemon=True)
         self._supervisor.start()
 
     @classmethod
     def start(cls, config: RunConfig) -> "TrainingJob":
-        """Validate the config, create a run directory for it and start the child."""
-        config.validate()
+        """Check the config can run here, create a run directory for it and start the child.
+
+        The checks import torch and resolve the model (converting the starter on first use),
+        so they take seconds: the studio calls this from a background task.
+        """
+        check_can_run(config)
         run_dir = _new_run_dir(config)
         write_json(run_dir / "config.json", config.to_dict())
         return cls._spawn(run_dir)
@@ -58,16 +104,44 @@ class TrainingJob:
     def resume(cls, run_dir: Path) -> "TrainingJob":
         """Start the child again on an existing run; it continues from its last checkpoint."""
         run_dir = Path(run_dir)
-        RunConfig.load(run_dir / "config.json")  # refuse early, in the caller, if it is unusable
+        check_can_run(_load_config(run_dir))  # refuse early, in the caller, if it is unusable
+        if _still_training(run_dir):
+            raise StudioError(f"run {run_dir.name} is still running: watch it instead of starting it again")
         return cls._spawn(run_dir)
+
+    @classmethod
+    def train_more(cls, run_dir: Path, *, steps: Optional[int] = None, epochs: Optional[float] = None) -> "TrainingJob":
+        """Continue a finished run for ``steps`` more steps or ``epochs`` more epochs.
+
+        It goes on from the run's last checkpoint with its optimizer state; the learning-rate
+        schedule (warm-up included) runs again over the new steps, and the result is saved as
+        a new library entry beside the first.
+        """
+        run_dir = Path(run_dir)
+        extended = more_training(run_dir, steps=steps, epochs=epochs)
+        check_can_run(extended)
+        if _still_training(run_dir):
+            raise StudioError(f"run {run_dir.name} is still running: let it finish first")
+        write_json(run_dir / "config.json", extended.to_dict())
+        return cls._spawn(run_dir)
+
+    @classmethod
+    def attach(cls, run_dir: Path) -> "TrainingJob":
+        """Watch a run whose child is still going (started by a studio that has since died).
+
+        Its events so far are replayed first, so a window can redraw the run's curves."""
+        run_dir = Path(run_dir)
+        found = _running_child(run_dir)
+        if found is None:
+            raise StudioError(f"run {run_dir.name} is not running any more: resume it instead")
+        return cls(run_dir, _Child(found=found), history=True)
 
     @classmethod
     def _spawn(cls, run_dir: Path) -> "TrainingJob":
         send_command(run_dir, "run")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         # The child must import this very engine, wherever the caller was started from.
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent),
-                                                          env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ENGINE_ROOT), env.get("PYTHONPATH")]))
         with open(run_dir / LOG_FILE, "ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "engine.train", str(run_dir)],
@@ -75,7 +149,7 @@ class TrainingJob:
                 start_new_session=True,  # Ctrl-C in a terminal reaches the supervisor, which stops the run cleanly
             )
         (run_dir / PID_FILE).write_text(str(process.pid))
-        return cls(run_dir, process)
+        return cls(run_dir, _Child(popen=process))
 
     # Control -----------------------------------------------------------------------------
     def pause(self) -> None:
@@ -91,7 +165,7 @@ class TrainingJob:
     def kill(self) -> None:
         """End the child at once; the run stays resumable from its last checkpoint."""
         self._killed = True
-        self._process.kill()
+        self._child.kill()
 
     # Observation -------------------------------------------------------------------------
     @property
@@ -104,7 +178,7 @@ class TrainingJob:
 
     @property
     def pid(self) -> int:
-        return self._process.pid
+        return self._child.pid
 
     def drain(self) -> list[Event]:
         """Events that arrived since the last call; never blocks."""
@@ -132,15 +206,22 @@ class TrainingJob:
 
     def _supervise(self) -> None:
         tail = EventTail(self.run_dir / EVENTS_FILE)
-        tail.read_new()  # a resumed run's earlier events are history, not news
+        if self._history:
+            # An attached run: what it did before it lost its window, from its last start on.
+            history = tail.read_new()
+            last_start = max((i for i, e in enumerate(history) if isinstance(e, RunStarted)), default=0)
+            for event in history[last_start:]:
+                self._publish(event)
+        else:
+            tail.read_new()  # a resumed run's earlier events are history, not news
         while True:
-            exited = self._process.poll() is not None
+            exited = self._child.exited()
             for event in tail.read_new():
                 self._publish(event)
             if self._finished is not None and exited:
                 break
             if exited:
-                self._publish_crash(self._process.returncode)
+                self._publish_crash(self._child.returncode)
                 break
             time.sleep(POLL_S)
         (self.run_dir / PID_FILE).unlink(missing_ok=True)
@@ -151,12 +232,13 @@ class TrainingJob:
             self._finished = event
         self._queue.put(event)
 
-    def _publish_crash(self, returncode: int) -> None:
+    def _publish_crash(self, returncode: Optional[int]) -> None:
         if self._killed:
             error = "the run was ended at once by the user; resume it to continue from its last checkpoint"
             status = "stopped"
         else:
-            error = f"the training process ended unexpectedly (exit code {returncode}). {_log_tail(self.run_dir)}"
+            code = f"exit code {returncode}" if returncode is not None else "it was not started by this window"
+            error = f"the training process ended unexpectedly ({code}). {_log_tail(self.run_dir)}"
             status = "failed"
         event = RunFinished(status=status, error=error.strip())
         # Record it so the run directory tells the same story as the window did.
@@ -164,6 +246,50 @@ class TrainingJob:
         writer.emit(event)
         writer.close()
         self._publish(event)
+
+
+def check_can_run(config: RunConfig) -> None:
+    """Everything that can be refused before a run directory or a process exists."""
+    from engine.data import DataOptions, open_dataset
+    from engine.models import resolve_model
+    from engine.train import preflight
+
+    config.validate()
+    preflight.check(config, resolve_model(config.model))
+    open_dataset(config.dataset, DataOptions(config.data_format, config.columns or {}, config.text_split))
+
+
+def more_training(run_dir: Path, *, steps: Optional[int] = None, epochs: Optional[float] = None) -> RunConfig:
+    """The config that continues ``run_dir`` for ``steps`` more steps or ``epochs`` more epochs."""
+    if (steps is None) == (epochs is None):
+        raise StudioError("say how much more to train: a number of steps or of epochs")
+    config = _load_config(run_dir)
+    summary = summarize_run(run_dir)
+    if summary is None or summary.status not in ("completed", "stopped"):
+        state = summary.status if summary else "unreadable"
+        raise StudioError(f"run {run_dir.name} is {state}: only a completed or stopped run can train more "
+                          "(resume an interrupted one)")
+    last = summary.checkpoint_step
+    if not last:
+        raise StudioError(f"run {run_dir.name} kept no checkpoint to continue from")
+    if steps is not None:
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise StudioError(f"more steps must be a whole number of at least 1, got {steps!r}")
+        return replace(config, max_steps=last + steps, schedule_start=last)
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not epochs > 0:
+        raise StudioError(f"more epochs must be a positive number, got {epochs!r}")
+    if config.max_steps is None:
+        return replace(config, epochs=config.epochs + epochs, schedule_start=last)
+    per_epoch = summary.steps_per_epoch
+    if not per_epoch:
+        raise StudioError(f"run {run_dir.name} does not record its epoch length: ask for more steps instead")
+    return replace(config, max_steps=last + math.ceil(epochs * per_epoch), schedule_start=last)
+
+
+def _load_config(run_dir: Path) -> RunConfig:
+    if not (Path(run_dir) / "config.json").is_file():
+        raise StudioError(f"{run_dir} is not a run directory (no config.json)")
+    return RunConfig.load(Path(run_dir) / "config.json")
 
 
 def _log_tail(run_dir: Path, lines: int = 5) -> str:
@@ -188,6 +314,7 @@ def _new_run_dir(config: RunConfig) -> Path:
     return path
 
 
+# the record of runs ------------------------------------------------------------------------------
 @dataclass
 class RunSummary:
     run_dir: str
@@ -201,9 +328,19 @@ class RunSummary:
     final_loss: Optional[float]
     adapter: Optional[str]
     error: Optional[str]
+    method: str = "lora"
+    checkpoint_step: int = 0  # the newest complete checkpoint: where a resume or "train more" starts
+    steps_per_epoch: Optional[int] = None
+    model_output: Optional[str] = None  # full fine-tuning: the new model's folder
+
+    @property
+    def resumable(self) -> bool:
+        """A run that ended before its last step (a crash, a kill, a full disk) with a checkpoint to go on from."""
+        return self.status in ("failed", "interrupted", "stopped") and self.checkpoint_step > 0 and \
+            (self.total_steps is None or self.checkpoint_step < self.total_steps)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "resumable": self.resumable}
 
 
 def summarize_run(run_dir: Path) -> Optional[RunSummary]:
@@ -211,6 +348,8 @@ def summarize_run(run_dir: Path) -> Optional[RunSummary]:
     try:
         config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict):
         return None
     events = read_events(run_dir / EVENTS_FILE)
     started = next((e for e in reversed(events) if isinstance(e, RunStarted)), None)
@@ -220,7 +359,7 @@ def summarize_run(run_dir: Path) -> Optional[RunSummary]:
     if finished is not None:
         status = finished.status
     else:
-        status = "running" if _alive(run_dir) else "interrupted"
+        status = "running" if _running_child(run_dir) is not None else "interrupted"
     return RunSummary(
         run_dir=str(run_dir),
         name=run_dir.name,
@@ -233,20 +372,122 @@ def summarize_run(run_dir: Path) -> Optional[RunSummary]:
         final_loss=steps[-1].loss if steps else None,
         adapter=finished.adapter if finished else None,
         error=finished.error if finished else None,
+        method=str(config.get("method", "lora")),
+        checkpoint_step=last_checkpoint_step(run_dir),
+        steps_per_epoch=_steps_per_epoch(config, started),
+        model_output=finished.model if finished else None,
     )
 
 
-def _alive(run_dir: Path) -> bool:
+def last_checkpoint_step(run_dir: Path) -> int:
+    """The step of the newest complete checkpoint (0 for none); reads folder names and JSON only."""
+    steps = []
+    for folder in (Path(run_dir) / "checkpoints").glob("checkpoint-*"):
+        step = folder.name.rsplit("-", 1)[-1]
+        if step.isdigit() and (folder / "trainer_state.json").is_file():
+            steps.append(int(step))
+    return max(steps, default=0)
+
+
+def _steps_per_epoch(config: dict, started: Optional[RunStarted]) -> Optional[int]:
+    try:
+        per_step = int(config.get("batch_size", 0)) * int(config.get("grad_accum", 1))
+    except (TypeError, ValueError):
+        return None
+    if started is None or per_step <= 0:
+        return None
+    return max(1, math.ceil(started.train_examples / per_step))
+
+
+def _running_child(run_dir: Path) -> Any:
+    """The run's training process if it is still alive (a psutil.Process), else None.
+
+    The pid file can outlive its process and the number be reused, so the process must
+    also be an ``engine.train`` child of this very run directory.
+    """
     import psutil
 
     try:
-        pid = int((run_dir / PID_FILE).read_text())
-    except (OSError, ValueError):
+        pid = int((Path(run_dir) / PID_FILE).read_text())
+        process = psutil.Process(pid)
+        command = process.cmdline()
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+    except (OSError, ValueError, psutil.Error):
+        return None
+    if "engine.train" in command and str(Path(run_dir).resolve()) in [str(Path(a).resolve()) for a in command
+                                                                       if a.startswith(os.sep)]:
+        return process
+    return None
+
+
+def _still_training(run_dir: Path, exit_grace_s: float = 30.0) -> bool:
+    """Whether the run's child is alive and not merely exiting: one that has written its
+    RunFinished is given a moment to end before the run counts as free to start again."""
+    import psutil
+
+    process = _running_child(run_dir)
+    if process is None:
         return False
-    return psutil.pid_exists(pid)
+    events = read_events(Path(run_dir) / EVENTS_FILE)
+    if not (events and isinstance(events[-1], RunFinished)):
+        return True
+    try:
+        process.wait(exit_grace_s)
+    except psutil.TimeoutExpired:
+        return True
+    except psutil.Error:
+        pass
+    return False
 
 
 def list_runs() -> list[RunSummary]:
-    """Every run in the app's runs folder, newest first."""
-    summaries = [summarize_run(p) for p in runs_dir().iterdir() if p.is_dir()]
-    return sorted((s for s in summaries if s), key=lambda s: s.name, reverse=True)
+    """Every run in the app's runs folder, newest first. A folder deleted meanwhile is left out."""
+    summaries = []
+    for path in runs_dir().iterdir():
+        try:
+            summary = summarize_run(path) if path.is_dir() else None
+        except OSError:
+            continue  # vanished while being read
+        if summary is not None:
+            summaries.append(summary)
+    return sorted(summaries, key=lambda s: s.name, reverse=True)
+
+
+# running a run elsewhere ------------------------------------------------------------------------
+def launch_commands(run_dir: Path, gpus: int = 1) -> dict[str, str]:
+    """The command lines that run this run's config on another machine (or this one, headless)."""
+    folder = shlex.quote(str(run_dir))
+    return {
+        "one process": f"python -m engine.train {folder}",
+        "torchrun": f"torchrun --standalone --nproc_per_node {gpus} -m engine.train {folder}",
+        "accelerate": f"accelerate launch --num_processes {gpus} -m engine.train {folder}",
+        "command line": f"lora-studio train --config {shlex.quote(str(Path(run_dir) / 'config.json'))}",
+    }
+
+
+def export_run(config: RunConfig, out_dir: Path, gpus: int = 1) -> Path:
+    """Write ``config.json`` and ``launch.sh`` into a new folder: a run directory that
+    ``python -m engine.train``, ``torchrun`` or ``accelerate launch`` run as it is."""
+    config.validate()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise StudioError(f"{out_dir} is not empty: export into a new folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = config.to_dict()
+    for key in ("dataset", "model"):
+        path = Path(data[key]).expanduser()
+        if path.exists():
+            data[key] = str(path.resolve())  # the same files on the other machine, or edit config.json there
+    data["schedule_start"] = 0
+    write_json(out_dir / "config.json", data)
+    commands = launch_commands(out_dir.resolve(), gpus)
+    script = ["#!/usr/bin/env bash",
+              "# Runs this LoRA Studio run headless. The model and dataset paths in config.json must exist here.",
+              "# Pick one of the lines below; progress goes to events.jsonl beside this file.",
+              "set -euo pipefail", 'cd "$(dirname "$0")"',
+              f"# {commands['one process']}", f"# {commands['accelerate']}", commands["torchrun"], ""]
+    launch = out_dir / "launch.sh"
+    launch.write_text("\n".join(script), encoding="utf-8")
+    launch.chmod(0o755)
+    return out_dir

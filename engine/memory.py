@@ -3,11 +3,13 @@ plan that fits the device at hand.
 
 The model follows what this engine runs (``engine/train/recipe.py``) tensor by tensor:
 
-- the base model is loaded in fp32; bf16/fp16 is the Trainer's autocast. Every linear
+- a frozen base (LoRA, DoRA, prompt methods) loads in the compute precision (bf16/fp16
+  on a GPU, fp32 on a CPU) with fp32 adapters; QLoRA loads bitsandbytes 4-bit (or 8-bit)
+  linears with the rest in the compute dtype (``engine/train/loading.py``);
+- full fine-tuning loads fp32 weights and bf16/fp16 is the Trainer's autocast. Every linear
   then runs on a 16-bit *copy* of its weight that autograd keeps for the backward pass,
   so until the backward pass frees them a whole 16-bit copy of the weights sits beside
-  the fp32 ones ("autocast_weight_copies"). QLoRA is modelled the standard way
-  (bitsandbytes 4-bit linears, the rest in the compute dtype, fp32 adapters);
+  the fp32 ones ("autocast_weight_copies");
 - LoRA comes from peft (fp32 adapters, dropout before ``lora_A``), attention is sdpa
   unless asked otherwise, the collator pads each batch to its longest row, the loss
   is transformers' ``ForCausalLMLoss`` and the optimizer the Trainer's fused AdamW.
@@ -96,9 +98,14 @@ class Plan:
     num_virtual_tokens: int = 20
     lora_dropout: float = 0.05
     prefix_projection: bool = False
+    # The model's own module names (q_proj, gate_proj...) instead of a targets preset.
+    target_modules: Optional[tuple[str, ...]] = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.target_modules is not None:
+            data["target_modules"] = list(self.target_modules)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Plan":
@@ -106,7 +113,10 @@ class Plan:
         unknown = sorted(set(data) - known)
         if unknown:
             raise StudioError(f"unknown plan setting(s): {', '.join(unknown)}")
-        plan = cls(**data)
+        values = dict(data)
+        if isinstance(values.get("target_modules"), list):
+            values["target_modules"] = tuple(values["target_modules"])
+        plan = cls(**values)
         plan.validate()
         return plan
 
@@ -141,11 +151,15 @@ class Plan:
         for name in ("grad_checkpointing", "double_quant", "prefix_projection"):
             if not isinstance(getattr(self, name), bool):
                 raise StudioError(f"{name.replace('_', ' ')} must be true or false")
+        modules = self.target_modules
+        if modules is not None and (not isinstance(modules, tuple) or not modules
+                                    or not all(isinstance(name, str) and name for name in modules)):
+            raise StudioError("target modules must be a list of module names such as q_proj, v_proj")
 
     def describe(self) -> str:
         parts = [self.method]
         if self.uses_lora:
-            parts.append(f"r{self.rank} {self.targets}")
+            parts.append(f"r{self.rank} {','.join(self.target_modules) if self.target_modules else self.targets}")
         if self.method == "qlora":
             parts.append(self.quant + (" double-quant" if self.double_quant and self.quant != "int8" else ""))
         if self.virtual_tokens:
@@ -208,7 +222,7 @@ class _Run:
     plan: Plan
     device: str
     c: int  # bytes of matmul outputs: 2 under 16-bit compute, 4 in fp32
-    r: int  # bytes of the residual stream and norm outputs: fp32 weights keep it fp32
+    r: int  # bytes of the residual stream and norm outputs: the base weights' dtype
     casts: bool  # autocast over fp32 weights: inputs and weights are cast to 16 bits per op
     adapter_in: int  # bytes of what reaches a LoRA adapter's dropout: peft casts it to the fp32 adapter's dtype
     tokens: int  # tokens through the decoder layers per micro-batch
@@ -255,6 +269,8 @@ def estimate_memory(spec: ModelSpec, plan: Plan, device: str = "cuda") -> Memory
 def _resolve(spec: ModelSpec, plan: Plan, device: str) -> _Run:
     c = 4 if plan.precision == "fp32" else 2
     quantised = plan.method == "qlora"
+    # A frozen base loads in the compute dtype; only full fine-tuning keeps fp32 weights under autocast.
+    sixteen_bit_base = quantised or plan.method != "full"
     seq = plan.seq + (plan.virtual_tokens if plan.method in ("prompt", "ptuning") else 0)
     kv_len = seq + (plan.virtual_tokens if plan.method == "prefix" else 0)
     eager = plan.attention == "eager" or spec.attn_logit_softcapping is not None
@@ -262,8 +278,8 @@ def _resolve(spec: ModelSpec, plan: Plan, device: str) -> _Run:
               or (spec.sliding_window is not None and kv_len > spec.sliding_window))
     return _Run(
         spec=spec, plan=plan, device=device, c=c,
-        r=c if quantised else 4,
-        casts=not quantised and c == 2,
+        r=c if sixteen_bit_base else 4,
+        casts=plan.method == "full" and c == 2,
         # peft casts what reaches a 4-bit layer's adapter to fp32 unless autocast is on, which
         # it tests with torch.is_autocast_enabled(): CUDA's autocast only.
         adapter_in=c if quantised and device == "cuda" else 4,
@@ -274,9 +290,16 @@ def _resolve(spec: ModelSpec, plan: Plan, device: str) -> _Run:
 
 
 def _adapted_linears(spec: ModelSpec, plan: Plan) -> tuple[LinearShape, ...]:
-    """The layer linears a LoRA adapter wraps, chosen as the recipe's lora_target_modules does."""
+    """The layer linears a LoRA adapter wraps, chosen as ``engine.train.methods.lora_target_modules`` does."""
     if not plan.uses_lora:
         return ()
+    if plan.target_modules:
+        chosen = tuple(linear for linear in spec.layer_linears if linear.name in plan.target_modules)
+        if not chosen:
+            names = ", ".join(linear.name for linear in spec.layer_linears)
+            raise StudioError(f"{spec.name} has no module named {', '.join(plan.target_modules)}; its layers' "
+                              f"linears are {names}")
+        return chosen
     if plan.targets == "all-linear":
         return spec.layer_linears
     wanted = _PRESET_LINEARS[plan.targets]
@@ -290,7 +313,7 @@ def _adapted_linears(spec: ModelSpec, plan: Plan) -> tuple[LinearShape, ...]:
 def _weights_bytes(run: _Run) -> int:
     spec, plan = run.spec, run.plan
     if plan.method != "qlora":
-        return 4 * spec.total_params  # the engine loads fp32 weights whatever the precision
+        return (4 if plan.method == "full" else run.c) * spec.total_params
     # bitsandbytes quantises every nn.Linear but the output layer; embeddings, norms and
     # lm_head stay in the compute dtype. The vision tower, if any, is linear layers too.
     quantised = [(linear.in_features * linear.out_features, linear.out_features)
@@ -647,8 +670,10 @@ def _step_moment(run: _Run, persistent: dict[str, int]) -> tuple[str, dict[str, 
 def _notes(run: _Run) -> list[str]:
     notes = []
     if run.casts:
-        notes.append("weights load in fp32 and autocast computes in "
+        notes.append("full fine-tuning keeps fp32 weights and autocast computes in "
                      f"{run.plan.precision}: each linear keeps a 16-bit copy of its weight for backward")
+    elif run.c == 2 and run.plan.method != "qlora":
+        notes.append(f"the frozen base loads in {run.plan.precision}; what trains stays in fp32")
     if run.spec.attn_logit_softcapping is not None and run.plan.attention == "sdpa":
         notes.append(f"{run.spec.name} soft-caps attention logits, which sdpa cannot: it runs eager attention")
     if run.plan.optimizer.startswith("paged"):
@@ -876,6 +901,10 @@ def _grow_batch(spec: ModelSpec, budget: int, device: str, prefs: Preferences, p
             low = middle
         else:
             high = middle - 1
+    # A micro-batch that divides the effective batch keeps it exact; worth up to a quarter of the micro-batch.
+    divisor = max(d for d in range(1, low + 1) if prefs.effective_batch % d == 0)
+    if 4 * divisor >= 3 * low:
+        low = divisor
     return replace(plan, batch=low, grad_accum=max(1, -(-prefs.effective_batch // low)))
 
 
@@ -893,8 +922,8 @@ def _explain(spec: ModelSpec, plan: Plan, estimate: MemoryEstimate, free: int, s
     lines = [f"{spec.name} with {plan.describe()} takes {human_bytes(estimate.device_bytes)} of the "
              f"{human_bytes(free)} free ({used:.0%}), within the {prefs.margin:.0%} safety margin."]
     if plan.method != prefs.method:
-        lines.append(f"QLoRA (a 4-bit {plan.quant.upper()} base) is used because {prefs.method.upper()} over the "
-                     f"engine's fp32 weights does not fit at {plan.seq} tokens even with gradient checkpointing "
+        lines.append(f"QLoRA (a 4-bit {plan.quant.upper()} base) is used because {prefs.method.upper()} over a "
+                     f"{plan.precision} base does not fit at {plan.seq} tokens even with gradient checkpointing "
                      "and an 8-bit optimizer.")
     if stats is not None:
         covered = "99%" if plan.seq >= stats.p99 else "95%" if plan.seq >= stats.p95 else "fewer"

@@ -42,7 +42,7 @@ STARTER_NAME = "SmolLM2-135M-Instruct"
 ProgressFn = Callable[[int, int, str], None]
 
 MANIFEST = "studio_model.json"
-SOURCES = ("starter", "folder", "gguf")
+SOURCES = ("starter", "folder", "gguf", "trained")  # trained: a full fine-tune made by a run
 _STARTER_FILE = f"{STARTER_NAME}.Q4_1.gguf"
 # Known facts about the shipped starter, so it can be listed before its first conversion.
 _STARTER_ARCHITECTURE = "LlamaForCausalLM"
@@ -307,6 +307,25 @@ def add_model(path: str | Path, name: Optional[str] = None, progress: Optional[P
         _convert_into_store(source.resolve(), name, progress)
         return _record(name, _store_entries()[name])
     raise StudioError(f"{source} is neither a model folder nor a .gguf file")
+
+
+def save_trained_model(name: str, write: Callable[[Path, str], None], manifest: dict[str, Any]) -> Path:
+    """A full fine-tune as a new store entry (a Hugging Face folder) under ``name`` or ``name-2``...
+
+    ``write(folder, final_name)`` writes the weights, tokenizer and chat template; the entry appears
+    under its final name only once all of it and the manifest are on disk.
+    """
+    taken = {p.name.lower() for p in models_dir().iterdir()}
+    final, n = name, 1
+    while final.lower() in taken or _is_starter_ref(final):
+        n += 1
+        final = f"{name}-{n}"
+    target = models_dir() / final
+    with staged_directory(target) as staging:
+        write(staging, final)
+        _check_model_folder(staging)
+        write_json(staging / MANIFEST, {**manifest, "source": "trained", "added": _now()})
+    return target
 
 
 def remove_model(name: str) -> None:

@@ -49,6 +49,7 @@ from studio.window_state import from_text, remember_header, remember_splitter, t
 log = logging.getLogger(__name__)
 
 _STATE_MESSAGES = {
+    "starting": "Checking the run against this machine…",
     "running": "Training…",
     "pausing": "Pausing the run after this step…",
     "paused": "Training paused",
@@ -212,6 +213,8 @@ class MainWindow(QMainWindow):
 
     def _connect_train(self, train: QWidget) -> None:
         train.adapterSaved.connect(self._on_adapter_saved)
+        train.modelSaved.connect(lambda _path: self._refresh_if_built("Models"))
+        train.modelSaved.connect(lambda _path: self._on_models_changed())
         train.runStateChanged.connect(self._on_run_state)
         train.progressChanged.connect(self.statusBar().showMessage)
         train.runFinished.connect(self._on_run_finished)
@@ -389,13 +392,14 @@ class MainWindow(QMainWindow):
         self._refresh_if_built("Chat")
 
     def _on_run_state(self, state: str) -> None:
-        if state == "running" and self._run_state == "idle":
+        if state == "starting" and self._run_state == "idle":
             # A run is starting: its child loads the model in a few seconds; a chat model that
             # would leave it too little memory goes first.
             chat = self.built("Chat")
             if chat is not None:
                 chat.make_room_for_training(self.train_page.build_config())
-            self._refresh_runs()
+        elif state == "running" and self._run_state == "starting":
+            self._refresh_runs()  # the run has its folder now: Home lists it as running
         self._run_state = state
         self.stop_action.setEnabled(state != "idle")
         if state in _STATE_MESSAGES:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -154,13 +155,22 @@ def test_a_checkpoint_cut_short_by_a_crash_is_skipped_on_resume(tiny_model_dir, 
     assert events[-1].status == "completed" and events[-1].step == 6
 
 
-def test_bad_dataset_fails_the_run_with_a_readable_error_and_no_adapter(tiny_model_dir, tmp_path):
+def test_an_empty_dataset_is_refused_before_a_run_starts(tiny_model_dir, tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    job = TrainingJob.start(_config(tiny_model_dir, empty))
+    with pytest.raises(StudioError, match="empty"):
+        TrainingJob.start(_config(tiny_model_dir, empty))
+    assert list_runs() == [] and list_adapters() == []
+
+
+def test_bad_rows_under_stop_fail_the_run_with_a_readable_error_and_no_adapter(tiny_model_dir, tmp_path):
+    dataset = write_messages_dataset(tmp_path / "pirate.jsonl")
+    with open(dataset, "a", encoding="utf-8") as handle:
+        handle.write('{"messages": "not a list"}\n')
+    job = TrainingJob.start(_config(tiny_model_dir, dataset, bad_rows="stop"))
     finished = job.wait(timeout=TIMEOUT)
     assert finished.status == "failed"
-    assert "empty" in finished.error and "\n" not in finished.error
+    assert "1 of 17 rows are bad" in finished.error and "\n" not in finished.error
     assert list_adapters() == []
 
 
@@ -174,3 +184,125 @@ def test_invalid_settings_are_refused_before_a_run_starts(tiny_model_dir, tmp_pa
     with pytest.raises(StudioError, match=message):
         TrainingJob.start(config)
     assert list_runs() == []
+
+
+def _learning_rates(events) -> dict[int, float]:
+    return {e.step: e.learning_rate for e in events if isinstance(e, StepMetrics)}
+
+
+def test_train_more_continues_a_finished_run_with_a_fresh_schedule_and_a_new_entry(tiny_model_dir, tmp_path):
+    dataset = write_messages_dataset(tmp_path / "pirate.jsonl")
+    job = TrainingJob.start(_config(tiny_model_dir, dataset, max_steps=4, name="more"))
+    assert _collect(job)[-1].status == "completed"
+    # The finished run kept its end state as a checkpoint, so it can go on from there.
+    [summary] = list_runs()
+    assert summary.checkpoint_step == 4 and not summary.resumable
+
+    events = _collect(TrainingJob.train_more(job.run_dir, steps=3))
+    started = next(e for e in events if isinstance(e, RunStarted))
+    assert started.resumed_from_step == 4 and started.total_steps == 7
+    assert events[-1].status == "completed" and events[-1].step == 7
+    # The linear schedule ran down to 0 at step 4; the new steps decay from 1e-2 over their own three.
+    assert _learning_rates(events) == pytest.approx({5: 1e-2, 6: 1e-2 * 2 / 3, 7: 1e-2 / 3})
+    assert sorted(a.name for a in list_adapters()) == ["more", "more-2"]
+    newest = json.loads((Path(events[-1].adapter) / "studio.json").read_text())
+    assert newest["steps"] == 7 and len(newest["loss_history"]) == 3
+
+
+def test_a_stopped_run_keeps_a_checkpoint_and_resumes_from_it(tiny_model_dir, tmp_path):
+    dataset = write_messages_dataset(tmp_path / "pirate.jsonl")
+    job = TrainingJob.start(_config(tiny_model_dir, dataset, max_steps=2000, name="paused-work"))
+    step = _wait_for(job, StepMetrics, []).step
+    job.stop(save=True)
+    finished = job.wait(timeout=TIMEOUT)
+    assert finished.status == "stopped" and finished.step >= step
+    [summary] = list_runs()
+    assert summary.resumable and summary.checkpoint_step == finished.step
+    config = json.loads((job.run_dir / "config.json").read_text())
+    config["max_steps"] = finished.step + 2
+    (job.run_dir / "config.json").write_text(json.dumps(config))
+    events = _collect(TrainingJob.resume(job.run_dir))
+    assert next(e for e in events if isinstance(e, RunStarted)).resumed_from_step == finished.step
+    assert events[-1].status == "completed" and events[-1].step == finished.step + 2
+
+
+def test_a_second_window_attaches_to_a_running_run_and_sees_it_through(tiny_model_dir, tmp_path):
+    dataset = write_messages_dataset(tmp_path / "pirate.jsonl")
+    job = TrainingJob.start(_config(tiny_model_dir, dataset, max_steps=2000, name="watched"))
+    _wait_for(job, StepMetrics, [])
+    with pytest.raises(StudioError, match="still running"):
+        TrainingJob.resume(job.run_dir)
+    watcher = TrainingJob.attach(job.run_dir)
+    replayed = _wait_for(watcher, StepMetrics, [])  # the run's curve so far comes first
+    assert replayed.step >= 1
+    watcher.stop(save=False)
+    assert watcher.wait(timeout=TIMEOUT).status == "stopped" and job.wait(timeout=TIMEOUT).status == "stopped"
+    with pytest.raises(StudioError, match="not running"):
+        TrainingJob.attach(job.run_dir)
+
+
+def _long_rows_dataset(path: Path, rows: int = 8) -> Path:
+    """Rows of some 256 tokens: with a wide vocabulary their logits alone take a gigabyte."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for _ in range(rows):
+            answer = "Arr matey, the treasure be buried on the island! " * 15
+            handle.write(json.dumps({"messages": [{"role": "user", "content": "Where is the treasure?"},
+                                                  {"role": "assistant", "content": answer}]}) + "\n")
+    return path
+
+
+def test_out_of_memory_reports_the_peak_and_a_plan_that_then_fits(tmp_path):
+    from tiny_model import build_tiny_model
+
+    from engine.events import OutOfMemory
+    from engine.planning import config_with_plan
+
+    # 8 rows x 256 tokens x 50k vocabulary x 3 fp32 copies: 1.2 GiB of logits, against a 1.4 GiB cap
+    # (of which the libraries take some 0.6 GiB before the model loads).
+    wide = build_tiny_model(tmp_path / "wide", vocab_size=50_000)
+    dataset = _long_rows_dataset(tmp_path / "long.jsonl")
+    config = _config(wide, dataset, batch_size=8, max_length=256, max_steps=1, memory_limit="1.4GiB", name="fits")
+    events = _collect(TrainingJob.start(config))
+    finished = events[-1]
+    assert finished.status == "failed" and finished.error.startswith("out of memory at step 0 on cpu")
+    assert "apply it and retry" in finished.error and list_adapters() == []
+    [report] = [e for e in events if isinstance(e, OutOfMemory)]
+    assert report.measured_peak_bytes and report.plan is not None
+    assert report.plan["batch"] * report.plan["seq"] < 8 * 512 and report.explanations
+
+    retry = config_with_plan(config, report.plan)
+    assert retry.batch_size * retry.grad_accum == 8  # the effective batch is kept
+    retried = _collect(TrainingJob.start(retry))
+    assert retried[-1].status == "completed", retried[-1].error
+    assert [a.name for a in list_adapters()] == ["fits"]
+
+
+def test_an_exported_run_trains_on_two_processes_under_torchrun_into_one_adapter(tiny_model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from engine.events import read_events
+    from engine.jobs import export_run, launch_commands
+
+    dataset = write_messages_dataset(tmp_path / "pirate.jsonl")
+    run_dir = export_run(_config(tiny_model_dir, dataset, max_steps=4, name="two-ranks"), tmp_path / "exported",
+                         gpus=2)
+    command = launch_commands(run_dir, gpus=2)["torchrun"]
+    assert command.startswith("torchrun --standalone --nproc_per_node 2 -m engine.train")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    # Its own session, so that a hang is ended with every rank, not only the launcher.
+    launcher = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *command.split()[1:]], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = launcher.communicate(timeout=TIMEOUT)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    assert launcher.returncode == 0, output[-2000:]
+    events = read_events(run_dir / "events.jsonl")
+    # Rank 0 alone speaks and saves: one start, one finish, one adapter.
+    assert sum(isinstance(e, RunStarted) for e in events) == 1
+    finished = events[-1]
+    assert isinstance(finished, RunFinished) and finished.status == "completed" and finished.step == 4
+    assert [a.name for a in list_adapters()] == ["two-ranks"]
+    assert len([e for e in events if isinstance(e, StepMetrics)]) == 4

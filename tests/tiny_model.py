@@ -23,7 +23,9 @@ _CORPUS = [
 ]
 
 
-def build_tiny_model(folder: Path, *, seed: int = 0) -> Path:
+def build_tiny_model(folder: Path, *, seed: int = 0, vocab_size: int = 0) -> Path:
+    """The tiny model; ``vocab_size`` widens its embeddings and head past the tokenizer's
+    400 tokens (the extra rows are never read), for runs whose logits must be large."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -52,7 +54,7 @@ def build_tiny_model(folder: Path, *, seed: int = 0) -> Path:
     tokenizer.save_pretrained(folder)
 
     config = LlamaConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=vocab_size or len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,

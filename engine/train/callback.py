@@ -1,7 +1,9 @@
 """The Trainer callback that turns training into events and obeys pause / stop.
 
 Following transformers' ``TrainerCallback`` contract, it changes nothing but the
-control flags: stopping is ``control.should_training_stop``.
+control flags: stopping is ``control.should_training_stop``. It also asks for a
+checkpoint at the last step and at a stop that keeps the work, so every run that
+ends well can be resumed or trained further from where it ended.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from transformers import TrainerCallback
 from engine.control import ControlReader
 from engine.events import CheckpointSaved, EvalMetrics, Event, Paused, Resumed, StepMetrics
 from engine.hardware import memory_in_use
+from engine.train import distributed
 
 PAUSE_POLL_S = 0.2
 
@@ -33,25 +36,34 @@ class EventCallback(TrainerCallback):
         self.save_on_stop = True
         self.loss_history: list[tuple[int, float]] = []
         self.nonfinite_loss: Optional[float] = None
+        self.step = 0  # the last step that finished, for the out-of-memory report
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._last_tokens = state.num_input_tokens_seen or 0
+        self.step = state.global_step
         self._on_begin(state.max_steps)
 
     def on_step_end(self, args, state, control, **kwargs):
-        command = self._control.poll()
+        self.step = state.global_step
+        command = self._command()
         if command.get("command") == "pause":
             command = self._wait_while_paused(state.global_step)
         if command.get("command") == "stop":
             self.stop_requested = True
             self.save_on_stop = bool(command.get("save", True))
             control.should_training_stop = True
-            control.should_save = False
+            # Keeping the work keeps a checkpoint too, so the run can be resumed; discarding keeps nothing.
+            control.should_save = self.save_on_stop
+        elif state.global_step >= state.max_steps:
+            control.should_save = True  # the end state, for "train more"
+
+    def _command(self) -> dict:
+        return distributed.agree_on(self._control.poll())
 
     def _wait_while_paused(self, step: int) -> dict:
         self._emit(Paused(step=step))
         paused_at = time.monotonic()
-        while (command := self._control.poll()).get("command") == "pause":
+        while (command := self._command()).get("command") == "pause":
             time.sleep(PAUSE_POLL_S)
         # Paused time is not training time: keep tokens/s and elapsed honest.
         paused_for = time.monotonic() - paused_at

@@ -1,9 +1,11 @@
-"""The LoRA training recipe, in the order it runs: read the config, load the model and
-data, attach the adapter, train with the transformers Trainer, save into the library.
+"""The training recipe, in the order it runs: read the config, check it can run here,
+load the data and the model, attach the method, train with the transformers Trainer,
+save the adapter (or, for full fine-tuning, the model) into the library.
 
 Everything the user should know is emitted as an event; the run ends with exactly
 one ``RunFinished``. Started again on the same run directory it resumes from the
-last checkpoint.
+newest complete checkpoint. The same file runs alone or on every rank under
+``torchrun`` / ``accelerate launch``, where rank 0 speaks and saves.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 import sys
 import time
 import traceback
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -20,18 +22,17 @@ from engine.config import RunConfig
 from engine.control import ControlReader
 from engine.errors import StudioError
 from engine.events import EVENTS_FILE, Event, EventWriter, LogLine, RunFinished, RunStarted
+from engine.train import distributed
+from engine.train.trainer import CHECKPOINTS
 
-CHECKPOINTS = "checkpoints"
-ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
-
-class _Run:
+class Run:
     """State shared by the phases of one run: where events go, and the stop flag."""
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         # Under torchrun every rank runs this file; only rank 0 speaks.
-        self.is_main = os.environ.get("RANK", "0") == "0"
+        self.is_main = distributed.is_main()
         self.writer = EventWriter(run_dir / EVENTS_FILE) if self.is_main else None
         self.control = ControlReader(run_dir)
 
@@ -43,7 +44,19 @@ class _Run:
         self.emit(LogLine(message=message, level=level))
 
     def stop_requested(self) -> bool:
-        return self.control.command == "stop"
+        """Whether a stop was asked for: rank 0's reading, on every rank (call it on all ranks at once)."""
+        return distributed.agree_on(self.control.poll()).get("command") == "stop"
+
+    def stop_requested_here(self) -> bool:
+        """This process's own reading, for work only this rank does."""
+        return self.control.poll().get("command") == "stop"
+
+
+@dataclass
+class Examples:
+    train: Any
+    eval: Optional[Any]
+    dataset_hash: str
 
 
 def main(argv: list[str]) -> int:
@@ -51,7 +64,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m engine.train RUN_DIR", file=sys.stderr)
         return 2
     _yield_cpu_to_the_desktop()
-    run = _Run(Path(argv[0]).resolve())
+    run = Run(Path(argv[0]).resolve())
     try:
         finished = train(run)
     except StudioError as exc:
@@ -75,55 +88,88 @@ def _yield_cpu_to_the_desktop() -> None:
             pass  # not permitted here; training still runs, at normal priority
 
 
-def _describe_failure(exc: Exception) -> str:
+def _describe_failure(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if "out of memory" in text.lower():
-        return f"out of memory: {text}. Lower the batch size or max length, or the rank."
+    if isinstance(exc, OSError) and exc.errno == 28:
+        return f"the disk is full ({exc.filename or 'while writing'}): free some space, then resume the run"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def train(run: _Run) -> RunFinished:
+@dataclass
+class Setup:
+    """Everything a run trains with, ready for ``build_trainer``."""
+
+    config: RunConfig
+    model_path: Path
+    device: str
+    precision: str
+    budget: int  # bytes this run may use, for the out-of-memory advice
+    baseline: int  # bytes in use before the model loaded (the libraries, on a CPU)
+    tokenizer: Any
+    examples: Examples
+    model: Any
+
+
+def setup(run: Run) -> Optional[Setup]:
+    """Read the config, check it can run here, load data and model and attach the method.
+    None when a stop was asked for meanwhile."""
     config = RunConfig.load(run.run_dir / "config.json")
-    from engine.hardware import best_device
+    if distributed.world_size() > 1:
+        from accelerate import PartialState
+
+        PartialState()  # joins the process group now: the ranks must wait for rank 0's data
     from engine.models import resolve_model
+    from engine.train import memory_guard, preflight
 
-    device = _pick_device(config, best_device())
-    dtype_name = _pick_precision(config, device)
+    resolved = preflight.check(config)
+    budget = _memory_budget(config, resolved.device)
+    baseline = 0 if resolved.device.startswith("cuda") else memory_guard.process_memory()
     run.log(f"Preparing model {config.model}")
-    model_path = resolve_model(config.model, progress=lambda done, total, msg: run.log(msg) if msg else None)
+    with distributed.main_first():
+        model_path = resolve_model(config.model, progress=lambda done, total, msg: run.log(msg) if msg else None)
+    preflight.check_model(config, model_path)
     if run.stop_requested():
-        return RunFinished(status="stopped", error=None)
-
+        return None
     tokenizer = _load_tokenizer(model_path)
-    loaded = _load_examples(run, config, tokenizer)
-    if loaded is None or run.stop_requested():
-        return RunFinished(status="stopped")
-    train_set, eval_set, dataset_hash = loaded
-
-    run.log(f"Loading {model_path.name} on {device} in {dtype_name}")
-    model = _load_model(model_path, dtype_name)
-    model = _attach_lora(model, config)
-    trainable, total = model.get_nb_trainable_parameters()
-    run.log(f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
+    examples = _load_examples(run, config, tokenizer)
+    if examples is None or run.stop_requested():
+        return None
+    model = _load_and_attach(run, config, model_path, tokenizer, resolved.device, resolved.precision)
     if run.stop_requested():
-        return RunFinished(status="stopped")
+        return None
+    return Setup(config, model_path, resolved.device, resolved.precision, budget, baseline, tokenizer, examples,
+                 model)
 
+
+def train(run: Run) -> RunFinished:
+    from engine.train import memory_guard
+
+    ready = setup(run)
+    if ready is None:
+        return RunFinished(status="stopped")
+    config, examples = ready.config, ready.examples
     resume_from = _last_checkpoint(run)
+    trainable, total = parameter_counts(ready.model)
 
     def announce(total_steps: int) -> None:
         run.emit(RunStarted(
-            run_dir=str(run.run_dir), model=config.model, method=config.method, device=device,
+            run_dir=str(run.run_dir), model=config.model, method=config.method, device=ready.device,
             total_steps=total_steps, trainable_params=trainable, total_params=total,
-            train_examples=len(train_set), resumed_from_step=_checkpoint_step(resume_from),
+            train_examples=len(examples.train), resumed_from_step=_checkpoint_step(resume_from),
+            predicted_peak_bytes=_predicted_peak(ready),
         ))
 
-    trainer, callback = _build_trainer(run, config, model, tokenizer, train_set, eval_set, device, dtype_name,
-                                       announce)
+    trainer, callback = build_trainer(run, ready, announce)
     started = time.time()
-    trainer.train(resume_from_checkpoint=resume_from)
+    try:
+        trainer.train(resume_from_checkpoint=resume_from)
+    except Exception as exc:
+        if not memory_guard.is_out_of_memory(exc):
+            raise
+        return _out_of_memory(run, ready, callback.step)
     step = trainer.state.global_step
-    if eval_set is not None and not callback.stop_requested and step % trainer.args.eval_steps:
-        trainer.evaluate()  # the eval loss of the adapter as saved, when the last step fell between evaluations
+    if examples.eval is not None and not callback.stop_requested and step % trainer.args.eval_steps:
+        trainer.evaluate()  # the eval loss of what is saved, when the last step fell between evaluations
     final_loss = callback.loss_history[-1][1] if callback.loss_history else None
 
     if callback.nonfinite_loss is not None:
@@ -136,34 +182,67 @@ def train(run: _Run) -> RunFinished:
     if callback.stop_requested and not callback.save_on_stop:
         run.log("Stopped without saving")
         return RunFinished(status=status, step=step, final_loss=final_loss)
+    if not run.is_main:
+        return RunFinished(status=status, step=step, final_loss=final_loss)
 
-    meta = _adapter_meta(config, model_path, tokenizer, device, dataset_hash, callback.loss_history,
-                         step, final_loss, time.time() - started, run.run_dir)
-    eval_history = [[entry["step"], entry["eval_loss"]] for entry in trainer.state.log_history if "eval_loss" in entry]
-    if eval_history:
-        meta.update(eval_history=eval_history, final_eval_loss=eval_history[-1][1])
-    adapter = _save_to_library(config, run.run_dir, model, meta)
+    from engine.train import saving
+
+    meta = saving.run_meta(config, ready.model_path, ready.tokenizer, ready.device, ready.precision,
+                           examples.dataset_hash, callback.loss_history, step, final_loss, time.time() - started,
+                           run.run_dir, trainer.state)
+    if config.method == "full":
+        saved = saving.save_model(config, run.run_dir, ready.model, ready.tokenizer, meta)
+        run.log(f"Saved the fine-tuned model {saved.name} to the model store")
+        return RunFinished(status=status, model=str(saved), step=step, final_loss=final_loss)
+    adapter = saving.save_adapter(config, run.run_dir, ready.model, meta)
     run.log(f"Saved adapter {adapter.name}")
     return RunFinished(status=status, adapter=str(adapter), step=step, final_loss=final_loss)
 
 
-def _pick_device(config: RunConfig, best: Any) -> str:
-    if config.device == "auto":
-        return best.torch_device
-    return config.device
+def _predicted_peak(ready: Setup) -> Optional[int]:
+    """The estimator's peak for this very run, for the memory plot to be read against."""
+    from engine.memory import estimate_memory, load_model_spec
+    from engine.planning import plan_for
+
+    kind = ready.device.split(":")[0]
+    try:
+        plan = plan_for(ready.config, kind, precision=ready.precision)
+        estimate = estimate_memory(load_model_spec(ready.model_path), plan, kind)
+    except StudioError:
+        return None
+    return ready.baseline + estimate.peak_allocated_bytes
 
 
-def _pick_precision(config: RunConfig, device: str) -> str:
-    on_gpu = device.startswith("cuda")
-    if config.precision == "auto":
-        if on_gpu:
-            import torch
+def _memory_budget(config: RunConfig, device: str) -> int:
+    """The memory this run may use, for the out-of-memory advice: its limit, else what the
+    device has free before the model loads. A set limit is applied here."""
+    from engine.memory import parse_bytes
+    from engine.train import memory_guard
 
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "fp32"
-    if config.precision in ("fp16", "bf16") and not on_gpu:
-        raise StudioError(f"{config.precision} mixed precision needs a GPU; on {device} use fp32 (or auto)")
-    return config.precision
+    if config.memory_limit is not None:
+        limit = parse_bytes(config.memory_limit)
+        memory_guard.cap_memory(limit, device)
+        # On the CPU the libraries already loaded count against the limit but not in the estimate.
+        return limit - (0 if device.startswith("cuda") else memory_guard.process_memory())
+    from engine.hardware import detect_devices
+
+    info = next((d for d in detect_devices() if d.torch_device == device), None)
+    return info.free_bytes if info else 0
+
+
+def _out_of_memory(run: Run, ready: Setup, step: int) -> RunFinished:
+    import gc
+
+    from engine.train import memory_guard
+
+    gc.collect()  # the failed step's tensors, so working out the advice has room
+    config, train_set = ready.config, ready.examples.train
+    lengths = train_set["length"] if "length" in train_set.column_names else None
+    event = memory_guard.report(config, ready.model_path, ready.device, step, ready.budget, lengths)
+    run.emit(event)
+    limit = (f"limit {config.memory_limit}" if config.memory_limit
+             else f"{ready.budget / (1 << 30):.1f} GiB free at the start")
+    return RunFinished(status="failed", step=step, error=memory_guard.describe(event, limit))
 
 
 def _load_tokenizer(model_path: Path) -> Any:
@@ -175,27 +254,46 @@ def _load_tokenizer(model_path: Path) -> Any:
     return tokenizer
 
 
-def _load_examples(run: _Run, config: RunConfig, tokenizer: Any) -> Optional[tuple[Any, Optional[Any], str]]:
+def _load_examples(run: Run, config: RunConfig, tokenizer: Any) -> Optional[Examples]:
     """The training and validation sets and the dataset's hash; None when stopped meanwhile.
 
     Rows are tokenised into an Arrow file in the run folder and memory-mapped from there,
-    so memory stays flat however large the dataset is.
+    so memory stays flat however large the dataset is. Under torchrun rank 0 writes it
+    and the other ranks read what it wrote.
     """
     from datasets import Dataset
 
-    from engine.data import (CHATML_TEMPLATE, DataOptions, dataset_fingerprint, open_dataset, split_indices,
-                             write_examples)
+    from engine.data import CHATML_TEMPLATE, DataOptions, dataset_fingerprint, open_dataset, split_indices
+    from engine.train.batching import with_lengths
 
     source = open_dataset(config.dataset, DataOptions(config.data_format, config.columns or {}, config.text_split))
     if source.format != "text" and not getattr(tokenizer, "chat_template", None):
         # Set on the tokenizer, so the checkpoints and the adapter keep the template it was trained with.
         tokenizer.chat_template = CHATML_TEMPLATE
         run.log("The model has no chat template: training with ChatML, which is saved with the adapter")
-    written = write_examples(source, tokenizer, config.max_length, run.run_dir / "data" / "examples.arrow",
-                             train_on=config.train_on, progress=_tokenising_progress(run),
-                             cancelled=run.stop_requested)
-    if written is None:
+    path = run.run_dir / "data" / "examples.arrow"
+    with distributed.main_first():
+        if run.is_main:
+            _tokenise(run, config, source, tokenizer, path)
+    if run.stop_requested():  # rank 0 may have stopped tokenising half-way: every rank stops
         return None
+    examples = with_lengths(Dataset.from_file(str(path)))
+    train_rows, eval_rows = split_indices(len(examples), config.val_fraction, config.seed)
+    dataset_hash = dataset_fingerprint(config.dataset)
+    if not len(eval_rows):
+        return Examples(examples, None, dataset_hash)
+    run.log(f"Holding out {len(eval_rows)} examples to measure the eval loss")
+    return Examples(examples.select(train_rows), examples.select(eval_rows), dataset_hash)
+
+
+def _tokenise(run: Run, config: RunConfig, source: Any, tokenizer: Any, path: Path) -> None:
+    """Write the examples file (nothing when stopped meanwhile)."""
+    from engine.data import write_examples
+
+    written = write_examples(source, tokenizer, config.max_length, path, train_on=config.train_on,
+                             progress=_tokenising_progress(run), cancelled=run.stop_requested_here)
+    if written is None:
+        return
     if written.bad_rows:
         first = written.problems[0]
         bad = f"{written.bad_rows} of {written.total_rows} rows are bad; first at {first.where()}: {first.reason}"
@@ -208,15 +306,10 @@ def _load_examples(run: _Run, config: RunConfig, tokenizer: Any) -> Optional[tup
     if not stats.examples:
         raise StudioError(f"no training examples left in {config.dataset} after tokenising; "
                           f"raise max length (now {config.max_length})")
-    examples = Dataset.from_file(str(written.path))
-    train_rows, eval_rows = split_indices(len(examples), config.val_fraction, config.seed)
-    if not len(eval_rows):
-        return examples, None, dataset_fingerprint(config.dataset)
-    run.log(f"Holding out {len(eval_rows)} examples to measure the eval loss")
-    return examples.select(train_rows), examples.select(eval_rows), dataset_fingerprint(config.dataset)
+    return True
 
 
-def _tokenising_progress(run: _Run) -> Callable[[float], None]:
+def _tokenising_progress(run: Run) -> Callable[[float], None]:
     """A log line at each tenth of a long tokenising pass; short ones pass silently."""
     started = time.monotonic()
     shown = 0
@@ -231,108 +324,71 @@ def _tokenising_progress(run: _Run) -> Callable[[float], None]:
     return report
 
 
-def _load_model(model_path: Path, dtype_name: str) -> Any:
-    import torch
-    from transformers import AutoModelForCausalLM
+def _load_and_attach(run: Run, config: RunConfig, model_path: Path, tokenizer: Any, device: str,
+                     precision: str) -> Any:
+    from transformers import set_seed
 
-    # Weights stay in fp32 under mixed precision: the Trainer's autocast does the 16-bit math
-    # and the optimizer keeps full-precision master weights for the adapter.
-    dtype = {"fp32": torch.float32, "bf16": torch.float32, "fp16": torch.float32}[dtype_name]
-    return AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+    from engine.train import loading, methods
 
-
-def lora_target_modules(model: Any, preset: str) -> Any:
-    """Module names for a target preset, checked against the model's own modules."""
-    if preset == "all-linear":
-        return "all-linear"
-    wanted = ("q_proj", "v_proj") if preset == "q,v" else ATTENTION_PROJECTIONS
-    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    found = [name for name in wanted if name in present]
-    if not found:
-        raise StudioError(f"this architecture has no {', '.join(wanted)} modules; use targets all-linear")
-    return found
+    quantised = f", {config.quant.upper()} {'double-quantised ' if config.double_quant else ''}base" \
+        if config.method == "qlora" else ""
+    run.log(f"Loading {model_path.name} on {device} in {loading.weights_dtype(config, precision)}{quantised}")
+    # Seeded before the adapter is made: its random initialisation is part of the run's identity.
+    set_seed(config.seed)
+    model = loading.load_model(model_path, config, precision, device)
+    model = methods.attach(model, config, tokenizer)
+    trainable, total = parameter_counts(model)
+    run.log(f"{config.method.upper()}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
+    return model
 
 
-def _attach_lora(model: Any, config: RunConfig) -> Any:
-    from peft import LoraConfig, get_peft_model
-
-    lora = LoraConfig(
-        r=config.rank,
-        lora_alpha=config.alpha,
-        lora_dropout=config.dropout,
-        target_modules=lora_target_modules(model, config.targets),
-        use_dora=config.method == "dora",
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, lora)
+def parameter_counts(model: Any) -> tuple[int, int]:
+    if hasattr(model, "get_nb_trainable_parameters"):
+        return model.get_nb_trainable_parameters()
+    return (sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters()))
 
 
-def _log_every(config: RunConfig, examples: int) -> int:
-    if config.log_every:
-        return config.log_every
-    if config.max_steps:
-        total = config.max_steps
-    else:
-        per_epoch = -(-examples // (config.batch_size * config.grad_accum))
-        total = max(1, int(per_epoch * config.epochs))
-    # About a hundred points per curve: enough to see, few enough device syncs.
-    return max(1, total // 100)
+def _last_checkpoint(run: Run) -> Optional[str]:
+    """The newest complete, undamaged checkpoint. Checkpoints are renamed into place only
+    once written (``engine.train.trainer``); a folder that still lacks its trainer state or
+    holds a truncated weights file was damaged afterwards and is skipped, with a warning."""
+    from engine.train.saving import checkpoint_problem
 
-
-def _last_checkpoint(run: _Run) -> Optional[str]:
-    """The newest complete checkpoint. The Trainer writes ``trainer_state.json`` last, so a
-    checkpoint without it was cut short by a crash and is skipped, not resumed from."""
     checkpoints = run.run_dir / CHECKPOINTS
     checkpoints.mkdir(exist_ok=True)
     for folder in sorted(checkpoints.glob("checkpoint-*"), key=lambda p: _checkpoint_step(str(p)), reverse=True):
-        if (folder / "trainer_state.json").is_file():
+        problem = checkpoint_problem(folder)
+        if problem is None:
             run.log(f"Resuming from {folder.name}")
             return str(folder)
-        run.log(f"Skipping {folder.name}: it was not completely written", level="warning")
+        run.log(f"Skipping {folder.name}: {problem}", level="warning")
     return None
 
 
-def _build_trainer(run: _Run, config: RunConfig, model: Any, tokenizer: Any, train_set: Any, eval_set: Optional[Any],
-                   device: str, dtype_name: str, on_train_begin: Callable[[int], None]) -> tuple[Any, Any]:
-    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+def build_trainer(run: Run, ready: Setup, on_train_begin: Callable[[int], None]) -> tuple[Any, Any]:
+    """The Trainer for a set-up run, with the callback that reports it and obeys pause/stop."""
+    from transformers import EarlyStoppingCallback
 
+    from engine.train.batching import make_collator
     from engine.train.callback import EventCallback
+    from engine.train.trainer import StudioTrainer, training_arguments
 
-    args = TrainingArguments(
-        output_dir=str(run.run_dir / CHECKPOINTS),
-        max_steps=config.max_steps or -1,
-        num_train_epochs=config.epochs,
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum,
-        learning_rate=config.lr,
-        warmup_steps=config.warmup_steps,
-        logging_steps=_log_every(config, len(train_set)),
-        logging_first_step=True,
-        save_strategy="steps" if config.save_every else "no",
-        save_steps=config.save_every or 500,
-        eval_strategy="steps" if eval_set is not None else "no",
-        # About ten evaluations a run unless asked otherwise.
-        eval_steps=config.eval_every or 10 * _log_every(config, len(train_set)),
-        per_device_eval_batch_size=config.batch_size,
-        report_to="none",
-        seed=config.seed,
-        bf16=dtype_name == "bf16",
-        fp16=dtype_name == "fp16",
-        use_cpu=device == "cpu",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        include_num_input_tokens_seen="non_padding",
-        remove_unused_columns=False,
-    )
-    callback = EventCallback(run.emit, run.control, device, on_train_begin=on_train_begin)
-    trainer = Trainer(
-        model=model,
+    config, examples = ready.config, ready.examples
+    args = training_arguments(config, run.run_dir, examples=len(examples.train), has_eval=examples.eval is not None,
+                              device=ready.device, precision=ready.precision)
+    callback = EventCallback(run.emit, run.control, ready.device, on_train_begin=on_train_begin)
+    callbacks: list[Any] = [callback]
+    if args.load_best_model_at_end:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+    trainer = StudioTrainer(
+        model=ready.model,
         args=args,
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
-        processing_class=tokenizer,
-        callbacks=[callback],
+        train_dataset=examples.train,
+        eval_dataset=examples.eval,
+        data_collator=make_collator(ready.tokenizer, config.batching),
+        processing_class=ready.tokenizer,
+        callbacks=callbacks,
+        schedule_start=config.schedule_start,
     )
     return trainer, callback
 
@@ -344,67 +400,3 @@ def _checkpoint_step(path: Optional[str]) -> int:
         return int(Path(path).name.rsplit("-", 1)[-1])
     except ValueError:
         return 0
-
-
-def _adapter_meta(config: RunConfig, model_path: Path, tokenizer: Any, device: str, dataset_hash: str,
-                  loss_history: list[tuple[int, float]], step: int, final_loss: Optional[float],
-                  duration_s: float, run_dir: Path) -> dict[str, Any]:
-    from engine.hardware import detect_devices, versions
-    from engine.models import model_fingerprint
-
-    device_info = next((d for d in detect_devices() if d.torch_device == device), None)
-    return {
-        "base_model": config.model,
-        "base_model_path": str(model_path),
-        "base_model_fingerprint": model_fingerprint(model_path),
-        "method": config.method,
-        "rank": config.rank,
-        "alpha": config.alpha,
-        "dropout": config.dropout,
-        "targets": config.targets,
-        "learning_rate": config.lr,
-        "batch_size": config.batch_size,
-        "grad_accum": config.grad_accum,
-        "max_length": config.max_length,
-        "max_steps": config.max_steps,
-        "epochs": config.epochs,
-        "seed": config.seed,
-        "dataset": str(Path(config.dataset).resolve()) if Path(config.dataset).exists() else config.dataset,
-        "dataset_sha256": dataset_hash,
-        "steps": step,
-        "final_loss": final_loss,
-        "loss_history": [[s, loss] for s, loss in loss_history],
-        "duration_s": round(duration_s, 2),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "hardware": device_info.name if device_info else device,
-        "chat_template": tokenizer.chat_template,
-        "train_on": config.train_on,
-        "val_fraction": config.val_fraction,
-        "run_dir": str(run_dir),
-        "versions": versions(),
-    }
-
-
-def _model_card(name: str, meta: dict[str, Any]) -> str:
-    loss = f"{meta['final_loss']:.4f}" if meta.get("final_loss") is not None else "n/a"
-    return (
-        f"# {name}\n\n"
-        f"A {meta['method'].upper()} adapter for `{meta['base_model']}`, trained with LoRA Studio.\n\n"
-        f"| setting | value |\n| --- | --- |\n"
-        f"| rank / alpha | {meta['rank']} / {meta['alpha']} |\n"
-        f"| targets | {meta['targets']} |\n"
-        f"| learning rate | {meta['learning_rate']:g} |\n"
-        f"| steps | {meta['steps']} |\n"
-        f"| final training loss | {loss} |\n"
-        f"| dataset | `{Path(meta['dataset']).name}` (sha256 {meta['dataset_sha256'][:12]}) |\n"
-        f"| hardware | {meta['hardware']} |\n\n"
-        "Load it with stock PEFT:\n\n"
-        "```python\nfrom peft import PeftModel\nmodel = PeftModel.from_pretrained(base_model, \"path/to/this/folder\")\n```\n"
-    )
-
-
-def _save_to_library(config: RunConfig, run_dir: Path, model: Any, meta: dict[str, Any]) -> Path:
-    from engine.library import save_adapter
-
-    name = config.name or run_dir.name
-    return save_adapter(name, lambda folder: model.save_pretrained(folder), meta, lambda final: _model_card(final, meta))

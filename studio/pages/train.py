@@ -1,47 +1,51 @@
-"""The Train page: pick a model and a dataset, set the main knobs, start a run and watch it.
+"""The Train page: pick a model and a dataset, see whether the run fits in memory, set the
+knobs (simple or advanced), start a run and watch it; resume it, train it further or
+export it to run elsewhere.
 
-The run is a child process (``engine.jobs.TrainingJob``); starting it only spawns
-the process, so it happens on the UI thread. ``workers.TrainingRunner`` hands its
-events back in batches about ten times a second.
+Starting a run checks it against this machine (``engine.jobs.check_can_run``, which loads
+torch) and spawns the child: that runs in a ``BackgroundTask``. The run's events come back
+through ``workers.TrainingRunner`` in batches about ten times a second. The memory estimate
+is arithmetic on a model's config (well under a millisecond) and is redone on the UI
+thread, a moment after the last change.
 """
 
 from __future__ import annotations
 
 import html
-import re
 import sys
 import traceback
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QValidator
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QButtonGroup,
     QComboBox,
-    QDoubleSpinBox,
+    QDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
+    QMenu,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
-    QRadioButton,
     QScrollArea,
-    QSpinBox,
+    QSizePolicy,
     QSplitter,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
-from engine.config import METHODS, RunConfig
+from engine.config import RunConfig
 from engine.errors import StudioError
 from engine.events import (
     CheckpointSaved,
+    EvalMetrics,
     Event,
     LogLine,
+    OutOfMemory,
     Paused,
     Resumed,
     RunFinished,
@@ -49,106 +53,20 @@ from engine.events import (
     StepMetrics,
 )
 from studio.widgets.live_plot import LivePlot
+from studio.widgets.memory_bar import MemoryBar
 from studio.widgets.pickers import DatasetPicker, ModelPicker
-from studio.workers import TrainingRunner, describe_error
+from studio.widgets.run_dialogs import ExportRunDialog, ModulePickerDialog, TrainMoreDialog
+from studio.widgets.train_settings import SettingsForm
+from studio.workers import BackgroundTask, TaskReporter, TrainingRunner, describe_error
 
 _MB = 1024 * 1024
-# What may stand in a learning-rate box while it is typed: digits, a point, an exponent.
-_NUMBER_PREFIX = re.compile(r"\d*\.?\d*(?:[eE][-+]?\d*)?")
-_METHOD_NAMES = {"lora": "LoRA", "dora": "DoRA"}
 _LEVEL_COLOURS = {"error": "#c0392b", "warning": "#b9770e"}
 _ERROR_STYLE = "color: #c0392b; font-weight: 600;"
+_ESTIMATE_DELAY_MS = 150
 
 # States of the page's run, announced through ``runStateChanged``.
-IDLE, RUNNING, PAUSING, PAUSED, RESUMING, STOPPING = "idle", "running", "pausing", "paused", "resuming", "stopping"
-
-TIPS = {
-    "method": (
-        "LoRA learns a small low-rank update next to each frozen weight matrix. DoRA also learns "
-        "each column's magnitude: often a little better at low ranks, somewhat slower per step. "
-        "Start with LoRA; try DoRA when a low rank underfits."
-    ),
-    "rank": (
-        "The size of the low-rank update (r). Higher ranks can learn more but use more memory and "
-        "overfit small datasets sooner. 8-16 suits a change of style or tone; try 32-64 to teach "
-        "a new task."
-    ),
-    "alpha": (
-        "Scales the update by alpha / rank. Keep it about twice the rank, and change it together "
-        "with the rank so the same learning rate keeps working."
-    ),
-    "lr": (
-        "How far each step moves the adapter. LoRA takes higher rates than full fine-tuning: about "
-        "1e-4 to 2e-4 for large models, up to 1e-3 for small ones. Lower it when the loss jumps "
-        "around or climbs."
-    ),
-    "steps": (
-        "How many optimizer steps to take; each looks at one batch. Raise it while the loss is still "
-        "falling at the end; lower it when replies start copying the dataset word for word."
-    ),
-    "epochs": (
-        "How many passes over the whole dataset. 1-3 is typical; more passes over a small dataset "
-        "make the model memorise it."
-    ),
-    "batch": (
-        "Examples per step. Larger batches give a smoother loss curve but need more memory: lower "
-        "it first when a run runs out of memory."
-    ),
-    "max_length": (
-        "The longest example in tokens; longer ones are cut. Memory grows with it: lower it to fit "
-        "in memory, raise it when your conversations are long and get cut."
-    ),
-    "save_every": (
-        "Write a resumable checkpoint every N steps, so a crash or a stop loses little work. "
-        "Never: only the finished adapter is saved."
-    ),
-    "name": (
-        "The adapter's name in the library: letters, digits, '.', '_' and '-'. Left empty, it is "
-        "named after the date, the dataset and the method."
-    ),
-}
-
-
-class ScientificSpinBox(QDoubleSpinBox):
-    """A spin box that shows and accepts values like 1e-3, for learning rates."""
-
-    def textFromValue(self, value: float) -> str:
-        return f"{value:g}"
-
-    def valueFromText(self, text: str) -> float:
-        try:
-            return float(text)
-        except ValueError:
-            return self.value()
-
-    def validate(self, text: str, pos: int) -> tuple[QValidator.State, str, int]:
-        stripped = text.strip()
-        if not _NUMBER_PREFIX.fullmatch(stripped):
-            return QValidator.State.Invalid, text, pos
-        try:
-            value = float(stripped)
-        except ValueError:
-            # Part-typed numbers such as "1e" or "2." are on their way to being valid.
-            return QValidator.State.Intermediate, text, pos
-        if self.minimum() <= value <= self.maximum():
-            return QValidator.State.Acceptable, text, pos
-        return QValidator.State.Intermediate, text, pos
-
-    def stepBy(self, steps: int) -> None:
-        # Step by factors of about two (1e-3 -> 2e-3 -> 5e-3), the way learning rates are tuned.
-        ladder = (1.0, 2.0, 5.0)
-        value = self.value()
-        exponent = 0
-        while value >= 10:
-            value /= 10
-            exponent += 1
-        while value < 1:
-            value *= 10
-            exponent -= 1
-        position = min(range(len(ladder)), key=lambda i: abs(ladder[i] - value))
-        position += steps
-        exponent += position // len(ladder)
-        self.setValue(ladder[position % len(ladder)] * 10.0**exponent)
+IDLE, STARTING, RUNNING, PAUSING, PAUSED, RESUMING, STOPPING = (
+    "idle", "starting", "running", "pausing", "paused", "resuming", "stopping")
 
 
 def _eta(seconds: float) -> str:
@@ -158,20 +76,36 @@ def _eta(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def _best_device(reporter: TaskReporter) -> Any:
+    from engine.hardware import best_device
+
+    return best_device()
+
+
 class TrainPage(QWidget):
     runFinished = Signal(object)  # the RunFinished event
     adapterSaved = Signal(str)  # the new adapter's folder
-    runStateChanged = Signal(str)  # idle | running | pausing | paused | resuming | stopping
+    modelSaved = Signal(str)  # a full fine-tune's folder in the model store
+    runStateChanged = Signal(str)  # idle | starting | running | pausing | paused | resuming | stopping
     progressChanged = Signal(str)  # "step N / M · ETA m:ss", for the status bar
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
         self._runner: Optional[TrainingRunner] = None
+        self._task: Optional[BackgroundTask] = None
+        self._device: Any = None  # engine.hardware.DeviceInfo, once found
+        self._device_task: Optional[BackgroundTask] = None
+        self._specs: dict[str, Any] = {}
         self._state = IDLE
         self._total_steps = 0
         self._first_step = 0
+        self._last_run: Optional[Path] = None  # the run this page showed last, for resume / train more
+        self._last_config: Optional[RunConfig] = None
+        self._oom_plan: Optional[dict] = None
+        self._estimate_timer = QTimer(self, singleShot=True, interval=_ESTIMATE_DELAY_MS, timeout=self.update_estimate)
         self._build()
         self._set_state(IDLE)
+        self.update_estimate()
 
     # ----------------------------------------------------------------- layout
     def _build(self) -> None:
@@ -179,10 +113,9 @@ class TrainPage(QWidget):
         layout.addWidget(self._build_settings())
         layout.addWidget(self._build_monitor(), 1)
         self._reset_progress()
-        self._update_length_inputs()
 
     def _build_settings(self) -> QWidget:
-        """The left column: what to train, the knobs, the run buttons and the error line."""
+        """The left column: what to train, the memory it takes, the knobs, the run buttons."""
         self.model_picker = ModelPicker()
         self.model_picker.setAccessibleName("Base model")
         self.dataset_picker = DatasetPicker()
@@ -206,136 +139,123 @@ class TrainPage(QWidget):
         self.bad_rows_combo.addItem("Stop the run and show the first", "stop")
         self.bad_rows_combo.setToolTip("What to do when some rows cannot be used (the Data page lists them "
                                        "with their line numbers)")
+        self.bad_rows_combo.setAccessibleName("Bad rows")
         source_form.addRow("Bad rows", self.bad_rows_combo)
         self._show_data_settings()
 
-        self.method_combo = QComboBox()
-        for method in METHODS:
-            self.method_combo.addItem(_METHOD_NAMES.get(method, method), method)
-        self.rank_spin = QSpinBox()
-        self.rank_spin.setRange(1, 512)
-        self.rank_spin.setValue(16)
-        self.alpha_spin = QDoubleSpinBox()
-        self.alpha_spin.setRange(0.5, 4096)
-        self.alpha_spin.setDecimals(1)
-        self.alpha_spin.setValue(32)
-        self.lr_spin = ScientificSpinBox()
-        self.lr_spin.setDecimals(8)
-        self.lr_spin.setRange(1e-7, 1.0)
-        self.lr_spin.setValue(1e-3)
-        length_row = self._build_length_row()
+        self.memory_bar = MemoryBar()
+        self.memory_bar.fitRequested.connect(self.fit_to_device)
+        memory_box = QGroupBox("Memory")
+        QVBoxLayout(memory_box).addWidget(self.memory_bar)
 
-        self.batch_spin = QSpinBox()
-        self.batch_spin.setRange(1, 1024)
-        self.batch_spin.setValue(4)
-        self.max_length_spin = QSpinBox()
-        self.max_length_spin.setRange(16, 131_072)
-        self.max_length_spin.setSingleStep(64)
-        self.max_length_spin.setValue(256)
-        self.max_length_spin.setSuffix(" tokens")
-        self.save_every_spin = QSpinBox()
-        self.save_every_spin.setRange(0, 1_000_000)
-        self.save_every_spin.setSingleStep(50)
-        self.save_every_spin.setSpecialValueText("never")
-        self.save_every_spin.setPrefix("every ")
-        self.save_every_spin.setSuffix(" steps")
-        self.name_edit = QLineEdit()
-        self.name_edit.setPlaceholderText("automatic")
+        self.form = SettingsForm()
+        self.form.apply_preset("quick")
+        self.form.changed.connect(self._schedule_estimate)
+        self.form.chooseModulesRequested.connect(self._choose_modules)
+        self.model_picker.currentIndexChanged.connect(lambda _i: self._schedule_estimate())
+        self._settings = (source_box, self.form)
 
-        settings_box = QGroupBox("Settings")
-        form = QFormLayout(settings_box)
-        for label, widget, tip in (
-            ("Method", self.method_combo, "method"),
-            ("LoRA rank", self.rank_spin, "rank"),
-            ("LoRA alpha", self.alpha_spin, "alpha"),
-            ("Learning rate", self.lr_spin, "lr"),
-            ("Train for", length_row, None),
-            ("Batch size", self.batch_spin, "batch"),
-            ("Max length", self.max_length_spin, "max_length"),
-            ("Checkpoints", self.save_every_spin, "save_every"),
-            ("Adapter name", self.name_edit, "name"),
-        ):
-            form.addRow(self._label(label, widget, tip), widget)
-        self._settings = (source_box, settings_box)
+        settings = QWidget()
+        settings_layout = QVBoxLayout(settings)
+        settings_layout.addWidget(source_box)
+        settings_layout.addWidget(memory_box)
+        settings_layout.addWidget(self.form)
+        settings_layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidget(settings)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        # The run buttons stay in view below the scrolling settings.
+        column = QWidget()
+        column.setMinimumWidth(440)
+        column.setMaximumWidth(500)
+        column_layout = QVBoxLayout(column)
+        column_layout.setContentsMargins(0, 0, 0, 0)
+        column_layout.addWidget(scroll, 1)
+        column_layout.addLayout(self._build_buttons())
+        column_layout.addWidget(self._build_out_of_memory_panel())
+        column_layout.addWidget(self.error_label)
+        return column
 
+    def _build_buttons(self) -> QVBoxLayout:
         self.start_button = QPushButton("Start")
-        self.start_button.setToolTip("Start training with these settings")
+        self.start_button.setToolTip("Check the run fits this machine, then start training with these settings")
         self.start_button.setDefault(True)
         self.pause_button = QPushButton("Pause")
         self.pause_button.setToolTip("Pause after the current step; Resume goes on from there")
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setToolTip("Stop after the current step and save the adapter trained so far")
+        self.stop_button = QToolButton()
+        self.stop_button.setText("Stop")
+        self.stop_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        self.stop_button.setPopupMode(QToolButton.ToolButtonPopupMode.MenuButtonPopup)
+        self.stop_button.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self.stop_button.setToolTip("Stop after the current step and save the adapter trained so far "
+                                    "(the arrow offers stopping without saving)")
+        stop_menu = QMenu(self.stop_button)
+        stop_menu.addAction("Stop and save", self.stop_run)
+        self.discard_action = stop_menu.addAction("Stop and discard", self.discard_run)
+        self.stop_button.setMenu(stop_menu)
         self.start_button.clicked.connect(self.start_run)
         self.pause_button.clicked.connect(self._pause_or_resume)
         self.stop_button.clicked.connect(self.stop_run)
-        buttons = QHBoxLayout()
+        run_row = QHBoxLayout()
         for button in (self.start_button, self.pause_button, self.stop_button):
-            buttons.addWidget(button)
+            run_row.addWidget(button)
+
+        self.resume_button = QPushButton("Resume run")
+        self.resume_button.setToolTip("Continue the last run from its newest checkpoint")
+        self.resume_button.clicked.connect(lambda: self.resume_run(self._last_run))
+        self.more_button = QPushButton("Train more…")
+        self.more_button.setToolTip("Continue the finished run for more steps or epochs, from where it ended")
+        self.more_button.clicked.connect(self._ask_train_more)
+        self.export_button = QPushButton("Run elsewhere…")
+        self.export_button.setToolTip("The config file and the command lines that run these settings headless, "
+                                      "here or on a machine with more GPUs (torchrun, accelerate)")
+        self.export_button.clicked.connect(self._export)
+        after_row = QHBoxLayout()
+        for button in (self.resume_button, self.more_button, self.export_button):
+            after_row.addWidget(button)
 
         self.error_label = QLabel()
         self.error_label.setWordWrap(True)
         self.error_label.setStyleSheet(_ERROR_STYLE)
         self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.error_label.hide()
+        rows = QVBoxLayout()
+        rows.addLayout(run_row)
+        rows.addLayout(after_row)
+        return rows
 
-        left = QWidget()
-        left_layout = QVBoxLayout(left)
-        left_layout.addWidget(source_box)
-        left_layout.addWidget(settings_box)
-        left_layout.addLayout(buttons)
-        left_layout.addWidget(self.error_label)
-        left_layout.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidget(left)
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setMinimumWidth(420)
-        scroll.setMaximumWidth(480)
-        return scroll
-
-    def _build_length_row(self) -> QWidget:
-        """Train for N steps or for E epochs: a radio button beside each number."""
-        self.by_steps_radio = QRadioButton("Steps")
-        self.by_epochs_radio = QRadioButton("Epochs")
-        self.by_steps_radio.setChecked(True)
-        self._length_group = QButtonGroup(self)
-        self._length_group.addButton(self.by_steps_radio)
-        self._length_group.addButton(self.by_epochs_radio)
-        self.steps_spin = QSpinBox()
-        self.steps_spin.setRange(1, 1_000_000)
-        self.steps_spin.setValue(60)
-        self.epochs_spin = QDoubleSpinBox()
-        self.epochs_spin.setRange(0.1, 100)
-        self.epochs_spin.setDecimals(1)
-        self.epochs_spin.setValue(1.0)
-        self.by_steps_radio.toggled.connect(self._update_length_inputs)
-        length_row = QWidget()
-        length_layout = QHBoxLayout(length_row)
-        length_layout.setContentsMargins(0, 0, 0, 0)
-        length_layout.addWidget(self.by_steps_radio)
-        length_layout.addWidget(self.steps_spin, 1)
-        length_layout.addWidget(self.by_epochs_radio)
-        length_layout.addWidget(self.epochs_spin, 1)
-        for widget, tip in (
-            (self.by_steps_radio, "steps"),
-            (self.steps_spin, "steps"),
-            (self.by_epochs_radio, "epochs"),
-            (self.epochs_spin, "epochs"),
-        ):
-            widget.setToolTip(TIPS[tip])
-            widget.setAccessibleName(widget.text() if isinstance(widget, QRadioButton) else f"Train for {tip}")
-        return length_row
+    def _build_out_of_memory_panel(self) -> QWidget:
+        """Shown when a run ran out of memory: what auto-fit suggests, and a button to retry with it."""
+        self.oom_panel = QFrame()
+        self.oom_panel.setFrameShape(QFrame.Shape.StyledPanel)
+        self.oom_label = QLabel()
+        self.oom_label.setWordWrap(True)
+        self.oom_label.setTextFormat(Qt.TextFormat.RichText)
+        self.apply_retry_button = QPushButton("Apply and retry")
+        self.apply_retry_button.setToolTip("Change the settings to the plan that fits and start the run again")
+        self.apply_retry_button.clicked.connect(self.apply_and_retry)
+        dismiss = QPushButton("Dismiss")
+        dismiss.clicked.connect(self.oom_panel.hide)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        buttons.addWidget(dismiss)
+        buttons.addWidget(self.apply_retry_button)
+        layout = QVBoxLayout(self.oom_panel)
+        layout.addWidget(self.oom_label)
+        layout.addLayout(buttons)
+        self.oom_panel.hide()
+        return self.oom_panel
 
     def _build_monitor(self) -> QWidget:
         """The right side: progress, the loss and memory plots, and the log."""
         self.progress_bar = QProgressBar()
         self.progress_bar.setTextVisible(True)
         self.progress_bar.setAccessibleName("Training progress")
-        self.loss_plot = LivePlot(("train loss",), x_label="step", y_label="loss", title="Training loss")
-        self.memory_plot = LivePlot(
-            ("allocated", "reserved"), x_label="step", y_label="memory (MB)", title="Memory"
-        )
+        self.loss_plot = LivePlot(("train loss", "eval loss"), x_label="step", y_label="loss", title="Loss")
+        self.memory_plot = LivePlot(("allocated", "reserved"), x_label="step", y_label="memory (MB)",
+                                    title="Memory")
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(5000)
@@ -351,11 +271,11 @@ class TrainPage(QWidget):
         log_label.setBuddy(self.log_view)
         log_layout.addWidget(log_label)
         log_layout.addWidget(self.log_view)
-        right_split = QSplitter(Qt.Orientation.Vertical)
-        right_split.addWidget(plots)
-        right_split.addWidget(log_box)
-        right_split.setStretchFactor(0, 3)
-        right_split.setStretchFactor(1, 2)
+        self.monitor_split = QSplitter(Qt.Orientation.Vertical)
+        self.monitor_split.addWidget(plots)
+        self.monitor_split.addWidget(log_box)
+        self.monitor_split.setStretchFactor(0, 3)
+        self.monitor_split.setStretchFactor(1, 2)
 
         right = QWidget()
         right_layout = QVBoxLayout(right)
@@ -366,17 +286,8 @@ class TrainPage(QWidget):
         progress_row.addWidget(progress_label)
         progress_row.addWidget(self.progress_bar, 1)
         right_layout.addLayout(progress_row)
-        right_layout.addWidget(right_split, 1)
+        right_layout.addWidget(self.monitor_split, 1)
         return right
-
-    def _label(self, text: str, widget: QWidget, tip: Optional[str]) -> QLabel:
-        label = QLabel(text)
-        label.setBuddy(widget)
-        widget.setAccessibleName(text)
-        if tip:
-            widget.setToolTip(TIPS[tip])
-            label.setToolTip(TIPS[tip])
-        return label
 
     def _select_pirate_sample(self) -> None:
         combo = self.dataset_picker.combo
@@ -385,20 +296,22 @@ class TrainPage(QWidget):
                 combo.setCurrentIndex(index)
                 return
 
-    def _update_length_inputs(self) -> None:
-        by_steps = self.by_steps_radio.isChecked()
-        self.steps_spin.setEnabled(by_steps)
-        self.epochs_spin.setEnabled(not by_steps)
-
     # ------------------------------------------------------------ page api
     def refresh(self) -> None:
-        """Called when the page is shown: pick up new models and datasets."""
+        """Called when the page is shown: pick up new models and datasets, and the device's free memory."""
         self.model_picker.refresh()
         self.dataset_picker.refresh()
+        if not self.busy:
+            self.find_device()
 
     @property
     def run_active(self) -> bool:
         return self._runner is not None
+
+    @property
+    def busy(self) -> bool:
+        """A run is starting or going (the settings are locked)."""
+        return self._runner is not None or self._state == STARTING
 
     def build_config(self) -> RunConfig:
         """The run the form describes; StudioError says what to fix."""
@@ -407,28 +320,16 @@ class TrainPage(QWidget):
             raise StudioError("Choose a base model to train.")
         dataset = self.dataset_picker.current_path()
         if not dataset:
-            raise StudioError("Choose a dataset: pick a sample or press Browse… to open a JSONL or JSON file.")
+            raise StudioError("Choose a dataset: pick a sample or press Browse… to open a dataset file.")
         if not Path(dataset).exists():
             raise StudioError(f"Dataset file not found: {dataset}")
-        by_steps = self.by_steps_radio.isChecked()
-        config = RunConfig(
-            model=model,
-            dataset=dataset,
-            method=self.method_combo.currentData(),
-            rank=self.rank_spin.value(),
-            alpha=self.alpha_spin.value(),
-            lr=self.lr_spin.value(),
-            max_steps=self.steps_spin.value() if by_steps else None,
-            epochs=self.epochs_spin.value(),
-            batch_size=self.batch_spin.value(),
-            max_length=self.max_length_spin.value(),
-            save_every=self.save_every_spin.value(),
-            name=self.name_edit.text().strip() or None,
-            bad_rows=self.bad_rows_combo.currentData(),
-            **self._reading_settings(dataset),
-        )
+        config = self._config(model, dataset)
         config.validate()
         return config
+
+    def _config(self, model: str, dataset: str) -> RunConfig:
+        return RunConfig(model=model, dataset=dataset, bad_rows=self.bad_rows_combo.currentData(),
+                         **self.form.values(), **self._reading_settings(dataset))
 
     def set_data_settings(self, settings: Optional[dict]) -> None:
         """Take the dataset and the reading choices made on the Data page (None: none made)."""
@@ -457,25 +358,169 @@ class TrainPage(QWidget):
             parts.append(f"{settings['val_fraction']:.0%} held out for eval loss")
         self.data_settings_label.setText("From the Data page: " + "; ".join(parts))
 
-    def start_run(self) -> None:
-        if self.run_active:
+    # -------------------------------------------------------------- memory
+    def find_device(self) -> None:
+        """Read the device training would use, and its free memory, in the background."""
+        if self._device_task is not None:
             return
-        self._show_error("")
+        self._device_task = self._background(_best_device, self._on_device, lambda message: None,
+                                             attribute="_device_task")
+
+    def _on_device(self, device: Any) -> None:
+        self._device = device
+        self.memory_bar.set_device_kind(device.kind)
+        self.update_estimate()
+
+    def _schedule_estimate(self) -> None:
+        self._estimate_timer.start()
+
+    def _spec(self, model: str) -> Any:
+        from engine.memory import load_model_spec
+
+        if model not in self._specs:
+            self._specs[model] = load_model_spec(model)
+        return self._specs[model]
+
+    def update_estimate(self) -> None:
+        """Redraw the memory bar for the settings as they are now."""
+        from engine.memory import estimate_memory
+        from engine.planning import plan_for
+
+        model = self.model_picker.current_ref()
+        if not model:
+            self.memory_bar.show_problem("choose a base model")
+            return
+        if self._device is None:
+            self.memory_bar.show_problem("looking for the device…")
+            return
+        kind = self._device.kind
+        try:
+            plan = plan_for(self._config(model, self.dataset_picker.current_path() or "-"), kind, self._device.bf16)
+            estimate = estimate_memory(self._spec(model), plan, kind)
+        except StudioError as exc:
+            self.memory_bar.show_problem(str(exc))
+            return
+        self._estimate = estimate
+        self.memory_bar.show_estimate(estimate, self._device.free_bytes, self._device.name)
+
+    def fit_to_device(self) -> None:
+        """Auto-fit: measure the dataset's lengths with the model's tokenizer, then find the best plan."""
+        if self.busy or self._device is None or self._task is not None:
+            return
+        try:
+            config = self._config(self.model_picker.current_ref(), self.dataset_picker.current_path() or "-")
+            spec = self._spec(config.model)
+        except StudioError as exc:
+            self.memory_bar.show_explanations([f"Cannot fit: {exc}"])
+            return
+        device = self._device
+        self.memory_bar.fit_button.setEnabled(False)
+        self.memory_bar.show_explanations(["Measuring the dataset's lengths…"])
+
+        def work(reporter: TaskReporter) -> tuple[RunConfig, Any]:
+            return config, _auto_fit(config, spec, device, reporter)
+
+        self._task = self._background(work, self._on_fit, self._on_fit_failed)
+
+    def _on_fit(self, result: tuple[RunConfig, Any]) -> None:
+        from engine.planning import config_with_plan
+
+        config, fit = result
+        self.memory_bar.fit_button.setEnabled(True)
+        if fit.fits:
+            fitted = config_with_plan(config, fit.plan)
+            self.form.apply({key: value for key, value in fitted.to_dict().items() if key not in ("model", "dataset")})
+            self.update_estimate()
+        self.memory_bar.show_explanations(fit.explanations, fit.suggestion)
+
+    def _on_fit_failed(self, message: str) -> None:
+        self.memory_bar.fit_button.setEnabled(True)
+        self.memory_bar.show_explanations([f"Cannot fit: {message}"])
+
+    def _choose_modules(self) -> None:
+        model = self.model_picker.current_ref()
+        if not model or self._task is not None:
+            return
+
+        def names(reporter: TaskReporter) -> list[str]:
+            from engine.models import resolve_model
+            from engine.train.methods import model_module_names
+
+            return model_module_names(resolve_model(model))
+
+        def show(found: list[str]) -> None:
+            current = [name.strip() for name in self.form.modules_edit.text().split(",") if name.strip()]
+            dialog = ModulePickerDialog(found, current or found, self)
+            if dialog.exec() == QDialog.DialogCode.Accepted:
+                self.form.modules_edit.setText(",".join(dialog.chosen()))
+
+        self._task = self._background(names, show, lambda message: self._show_error(f"Cannot list modules: {message}"))
+
+    # ------------------------------------------------------------- the run
+    def start_run(self) -> None:
+        if self.busy:
+            return
         try:
             config = self.build_config()
-            from engine.jobs import TrainingJob
-
-            job = TrainingJob.start(config)
-        except Exception as exc:  # one readable message in the page, whatever went wrong
-            if not isinstance(exc, StudioError):
-                traceback.print_exc(file=sys.stderr)
-            self._show_error(f"Cannot start: {describe_error(exc)}")
-            self._log(f"Cannot start: {describe_error(exc)}", "error")
+        except StudioError as exc:
+            self._refuse(exc)
             return
-        self.loss_plot.clear()
-        self.memory_plot.clear()
-        self.log_view.clear()
-        self._reset_progress()
+        from engine.jobs import TrainingJob
+
+        self._begin(lambda reporter: TrainingJob.start(config), config)
+
+    def resume_run(self, run_dir: Optional[Path]) -> None:
+        """Continue a run (this page's last, or one from the Home page) from its newest checkpoint."""
+        if self.busy or run_dir is None:
+            return
+        from engine.jobs import TrainingJob
+
+        self._begin(lambda reporter: TrainingJob.resume(Path(run_dir)), None, clear=False)
+
+    def watch_run(self, run_dir: Path) -> None:
+        """Show a run that is still going (its window closed or crashed): replay its curve, then follow it."""
+        if self.busy:
+            return
+        from engine.jobs import TrainingJob
+
+        try:
+            job = TrainingJob.attach(Path(run_dir))
+        except StudioError as exc:
+            self._refuse(exc)
+            return
+        self._clear_monitor()
+        self._follow(job)
+
+    def train_more(self, run_dir: Path, **amount: Any) -> None:
+        """Continue a finished run for ``steps=N`` or ``epochs=E`` more."""
+        if self.busy:
+            return
+        from engine.jobs import TrainingJob
+
+        self._begin(lambda reporter: TrainingJob.train_more(Path(run_dir), **amount), None, clear=False)
+
+    def _begin(self, start: Callable[[TaskReporter], Any], config: Optional[RunConfig], clear: bool = True) -> None:
+        """Check and spawn in the background; the page follows the job once it exists."""
+        self._show_error("")
+        self.oom_panel.hide()
+        self._last_config = config
+        self._set_state(STARTING)
+        self.progress_bar.setFormat("checking the run against this machine…")
+
+        def started(job: Any) -> None:
+            if clear:
+                self._clear_monitor()
+            self._follow(job)
+
+        def refused(message: str) -> None:
+            self._set_state(IDLE)
+            self._reset_progress()
+            self._refuse(StudioError(message))
+
+        self._task = self._background(start, started, refused)
+
+    def _follow(self, job: Any) -> None:
+        self._last_run = Path(job.run_dir)
         self.progress_bar.setFormat("starting: loading the model…")
         self._log(f"Run folder: {job.run_dir}")
         self._runner = TrainingRunner(job, parent=self)
@@ -483,11 +528,24 @@ class TrainPage(QWidget):
         self._runner.finished.connect(self._on_finished)
         self._set_state(RUNNING)
 
+    def _refuse(self, exc: BaseException) -> None:
+        if not isinstance(exc, StudioError):
+            traceback.print_exception(exc, file=sys.stderr)
+        self._show_error(f"Cannot start: {describe_error(exc)}")
+        self._log(f"Cannot start: {describe_error(exc)}", "error")
+
     def stop_run(self) -> None:
         if self._runner is None:
             return
         self._runner.job.stop(save=True)
         self._log("Stopping after the current step; the adapter trained so far will be saved.")
+        self._set_state(STOPPING)
+
+    def discard_run(self) -> None:
+        if self._runner is None:
+            return
+        self._runner.job.stop(save=False)
+        self._log("Stopping after the current step without saving anything.")
         self._set_state(STOPPING)
 
     def _pause_or_resume(self) -> None:
@@ -500,17 +558,56 @@ class TrainPage(QWidget):
             self._runner.job.pause()
             self._set_state(PAUSING)
 
+    def _ask_train_more(self) -> None:
+        from engine.jobs import summarize_run
+
+        summary = summarize_run(self._last_run) if self._last_run else None
+        if summary is None:
+            return
+        dialog = TrainMoreDialog(summary.name, summary.checkpoint_step, self)
+        if dialog.exec() == QDialog.DialogCode.Accepted:
+            self.train_more(self._last_run, **dialog.amount())
+
+    def _export(self) -> None:
+        try:
+            config = self.build_config()
+        except StudioError as exc:
+            self._show_error(f"Cannot export: {exc}")
+            return
+        ExportRunDialog(config, self).exec()
+
+    def apply_and_retry(self) -> None:
+        """Take the out-of-memory plan into the settings and start again."""
+        from engine.planning import config_with_plan
+
+        if self._oom_plan is None or self.busy:
+            return
+        try:
+            base = self._last_config or self.build_config()
+            fitted = config_with_plan(base, self._oom_plan)
+        except StudioError as exc:
+            self._show_error(f"Cannot apply the plan: {exc}")
+            return
+        self.form.apply({key: value for key, value in fitted.to_dict().items() if key not in ("model", "dataset")})
+        self.oom_panel.hide()
+        self.start_run()
+
     # --------------------------------------------------------------- events
     def _on_events(self, batch: list[Event]) -> None:
         for event in batch:
             if isinstance(event, StepMetrics):
                 self._on_step(event)
+            elif isinstance(event, EvalMetrics):
+                self.loss_plot.append(event.step, event.eval_loss, "eval loss")
+                self._log(f"Eval loss at step {event.step}: {event.eval_loss:.4f}")
             elif isinstance(event, RunStarted):
                 self._on_started(event)
             elif isinstance(event, CheckpointSaved):
                 self._log(f"Checkpoint saved at step {event.step}: {event.path}")
             elif isinstance(event, LogLine):
                 self._log(event.message, event.level)
+            elif isinstance(event, OutOfMemory):
+                self._on_out_of_memory(event)
             elif isinstance(event, Paused):
                 self._log(f"Paused at step {event.step}.")
                 if self._state != STOPPING:
@@ -529,6 +626,8 @@ class TrainPage(QWidget):
         # On a CPU nothing separates tensors from the rest of the process: say what is measured.
         memory_title = "Memory (whole process)" if event.device == "cpu" else f"Memory on {event.device}"
         self.memory_plot.plot_item.setTitle(memory_title, color="#333")
+        predicted = event.predicted_peak_bytes
+        self.memory_plot.set_reference(predicted / _MB if predicted else None, "predicted peak")
         self._log(f"Training on {event.device}: {event.train_examples} examples, {event.total_steps} steps.")
 
     def _on_step(self, event: StepMetrics) -> None:
@@ -544,6 +643,21 @@ class TrainPage(QWidget):
         done = event.step - self._first_step
         eta = event.elapsed_s / done * (self._total_steps - event.step) if done > 0 else None
         self._set_progress_text(event.step, eta)
+
+    def _on_out_of_memory(self, event: OutOfMemory) -> None:
+        from engine.memory import Plan, human_bytes
+
+        self._oom_plan = event.plan
+        peak = f" (peak measured: {human_bytes(event.measured_peak_bytes)})" if event.measured_peak_bytes else ""
+        lines = "".join(f"<li>{html.escape(line)}</li>" for line in event.explanations)
+        if event.plan:
+            head = (f"<b>Out of memory at step {event.step}</b>{peak}. These settings fit: "
+                    f"{html.escape(Plan.from_dict(event.plan).describe())}.")
+        else:
+            head = f"<b>Out of memory at step {event.step}</b>{peak}. {html.escape(event.suggestion or '')}"
+        self.oom_label.setText(f"{head}<ul>{lines}</ul>")
+        self.apply_retry_button.setVisible(event.plan is not None)
+        self.oom_panel.show()
 
     def _on_finished(self, event: RunFinished) -> None:
         runner, self._runner = self._runner, None
@@ -565,13 +679,40 @@ class TrainPage(QWidget):
             self._log(f"Training failed: {message}", "error")
         if event.adapter:
             self._log(f"Adapter saved to the library: {event.adapter}")
+        if event.model:
+            self._log(f"Fine-tuned model saved to the model store: {event.model}")
         self.progressChanged.emit(self.progress_bar.text())
         self._set_state(IDLE)
         self.runFinished.emit(event)
         if event.adapter:
             self.adapterSaved.emit(event.adapter)
+        if event.model:
+            self.modelSaved.emit(event.model)
 
     # -------------------------------------------------------------- helpers
+    def _background(self, work: Callable[[TaskReporter], Any], succeeded: Callable[[Any], None],
+                    failed: Callable[[str], None], attribute: str = "_task") -> BackgroundTask:
+        """Run ``work`` on a worker thread; the attribute holding the task is cleared when it ends."""
+        task = BackgroundTask(work, parent=self)
+        task.succeeded.connect(succeeded)
+        task.failed.connect(failed)
+
+        def done() -> None:
+            if getattr(self, attribute) is task:
+                setattr(self, attribute, None)
+            task.deleteLater()
+            self._update_after_run_buttons()
+
+        task.finished.connect(done)
+        return task.start()
+
+    def _clear_monitor(self) -> None:
+        self.loss_plot.clear()
+        self.memory_plot.clear()
+        self.memory_plot.set_reference(None)
+        self.log_view.clear()
+        self._reset_progress()
+
     @staticmethod
     def _loss_text(event: RunFinished) -> str:
         return f"{event.final_loss:.4f}" if event.final_loss is not None else "not recorded"
@@ -593,6 +734,7 @@ class TrainPage(QWidget):
         self._state = state
         active = state != IDLE
         self.start_button.setEnabled(not active)
+        self.start_button.setText("Checking…" if state == STARTING else "Start")
         self.pause_button.setEnabled(state in (RUNNING, PAUSED))
         self.pause_button.setText(
             {PAUSED: "Resume", PAUSING: "Pausing…", RESUMING: "Resuming…"}.get(state, "Pause")
@@ -601,7 +743,19 @@ class TrainPage(QWidget):
         self.stop_button.setText("Stopping…" if state == STOPPING else "Stop")
         for box in self._settings:
             box.setEnabled(not active)
+        self._update_after_run_buttons()
         self.runStateChanged.emit(state)
+
+    def _update_after_run_buttons(self) -> None:
+        """Resume and Train more follow what the last run left behind."""
+        from engine.jobs import summarize_run
+
+        idle = self._state == IDLE and self._task is None
+        summary = summarize_run(self._last_run) if (idle and self._last_run) else None
+        self.resume_button.setEnabled(bool(summary and summary.resumable))
+        self.more_button.setEnabled(bool(summary and summary.status in ("completed", "stopped")
+                                         and summary.checkpoint_step))
+        self.export_button.setEnabled(idle)
 
     def _show_error(self, message: str) -> None:
         self.error_label.setText(message)
@@ -613,3 +767,30 @@ class TrainPage(QWidget):
         if colour:
             text = f'<span style="color:{colour}">{text}</span>'
         self.log_view.appendHtml(text)
+
+
+def _auto_fit(config: RunConfig, spec: Any, device: Any, reporter: TaskReporter) -> Any:
+    """The auto-fit plan for ``config`` on ``device``, sized to the dataset's token lengths when
+    the dataset and the model's tokenizer can be read (the plan is sized without them otherwise)."""
+    from engine.memory import auto_fit
+    from engine.planning import length_stats_of, run_precision
+
+    stats = None
+    if config.dataset != "-" and Path(config.dataset).exists():
+        from transformers import AutoTokenizer
+
+        from engine.data import DataOptions, open_dataset, scan_dataset
+        from engine.models import resolve_model
+
+        source = open_dataset(config.dataset, DataOptions(config.data_format, config.columns or {},
+                                                          config.text_split))
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.model))
+        report = scan_dataset(source, tokenizer, progress=lambda fraction: reporter.progress(int(fraction * 100), 100),
+                              cancelled=lambda: reporter.cancelled)
+        if report is not None and report.token_lengths is not None:
+            stats = length_stats_of(report.token_lengths)
+    family = "lora" if config.method == "qlora" else config.method
+    preferences = {"method": family, "precision": run_precision(config, device.kind, device.bf16),
+                   "targets": config.targets if config.target_modules is None else "all-linear",
+                   "effective_batch": config.batch_size * config.grad_accum}
+    return auto_fit(spec, device.free_bytes, stats, preferences, device=device.kind)

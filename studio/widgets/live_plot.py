@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from studio import theme
@@ -86,6 +86,7 @@ class LivePlot(QWidget):
             name: _Series(plot.plot(name=name, antialias=True, autoDownsampleFactor=1.0)) for name in curves
         }
         self._first = curves[0]
+        self._reference: Optional[pg.InfiniteLine] = None
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(redraw_ms)
@@ -123,6 +124,22 @@ class LivePlot(QWidget):
         """How many points ``curve`` has handed to pyqtgraph (stored points wait for the next tick)."""
         x_data, _y_data = self._series[curve or self._first].item.getOriginalDataset()
         return 0 if x_data is None else len(x_data)
+
+    def set_reference(self, value: Optional[float], label: str = "") -> None:
+        """A dashed horizontal line at ``value`` (a prediction to read the curves against); None removes it."""
+        if self._reference is not None:
+            self.plot_item.removeItem(self._reference)
+            self._reference = None
+        if value is None:
+            return
+        muted = theme.colours().muted  # reads on light and dark alike
+        self._reference = pg.InfiniteLine(pos=value, angle=0, pen=pg.mkPen(muted, width=1.5, style=Qt.PenStyle.DashLine),
+                                          label=label, labelOpts={"position": 0.05, "color": muted, "anchors": [(0, 1), (0, 1)]})
+        self.plot_item.addItem(self._reference)
+
+    @property
+    def reference(self) -> Optional[float]:
+        return None if self._reference is None else float(self._reference.value())
 
     def clear(self) -> None:
         """Forget every point, keeping the curves, labels and legend."""

@@ -1,0 +1,204 @@
+"""The transformers Trainer as the studio runs it: its arguments from a RunConfig, atomic
+checkpoints, and the learning-rate schedule of a continued ("train more") run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Optional
+
+from transformers import Trainer
+
+from engine.config import RunConfig
+
+CHECKPOINTS = "checkpoints"
+STAGING = ".staging"
+# The studio's optimizer names -> the Trainer's.
+OPTIMIZERS = {"adamw": "adamw_torch_fused", "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8bit": "paged_adamw_8bit",
+              "paged_adamw_32bit": "paged_adamw_32bit", "sgd": "sgd"}
+SCHEDULERS = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
+
+
+def log_every(config: RunConfig, examples: int, world_size: int = 1) -> int:
+    if config.log_every:
+        return config.log_every
+    # About a hundred points per curve: enough to see, few enough device syncs.
+    return max(1, planned_steps(config, examples, world_size) // 100)
+
+
+def planned_steps(config: RunConfig, examples: int, world_size: int = 1) -> int:
+    if config.max_steps:
+        return config.max_steps
+    per_epoch = -(-examples // (config.batch_size * config.grad_accum * world_size))
+    return max(1, int(per_epoch * config.epochs))
+
+
+def training_arguments(config: RunConfig, run_dir: Path, *, examples: int, has_eval: bool, device: str,
+                       precision: str) -> Any:
+    from transformers import TrainingArguments
+
+    every = log_every(config, examples, _world_size())
+    eval_steps = config.eval_every or 10 * every  # about ten evaluations a run unless asked otherwise
+    early_stopping = bool(config.early_stopping_patience) and has_eval
+    # Early stopping keeps the best adapter: it needs a checkpoint at every evaluation.
+    save_steps = eval_steps if early_stopping else (config.save_every or 500)
+    return TrainingArguments(
+        output_dir=str(run_dir / CHECKPOINTS),
+        max_steps=config.max_steps or -1,
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.lr,
+        lr_scheduler_type=SCHEDULERS[config.lr_scheduler],
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        optim=OPTIMIZERS[config.optimizer],
+        gradient_checkpointing=config.grad_checkpointing,
+        # Non-reentrant checkpointing needs no input that requires a gradient, so a frozen base works as is.
+        gradient_checkpointing_kwargs={"use_reentrant": False} if config.grad_checkpointing else None,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        logging_steps=every,
+        logging_first_step=True,
+        save_strategy="steps" if (config.save_every or early_stopping) else "no",
+        save_steps=save_steps,
+        save_total_limit=config.keep_checkpoints or None,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=eval_steps,
+        load_best_model_at_end=early_stopping,
+        metric_for_best_model="eval_loss" if early_stopping else None,
+        greater_is_better=False if early_stopping else None,
+        report_to="none",
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=device == "cpu",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        include_num_input_tokens_seen="non_padding",
+        remove_unused_columns=False,
+        fsdp=config.fsdp or "",
+        fsdp_config=config.fsdp_config,
+        deepspeed=config.deepspeed,
+        ddp_find_unused_parameters=False if _world_size() > 1 else None,
+    )
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+class StudioTrainer(Trainer):
+    """The stock Trainer with two changes.
+
+    - Checkpoints are written into ``checkpoints/.staging`` and renamed into place once
+      complete, so a crash or a full disk never leaves a half-written ``checkpoint-N``
+      that looks usable; the Trainer's own rotation then applies to the real folder.
+    - A continued run (``schedule_start`` > 0) runs its learning-rate schedule (warm-up
+      included) over its new steps only, instead of resuming the finished run's decayed one.
+    """
+
+    def __init__(self, *args: Any, schedule_start: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._schedule_start = schedule_start
+        self._staging: Optional[Path] = None
+
+    # the schedule ---------------------------------------------------------------------------
+    def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
+        if self.lr_scheduler is not None or not self._schedule_start:
+            return super().create_scheduler(num_training_steps, optimizer)
+        from torch.optim.lr_scheduler import LambdaLR
+        from transformers import get_scheduler
+
+        optimizer = optimizer or self.optimizer
+        start = self._schedule_start
+        segment = get_scheduler(self.args.lr_scheduler_type, optimizer=optimizer,
+                                num_warmup_steps=self.args.get_warmup_steps(num_training_steps - start),
+                                num_training_steps=max(1, num_training_steps - start))
+        self.lr_scheduler = LambdaLR(optimizer, [_shifted(factor, start) for factor in segment.lr_lambdas])
+        return self.lr_scheduler
+
+    def _load_optimizer_and_scheduler(self, checkpoint: Optional[str]) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None or not self._schedule_start or self.lr_scheduler is None:
+            return
+        # The finished run's state holds the rate its schedule ended on (0 for a decayed one);
+        # the first new step must train at the new schedule's rate instead.
+        scheduler = self.lr_scheduler
+        rates = [base * factor(scheduler.last_epoch) for base, factor in zip(scheduler.base_lrs,
+                                                                             scheduler.lr_lambdas)]
+        for group, rate in zip(scheduler.optimizer.param_groups, rates):
+            group["lr"] = rate
+        scheduler._last_lr = rates
+
+    # atomic checkpoints ---------------------------------------------------------------------
+    def _get_output_dir(self, trial: Any) -> str:
+        return str(self._staging) if self._staging is not None else super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        final_root = Path(self.args.output_dir)
+        name = f"checkpoint-{self.state.global_step}"
+        self._staging = final_root / STAGING
+        if self.args.should_save:
+            shutil.rmtree(self._staging / name, ignore_errors=True)  # what a crash left of an earlier try
+            self._staging.mkdir(parents=True, exist_ok=True)
+        _barrier(self.args)
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging = None
+        _barrier(self.args)  # every rank has written its RNG state into the staged folder
+        if not self.args.should_save:
+            return
+        staged = final_root / STAGING / name
+        self._point_best_checkpoint_at(final_root)
+        self.state.save_to_json(str(staged / "trainer_state.json"))
+        _fsync_tree(staged)
+        _replace_folder(staged, final_root / name)
+        from transformers.trainer_utils import rotate_checkpoints
+
+        rotate_checkpoints(str(final_root), self.args.save_total_limit, self.state.best_model_checkpoint)
+
+    def _point_best_checkpoint_at(self, final_root: Path) -> None:
+        """The best checkpoint as it will be named once in place (the staged path is temporary)."""
+        if self.state.best_global_step:
+            best = final_root / f"checkpoint-{self.state.best_global_step}"
+            current = self.state.best_global_step == self.state.global_step
+            self.state.best_model_checkpoint = str(best) if current or best.is_dir() else None
+
+
+def _shifted(factor: Any, start: int) -> Any:
+    return lambda step: factor(max(0, step - start))
+
+
+def _barrier(args: Any) -> None:
+    from transformers.training_args import ParallelMode
+
+    if args.parallel_mode == ParallelMode.DISTRIBUTED:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _fsync_tree(folder: Path) -> None:
+    for file in folder.rglob("*"):
+        if file.is_file():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def _replace_folder(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target``; an existing ``target`` (the same step saved again) goes first,
+    moved aside so that some complete copy exists at every moment."""
+    if target.exists():
+        aside = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old")
+        os.rename(target, aside)
+        os.rename(source, target)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.rename(source, target)

@@ -1,0 +1,196 @@
+"""The memory a run will take, as one stacked bar against the device's free memory.
+
+Each item of ``engine.memory.estimate_memory`` (weights, gradients, optimizer states,
+activations, logits...) is one coloured segment; a mark shows the device's free memory
+and a badge says whether the run fits, is tight, or does not fit. Hovering a segment
+names it. The widget only draws: ``TrainPage`` computes the estimate (a millisecond of
+arithmetic) and hands it over.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Optional
+
+from PySide6.QtCore import QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QHelpEvent, QPainter, QPalette, QPen
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSizePolicy, QToolTip, QVBoxLayout, QWidget
+
+from engine.memory import DEFAULT_MARGIN, MemoryEstimate, human_bytes
+
+ITEM_LABELS = {
+    "weights": "weights",
+    "autocast_weight_copies": "16-bit weight copies",
+    "trainable_params": "trainable parameters",
+    "gradients": "gradients",
+    "optimizer_states": "optimizer states",
+    "activations": "activations",
+    "logits_and_loss": "logits and loss",
+    "cuda_context": "CUDA context",
+    "allocator_reserve": "allocator reserve",
+}
+# Distinct hues that read on light and dark backgrounds alike.
+ITEM_COLOURS = {
+    "weights": "#4e79a7", "autocast_weight_copies": "#a0cbe8", "trainable_params": "#f28e2b",
+    "gradients": "#ffbe7d", "optimizer_states": "#59a14f", "activations": "#e15759",
+    "logits_and_loss": "#b07aa1", "cuda_context": "#9c755f", "allocator_reserve": "#bab0ac",
+}
+FITS, TIGHT, TOO_BIG = "fits", "tight", "does not fit"
+_BADGE_COLOURS = {FITS: "#2e7d32", TIGHT: "#b26a00", TOO_BIG: "#c62828"}
+
+
+def verdict(device_bytes: int, free_bytes: int, margin: float = DEFAULT_MARGIN) -> str:
+    """Fits with the safety margin to spare, fits only without it (tight), or does not fit."""
+    if device_bytes <= free_bytes * (1 - margin):
+        return FITS
+    return TIGHT if device_bytes <= free_bytes else TOO_BIG
+
+
+class StackedBar(QWidget):
+    """The bar itself: segments in estimate order, the free-memory mark, hover names."""
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self._items: list[tuple[str, int]] = []
+        self._free = 0
+        self.setMinimumHeight(26)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.setMouseTracking(True)
+
+    def sizeHint(self) -> QSize:
+        return QSize(360, 28)
+
+    def set_values(self, items: dict[str, int], free_bytes: int) -> None:
+        self._items = [(name, value) for name, value in items.items() if value > 0]
+        self._free = free_bytes
+        self.update()
+
+    def _scale(self) -> float:
+        total = sum(value for _, value in self._items)
+        span = max(total, self._free, 1) * 1.04  # room to show the mark past the end
+        return (self.width() - 2) / span
+
+    def _segments(self) -> list[tuple[str, int, QRectF]]:
+        scale, x, found = self._scale(), 1.0, []
+        for name, value in self._items:
+            width = value * scale
+            found.append((name, value, QRectF(x, 3, width, self.height() - 6)))
+            x += width
+        return found
+
+    def paintEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)
+        frame = self.palette().color(QPalette.ColorRole.Mid)
+        painter.fillRect(self.rect().adjusted(0, 2, 0, -2), self.palette().color(QPalette.ColorRole.Base))
+        for name, _value, rect in self._segments():
+            painter.fillRect(rect, QColor(ITEM_COLOURS.get(name, "#888888")))
+        if self._free:
+            x = 1 + self._free * self._scale()
+            painter.setPen(QPen(self.palette().color(QPalette.ColorRole.WindowText), 2))
+            painter.drawLine(int(x), 0, int(x), self.height())
+        painter.setPen(QPen(frame, 1))
+        painter.drawRect(self.rect().adjusted(0, 2, -1, -3))
+        painter.end()
+
+    def event(self, event) -> bool:
+        if event.type() == QHelpEvent.Type.ToolTip:
+            x = event.pos().x()
+            hit = next(((name, value) for name, value, rect in self._segments() if rect.left() <= x <= rect.right()),
+                       None)
+            if hit is not None:
+                QToolTip.showText(event.globalPos(), f"{ITEM_LABELS.get(hit[0], hit[0])}: {human_bytes(hit[1])}", self)
+            elif self._free:
+                QToolTip.showText(event.globalPos(), f"free on the device: {human_bytes(self._free)}", self)
+            return True
+        return super().event(event)
+
+
+class MemoryBar(QWidget):
+    """The bar, its legend, the fits / tight / does-not-fit badge and the "Fit to my GPU" button."""
+
+    fitRequested = Signal()
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.bar = StackedBar()
+        self.bar.setAccessibleName("Memory estimate")
+        self.badge = QLabel()
+        self.badge.setAccessibleName("Fits the device")
+        self.badge.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.badge.setMinimumWidth(96)
+        self.summary = QLabel("Estimating memory…")
+        self.summary.setWordWrap(True)
+        self.legend = QLabel()
+        self.legend.setWordWrap(True)
+        self.legend.setTextFormat(Qt.TextFormat.RichText)
+        self.fit_button = QPushButton("Fit to my GPU")
+        self.fit_button.setToolTip("Find the settings that fit this device's free memory: the longest max length "
+                                   "your data needs, then the largest batch, then the highest rank; memory savers "
+                                   "(gradient checkpointing, an 8-bit optimizer, a 4-bit base) only when needed")
+        self.fit_button.clicked.connect(self.fitRequested)
+        self.explanations = QLabel()
+        self.explanations.setWordWrap(True)
+        self.explanations.setTextFormat(Qt.TextFormat.RichText)
+        self.explanations.hide()
+
+        top = QHBoxLayout()
+        top.setContentsMargins(0, 0, 0, 0)
+        top.addWidget(self.bar, 1)
+        top.addWidget(self.badge)
+        bottom = QHBoxLayout()
+        bottom.setContentsMargins(0, 0, 0, 0)
+        bottom.addWidget(self.summary, 1)
+        bottom.addWidget(self.fit_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(top)
+        layout.addWidget(self.legend)
+        layout.addLayout(bottom)
+        layout.addWidget(self.explanations)
+        self._verdict: Optional[str] = None
+
+    @property
+    def verdict(self) -> Optional[str]:
+        return self._verdict
+
+    def set_device_kind(self, kind: str) -> None:
+        self.fit_button.setText("Fit to my GPU" if kind == "cuda" else "Fit to my memory")
+
+    def show_estimate(self, estimate: MemoryEstimate, free_bytes: int, device_name: str) -> None:
+        self.bar.set_values(estimate.items, free_bytes)
+        self._verdict = verdict(estimate.device_bytes, free_bytes)
+        colour = _BADGE_COLOURS[self._verdict]
+        self.badge.setText(self._verdict)
+        self.badge.setStyleSheet(f"QLabel {{ background: {colour}; color: white; border-radius: 4px; "
+                                 "padding: 2px 8px; font-weight: 600; }")
+        phase = "optimizer step" if estimate.peak_phase == "optimizer_step" else "forward/backward pass"
+        self.summary.setText(f"{human_bytes(estimate.device_bytes)} of {human_bytes(free_bytes)} free on "
+                             f"{device_name} (the peak comes in the {phase})")
+        # Non-breaking spaces keep each item on one line when the legend wraps.
+        self.legend.setText(" &nbsp; ".join(
+            f'<span style="color:{ITEM_COLOURS[name]}">■</span>&nbsp;'
+            + f"{ITEM_LABELS[name]} {human_bytes(value)}".replace(" ", "&nbsp;")
+            for name, value in estimate.items.items() if value > 0))
+        breakdown = "\n".join(f"{ITEM_LABELS[name]}: {human_bytes(value)}" for name, value in estimate.items.items()
+                              if value > 0)
+        self.bar.setToolTip(f"{breakdown}\nfree: {human_bytes(free_bytes)}")
+
+    def show_problem(self, message: str) -> None:
+        """No estimate (an unknown architecture, a setting out of range): say why instead."""
+        self._verdict = None
+        self.bar.set_values({}, 0)
+        self.badge.setText("")
+        self.badge.setStyleSheet("")
+        self.legend.setText("")
+        self.summary.setText(f"No memory estimate: {message}")
+
+    def show_explanations(self, lines: list[str], suggestion: Optional[str] = None) -> None:
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+        extra = f"<p><b>What would fit:</b> {html.escape(suggestion)}</p>" if suggestion else ""
+        self.explanations.setText(f"<ul style='margin-left:12px'>{items}</ul>{extra}")
+        self.explanations.setVisible(bool(lines or suggestion))
+
+    def clear_explanations(self) -> None:
+        self.explanations.clear()
+        self.explanations.hide()

@@ -1,0 +1,555 @@
+"""The Train page's settings form: every run setting, each with a tooltip that says what it
+does and when to change it, in a simple mode (a preset and the handful that matter) or an
+advanced one (everything).
+
+The form speaks RunConfig field names: ``values()`` gives them, ``apply()`` takes them,
+so presets, remembered per-model settings, an auto-fit plan and "train more" all go
+through the same two calls.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Optional
+
+from PySide6.QtCore import Signal
+from PySide6.QtGui import QValidator
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QRadioButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.config import METHOD_LABELS, METHODS, PROMPT_METHODS, TARGET_PRESETS
+
+# What may stand in a learning-rate box while it is typed: digits, a point, an exponent.
+_NUMBER_PREFIX = re.compile(r"\d*\.?\d*(?:[eE][-+]?\d*)?")
+CUSTOM_TARGETS = "custom"
+
+TIPS = {
+    "preset": "A starting point: Quick try trains a small adapter in minutes; Balanced suits most tasks; "
+              "Best quality trains a larger adapter for longer with a validation split and early stopping. "
+              "Change any setting afterwards in Advanced mode.",
+    "mode": "Simple shows the handful of settings that matter most; Advanced shows every one.",
+    "method": "LoRA learns a small low-rank update beside each frozen weight matrix: the usual choice. QLoRA does the "
+              "same over a 4-bit copy of the base, for models that do not fit otherwise. DoRA also learns each "
+              "column's magnitude (a little better at low ranks, slower). Full fine-tuning trains every weight and "
+              "needs the most memory. Prompt tuning, prefix tuning and P-tuning learn a few virtual tokens: tiny "
+              "files, weaker changes.",
+    "rank": "The size of the low-rank update (r). Higher ranks can learn more but use more memory and overfit small "
+            "datasets sooner. 8-16 suits a change of style or tone; try 32-64 to teach a new task.",
+    "alpha": "Scales the update by alpha / rank. Keep it about twice the rank, and change it together with the rank so "
+             "the same learning rate keeps working.",
+    "dropout": "Randomly drops part of the adapter's input while training, against overfitting. 0.05-0.1 for small "
+               "datasets; 0 for large ones (and a little faster).",
+    "rslora": "Rank-stabilised LoRA scales by alpha / sqrt(rank): high ranks (64+) then learn as fast as low ones. "
+              "Turn it on when you raise the rank a lot.",
+    "targets": "Which layers get an adapter. All linear layers learn the most; attention only, or q and v only, "
+               "make smaller, faster adapters. Custom picks the model's own module names.",
+    "quant": "How the frozen base is stored: NF4 (4-bit NormalFloat, the QLoRA default and usually best), FP4, or "
+             "8-bit. Lower bits use less memory and are a little less exact.",
+    "double_quant": "Also quantises the 4-bit blocks' scales, saving about 0.4 bits per weight (some 3 GB on a 65B "
+                    "model) at no measurable cost. Leave it on.",
+    "compute_dtype": "The precision the 4-bit layers compute in. Auto follows the run's precision (bf16 on recent "
+                     "GPUs, fp32 on a CPU).",
+    "virtual_tokens": "How many trainable virtual tokens go in front of every example. 10-30 is typical; more can "
+                      "learn more but lengthen every sequence.",
+    "prompt_init": "Start the virtual tokens at random, or from the embeddings of a text that describes the task "
+                   "(often learns faster).",
+    "prompt_text": "The text whose token embeddings start the virtual tokens, e.g. 'Answer like a pirate'.",
+    "prefix_projection": "Train the prefix through a small MLP (the original paper's reparametrisation): steadier "
+                         "training, more memory while training, the same size saved.",
+    "lr": "How far each step moves what trains. LoRA takes higher rates than full fine-tuning: about 1e-4 to 2e-4 for "
+          "large models, up to 1e-3 for small ones; prompt tuning often uses 0.3. Lower it when the loss jumps "
+          "around or climbs.",
+    "scheduler": "How the learning rate changes after the warm-up: constant, falling linearly to zero, or falling "
+                 "along a cosine. Linear or cosine usually end a little better than constant.",
+    "warmup": "Steps over which the learning rate rises from zero to its value: steadies the first steps. About 3-10% "
+              "of the run.",
+    "optimizer": "AdamW is the standard. 8-bit AdamW keeps its state in a quarter of the memory with about the same "
+                 "results; the paged variants also let it spill out of GPU memory under pressure. SGD keeps no "
+                 "state at all but trains less well.",
+    "weight_decay": "Pulls the trained weights towards zero at every step, against overfitting. 0 is common for "
+                    "LoRA; 0.01-0.1 for full fine-tuning.",
+    "max_grad_norm": "Clips each step's gradient to this size, so one odd batch cannot wreck the run. 1.0 is the "
+                     "usual value; 0 turns clipping off.",
+    "seed": "Fixes the random start of the adapter, the data order and dropout: the same seed and settings give the "
+            "same run.",
+    "steps": "How many optimizer steps to take; each looks at one batch (times the accumulation). Raise it while the "
+             "loss is still falling at the end; lower it when replies start copying the dataset word for word.",
+    "epochs": "How many passes over the whole dataset. 1-3 is typical; more passes over a small dataset make the model "
+              "memorise it.",
+    "batch": "Examples per forward pass. Larger batches give a smoother loss curve but need more memory: lower it first "
+             "when a run runs out of memory, and raise the accumulation to keep the effective batch.",
+    "grad_accum": "Adds up the gradients of this many batches before each step: the effective batch is batch x "
+                  "accumulation, at the memory cost of one batch. Raise it when the batch you want does not fit.",
+    "max_length": "The longest example in tokens; longer ones are cut. Memory grows with it: lower it to fit in memory, "
+                  "raise it when your conversations are long and get cut (the Data page shows how many are).",
+    "grad_checkpointing": "Recomputes each layer in the backward pass instead of keeping its activations: much less "
+                          "memory for about a third more time. Turn it on when long examples do not fit.",
+    "batching": "Padded batches pad every row to the longest in its batch. Padding-free lays the rows end to end "
+                "with each row kept to itself: nothing is spent on padding, which is faster when lengths vary.",
+    "group_by_length": "Puts rows of similar length in the same batch, so padded batches waste less. Slightly less "
+                       "random order; harmless for most data.",
+    "precision": "The number format training computes in. Auto picks bf16 on GPUs that have it, fp16 (with loss "
+                 "scaling) on older GPUs, and fp32 on a CPU.",
+    "eval_every": "Measure the loss on the held-out rows every N steps (set the validation share on the Data page). "
+                  "Auto: about ten times a run.",
+    "early_stopping": "Stop when the eval loss has not improved for this many evaluations, and keep the best "
+                      "adapter. Needs a validation share. Off: train to the end.",
+    "save_every": "Write a resumable checkpoint every N steps, so a crash or a stop loses little work. The end of "
+                  "every run is checkpointed anyway.",
+    "keep_checkpoints": "How many of the newest checkpoints to keep on disk (the best one is always kept). 0 keeps "
+                        "them all.",
+    "name": "The adapter's name in the library: letters, digits, '.', '_' and '-'. Left empty, it is named after the "
+            "date, the dataset and the method.",
+}
+
+# Settings every preset sets; the rest keep their values.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The first-run demo: a style change of a small model, in minutes on a CPU.
+    "quick": dict(method="lora", rank=16, alpha=32.0, dropout=0.05, use_rslora=False, targets="all-linear", lr=1e-3,
+                  max_steps=60, lr_scheduler="linear", warmup_steps=0, max_length=256, batch_size=4, grad_accum=1,
+                  early_stopping_patience=0),
+    "balanced": dict(method="lora", rank=16, alpha=32.0, dropout=0.05, use_rslora=False, targets="all-linear",
+                     lr=2e-4, max_steps=None,
+                     epochs=2.0, lr_scheduler="cosine", warmup_steps=10, max_length=1024, batch_size=4, grad_accum=4,
+                     early_stopping_patience=0),
+    "best": dict(method="lora", rank=64, alpha=64.0, use_rslora=True, dropout=0.05, targets="all-linear", lr=1e-4,
+                 max_steps=None, epochs=3.0, lr_scheduler="cosine", warmup_steps=30, max_length=2048, batch_size=4,
+                 grad_accum=8, eval_every=0, early_stopping_patience=3),
+}
+# Fields where None means something (train by epochs, an automatic name, no init text).
+_NULLABLE = ("max_steps", "name", "prompt_init_text")
+PRESET_TITLES = {"quick": "Quick try", "balanced": "Balanced", "best": "Best quality", "custom": "Custom"}
+
+
+class ScientificSpinBox(QDoubleSpinBox):
+    """A spin box that shows and accepts values like 1e-3, for learning rates."""
+
+    def textFromValue(self, value: float) -> str:  # noqa: N802 (Qt's name)
+        return f"{value:g}"
+
+    def valueFromText(self, text: str) -> float:  # noqa: N802
+        try:
+            return float(text)
+        except ValueError:
+            return self.value()
+
+    def validate(self, text: str, pos: int) -> tuple[QValidator.State, str, int]:
+        stripped = text.strip()
+        if not _NUMBER_PREFIX.fullmatch(stripped):
+            return QValidator.State.Invalid, text, pos
+        try:
+            value = float(stripped)
+        except ValueError:
+            # Part-typed numbers such as "1e" or "2." are on their way to being valid.
+            return QValidator.State.Intermediate, text, pos
+        if self.minimum() <= value <= self.maximum():
+            return QValidator.State.Acceptable, text, pos
+        return QValidator.State.Intermediate, text, pos
+
+    def stepBy(self, steps: int) -> None:  # noqa: N802
+        # Step by factors of about two (1e-3 -> 2e-3 -> 5e-3), the way learning rates are tuned.
+        ladder = (1.0, 2.0, 5.0)
+        value = self.value()
+        exponent = 0
+        while value >= 10:
+            value /= 10
+            exponent += 1
+        while value < 1:
+            value *= 10
+            exponent -= 1
+        position = min(range(len(ladder)), key=lambda i: abs(ladder[i] - value)) + steps
+        exponent += position // len(ladder)
+        self.setValue(ladder[position % len(ladder)] * 10.0 ** exponent)
+
+
+def _combo(choices: list[tuple[str, Any]]) -> QComboBox:
+    combo = QComboBox()
+    for text, data in choices:
+        combo.addItem(text, data)
+    return combo
+
+
+def _spin(low: int, high: int, value: int, *, step: int = 1, special: str = "", suffix: str = "") -> QSpinBox:
+    spin = QSpinBox()
+    spin.setRange(low, high)
+    spin.setValue(value)
+    spin.setSingleStep(step)
+    if special:
+        spin.setSpecialValueText(special)
+    if suffix:
+        spin.setSuffix(suffix)
+    return spin
+
+
+def _double(low: float, high: float, value: float, decimals: int, step: float) -> QDoubleSpinBox:
+    spin = QDoubleSpinBox()
+    spin.setRange(low, high)
+    spin.setDecimals(decimals)
+    spin.setSingleStep(step)
+    spin.setValue(value)
+    return spin
+
+
+def _set_combo(combo: QComboBox, data: Any) -> None:
+    index = combo.findData(data)
+    if index >= 0:
+        combo.setCurrentIndex(index)
+
+
+class SettingsForm(QWidget):
+    """Every setting of a run but the model and the dataset."""
+
+    changed = Signal()
+    chooseModulesRequested = Signal()
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self._applying = False
+        self._build_widgets()
+        self._build_layout()
+        self._connect()
+        self.set_simple(True)
+        self._update_visibility()
+
+    # ------------------------------------------------------------------ widgets
+    def _build_widgets(self) -> None:
+        self.simple_radio = QRadioButton("Simple")
+        self.advanced_radio = QRadioButton("Advanced")
+        self.simple_radio.setChecked(True)
+        self._mode_group = QButtonGroup(self)
+        self._mode_group.addButton(self.simple_radio)
+        self._mode_group.addButton(self.advanced_radio)
+        self.preset_combo = _combo([(PRESET_TITLES[key], key) for key in (*PRESETS, "custom")])
+        _set_combo(self.preset_combo, "custom")
+
+        self.method_combo = _combo([(METHOD_LABELS[m], m) for m in METHODS])
+        self.rank_spin = _spin(1, 4096, 16)
+        self.alpha_spin = _double(0.5, 8192, 32.0, 1, 1.0)
+        self.dropout_spin = _double(0.0, 0.9, 0.05, 2, 0.05)
+        self.rslora_check = QCheckBox("rsLoRA: scale by alpha / √rank")
+        self.targets_combo = _combo([("All linear layers", "all-linear"), ("Attention", "attention"),
+                                     ("q and v only", "q,v"), ("Custom modules…", CUSTOM_TARGETS)])
+        self.modules_edit = QLineEdit()
+        self.modules_edit.setPlaceholderText("q_proj,v_proj,gate_proj")
+        self.modules_button = QPushButton("Choose…")
+        self.modules_button.setToolTip("Pick from the model's own linear layers")
+        self.quant_combo = _combo([("4-bit NF4", "nf4"), ("4-bit FP4", "fp4"), ("8-bit", "int8")])
+        self.double_quant_check = QCheckBox("Double quantisation")
+        self.double_quant_check.setChecked(True)
+        self.compute_combo = _combo([("Auto", "auto"), ("bf16", "bf16"), ("fp16", "fp16"), ("fp32", "fp32")])
+        self.virtual_spin = _spin(1, 4096, 20)
+        self.prompt_init_combo = _combo([("Random", "random"), ("From a text", "text")])
+        self.prompt_text_edit = QLineEdit()
+        self.prompt_text_edit.setPlaceholderText("Answer like a pirate")
+        self.prefix_projection_check = QCheckBox("Reparametrise through an MLP")
+
+        self.lr_spin = ScientificSpinBox()
+        self.lr_spin.setDecimals(8)
+        self.lr_spin.setRange(1e-7, 1.0)
+        self.lr_spin.setValue(1e-3)
+        self.scheduler_combo = _combo([("Linear", "linear"), ("Cosine", "cosine"), ("Constant", "constant")])
+        self.warmup_spin = _spin(0, 1_000_000, 0, suffix=" steps")
+        self.optimizer_combo = _combo([("AdamW", "adamw"), ("8-bit AdamW", "adamw_8bit"),
+                                       ("Paged 8-bit AdamW", "paged_adamw_8bit"),
+                                       ("Paged AdamW (32-bit)", "paged_adamw_32bit"), ("SGD", "sgd")])
+        self.weight_decay_spin = _double(0.0, 1.0, 0.0, 3, 0.01)
+        self.grad_norm_spin = _double(0.0, 1000.0, 1.0, 2, 0.1)
+        self.grad_norm_spin.setSpecialValueText("off")
+        self.seed_spin = _spin(0, 2 ** 31 - 1, 42)
+
+        self.by_steps_radio = QRadioButton("Steps")
+        self.by_epochs_radio = QRadioButton("Epochs")
+        self.by_steps_radio.setChecked(True)
+        self._length_group = QButtonGroup(self)
+        self._length_group.addButton(self.by_steps_radio)
+        self._length_group.addButton(self.by_epochs_radio)
+        self.steps_spin = _spin(1, 10_000_000, 60)
+        self.epochs_spin = _double(0.1, 100.0, 1.0, 1, 0.5)
+        self.batch_spin = _spin(1, 4096, 4)
+        self.accum_spin = _spin(1, 4096, 1)
+        self.max_length_spin = _spin(16, 1_048_576, 256, step=64, suffix=" tokens")
+
+        self.checkpointing_check = QCheckBox("Gradient checkpointing")
+        self.batching_combo = _combo([("Padded", "padded"), ("Padding-free", "padding_free")])
+        self.group_check = QCheckBox("Group rows of similar length")
+        self.precision_combo = _combo([("Auto", "auto"), ("bf16", "bf16"), ("fp16", "fp16"), ("fp32", "fp32")])
+
+        self.eval_every_spin = _spin(0, 1_000_000, 0, step=10, special="auto", suffix=" steps")
+        self.early_stop_spin = _spin(0, 1000, 0, special="off", suffix=" evaluations")
+        self.save_every_spin = _spin(0, 1_000_000, 0, step=50, special="at the end only", suffix=" steps")
+        self.keep_spin = _spin(0, 1000, 3, special="all")
+        self.name_edit = QLineEdit()
+        self.name_edit.setPlaceholderText("automatic")
+
+    def _labelled(self, form: QFormLayout, text: str, widget: QWidget, tip: str) -> None:
+        label = QLabel(text)
+        label.setBuddy(widget)
+        widget.setAccessibleName(text)
+        widget.setToolTip(TIPS[tip])
+        label.setToolTip(TIPS[tip])
+        form.addRow(label, widget)
+
+    def _row(self, *widgets: QWidget, stretch_first: bool = True) -> QWidget:
+        row = QWidget()
+        layout = QHBoxLayout(row)
+        layout.setContentsMargins(0, 0, 0, 0)
+        for index, widget in enumerate(widgets):
+            layout.addWidget(widget, 1 if (index == 0 and stretch_first) else 0)
+        return row
+
+    def _build_layout(self) -> None:
+        mode_row = self._row(self.simple_radio, self.advanced_radio, stretch_first=False)
+        mode_row.layout().addStretch(1)
+        for button in (self.simple_radio, self.advanced_radio):
+            button.setToolTip(TIPS["mode"])
+
+        self.method_box = QGroupBox("Method")
+        self.method_form = QFormLayout(self.method_box)
+        f = self.method_form
+        self._labelled(f, "Preset", self.preset_combo, "preset")
+        self._labelled(f, "Method", self.method_combo, "method")
+        self._labelled(f, "LoRA rank", self.rank_spin, "rank")
+        self._labelled(f, "LoRA alpha", self.alpha_spin, "alpha")
+        self._labelled(f, "LoRA dropout", self.dropout_spin, "dropout")
+        self._labelled(f, "Scaling", self.rslora_check, "rslora")
+        self._labelled(f, "Target layers", self.targets_combo, "targets")
+        self.modules_row = self._row(self.modules_edit, self.modules_button)
+        self.modules_edit.setToolTip(TIPS["targets"])
+        self.modules_edit.setAccessibleName("Target modules")
+        f.addRow("Modules", self.modules_row)
+        self._labelled(f, "Base in", self.quant_combo, "quant")
+        self._labelled(f, "Scales", self.double_quant_check, "double_quant")
+        self._labelled(f, "Compute in", self.compute_combo, "compute_dtype")
+        self._labelled(f, "Virtual tokens", self.virtual_spin, "virtual_tokens")
+        self._labelled(f, "Start from", self.prompt_init_combo, "prompt_init")
+        self._labelled(f, "Init text", self.prompt_text_edit, "prompt_text")
+        self._labelled(f, "Prefix", self.prefix_projection_check, "prefix_projection")
+
+        self.training_box = QGroupBox("Training")
+        self.training_form = QFormLayout(self.training_box)
+        f = self.training_form
+        self._labelled(f, "Learning rate", self.lr_spin, "lr")
+        length_row = self._row(self.by_steps_radio, self.steps_spin, self.by_epochs_radio, self.epochs_spin,
+                               stretch_first=False)
+        for widget, tip in ((self.by_steps_radio, "steps"), (self.steps_spin, "steps"),
+                            (self.by_epochs_radio, "epochs"), (self.epochs_spin, "epochs")):
+            widget.setToolTip(TIPS[tip])
+        self.steps_spin.setAccessibleName("Train for steps")
+        self.epochs_spin.setAccessibleName("Train for epochs")
+        f.addRow("Train for", length_row)
+        self._labelled(f, "Batch size", self.batch_spin, "batch")
+        self._labelled(f, "Accumulation", self.accum_spin, "grad_accum")
+        self._labelled(f, "Max length", self.max_length_spin, "max_length")
+        self._labelled(f, "Schedule", self.scheduler_combo, "scheduler")
+        self._labelled(f, "Warm-up", self.warmup_spin, "warmup")
+        self._labelled(f, "Optimizer", self.optimizer_combo, "optimizer")
+        self._labelled(f, "Weight decay", self.weight_decay_spin, "weight_decay")
+        self._labelled(f, "Max grad norm", self.grad_norm_spin, "max_grad_norm")
+        self._labelled(f, "Seed", self.seed_spin, "seed")
+
+        self.memory_box = QGroupBox("Speed and memory")
+        self.memory_form = QFormLayout(self.memory_box)
+        f = self.memory_form
+        self._labelled(f, "Precision", self.precision_combo, "precision")
+        self._labelled(f, "Batches", self.batching_combo, "batching")
+        self._labelled(f, "Order", self.group_check, "group_by_length")
+        self._labelled(f, "Activations", self.checkpointing_check, "grad_checkpointing")
+
+        self.output_box = QGroupBox("Evaluation and saving")
+        self.output_form = QFormLayout(self.output_box)
+        f = self.output_form
+        self._labelled(f, "Evaluate every", self.eval_every_spin, "eval_every")
+        self._labelled(f, "Early stopping", self.early_stop_spin, "early_stopping")
+        self._labelled(f, "Checkpoints", self.save_every_spin, "save_every")
+        self._labelled(f, "Keep", self.keep_spin, "keep_checkpoints")
+        self._labelled(f, "Adapter name", self.name_edit, "name")
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(mode_row)
+        for box in (self.method_box, self.training_box, self.memory_box, self.output_box):
+            layout.addWidget(box)
+
+    # ------------------------------------------------------------------ behaviour
+    def _connect(self) -> None:
+        self.simple_radio.toggled.connect(lambda simple: self.set_simple(simple))
+        self.preset_combo.activated.connect(lambda _i: self.apply_preset(self.preset_combo.currentData()))
+        self.modules_button.clicked.connect(self.chooseModulesRequested)
+        for widget in self._value_widgets():
+            signal = _change_signal(widget)
+            signal.connect(self._on_change)
+
+    def _value_widgets(self) -> list[QWidget]:
+        return [self.method_combo, self.rank_spin, self.alpha_spin, self.dropout_spin, self.rslora_check,
+                self.targets_combo, self.modules_edit, self.quant_combo, self.double_quant_check, self.compute_combo,
+                self.virtual_spin, self.prompt_init_combo, self.prompt_text_edit, self.prefix_projection_check,
+                self.lr_spin, self.scheduler_combo, self.warmup_spin, self.optimizer_combo, self.weight_decay_spin,
+                self.grad_norm_spin, self.seed_spin, self.by_steps_radio, self.steps_spin, self.epochs_spin,
+                self.batch_spin, self.accum_spin, self.max_length_spin, self.checkpointing_check,
+                self.batching_combo, self.group_check, self.precision_combo, self.eval_every_spin,
+                self.early_stop_spin, self.save_every_spin, self.keep_spin, self.name_edit]
+
+    def _on_change(self, *_args: Any) -> None:
+        self._update_visibility()
+        if not self._applying:
+            preset = self.preset_combo.currentData()
+            if preset in PRESETS and not self._matches(PRESETS[preset]):
+                _set_combo(self.preset_combo, "custom")
+            self.changed.emit()
+
+    def _matches(self, settings: dict[str, Any]) -> bool:
+        values = self.values()
+        return all(values.get(key) == value for key, value in settings.items())
+
+    def set_simple(self, simple: bool) -> None:
+        """Simple mode: the preset, the method and the length of the run; advanced: everything."""
+        if self.simple_radio.isChecked() != simple:
+            (self.simple_radio if simple else self.advanced_radio).setChecked(True)
+        self._simple = simple
+        self.memory_box.setVisible(not simple)
+        self._update_visibility()
+
+    @property
+    def simple(self) -> bool:
+        return self._simple
+
+    def _update_visibility(self) -> None:
+        method = self.method_combo.currentData()
+        lora = method in ("lora", "dora", "qlora")
+        advanced = not getattr(self, "_simple", True)
+        rows = [
+            (self.method_form, self.rank_spin, lora), (self.method_form, self.alpha_spin, lora and advanced),
+            (self.method_form, self.dropout_spin, lora and advanced),
+            (self.method_form, self.rslora_check, lora and advanced),
+            (self.method_form, self.targets_combo, lora and advanced),
+            (self.method_form, self.modules_row,
+             lora and advanced and self.targets_combo.currentData() == CUSTOM_TARGETS),
+            (self.method_form, self.quant_combo, method == "qlora"),
+            (self.method_form, self.double_quant_check, method == "qlora" and advanced),
+            (self.method_form, self.compute_combo, method == "qlora" and advanced),
+            (self.method_form, self.virtual_spin, method in PROMPT_METHODS),
+            (self.method_form, self.prompt_init_combo, method == "prompt"),
+            (self.method_form, self.prompt_text_edit,
+             method == "prompt" and self.prompt_init_combo.currentData() == "text"),
+            (self.method_form, self.prefix_projection_check, method == "prefix" and advanced),
+        ]
+        for widget in (self.scheduler_combo, self.warmup_spin, self.optimizer_combo, self.weight_decay_spin,
+                       self.grad_norm_spin, self.seed_spin, self.accum_spin):
+            rows.append((self.training_form, widget, advanced))
+        for widget in (self.eval_every_spin, self.early_stop_spin, self.keep_spin):
+            rows.append((self.output_form, widget, advanced))
+        for form, widget, visible in rows:
+            form.setRowVisible(widget, visible)
+        by_steps = self.by_steps_radio.isChecked()
+        self.steps_spin.setEnabled(by_steps)
+        self.epochs_spin.setEnabled(not by_steps)
+
+    def apply_preset(self, name: str) -> None:
+        if name in PRESETS:
+            self.apply(PRESETS[name])
+            _set_combo(self.preset_combo, name)
+
+    # ------------------------------------------------------------------ values
+    def values(self) -> dict[str, Any]:
+        """The settings as RunConfig fields."""
+        targets = self.targets_combo.currentData()
+        if targets == CUSTOM_TARGETS:
+            targets = ",".join(part.strip() for part in self.modules_edit.text().split(",") if part.strip()) \
+                or "all-linear"
+        by_steps = self.by_steps_radio.isChecked()
+        return {
+            "method": self.method_combo.currentData(), "rank": self.rank_spin.value(),
+            "alpha": self.alpha_spin.value(), "dropout": round(self.dropout_spin.value(), 4),
+            "use_rslora": self.rslora_check.isChecked() and self.method_combo.currentData() in ("lora", "dora",
+                                                                                               "qlora"),
+            "targets": targets, "quant": self.quant_combo.currentData(),
+            "double_quant": self.double_quant_check.isChecked(), "compute_dtype": self.compute_combo.currentData(),
+            "num_virtual_tokens": self.virtual_spin.value(), "prompt_init": self.prompt_init_combo.currentData(),
+            "prompt_init_text": self.prompt_text_edit.text().strip() or None,
+            "prefix_projection": self.prefix_projection_check.isChecked(),
+            "lr": self.lr_spin.value(), "lr_scheduler": self.scheduler_combo.currentData(),
+            "warmup_steps": self.warmup_spin.value(), "optimizer": self.optimizer_combo.currentData(),
+            "weight_decay": round(self.weight_decay_spin.value(), 6), "max_grad_norm": self.grad_norm_spin.value(),
+            "seed": self.seed_spin.value(),
+            "max_steps": self.steps_spin.value() if by_steps else None, "epochs": self.epochs_spin.value(),
+            "batch_size": self.batch_spin.value(), "grad_accum": self.accum_spin.value(),
+            "max_length": self.max_length_spin.value(), "grad_checkpointing": self.checkpointing_check.isChecked(),
+            "batching": self.batching_combo.currentData(), "group_by_length": self.group_check.isChecked(),
+            "precision": self.precision_combo.currentData(), "eval_every": self.eval_every_spin.value(),
+            "early_stopping_patience": self.early_stop_spin.value(), "save_every": self.save_every_spin.value(),
+            "keep_checkpoints": self.keep_spin.value(), "name": self.name_edit.text().strip() or None,
+        }
+
+    def apply(self, values: dict[str, Any]) -> None:
+        """Set the widgets from RunConfig fields (fields this form does not show are ignored);
+        ``changed`` is emitted once, at the end."""
+        setters = self._setters()
+        self._applying = True
+        try:
+            for key, value in values.items():
+                if key in setters and (value is not None or key in _NULLABLE):
+                    setters[key](value)
+        finally:
+            self._applying = False
+        self._update_visibility()
+        self.changed.emit()
+
+    def _setters(self) -> dict[str, Any]:
+        def targets(value: str) -> None:
+            if value in TARGET_PRESETS:
+                _set_combo(self.targets_combo, value)
+            else:
+                _set_combo(self.targets_combo, CUSTOM_TARGETS)
+                self.modules_edit.setText(value)
+
+        def steps(value: Optional[int]) -> None:
+            if value is None:
+                self.by_epochs_radio.setChecked(True)
+            else:
+                self.by_steps_radio.setChecked(True)
+                self.steps_spin.setValue(int(value))
+
+        return {
+            "method": lambda v: _set_combo(self.method_combo, v), "rank": self.rank_spin.setValue,
+            "alpha": self.alpha_spin.setValue, "dropout": self.dropout_spin.setValue,
+            "use_rslora": self.rslora_check.setChecked, "targets": targets,
+            "quant": lambda v: _set_combo(self.quant_combo, v), "double_quant": self.double_quant_check.setChecked,
+            "compute_dtype": lambda v: _set_combo(self.compute_combo, v), "num_virtual_tokens": self.virtual_spin.setValue,
+            "prompt_init": lambda v: _set_combo(self.prompt_init_combo, v),
+            "prompt_init_text": lambda v: self.prompt_text_edit.setText(v or ""),
+            "prefix_projection": self.prefix_projection_check.setChecked, "lr": self.lr_spin.setValue,
+            "lr_scheduler": lambda v: _set_combo(self.scheduler_combo, v), "warmup_steps": self.warmup_spin.setValue,
+            "optimizer": lambda v: _set_combo(self.optimizer_combo, v), "weight_decay": self.weight_decay_spin.setValue,
+            "max_grad_norm": self.grad_norm_spin.setValue, "seed": self.seed_spin.setValue, "max_steps": steps,
+            "epochs": self.epochs_spin.setValue, "batch_size": self.batch_spin.setValue,
+            "grad_accum": self.accum_spin.setValue, "max_length": self.max_length_spin.setValue,
+            "grad_checkpointing": self.checkpointing_check.setChecked,
+            "batching": lambda v: _set_combo(self.batching_combo, v), "group_by_length": self.group_check.setChecked,
+            "precision": lambda v: _set_combo(self.precision_combo, v), "eval_every": self.eval_every_spin.setValue,
+            "early_stopping_patience": self.early_stop_spin.setValue, "save_every": self.save_every_spin.setValue,
+            "keep_checkpoints": self.keep_spin.setValue, "name": lambda v: self.name_edit.setText(v or ""),
+        }
+
+
+def _change_signal(widget: QWidget) -> Any:
+    if isinstance(widget, QComboBox):
+        return widget.currentIndexChanged
+    if isinstance(widget, (QCheckBox, QRadioButton)):
+        return widget.toggled
+    if isinstance(widget, QLineEdit):
+        return widget.textChanged
+    return widget.valueChanged
