@@ -126,8 +126,8 @@ def measure_stalls(model: str, steps: int, work: Path) -> dict[str, list[float]]
     window.show_page("Train")
     train.model_picker.set_ref(model)
     train.dataset_picker.set_path(str(write_messages_dataset(work / "pirate.jsonl", rows=64)))
-    train.steps_spin.setValue(steps)
-    train.max_length_spin.setValue(128)
+    train.form.steps_spin.setValue(steps)
+    train.form.max_length_spin.setValue(128)
     finished: list = []
     train.runFinished.connect(finished.append)
     with Heartbeat() as heartbeat:

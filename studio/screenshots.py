@@ -90,7 +90,7 @@ class DemoTour:
 
     def start(self) -> None:
         self.window.show_page("Train")
-        self.train.steps_spin.setValue(DEMO_STEPS)
+        self.train.form.steps_spin.setValue(DEMO_STEPS)
         self.train.runFinished.connect(self._training_finished)
         self.train.start_button.click()
         self.poll.start()

@@ -159,8 +159,8 @@ def test_ctrl_period_stops_a_run_and_its_end_is_announced_while_the_window_is_aw
     train = window.train_page
     train.model_picker.set_ref(str(tiny_model_dir))
     train.dataset_picker.set_path(str(write_messages_dataset(tmp_path / "chat.jsonl", rows=8)))
-    train.steps_spin.setValue(5000)
-    train.max_length_spin.setValue(64)
+    train.form.steps_spin.setValue(5000)
+    train.form.max_length_spin.setValue(64)
     with qtbot.waitSignal(train.progressChanged, timeout=TIMEOUT_MS,
                           check_params_cb=lambda text: text.startswith("step ") and not text.startswith("step 0 ")):
         train.start_run()
