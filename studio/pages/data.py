@@ -22,6 +22,7 @@ from typing import Any, Optional
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -60,7 +61,7 @@ from engine.data import (
     split_counts,
     training_view,
 )
-from engine.dataset_formats import FORMATS, TEXT_ROLE
+from engine.dataset_formats import FORMATS
 from engine.dataset_readers import TEXT_SPLITS
 from engine.errors import StudioError
 from studio import theme
@@ -73,7 +74,7 @@ TEXT_COLUMNS = ("Line", "Characters", "Text")
 _PROGRESS_STEPS = 1000
 _NOT_USED = "(not used)"
 _CHOOSE = "(choose a column)"
-_ROLE_COLOURS = {"system": "#8e44ad", "user": "#1f5fbf", "assistant": "#2e7d32", TEXT_ROLE: "#333333"}
+_ROLE_COLOURS = {"system": "#8e44ad", "user": "#1f5fbf", "assistant": "#2e7d32"}  # other roles: the text colour
 _ERROR_STYLE = "color: #c0392b; font-weight: 600;"
 _CELL_CHARS = 160
 # The rendered training text: what the model reads, what it learns to write, what is cut off.
@@ -103,7 +104,7 @@ def conversation_html(conversation: list[dict]) -> str:
     parts = []
     for message in conversation:
         role = str(message.get("role", ""))
-        colour = _ROLE_COLOURS.get(role, "#333333")
+        colour = _ROLE_COLOURS.get(role, theme.colours().text)
         content = html.escape(str(message.get("content", "")))
         parts.append(
             f'<p style="margin-top:10px"><b style="color:{colour}">{html.escape(role)}</b></p>'
@@ -390,7 +391,7 @@ class DataPage(QWidget):
             "These shape the preview. A run takes them from its own settings "
             "(lora-studio train --max-length, --train-on, --val-fraction).", self)
         self.settings_note.setWordWrap(True)
-        self.settings_note.setStyleSheet("color: #666;")
+        self.settings_note.setForegroundRole(QPalette.ColorRole.PlaceholderText)  # muted, light or dark
         training = QGroupBox("Preview the training text", self)
         training_layout = QFormLayout(training)
         training_layout.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)

@@ -31,7 +31,7 @@ def studio_version() -> str:
 def _look(reporter: TaskReporter) -> list[Any]:
     from engine.hardware import detect_devices, versions
 
-    reporter.emit(versions())
+    reporter.emit(list(versions().items()))  # pairs keep their order across the thread (a dict is sorted)
     return detect_devices()
 
 
@@ -63,7 +63,7 @@ class AboutDialog(QDialog):
         self.details = QPlainTextEdit(self)
         self.details.setReadOnly(True)
         self.details.setAccessibleName("Versions and hardware")
-        self._versions: dict[str, str] = {}
+        self._versions: list[tuple[str, str]] = []
         self._hardware = "Looking for devices…"
         self.copy_button = QPushButton("Copy", self)
         self.copy_button.setToolTip("Copy the versions and the hardware, for a bug report")
@@ -104,6 +104,6 @@ class AboutDialog(QDialog):
 
     def _show(self) -> None:
         lines = [f"LoRA Studio {studio_version()}", "", "Hardware:", self._hardware, "", "Versions:"]
-        lines += [f"  {name} {value}" for name, value in self._versions.items()] or ["  reading…"]
+        lines += [f"  {name} {value}" for name, value in self._versions] or ["  reading…"]
         lines += ["", f"App data folder: {studio_home()}", f"Log file: {log_file()}"]
         self.details.setPlainText("\n".join(lines))
