@@ -161,8 +161,7 @@ def test_ctrl_period_stops_a_run_and_its_end_is_announced_while_the_window_is_aw
     train.dataset_picker.set_path(str(write_messages_dataset(tmp_path / "chat.jsonl", rows=8)))
     train.form.steps_spin.setValue(5000)
     train.form.max_length_spin.setValue(64)
-    with qtbot.waitSignal(train.progressChanged, timeout=TIMEOUT_MS,
-                          check_params_cb=lambda text: text.startswith("step ") and not text.startswith("step 0 ")):
+    with qtbot.waitSignal(train.runStateChanged, timeout=TIMEOUT_MS, check_params_cb=lambda state: state == "running"):
         train.start_run()
     window.activateWindow()
     qtbot.waitUntil(window.isActiveWindow)

@@ -60,6 +60,12 @@ def test_a_chat_reply(qtbot, window, tiny_model_dir):
     assert reply.args[0].tokens > 100
     _assert_no_stall(heartbeat, "a chat reply")
 
+    # Unloading the model thaws every frozen object so that the model's cycles can be freed;
+    # once it is gone the long-lived objects are frozen again.
+    with qtbot.waitSignal(chat.sessionChanged, timeout=TIMEOUT_MS):
+        chat.model_picker.set_ref("starter")
+    assert chat.session is None and gc.get_freeze_count() > 0
+
 
 def test_the_preview_of_a_large_dataset(qtbot, window, tmp_path):
     dataset = write_messages_dataset(tmp_path / "large.jsonl", rows=100_000)
