@@ -51,7 +51,9 @@ def load_libraries(_reporter: workers.TaskReporter) -> Libraries:
 
     The garbage collector is off meanwhile (``finish_loading`` turns it back on): imports
     create objects by the hundred thousand, and every full collection among them would
-    stall the window. A failure is handed back as data, traceback included, for the dialog.
+    stall the window. Other tasks that need these libraries wait for this import
+    (``workers.begin_library_import``). A failure is handed back as data, traceback
+    included, for the dialog.
     """
     started = time.perf_counter()
     gc.disable()
@@ -67,6 +69,8 @@ def load_libraries(_reporter: workers.TaskReporter) -> Libraries:
         import transformers  # noqa: F401
     except Exception as exc:  # reported in the window: the studio still opens pages and files
         return Libraries(time.perf_counter() - started, failure=describe_error(exc), details=traceback.format_exc())
+    finally:
+        workers.end_library_import()  # the tasks that waited for this import go ahead
     return Libraries(time.perf_counter() - started, threads)
 
 
@@ -85,7 +89,8 @@ def finish_loading(window: MainWindow, libraries: Libraries) -> None:
 
 def load_libraries_in_background(window: MainWindow) -> workers.BackgroundTask:
     window.set_background_note(LOADING_NOTE)
-    task = workers.BackgroundTask(load_libraries, parent=window)
+    workers.begin_library_import()
+    task = workers.BackgroundTask(load_libraries, parent=window, needs_libraries=False)
     task.succeeded.connect(lambda libraries: finish_loading(window, libraries))
     task.failed.connect(lambda message: finish_loading(window, Libraries(0.0, failure=message)))
     task.finished.connect(task.deleteLater)

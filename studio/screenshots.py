@@ -36,6 +36,9 @@ class Camera:
         self.written: set[str] = set()
 
     def grab(self, name: str) -> None:
+        from PySide6.QtWidgets import QApplication
+
+        QApplication.processEvents()  # lay out what the last signal changed (a plot's axes appear)
         self.window.grab().save(str(self.out / name))
         self.written.add(name)
         print(f"wrote {self.out / name}", flush=True)

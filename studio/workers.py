@@ -22,6 +22,21 @@ from engine.errors import StudioError
 
 _live_tasks: "weakref.WeakSet[BackgroundTask]" = weakref.WeakSet()
 _live_runners: "weakref.WeakSet[TrainingRunner]" = weakref.WeakSet()
+# Clear while the app imports torch, transformers and peft at start-up (studio.app). Two threads
+# importing transformers at once can each find the other's half-imported modules and fail
+# ("cannot import name 'AutoModel' from 'transformers'"), so tasks wait for that import to end.
+_libraries_imported = threading.Event()
+_libraries_imported.set()
+
+
+def begin_library_import() -> None:
+    """Tasks that need the training libraries wait from now on (call it before the import starts)."""
+    _libraries_imported.clear()
+
+
+def end_library_import() -> None:
+    """The import is over, done or failed (from any thread): waiting tasks go ahead."""
+    _libraries_imported.set()
 
 
 def describe_error(exc: BaseException) -> str:
@@ -64,9 +79,13 @@ class BackgroundTask(QObject):
     failed = Signal(str)
     finished = Signal()
 
-    def __init__(self, fn: Callable[[TaskReporter], Any], *, parent: Optional[QObject] = None, poll_ms: int = 33):
+    def __init__(self, fn: Callable[[TaskReporter], Any], *, parent: Optional[QObject] = None, poll_ms: int = 33,
+                 needs_libraries: bool = True):
+        """``needs_libraries=False``: ``fn`` imports none of transformers and peft (reading runs,
+        files, package versions), so it need not wait while the app imports them at start-up."""
         super().__init__(parent)
         self._fn = fn
+        self._needs_libraries = needs_libraries
         self._outbox: "queue.Queue[tuple[str, Any]]" = queue.Queue()
         self._reporter = TaskReporter(self._outbox)
         self._thread: Optional[threading.Thread] = None
@@ -97,6 +116,8 @@ class BackgroundTask(QObject):
         return True
 
     def _run(self) -> None:
+        if self._needs_libraries:
+            _libraries_imported.wait()
         try:
             result = self._fn(self._reporter)
         except BaseException as exc:  # reported to the window, never raised on a worker thread

@@ -314,7 +314,8 @@ class HomePage(QWidget):
         history = self._history
         self._runs_started = time.perf_counter()
         self._runs_task = BackgroundTask(
-            lambda reporter: history.refresh(lambda done, total: reporter.progress(done, total)), parent=self)
+            lambda reporter: history.refresh(lambda done, total: reporter.progress(done, total)), parent=self,
+            needs_libraries=False)
         self._runs_task.progress.connect(self._runs_progress)
         self._runs_task.succeeded.connect(self._show_runs)
         self._runs_task.failed.connect(self._runs_failed)
@@ -420,7 +421,8 @@ class HomePage(QWidget):
             return
         self.hardware_status.setText("Looking for devices…")
         self.detect_button.setEnabled(False)
-        self._task = BackgroundTask(_find_hardware, parent=self)
+        # torch, not transformers: it need not wait while the app imports the training libraries.
+        self._task = BackgroundTask(_find_hardware, parent=self, needs_libraries=False)
         self._task.succeeded.connect(self._show_hardware)
         self._task.failed.connect(self._show_hardware_error)
         self._task.finished.connect(self._task_done)

@@ -81,7 +81,7 @@ class AboutDialog(QDialog):
         layout.addLayout(buttons)
         self._show()
 
-        self.task = BackgroundTask(_look, parent=self)
+        self.task = BackgroundTask(_look, parent=self, needs_libraries=False)  # torch, not transformers
         self.task.messages.connect(self._versions_found)
         self.task.succeeded.connect(self._devices_found)
         self.task.failed.connect(lambda message: self._set_hardware(f"Could not look for devices: {message}"))

@@ -130,7 +130,8 @@ class RunViewer(QDialog):
         layout.addLayout(buttons)
 
         dirs = self.run_dirs
-        self.task = BackgroundTask(lambda _reporter: [read_details(run_dir) for run_dir in dirs], parent=self)
+        self.task = BackgroundTask(lambda _reporter: [read_details(run_dir) for run_dir in dirs], parent=self,
+                                   needs_libraries=False)
         self.task.succeeded.connect(self._show)
         self.task.failed.connect(self._failed)
         self.task.start()
