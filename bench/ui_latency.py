@@ -82,8 +82,9 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def describe(name: str, stalls: list[float]) -> str:
-    return (f"{name}: {len(stalls)} ticks, p50 {percentile(stalls, 0.5):.1f} ms, p99 {percentile(stalls, 0.99):.1f} ms, "
-            f"max {max(stalls):.1f} ms (targets: p99 <= {TARGET_P99_STALL_MS:.0f}, max <= {TARGET_MAX_STALL_MS:.0f})")
+    return (f"{name}: {len(stalls)} ticks, p50 {percentile(stalls, 0.5):.1f} ms, "
+            f"p99 {percentile(stalls, 0.99):.1f} ms, max {max(stalls):.1f} ms "
+            f"(targets: p99 <= {TARGET_P99_STALL_MS:.0f}, max <= {TARGET_MAX_STALL_MS:.0f})")
 
 
 def measure_stalls(model: str, steps: int, work: Path) -> dict[str, list[float]]:
@@ -172,8 +173,8 @@ def main() -> int:
         print(describe(name, values))
     every = [value for values in stalls.values() for value in values]
     print(describe("both", every))
-    print(f"window_s={window_s:.2f} p50_stall_ms={percentile(every, 0.5):.1f} p99_stall_ms={percentile(every, 0.99):.1f} "
-          f"max_stall_ms={max(every):.1f}")
+    print(f"window_s={window_s:.2f} p50_stall_ms={percentile(every, 0.5):.1f} "
+          f"p99_stall_ms={percentile(every, 0.99):.1f} max_stall_ms={max(every):.1f}")
     return 0
 
 

@@ -3,9 +3,9 @@ else who lists runs.
 
 Built on ``engine.jobs.summarize_run`` (status, steps, final loss); the curves are read
 from the same ``events.jsonl`` by a leaner pass than ``engine.events.read_events``.
-``RunHistory`` remembers what it read of each finished run together with the size and modification time of its ``events.jsonl``, so a
-refresh of hundreds of runs reads only the runs that changed (usually the one running)
-and merely looks at the others. A folder deleted between the listing and the reading is
+``RunHistory`` remembers what it read of each finished run together with the size and
+modification time of its ``events.jsonl``, so a refresh of hundreds of runs reads only
+the runs that changed (usually the one running) and merely looks at the others. A folder deleted between the listing and the reading is
 left out: a refresh never fails because a run vanished behind its back.
 """
 

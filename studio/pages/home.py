@@ -194,7 +194,6 @@ class HomePage(QWidget):
         self._runs_again = False
         self._runs_stale = False
         self._runs_started = 0.0
-        self._viewers: list[QWidget] = []
         self._history = RunHistory()
 
         welcome = QLabel(GET_STARTED)
@@ -346,9 +345,8 @@ class HomePage(QWidget):
         from studio.widgets.run_viewer import RunViewer
 
         viewer = RunViewer(run_dirs, self)
+        viewer.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)  # one window per opening, gone when closed
         viewer.runsGone.connect(lambda _gone: self.refresh_runs())
-        viewer.finished.connect(lambda _result, v=viewer: self._viewers.remove(v) if v in self._viewers else None)
-        self._viewers.append(viewer)
         viewer.show()
         self.runsOpened.emit(list(run_dirs))
         return viewer

@@ -51,7 +51,8 @@ class AboutDialog(QDialog):
         self.setWindowTitle("About LoRA Studio")
         self.resize(620, 460)
         icon = QLabel(self)
-        icon.setPixmap(QIcon(str(RESOURCES / "icons" / "lora-studio.svg")).pixmap(QSize(64, 64), self.devicePixelRatioF()))
+        app_icon = QIcon(str(RESOURCES / "icons" / "lora-studio.svg"))
+        icon.setPixmap(app_icon.pixmap(QSize(64, 64), self.devicePixelRatioF()))  # drawn for this screen
         title = QLabel(f"<h2>LoRA Studio</h2><p>Version {studio_version()}</p>"
                        "<p>Fine-tune language models with LoRA on the hardware you have.</p>", self)
         title.setTextFormat(Qt.TextFormat.RichText)

@@ -35,8 +35,8 @@ STEPS = (
               "prepared the first time it is used. Your own models (a Hugging Face folder or a GGUF file) are "
               "added on this page."),
     GuideStep("The sample data", "Data",
-              "pirate_persona is about three hundred questions answered by a pirate. The Data page shows how each row is "
-              "read, which rows cannot be used, and which tokens the model will learn to write."),
+              "pirate_persona is about three hundred questions answered by a pirate. The Data page shows how "
+              "each row is read, which rows cannot be used, and which tokens the model will learn to write."),
     GuideStep("Train", "Train",
               "The starter model and the pirate sample are already chosen. Press Start (Ctrl+Enter) and watch "
               "the loss fall. The run goes on if you switch pages; the studio tells you when it ends."),

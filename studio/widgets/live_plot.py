@@ -137,8 +137,9 @@ class LivePlot(QWidget):
         if value is None:
             return
         muted = theme.colours().muted  # reads on light and dark alike
-        self._reference = pg.InfiniteLine(pos=value, angle=0, pen=pg.mkPen(muted, width=1.5, style=Qt.PenStyle.DashLine),
-                                          label=label, labelOpts={"position": 0.05, "color": muted, "anchors": [(0, 1), (0, 1)]})
+        pen = pg.mkPen(muted, width=1.5, style=Qt.PenStyle.DashLine)
+        self._reference = pg.InfiniteLine(pos=value, angle=0, pen=pen, label=label,
+                                          labelOpts={"position": 0.05, "color": muted, "anchors": [(0, 1), (0, 1)]})
         self.plot_item.addItem(self._reference)
 
     @property

@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
 from engine.errors import StudioError
 from engine.runs import RunCurves, RunRecord, format_duration, read_config, read_curves, read_record
 from studio.widgets.live_plot import LivePlot
-from studio.workers import BackgroundTask, TaskReporter
+from studio.workers import BackgroundTask
 
 
 @dataclass

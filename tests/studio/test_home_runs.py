@@ -57,7 +57,8 @@ def test_runs_are_listed_with_status_time_final_loss_and_a_mini_curve(qtbot, hom
     assert _column(home, "Duration") == ["1 min 20 s", "30 s"]
     assert _column(home, "Steps") == ["2 / 20", "5 / 5"]
     assert _column(home, "Final loss") == ["1.9000", "0.5000"]
-    assert "out of memory" in home.runs_view.model().index(0, 0).data(Qt.ItemDataRole.ToolTipRole)  # the tooltip says why it failed
+    tooltip = home.runs_view.model().index(0, 0).data(Qt.ItemDataRole.ToolTipRole)
+    assert "out of memory" in tooltip  # the tooltip says why it failed
     assert home.runs_summary.text() == "2 runs"
 
     # The mini curves are painted in the Loss column, in the curve colour.
