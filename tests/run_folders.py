@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from engine.events import EVENTS_FILE, EvalMetrics, EventWriter, RunFinished, RunStarted, StepMetrics
 from engine.paths import runs_dir
@@ -40,3 +44,17 @@ def completed_run(name: str = "20260101-100000-pirate-lora", steps: int = 5, *,
     events += [EvalMetrics(time=T0 + steps, step=steps, eval_loss=1.0),
                RunFinished(time=T0 + 30, status="completed", step=steps, final_loss=3.0 - 0.5 * steps)]
     return write_run(name, events, config=config)
+
+
+@contextmanager
+def training_process(run_dir: Path) -> Iterator[subprocess.Popen]:
+    """A live process that the run's pid file points at and that names the run the way a
+    training child does (``... engine.train RUN_DIR``): the run counts as running meanwhile."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "engine.train",
+                                str(Path(run_dir).resolve())])
+    (Path(run_dir) / "pid").write_text(str(process.pid))
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.wait()

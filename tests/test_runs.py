@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import pytest
-from run_folders import T0, completed_run, started, step, write_run
+from run_folders import T0, completed_run, started, step, training_process, write_run
 
 from engine.errors import StudioError
 from engine.events import EVENTS_FILE, EventWriter, LogLine, RunFinished
@@ -77,8 +76,8 @@ def test_a_run_that_never_started_has_no_duration_and_a_run_still_going_counts_u
     assert read_record(write_run("20260101-120000-empty", [])).duration_s is None
 
     folder = write_run("20260101-130000-going", [started(T0), step(T0 + 1, 1, 3.0)])
-    (folder / "pid").write_text(str(os.getpid()))  # a live process: the run counts as running
-    record = read_record(folder)
+    with training_process(folder):
+        record = read_record(folder)
     assert record.summary.status == "running"
     assert record.duration_s > 86_400  # T0 is long ago
 
@@ -139,9 +138,8 @@ def test_the_history_knows_without_reading_until_a_run_changes():
 
     going = write_run("20260102-100000-going", [started(T0), step(T0 + 1, 1, 3.0)])
     assert history.known() is None  # a new run must be read
-    (going / "pid").write_text(str(os.getpid()))
-    history.refresh()
-    assert history.known() is None  # a running run is read at every look
-    (going / "pid").unlink()
+    with training_process(going):
+        assert [record.summary.status for record in history.refresh()] == ["running", "completed"]
+        assert history.known() is None  # a running run is read at every look
     assert [record.summary.status for record in history.refresh()] == ["interrupted", "completed"]
     assert len(history.known()) == 2
