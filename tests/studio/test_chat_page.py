@@ -374,7 +374,7 @@ def test_the_window_unloads_chat_when_a_run_starts_on_the_train_page(qtbot, tiny
     window.train_page.form.max_length_spin.setValue(window.train_page.form.max_length_spin.maximum())
     with qtbot.waitSignal(chat.sessionChanged, timeout=60_000):
         # The run's start as the Train page announces it (the run itself is not needed here).
-        window.train_page.runStateChanged.emit("running")
+        window.train_page.runStateChanged.emit("starting")
     assert chat.session is None
     assert "to make room for training" in chat.transcript.toPlainText()
     window.train_page.runStateChanged.emit("idle")
