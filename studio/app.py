@@ -85,6 +85,7 @@ def finish_loading(window: MainWindow, libraries: Libraries) -> None:
         show_error(window, f"The training libraries could not be loaded: {libraries.failure}",
                    "Training and chat need torch, transformers and peft. Run `make run` in the studio's folder "
                    "(it installs them), then start the studio again.", libraries.details)
+    window.librariesLoaded.emit()
 
 
 def load_libraries_in_background(window: MainWindow) -> workers.BackgroundTask:

@@ -97,6 +97,7 @@ def fix_for_run_error(error: str) -> str:
 
 class MainWindow(QMainWindow):
     firstShown = Signal()  # the window has been painted once
+    librariesLoaded = Signal()  # the app's start-up import of the training libraries ended (studio.app)
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)

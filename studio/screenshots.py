@@ -90,6 +90,8 @@ class DemoTour:
         self.train, self.chat = window.train_page, window.chat_page
         self.adapter_name = None
         self.poll = QTimer(interval=500, timeout=self._check_training)
+        # Kept here: Qt holds its slots weakly, so a tour nobody refers to would vanish mid-way.
+        self.pages = PagesTour(window, camera, quit_app)
 
     def start(self) -> None:
         self.window.show_page("Train")
@@ -147,7 +149,7 @@ class DemoTour:
 
     def _chat_done(self) -> None:
         self.camera.grab("chat-page.png")
-        PagesTour(self.window, self.camera, self.quit).start()
+        self.pages.start()
 
 
 def main(argv: list[str]) -> int:
@@ -169,7 +171,7 @@ def main(argv: list[str]) -> int:
     window.resize(*SIZE)
     camera = Camera(window, out)
     tour = PagesTour(window, camera, app.quit) if pages_only else DemoTour(window, camera, app.quit)
-    window.firstShown.connect(tour.start)
+    window.librariesLoaded.connect(tour.start)  # the status bar has nothing to say any more
     QTimer.singleShot(TIMEOUT_MS, app.quit)
     app.exec()
     window.chat_page.close_session()
