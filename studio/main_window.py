@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from PySide6.QtCore import QSize, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QPaintEvent
+from PySide6.QtCore import QEvent, QObject, QSize, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
     QHBoxLayout,
@@ -140,6 +140,7 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(saved)
         self.sidebar.currentRowChanged.connect(self._show_page)
         self.sidebar.setCurrentRow(0)
+        self.installEventFilter(self)  # until the first paint (see eventFilter)
 
     # ------------------------------------------------------------------ pages
     @property
@@ -263,11 +264,14 @@ class MainWindow(QMainWindow):
             page.refresh()
 
     # -------------------------------------------------------------- first paint
-    def paintEvent(self, event: QPaintEvent) -> None:
-        super().paintEvent(event)
-        if not self._painted:
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        # Installed on the window until its first paint, then removed: a Python override of
+        # paintEvent would run for every repaint, each one a wait for the GIL while workers run.
+        if watched is self and event.type() == QEvent.Type.Paint:
+            self.removeEventFilter(self)
             self._painted = True
             QTimer.singleShot(0, self._after_first_paint)
+        return False
 
     def _after_first_paint(self) -> None:
         self.page(self.current_title()).refresh()

@@ -27,6 +27,7 @@ _live_runners: "weakref.WeakSet[TrainingRunner]" = weakref.WeakSet()
 # ("cannot import name 'AutoModel' from 'transformers'"), so tasks wait for that import to end.
 _libraries_imported = threading.Event()
 _libraries_imported.set()
+_SHOWN_TIMEOUT_S = 1.0
 
 
 def begin_library_import() -> None:
@@ -58,8 +59,16 @@ class TaskReporter:
     def progress(self, done: int, total: int, message: str = "") -> None:
         self._outbox.put(("progress", (done, total, message)))
 
-    def emit(self, payload: Any) -> None:
+    def emit(self, payload: Any, *, wait_until_shown: bool = False) -> None:
+        """Send ``payload`` to the UI thread. ``wait_until_shown``: block until the window has
+        handled it and repainted (a second at most), so that drawing it does not compete with
+        this thread for the interpreter; for a large update that the user waits for, like a
+        dataset's first rows before the whole file is read."""
         self._outbox.put(("message", payload))
+        if wait_until_shown:
+            shown = threading.Event()
+            self._outbox.put(("shown", shown))
+            shown.wait(_SHOWN_TIMEOUT_S)
 
     @property
     def cancelled(self) -> bool:
@@ -129,6 +138,7 @@ class BackgroundTask(QObject):
 
     def _drain(self) -> None:
         batch: list[Any] = []
+        waiting: list[threading.Event] = []
         outcome: Optional[tuple[str, Any]] = None
         while True:
             try:
@@ -137,12 +147,17 @@ class BackgroundTask(QObject):
                 break
             if kind == "message":
                 batch.append(payload)
+            elif kind == "shown":
+                waiting.append(payload)
             elif kind == "progress":
                 self.progress.emit(*payload)
             else:
                 outcome = (kind, payload)
         if batch:
             self.messages.emit(batch)
+        if waiting:
+            # A zero timer fires after the repaint that the messages' handlers asked for.
+            QTimer.singleShot(0, lambda: [shown.set() for shown in waiting])
         if outcome is not None:
             self._timer.stop()
             self._done = True

@@ -171,7 +171,8 @@ def _inspect(reference: str, options: DataOptions, model: Optional[str], reporte
     except StudioError:
         reporter.emit(_Columns(_columns_if_readable(reference, options.text_split)))
         raise
-    reporter.emit(_Opened(source, preview_dataset(source)))
+    # The first rows are drawn before the read of the whole file starts competing with the window.
+    reporter.emit(_Opened(source, preview_dataset(source)), wait_until_shown=True)
     tokenizer = None
     if model:
         reporter.progress(0, 0, "loading the tokenizer")
