@@ -130,9 +130,15 @@ def file_reader(path: Path, text_split: str = "auto") -> Reader:
     return TextReader(path, text_split)
 
 
+# Read a megabyte at a time. With the default 8 KiB, a reader on a worker thread releases and
+# retakes the GIL at every small read and the window's thread rarely gets it in between:
+# previewing a 100,000-row file stalled the studio's window for 100-300 ms at a time.
+_READ_BUFFER = 1 << 20
+
+
 def _open_binary(path: Path) -> io.BufferedReader:
     try:
-        return open(path, "rb")
+        return open(path, "rb", buffering=_READ_BUFFER)
     except FileNotFoundError:
         raise StudioError(f"dataset not found: {path}") from None
     except OSError as exc:

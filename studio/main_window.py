@@ -1,35 +1,52 @@
-"""The main window: a sidebar of pages (Home, Models, Data, Train, Adapters, Chat).
+"""The main window: a sidebar of pages (Home, Models, Data, Train, Adapters, Chat), the
+menus and keyboard shortcuts, the status bar, and what the window remembers.
 
 Pages know nothing of each other; this window connects them: a new adapter from
 Train refreshes Adapters and Chat, a model added on Models refreshes the pickers
 on Train and Chat.
+
+A page is built the first time it is needed (shown, or asked for by its attribute,
+``window.train_page``): the window opens with Home alone, before the plotting and
+training libraries are loaded, and shows itself within a second or so. The first
+paint is announced by ``firstShown``; Home starts its background work only then, so
+that nothing competes with the window for the CPU while it appears.
 """
 
 from __future__ import annotations
 
+import gc
+import importlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
-from PySide6.QtCore import QSize
-from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
+from PySide6.QtCore import QEvent, QObject, QSize, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
+    QApplication,
     QHBoxLayout,
+    QLabel,
     QListWidget,
     QListWidgetItem,
     QMainWindow,
+    QMenu,
     QMessageBox,
+    QProgressBar,
+    QSplitter,
     QStackedWidget,
-    QStyle,
+    QSystemTrayIcon,
     QWidget,
 )
 
 from engine.events import RunFinished
 from studio import workers
-from studio.pages.adapters import AdaptersPage
-from studio.pages.chat import ChatPage
-from studio.pages.data import DataPage
-from studio.pages.home import HomePage
-from studio.pages.models import ModelsPage
-from studio.pages.train import TrainPage
+from studio.icons import page_icon
+from studio.settings import app_settings
+from studio.widgets.error_dialog import show_error
+from studio.window_state import from_text, remember_header, remember_splitter, to_text
+
+log = logging.getLogger(__name__)
 
 _STATE_MESSAGES = {
     "starting": "Checking the run against this machine…",
@@ -39,48 +56,75 @@ _STATE_MESSAGES = {
     "resuming": "Resuming the run…",
     "stopping": "Stopping the run and saving the adapter…",
 }
+RECENT_RUNS = 10
+NOTICE_MS = 15_000
+
+
+@dataclass(frozen=True)
+class PageSpec:
+    title: str
+    icon: str  # resources/icons/pages/<icon>.svg
+    module: str
+    cls: str
+    table: Optional[str] = None  # the attribute holding the table whose columns are remembered
+
+
+PAGES = (
+    PageSpec("Home", "home", "studio.pages.home", "HomePage", "runs_view"),
+    PageSpec("Models", "models", "studio.pages.models", "ModelsPage", "table"),
+    PageSpec("Data", "data", "studio.pages.data", "DataPage"),
+    PageSpec("Train", "train", "studio.pages.train", "TrainPage"),
+    PageSpec("Adapters", "adapters", "studio.pages.adapters", "AdaptersPage", "table"),
+    PageSpec("Chat", "chat", "studio.pages.chat", "ChatPage"),
+)
+
+
+def fix_for_run_error(error: str) -> str:
+    """What to try after a failed run, from the words of its error."""
+    text = error.lower()
+    if "out of memory" in text:
+        return ("Lower the batch size or the max length on the Train page (or close other programs that use "
+                "the memory), then start again.")
+    if "not finite" in text or "nan" in text.split() or "diverged" in text:
+        return "Lower the learning rate on the Train page, then start again."
+    if "not found" in text or "no such file" in text:
+        return "Check that the model and the dataset are still where they were, then start again."
+    if "ended unexpectedly" in text:
+        return ("The run's train.log has the training process's last words. Once the cause is fixed, the run "
+                "resumes from its last checkpoint.")
+    return "The Train page's log and the run folder's train.log tell more; fix the cause and start again."
 
 
 class MainWindow(QMainWindow):
+    firstShown = Signal()  # the window has been painted once
+    librariesLoaded = Signal()  # the app's start-up import of the training libraries ended (studio.app)
+
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("LoRA Studio")
         self.setMinimumSize(1024, 680)
         self.resize(1280, 800)
-
-        self.home_page = HomePage()
-        self.models_page = ModelsPage()
-        self.data_page = DataPage()
-        self.train_page = TrainPage()
-        self.adapters_page = AdaptersPage()
-        self.chat_page = ChatPage()
-        style = self.style()
-        pages = [
-            ("Home", QStyle.StandardPixmap.SP_DirHomeIcon, self.home_page),
-            ("Models", QStyle.StandardPixmap.SP_DriveHDIcon, self.models_page),
-            ("Data", QStyle.StandardPixmap.SP_FileDialogDetailedView, self.data_page),
-            ("Train", QStyle.StandardPixmap.SP_MediaPlay, self.train_page),
-            ("Adapters", QStyle.StandardPixmap.SP_DirIcon, self.adapters_page),
-            ("Chat", QStyle.StandardPixmap.SP_MessageBoxQuestion, self.chat_page),
-        ]
-
+        self.settings = app_settings()
+        self._pages: dict[str, QWidget] = {}
+        self._painted = False
         self._data_page_visited = False
+        self._run_state = "idle"
+        self._keep_frozen = False
+        self._tray: Optional[QSystemTrayIcon] = None
+        self._dialogs: dict[str, QWidget] = {}
+
         self.sidebar = QListWidget()
         self.sidebar.setAccessibleName("Pages")
         self.sidebar.setIconSize(QSize(22, 22))
         self.sidebar.setFixedWidth(170)
         self.sidebar.setSpacing(2)
         self.stack = QStackedWidget()
-        for number, (title, icon, page) in enumerate(pages, start=1):
-            item = QListWidgetItem(style.standardIcon(icon), title)
-            item.setToolTip(f"{title} (Ctrl+{number})")
+        for number, spec in enumerate(PAGES, start=1):
+            item = QListWidgetItem(page_icon(spec.icon), spec.title)
+            item.setToolTip(f"{spec.title} (Ctrl+{number})")
             item.setSizeHint(QSize(150, 40))
             self.sidebar.addItem(item)
-            self.stack.addWidget(page)
-            shortcut = QShortcut(QKeySequence(f"Ctrl+{number}"), self)
-            shortcut.activated.connect(lambda row=number - 1: self.sidebar.setCurrentRow(row))
-        self.sidebar.currentRowChanged.connect(self._show_page)
-
+            self.stack.addWidget(QWidget())  # where the page goes once it is built
         central = QWidget()
         layout = QHBoxLayout(central)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -88,70 +132,344 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.sidebar)
         layout.addWidget(self.stack, 1)
         self.setCentralWidget(central)
+        self._build_menus()
+        self._build_status_bar()
 
-        self.train_page.adapterSaved.connect(self._on_adapter_saved)
-        self.train_page.modelSaved.connect(lambda _path: self.models_page.refresh())
-        self.train_page.modelSaved.connect(lambda _path: self._on_models_changed())
-        self._run_state = "idle"
-        self.train_page.runStateChanged.connect(self._on_run_state)
-        self.train_page.progressChanged.connect(self.statusBar().showMessage)
-        self.train_page.runFinished.connect(self._on_run_finished)
-        self.models_page.modelsChanged.connect(self._on_models_changed)
-        self.adapters_page.adaptersChanged.connect(self.chat_page.refresh)
-        self.adapters_page.modelsChanged.connect(self._on_models_changed)
-
-        self.statusBar().showMessage("Ready")
+        saved = from_text(self.settings.get("window.geometry"))
+        if not saved.isEmpty():
+            self.restoreGeometry(saved)
+        self.sidebar.currentRowChanged.connect(self._show_page)
         self.sidebar.setCurrentRow(0)
+        self.installEventFilter(self)  # until the first paint (see eventFilter)
+
+    # ------------------------------------------------------------------ pages
+    @property
+    def home_page(self) -> QWidget:
+        return self.page("Home")
+
+    @property
+    def models_page(self) -> QWidget:
+        return self.page("Models")
+
+    @property
+    def data_page(self) -> QWidget:
+        return self.page("Data")
+
+    @property
+    def train_page(self) -> QWidget:
+        return self.page("Train")
+
+    @property
+    def adapters_page(self) -> QWidget:
+        return self.page("Adapters")
+
+    @property
+    def chat_page(self) -> QWidget:
+        return self.page("Chat")
+
+    def page(self, title: str) -> QWidget:
+        """The page with this sidebar title, built now if it was not yet."""
+        if title not in self._pages:
+            self._build_page(title)
+        return self._pages[title]
+
+    def built(self, title: str) -> Optional[QWidget]:
+        """The page if it was built (a page never built has nothing to update)."""
+        return self._pages.get(title)
 
     def show_page(self, title: str) -> None:
         """Switch to the page with this sidebar title."""
-        for row in range(self.sidebar.count()):
-            if self.sidebar.item(row).text() == title:
+        for row, spec in enumerate(PAGES):
+            if spec.title == title:
                 self.sidebar.setCurrentRow(row)
                 return
         raise KeyError(title)
 
+    def current_title(self) -> str:
+        return PAGES[self.stack.currentIndex()].title
+
+    def _build_page(self, title: str) -> None:
+        row, spec = next((row, spec) for row, spec in enumerate(PAGES) if spec.title == title)
+        page = getattr(importlib.import_module(spec.module), spec.cls)()
+        standin = self.stack.widget(row)
+        current = self.stack.currentIndex()
+        self.stack.insertWidget(row, page)
+        self.stack.removeWidget(standin)
+        standin.deleteLater()
+        self.stack.setCurrentIndex(current)
+        self._pages[title] = page
+        for index, splitter in enumerate(page.findChildren(QSplitter)):
+            remember_splitter(splitter, f"layout.{spec.icon}.splitter{index}", self.settings)
+        if spec.table:
+            remember_header(getattr(page, spec.table).horizontalHeader(), f"layout.{spec.icon}.columns",
+                            self.settings)
+        connect = getattr(self, f"_connect_{spec.icon}", None)  # the Data page needs nothing: see _show_page
+        if connect is not None:
+            connect(page)
+
+    def _connect_home(self, home: QWidget) -> None:
+        home.runsOpened.connect(self._remember_runs)
+
+    def _connect_models(self, models: QWidget) -> None:
+        models.modelsChanged.connect(self._on_models_changed)
+
+    def _connect_train(self, train: QWidget) -> None:
+        train.adapterSaved.connect(self._on_adapter_saved)
+        train.modelSaved.connect(lambda _path: self._refresh_if_built("Models"))
+        train.modelSaved.connect(lambda _path: self._on_models_changed())
+        train.runStateChanged.connect(self._on_run_state)
+        train.progressChanged.connect(self.statusBar().showMessage)
+        train.runFinished.connect(self._on_run_finished)
+        self._restore_last_choices(train)
+        train.model_picker.currentIndexChanged.connect(
+            lambda _index: self.settings.set("last.model", train.model_picker.current_ref()))
+        train.dataset_picker.changed.connect(lambda path: self.settings.set("last.dataset", path))
+
+    def _connect_adapters(self, adapters: QWidget) -> None:
+        adapters.adaptersChanged.connect(lambda: self._refresh_if_built("Chat"))
+        adapters.modelsChanged.connect(self._on_models_changed)
+
+    def _connect_chat(self, chat: QWidget) -> None:
+        chat.sessionChanged.connect(self._refreeze_after_unload)
+
+    def _restore_last_choices(self, train: QWidget) -> None:
+        """The model and dataset of the last session, when they are still there."""
+        model = self.settings.get("last.model")
+        if model and (train.model_picker.findData(model) >= 0 or Path(model).is_dir()):
+            train.model_picker.set_ref(model)
+        dataset = self.settings.get("last.dataset")
+        if dataset and Path(dataset).exists():
+            train.dataset_picker.set_path(dataset)
+
     def _show_page(self, row: int) -> None:
-        page = self.stack.widget(row)
+        title = PAGES[row].title
+        page = self.page(title)
         # One current dataset across Data and Train: the Data page opens on the Train page's
         # dataset, and what was chosen on the Data page is what the next run trains on.
-        if page is self.train_page and self._data_page_visited:
+        if title == "Train" and self._data_page_visited:
             self._data_page_visited = False
-            self.train_page.set_data_settings(self.data_page.training_settings())
-        elif page is self.data_page:
+            page.set_data_settings(self.data_page.training_settings())
+        elif title == "Data":
             self._data_page_visited = True
             if self.train_page.dataset_picker.current_path():
-                self.data_page.picker.set_path(self.train_page.dataset_picker.current_path())
+                page.picker.set_path(self.train_page.dataset_picker.current_path())
         self.stack.setCurrentIndex(row)
-        page.refresh()
+        self.start_action.setEnabled(title == "Train")
+        if self._painted:
+            page.refresh()
+
+    def _refresh_if_built(self, title: str) -> None:
+        page = self.built(title)
+        if page is not None:
+            page.refresh()
+
+    # -------------------------------------------------------------- first paint
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        # Installed on the window until its first paint, then removed: a Python override of
+        # paintEvent would run for every repaint, each one a wait for the GIL while workers run.
+        if watched is self and event.type() == QEvent.Type.Paint:
+            self.removeEventFilter(self)
+            self._painted = True
+            QTimer.singleShot(0, self._after_first_paint)
+        return False
+
+    def _after_first_paint(self) -> None:
+        self.page(self.current_title()).refresh()
+        self.firstShown.emit()
+
+    # ---------------------------------------------------------- menus and bars
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        self.recent_menu = file_menu.addMenu("Recent runs")
+        self.recent_menu.aboutToShow.connect(self._fill_recent_runs)
+        file_menu.addSeparator()
+        self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+
+        go_menu = self.menuBar().addMenu("&Go")
+        for number, spec in enumerate(PAGES, start=1):
+            self._action(go_menu, spec.title, lambda row=number - 1: self.sidebar.setCurrentRow(row),
+                         f"Ctrl+{number}")
+
+        run_menu = self.menuBar().addMenu("&Run")
+        self.start_action = self._action(run_menu, "Start training", self._start_training,
+                                         "Ctrl+Return", "Ctrl+Enter")
+        self.start_action.setToolTip("Start a run with the Train page's settings (on the Train page)")
+        self.stop_action = self._action(run_menu, "Stop training", self._stop_training, "Ctrl+.")
+        self.stop_action.setToolTip("Stop the run after the current step and save the adapter trained so far")
+        self.stop_action.setEnabled(False)
+
+        help_menu = self.menuBar().addMenu("&Help")
+        self._action(help_menu, "First-run guide", self.show_guide)
+        self._action(help_menu, "Logs", self.show_logs)
+        self._action(help_menu, "About LoRA Studio", self.show_about)
+
+    def _action(self, menu: QMenu, text: str, slot, *keys) -> QAction:
+        action = QAction(text, self)
+        if keys:
+            action.setShortcuts([QKeySequence(key) for key in keys])
+        action.triggered.connect(lambda _checked=False: slot())
+        menu.addAction(action)
+        self.addAction(action)  # shortcuts work whether or not the menu bar is shown
+        return action
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.background_label = QLabel()
+        self.background_busy = QProgressBar()
+        self.background_busy.setRange(0, 0)
+        self.background_busy.setMaximumSize(80, 12)
+        self.background_busy.setTextVisible(False)
+        bar.addPermanentWidget(self.background_label)
+        bar.addPermanentWidget(self.background_busy)
+        self.set_background_note("")
+        notice = self.settings.take_notice()
+        bar.showMessage(notice or "Ready", NOTICE_MS if notice else 0)
+
+    def set_background_note(self, text: str) -> None:
+        """A quiet note of work going on in the background (empty: none)."""
+        self.background_label.setText(text)
+        self.background_label.setVisible(bool(text))
+        self.background_busy.setVisible(bool(text))
+
+    def _fill_recent_runs(self) -> None:
+        self.recent_menu.clear()
+        recent = [run for run in self.settings.get("runs.recent", []) if Path(run).is_dir()]
+        for run_dir in recent:
+            action = self.recent_menu.addAction(Path(run_dir).name)
+            action.setToolTip(run_dir)
+            action.triggered.connect(lambda _checked=False, run=run_dir: self.open_run(run))
+        if not recent:
+            self.recent_menu.addAction("No runs opened yet").setEnabled(False)
+
+    def open_run(self, run_dir: str) -> QWidget:
+        """Show a run's curves and config (the Home page's run window)."""
+        return self.home_page.open_runs([run_dir])
+
+    def _remember_runs(self, run_dirs: list[str]) -> None:
+        recent = [run for run in self.settings.get("runs.recent", []) if run not in run_dirs]
+        self.settings.set("runs.recent", (list(run_dirs) + recent)[:RECENT_RUNS])
+
+    # ----------------------------------------------------------------- dialogs
+    def show_guide(self) -> QWidget:
+        from studio.widgets.first_run_guide import FirstRunGuide
+
+        return self._show_dialog("guide", lambda: FirstRunGuide(self.show_page, self))
+
+    def show_logs(self) -> QWidget:
+        from studio.widgets.log_viewer import LogViewer
+
+        return self._show_dialog("logs", lambda: LogViewer(self))
+
+    def show_about(self) -> QWidget:
+        from studio.widgets.about_dialog import AboutDialog
+
+        return self._show_dialog("about", lambda: AboutDialog(self))
+
+    def _show_dialog(self, name: str, make) -> QWidget:
+        """One window of each kind: shown again (and raised) when asked for again."""
+        if name not in self._dialogs:
+            self._dialogs[name] = make()
+        dialog = self._dialogs[name]
+        dialog.show()
+        dialog.raise_()
+        dialog.activateWindow()
+        return dialog
+
+    # ----------------------------------------------------------------- training
+    def _start_training(self) -> None:
+        if self.current_title() == "Train":
+            self.train_page.start_button.click()
+
+    def _stop_training(self) -> None:
+        train = self.built("Train")
+        if train is not None and train.run_active:
+            train.stop_button.click()
 
     def _on_adapter_saved(self, path: str) -> None:
-        self.adapters_page.refresh()
-        self.chat_page.refresh()
+        self._refresh_if_built("Adapters")
+        self._refresh_if_built("Chat")
         self.statusBar().showMessage(f"New adapter in the library: {path}")
 
     def _on_models_changed(self) -> None:
-        self.train_page.model_picker.refresh()
-        self.chat_page.refresh()
+        train = self.built("Train")
+        if train is not None:
+            train.model_picker.refresh()
+        self._refresh_if_built("Chat")
 
     def _on_run_state(self, state: str) -> None:
         if state == "starting" and self._run_state == "idle":
             # A run is starting: its child loads the model in a few seconds; a chat model that
             # would leave it too little memory goes first.
-            self.chat_page.make_room_for_training(self.train_page.build_config())
+            chat = self.built("Chat")
+            if chat is not None:
+                chat.make_room_for_training(self.train_page.build_config())
+        elif state == "running" and self._run_state == "starting":
+            self._refresh_runs()  # the run has its folder now: Home lists it as running
         self._run_state = state
+        self.stop_action.setEnabled(state != "idle")
         if state in _STATE_MESSAGES:
             self.statusBar().showMessage(_STATE_MESSAGES[state])
 
     def _on_run_finished(self, event: RunFinished) -> None:
-        self.home_page.refresh_runs()
+        self._refresh_runs()
+        name = Path(event.adapter).name if event.adapter else "the run"
         if event.status == "failed":
+            error = event.error or "the training process ended without saying why"
             self.statusBar().showMessage("Training failed: see the Train page")
+            show_error(self, f"Training failed: {error.splitlines()[0][:200]}", fix_for_run_error(error), error)
+            self.notify("Training failed", error.splitlines()[0][:200])
         else:
             self.statusBar().showMessage(f"Training {event.status}")
+            loss = f", final loss {event.final_loss:.4f}" if event.final_loss is not None else ""
+            self.notify(f"Training {event.status}", f"{name} is in the library{loss}." if event.adapter
+                        else f"The run {event.status} at step {event.step}.")
 
+    def _refresh_runs(self) -> None:
+        home = self.built("Home")
+        if home is not None:
+            home.refresh_runs()
+
+    def notify(self, title: str, message: str) -> bool:
+        """Tell the user something happened while they were elsewhere; False when they are here."""
+        if self.isActiveWindow() and not self.isMinimized():
+            return False
+        QApplication.alert(self)  # the taskbar entry flashes or bounces until the window is activated
+        if QSystemTrayIcon.isSystemTrayAvailable() and QSystemTrayIcon.supportsMessages():
+            if self._tray is None:
+                self._tray = QSystemTrayIcon(self.windowIcon(), self)
+                self._tray.setToolTip("LoRA Studio")
+                self._tray.messageClicked.connect(self._come_back)
+            self._tray.show()
+            self._tray.showMessage(title, message, QSystemTrayIcon.MessageIcon.Information, 10_000)
+        log.info("Notified: %s: %s", title, message)
+        return True
+
+    def _come_back(self) -> None:
+        self.show_page("Train")
+        self.showNormal()
+        self.raise_()
+        self.activateWindow()
+
+    # ------------------------------------------------------------------ memory
+    def keep_long_lived_objects_frozen(self) -> None:
+        """Freeze what is alive now out of the garbage collector's sight (the app calls this once the
+        training libraries are loaded): a full collection scanning torch's and transformers' objects
+        takes about 300 ms, a visible stall whenever one falls."""
+        gc.freeze()
+        self._keep_frozen = True
+
+    def _refreeze_after_unload(self) -> None:
+        # Unloading a chat model unfreezes everything so that the model's reference cycles can be
+        # collected. Collect them now, at the end of the unload the user asked for, and freeze again.
+        chat = self.built("Chat")
+        if self._keep_frozen and chat is not None and chat.session is None and gc.get_freeze_count() == 0:
+            gc.collect()
+            gc.freeze()
+
+    # ------------------------------------------------------------------- close
     def closeEvent(self, event: QCloseEvent) -> None:
-        if self.train_page.run_active:
+        train = self.built("Train")
+        if train is not None and train.run_active:
             answer = QMessageBox.question(
                 self,
                 "Stop training?",
@@ -162,6 +480,10 @@ class MainWindow(QMainWindow):
             if answer != QMessageBox.StandardButton.Yes:
                 event.ignore()
                 return
-        self.chat_page.close_session()
+        self.settings.set("window.geometry", to_text(self.saveGeometry()))
+        self.settings.flush()
+        chat = self.built("Chat")
+        if chat is not None:
+            chat.close_session()
         workers.shutdown_all()
         event.accept()

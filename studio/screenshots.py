@@ -1,12 +1,18 @@
 """Screenshots of the real app for the README, so the pictures never go stale.
 
-    python -m studio.screenshots [OUT_DIR]     (default: docs/)
+    python -m studio.screenshots [OUT_DIR]            (default: docs/; about ten minutes on two cores)
+    python -m studio.screenshots --pages [OUT_DIR]    (a minute: the pages as they open, no training)
 
 Plays the first-run demo through the real widgets, offscreen, in a scratch
 LORA_STUDIO_HOME: starts a run of the starter model on the pirate sample from
 the Train page and grabs the page once the loss curve has some points; lets the
 run finish and grabs the Adapters page; then loads the starter on the Chat page,
 asks one question without and one with the new adapter, and grabs the replies.
+Last it grabs Home with the run in its history, the Models page with the starter
+prepared, and the Data page measuring the pirate sample in the starter's tokens.
+
+``--pages`` grabs Home, Models and Data in the same way on a fresh start, without
+training or chatting: Home then has no runs to list.
 """
 
 from __future__ import annotations
@@ -21,36 +27,85 @@ MID_RUN_STEPS = 12
 DEMO_STEPS = 60
 QUESTION = "What is the capital of France?"
 TIMEOUT_MS = 30 * 60 * 1000
+SIZE = (1280, 800)
+
+
+class Camera:
+    def __init__(self, window: Any, out: Path) -> None:
+        self.window, self.out = window, out
+        self.written: set[str] = set()
+
+    def grab(self, name: str) -> None:
+        from PySide6.QtWidgets import QApplication
+
+        QApplication.processEvents()  # lay out what the last signal changed (a plot's axes appear)
+        self.window.grab().save(str(self.out / name))
+        self.written.add(name)
+        print(f"wrote {self.out / name}", flush=True)
+
+
+class PagesTour:
+    """Home, Models and Data, each grabbed once what it shows has arrived."""
+
+    def __init__(self, window: Any, camera: Camera, done: Callable[[], None]) -> None:
+        self.window, self.camera, self.done = window, camera, done
+
+    def start(self) -> None:
+        home = self.window.home_page
+        self.window.show_page("Home")
+        if home.hardware_status.text() in ("", "Looking for devices…"):
+            home.hardwareLoaded.connect(self._home_ready)
+        else:
+            self._home_ready()
+
+    def _home_ready(self) -> None:
+        home = self.window.home_page
+        if home.runs_model.rowCount():
+            home.runs_view.selectRow(0)
+        self.camera.grab("home-page.png")
+        self.window.show_page("Models")
+        self.camera.grab("models-page.png")
+        data = self.window.data_page
+        self.window.show_page("Data")  # on the Train page's dataset: the pirate sample
+        data.inspectionFinished.connect(self._data_ready)
+        data.model_picker.set_ref("starter")
+        data.tokens_check.setChecked(True)  # measures every row in the starter's tokens
+
+    def _data_ready(self) -> None:
+        # Only the latest inspection (the one counting tokens) says it finished.
+        data = self.window.data_page
+        data.inspectionFinished.disconnect(self._data_ready)
+        data.table.selectRow(1)
+        self.camera.grab("data-page.png")
+        self.done()
 
 
 class DemoTour:
     """Each step waits for the signal that ends the previous one; nothing sleeps."""
 
-    def __init__(self, window: Any, out: Path, quit_app: Callable[[], None]) -> None:
+    def __init__(self, window: Any, camera: Camera, quit_app: Callable[[], None]) -> None:
         from PySide6.QtCore import QTimer
 
-        self.window, self.out, self.quit = window, out, quit_app
+        self.window, self.camera, self.quit = window, camera, quit_app
         self.train, self.chat = window.train_page, window.chat_page
         self.adapter_name = None
         self.poll = QTimer(interval=500, timeout=self._check_training)
+        # Kept here: Qt holds its slots weakly, so a tour nobody refers to would vanish mid-way.
+        self.pages = PagesTour(window, camera, quit_app)
 
     def start(self) -> None:
         self.window.show_page("Train")
-        self.train.steps_spin.setValue(DEMO_STEPS)
+        self.train.form.steps_spin.setValue(DEMO_STEPS)
         self.train.runFinished.connect(self._training_finished)
         self.train.start_button.click()
         self.poll.start()
-
-    def grab(self, name: str) -> None:
-        self.window.grab().save(str(self.out / name))
-        print(f"wrote {self.out / name}", flush=True)
 
     def _check_training(self) -> None:
         if self.train.loss_plot.point_count() >= MID_RUN_STEPS:
             self.poll.stop()
             self.train.loss_plot.redraw()
             self.train.memory_plot.redraw()
-            self.grab("train-page.png")
+            self.camera.grab("train-page.png")
 
     def _training_finished(self, event: Any) -> None:
         self.poll.stop()
@@ -60,7 +115,7 @@ class DemoTour:
             return
         self.adapter_name = Path(event.adapter).name
         self.window.show_page("Adapters")
-        self.grab("adapters-page.png")
+        self.camera.grab("adapters-page.png")
         self.window.show_page("Chat")
         self.chat.model_picker.set_ref("starter")
         self.chat.adapter_picker.set_ref(None)
@@ -90,31 +145,44 @@ class DemoTour:
         from PySide6.QtCore import QTimer
 
         # Let the page re-enable its controls (it does so after this signal) before the grab.
-        QTimer.singleShot(0, lambda: (self.grab("chat-page.png"), self.quit()))
+        QTimer.singleShot(0, self._chat_done)
+
+    def _chat_done(self) -> None:
+        self.camera.grab("chat-page.png")
+        self.pages.start()
 
 
 def main(argv: list[str]) -> int:
-    out = Path(argv[0] if argv else "docs").resolve()
+    pages_only = "--pages" in argv
+    args = [arg for arg in argv if arg != "--pages"]
+    out = Path(args[0] if args else "docs").resolve()
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     os.environ["LORA_STUDIO_HOME"] = tempfile.mkdtemp(prefix="lora-studio-shots-")
 
     from PySide6.QtCore import QTimer
-    from PySide6.QtWidgets import QApplication
 
-    from studio.main_window import MainWindow
+    from studio.app import start
+    from studio.settings import app_settings
+    from studio.widgets.first_run_guide import DISMISSED_KEY
 
-    app = QApplication(sys.argv[:1])
-    window = MainWindow()
-    window.resize(1280, 800)
-    window.show()
-    tour = DemoTour(window, out, app.quit)
-    tour.start()
+    app_settings().set(DISMISSED_KEY, True)  # the guide is a window of its own, not part of a page
+    app, window = start(sys.argv[:1])
+    window.resize(*SIZE)
+    camera = Camera(window, out)
+    tour = PagesTour(window, camera, app.quit) if pages_only else DemoTour(window, camera, app.quit)
+    window.librariesLoaded.connect(tour.start)  # the status bar has nothing to say any more
     QTimer.singleShot(TIMEOUT_MS, app.quit)
     app.exec()
     window.chat_page.close_session()
     window.close()
-    return 0 if (out / "chat-page.png").exists() else 1
+    wanted = {"home-page.png", "models-page.png", "data-page.png"}
+    if not pages_only:
+        wanted |= {"train-page.png", "adapters-page.png", "chat-page.png"}
+    missing = wanted - camera.written
+    if missing:
+        print(f"not taken: {', '.join(sorted(missing))}", file=sys.stderr)
+    return 1 if missing else 0
 
 
 if __name__ == "__main__":

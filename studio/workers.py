@@ -22,6 +22,22 @@ from engine.errors import StudioError
 
 _live_tasks: "weakref.WeakSet[BackgroundTask]" = weakref.WeakSet()
 _live_runners: "weakref.WeakSet[TrainingRunner]" = weakref.WeakSet()
+# Clear while the app imports torch, transformers and peft at start-up (studio.app). Two threads
+# importing transformers at once can each find the other's half-imported modules and fail
+# ("cannot import name 'AutoModel' from 'transformers'"), so tasks wait for that import to end.
+_libraries_imported = threading.Event()
+_libraries_imported.set()
+_SHOWN_TIMEOUT_S = 1.0
+
+
+def begin_library_import() -> None:
+    """Tasks that need the training libraries wait from now on (call it before the import starts)."""
+    _libraries_imported.clear()
+
+
+def end_library_import() -> None:
+    """The import is over, done or failed (from any thread): waiting tasks go ahead."""
+    _libraries_imported.set()
 
 
 def describe_error(exc: BaseException) -> str:
@@ -43,8 +59,16 @@ class TaskReporter:
     def progress(self, done: int, total: int, message: str = "") -> None:
         self._outbox.put(("progress", (done, total, message)))
 
-    def emit(self, payload: Any) -> None:
+    def emit(self, payload: Any, *, wait_until_shown: bool = False) -> None:
+        """Send ``payload`` to the UI thread. ``wait_until_shown``: block until the window has
+        handled it and repainted (a second at most), so that drawing it does not compete with
+        this thread for the interpreter; for a large update that the user waits for, like a
+        dataset's first rows before the whole file is read."""
         self._outbox.put(("message", payload))
+        if wait_until_shown:
+            shown = threading.Event()
+            self._outbox.put(("shown", shown))
+            shown.wait(_SHOWN_TIMEOUT_S)
 
     @property
     def cancelled(self) -> bool:
@@ -64,9 +88,13 @@ class BackgroundTask(QObject):
     failed = Signal(str)
     finished = Signal()
 
-    def __init__(self, fn: Callable[[TaskReporter], Any], *, parent: Optional[QObject] = None, poll_ms: int = 33):
+    def __init__(self, fn: Callable[[TaskReporter], Any], *, parent: Optional[QObject] = None, poll_ms: int = 33,
+                 needs_libraries: bool = True):
+        """``needs_libraries=False``: ``fn`` imports none of transformers and peft (reading runs,
+        files, package versions), so it need not wait while the app imports them at start-up."""
         super().__init__(parent)
         self._fn = fn
+        self._needs_libraries = needs_libraries
         self._outbox: "queue.Queue[tuple[str, Any]]" = queue.Queue()
         self._reporter = TaskReporter(self._outbox)
         self._thread: Optional[threading.Thread] = None
@@ -97,6 +125,8 @@ class BackgroundTask(QObject):
         return True
 
     def _run(self) -> None:
+        if self._needs_libraries:
+            _libraries_imported.wait()
         try:
             result = self._fn(self._reporter)
         except BaseException as exc:  # reported to the window, never raised on a worker thread
@@ -108,6 +138,7 @@ class BackgroundTask(QObject):
 
     def _drain(self) -> None:
         batch: list[Any] = []
+        waiting: list[threading.Event] = []
         outcome: Optional[tuple[str, Any]] = None
         while True:
             try:
@@ -116,12 +147,17 @@ class BackgroundTask(QObject):
                 break
             if kind == "message":
                 batch.append(payload)
+            elif kind == "shown":
+                waiting.append(payload)
             elif kind == "progress":
                 self.progress.emit(*payload)
             else:
                 outcome = (kind, payload)
         if batch:
             self.messages.emit(batch)
+        if waiting:
+            # A zero timer fires after the repaint that the messages' handlers asked for.
+            QTimer.singleShot(0, lambda: [shown.set() for shown in waiting])
         if outcome is not None:
             self._timer.stop()
             self._done = True

@@ -1,15 +1,36 @@
-"""The Home page: what hardware the studio found, library versions, recent runs, how to start.
+"""The Home page: what hardware the studio found, how to start, and the history of runs.
 
 Finding devices imports torch (seconds on a cold start), so it runs in a
 ``BackgroundTask``; the page shows "Looking for devices…" until it answers.
+
+The runs history lists every run folder, running or not, with its status, time spent,
+final loss and a mini loss curve. Reading runs is ``engine.runs.RunHistory`` on a worker
+thread: the first look at hundreds of runs takes a moment, later ones re-read only the
+runs that changed. While the page is shown it looks again every few seconds, so a run
+going on elsewhere (the command line) moves along, and a folder deleted behind the
+studio's back simply drops out. Opening a run shows its full curves and configuration;
+selecting several and pressing Compare overlays their loss curves.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Optional
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QItemSelection,
+    QItemSelectionModel,
+    QModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+    QTimer,
+    QUrl,
+    Signal,
+)
+from PySide6.QtGui import QColor, QDesktopServices, QHideEvent, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QGroupBox,
@@ -17,15 +38,25 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QPushButton,
+    QSplitter,
+    QTableView,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+from engine.runs import RunHistory, format_duration
+from studio import theme
+from studio.widgets.error_dialog import show_error
+from studio.widgets.sparkline import SPARK_ROLE, SparklineDelegate
 from studio.workers import BackgroundTask, TaskReporter
 
 _GIB = 1024**3
+RUN_COLUMNS = ("Run", "Status", "Started", "Duration", "Steps", "Final loss", "Loss")
+SORT_ROLE = Qt.ItemDataRole.UserRole + 2
+# How often the shown page looks at the runs again; a slow read waits proportionally longer.
+RUNS_POLL_MS = 5000
 
 GET_STARTED = (
     "<h2>Welcome to LoRA Studio</h2>"
@@ -33,9 +64,10 @@ GET_STARTED = (
     "<ol>"
     "<li>Open the <b>Train</b> page (Ctrl+4).</li>"
     "<li>Keep the <b>starter</b> model and the <b>pirate</b> sample dataset.</li>"
-    "<li>Press <b>Start</b> and watch the loss fall.</li>"
+    "<li>Press <b>Start</b> (Ctrl+Enter) and watch the loss fall.</li>"
     "<li>Open <b>Chat</b> (Ctrl+6), pick the new adapter and talk like a pirate.</li>"
     "</ol>"
+    "<p>Help ▸ First-run guide walks through it page by page.</p>"
 )
 
 
@@ -75,13 +107,94 @@ def _fill(table: QTableWidget, rows: list[list[str]]) -> None:
             table.setItem(r, c, item)
 
 
+class RunsModel(QAbstractTableModel):
+    """The runs history as a table model: one row per ``engine.runs.RunRecord``."""
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self._records: list[Any] = []
+
+    def set_records(self, records: list[Any]) -> None:
+        self.beginResetModel()
+        self._records = list(records)
+        self.endResetModel()
+
+    def record(self, row: int) -> Any:
+        return self._records[row]
+
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self._records)
+
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(RUN_COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return RUN_COLUMNS[section]
+        return None
+
+    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        record = self._records[index.row()]
+        run, column = record.summary, RUN_COLUMNS[index.column()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._text(record, column)
+        if role == SORT_ROLE:
+            return self._sort_key(record, column)
+        if role == SPARK_ROLE and column == "Loss":
+            return record.spark
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return f"{run.error}\n{run.run_dir}" if run.error else run.run_dir
+        if role == Qt.ItemDataRole.ForegroundRole and column == "Status" and run.status == "failed":
+            return QColor(theme.colours().error)
+        if role == Qt.ItemDataRole.TextAlignmentRole and column in ("Duration", "Steps", "Final loss"):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    @staticmethod
+    def _text(record: Any, column: str) -> str:
+        run = record.summary
+        if column == "Run":
+            return run.name
+        if column == "Status":
+            return run.status
+        if column == "Started":
+            return _when(run.started)
+        if column == "Duration":
+            return format_duration(record.duration_s)
+        if column == "Steps":
+            return f"{run.steps} / {run.total_steps}" if run.total_steps else str(run.steps)
+        if column == "Final loss":
+            return f"{run.final_loss:.4f}" if run.final_loss is not None else ""
+        return ""
+
+    @staticmethod
+    def _sort_key(record: Any, column: str) -> Any:
+        run = record.summary
+        numbers = {"Started": run.started, "Duration": record.duration_s, "Steps": run.steps,
+                   "Final loss": run.final_loss, "Loss": run.final_loss}
+        if column in numbers:
+            value = numbers[column]
+            return float(value) if value is not None else -1.0
+        return run.name if column == "Run" else run.status
+
+
 class HomePage(QWidget):
     hardwareLoaded = Signal()  # the device table shows the latest detection (or why it failed)
+    runsLoaded = Signal()  # the runs list shows the latest look at the runs folder
+    runsOpened = Signal(list)  # run folders the user opened (one) or compared (several)
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
         self._task: Optional[BackgroundTask] = None
         self._hardware_known = False
+        self._detect_on_request = False
+        self._runs_task: Optional[BackgroundTask] = None
+        self._runs_again = False
+        self._runs_stale = False
+        self._runs_started = 0.0
+        self._history = RunHistory()
 
         welcome = QLabel(GET_STARTED)
         welcome.setWordWrap(True)
@@ -97,7 +210,7 @@ class HomePage(QWidget):
         self.versions_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.detect_button = QPushButton("Check again")
         self.detect_button.setToolTip("Look for devices again and re-read their free memory")
-        self.detect_button.clicked.connect(self.detect_hardware)
+        self.detect_button.clicked.connect(self._detect_on_click)
         hardware_box = QGroupBox("Hardware")
         hardware_layout = QVBoxLayout(hardware_box)
         status_row = QHBoxLayout()
@@ -107,21 +220,71 @@ class HomePage(QWidget):
         hardware_layout.addWidget(self.devices_table)
         hardware_layout.addWidget(self.versions_label)
 
-        self.runs_table = _table(["Run", "Status", "Started", "Steps", "Final loss"])
-        self.runs_table.setAccessibleName("Recent runs")
-        self.runs_empty = QLabel("No runs yet: your training runs will be listed here.")
-        runs_box = QGroupBox("Recent runs")
-        runs_layout = QVBoxLayout(runs_box)
-        runs_layout.addWidget(self.runs_empty)
-        runs_layout.addWidget(self.runs_table)
-
-        top = QHBoxLayout()
-        top.addWidget(welcome, 1, Qt.AlignmentFlag.AlignTop)
-        top.addWidget(hardware_box, 2)
+        top = QWidget()
+        top_layout = QHBoxLayout(top)
+        top_layout.setContentsMargins(0, 0, 0, 0)
+        top_layout.addWidget(welcome, 1, Qt.AlignmentFlag.AlignTop)
+        top_layout.addWidget(hardware_box, 2)
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.setChildrenCollapsible(False)
+        self.splitter.addWidget(top)
+        self.splitter.addWidget(self._build_runs())
+        self.splitter.setStretchFactor(1, 1)
         layout = QVBoxLayout(self)
-        layout.addLayout(top)
-        layout.addWidget(runs_box, 1)
+        layout.addWidget(self.splitter)
 
+        self._poll = QTimer(self)
+        self._poll.setSingleShot(True)
+        self._poll.setInterval(RUNS_POLL_MS)
+        self._poll.timeout.connect(self.refresh_runs)
+
+    def _build_runs(self) -> QWidget:
+        self.runs_model = RunsModel(self)
+        proxy = QSortFilterProxyModel(self)
+        proxy.setSourceModel(self.runs_model)
+        proxy.setSortRole(SORT_ROLE)
+        self.runs_view = QTableView()
+        self.runs_view.setModel(proxy)
+        self.runs_view.setAccessibleName("Runs")
+        self.runs_view.setSortingEnabled(True)
+        self.runs_view.sortByColumn(0, Qt.SortOrder.DescendingOrder)
+        self.runs_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.runs_view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.runs_view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.runs_view.verticalHeader().setVisible(False)
+        self.runs_view.setItemDelegateForColumn(RUN_COLUMNS.index("Loss"), SparklineDelegate(self.runs_view))
+        header = self.runs_view.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setStretchLastSection(True)
+        for column, width in zip(RUN_COLUMNS, (300, 90, 130, 100, 90, 90)):
+            header.resizeSection(RUN_COLUMNS.index(column), width)
+        self.runs_view.doubleClicked.connect(lambda _index: self.open_selected())
+        self.runs_view.selectionModel().selectionChanged.connect(lambda *_: self._update_buttons())
+
+        self.runs_summary = QLabel()
+        self.open_button = QPushButton("Open")
+        self.open_button.setToolTip("Show the run's loss, eval loss and learning rate curves and its settings "
+                                    "(or double-click it)")
+        self.open_button.clicked.connect(self.open_selected)
+        self.compare_button = QPushButton("Compare")
+        self.compare_button.setToolTip("Overlay the loss curves of the selected runs (select several with "
+                                       "Ctrl or Shift)")
+        self.compare_button.clicked.connect(self.open_selected)
+        self.folder_button = QPushButton("Open folder")
+        self.folder_button.setToolTip("Show the run folder (config.json, events.jsonl, train.log, checkpoints)")
+        self.folder_button.clicked.connect(self._open_folder)
+        row = QHBoxLayout()
+        row.addWidget(self.runs_summary, 1)
+        for button in (self.open_button, self.compare_button, self.folder_button):
+            row.addWidget(button)
+        box = QGroupBox("Runs")
+        box_layout = QVBoxLayout(box)
+        box_layout.addLayout(row)
+        box_layout.addWidget(self.runs_view, 1)
+        self._update_buttons()
+        return box
+
+    # ------------------------------------------------------------ page api
     def refresh(self) -> None:
         """Called when the page is shown: re-read the runs; find the hardware the first time."""
         self.refresh_runs()
@@ -129,27 +292,143 @@ class HomePage(QWidget):
             self.detect_hardware()
 
     def refresh_runs(self) -> None:
-        from engine.jobs import list_runs
+        """Look at the runs folder again; ``runsLoaded`` once the list shows what is there.
 
-        rows = []
-        for run in list_runs()[:50]:
-            steps = f"{run.steps} / {run.total_steps}" if run.total_steps else str(run.steps)
-            loss = f"{run.final_loss:.4f}" if run.final_loss is not None else ""
-            rows.append([run.name, run.status, _when(run.started), steps, loss])
-        _fill(self.runs_table, rows)
-        self.runs_empty.setVisible(not rows)
-        self.runs_table.setVisible(bool(rows))
+        A look that needs no run read is done at once. Runs that are new, changed or still
+        going are read on a worker thread. A hidden page only notes that it is out of date.
+        """
+        self._poll.stop()
+        if not self.isVisible():
+            self._runs_stale = True
+            return
+        if self._runs_task is not None:
+            self._runs_again = True
+            return
+        self._runs_stale = False
+        records = self._history.known()
+        if records is not None:
+            self._show_runs(records)
+            self._runs_done()
+            return
+        history = self._history
+        self._runs_started = time.perf_counter()
+        self._runs_task = BackgroundTask(
+            lambda reporter: history.refresh(lambda done, total: reporter.progress(done, total)), parent=self,
+            needs_libraries=False)
+        self._runs_task.progress.connect(self._runs_progress)
+        self._runs_task.succeeded.connect(self._show_runs)
+        self._runs_task.failed.connect(self._runs_failed)
+        self._runs_task.finished.connect(self._runs_done)
+        self._runs_task.start()
 
+    def selected_runs(self) -> list[str]:
+        """The selected runs' folders, top to bottom."""
+        proxy = self.runs_view.model()
+        rows = sorted(index.row() for index in self.runs_view.selectionModel().selectedRows())
+        return [self.runs_model.record(proxy.mapToSource(proxy.index(row, 0)).row()).run_dir for row in rows]
+
+    def select_runs(self, run_dirs: list[str]) -> None:
+        proxy = self.runs_view.model()
+        wanted = set(run_dirs)
+        selection = QItemSelection()
+        for row in range(proxy.rowCount()):
+            if self.runs_model.record(proxy.mapToSource(proxy.index(row, 0)).row()).run_dir in wanted:
+                selection.select(proxy.index(row, 0), proxy.index(row, proxy.columnCount() - 1))
+        self.runs_view.selectionModel().select(selection, QItemSelectionModel.SelectionFlag.ClearAndSelect)
+
+    def open_selected(self) -> Optional[QWidget]:
+        selected = self.selected_runs()
+        return self.open_runs(selected) if selected else None
+
+    def open_runs(self, run_dirs: list[str]) -> QWidget:
+        """Show one run's curves and config, or several runs' loss curves overlaid."""
+        from studio.widgets.run_viewer import RunViewer
+
+        viewer = RunViewer(run_dirs, self)
+        viewer.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)  # one window per opening, gone when closed
+        viewer.runsGone.connect(lambda _gone: self.refresh_runs())
+        viewer.show()
+        self.runsOpened.emit(list(run_dirs))
+        return viewer
+
+    # --------------------------------------------------------------- runs
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if self._runs_stale:
+            QTimer.singleShot(0, self._refresh_if_stale)
+        elif self._runs_task is None:
+            self._poll.start()
+
+    def _refresh_if_stale(self) -> None:
+        if self._runs_stale:
+            self.refresh_runs()
+
+    def hideEvent(self, event: QHideEvent) -> None:
+        super().hideEvent(event)
+        self._poll.stop()
+
+    def _runs_progress(self, done: int, total: int, _message: str) -> None:
+        if not self.runs_model.rowCount():
+            self.runs_summary.setText(f"Reading the runs… {done} of {total}")
+
+    def _show_runs(self, records: list[Any]) -> None:
+        selected = self.selected_runs()
+        self.runs_model.set_records(records)
+        self.select_runs(selected)
+        running = sum(record.summary.status == "running" for record in records)
+        if not records:
+            self.runs_summary.setText("No runs yet: your training runs will be listed here.")
+        else:
+            self.runs_summary.setText(f"{len(records)} run{'s' if len(records) != 1 else ''}"
+                                      + (f" · {running} running" if running else ""))
+        self._update_buttons()
+
+    def _runs_failed(self, message: str) -> None:
+        # Said in place: the page looks again every few seconds, and a dialog each time would be a storm.
+        self.runs_summary.setText(f"Could not read the runs: {message}")
+
+    def _runs_done(self) -> None:
+        if self._runs_task is not None:
+            self._runs_task.deleteLater()
+            self._runs_task = None
+            took_ms = (time.perf_counter() - self._runs_started) * 1000
+            self._poll.setInterval(max(RUNS_POLL_MS, int(10 * took_ms)))
+        if self._runs_again:
+            self._runs_again = False
+            self.refresh_runs()
+        elif self.isVisible():
+            self._poll.start()
+        self.runsLoaded.emit()
+
+    def _update_buttons(self) -> None:
+        count = len(self.runs_view.selectionModel().selectedRows())
+        self.open_button.setEnabled(count == 1)
+        self.compare_button.setEnabled(count >= 2)
+        self.folder_button.setEnabled(count == 1)
+
+    def _open_folder(self) -> None:
+        selected = self.selected_runs()
+        if selected and Path(selected[0]).is_dir():
+            QDesktopServices.openUrl(QUrl.fromLocalFile(selected[0]))
+        elif selected:
+            self.refresh_runs()  # it was deleted meanwhile: the list catches up
+
+    # ----------------------------------------------------------- hardware
     def detect_hardware(self) -> None:
         if self._task is not None:
             return
         self.hardware_status.setText("Looking for devices…")
         self.detect_button.setEnabled(False)
-        self._task = BackgroundTask(_find_hardware, parent=self)
+        # torch, not transformers: it need not wait while the app imports the training libraries.
+        self._task = BackgroundTask(_find_hardware, parent=self, needs_libraries=False)
         self._task.succeeded.connect(self._show_hardware)
         self._task.failed.connect(self._show_hardware_error)
         self._task.finished.connect(self._task_done)
         self._task.start()
+
+    def _detect_on_click(self) -> None:
+        self._detect_on_request = True
+        self.detect_hardware()
 
     def _show_hardware(self, result: tuple[list[Any], dict[str, str]]) -> None:
         devices, versions = result
@@ -175,10 +454,15 @@ class HomePage(QWidget):
 
     def _show_hardware_error(self, message: str) -> None:
         self.hardware_status.setText(f"Could not look for devices: {message}")
+        if self._detect_on_request:  # asked for: answer with the whole story
+            show_error(self, "Could not look for devices.",
+                       "Check that torch is installed in the studio's environment (make run installs it), "
+                       "then press Check again.", message)
 
     def _task_done(self) -> None:
         task, self._task = self._task, None
         if task is not None:
             task.deleteLater()
+        self._detect_on_request = False
         self.detect_button.setEnabled(True)
         self.hardwareLoaded.emit()

@@ -1,9 +1,11 @@
 """A plot for curves that grow while you watch, after pyqtgraph's scrolling-plot example.
 
 ``append`` only stores the point in a preallocated numpy buffer (doubled when full);
-a timer redraws at most ten times a second, with one ``setData`` per curve that
+a timer redraws at most twenty times a second, with one ``setData`` per curve that
 changed. ``setData`` reprocesses the whole array, so calling it per event would
-make a long run slower the longer it goes.
+make a long run slower the longer it goes. Drawing keeps up with 100,000 points per
+curve because only what is in view is drawn (clip to view), reduced to the lowest and
+highest value per pixel column (peak downsampling); ``bench/plot_fps.py`` measures it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
-_PALETTE = ("#2f7ed8", "#e4572e", "#17a589", "#8e44ad")
+from studio import theme
+
 _INITIAL_CAPACITY = 256
 
 
@@ -31,8 +34,9 @@ class _Series:
 
     def append(self, x: float, y: float) -> None:
         if self.count == len(self.x):
-            self.x = np.resize(self.x, 2 * len(self.x))
-            self.y = np.resize(self.y, 2 * len(self.y))
+            capacity = max(_INITIAL_CAPACITY, 2 * len(self.x))
+            self.x = np.resize(self.x, capacity)
+            self.y = np.resize(self.y, capacity)
         self.x[self.count] = x
         self.y[self.count] = y
         self.count += 1
@@ -49,6 +53,7 @@ class LivePlot(QWidget):
 
     It wraps a ``pg.PlotWidget`` rather than subclassing it: PlotWidget copies its
     PlotItem's methods (``clear`` among them) onto each instance, which would hide ours.
+    Its colours follow the light or dark scheme (``studio.theme``).
     """
 
     def __init__(
@@ -59,39 +64,58 @@ class LivePlot(QWidget):
         y_label: str,
         title: str = "",
         parent: Optional[QWidget] = None,
-        redraw_ms: int = 100,
+        redraw_ms: int = 50,
     ) -> None:
         super().__init__(parent)
-        self.plot_widget = pg.PlotWidget(background="w")
+        self.plot_widget = pg.PlotWidget()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.plot_widget)
         plot = self.plot_item = self.plot_widget.getPlotItem()
         if title:
-            plot.setTitle(title, color="#333")
+            plot.setTitle(title)
         plot.setLabel("bottom", x_label)
         plot.setLabel("left", y_label)
         plot.showGrid(x=True, y=True, alpha=0.25)
-        plot.setDownsampling(mode="peak")
+        for axis in ("left", "bottom"):
+            # Ticks, labels and grid at two levels, not three: the third is barely visible and drawing
+            # it made every redraw a third slower, a stall of the window during a run on a busy CPU.
+            plot.getAxis(axis).setStyle(maxTickLevel=1)
+        plot.setDownsampling(auto=True, mode="peak")
         plot.setClipToView(True)
         if len(curves) > 1:
             plot.addLegend(offset=(-10, 10))
-        self._series: dict[str, _Series] = {}
-        for index, name in enumerate(curves):
-            pen = pg.mkPen(_PALETTE[index % len(_PALETTE)], width=2)
-            self._series[name] = _Series(plot.plot(name=name, pen=pen))
+        # Two values (lowest, highest) per pixel column are all a line can show.
+        self._series: dict[str, _Series] = {
+            name: _Series(plot.plot(name=name, antialias=True, autoDownsampleFactor=1.0)) for name in curves
+        }
         self._first = curves[0]
         self._reference: Optional[pg.InfiniteLine] = None
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(redraw_ms)
         self._timer.timeout.connect(self.redraw)
+        theme.style_plot(self.plot_widget)
+        self._colour_curves(theme.colours())
+        theme.on_change(self._colour_curves)
+
+    def set_title(self, title: str) -> None:
+        """Change the title, in the scheme's text colour."""
+        self.plot_item.setTitle(title, color=theme.colours().text)
 
     def append(self, x: float, y: float, curve: Optional[str] = None) -> None:
         """Store a point on ``curve`` (the first curve when omitted); the next tick draws it."""
         self._series[curve or self._first].append(x, y)
         if not self._timer.isActive():
             self._timer.start()
+
+    def set_points(self, x: Sequence[float], y: Sequence[float], curve: Optional[str] = None) -> None:
+        """Replace ``curve``'s points all at once (a finished run's history) and draw them now."""
+        series = self._series[curve or self._first]
+        series.x = np.array(x, dtype=float)
+        series.y = np.array(y, dtype=float)
+        series.count = len(series.x)
+        series.draw()
 
     def redraw(self) -> None:
         """Draw whatever changed since the last redraw, now."""
@@ -112,8 +136,10 @@ class LivePlot(QWidget):
             self._reference = None
         if value is None:
             return
-        self._reference = pg.InfiniteLine(pos=value, angle=0, pen=pg.mkPen("#888", width=1.5, style=Qt.PenStyle.DashLine),
-                                          label=label, labelOpts={"position": 0.05, "color": "#666", "anchors": [(0, 1), (0, 1)]})
+        muted = theme.colours().muted  # reads on light and dark alike
+        pen = pg.mkPen(muted, width=1.5, style=Qt.PenStyle.DashLine)
+        self._reference = pg.InfiniteLine(pos=value, angle=0, pen=pen, label=label,
+                                          labelOpts={"position": 0.05, "color": muted, "anchors": [(0, 1), (0, 1)]})
         self.plot_item.addItem(self._reference)
 
     @property
@@ -127,3 +153,8 @@ class LivePlot(QWidget):
             series.count = 0
             series.dirty = False
             series.item.setData([], [])
+
+    def _colour_curves(self, colours: theme.Colours) -> None:
+        for index, series in enumerate(self._series.values()):
+            # One pixel wide: antialiased wider lines take ten times longer to draw.
+            series.item.setPen(pg.mkPen(colours.curves[index % len(colours.curves)], width=1))

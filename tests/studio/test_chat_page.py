@@ -370,11 +370,11 @@ def test_the_window_unloads_chat_when_a_run_starts_on_the_train_page(qtbot, tiny
     with qtbot.waitSignal(chat.sessionChanged, timeout=60_000):
         chat.load_button.click()
     window.train_page.model_picker.set_ref(str(tiny_model_dir))
-    window.train_page.batch_spin.setValue(window.train_page.batch_spin.maximum())
-    window.train_page.max_length_spin.setValue(window.train_page.max_length_spin.maximum())
+    window.train_page.form.batch_spin.setValue(window.train_page.form.batch_spin.maximum())
+    window.train_page.form.max_length_spin.setValue(window.train_page.form.max_length_spin.maximum())
     with qtbot.waitSignal(chat.sessionChanged, timeout=60_000):
         # The run's start as the Train page announces it (the run itself is not needed here).
-        window.train_page.runStateChanged.emit("running")
+        window.train_page.runStateChanged.emit("starting")
     assert chat.session is None
     assert "to make room for training" in chat.transcript.toPlainText()
     window.train_page.runStateChanged.emit("idle")

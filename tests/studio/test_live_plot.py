@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pixels import pixels_of
 
 from studio.widgets.live_plot import LivePlot
 
@@ -45,3 +46,29 @@ def test_clear_forgets_every_point(plot):
     plot.append(5, 0.5)
     plot.redraw()
     assert plot.point_count() == 1
+
+
+def test_a_hundred_thousand_points_per_curve_are_drawn_as_the_pixels_can_show_them(qtbot, plot):
+    import numpy as np
+
+    plot.resize(800, 400)
+    plot.show()
+    qtbot.waitExposed(plot)
+    steps = np.arange(1, 100_001)
+    losses = 2.0 / np.sqrt(steps)
+    losses[54_321] = 50.0  # one spike among 100,000 points
+    for step, loss in zip(steps.tolist(), losses.tolist()):
+        plot.append(step, loss)
+        plot.append(step, loss + 10.0, "eval loss")
+    plot.redraw()
+    image = plot.plot_widget.grab().toImage()
+
+    assert plot.point_count() == plot.point_count("eval loss") == 100_000
+    drawn_x, drawn_y = plot.plot_item.listDataItems()[0].getData()
+    # Peak downsampling: a lowest and a highest value per pixel column, the spike among them.
+    assert len(drawn_x) <= 4 * plot.plot_widget.width()
+    assert drawn_y.max() == 50.0
+    assert plot.plot_item.viewRange()[1][1] >= 50.0
+    for item in plot.plot_item.listDataItems():  # both curves are on the picture
+        assert pixels_of(image, item.opts["pen"].color()) > 200
+

@@ -22,10 +22,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _settle(qtbot) -> None:
-    """Wait for the background work pages start when shown (device checks, dataset reads)."""
-    for task in workers.live_tasks():
-        with qtbot.waitSignal(task.finished, timeout=60_000):
-            pass
+    """Wait for the background work pages start when shown (device checks, dataset reads).
+
+    Waiting for each task's signal in turn would miss one that finished meanwhile."""
+    qtbot.waitUntil(lambda: not workers.live_tasks(), timeout=60_000)
 
 
 @pytest.fixture
@@ -106,8 +106,8 @@ def test_closing_during_a_run_asks_then_stops_and_saves(qtbot, window, monkeypat
     train = window.train_page
     train.model_picker.set_ref(str(tiny_model_dir))
     train.dataset_picker.set_path(str(write_messages_dataset(tmp_path / "chat.jsonl", rows=8)))
-    train.steps_spin.setValue(5000)
-    train.max_length_spin.setValue(64)
+    train.form.steps_spin.setValue(5000)
+    train.form.max_length_spin.setValue(64)
     with qtbot.waitSignal(train.progressChanged, timeout=120_000,
                           check_params_cb=lambda text: text.startswith("step ") and not text.startswith("step 0 ")):
         qtbot.mouseClick(train.start_button, Qt.MouseButton.LeftButton)
@@ -152,15 +152,17 @@ def test_the_data_pages_choices_are_what_the_train_page_trains_on(qtbot, window,
     assert "25% held out" in train.data_settings_label.text()
     assert "every token" in train.data_settings_label.text()
     train.model_picker.set_ref(str(tiny_model_dir))
-    train.steps_spin.setValue(2)
-    train.batch_spin.setValue(2)
-    train.max_length_spin.setValue(64)
+    train.form.steps_spin.setValue(2)
+    train.form.batch_spin.setValue(2)
+    train.form.max_length_spin.setValue(64)
     config = train.build_config()
     assert (config.dataset, config.val_fraction, config.train_on) == (str(csv), 0.25, "all")
 
     evals = []
     with qtbot.waitSignal(train.runFinished, timeout=120_000) as finished:
-        train.start_run()
+        # The run starts once it has been checked against this machine, in the background.
+        with qtbot.waitSignal(train.runStateChanged, timeout=120_000, check_params_cb=lambda state: state == "running"):
+            train.start_run()
         train._runner.events.connect(lambda batch: evals.extend(e for e in batch if isinstance(e, EvalMetrics)))
     assert finished.args[0].status == "completed", finished.args[0].error
     assert evals  # the held-out rows were evaluated

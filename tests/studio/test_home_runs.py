@@ -1,0 +1,142 @@
+"""The runs history on the Home page: real run folders, the real engine, the real widgets."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from heartbeat import Heartbeat
+from pixels import pixels_of
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QApplication, QMessageBox
+from run_folders import T0, completed_run, started, step, write_run
+
+from engine.events import RunFinished
+from engine.paths import runs_dir
+from studio import theme
+from studio.pages.home import RUN_COLUMNS, HomePage
+
+TIMEOUT_MS = 60_000
+
+
+@pytest.fixture
+def home(qtbot) -> HomePage:
+    page = HomePage()
+    qtbot.addWidget(page)
+    page.resize(1280, 800)
+    page.show()
+    qtbot.waitExposed(page)
+    return page
+
+
+def _look(qtbot, page: HomePage) -> None:
+    with qtbot.waitSignal(page.runsLoaded, timeout=TIMEOUT_MS):
+        page.refresh_runs()
+
+
+def _column(page: HomePage, name: str) -> list[str]:
+    model, column = page.runs_view.model(), RUN_COLUMNS.index(name)
+    return [model.index(row, column).data() for row in range(model.rowCount())]
+
+
+def _no_dialog_open() -> bool:
+    return not any(isinstance(w, QMessageBox) and w.isVisible() for w in QApplication.topLevelWidgets())
+
+
+def test_runs_are_listed_with_status_time_final_loss_and_a_mini_curve(qtbot, home):
+    completed_run("20260101-100000-pirate-lora")
+    write_run("20260102-100000-robot-lora", [
+        started(T0, total=20), step(T0 + 1, 1, 2.0), step(T0 + 75, 2, 1.9),
+        RunFinished(time=T0 + 80, status="failed", step=2, error="out of memory: pick smaller settings")])
+    _look(qtbot, home)
+
+    assert _column(home, "Run") == ["20260102-100000-robot-lora", "20260101-100000-pirate-lora"]
+    assert _column(home, "Status") == ["failed", "completed"]
+    assert _column(home, "Duration") == ["1 min 20 s", "30 s"]
+    assert _column(home, "Steps") == ["2 / 20", "5 / 5"]
+    assert _column(home, "Final loss") == ["1.9000", "0.5000"]
+    tooltip = home.runs_view.model().index(0, 0).data(Qt.ItemDataRole.ToolTipRole)
+    assert "out of memory" in tooltip  # the tooltip says why it failed
+    assert home.runs_summary.text() == "2 runs"
+
+    # The mini curves are painted in the Loss column, in the curve colour.
+    cell = home.runs_view.visualRect(home.runs_view.model().index(1, RUN_COLUMNS.index("Loss")))
+    image = home.runs_view.viewport().grab(cell).toImage()
+    assert pixels_of(image, QColor(theme.colours().curves[0])) > 20
+
+
+def test_two_hundred_runs_are_read_without_stalling_the_window(qtbot, home):
+    for number in range(200):
+        completed_run(f"20260101-{number:06d}-run", steps=40)
+    with Heartbeat() as heartbeat:
+        _look(qtbot, home)
+    assert home.runs_view.model().rowCount() == 200
+    assert heartbeat.worst_ms() < 50, f"the window stalled {heartbeat.worst_ms():.0f} ms"
+    # No run changed: a second look answers at once, reading nothing.
+    answered: list[bool] = []
+    home.runsLoaded.connect(lambda: answered.append(True))
+    home.refresh_runs()
+    assert answered and home.runs_view.model().rowCount() == 200
+
+
+def test_a_run_deleted_behind_the_studios_back_drops_out_quietly(qtbot, home):
+    kept = completed_run("20260101-100000-kept")
+    gone = completed_run("20260102-100000-gone")
+    _look(qtbot, home)
+    home.select_runs([str(gone)])
+    shutil.rmtree(gone)
+    with qtbot.waitSignal(home.runsLoaded, timeout=TIMEOUT_MS):
+        viewer = home.open_selected()  # the row is still there: opening it finds the folder gone
+        qtbot.addWidget(viewer)
+    assert "folder is gone" in viewer.status_label.text()
+    assert _column(home, "Run") == [kept.name]
+    assert _no_dialog_open()
+
+
+def test_opening_a_run_shows_its_curves_and_config(qtbot, home):
+    folder = completed_run("20260101-100000-pirate-lora", config={"model": "tiny", "dataset": "/d/pirate.jsonl",
+                                                                   "rank": 8, "lr": 0.001})
+    _look(qtbot, home)
+    opened: list[list[str]] = []
+    home.runsOpened.connect(opened.append)
+    home.runs_view.selectRow(0)
+    assert home.open_button.isEnabled() and not home.compare_button.isEnabled()
+    with qtbot.waitSignal(home.runsOpened):
+        viewer = home.open_selected()
+    qtbot.addWidget(viewer)
+    with qtbot.waitSignal(viewer.loaded, timeout=TIMEOUT_MS):
+        pass
+    assert opened == [[str(folder)]]
+    assert viewer.loss_plot.point_count("train loss") == 5
+    assert viewer.loss_plot.point_count("eval loss") == 1
+    assert viewer.lr_plot.point_count() == 5
+    assert json.loads(viewer.config_view.toPlainText())["rank"] == 8
+    assert "completed · step 5 / 5 · 30 s · final loss 0.5000" in viewer.status_label.text()
+
+
+def test_selected_runs_are_compared_on_one_plot_with_the_settings_that_differ(qtbot, home):
+    base = {"model": "tiny", "dataset": "/d/pirate.jsonl", "rank": 8}
+    completed_run("20260101-100000-r8", steps=5, config=base)
+    completed_run("20260102-100000-r16", steps=7, config={**base, "rank": 16})
+    _look(qtbot, home)
+    home.select_runs([str(runs_dir() / "20260101-100000-r8"), str(runs_dir() / "20260102-100000-r16")])
+    assert home.compare_button.isEnabled() and not home.open_button.isEnabled()
+    viewer = home.open_selected()
+    qtbot.addWidget(viewer)
+    with qtbot.waitSignal(viewer.loaded, timeout=TIMEOUT_MS):
+        pass
+    assert viewer.loss_plot.point_count("20260101-100000-r8") == 5
+    assert viewer.loss_plot.point_count("20260102-100000-r16") == 7
+    table = viewer.settings_table
+    assert table.rowCount() == 1  # only the rank differs
+    assert [table.item(0, column).text() for column in range(3)] == ["rank", "16", "8"]
+
+
+def test_runs_sort_by_final_loss_as_numbers(qtbot, home):
+    for name, steps in (("20260101-100000-a", 2), ("20260102-100000-b", 5), ("20260103-100000-c", 3)):
+        completed_run(name, steps=steps)  # final loss 3 - 0.5 * steps: 2.0, 0.5, 1.5
+    _look(qtbot, home)
+    home.runs_view.sortByColumn(RUN_COLUMNS.index("Final loss"), Qt.SortOrder.AscendingOrder)
+    assert _column(home, "Final loss") == ["0.5000", "1.5000", "2.0000"]
