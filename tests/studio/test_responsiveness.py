@@ -87,6 +87,11 @@ def test_an_adapter_merge(qtbot, window, tiny_model_dir):
     adapters.select_name("pirate")
     dialog = adapters.merge_dialog()
     qtbot.addWidget(dialog)
+    # As the user sees them before pressing Merge: the page with the adapter's loss curve
+    # painted (a first paint of a plot takes ~30 ms) and the dialog open.
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    qtbot.wait(300)
     with Heartbeat() as heartbeat:
         with qtbot.waitSignal(adapters.modelsChanged, timeout=TIMEOUT_MS):
             task = dialog.merge()
