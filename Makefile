@@ -33,8 +33,11 @@ $(STAMP): pyproject.toml Makefile
 run: setup
 	$(VENV)/bin/lora-studio
 
+# Two workers (most tests wait on a training child or a subprocess), then the tests that
+# bound a time on their own, so that no other test's training steals their cores.
 test: setup
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup -m "not alone"
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider -m alone
 
 clean:
 	rm -rf $(VENV)

@@ -209,6 +209,19 @@ class MainWindow(QMainWindow):
 
     def _connect_home(self, home: QWidget) -> None:
         home.runsOpened.connect(self._remember_runs)
+        home.resumeRequested.connect(lambda run_dir: self._on_train_page(lambda train: train.resume_run(Path(run_dir))))
+        home.watchRequested.connect(lambda run_dir: self._on_train_page(lambda train: train.watch_run(Path(run_dir))))
+        home.trainMoreRequested.connect(
+            lambda run_dir: self._on_train_page(lambda train: train.ask_train_more(Path(run_dir))))
+
+    def _on_train_page(self, act) -> None:
+        """Take a run from the Home page to the Train page, unless that page is busy with another."""
+        train = self.train_page
+        self.show_page("Train")
+        if train.busy:
+            self.statusBar().showMessage("The Train page is busy with a run: stop it or wait for it to end first.")
+            return
+        act(train)
 
     def _connect_models(self, models: QWidget) -> None:
         models.modelsChanged.connect(self._on_models_changed)
@@ -221,9 +234,34 @@ class MainWindow(QMainWindow):
         train.progressChanged.connect(self.statusBar().showMessage)
         train.runFinished.connect(self._on_run_finished)
         self._restore_last_choices(train)
+        self._train_model = train.model_picker.current_ref()
+        self._apply_model_settings(train)
         train.model_picker.currentIndexChanged.connect(
             lambda _index: self.settings.set("last.model", train.model_picker.current_ref()))
+        train.model_picker.currentIndexChanged.connect(lambda _index: self._switch_model_settings(train))
         train.dataset_picker.changed.connect(lambda path: self.settings.set("last.dataset", path))
+
+    # The Train page's settings, per model: what was last set (or trained) for a model comes
+    # back when that model is picked again. Kept under "train.per_model", keyed by model ref.
+    def _remember_model_settings(self, train: QWidget) -> None:
+        if not self._train_model:
+            return
+        per_model = self.settings.get("train.per_model", {})
+        per_model[self._train_model] = {key: value for key, value in train.form.values().items() if key != "name"}
+        self.settings.set("train.per_model", per_model)
+
+    def _apply_model_settings(self, train: QWidget) -> None:
+        saved = self.settings.get("train.per_model", {}).get(self._train_model)
+        if saved:
+            train.form.apply(saved)
+
+    def _switch_model_settings(self, train: QWidget) -> None:
+        model = train.model_picker.current_ref()
+        if model == self._train_model:
+            return
+        self._remember_model_settings(train)
+        self._train_model = model
+        self._apply_model_settings(train)
 
     def _connect_adapters(self, adapters: QWidget) -> None:
         adapters.adaptersChanged.connect(lambda: self._refresh_if_built("Chat"))
@@ -403,6 +441,7 @@ class MainWindow(QMainWindow):
             chat = self.built("Chat")
             if chat is not None:
                 chat.make_room_for_training(self.train_page.build_config())
+            self._remember_model_settings(self.train_page)
         elif state == "running" and self._run_state == "starting":
             self._refresh_runs()  # the run has its folder now: Home lists it as running
         self._run_state = state
@@ -481,6 +520,8 @@ class MainWindow(QMainWindow):
                 event.ignore()
                 return
         self.settings.set("window.geometry", to_text(self.saveGeometry()))
+        if train is not None:
+            self._remember_model_settings(train)
         self.settings.flush()
         chat = self.built("Chat")
         if chat is not None:

@@ -72,3 +72,11 @@ def no_orphan_training_processes():
                 child.kill()
         except psutil.Error:
             continue
+
+
+def pytest_collection_modifyitems(items):
+    """Under ``-n 2`` the tests on the real starter model share one worker, so that the starter
+    is converted once (about 45 s), not once per worker."""
+    for item in items:
+        if {"starter_model_dir", "starter_in_store"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("starter"))

@@ -89,6 +89,7 @@ def test_listing_shows_what_each_adapter_is_and_marks_damaged_folders(tiny_model
         resolve_adapter("half-copied")
 
 
+@pytest.mark.alone
 def test_five_hundred_adapters_list_in_under_a_second():
     for index in range(500):
         _fake_adapter(f"adapter-{index:03}", meta={"method": "lora", "rank": 8, "final_loss": index / 100,

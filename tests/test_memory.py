@@ -145,6 +145,7 @@ def test_impossible_plans_are_refused(settings):
         estimate_memory(catalog("SmolLM2-135M-Instruct"), Plan(**settings))
 
 
+@pytest.mark.alone
 def test_importing_the_estimate_does_not_import_torch_and_estimates_are_fast():
     code = "import sys, engine.memory; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

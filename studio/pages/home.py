@@ -79,6 +79,42 @@ def _when(started: Optional[float]) -> str:
     return datetime.fromtimestamp(started).strftime("%Y-%m-%d %H:%M") if started else ""
 
 
+def _device_row(device: Any) -> list[str]:
+    """One row of the devices table: what the device is, its memory and its live readings."""
+    cores = device.cores or device.threads
+    if device.kind == "cpu" and cores:
+        compute = f"{cores} cores, {device.threads or cores} threads"
+    else:
+        compute = device.compute_capability or ""
+    use = f"{device.utilization_percent:.0f}%" if device.utilization_percent is not None else ""
+    temperature = f"{device.temperature_c:.0f} °C" if device.temperature_c is not None else ""
+    return [device.name, device.kind, _gib(device.total_bytes), _gib(device.free_bytes),
+            "yes" if device.bf16 else "no", compute, device.driver or "", use, temperature]
+
+
+def recovery_offer(records: list[Any]) -> Optional[tuple[str, Any]]:
+    """The newest run a previous session left behind, and what to offer for it.
+
+    ("watch", record) for a run still training with no window following it (the studio
+    closed or crashed while its training process went on); ("resume", record) for one cut
+    off without finishing (the training process or the computer went down). None otherwise.
+    Called on the first look at the runs after start-up, when no run can be this window's.
+    """
+    newest_first = sorted(records, key=lambda r: r.summary.started or 0, reverse=True)
+    for record in newest_first:
+        if record.summary.status == "running":
+            return "watch", record
+    # Only the newest run: an old crash the user has long moved on from is no news.
+    if newest_first and newest_first[0].summary.resumable and _cut_off(newest_first[0].summary):
+        return "resume", newest_first[0]
+    return None
+
+
+def _cut_off(run: Any) -> bool:
+    """Ended by something outside the run (a kill, a crash, a power cut), not by its own error."""
+    return run.status == "interrupted" or (run.status == "failed" and "ended unexpectedly" in (run.error or ""))
+
+
 def _find_hardware(reporter: TaskReporter) -> tuple[list[Any], dict[str, str]]:
     from engine.hardware import detect_devices, versions
 
@@ -184,6 +220,10 @@ class HomePage(QWidget):
     hardwareLoaded = Signal()  # the device table shows the latest detection (or why it failed)
     runsLoaded = Signal()  # the runs list shows the latest look at the runs folder
     runsOpened = Signal(list)  # run folders the user opened (one) or compared (several)
+    # What the Train page should do with a run from the list (the window connects them).
+    resumeRequested = Signal(str)
+    watchRequested = Signal(str)
+    trainMoreRequested = Signal(str)
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
@@ -195,12 +235,14 @@ class HomePage(QWidget):
         self._runs_stale = False
         self._runs_started = 0.0
         self._history = RunHistory()
+        self._recovery_checked = False
 
         welcome = QLabel(GET_STARTED)
         welcome.setWordWrap(True)
         welcome.setTextFormat(Qt.TextFormat.RichText)
 
-        self.devices_table = _table(["Device", "Kind", "Total memory", "Free memory", "bf16"])
+        self.devices_table = _table(["Device", "Kind", "Total memory", "Free memory", "bf16", "Compute",
+                                     "Driver", "Use", "Temperature"])
         self.devices_table.setAccessibleName("Devices found")
         self.devices_table.setMaximumHeight(140)
         self.hardware_status = QLabel()
@@ -231,12 +273,31 @@ class HomePage(QWidget):
         self.splitter.addWidget(self._build_runs())
         self.splitter.setStretchFactor(1, 1)
         layout = QVBoxLayout(self)
+        layout.addWidget(self._build_recovery())
         layout.addWidget(self.splitter)
 
         self._poll = QTimer(self)
         self._poll.setSingleShot(True)
         self._poll.setInterval(RUNS_POLL_MS)
         self._poll.timeout.connect(self.refresh_runs)
+
+    def _build_recovery(self) -> QWidget:
+        """The note that offers to watch or resume what the last session left running."""
+        self.recovery_box = QGroupBox("Left from last time")
+        self.recovery_label = QLabel()
+        self.recovery_label.setWordWrap(True)
+        self.recovery_button = QPushButton()
+        self.recovery_button.clicked.connect(self._act_on_recovery)
+        dismiss = QPushButton("Dismiss")
+        dismiss.setToolTip("Hide this note; the run stays in the list below")
+        dismiss.clicked.connect(self.recovery_box.hide)
+        row = QHBoxLayout(self.recovery_box)
+        row.addWidget(self.recovery_label, 1)
+        row.addWidget(self.recovery_button)
+        row.addWidget(dismiss)
+        self.recovery_box.hide()
+        self._recovery: Optional[tuple[str, Any]] = None
+        return self.recovery_box
 
     def _build_runs(self) -> QWidget:
         self.runs_model = RunsModel(self)
@@ -273,9 +334,19 @@ class HomePage(QWidget):
         self.folder_button = QPushButton("Open folder")
         self.folder_button.setToolTip("Show the run folder (config.json, events.jsonl, train.log, checkpoints)")
         self.folder_button.clicked.connect(self._open_folder)
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip("Continue the run from its last checkpoint on the Train page")
+        self.resume_button.clicked.connect(lambda: self._request(self.resumeRequested))
+        self.watch_button = QPushButton("Watch")
+        self.watch_button.setToolTip("Follow the run, still training, on the Train page (and stop it there)")
+        self.watch_button.clicked.connect(lambda: self._request(self.watchRequested))
+        self.more_button = QPushButton("Train more…")
+        self.more_button.setToolTip("Continue the finished run for more steps or epochs into a new adapter version")
+        self.more_button.clicked.connect(lambda: self._request(self.trainMoreRequested))
         row = QHBoxLayout()
         row.addWidget(self.runs_summary, 1)
-        for button in (self.open_button, self.compare_button, self.folder_button):
+        for button in (self.open_button, self.compare_button, self.folder_button, self.resume_button,
+                       self.watch_button, self.more_button):
             row.addWidget(button)
         box = QGroupBox("Runs")
         box_layout = QVBoxLayout(box)
@@ -382,6 +453,39 @@ class HomePage(QWidget):
             self.runs_summary.setText(f"{len(records)} run{'s' if len(records) != 1 else ''}"
                                       + (f" · {running} running" if running else ""))
         self._update_buttons()
+        if not self._recovery_checked:
+            self._recovery_checked = True
+            self._offer_recovery(recovery_offer(records))
+
+    def _offer_recovery(self, offer: Optional[tuple[str, Any]]) -> None:
+        self._recovery = offer
+        if offer is None:
+            return
+        action, record = offer
+        run = record.summary
+        if action == "watch":
+            self.recovery_label.setText(f"<b>{run.name}</b> is still training (step {run.steps}), but no window "
+                                        "follows it: the studio closed while it ran.")
+            self.recovery_button.setText("Watch")
+        else:
+            total = f" of {run.total_steps}" if run.total_steps else ""
+            self.recovery_label.setText(f"<b>{run.name}</b> ended before it finished, at step {run.steps}{total} "
+                                        "(its training process or the computer went down). It can go on from "
+                                        f"its checkpoint at step {run.checkpoint_step}.")
+            self.recovery_button.setText("Resume")
+        self.recovery_box.show()
+
+    def _act_on_recovery(self) -> None:
+        if self._recovery is None:
+            return
+        action, record = self._recovery
+        self.recovery_box.hide()
+        (self.watchRequested if action == "watch" else self.resumeRequested).emit(record.run_dir)
+
+    def _request(self, signal: Any) -> None:
+        selected = self.selected_runs()
+        if len(selected) == 1:
+            signal.emit(selected[0])
 
     def _runs_failed(self, message: str) -> None:
         # Said in place: the page looks again every few seconds, and a dialog each time would be a storm.
@@ -405,6 +509,16 @@ class HomePage(QWidget):
         self.open_button.setEnabled(count == 1)
         self.compare_button.setEnabled(count >= 2)
         self.folder_button.setEnabled(count == 1)
+        run = self._selected_summary() if count == 1 else None
+        status = run.status if run is not None else None
+        self.resume_button.setEnabled(run is not None and status != "running" and run.resumable)
+        self.watch_button.setEnabled(status == "running")
+        self.more_button.setEnabled(status in ("completed", "stopped") and not (run and run.resumable))
+
+    def _selected_summary(self) -> Any:
+        proxy = self.runs_view.model()
+        rows = self.runs_view.selectionModel().selectedRows()
+        return self.runs_model.record(proxy.mapToSource(rows[0]).row()).summary if rows else None
 
     def _open_folder(self) -> None:
         selected = self.selected_runs()
@@ -434,10 +548,7 @@ class HomePage(QWidget):
         devices, versions = result
         _fill(
             self.devices_table,
-            [
-                [d.name, d.kind, _gib(d.total_bytes), _gib(d.free_bytes), "yes" if d.bf16 else "no"]
-                for d in devices
-            ],
+            [_device_row(device) for device in devices],
         )
         accelerators = [d for d in devices if d.kind != "cpu"]
         if accelerators:

@@ -207,7 +207,7 @@ class TrainPage(QWidget):
         self.resume_button.clicked.connect(lambda: self.resume_run(self._last_run))
         self.more_button = QPushButton("Train more…")
         self.more_button.setToolTip("Continue the finished run for more steps or epochs, from where it ended")
-        self.more_button.clicked.connect(self._ask_train_more)
+        self.more_button.clicked.connect(lambda: self.ask_train_more())
         self.export_button = QPushButton("Run elsewhere…")
         self.export_button.setToolTip("The config file and the command lines that run these settings headless, "
                                       "here or on a machine with more GPUs (torchrun, accelerate)")
@@ -475,7 +475,8 @@ class TrainPage(QWidget):
             return
         from engine.jobs import TrainingJob
 
-        self._begin(lambda reporter: TrainingJob.resume(Path(run_dir)), None, clear=False)
+        run_dir = Path(run_dir)
+        self._begin(self._with_history(run_dir, lambda: TrainingJob.resume(run_dir)), None, clear=False)
 
     def watch_run(self, run_dir: Path) -> None:
         """Show a run that is still going (its window closed or crashed): replay its curve, then follow it."""
@@ -497,7 +498,24 @@ class TrainPage(QWidget):
             return
         from engine.jobs import TrainingJob
 
-        self._begin(lambda reporter: TrainingJob.train_more(Path(run_dir), **amount), None, clear=False)
+        run_dir = Path(run_dir)
+        self._begin(self._with_history(run_dir, lambda: TrainingJob.train_more(run_dir, **amount)), None,
+                    clear=False)
+
+    def _with_history(self, run_dir: Path, spawn: Callable[[], Any]) -> Callable[[TaskReporter], Any]:
+        """A start that also reads the run's curve up to its checkpoint, when this page does not
+        show it already (a run picked on the Home page): the continued curve then joins it."""
+        if self._last_run is not None and Path(self._last_run) == run_dir:
+            return lambda reporter: spawn()
+
+        def start(reporter: TaskReporter) -> tuple[Any, Any]:
+            from engine.jobs import last_checkpoint_step
+            from engine.runs import read_curves
+
+            curves, until = read_curves(run_dir), last_checkpoint_step(run_dir)
+            return spawn(), (curves, until)
+
+        return start
 
     def _begin(self, start: Callable[[TaskReporter], Any], config: Optional[RunConfig], clear: bool = True) -> None:
         """Check and spawn in the background; the page follows the job once it exists."""
@@ -507,9 +525,12 @@ class TrainPage(QWidget):
         self._set_state(STARTING)
         self.progress_bar.setFormat("checking the run against this machine…")
 
-        def started(job: Any) -> None:
-            if clear:
+        def started(result: Any) -> None:
+            job, history = result if isinstance(result, tuple) else (result, None)
+            if clear or history is not None:
                 self._clear_monitor()
+            if history is not None:
+                self._draw_history(*history)
             self._follow(job)
 
         def refused(message: str) -> None:
@@ -518,6 +539,13 @@ class TrainPage(QWidget):
             self._refuse(StudioError(message))
 
         self._task = self._background(start, started, refused)
+
+    def _draw_history(self, curves: Any, until: int) -> None:
+        """The run's curve so far, up to the checkpoint it goes on from (later steps are redone)."""
+        for name, curve in (("train loss", curves.loss), ("eval loss", curves.eval_loss)):
+            kept = [(step, value) for step, value in zip(curve.steps, curve.values) if step <= until]
+            if kept:
+                self.loss_plot.set_points([step for step, _ in kept], [value for _, value in kept], name)
 
     def _follow(self, job: Any) -> None:
         self._last_run = Path(job.run_dir)
@@ -558,15 +586,24 @@ class TrainPage(QWidget):
             self._runner.job.pause()
             self._set_state(PAUSING)
 
-    def _ask_train_more(self) -> None:
+    def ask_train_more(self, run_dir: Optional[Path] = None) -> Optional[QDialog]:
+        """Ask how much more to train a finished run (this page's last by default), then start.
+
+        The dialog is window-modal and answers through its signals, so the caller (and a test)
+        is not held in a nested event loop; it is returned for them.
+        """
         from engine.jobs import summarize_run
 
-        summary = summarize_run(self._last_run) if self._last_run else None
+        run_dir = run_dir or self._last_run
+        summary = summarize_run(run_dir) if run_dir else None
         if summary is None:
-            return
+            return None
         dialog = TrainMoreDialog(summary.name, summary.checkpoint_step, self)
-        if dialog.exec() == QDialog.DialogCode.Accepted:
-            self.train_more(self._last_run, **dialog.amount())
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.setWindowModality(Qt.WindowModality.WindowModal)
+        dialog.accepted.connect(lambda: self.train_more(run_dir, **dialog.amount()))
+        dialog.open()
+        return dialog
 
     def _export(self) -> None:
         try:

@@ -79,6 +79,7 @@ def test_table_search_sort_and_details(page, tiny_model_dir):
     assert _cell(shown, "pirate", "Tags") == "sea, fun" and shown.selected_record().name == "pirate"
 
 
+@pytest.mark.alone
 def test_five_hundred_adapters_fill_the_page_in_under_a_second(page):
     for index in range(500):
         folder = adapters_dir() / f"adapter-{index:03}"

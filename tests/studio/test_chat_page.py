@@ -381,6 +381,7 @@ def test_the_window_unloads_chat_when_a_run_starts_on_the_train_page(qtbot, tiny
 
 
 # responsiveness -----------------------------------------------------------------------------------
+@pytest.mark.alone
 def test_the_window_stays_responsive_while_a_reply_streams(qtbot, page):
     heartbeat = Heartbeat()
     page.settings.temperature_box.setValue(0.0)
@@ -397,6 +398,7 @@ def test_the_window_stays_responsive_while_a_reply_streams(qtbot, page):
     assert worst < 0.050, f"the UI thread stalled for {worst * 1000:.0f} ms while a reply streamed"
 
 
+@pytest.mark.alone
 def test_the_window_stays_responsive_while_a_comparison_streams(qtbot, page, library):
     page.refresh()
     view = page.compare_view

@@ -8,6 +8,7 @@ import logging
 import sys
 import threading
 import warnings
+from pathlib import Path
 
 import pytest
 from helpers import write_messages_dataset
@@ -279,3 +280,29 @@ def test_a_dark_system_scheme_darkens_the_window_and_its_plots(qtbot, window):
         hints.colorSchemeChanged.emit(Qt.ColorScheme.Light)
     assert QGuiApplication.palette().color(QPalette.ColorRole.Window).lightness() > 180
     assert window.train_page.loss_plot.plot_widget.backgroundBrush().color().name() == theme.LIGHT.plot_background
+
+
+def test_each_model_gets_back_the_settings_it_was_last_given(qtbot, tiny_model_dir, tmp_path):
+    import shutil
+
+    other = Path(shutil.copytree(tiny_model_dir, tmp_path / "other-model"))
+    window = _open_window(qtbot)
+    form = window.train_page.form
+    picker = window.train_page.model_picker
+    picker.set_ref(str(tiny_model_dir))
+    form.rank_spin.setValue(8)
+    form.lr_spin.setValue(5e-4)
+    picker.set_ref(str(other))
+    assert form.rank_spin.value() == 8  # a model never set up keeps what the form holds
+    form.rank_spin.setValue(32)
+    picker.set_ref(str(tiny_model_dir))
+    assert form.rank_spin.value() == 8 and form.lr_spin.value() == pytest.approx(5e-4)
+    picker.set_ref(str(other))
+    assert form.rank_spin.value() == 32
+    window.close()
+
+    again = _open_window(qtbot)  # it reopens on the last model, with that model's settings
+    assert again.train_page.model_picker.current_ref() == str(other)
+    assert again.train_page.form.rank_spin.value() == 32
+    again.train_page.model_picker.set_ref(str(tiny_model_dir))
+    assert again.train_page.form.rank_spin.value() == 8

@@ -67,6 +67,7 @@ def test_runs_are_listed_with_status_time_final_loss_and_a_mini_curve(qtbot, hom
     assert pixels_of(image, QColor(theme.colours().curves[0])) > 20
 
 
+@pytest.mark.alone
 def test_two_hundred_runs_are_read_without_stalling_the_window(qtbot, home):
     for number in range(200):
         completed_run(f"20260101-{number:06d}-run", steps=40)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
@@ -63,6 +64,12 @@ def test_home_shows_the_hardware_found(window):
     assert table.rowCount() >= 1
     kinds = [table.item(row, 1).text() for row in range(table.rowCount())]
     assert "cpu" in kinds
+    headers = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
+    assert headers[5:] == ["Compute", "Driver", "Use", "Temperature"]
+    cpu = kinds.index("cpu")
+    cores = psutil.cpu_count(logical=False) or psutil.cpu_count()
+    assert table.item(cpu, 5).text().startswith(f"{cores} cores")
+    assert table.item(cpu, 7).text().endswith("%")  # the CPU's live utilisation
     assert window.home_page.versions_label.text().startswith("Versions:")
 
 

@@ -21,6 +21,8 @@ from studio.app import start
 from studio.logs import stop_logging
 from studio.main_window import MainWindow
 
+pytestmark = pytest.mark.alone  # a stall bound: run with no other test beside it
+
 STALL_MS = 50
 TIMEOUT_MS = 120_000
 
