@@ -62,3 +62,14 @@ def empty_safetensors(path: Path) -> Path:
     header = json.dumps({"__metadata__": {"format": "pt"}}).encode()
     path.write_bytes(len(header).to_bytes(8, "little") + header)
     return path
+
+
+def merge_in_dialog(qtbot: Any, adapters_page: Any, dialog: Any, timeout_ms: int) -> None:
+    """Press Merge in the Adapters page's merge dialog and wait until the merged model is in
+    the store and the dialog's check has ended."""
+    with qtbot.waitSignal(adapters_page.modelsChanged, timeout=timeout_ms):
+        task = dialog.merge()
+    if task.running:
+        with qtbot.waitSignal(task.finished, timeout=timeout_ms):
+            pass
+    assert "Merged and checked" in dialog.result_view.toPlainText()

@@ -394,9 +394,12 @@ class HomePage(QWidget):
 
     def selected_runs(self) -> list[str]:
         """The selected runs' folders, top to bottom."""
+        return [record.run_dir for record in self._selected_records()]
+
+    def _selected_records(self) -> list[Any]:
         proxy = self.runs_view.model()
         rows = sorted(index.row() for index in self.runs_view.selectionModel().selectedRows())
-        return [self.runs_model.record(proxy.mapToSource(proxy.index(row, 0)).row()).run_dir for row in rows]
+        return [self.runs_model.record(proxy.mapToSource(proxy.index(row, 0)).row()) for row in rows]
 
     def select_runs(self, run_dirs: list[str]) -> None:
         proxy = self.runs_view.model()
@@ -505,20 +508,16 @@ class HomePage(QWidget):
         self.runsLoaded.emit()
 
     def _update_buttons(self) -> None:
-        count = len(self.runs_view.selectionModel().selectedRows())
+        selected = self._selected_records()
+        count = len(selected)
         self.open_button.setEnabled(count == 1)
         self.compare_button.setEnabled(count >= 2)
         self.folder_button.setEnabled(count == 1)
-        run = self._selected_summary() if count == 1 else None
+        run = selected[0].summary if count == 1 else None
         status = run.status if run is not None else None
         self.resume_button.setEnabled(run is not None and status != "running" and run.resumable)
         self.watch_button.setEnabled(status == "running")
         self.more_button.setEnabled(status in ("completed", "stopped") and not (run and run.resumable))
-
-    def _selected_summary(self) -> Any:
-        proxy = self.runs_view.model()
-        rows = self.runs_view.selectionModel().selectedRows()
-        return self.runs_model.record(proxy.mapToSource(rows[0]).row()).summary if rows else None
 
     def _open_folder(self) -> None:
         selected = self.selected_runs()

@@ -14,7 +14,7 @@ import gc
 import pytest
 from heartbeat import Heartbeat
 from helpers import write_messages_dataset
-from lora_adapters import library_adapter
+from lora_adapters import library_adapter, merge_in_dialog
 
 from studio import workers
 from studio.app import start
@@ -95,10 +95,5 @@ def test_an_adapter_merge(qtbot, window, tiny_model_dir):
     qtbot.waitExposed(dialog)
     qtbot.wait(300)
     with Heartbeat() as heartbeat:
-        with qtbot.waitSignal(adapters.modelsChanged, timeout=TIMEOUT_MS):
-            task = dialog.merge()
-        if task.running:
-            with qtbot.waitSignal(task.finished, timeout=TIMEOUT_MS):
-                pass
-    assert "Merged and checked" in dialog.result_view.toPlainText()
+        merge_in_dialog(qtbot, adapters, dialog, TIMEOUT_MS)
     _assert_no_stall(heartbeat, "an adapter merge")

@@ -15,6 +15,7 @@ from PySide6.QtCore import Qt
 
 from engine.library import list_adapters
 from helpers import write_messages_dataset
+from lora_adapters import merge_in_dialog
 from studio.main_window import MainWindow
 
 TIMEOUT_MS = 120_000
@@ -66,12 +67,7 @@ def test_three_runs_a_merge_and_fifty_replies_leave_nothing_behind(qtbot, tiny_m
     adapters.select_name("soak-1")
     dialog = adapters.merge_dialog()
     qtbot.addWidget(dialog)
-    with qtbot.waitSignal(adapters.modelsChanged, timeout=TIMEOUT_MS):
-        task = dialog.merge()
-    if task.running:
-        with qtbot.waitSignal(task.finished, timeout=TIMEOUT_MS):
-            pass
-    assert "Merged and checked" in dialog.result_view.toPlainText()
+    merge_in_dialog(qtbot, adapters, dialog, TIMEOUT_MS)
     dialog.close()
 
     chat = window.chat_page
