@@ -11,6 +11,10 @@ one, with the last lines of its log, so every run ends with exactly one
 
 The child runs in its own session: if the studio itself dies, training goes on, and
 the next studio start finds the run still going and attaches to it (``attach``).
+
+Where warm starts are enabled (``engine.launcher``: the studio, on Linux with a CPU build
+of torch) the child is forked from a standby that has imported the training stack already,
+rather than started cold; it is the same run either way.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from engine import launcher
 from engine.atomic import write_json
 from engine.config import RunConfig
 from engine.control import send_command
@@ -44,18 +49,21 @@ _ENGINE_ROOT = Path(__file__).resolve().parent.parent
 
 
 class _Child:
-    """The training process: one we started (a Popen) or one found running (a psutil.Process)."""
+    """The training process: one we started (a Popen), one the warm-start standby forked for
+    us (a ``launcher.WarmChild``) or one found running (a psutil.Process)."""
 
-    def __init__(self, popen: Optional[subprocess.Popen] = None, found: Any = None) -> None:
-        self._popen, self._found = popen, found
+    def __init__(self, popen: Optional[subprocess.Popen] = None, warm: Any = None, found: Any = None) -> None:
+        self._popen, self._warm, self._found = popen, warm, found
 
     @property
     def pid(self) -> int:
-        return self._popen.pid if self._popen is not None else self._found.pid
+        return (self._popen or self._warm or self._found).pid
 
     def exited(self) -> bool:
         if self._popen is not None:
             return self._popen.poll() is not None
+        if self._warm is not None:
+            return self._warm.exited()
         import psutil
 
         try:
@@ -65,13 +73,15 @@ class _Child:
 
     @property
     def returncode(self) -> Optional[int]:
-        return self._popen.returncode if self._popen is not None else None
+        if self._popen is not None:
+            return self._popen.returncode
+        return self._warm.returncode if self._warm is not None else None
 
     def kill(self) -> None:
         import psutil
 
         try:
-            (self._popen or self._found).kill()
+            (self._popen or self._warm or self._found).kill()
         except (ProcessLookupError, psutil.Error):
             pass  # already gone
 
@@ -139,17 +149,19 @@ class TrainingJob:
     @classmethod
     def _spawn(cls, run_dir: Path) -> "TrainingJob":
         send_command(run_dir, "run")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        # The child must import this very engine, wherever the caller was started from.
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ENGINE_ROOT), env.get("PYTHONPATH")]))
-        with open(run_dir / LOG_FILE, "ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "engine.train", str(run_dir)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                start_new_session=True,  # Ctrl-C in a terminal reaches the supervisor, which stops the run cleanly
-            )
-        (run_dir / PID_FILE).write_text(str(process.pid))
-        return cls(run_dir, _Child(popen=process))
+        env = child_environment(os.environ)
+        warm = launcher.start_run(run_dir, run_dir / LOG_FILE, env)
+        if warm is not None:
+            child = _Child(warm=warm)
+        else:
+            with open(run_dir / LOG_FILE, "ab") as log:
+                child = _Child(popen=subprocess.Popen(
+                    [sys.executable, "-m", "engine.train", str(run_dir)],
+                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                    start_new_session=True,  # Ctrl-C in a terminal reaches the supervisor, which stops the run cleanly
+                ))
+        _write_pid_file(run_dir, child.pid)
+        return cls(run_dir, child)
 
     # Control -----------------------------------------------------------------------------
     def pause(self) -> None:
@@ -246,6 +258,26 @@ class TrainingJob:
         writer.emit(event)
         writer.close()
         self._publish(event)
+
+
+def child_environment(env: dict[str, str]) -> dict[str, str]:
+    """A training child's environment: the caller's, unbuffered, importing this very engine
+    wherever the caller was started from."""
+    env = dict(env, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ENGINE_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def _write_pid_file(run_dir: Path, pid: int) -> None:
+    """The child's pid and start time: together they name the process even once the number
+    has been reused, whichever way it was started."""
+    import psutil
+
+    try:
+        started = psutil.Process(pid).create_time()
+    except psutil.Error:
+        started = None  # already gone: the supervisor reports how it ended
+    (run_dir / PID_FILE).write_text(f"{pid} {started}" if started is not None else str(pid))
 
 
 def check_can_run(config: RunConfig) -> None:
@@ -406,18 +438,21 @@ def _steps_per_epoch(config: dict, started: Optional[RunStarted]) -> Optional[in
 def _running_child(run_dir: Path) -> Any:
     """The run's training process if it is still alive (a psutil.Process), else None.
 
-    The pid file can outlive its process and the number be reused, so the process must
-    also be an ``engine.train`` child of this very run directory.
+    The pid file can outlive its process and the number be reused, so the process must also
+    have the start time the file recorded, or (in a file from before start times were kept)
+    be an ``engine.train`` child of this very run directory.
     """
     import psutil
 
     try:
-        pid = int((Path(run_dir) / PID_FILE).read_text())
-        process = psutil.Process(pid)
-        command = process.cmdline()
+        fields = (Path(run_dir) / PID_FILE).read_text().split()
+        process = psutil.Process(int(fields[0]))
         if process.status() == psutil.STATUS_ZOMBIE:
             return None
-    except (OSError, ValueError, psutil.Error):
+        if len(fields) > 1:
+            return process if abs(process.create_time() - float(fields[1])) < 0.01 else None
+        command = process.cmdline()
+    except (OSError, ValueError, IndexError, psutil.Error):
         return None
     if "engine.train" in command and str(Path(run_dir).resolve()) in [str(Path(a).resolve()) for a in command
                                                                        if a.startswith(os.sep)]:

@@ -60,18 +60,26 @@ def starter_in_store(starter_model_dir, studio_home) -> Path:
     return Path(shutil.copytree(starter_model_dir, models_dir() / starter_model_dir.name, copy_function=os.link))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def warm_starts():
+    """Training runs are forked from a standby that imported the stack once per test process,
+    as in the studio (``engine.launcher``), instead of importing it for 10-15 s each. The CLI,
+    run in a subprocess, still starts its runs cold, and ``test_launcher`` compares the two."""
+    from engine import launcher
+
+    launcher.enable(warm_up=False)
+    yield
+    launcher.disable()
+
+
 @pytest.fixture(autouse=True)
 def no_orphan_training_processes():
     """A failing test must not leave a training child burning the CPU for the rest of the suite."""
-    import psutil
+    from helpers import training_processes
 
     yield
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if "engine.train" in " ".join(child.cmdline()):
-                child.kill()
-        except psutil.Error:
-            continue
+    for child in training_processes():
+        child.kill()
 
 
 def pytest_collection_modifyitems(items):

@@ -23,3 +23,21 @@ def write_messages_dataset(path: Path, rows: int = 16) -> Path:
                 {"role": "assistant", "content": answer},
             ]}) + "\n")
     return path
+
+
+def training_processes() -> list:
+    """This process's training children still alive (psutil.Process objects): started cold
+    (``python -m engine.train RUN_DIR``) or forked by a warm-start standby, whose runs carry
+    its command line and are the only processes with a standby for a parent."""
+    import psutil
+
+    found = []
+    for process in psutil.Process().children(recursive=True):
+        try:
+            command = " ".join(process.cmdline())
+            forked = "engine.launcher" in command and "engine.launcher" in " ".join(process.parent().cmdline())
+            if ("engine.train" in command or forked) and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except (psutil.Error, AttributeError):  # gone meanwhile, or its parent already is
+            continue
+    return found

@@ -11,7 +11,6 @@ newest complete checkpoint. The same file runs alone or on every rank under
 from __future__ import annotations
 
 import errno
-import os
 import sys
 import time
 import traceback
@@ -23,6 +22,7 @@ from engine.config import RunConfig
 from engine.control import ControlReader
 from engine.errors import StudioError
 from engine.events import EVENTS_FILE, Event, EventWriter, LogLine, RunFinished, RunStarted
+from engine.priority import yield_cpu_to_the_desktop
 from engine.train import distributed
 from engine.train.trainer import CHECKPOINTS
 
@@ -64,7 +64,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m engine.train RUN_DIR", file=sys.stderr)
         return 2
-    _yield_cpu_to_the_desktop()
+    yield_cpu_to_the_desktop()
     finished = run_and_report(Run(Path(argv[0]).resolve()))
     return 0 if finished.status != "failed" else 1
 
@@ -82,16 +82,6 @@ def run_and_report(run: Run) -> RunFinished:
     if run.writer is not None:
         run.writer.close()
     return finished
-
-
-def _yield_cpu_to_the_desktop() -> None:
-    """Run at a lower CPU priority: training takes every cycle that is free, but the
-    studio's window (and the rest of the desktop) gets the CPU first when it needs it."""
-    if hasattr(os, "nice"):
-        try:
-            os.nice(10)
-        except OSError:
-            pass  # not permitted here; training still runs, at normal priority
 
 
 def _describe_failure(exc: BaseException) -> str:

@@ -14,7 +14,7 @@ import psutil
 from PySide6.QtCore import Qt
 
 from engine.library import list_adapters
-from helpers import write_messages_dataset
+from helpers import training_processes, write_messages_dataset
 from lora_adapters import merge_in_dialog
 from studio.main_window import MainWindow
 
@@ -91,8 +91,7 @@ def test_three_runs_a_merge_and_fifty_replies_leave_nothing_behind(qtbot, tiny_m
     print(f"studio memory: {after_first / 2**20:.0f} MiB after the first run, {at_end / 2**20:.0f} MiB after "
           f"{RUNS} runs, a merge and {REPLIES} replies ({growth:+.1%})")
     assert growth <= 0.10
-    stray = [p for p in psutil.Process().children(recursive=True) if "engine.train" in " ".join(p.cmdline())]
-    assert stray == []
+    assert training_processes() == []
     names = sorted(a.name for a in list_adapters())
     assert names == [f"soak-{index}" for index in range(1, RUNS + 1)]
     run_dirs = sorted(d for d in train._last_run.parent.iterdir() if d.is_dir())
