@@ -7,6 +7,7 @@
   while the real window, started the way the app starts, does a training run from the Train
   page (``train_page.start_run()`` until ``runFinished``) and a chat reply. The model is the
   tiny test model built here (``tests/tiny_model.py``), or the starter with ``--model starter``.
+  ``--explain`` also prints the UI thread's stack in the first stalls over 25 ms (``StallWatch``).
 
 The targets are absolute, printed beside the figures: window 1.5 s or less, no stall over
 50 ms, p99 within 16 ms (one frame at 60 Hz). On a machine shared with other work the
@@ -87,12 +88,13 @@ def describe(name: str, stalls: list[float]) -> str:
             f"(targets: p99 <= {TARGET_P99_STALL_MS:.0f}, max <= {TARGET_MAX_STALL_MS:.0f})")
 
 
-def measure_stalls(model: str, steps: int, work: Path) -> dict[str, list[float]]:
+def measure_stalls(model: str, steps: int, work: Path, explain: bool = False) -> dict[str, list[float]]:
+    import contextlib
     import gc
 
     from PySide6.QtCore import QEventLoop, QTimer
 
-    from heartbeat import Heartbeat
+    from heartbeat import Heartbeat, StallWatch
     from helpers import write_messages_dataset
 
     os.environ["LORA_STUDIO_HOME"] = str(work / "home")
@@ -131,12 +133,15 @@ def measure_stalls(model: str, steps: int, work: Path) -> dict[str, list[float]]
     train.form.max_length_spin.setValue(128)
     finished: list = []
     train.runFinished.connect(finished.append)
-    with Heartbeat() as heartbeat:
+    with Heartbeat() as heartbeat, (StallWatch(heartbeat) if explain else contextlib.nullcontext()) as watch:
         train.start_run()
         wait_for(lambda: bool(finished), "the training run")
     if finished[0].status != "completed":
         raise SystemExit(f"the training run did not complete: {finished[0].error}")
     stalls["training run"] = heartbeat.stalls_ms()
+    if watch is not None:
+        print("training run, what the UI thread was doing in its first stalls:")
+        print(watch.report())
 
     chat = window.chat_page
     window.show_page("Chat")
@@ -148,10 +153,13 @@ def measure_stalls(model: str, steps: int, work: Path) -> dict[str, list[float]]
     chat.message_box.setPlainText("What is the capital of France?")
     replies: list = []
     chat.replyFinished.connect(replies.append)
-    with Heartbeat() as heartbeat:
+    with Heartbeat() as heartbeat, (StallWatch(heartbeat) if explain else contextlib.nullcontext()) as watch:
         chat.send_button.click()
         wait_for(lambda: bool(replies), "the chat reply")
     stalls["chat reply"] = heartbeat.stalls_ms()
+    if watch is not None:
+        print("chat reply, what the UI thread was doing in its first stalls:")
+        print(watch.report())
     window.close()
     return stalls
 
@@ -161,6 +169,8 @@ def main() -> int:
     parser.add_argument("--model", default="tiny", help="tiny (built here) or starter")
     parser.add_argument("--steps", type=int, default=40, help="training steps")
     parser.add_argument("--launches", type=int, default=3, help="how many times to time the start")
+    parser.add_argument("--explain", action="store_true",
+                        help="print the UI thread's stack in the first stalls over 25 ms")
     args = parser.parse_args()
 
     launches = time_to_window(args.launches)
@@ -168,7 +178,7 @@ def main() -> int:
     print(f"window shown after {window_s:.2f} s (median of {', '.join(f'{s:.2f}' for s in launches)}; "
           f"target <= {TARGET_WINDOW_S} s)")
     with tempfile.TemporaryDirectory(prefix="lora-studio-bench-") as work:
-        stalls = measure_stalls(args.model, args.steps, Path(work))
+        stalls = measure_stalls(args.model, args.steps, Path(work), args.explain)
     for name, values in stalls.items():
         print(describe(name, values))
     every = [value for values in stalls.values() for value in values]

@@ -35,3 +35,51 @@ class Heartbeat:
     def worst_ms(self) -> float:
         assert len(self.ticks) > 5, f"the heartbeat ticked only {len(self.ticks)} times"
         return max(self.stalls_ms())
+
+
+class StallWatch:
+    """What the UI thread was doing when it stalled: every heartbeat tick re-arms faulthandler's
+    watchdog, so a tick ``over_ms`` late makes it write every thread's stack, the UI thread's
+    among them, from its own C thread, while the stall is still going on.
+
+    (Sampling the UI thread's frames from a Python thread instead would be unsafe here: a frame
+    the sampler still holds when the UI thread leaves it is freed on the sampler's thread, Qt
+    objects in it included, which Qt answers with warnings and a crash.)
+    """
+
+    def __init__(self, heartbeat: Heartbeat, over_ms: float = 25.0) -> None:
+        import tempfile
+
+        self._heartbeat = heartbeat
+        self._over_s = (INTERVAL_MS + over_ms) / 1000
+        self._file = tempfile.TemporaryFile(mode="w+")
+
+    def __enter__(self) -> "StallWatch":
+        self._heartbeat.timer.timeout.connect(self._arm)
+        self._arm()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        import faulthandler
+
+        faulthandler.cancel_dump_traceback_later()
+        self._heartbeat.timer.timeout.disconnect(self._arm)
+
+    def _arm(self) -> None:
+        import faulthandler
+
+        faulthandler.dump_traceback_later(self._over_s, file=self._file)
+
+    def report(self, most: int = 5) -> str:
+        """The UI thread's stack in the first ``most`` stalls, innermost call first."""
+        import threading
+
+        self._file.seek(0)
+        main = f"Thread 0x{threading.main_thread().ident:016x}"
+        dumps = [dump for dump in self._file.read().split("Timeout (") if dump.strip()]
+        lines = []
+        for dump in dumps[:most]:
+            stack = dump.split(main, 1)[-1].split("\n\n", 1)[0].splitlines()[1:9]
+            lines.append("stall:")
+            lines += ["    " + line.strip() for line in stack]
+        return "\n".join(lines) or "no stall"

@@ -48,6 +48,43 @@ class _Series:
         self.dirty = False
 
 
+class _SteppedViewBox(pg.ViewBox):
+    """Auto-range in steps: the view starts at the data's bounds; when the data pass a side of it,
+    that side moves a quarter of the data's span past them; the view shrinks only once the data
+    fill less than half of it.
+
+    pyqtgraph's own auto-range fits the data exactly, so every new point moved the axes, and
+    each move draws their ticks, labels and grid again from scratch: two thirds of a redraw.
+    Here most new points leave the axes as they were. A user's zoom or pan turns auto-range
+    off as in any pyqtgraph plot; its "A" button turns it back on."""
+
+    _MARGIN = 0.25
+    _SHRINK_BELOW = 0.5
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._held: list[Optional[tuple[float, float]]] = [None, None]
+
+    def forget_range(self) -> None:
+        self._held = [None, None]
+
+    def childrenBounds(self, frac=None, orthoRange=(None, None), items=None):  # noqa: N802 (pyqtgraph's name)
+        bounds = super().childrenBounds(frac=frac, orthoRange=orthoRange, items=items)
+        return [self._stepped(axis, span) for axis, span in enumerate(bounds)]
+
+    def _stepped(self, axis: int, span: Optional[list]) -> Optional[list]:
+        if span is None or not (span[1] > span[0]):
+            return span  # nothing, or a single value: pyqtgraph centres it
+        low, high = float(span[0]), float(span[1])
+        held, margin = self._held[axis], self._MARGIN * (high - low)
+        if held is None or (high - low) < self._SHRINK_BELOW * (held[1] - held[0]):
+            held = (low, high)
+        else:  # only a side the data passed moves, and then past them by the margin
+            held = (low - margin if low < held[0] else held[0], high + margin if high > held[1] else held[1])
+        self._held[axis] = held
+        return [held[0], held[1]]
+
+
 class LivePlot(QWidget):
     """One or more named curves against a shared x axis, redrawn on a timer.
 
@@ -67,7 +104,8 @@ class LivePlot(QWidget):
         redraw_ms: int = 50,
     ) -> None:
         super().__init__(parent)
-        self.plot_widget = pg.PlotWidget()
+        self._view = _SteppedViewBox()
+        self.plot_widget = pg.PlotWidget(viewBox=self._view)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.plot_widget)
@@ -149,6 +187,7 @@ class LivePlot(QWidget):
     def clear(self) -> None:
         """Forget every point, keeping the curves, labels and legend."""
         self._timer.stop()
+        self._view.forget_range()
         for series in self._series.values():
             series.count = 0
             series.dirty = False

@@ -72,3 +72,30 @@ def test_a_hundred_thousand_points_per_curve_are_drawn_as_the_pixels_can_show_th
     for item in plot.plot_item.listDataItems():  # both curves are on the picture
         assert pixels_of(image, item.opts["pen"].color()) > 200
 
+
+
+def test_every_point_stays_in_view_while_the_axes_move_only_now_and_then(qtbot, plot):
+    """A run's loss, drawn step by step: no point ever falls outside the plot, yet the axes (whose
+    redrawing is most of a frame's cost) move for few of the 300 steps, and a user's zoom holds."""
+    import math
+
+    plot.resize(600, 300)
+    plot.show()
+    qtbot.waitExposed(plot)
+    moves = []
+    plot.plot_item.vb.sigRangeChanged.connect(lambda *_: moves.append(1))
+    for step in range(1, 301):
+        loss = 2.5 * math.exp(-step / 60) + 0.3 + 0.05 * math.sin(step)
+        plot.append(step, loss)
+        plot.append(step, loss + 0.4, "eval loss")
+        plot.redraw()
+        qtbot.wait(1)  # painted, as between two of a run's steps
+        (x_low, x_high), (y_low, y_high) = plot.plot_item.viewRange()
+        assert x_low <= 1 and step <= x_high and y_low <= loss and 2.5 * math.exp(-1 / 60) + 0.75 <= y_high
+    assert len(moves) < 60
+
+    plot.plot_item.vb.setRange(xRange=(100, 150), padding=0)  # the user zooms in on some steps
+    plot.append(301, 0.3)
+    plot.redraw()
+    qtbot.wait(1)
+    assert plot.plot_item.viewRange()[0] == pytest.approx([100, 150])
