@@ -135,7 +135,7 @@ class Standby:
             env=env, start_new_session=True,  # Ctrl-C in the caller's terminal is the caller's to handle
         )
         self._ready = threading.Event()
-        self._usable = self._said_ready = False
+        self._usable = False
         self._replies: list[dict] = []
         self._reply = threading.Condition()
         self._exits: dict[int, int] = {}
@@ -153,8 +153,9 @@ class Standby:
 
     @property
     def refused(self) -> bool:
-        """Whether it found, once its imports were done, that forking is not safe here."""
-        return self._ready.is_set() and not self._usable and self._said_ready
+        """Whether it found forking unsafe here, or died before it was ready (its imports fail
+        here): either way another standby would do the same."""
+        return self._ready.is_set() and not self._usable
 
     def fork_run(self, run_dir: Path, log_path: Path, env: dict[str, str], cwd: str) -> Optional[int]:
         if not self._ready.wait(READY_TIMEOUT_S) or not self._usable:
@@ -187,7 +188,7 @@ class Standby:
         for line in self._process.stdout:
             message = json.loads(line)
             if "ready" in message:
-                self._usable, self._said_ready = bool(message["ready"]), True
+                self._usable = bool(message["ready"])
                 self._ready.set()
             elif "exited" in message:
                 self._exits[int(message["exited"])] = int(message["returncode"])

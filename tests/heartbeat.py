@@ -42,9 +42,12 @@ class StallWatch:
     watchdog, so a tick ``over_ms`` late makes it write every thread's stack, the UI thread's
     among them, from its own C thread, while the stall is still going on.
 
-    (Sampling the UI thread's frames from a Python thread instead would be unsafe here: a frame
-    the sampler still holds when the UI thread leaves it is freed on the sampler's thread, Qt
-    objects in it included, which Qt answers with warnings and a crash.)
+    A diagnostic for ``bench/ui_latency.py --explain``, never for tests: the watchdog walks the
+    threads' frames without the GIL, and a thread ending meanwhile can crash the process (it
+    did once, under the suite's churn of worker threads). Sampling the frames from a Python
+    thread instead is no better: a frame the sampler still holds when the UI thread leaves it
+    is freed on the sampler's thread, Qt objects in it included, which Qt answers with warnings
+    and a crash.
     """
 
     def __init__(self, heartbeat: Heartbeat, over_ms: float = 25.0) -> None:

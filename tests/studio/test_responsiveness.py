@@ -1,8 +1,8 @@
 """The window never freezes: a 10 ms heartbeat on the UI thread runs through the slow things the
 studio does (a training run, a chat reply, the preview of a large dataset, an adapter merge) and
 no tick may be more than 50 ms late. Each runs in the whole window, on the tiny model and real
-files. A failure names what the UI thread was doing in its stalls (``StallWatch``);
-bench/ui_latency.py measures the percentiles.
+files. bench/ui_latency.py measures the percentiles, and with ``--explain`` says what the UI
+thread was doing in its stalls.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 
 import pytest
-from heartbeat import Heartbeat, StallWatch
+from heartbeat import Heartbeat
 from helpers import write_messages_dataset
 from lora_adapters import library_adapter, merge_in_dialog
 
@@ -40,10 +40,9 @@ def window(qtbot) -> MainWindow:
     gc.unfreeze()
 
 
-def _assert_no_stall(heartbeat: Heartbeat, what: str, watch: StallWatch | None = None) -> None:
+def _assert_no_stall(heartbeat: Heartbeat, what: str) -> None:
     worst = heartbeat.worst_ms()
-    explained = f"; the UI thread was at:\n{watch.report()}" if watch is not None else ""
-    assert worst < STALL_MS, f"the window stalled for {worst:.0f} ms during {what}{explained}"
+    assert worst < STALL_MS, f"the window stalled for {worst:.0f} ms during {what}"
 
 
 def test_a_training_run(qtbot, window, tiny_model_dir, tmp_path):
@@ -54,12 +53,12 @@ def test_a_training_run(qtbot, window, tiny_model_dir, tmp_path):
     train.dataset_picker.set_path(str(write_messages_dataset(tmp_path / "pirate.jsonl", rows=32)))
     train.form.steps_spin.setValue(24)
     train.form.max_length_spin.setValue(64)
-    with Heartbeat() as heartbeat, StallWatch(heartbeat, over_ms=STALL_MS) as watch:
+    with Heartbeat() as heartbeat:
         with qtbot.waitSignal(train.runFinished, timeout=TIMEOUT_MS) as finished:
             train.start_run()
     assert finished.args[0].status == "completed", finished.args[0].error
     assert train.loss_plot.point_count() >= 20
-    _assert_no_stall(heartbeat, "a training run", watch)
+    _assert_no_stall(heartbeat, "a training run")
 
 
 def test_a_chat_reply(qtbot, window, tiny_model_dir):
