@@ -45,7 +45,7 @@ _REAP_S = 0.1
 _lock = threading.Lock()
 _enabled = False
 _standby: Optional["Standby"] = None
-_refused = False  # a standby found forking unsafe here: never start another
+_refused = False  # a standby found forking unsafe here, or died importing: never start another
 
 
 def supported() -> bool:
@@ -81,10 +81,6 @@ def disable() -> None:
         if _standby is not None:
             _standby.close()
         _standby = None
-
-
-def enabled() -> bool:
-    return _enabled
 
 
 def start_run(run_dir: Path, log_path: Path, env: dict[str, str]) -> Optional["WarmChild"]:

