@@ -53,6 +53,10 @@ def test_a_training_run(qtbot, window, tiny_model_dir, tmp_path):
     train.dataset_picker.set_path(str(write_messages_dataset(tmp_path / "pirate.jsonl", rows=32)))
     train.form.steps_spin.setValue(24)
     train.form.max_length_spin.setValue(64)
+    # As the user sees it before pressing Start: the page painted, its two empty plots included
+    # (a plot's first paint takes ~30 ms, and several times that on a loaded machine).
+    qtbot.waitExposed(train)
+    qtbot.wait(300)
     with Heartbeat() as heartbeat:
         with qtbot.waitSignal(train.runFinished, timeout=TIMEOUT_MS) as finished:
             train.start_run()
