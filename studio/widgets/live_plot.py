@@ -119,6 +119,8 @@ class LivePlot(QWidget):
             # Ticks, labels and grid at two levels, not three: the third is barely visible and drawing
             # it made every redraw a third slower, a stall of the window during a run on a busy CPU.
             plot.getAxis(axis).setStyle(maxTickLevel=1)
+            # The labels name their units: no "(x1e+03)" prefix recomputed, as HTML, at every range change.
+            plot.getAxis(axis).enableAutoSIPrefix(False)
         plot.setDownsampling(auto=True, mode="peak")
         plot.setClipToView(True)
         if len(curves) > 1:
