@@ -5,6 +5,7 @@ Shared by the responsiveness tests and ``bench/ui_latency.py``.
 
 from __future__ import annotations
 
+import faulthandler
 import time
 
 from PySide6.QtCore import Qt, QTimer
@@ -63,14 +64,10 @@ class StallWatch:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        import faulthandler
-
         faulthandler.cancel_dump_traceback_later()
         self._heartbeat.timer.timeout.disconnect(self._arm)
 
     def _arm(self) -> None:
-        import faulthandler
-
         faulthandler.dump_traceback_later(self._over_s, file=self._file)
 
     def report(self, most: int = 5) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QGuiApplication
+from chat_steps import load_chat_model
 
 from engine.chat import Blend
 from engine.config import RunConfig
@@ -79,9 +80,7 @@ def page(qtbot, tiny_model_dir):
     qtbot.addWidget(page)
     page.resize(1280, 800)
     page.show()
-    page.model_picker.set_ref(str(tiny_model_dir))
-    with qtbot.waitSignal(page.sessionChanged, timeout=60_000):
-        page.load_button.click()
+    load_chat_model(qtbot, page, tiny_model_dir, 60_000)
     assert page.session is not None, page.transcript.toPlainText()
     yield page
     page.close_session()
@@ -366,9 +365,7 @@ def test_the_window_unloads_chat_when_a_run_starts_on_the_train_page(qtbot, tiny
     window = MainWindow()
     qtbot.addWidget(window)
     chat = window.chat_page
-    chat.model_picker.set_ref(str(tiny_model_dir))
-    with qtbot.waitSignal(chat.sessionChanged, timeout=60_000):
-        chat.load_button.click()
+    load_chat_model(qtbot, chat, tiny_model_dir, 60_000)
     window.train_page.model_picker.set_ref(str(tiny_model_dir))
     window.train_page.form.batch_spin.setValue(window.train_page.form.batch_spin.maximum())
     window.train_page.form.max_length_spin.setValue(window.train_page.form.max_length_spin.maximum())

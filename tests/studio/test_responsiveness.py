@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 
 import pytest
+from chat_steps import load_chat_model
 from heartbeat import Heartbeat
 from helpers import write_messages_dataset
 from lora_adapters import library_adapter, merge_in_dialog
@@ -73,9 +74,7 @@ def test_a_training_run(qtbot, window, tiny_model_dir, tmp_path):
 def test_a_chat_reply(qtbot, window, tiny_model_dir):
     chat = window.chat_page
     window.show_page("Chat")
-    chat.model_picker.set_ref(str(tiny_model_dir))
-    with qtbot.waitSignal(chat.sessionChanged, timeout=TIMEOUT_MS):
-        chat.load_button.click()
+    load_chat_model(qtbot, chat, tiny_model_dir, TIMEOUT_MS)
     chat.settings.temperature_box.setValue(0.0)
     chat.settings.max_tokens_box.setValue(400)
     chat.message_box.setPlainText("Keep talking")

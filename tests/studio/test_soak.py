@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 from PySide6.QtCore import Qt
 
+from chat_steps import load_chat_model
 from engine.library import list_adapters
 from helpers import training_processes, write_messages_dataset
 from lora_adapters import merge_in_dialog
@@ -72,9 +73,7 @@ def test_three_runs_a_merge_and_fifty_replies_leave_nothing_behind(qtbot, tiny_m
 
     chat = window.chat_page
     window.show_page("Chat")
-    chat.model_picker.set_ref(str(tiny_model_dir))
-    with qtbot.waitSignal(chat.sessionChanged, timeout=TIMEOUT_MS):
-        chat.load_button.click()
+    load_chat_model(qtbot, chat, tiny_model_dir, TIMEOUT_MS)
     chat.settings.max_tokens_box.setValue(8)
     for number in range(REPLIES):
         qtbot.waitUntil(lambda: chat.send_button.isEnabled(), timeout=TIMEOUT_MS)  # the last reply has ended
