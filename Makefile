@@ -37,7 +37,7 @@ run: setup
 # bound a time on their own, so that no other test's training steals their cores.
 test: setup
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup -m "not alone"
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider -m "alone and not training_stall"
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider -m alone
 
 clean:
 	rm -rf $(VENV)

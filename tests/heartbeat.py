@@ -6,6 +6,7 @@ Shared by the responsiveness tests and ``bench/ui_latency.py``.
 from __future__ import annotations
 
 import faulthandler
+import resource
 import time
 
 from PySide6.QtCore import Qt, QTimer
@@ -16,13 +17,24 @@ INTERVAL_MS = 10
 class Heartbeat:
     def __init__(self) -> None:
         self.ticks: list[float] = []
+        # The UI thread's own CPU time and involuntary context switches at each tick: a stall
+        # the thread spent working is the studio's doing; one it spent waiting is not.
+        self.cpu: list[float] = []
+        self.preempted: list[int] = []
         self.timer = QTimer()
         self.timer.setTimerType(Qt.TimerType.PreciseTimer)
         self.timer.setInterval(INTERVAL_MS)
-        self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
+        self.timer.timeout.connect(self._tick)
+
+    def _tick(self) -> None:
+        self.ticks.append(time.perf_counter())
+        self.cpu.append(time.thread_time())
+        self.preempted.append(resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw)
 
     def __enter__(self) -> "Heartbeat":
         self.ticks.clear()
+        self.cpu.clear()
+        self.preempted.clear()
         self.timer.start()
         return self
 
@@ -36,6 +48,16 @@ class Heartbeat:
     def worst_ms(self) -> float:
         assert len(self.ticks) > 5, f"the heartbeat ticked only {len(self.ticks)} times"
         return max(self.stalls_ms())
+
+    def worst_described(self, most: int = 3) -> str:
+        """The ``most`` worst stalls and when each came, counted from the heartbeat's start and
+        back from its end: where in a run the window stalled says what stalled it."""
+        stalls = self.stalls_ms()
+        start, end = self.ticks[0], self.ticks[-1]
+        worst = sorted(range(len(stalls)), key=stalls.__getitem__, reverse=True)[:most]
+        return ", ".join(f"{stalls[i]:.0f} ms ({(self.cpu[i + 1] - self.cpu[i]) * 1000:.0f} ms of it working, "
+                         f"{self.preempted[i + 1] - self.preempted[i]} preemptions) "
+                         f"at +{self.ticks[i] - start:.2f} s / -{end - self.ticks[i]:.2f} s" for i in worst)
 
 
 class StallWatch:

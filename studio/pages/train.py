@@ -83,6 +83,11 @@ def _best_device(reporter: TaskReporter) -> Any:
     return best_device()
 
 
+def _memory_title(device: str) -> str:
+    # On a CPU nothing separates tensors from the rest of the process: say what is measured.
+    return "Memory (whole process)" if device == "cpu" else f"Memory on {device}"
+
+
 class TrainPage(QWidget):
     runFinished = Signal(object)  # the RunFinished event
     adapterSaved = Signal(str)  # the new adapter's folder
@@ -382,6 +387,8 @@ class TrainPage(QWidget):
 
     def _on_device(self, device: Any) -> None:
         self._device = device
+        # Titled before a run starts, so that the run's start does not lay the plot out again.
+        self.memory_plot.set_title(_memory_title(device.torch_device))
         self.memory_bar.set_device_kind(device.kind)
         self.update_estimate()
 
@@ -674,9 +681,8 @@ class TrainPage(QWidget):
         self.progress_bar.setRange(0, max(1, event.total_steps))
         self.progress_bar.setValue(event.resumed_from_step)
         self._set_progress_text(event.resumed_from_step, None)
-        # On a CPU nothing separates tensors from the rest of the process: say what is measured.
-        memory_title = "Memory (whole process)" if event.device == "cpu" else f"Memory on {event.device}"
-        self.memory_plot.plot_item.setTitle(memory_title, color="#333")
+        self.memory_plot.set_title(_memory_title(event.device))
+        self._cover_steps()
         predicted = event.predicted_peak_bytes
         self.memory_plot.set_reference(predicted / _MB if predicted else None, "predicted peak")
         self._log(f"Training on {event.device}: {event.train_examples} examples, {event.total_steps} steps.")
@@ -690,10 +696,17 @@ class TrainPage(QWidget):
         if event.total_steps and event.total_steps != self._total_steps:
             self._total_steps = event.total_steps
             self.progress_bar.setRange(0, event.total_steps)
+            self._cover_steps()
         self.progress_bar.setValue(min(event.step, self.progress_bar.maximum()))
         done = event.step - self._first_step
         eta = event.elapsed_s / done * (self._total_steps - event.step) if done > 0 else None
         self._set_progress_text(event.step, eta)
+
+    def _cover_steps(self) -> None:
+        # The plots' x axes span the whole run from its start: a moving axis is redrawn from
+        # scratch, and the curves' progress across the plot shows how far the run has come.
+        for plot in (self.loss_plot, self.memory_plot):
+            plot.cover_x(0, max(1, self._total_steps))
 
     def _on_out_of_memory(self, event: OutOfMemory) -> None:
         from engine.memory import Plan, human_bytes
@@ -714,8 +727,8 @@ class TrainPage(QWidget):
         runner, self._runner = self._runner, None
         if runner is not None:
             runner.deleteLater()
+        # The last points now; the memory plot's own timer draws its own in a later repaint.
         self.loss_plot.redraw()
-        self.memory_plot.redraw()
         if event.status == "completed":
             self.progress_bar.setValue(self.progress_bar.maximum())
             self.progress_bar.setFormat(f"step {self._total_steps} / {self._total_steps} · done")

@@ -56,21 +56,38 @@ class _SteppedViewBox(pg.ViewBox):
     pyqtgraph's own auto-range fits the data exactly, so every new point moved the axes, and
     each move draws their ticks, labels and grid again from scratch: two thirds of a redraw.
     Here most new points leave the axes as they were. A user's zoom or pan turns auto-range
-    off as in any pyqtgraph plot; its "A" button turns it back on."""
+    off as in any pyqtgraph plot; its "A" button turns it back on.
+
+    A side can also be given a span the view always covers (``cover``): a run's x axis spans
+    its steps from the start, so it does not move at all as the curve grows."""
 
     _MARGIN = 0.25
     _SHRINK_BELOW = 0.5
+    _SLACK = 0.005
 
     def __init__(self) -> None:
         super().__init__()
         self._held: list[Optional[tuple[float, float]]] = [None, None]
+        self._covered: list[Optional[tuple[float, float]]] = [None, None]
 
     def forget_range(self) -> None:
         self._held = [None, None]
+        self._covered = [None, None]
+
+    def cover(self, axis: int, low: float, high: float) -> None:
+        self._covered[axis] = (low, high)
 
     def childrenBounds(self, frac=None, orthoRange=(None, None), items=None):  # noqa: N802 (pyqtgraph's name)
         bounds = super().childrenBounds(frac=frac, orthoRange=orthoRange, items=items)
-        return [self._stepped(axis, span) for axis, span in enumerate(bounds)]
+        return [self._stepped(axis, self._covering(axis, span)) for axis, span in enumerate(bounds)]
+
+    def _covering(self, axis: int, span: Optional[list]) -> Optional[list]:
+        covered = self._covered[axis]
+        if covered is None:
+            return span
+        if span is None:
+            return list(covered)
+        return [min(float(span[0]), covered[0]), max(float(span[1]), covered[1])]
 
     def _stepped(self, axis: int, span: Optional[list]) -> Optional[list]:
         if span is None or not (span[1] > span[0]):
@@ -80,7 +97,11 @@ class _SteppedViewBox(pg.ViewBox):
         if held is None or (high - low) < self._SHRINK_BELOW * (held[1] - held[0]):
             held = (low, high)
         else:  # only a side the data passed moves, and then past them by the margin
-            held = (low - margin if low < held[0] else held[0], high + margin if high > held[1] else held[1])
+            # (pyqtgraph widens the data's bounds by the pen's width: a point on the very edge of
+            # the held range, a covered run's last step, is not one that passed it)
+            slack = self._SLACK * (held[1] - held[0])
+            held = (low - margin if low < held[0] - slack else held[0],
+                    high + margin if high > held[1] + slack else held[1])
         self._held[axis] = held
         return [held[0], held[1]]
 
@@ -115,10 +136,16 @@ class LivePlot(QWidget):
         plot.setLabel("bottom", x_label)
         plot.setLabel("left", y_label)
         plot.showGrid(x=True, y=True, alpha=0.25)
+        # Room from the start for labels as long as "0000.0" (a loss to the thousandth, memory in MB
+        # up to tens of GB): the first points would otherwise widen the axis and lay out the plot
+        # again in the same repaint.
+        plot.getAxis("left").textWidth = self.plot_widget.fontMetrics().horizontalAdvance("0000.0")
         for axis in ("left", "bottom"):
             # Ticks, labels and grid at two levels, not three: the third is barely visible and drawing
             # it made every redraw a third slower, a stall of the window during a run on a busy CPU.
-            plot.getAxis(axis).setStyle(maxTickLevel=1)
+            # The axis makes room for longer labels but does not give it back: a change of its width
+            # lays the whole plot out and draws it again, which shorter labels made happen mid-run.
+            plot.getAxis(axis).setStyle(maxTickLevel=1, autoReduceTextSpace=False)
             # The labels name their units: no "(x1e+03)" prefix recomputed, as HTML, at every range change.
             plot.getAxis(axis).enableAutoSIPrefix(False)
         plot.setDownsampling(auto=True, mode="peak")
@@ -130,7 +157,12 @@ class LivePlot(QWidget):
             name: _Series(plot.plot(name=name, antialias=True, autoDownsampleFactor=1.0)) for name in curves
         }
         self._first = curves[0]
-        self._reference: Optional[pg.InfiniteLine] = None
+        # One reference line, made here hidden and later moved: adding an item to a plot at a
+        # run's start laid the plot out again in the same repaint as the run's first points.
+        self._reference = pg.InfiniteLine(angle=0, labelOpts={"position": 0.05, "anchors": [(0, 1), (0, 1)]},
+                                          label="")
+        self._reference.hide()
+        plot.addItem(self._reference)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(redraw_ms)
@@ -141,6 +173,8 @@ class LivePlot(QWidget):
 
     def set_title(self, title: str) -> None:
         """Change the title, in the scheme's text colour."""
+        if title == self.plot_item.titleLabel.text:
+            return  # a new title lays the whole plot out again
         self.plot_item.setTitle(title, color=theme.colours().text)
 
     def append(self, x: float, y: float, curve: Optional[str] = None) -> None:
@@ -164,27 +198,29 @@ class LivePlot(QWidget):
             if series.dirty:
                 series.draw()
 
+    def cover_x(self, low: float, high: float) -> None:
+        """Keep ``low``..``high`` in view along x until ``clear`` (a run's steps, known at its
+        start): the x axis then stays put while the curve grows across it."""
+        self._view.cover(0, low, high)
+        self._view.updateAutoRange()
+
     def point_count(self, curve: Optional[str] = None) -> int:
         """How many points ``curve`` has handed to pyqtgraph (stored points wait for the next tick)."""
         x_data, _y_data = self._series[curve or self._first].item.getOriginalDataset()
         return 0 if x_data is None else len(x_data)
 
     def set_reference(self, value: Optional[float], label: str = "") -> None:
-        """A dashed horizontal line at ``value`` (a prediction to read the curves against); None removes it."""
-        if self._reference is not None:
-            self.plot_item.removeItem(self._reference)
-            self._reference = None
+        """A dashed horizontal line at ``value`` (a prediction to read the curves against); None hides it."""
         if value is None:
+            self._reference.hide()
             return
-        muted = theme.colours().muted  # reads on light and dark alike
-        pen = pg.mkPen(muted, width=1.5, style=Qt.PenStyle.DashLine)
-        self._reference = pg.InfiniteLine(pos=value, angle=0, pen=pen, label=label,
-                                          labelOpts={"position": 0.05, "color": muted, "anchors": [(0, 1), (0, 1)]})
-        self.plot_item.addItem(self._reference)
+        self._reference.setValue(value)
+        self._reference.label.setFormat(label)
+        self._reference.show()
 
     @property
     def reference(self) -> Optional[float]:
-        return None if self._reference is None else float(self._reference.value())
+        return float(self._reference.value()) if self._reference.isVisible() else None
 
     def clear(self) -> None:
         """Forget every point, keeping the curves, labels and legend."""
@@ -199,3 +235,6 @@ class LivePlot(QWidget):
         for index, series in enumerate(self._series.values()):
             # One pixel wide: antialiased wider lines take ten times longer to draw.
             series.item.setPen(pg.mkPen(colours.curves[index % len(colours.curves)], width=1))
+        # Muted reads on light and dark alike.
+        self._reference.setPen(pg.mkPen(colours.muted, width=1.5, style=Qt.PenStyle.DashLine))
+        self._reference.label.setColor(colours.muted)

@@ -99,3 +99,28 @@ def test_every_point_stays_in_view_while_the_axes_move_only_now_and_then(qtbot, 
     plot.redraw()
     qtbot.wait(1)
     assert plot.plot_item.viewRange()[0] == pytest.approx([100, 150])
+
+
+def test_a_run_whose_length_is_known_keeps_its_x_axis_still_from_the_first_step(qtbot, plot):
+    """The Train page covers a run's steps as it starts: the curve grows across a still x axis,
+    the y axis alone follows the loss, and the axis is the data's again once cleared."""
+    plot.resize(600, 300)
+    plot.show()
+    qtbot.waitExposed(plot)
+    plot.cover_x(0, 200)
+    x_ranges = set()
+    for step in range(1, 201):
+        plot.append(step, 3.0 - step / 100)
+        plot.redraw()
+        qtbot.wait(1)
+        (x_low, x_high), (y_low, y_high) = plot.plot_item.viewRange()
+        x_ranges.add((round(x_low, 6), round(x_high, 6)))
+        assert x_low <= 0 and 200 <= x_high and y_low <= 3.0 - step / 100 <= y_high
+    assert len(x_ranges) == 1
+
+    plot.clear()
+    for step in range(1, 11):
+        plot.append(step, 1.0 + step)
+    plot.redraw()
+    qtbot.wait(1)
+    assert plot.plot_item.viewRange()[0][1] < 50  # ten steps, no longer a 200-step axis

@@ -43,16 +43,12 @@ def window(qtbot) -> MainWindow:
 
 def _assert_no_stall(heartbeat: Heartbeat, what: str) -> None:
     worst = heartbeat.worst_ms()
-    assert worst < STALL_MS, f"the window stalled for {worst:.0f} ms during {what}"
+    print(f"{what}: worst stalls {heartbeat.worst_described()}")  # shown with -rP or -s
+    assert worst < STALL_MS, f"the window stalled for {worst:.0f} ms during {what} (worst: {heartbeat.worst_described()})"
 
 
-@pytest.mark.training_stall
 def test_a_training_run(qtbot, window, tiny_model_dir, tmp_path):
-    """From Start to the saved adapter, the loss and memory plots drawing every step.
-
-    Not part of ``make test`` yet: it passes on its own and in ``-m alone`` runs, but twice it
-    failed at 76 ms when run straight after the rest of the suite, for a reason not yet found.
-    Run it with ``pytest -m training_stall``."""
+    """From Start to the saved adapter, the loss and memory plots drawing every step."""
     train = window.train_page
     window.show_page("Train")
     train.model_picker.set_ref(str(tiny_model_dir))
