@@ -482,10 +482,13 @@ def _write_hf_folder(gguf_file: Path, out_dir: Path, report: ProgressFn) -> None
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    report(0, _CONVERT_STEPS, f"reading {gguf_file.name} and dequantising its weights")
-    gguf_model = _read_gguf(gguf_file, AutoModelForCausalLM)
-    report(1, _CONVERT_STEPS, "reading the tokenizer and chat template")
-    tokenizer = _read_gguf(gguf_file, AutoTokenizer)
+    from engine.gguf_reading import quick_gguf_reading
+
+    with quick_gguf_reading():
+        report(0, _CONVERT_STEPS, f"reading {gguf_file.name} and dequantising its weights")
+        gguf_model = _read_gguf(gguf_file, AutoModelForCausalLM)
+        report(1, _CONVERT_STEPS, "reading the tokenizer and chat template")
+        tokenizer = _read_gguf(gguf_file, AutoTokenizer)
     report(2, _CONVERT_STEPS, "rebuilding as a plain model")
     # transformers refuses to save a GGUF-loaded model, so build an unquantised twin and
     # hand it the same tensors. Building on the meta device and assigning (not copying)

@@ -260,6 +260,9 @@ def test_bad_inputs_give_one_readable_line_and_leave_the_store_alone(action, kin
     assert "\n" not in str(caught.value)
     assert _store_snapshot() == before
     assert [m.name for m in models.list_models()] == ["starter"]
+    # A failed conversion hands gguf's own reader back to everyone else.
+    import gguf
+    assert gguf.GGUFReader is gguf.gguf_reader.GGUFReader
 
 
 def test_an_unknown_name_lists_what_the_store_has(tiny_model_dir):
