@@ -80,7 +80,7 @@ def check(folder: Path) -> None:
     if needs_code(folder) and not is_trusted(folder):
         files = ", ".join(file.name for file in code_files(folder)) or "files named in its auto_map"
         raise StudioError(f"{Path(folder).name} runs its own Python code ({files}), which LoRA Studio runs only "
-                          f"once you agree: lora-studio models trust {folder}, or answer Yes when the studio asks")
+                          f"once you agree: lora-studio models trust {folder}, or choose Run its code when the studio asks")
 
 
 def load_options(folder: Path) -> dict[str, Any]:

@@ -35,6 +35,36 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama") / "tiny-llama")
 
 
+# A model that brings its own Python code (engine.trust asks before running it).
+CUSTOM_CODE = '''
+from pathlib import Path
+from transformers import LlamaForCausalLM
+
+Path({marker!r}).write_text("the model's own code ran")
+
+
+class TinyCustomForCausalLM(LlamaForCausalLM):
+    """A model class that lives in the model's folder, as remote-code models' do."""
+'''
+
+
+@pytest.fixture
+def custom_model(tiny_model_dir, tmp_path) -> tuple[Path, Path]:
+    """A copy of the tiny model whose config names a class in its own .py file, and the file that
+    its code writes when it runs."""
+    import json
+    import shutil
+
+    folder = tmp_path / "custom-model"
+    shutil.copytree(tiny_model_dir, folder)
+    marker = tmp_path / "ran.txt"
+    (folder / "modeling_custom.py").write_text(CUSTOM_CODE.format(marker=str(marker)), encoding="utf-8")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_custom.TinyCustomForCausalLM"}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder, marker
+
+
 # The starter's conversion, run under a lock on a folder that every xdist worker of the run sees.
 _CONVERT_STARTER = """
 import os, sys

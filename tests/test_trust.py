@@ -3,9 +3,6 @@ and only that code: changed files need a new yes."""
 
 from __future__ import annotations
 
-import json
-import shutil
-
 import pytest
 
 from engine import cli, trust
@@ -13,29 +10,6 @@ from engine.errors import StudioError
 from engine.models import resolve_model
 from engine.train import recipe
 from test_methods import new_run
-
-CUSTOM_CODE = '''
-from pathlib import Path
-from transformers import LlamaForCausalLM
-
-Path({marker!r}).write_text("the model's own code ran")
-
-
-class TinyCustomForCausalLM(LlamaForCausalLM):
-    """A model class that lives in the model's folder, as remote-code models' do."""
-'''
-
-
-@pytest.fixture
-def custom_model(tiny_model_dir, tmp_path):
-    folder = tmp_path / "custom-model"
-    shutil.copytree(tiny_model_dir, folder)
-    marker = tmp_path / "ran.txt"
-    (folder / "modeling_custom.py").write_text(CUSTOM_CODE.format(marker=str(marker)), encoding="utf-8")
-    config = json.loads((folder / "config.json").read_text())
-    config["auto_map"] = {"AutoModelForCausalLM": "modeling_custom.TinyCustomForCausalLM"}
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder, marker
 
 
 def test_a_model_with_its_own_code_is_refused_until_trusted_and_its_code_never_runs(custom_model, tmp_path):

@@ -46,6 +46,7 @@ from studio.widgets.chat_widgets import (
     describe_reply,
 )
 from studio.widgets.pickers import ModelPicker
+from studio.widgets.trust_dialog import confirm_model_code
 from studio.workers import BackgroundTask, TaskReporter
 
 if TYPE_CHECKING:
@@ -225,6 +226,8 @@ class ChatPage(QWidget):
         """Load the picked model (once), with the picked adapter on top."""
         model_ref = self.model_picker.current_ref()
         if self.busy or self._session is not None or not model_ref:
+            return
+        if not confirm_model_code(self, model_ref):
             return
         adapter_ref = self.adapter_picker.current_ref()
 

@@ -58,6 +58,7 @@ from studio.widgets.memory_bar import MemoryBar
 from studio.widgets.pickers import DatasetPicker, ModelPicker
 from studio.widgets.run_dialogs import ExportRunDialog, ModulePickerDialog, TrainMoreDialog
 from studio.widgets.train_settings import SettingsForm
+from studio.widgets.trust_dialog import confirm_model_code
 from studio.workers import BackgroundTask, TaskReporter, TrainingRunner, describe_error
 
 _MB = 1024 * 1024
@@ -485,6 +486,8 @@ class TrainPage(QWidget):
             config = self.build_config()
         except StudioError as exc:
             self._refuse(exc)
+            return
+        if not confirm_model_code(self, config.model):
             return
         from engine.jobs import TrainingJob
 

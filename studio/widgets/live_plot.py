@@ -214,9 +214,9 @@ class LivePlot(QWidget):
         if value is None:
             self._reference.hide()
             return
+        self._reference.show()  # first: a hidden line's label ignores a new text
         self._reference.setValue(value)
         self._reference.label.setFormat(label)
-        self._reference.show()
 
     @property
     def reference(self) -> Optional[float]:

@@ -124,3 +124,19 @@ def test_a_run_whose_length_is_known_keeps_its_x_axis_still_from_the_first_step(
     plot.redraw()
     qtbot.wait(1)
     assert plot.plot_item.viewRange()[0][1] < 50  # ten steps, no longer a 200-step axis
+
+
+def test_a_reference_line_shows_its_value_and_label_and_can_be_moved_or_hidden(qtbot, plot):
+    import pyqtgraph as pg
+
+    plot.show()
+    qtbot.waitExposed(plot)
+    (line,) = [item for item in plot.plot_item.items if isinstance(item, pg.InfiniteLine)]
+    assert plot.reference is None and not line.isVisible()
+
+    plot.set_reference(3680.0, "predicted peak")
+    assert plot.reference == 3680.0 and line.isVisible() and line.label.toPlainText() == "predicted peak"
+    plot.set_reference(None)
+    assert plot.reference is None and not line.isVisible()
+    plot.set_reference(1200.0, "limit")  # the next run's: the same line, moved and relabelled
+    assert plot.reference == 1200.0 and line.label.toPlainText() == "limit"
