@@ -51,12 +51,24 @@ class PagesTour:
         self.window, self.camera, self.done = window, camera, done
 
     def start(self) -> None:
+        # Home is grabbed once both its lists have arrived: the devices (found once) and the runs
+        # (read again, on a worker thread, each time the page is shown).
         home = self.window.home_page
+        self._waiting = {"runs", "hardware"}
+        if home.hardware_status.text() not in ("", "Looking for devices…"):
+            self._waiting.discard("hardware")
+        home.hardwareLoaded.connect(lambda: self._arrived("hardware"))
+        home.runsLoaded.connect(lambda: self._arrived("runs"))
         self.window.show_page("Home")
-        if home.hardware_status.text() in ("", "Looking for devices…"):
-            home.hardwareLoaded.connect(self._home_ready)
-        else:
-            self._home_ready()
+
+    def _arrived(self, what: str) -> None:
+        from PySide6.QtCore import QTimer
+
+        if what in self._waiting:
+            self._waiting.discard(what)
+            if not self._waiting:
+                # Out of the signal: it may come from inside show_page.
+                QTimer.singleShot(0, self._home_ready)
 
     def _home_ready(self) -> None:
         home = self.window.home_page
