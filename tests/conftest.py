@@ -86,8 +86,8 @@ def _starter_store_folder(config) -> Path:
 
 @pytest.hookimpl(trylast=True)  # after pytest's tmpdir plugin has set up the base folder
 def pytest_configure(config):
-    """Under xdist the controller starts converting the starter (about 45 s) in the background at
-    once, so that the workers find it ready by the time a test needs it, instead of one of them
+    """Under xdist the controller starts converting the starter (about 16 s on two cores) in the
+    background at once, so that the workers find it ready by the time a test needs it, instead of one of them
     converting while the other waits."""
     if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
         return

@@ -7,6 +7,18 @@ import pytest
 from studio import workers
 
 
+@pytest.fixture
+def shown(qtbot):
+    """Show a page or widget as the window holds it (1280x800), closed by qtbot after the test."""
+    def show(page):
+        qtbot.addWidget(page)
+        page.resize(1280, 800)
+        page.show()
+        return page
+
+    return show
+
+
 @pytest.fixture(autouse=True)
 def no_dangling_workers(qapp):
     """Fail a test that leaves a BackgroundTask or TrainingRunner running.

@@ -23,15 +23,8 @@ TASK_TIMEOUT_MS = 120_000
 
 
 @pytest.fixture
-def page(qtbot) -> AdaptersPage:
-    def make() -> AdaptersPage:
-        widget = AdaptersPage()
-        qtbot.addWidget(widget)
-        widget.resize(1280, 800)
-        widget.show()
-        return widget
-
-    return make
+def page(shown) -> AdaptersPage:
+    return lambda: shown(AdaptersPage())
 
 
 def _cell(page: AdaptersPage, name: str, column: str) -> str:

@@ -75,11 +75,8 @@ def library(made_adapters) -> list[str]:
 
 
 @pytest.fixture
-def page(qtbot, tiny_model_dir):
-    page = ChatPage()
-    qtbot.addWidget(page)
-    page.resize(1280, 800)
-    page.show()
+def page(qtbot, shown, tiny_model_dir):
+    page = shown(ChatPage())
     load_chat_model(qtbot, page, tiny_model_dir, 60_000)
     assert page.session is not None, page.transcript.toPlainText()
     yield page

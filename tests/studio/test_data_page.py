@@ -25,12 +25,8 @@ def _coloured(pattern: re.Pattern, html: str) -> list[str]:
 
 
 @pytest.fixture
-def page(qtbot) -> DataPage:
-    page = DataPage()
-    qtbot.addWidget(page)
-    page.resize(1280, 800)
-    page.show()
-    return page
+def page(shown) -> DataPage:
+    return shown(DataPage())
 
 
 def _open(qtbot, page: DataPage, path: Path) -> None:

@@ -22,11 +22,8 @@ TIMEOUT_MS = 60_000
 
 
 @pytest.fixture
-def home(qtbot) -> HomePage:
-    page = HomePage()
-    qtbot.addWidget(page)
-    page.resize(1280, 800)
-    page.show()
+def home(qtbot, shown) -> HomePage:
+    page = shown(HomePage())
     qtbot.waitExposed(page)
     return page
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QFileDialog
@@ -40,17 +39,6 @@ def _column(table, columns, name: str) -> list[str]:
 
 def _row_of(table, columns, name: str) -> int:
     return _column(table, columns, "Name").index(name)
-
-
-@pytest.fixture
-def shown(qtbot):
-    def show(page):
-        qtbot.addWidget(page)
-        page.resize(1280, 800)
-        page.show()
-        return page
-
-    return show
 
 
 # --- Adapters -------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-import pytest
 from chat_steps import load_chat_model
 from helpers import write_messages_dataset
 from PySide6.QtCore import Qt, QTimer
@@ -43,18 +42,9 @@ class Answerer:
         QTimer.singleShot(0, answer)
 
 
-@pytest.fixture
-def train_page(qtbot) -> TrainPage:
-    page = TrainPage()
-    qtbot.addWidget(page)
-    page.resize(1280, 800)
-    page.show()
-    return page
-
-
-def test_start_asks_before_the_models_code_runs_and_remembers_the_yes(qtbot, train_page, custom_model, tmp_path):
+def test_start_asks_before_the_models_code_runs_and_remembers_the_yes(qtbot, shown, custom_model, tmp_path):
     folder, marker = custom_model
-    page = train_page
+    page = shown(TrainPage())
     page.model_picker.set_ref(str(folder))
     page.dataset_picker.set_path(str(write_messages_dataset(tmp_path / "chat.jsonl", rows=8)))
     page.form.steps_spin.setValue(2)
@@ -79,12 +69,9 @@ def test_start_asks_before_the_models_code_runs_and_remembers_the_yes(qtbot, tra
     assert again.args[0].status == "completed" and len(answers.asked) == 2
 
 
-def test_load_asks_too_and_cancel_loads_nothing(qtbot, custom_model):
+def test_load_asks_too_and_cancel_loads_nothing(qtbot, shown, custom_model):
     folder, marker = custom_model
-    page = ChatPage()
-    qtbot.addWidget(page)
-    page.resize(1280, 800)
-    page.show()
+    page = shown(ChatPage())
     page.model_picker.set_ref(str(folder))
     answers = Answerer()
 
