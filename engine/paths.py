@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+# The engine's package data (sample datasets, model catalog), installed with the package.
+RESOURCES = Path(__file__).resolve().parent / "resources"
 SAMPLE_DATASETS = RESOURCES / "datasets"
 
 

@@ -21,8 +21,8 @@ from typing import Callable, Optional
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QMessageBox
 
-from engine.paths import RESOURCES
 from studio import theme, workers
+from studio.icons import APP_ICON
 from studio.logs import log_exception, start_logging
 from studio.main_window import MainWindow
 from studio.settings import app_settings
@@ -30,7 +30,6 @@ from studio.widgets.error_dialog import show_error
 from studio.widgets.first_run_guide import DISMISSED_KEY
 from studio.workers import describe_error
 
-APP_ICON = RESOURCES / "icons" / "lora-studio.svg"
 LOADING_NOTE = "Loading the training libraries…"
 # How long a thread may hold the GIL while another waits for it. Every call from Qt into Python
 # (a slot, a paint of a plot) first takes the GIL; with Python's 5 ms, a worker reading a dataset

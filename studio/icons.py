@@ -15,13 +15,14 @@ from PySide6.QtCore import QByteArray, QRect, QRectF, QSize, Qt
 from PySide6.QtGui import QGuiApplication, QIcon, QIconEngine, QPainter, QPalette, QPixmap
 from PySide6.QtSvg import QSvgRenderer
 
-from engine.paths import RESOURCES
-
-PAGE_ICONS = RESOURCES / "icons" / "pages"
+# The studio's package data, installed with the package (the engine has its own resources).
+ICONS = Path(__file__).resolve().parent / "resources" / "icons"
+APP_ICON = ICONS / "lora-studio.svg"
+PAGE_ICONS = ICONS / "pages"
 
 
 def page_icon(name: str) -> QIcon:
-    """The sidebar icon for a page (``resources/icons/pages/<name>.svg``)."""
+    """The sidebar icon for a page (``studio/resources/icons/pages/<name>.svg``)."""
     return QIcon(TintedSvgEngine(PAGE_ICONS / f"{name}.svg"))
 
 

@@ -63,7 +63,7 @@ NOTICE_MS = 15_000
 @dataclass(frozen=True)
 class PageSpec:
     title: str
-    icon: str  # resources/icons/pages/<icon>.svg
+    icon: str  # studio/resources/icons/pages/<icon>.svg
     module: str
     cls: str
     table: Optional[str] = None  # the attribute holding the table whose columns are remembered

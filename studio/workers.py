@@ -124,6 +124,20 @@ class BackgroundTask(QObject):
             return not self._thread.is_alive()
         return True
 
+    def abandon(self, timeout: float) -> bool:
+        """For a window that is closing: cancel, wait for the thread, and never deliver its outcome.
+
+        Without this the task would count as running until the UI thread's next tick drained
+        its outcome, a tick that a closing window may never get. True when the thread ended."""
+        if self._done:
+            return True  # its signals were delivered, and its Qt objects may be deleted already
+        self.cancel()
+        if not self.join(timeout):
+            return False
+        self._timer.stop()
+        self._done = True
+        return True
+
     def _run(self) -> None:
         if self._needs_libraries:
             _libraries_imported.wait()
@@ -216,6 +230,6 @@ def shutdown_all(timeout: float = 5.0) -> None:
         if runner.running:
             runner.job.stop(save=True)
     for task in list(_live_tasks):
-        task.join(timeout)
+        task.abandon(timeout)
     for runner in list(_live_runners):
         runner.job.wait(timeout)

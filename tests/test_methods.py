@@ -12,7 +12,7 @@ from engine.atomic import write_json
 from engine.config import RunConfig
 from engine.memory import estimate_memory, load_model_spec
 from engine.planning import plan_for
-from engine.train import recipe
+from engine.train import loading, recipe
 from helpers import write_messages_dataset
 
 PROBE_IDS = [[5, 17, 42, 9, 101, 7, 3, 64]]
@@ -113,10 +113,41 @@ def test_each_peft_method_trains_and_stock_peft_reloads_it_identically(settings,
                                   bnb_4bit_use_double_quant=ready.config.double_quant))
         quantised = dict(quantization_config=bnb, device_map={"": "cpu"})
     stock = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir, **quantised), saved)
+    if quantised:
+        # The same kernel as the trained model: on a CPU with AVX512-BF16, stock bitsandbytes would
+        # compute the reload's 4-bit layers in bf16 (engine.train.loading.keep_4bit_training_layout).
+        loading.keep_4bit_training_layout(stock)
     trained = logits(ready.model)
     assert (logits(stock) - trained).abs().max().item() < 1e-5
     # And the method really changes the model (prompt tuning's logits lead with its virtual tokens').
     assert (trained[:, -base_logits.shape[1]:] - base_logits).abs().max().item() > 1e-3
+
+
+def _dequantised_4bit_weights(model) -> dict:
+    import bitsandbytes.functional as bnb_functional
+
+    return {name: bnb_functional.dequantize_4bit(module.weight.data, module.weight.quant_state)
+            for name, module in model.named_modules() if type(module).__name__ == "Linear4bit"}
+
+
+@pytest.mark.parametrize("quant, double_quant", [("nf4", True), ("fp4", False)], ids=["nf4-double", "fp4"])
+def test_a_qlora_base_survives_an_evaluation_and_a_save_on_a_cpu_with_a_bf16_inference_kernel(
+        quant, double_quant, tiny_model_dir, tmp_path, monkeypatch):
+    import bitsandbytes.nn.modules
+    import torch
+
+    # bitsandbytes asks the CPU, layer by layer, whether to repack 4-bit weights for its AVX512-BF16
+    # inference kernel: answer as such a CPU does (the machine that found this bug had one).
+    monkeypatch.setattr(bitsandbytes.nn.modules, "has_avx512bf16", lambda: True)
+    run, ready = prepare(tmp_path, tiny_model_dir, method="qlora", quant=quant, double_quant=double_quant)
+    loaded = _dequantised_4bit_weights(ready.model)
+    assert loaded
+    before = training_set_loss(ready)  # an evaluation: eval mode, no gradients
+    fit(run, ready)
+    assert training_set_loss(ready) < before - 0.01
+    ready.model.save_pretrained(tmp_path / "adapter")  # what every checkpoint does
+    after = _dequantised_4bit_weights(ready.model)
+    assert all(torch.equal(loaded[name], after[name]) for name in loaded)
 
 
 def test_rslora_scales_by_alpha_over_the_square_root_of_the_rank(tiny_model_dir, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from engine.config import RunConfig
 from engine.errors import StudioError
 from engine.jobs import TrainingJob, list_runs
-from engine.paths import RESOURCES
+from engine.modelspec import CATALOG_DIR
 from engine.train import preflight
 from helpers import write_messages_dataset
 
@@ -58,7 +58,7 @@ def test_a_method_the_architecture_cannot_take_is_refused_naming_what_works(tmp_
 def test_padding_free_batches_are_refused_where_attention_scores_are_soft_capped(tmp_path):
     folder = tmp_path / "gemma-2"
     folder.mkdir()
-    shutil.copy(RESOURCES / "models" / "Gemma-2-2B.json", folder / "config.json")
+    shutil.copy(CATALOG_DIR / "Gemma-2-2B.json", folder / "config.json")
     with pytest.raises(StudioError, match="soft-caps its attention scores"):
         preflight.check_model(RunConfig(model=str(folder), dataset="d", batching="padding_free"), folder)
 

@@ -8,6 +8,7 @@
   double-quantised) or 8 bits; embeddings, norms and the head stay in the compute dtype.
   peft's ``prepare_model_for_kbit_training`` is not called: it would upcast every
   remaining 16-bit weight to fp32, which costs memory the estimate does not promise.
+  The 4-bit layers keep the layout they train in (``keep_4bit_training_layout``).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def load_model(model_path: Path, config: RunConfig, precision: str, device: str)
     else:
         options["dtype"] = torch_dtype(weights_dtype(config, precision))
     model = AutoModelForCausalLM.from_pretrained(model_path, **options)
+    if config.method == "qlora":
+        keep_4bit_training_layout(model)
     # The cache only serves generation; training with it on would keep every layer's keys and values.
     model.config.use_cache = False
     return model
@@ -67,6 +70,24 @@ def quantisation(config: RunConfig, compute: str) -> Any:
         bnb_4bit_use_double_quant=config.double_quant,
         bnb_4bit_compute_dtype=torch_dtype(compute),
     )
+
+
+def keep_4bit_training_layout(model: Any) -> None:
+    """Keep bitsandbytes from repacking the 4-bit weights for its CPU inference kernel.
+
+    On a CPU with AVX512-BF16, bitsandbytes (0.49 and later) repacks a 4-bit layer's weight
+    the first time the layer runs in eval mode without gradients (the run's evaluations on
+    its validation split) and computes that layer in bf16 from then on, whatever the
+    compute dtype. Saving (``state_dict``) unpacks it, but not losslessly: without double
+    quantisation the block scales stay transposed in bf16, with it they are quantised again
+    (the dequantised weights moved by up to 2.0 and by 0.019 in a round trip). A run that
+    evaluates and then saves a checkpoint would go on training over a corrupted base, and its
+    adapter would answer differently on a freshly loaded one. So the layers always compute the
+    way they train; the switch is bitsandbytes' own, read at every forward.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def attention_implementation(config: RunConfig, device: str, precision: str) -> str:

@@ -14,7 +14,8 @@ from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QGuiApplication, QIcon
 from PySide6.QtWidgets import QDialog, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
 
-from engine.paths import RESOURCES, studio_home
+from engine.paths import studio_home
+from studio.icons import APP_ICON
 from studio.logs import log_file
 from studio.workers import BackgroundTask, TaskReporter
 
@@ -51,7 +52,7 @@ class AboutDialog(QDialog):
         self.setWindowTitle("About LoRA Studio")
         self.resize(620, 460)
         icon = QLabel(self)
-        app_icon = QIcon(str(RESOURCES / "icons" / "lora-studio.svg"))
+        app_icon = QIcon(str(APP_ICON))
         icon.setPixmap(app_icon.pixmap(QSize(64, 64), self.devicePixelRatioF()))  # drawn for this screen
         title = QLabel(f"<h2>LoRA Studio</h2><p>Version {studio_version()}</p>"
                        "<p>Fine-tune language models with LoRA on the hardware you have.</p>", self)

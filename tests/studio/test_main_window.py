@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import psutil
@@ -107,6 +108,22 @@ def test_new_adapter_reaches_the_adapters_and_chat_pages(window):
 
 def test_closing_without_a_run_closes(window):
     assert window.close()
+
+
+def test_closing_the_window_ends_the_work_its_pages_started(window):
+    """Work still going when the window closes is cancelled and waited for, and then counts as
+    ended at once: no later tick of the event loop, which a closing window may never get, is needed."""
+    release = threading.Event()
+
+    def until_cancelled(reporter):
+        while not reporter.cancelled:
+            release.wait(0.01)
+
+    window.show_page("Train")  # the page starts its own work too (device, warm-up)
+    task = workers.BackgroundTask(until_cancelled, parent=window.train_page).start()
+    assert task.running
+    assert window.close()
+    assert workers.live_tasks() == []
 
 
 def test_closing_during_a_run_asks_then_stops_and_saves(qtbot, window, monkeypatch, tiny_model_dir, tmp_path):

@@ -1,6 +1,6 @@
 """Writes the sample datasets for the first-run demo, deterministically.
 
-    python resources/datasets/make_samples.py
+    python engine/resources/datasets/make_samples.py
 
 The questions and answers are written by hand; this script only frames them in
 the persona (so every reply opens and closes the same way, which is what a short

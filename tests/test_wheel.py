@@ -1,0 +1,238 @@
+"""The package as a user gets it: a wheel built offline, installed into a fresh virtual
+environment and run from outside the checkout. The sample datasets, the model catalog and
+the icons must come with it, and nothing may be read from the checkout."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import time
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STEP_TIMEOUT_S = 240  # one build, install or command; the whole test takes under a minute on two cores
+WINDOW_TIMEOUT_S = 120  # the window shown and the training libraries loaded behind it
+LIBRARIES_LOADED = "Training libraries loaded in"
+# What the log or Qt's messages say when something is missing or broken. (A first start logs a
+# warning that there are no settings yet: not a complaint.)
+COMPLAINTS = (" ERROR ", " CRITICAL ", "Traceback", "No such file", "Cannot open",  # Qt's, for a missing SVG
+              "Error calling Python override")  # PySide's, for a sidebar icon that failed to paint
+
+PACKAGE_DATA = [
+    "engine/resources/models/Llama-3.1-8B.json",
+    "engine/resources/models/SmolLM2-135M-Instruct.json",
+    "engine/resources/datasets/pirate_persona.jsonl",
+    "engine/resources/datasets/robot_alpaca.json",
+    "engine/resources/datasets/README.md",
+    "studio/resources/icons/lora-studio.svg",
+    "studio/resources/icons/pages/home.svg",
+    "studio/resources/icons/pages/chat.svg",
+]
+
+# Run by the installed interpreter: where the packages and the sample datasets come from.
+_WHERE = """
+import json, engine, studio
+from engine.paths import SAMPLE_DATASETS
+print(json.dumps({"engine": engine.__file__, "studio": studio.__file__, "datasets": str(SAMPLE_DATASETS)}))
+"""
+
+# Run by the installed interpreter: the window's icon and the sidebar's, as drawn on screen.
+_ICONS = """
+import json, os, sys
+from studio.app import start
+
+app, window = start([sys.argv[0]])
+
+def drawn(icon):
+    # A missing SVG gives a null icon, or (for the tinted sidebar icons) a blank pixmap.
+    image = icon.pixmap(22, 22).toImage()
+    return any(image.pixelColor(x, y).alpha() for x in range(image.width()) for y in range(image.height()))
+
+def shown():
+    pages = {window.sidebar.item(row).text(): drawn(window.sidebar.item(row).icon())
+             for row in range(window.sidebar.count())}
+    print(json.dumps({"window_icon_null": window.windowIcon().isNull(), "window_icon_drawn": drawn(window.windowIcon()),
+                      "pages": pages}), flush=True)
+    os._exit(0)  # not waiting for the training libraries
+
+window.firstShown.connect(shown)
+app.exec()
+"""
+
+
+def test_the_wheel_installs_and_runs_outside_the_checkout(tmp_path, tiny_model_dir):
+    wheel, sdist = _build(_source_copy(tmp_path / "source"), tmp_path / "dist")
+    _check_wheel(wheel)
+    _check_sdist(sdist)
+
+    venv = _venv_over_test_packages(tmp_path / "venv")
+    _run([venv / "bin" / "python", "-m", "pip", "install", "--no-index", "--disable-pip-version-check", str(wheel)],
+         cwd=tmp_path)
+
+    home = tmp_path / "home"
+    user = _UserShell(venv, home, cwd=tmp_path)
+    where = json.loads(user.run("python", "-c", _WHERE).stdout)
+    for name in ("engine", "studio"):
+        assert Path(where[name]).is_relative_to(venv), f"{name} comes from {where[name]}, not the installed wheel"
+    assert Path(where["datasets"]).is_relative_to(Path(where["engine"]).parent), where
+
+    _check_the_command_line(user, home, Path(where["datasets"]), tiny_model_dir)
+    _check_the_window(user, home)
+
+
+# building ------------------------------------------------------------------------------------
+def _source_copy(dest: Path) -> Path:
+    """The files git would commit (tracked, or new and not ignored), copied: setuptools writes
+    build/ and *.egg-info beside the sources, and those must not land in the checkout."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True, timeout=60).stdout
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():  # a file deleted but not yet committed is still listed
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    return dest
+
+
+def _build(source: Path, outdir: Path) -> tuple[Path, Path]:
+    _run([sys.executable, "-m", "build", "--no-isolation", "--wheel", "--sdist", "--outdir", str(outdir)],
+         cwd=source)
+    return next(outdir.glob("*.whl")), next(outdir.glob("*.tar.gz"))
+
+
+def _check_wheel(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        entry_points = next(archive.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
+    assert set(PACKAGE_DATA) <= set(names), sorted(set(PACKAGE_DATA) - set(names))
+    assert len([n for n in names if n.startswith("engine/resources/models/") and n.endswith(".json")]) >= 20
+    assert not [n for n in names if n.split("/")[0] in ("tests", "bench", "resources", "packaging", "docs")]
+    assert "engine/resources/datasets/make_samples.py" not in names  # a maintainer's script
+    assert "[console_scripts]\nlora-studio = studio.launch:main" in entry_points
+
+
+def _check_sdist(sdist: Path) -> None:
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    assert set(PACKAGE_DATA) <= names, sorted(set(PACKAGE_DATA) - names)
+    assert {"pyproject.toml", "engine/paths.py", "studio/launch.py"} <= names
+
+
+# installing ----------------------------------------------------------------------------------
+def _venv_over_test_packages(venv: Path) -> Path:
+    """A fresh venv that sees this one's installed dependencies, so pip needs no index.
+
+    A folder added by a .pth line does not get its own .pth files read, so this checkout's
+    editable install (a .pth file in that folder) stays invisible to the new venv. The venv
+    gets no pip of its own: ensurepip's would bring an old setuptools that hides ours (torch
+    requires a newer one); this venv's pip, seen through the .pth line, installs into it."""
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=venv.parent)
+    site_packages = _run([venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                         cwd=venv.parent).stdout.strip()
+    ours = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    (Path(site_packages) / "test-venv-packages.pth").write_text("\n".join(ours) + "\n", encoding="utf-8")
+    return venv
+
+
+class _UserShell:
+    """Runs the venv's programs as a user whose shell activated it, in a folder outside the checkout."""
+
+    def __init__(self, venv: Path, home: Path, cwd: Path) -> None:
+        self.bin = venv / "bin"
+        self.cwd = cwd
+        self.env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+        self.env.update(VIRTUAL_ENV=str(venv), PATH=f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",
+                        LORA_STUDIO_HOME=str(home), QT_QPA_PLATFORM="offscreen")
+
+    def command(self, program: str, *args: str) -> list[str]:
+        return [str(self.bin / program), *args]
+
+    def run(self, program: str, *args: str) -> subprocess.CompletedProcess:
+        return _run(self.command(program, *args), cwd=self.cwd, env=self.env)
+
+    def lora_studio_json(self, *args: str) -> list:
+        """The console script's JSON output, one value per line."""
+        out = self.run("lora-studio", *args, "--json").stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def _run(command: list, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(part) for part in command], cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=STEP_TIMEOUT_S)
+    assert result.returncode == 0, f"{command} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+# using ---------------------------------------------------------------------------------------
+def _check_the_command_line(user: _UserShell, home: Path, datasets: Path, model: Path) -> None:
+    [doctor] = user.lora_studio_json("doctor")
+    assert doctor["home"] == str(home) and doctor["devices"][-1]["kind"] == "cpu"
+
+    [listed] = user.lora_studio_json("models", "list")
+    assert [m["name"] for m in listed["models"]] == ["starter"]
+    # The catalog is read from the package data: a catalog name is a model the estimate knows.
+    [estimate] = user.lora_studio_json("estimate", "--model", "Llama-3.1-8B", "--method", "lora")
+    assert estimate["model"] == "Llama-3.1-8B" and estimate["total_params"] > 7e9
+
+    *events, summary = user.lora_studio_json(
+        "train", "--model", str(model), "--dataset", str(datasets / "pirate_persona.jsonl"), "--max-steps", "2",
+        "--batch", "2", "--rank", "4", "--max-length", "64", "--name", "wheel-run")
+    assert "StepMetrics" in [event.get("event") for event in events]
+    assert summary["status"] == "completed" and Path(summary["adapter"]).name == "wheel-run"
+    assert Path(summary["adapter"]).is_relative_to(home)
+
+    [reply] = user.lora_studio_json("chat", "--model", str(model), "--adapter", "wheel-run", "--prompt", "Hello",
+                                    "--max-new-tokens", "4")
+    assert 0 < reply["tokens"] <= 4 and isinstance(reply["reply"], str)
+
+
+def _check_the_window(user: _UserShell, home: Path) -> None:
+    """``lora-studio`` with no arguments opens the window, which loads the training libraries
+    once it is shown, and complains of nothing; then its icons are drawn."""
+    log = home / "logs" / "studio.log"
+    stderr_file = home.parent / "window-stderr.txt"
+    with open(stderr_file, "w", encoding="utf-8") as stderr:
+        window = subprocess.Popen(user.command("lora-studio"), cwd=user.cwd, env=user.env,
+                                  stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            loaded = _wait_for(lambda: log.is_file() and LIBRARIES_LOADED in log.read_text(encoding="utf-8"),
+                               WINDOW_TIMEOUT_S, window)
+        finally:
+            _end(window)
+    text, errors = log.read_text(encoding="utf-8"), stderr_file.read_text(encoding="utf-8")
+    assert loaded, f"the window did not load the training libraries in {WINDOW_TIMEOUT_S} s:\n{text}\n{errors}"
+    assert f"Log file: {log}" in text
+    for complaint in COMPLAINTS:
+        assert complaint not in text and complaint not in errors, f"{complaint!r} in the log:\n{text}\n{errors}"
+
+    icons = json.loads(user.run("python", "-c", _ICONS).stdout.splitlines()[-1])
+    assert not icons["window_icon_null"] and icons["window_icon_drawn"]
+    assert icons["pages"] and all(icons["pages"].values()), icons["pages"]
+
+
+def _wait_for(condition, timeout_s: float, process: subprocess.Popen) -> bool:
+    """Whether ``condition`` came true within the time, the process still running meanwhile."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        if condition():
+            return True
+        time.sleep(0.5)
+    return condition()
+
+
+def _end(process: subprocess.Popen) -> None:
+    """The studio has no quit command from outside: SIGTERM, as a session logging out sends."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=30)
