@@ -53,8 +53,8 @@ def measure(args: argparse.Namespace, home: Path) -> int:
 
     import torch
 
-    from engine.chat import ChatSession, chat_threads
-    from engine.models import resolve_model
+    from engine.chat.session import ChatSession, chat_threads
+    from engine.models.store import resolve_model
 
     threads = args.threads or chat_threads()
     resolve_model("starter")
@@ -140,7 +140,7 @@ def make_adapter(model: Any, folder: Path, seed: int) -> str:
 
 def reload(adapter: str, device: str, threads: int) -> None:
     """What switching would cost without hot-swap: load the base again, then the adapter."""
-    from engine.chat import ChatSession
+    from engine.chat.session import ChatSession
 
     session = ChatSession("starter", device=device, threads=threads)
     session.load()

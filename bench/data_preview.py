@@ -53,7 +53,7 @@ def peak_mb() -> float:
 
 # --- children: each prints one JSON object -------------------------------------------------------
 def child_preview(path: str) -> dict:
-    from engine.data import open_dataset, preview_dataset
+    from engine.data.examples import open_dataset, preview_dataset
 
     started = time.perf_counter()
     preview = preview_dataset(open_dataset(path), PREVIEW_ROWS)
@@ -75,13 +75,13 @@ def child_baseline_preview(path: str, cache: str) -> dict:
 def _tokenizer(model: str):
     from transformers import AutoTokenizer
 
-    from engine.models import resolve_model
+    from engine.models.store import resolve_model
 
     return AutoTokenizer.from_pretrained(resolve_model(model))
 
 
 def child_tokenise(path: str, model: str, out: str) -> dict:
-    from engine.data import open_dataset, write_examples
+    from engine.data.examples import open_dataset, write_examples
 
     tokenizer = _tokenizer(model)
     baseline_mb = peak_mb()
@@ -94,8 +94,8 @@ def child_tokenise(path: str, model: str, out: str) -> dict:
 def child_baseline_tokenise(path: str, model: str, cache: str) -> dict:
     from datasets import load_dataset
 
-    from engine.data import chat_template_for, tokenize_conversation
-    from engine.dataset_formats import Layout, converter
+    from engine.data.examples import chat_template_for, tokenize_conversation
+    from engine.data.formats import Layout, converter
 
     tokenizer = _tokenizer(model)
     template, _ = chat_template_for(tokenizer)

@@ -4,7 +4,7 @@ Each grid point (method x batch x length x gradient checkpointing x optimizer, o
 tiny test model and, when installed, the starter) trains two steps the way
 ``engine/train/recipe.py`` does (its model loading and method attachment, the stock
 Trainer, the same collator), in a fresh process, and records the measured peak beside
-``engine.memory.estimate_memory`` in ``bench/results/<host>-<date>.json`` with the
+``engine.memory.estimate.estimate_memory`` in ``bench/results/<host>-<date>.json`` with the
 hardware and library versions. Tests re-check every recorded row on any machine.
 
 What is measured:
@@ -122,7 +122,7 @@ def run_point(model_dir: str, plan_settings: dict[str, Any]) -> dict[str, Any]:
 
     import torch
 
-    from engine.memory import Plan
+    from engine.memory.estimate import Plan
 
     plan = Plan(**plan_settings)
     _train(model_dir, Plan(**{**plan_settings, "batch": 1, "seq": 16}), measure=False)
@@ -168,7 +168,7 @@ def _train(model_dir: str, plan: Any, measure: bool, own_weights: bool = False) 
     from torch.utils.data import SequentialSampler
     from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
-    from engine.config import RunConfig
+    from engine.run.config import RunConfig
     from engine.train import loading, methods
     from engine.train.trainer import OPTIMIZERS
 
@@ -251,7 +251,7 @@ def model_folders(work: Path, want_starter: bool) -> dict[str, Path]:
 
     folders = {"tiny": build_tiny_model(work / "tiny")}
     if want_starter:
-        from engine import models
+        from engine.models import store as models
 
         if models.starter_gguf() is not None:
             folders["starter"] = models.resolve_model(models.STARTER)
@@ -272,7 +272,7 @@ def main(argv: list[str]) -> int:
 
     import torch
 
-    from engine.memory import Plan, estimate_memory, spec_from_config
+    from engine.memory.estimate import Plan, estimate_memory, spec_from_config
 
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
@@ -314,7 +314,7 @@ def main(argv: list[str]) -> int:
 
 def estimate_milliseconds(repeats: int = 1000) -> float:
     """How long one estimate takes (the studio redraws its memory bar on every change)."""
-    from engine.memory import Plan, estimate_memory, load_model_spec
+    from engine.memory.estimate import Plan, estimate_memory, load_model_spec
 
     spec, plan = load_model_spec("Llama-3.1-70B"), Plan(method="qlora", grad_checkpointing=True)
     started = time.perf_counter()

@@ -32,7 +32,7 @@ def make_adapter(base: Path, folder: Path, rank: int) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from engine.models import model_fingerprint
+    from engine.models.store import model_fingerprint
 
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=TARGETS,
@@ -68,8 +68,8 @@ def main() -> int:
     import torch
     from transformers.utils import logging as transformers_logging
 
-    from engine.merge import merge_adapter
-    from engine.models import resolve_model
+    from engine.adapters.merge import merge_adapter
+    from engine.models.store import resolve_model
 
     torch.set_num_threads(args.threads)
     transformers_logging.set_verbosity_error()

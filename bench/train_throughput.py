@@ -77,7 +77,7 @@ def measure(args: argparse.Namespace, scratch: Path) -> int:
 
 def _model(choice: str, scratch: Path) -> Path:
     if choice == "starter":
-        from engine.models import resolve_model
+        from engine.models.store import resolve_model
 
         return resolve_model("starter")
     if choice != "mini":
@@ -90,10 +90,10 @@ def _mini_model(folder: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from engine.models import starter_gguf
+    from engine.models.store import starter_gguf
 
     if starter_gguf() is not None:
-        from engine.models import resolve_model
+        from engine.models.store import resolve_model
 
         tokenizer = AutoTokenizer.from_pretrained(resolve_model("starter"))
     else:
@@ -110,8 +110,8 @@ def _mini_model(folder: Path) -> Path:
 
 
 def _run(kind: str, model: Path, dataset: Path, steps: int, folder: Path) -> dict[str, Any]:
-    from engine.atomic import write_json
-    from engine.config import RunConfig
+    from engine.core.atomic import write_json
+    from engine.run.config import RunConfig
     from engine.train import recipe
 
     folder.mkdir(parents=True)

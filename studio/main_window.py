@@ -39,7 +39,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.events import RunFinished
+from engine.core.choices import RunStatus
+from engine.run.events import RunFinished
 from studio import workers
 from studio.icons import page_icon
 from studio.settings import app_settings
@@ -452,7 +453,7 @@ class MainWindow(QMainWindow):
     def _on_run_finished(self, event: RunFinished) -> None:
         self._refresh_runs()
         name = Path(event.adapter).name if event.adapter else "the run"
-        if event.status == "failed":
+        if event.status == RunStatus.FAILED:
             error = event.error or "the training process ended without saying why"
             self.statusBar().showMessage("Training failed: see the Train page")
             show_error(self, f"Training failed: {error.splitlines()[0][:200]}", fix_for_run_error(error), error)

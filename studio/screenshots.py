@@ -23,6 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from engine.core.choices import RunStatus
+
 MID_RUN_STEPS = 12
 DEMO_STEPS = 60
 QUESTION = "What is the capital of France?"
@@ -121,7 +123,7 @@ class DemoTour:
 
     def _training_finished(self, event: Any) -> None:
         self.poll.stop()
-        if event.status != "completed":
+        if event.status != RunStatus.COMPLETED:
             print(f"the demo run did not complete: {event.error}", file=sys.stderr)
             self.quit()
             return

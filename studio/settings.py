@@ -10,7 +10,7 @@ JSON holds::
     per_model["starter"] = {"rank": 8}
     settings.set("train.per_model", per_model)
 
-Writes are atomic (``engine.atomic.write_json``) and debounced: a burst of ``set`` calls (a
+Writes are atomic (``engine.core.atomic.write_json``) and debounced: a burst of ``set`` calls (a
 splitter being dragged) becomes one write a moment later; ``flush`` writes at once, and the
 window calls it when it closes. Use it from the UI thread only.
 
@@ -30,7 +30,7 @@ from typing import Any, Optional
 
 from PySide6.QtCore import QCoreApplication, QTimer
 
-from engine.atomic import write_json
+from engine.core.atomic import write_json
 from engine.paths import studio_home
 
 SETTINGS_FILE = "settings.json"

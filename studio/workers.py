@@ -183,7 +183,7 @@ class BackgroundTask(QObject):
 
 
 class TrainingRunner(QObject):
-    """Adapts an ``engine.jobs.TrainingJob`` to signals, batching its events at about 10 Hz."""
+    """Adapts an ``engine.jobs.training_job.TrainingJob`` to signals, batching its events at about 10 Hz."""
 
     events = Signal(list)
     finished = Signal(object)  # the RunFinished event
@@ -202,7 +202,7 @@ class TrainingRunner(QObject):
         return self._timer.isActive()
 
     def _drain(self) -> None:
-        from engine.events import RunFinished
+        from engine.run.events import RunFinished
 
         batch = self.job.drain()
         if batch:

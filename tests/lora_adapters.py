@@ -34,8 +34,8 @@ def write_peft_adapter(base: Path, folder: Path, *, rank: int = 4, alpha: Option
 
 def library_adapter(base: Path, name: str, *, meta: Optional[dict[str, Any]] = None, **options: Any) -> Path:
     """A library entry as training writes one: PEFT files, studio.json with the base fingerprint, card."""
-    from engine.library import save_adapter
-    from engine.models import model_fingerprint
+    from engine.adapters.library import save_adapter
+    from engine.models.store import model_fingerprint
 
     rank = options.get("rank", 4)
     studio = {

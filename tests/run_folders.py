@@ -9,7 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from engine.events import EVENTS_FILE, EvalMetrics, EventWriter, RunFinished, RunStarted, StepMetrics
+from engine.run.rundir import RunDir
+from engine.run.events import EvalMetrics, EventWriter, RunFinished, RunStarted, StepMetrics
 from engine.paths import runs_dir
 
 T0 = 1_750_000_000.0
@@ -27,9 +28,9 @@ def step(t: float, number: int, loss: float, lr: float = 1e-3) -> StepMetrics:
 def write_run(name: str, events: list, *, config: dict | None = None) -> Path:
     folder = runs_dir() / name
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps(config or {"model": "tiny", "dataset": "/d/pirate.jsonl"}),
+    RunDir(folder).config.write_text(json.dumps(config or {"model": "tiny", "dataset": "/d/pirate.jsonl"}),
                                         encoding="utf-8")
-    writer = EventWriter(folder / EVENTS_FILE)
+    writer = EventWriter(RunDir(folder).events)
     for event in events:
         writer.emit(event)
     writer.close()

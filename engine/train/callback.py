@@ -14,8 +14,8 @@ from typing import Callable, Optional
 
 from transformers import TrainerCallback
 
-from engine.control import ControlReader
-from engine.events import CheckpointSaved, EvalMetrics, Event, Paused, Resumed, StepMetrics
+from engine.run.control import ControlReader
+from engine.run.events import CheckpointSaved, EvalMetrics, Event, Paused, Resumed, StepMetrics
 from engine.hardware import memory_in_use
 from engine.train import distributed
 

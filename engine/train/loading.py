@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from engine.config import RunConfig
+from engine.run.config import RunConfig
 from engine.train import batching
 
 DTYPES = ("fp32", "bf16", "fp16")
@@ -41,7 +41,7 @@ def load_model(model_path: Path, config: RunConfig, precision: str, device: str)
     """The base model on ``device``, ready for ``engine.train.methods.attach``."""
     from transformers import AutoModelForCausalLM
 
-    from engine import trust
+    from engine.models import trust
 
     options: dict[str, Any] = {"attn_implementation": attention_implementation(config, device, precision),
                                **trust.load_options(model_path)}

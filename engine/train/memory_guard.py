@@ -1,7 +1,7 @@
 """A run's memory: the cap a user can set, and what to say when the device runs out.
 
 Out of memory is the first complaint about fine-tuning tools. When it happens here the
-run reports the peak it measured and the plan ``engine.memory.auto_fit`` finds for the
+run reports the peak it measured and the plan ``engine.memory.estimate.auto_fit`` finds for the
 same model, data and memory, so the studio can offer "apply and retry" instead of
 leaving the user to guess.
 """
@@ -12,9 +12,10 @@ import resource
 from pathlib import Path
 from typing import Any, Optional
 
-from engine.config import RunConfig
+from engine.core.units import gib
+from engine.run.config import RunConfig
 from engine.errors import StudioError
-from engine.events import OutOfMemory
+from engine.run.events import OutOfMemory
 
 # The CPU allocator's words when malloc fails; on CUDA torch raises torch.OutOfMemoryError.
 _CPU_OOM = ("can't allocate memory", "not enough memory", "cannot allocate memory")
@@ -80,30 +81,22 @@ def measured_peak(device: str) -> Optional[int]:
 def report(config: RunConfig, model_path: Path, device: str, step: int, budget: int,
            lengths: Optional[Any]) -> OutOfMemory:
     """The event for an out-of-memory at ``step``: what was measured and what would fit in ``budget`` bytes."""
-    from engine.memory import auto_fit, load_model_spec
-    from engine.planning import length_stats_of, plan_for
+    from engine.memory.estimate import load_model_spec
+    from engine.memory.planning import fit_run, length_stats_of
 
     kind = device.split(":")[0]
     total = _device_total(device)
     peak = measured_peak(device)
     try:
         spec = load_model_spec(model_path)
-        asked = plan_for(config, kind)
         stats = length_stats_of([min(length, config.max_length) for length in lengths]) if lengths else None
-        fit = auto_fit(spec, max(1, budget), stats, _preferences(config, asked), device=kind)
+        fit = fit_run(config, spec, kind, max(1, budget), stats, after_out_of_memory=True)
     except StudioError as exc:
         return OutOfMemory(step=step, device=device, measured_peak_bytes=peak, device_total_bytes=total,
                            explanations=[f"No plan could be worked out: {exc}"])
     return OutOfMemory(step=step, device=device, measured_peak_bytes=peak, device_total_bytes=total,
                        plan=fit.plan.to_dict() if fit.fits else None, explanations=fit.explanations,
                        suggestion=fit.suggestion)
-
-
-def _preferences(config: RunConfig, asked: Any) -> dict[str, Any]:
-    family = "lora" if config.method == "qlora" else config.method
-    return {"method": family, "precision": asked.precision, "targets": asked.targets,
-            "effective_batch": config.batch_size * config.grad_accum, "max_rank": config.rank if config.uses_lora else 64,
-            "default_length": config.max_length}
 
 
 def _device_total(device: str) -> Optional[int]:
@@ -120,7 +113,7 @@ def describe(event: OutOfMemory, limit_text: str) -> str:
     """The run's one-line error for an out-of-memory."""
     peak = f"; the peak measured was {_gib(event.measured_peak_bytes)}" if event.measured_peak_bytes else ""
     if event.plan:
-        from engine.memory import Plan
+        from engine.memory.estimate import Plan
 
         advice = f"auto-fit suggests {Plan.from_dict(event.plan).describe()} (apply it and retry)"
     else:
@@ -129,4 +122,4 @@ def describe(event: OutOfMemory, limit_text: str) -> str:
 
 
 def _gib(value: Optional[int]) -> str:
-    return f"{(value or 0) / (1 << 30):.2f} GiB"
+    return gib(value or 0, digits=2)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.config import RunConfig
+from engine.run.config import RunConfig
 from engine.errors import StudioError
 
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -40,7 +40,7 @@ def model_module_names(model_path: Path) -> list[str]:
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from engine import trust
+    from engine.models import trust
 
     options = trust.load_options(model_path)
     with init_empty_weights():

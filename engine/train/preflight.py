@@ -1,6 +1,6 @@
 """Checks that refuse a run before it starts, with a sentence that says why and what to pick.
 
-``engine.config.RunConfig.validate`` refuses what is wrong anywhere; this module refuses
+``engine.run.config.RunConfig.validate`` refuses what is wrong anywhere; this module refuses
 what is wrong *here*: a precision the device cannot compute in, 4-bit layers or 8-bit
 optimizers that bitsandbytes cannot run on the device, a method the architecture cannot
 take, module names the model does not have. Device capabilities are probed with a few
@@ -17,7 +17,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from engine.config import RunConfig
+from engine.core import choices
+from engine.run.config import RunConfig
 from engine.errors import StudioError
 
 
@@ -52,9 +53,8 @@ def resolve_precision(config: RunConfig, device: str) -> str:
 
     on_gpu = device.startswith("cuda")
     if config.precision == "auto":
-        if on_gpu:
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "fp32"
+        return choices.resolve_precision("auto", "cuda" if on_gpu else "cpu",
+                                         on_gpu and torch.cuda.is_bf16_supported())
     if config.precision in ("fp16", "bf16") and not on_gpu:
         raise StudioError(f"{config.precision} mixed precision needs a CUDA GPU; on {device} use fp32 (or auto)")
     if config.precision == "bf16" and not torch.cuda.is_bf16_supported():
@@ -86,8 +86,8 @@ def check(config: RunConfig, model_path: Optional[Path] = None) -> Resolved:
 def check_model(config: RunConfig, model_path: Path) -> None:
     """Choices the architecture decides: padding-free attention, and whether the method
     (with its target modules) attaches to this architecture and trains."""
-    from engine import trust
-    from engine.models import check_loadable
+    from engine.models import trust
+    from engine.models.store import check_loadable
 
     model_config = check_loadable(model_path)
     if config.batching == "padding_free":
@@ -161,7 +161,7 @@ def _check_method_on_architecture(config: RunConfig, model_config: Any) -> None:
     methods that do work on the copy are named instead.
 
     A copy that cannot be built says nothing about the method, so the run goes ahead."""
-    from engine.config import METHOD_LABELS
+    from engine.core.choices import METHOD_LABELS
 
     tiny = _tiny_copy(model_config)
     problem = _try_method(config, tiny)

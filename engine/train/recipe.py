@@ -18,13 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from engine.config import RunConfig
-from engine.control import ControlReader
+from engine.core.choices import RunStatus
+from engine.run.rundir import RunDir
+from engine.run.checkpoints import checkpoint_folders, checkpoint_problem, checkpoint_step
+from engine.core.units import gib
+from engine.run.config import RunConfig
+from engine.run.control import ControlReader
 from engine.errors import StudioError
-from engine.events import EVENTS_FILE, Event, EventWriter, LogLine, RunFinished, RunStarted
-from engine.priority import yield_cpu_to_the_desktop
+from engine.run.events import Event, EventWriter, LogLine, RunFinished, RunStarted
+from engine.run.priority import yield_cpu_to_the_desktop
 from engine.train import distributed
-from engine.train.trainer import CHECKPOINTS
 
 
 class Run:
@@ -34,7 +37,7 @@ class Run:
         self.run_dir = run_dir
         # Under torchrun every rank runs this file; only rank 0 speaks.
         self.is_main = distributed.is_main()
-        self.writer = EventWriter(run_dir / EVENTS_FILE) if self.is_main else None
+        self.writer = EventWriter(RunDir(run_dir).events) if self.is_main else None
         self.control = ControlReader(run_dir)
 
     def emit(self, event: Event) -> None:
@@ -66,7 +69,7 @@ def main(argv: list[str]) -> int:
         return 2
     yield_cpu_to_the_desktop()
     finished = run_and_report(Run(Path(argv[0]).resolve()))
-    return 0 if finished.status != "failed" else 1
+    return 0 if finished.status != RunStatus.FAILED else 1
 
 
 def run_and_report(run: Run) -> RunFinished:
@@ -74,10 +77,10 @@ def run_and_report(run: Run) -> RunFinished:
     try:
         finished = train(run)
     except StudioError as exc:
-        finished = RunFinished(status="failed", error=str(exc))
+        finished = RunFinished(status=RunStatus.FAILED, error=str(exc))
     except Exception as exc:  # reported as an event; the traceback goes to the run's log file
         traceback.print_exc()
-        finished = RunFinished(status="failed", error=_describe_failure(exc))
+        finished = RunFinished(status=RunStatus.FAILED, error=_describe_failure(exc))
     run.emit(finished)
     if run.writer is not None:
         run.writer.close()
@@ -119,12 +122,12 @@ class Setup:
 def setup(run: Run) -> Optional[Setup]:
     """Read the config, check it can run here, load data and model and attach the method.
     None when a stop was asked for meanwhile."""
-    config = RunConfig.load(run.run_dir / "config.json")
+    config = RunConfig.load(RunDir(run.run_dir).config)
     if distributed.world_size() > 1:
         from accelerate import PartialState
 
         PartialState()  # joins the process group now: the ranks must wait for rank 0's data
-    from engine.models import resolve_model
+    from engine.models.store import resolve_model
     from engine.train import memory_guard, preflight
 
     resolved = preflight.check(config)
@@ -152,7 +155,7 @@ def train(run: Run) -> RunFinished:
 
     ready = setup(run)
     if ready is None:
-        return RunFinished(status="stopped")
+        return RunFinished(status=RunStatus.STOPPED)
     config, examples = ready.config, ready.examples
     resume_from = _last_checkpoint(run)
     trainable, total = parameter_counts(ready.model)
@@ -161,7 +164,7 @@ def train(run: Run) -> RunFinished:
         run.emit(RunStarted(
             run_dir=str(run.run_dir), model=config.model, method=config.method, device=ready.device,
             total_steps=total_steps, trainable_params=trainable, total_params=total,
-            train_examples=len(examples.train), resumed_from_step=_checkpoint_step(resume_from),
+            train_examples=len(examples.train), resumed_from_step=checkpoint_step(resume_from) or 0,
             predicted_peak_bytes=_predicted_peak(ready),
         ))
 
@@ -180,11 +183,11 @@ def train(run: Run) -> RunFinished:
 
     if callback.nonfinite_loss is not None:
         return RunFinished(
-            status="failed", step=step, final_loss=final_loss,
+            status=RunStatus.FAILED, step=step, final_loss=final_loss,
             error=f"the loss became {callback.nonfinite_loss} at step {step}; lower the learning rate "
                   f"(now {config.lr:g}) and start again",
         )
-    status = "stopped" if callback.stop_requested else "completed"
+    status = RunStatus.STOPPED if callback.stop_requested else RunStatus.COMPLETED
     if callback.stop_requested and not callback.save_on_stop:
         run.log("Stopped without saving")
         return RunFinished(status=status, step=step, final_loss=final_loss)
@@ -207,8 +210,8 @@ def train(run: Run) -> RunFinished:
 
 def _predicted_peak(ready: Setup) -> Optional[int]:
     """The estimator's peak for this very run, for the memory plot to be read against."""
-    from engine.memory import estimate_memory, load_model_spec
-    from engine.planning import plan_for
+    from engine.memory.estimate import estimate_memory, load_model_spec
+    from engine.memory.planning import plan_for
 
     kind = ready.device.split(":")[0]
     try:
@@ -222,7 +225,7 @@ def _predicted_peak(ready: Setup) -> Optional[int]:
 def _memory_budget(config: RunConfig, device: str) -> int:
     """The memory this run may use, for the out-of-memory advice: its limit, else what the
     device has free before the model loads. A set limit is applied here."""
-    from engine.memory import parse_bytes
+    from engine.core.units import parse_bytes
     from engine.train import memory_guard
 
     if config.memory_limit is not None:
@@ -247,16 +250,14 @@ def _out_of_memory(run: Run, ready: Setup, step: int) -> RunFinished:
     event = memory_guard.report(config, ready.model_path, ready.device, step, ready.budget, lengths)
     run.emit(event)
     limit = (f"limit {config.memory_limit}" if config.memory_limit
-             else f"{ready.budget / (1 << 30):.1f} GiB free at the start")
-    return RunFinished(status="failed", step=step, error=memory_guard.describe(event, limit))
+             else f"{gib(ready.budget)} free at the start")
+    return RunFinished(status=RunStatus.FAILED, step=step, error=memory_guard.describe(event, limit))
 
 
 def _load_tokenizer(model_path: Path) -> Any:
-    from transformers import AutoTokenizer
+    from engine.models.tokenizer import load_tokenizer
 
-    from engine import trust
-
-    tokenizer = AutoTokenizer.from_pretrained(model_path, **trust.load_options(model_path))
+    tokenizer = load_tokenizer(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -271,7 +272,7 @@ def _load_examples(run: Run, config: RunConfig, tokenizer: Any) -> Optional[Exam
     """
     from datasets import Dataset
 
-    from engine.data import CHATML_TEMPLATE, DataOptions, dataset_fingerprint, open_dataset, split_indices
+    from engine.data.examples import CHATML_TEMPLATE, DataOptions, dataset_fingerprint, open_dataset, split_indices
     from engine.train.batching import with_lengths
 
     source = open_dataset(config.dataset, DataOptions(config.data_format, config.columns or {}, config.text_split))
@@ -296,7 +297,7 @@ def _load_examples(run: Run, config: RunConfig, tokenizer: Any) -> Optional[Exam
 
 def _tokenise(run: Run, config: RunConfig, source: Any, tokenizer: Any, path: Path) -> None:
     """Write the examples file (nothing when stopped meanwhile)."""
-    from engine.data import write_examples
+    from engine.data.examples import write_examples
 
     written = write_examples(source, tokenizer, config.max_length, path, train_on=config.train_on,
                              progress=_tokenising_progress(run), cancelled=run.stop_requested_here)
@@ -360,11 +361,8 @@ def _last_checkpoint(run: Run) -> Optional[str]:
     """The newest complete, undamaged checkpoint. Checkpoints are renamed into place only
     once written (``engine.train.trainer``); a folder that still lacks its trainer state or
     holds a truncated weights file was damaged afterwards and is skipped, with a warning."""
-    from engine.train.saving import checkpoint_problem
-
-    checkpoints = run.run_dir / CHECKPOINTS
-    checkpoints.mkdir(exist_ok=True)
-    for folder in sorted(checkpoints.glob("checkpoint-*"), key=lambda p: _checkpoint_step(str(p)), reverse=True):
+    RunDir(run.run_dir).checkpoints.mkdir(exist_ok=True)
+    for folder in checkpoint_folders(run.run_dir):
         problem = checkpoint_problem(folder)
         if problem is None:
             run.log(f"Resuming from {folder.name}")
@@ -399,12 +397,3 @@ def build_trainer(run: Run, ready: Setup, on_train_begin: Callable[[int], None])
         schedule_start=config.schedule_start,
     )
     return trainer, callback
-
-
-def _checkpoint_step(path: Optional[str]) -> int:
-    if not path:
-        return 0
-    try:
-        return int(Path(path).name.rsplit("-", 1)[-1])
-    except ValueError:
-        return 0

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from engine.config import RunConfig
+from engine.run.config import RunConfig
 
 # Settings worth keeping with the result, by method family (the rest are in the run's config.json).
 _COMMON = ("method", "targets", "learning_rate", "batch_size", "grad_accum", "max_length", "max_steps", "epochs",
@@ -21,7 +21,7 @@ def run_meta(config: RunConfig, model_path: Path, tokenizer: Any, device: str, p
              run_dir: Path, state: Any) -> dict[str, Any]:
     """``studio.json``: how the result was made, from what, on what, and how the loss went."""
     from engine.hardware import detect_devices, versions
-    from engine.models import model_fingerprint
+    from engine.models.store import model_fingerprint
 
     device_info = next((d for d in detect_devices() if d.torch_device == device), None)
     settings = {name: getattr(config, name) for name in _COMMON if hasattr(config, name)}
@@ -97,7 +97,7 @@ def model_card(name: str, meta: dict[str, Any]) -> str:
 
 
 def save_adapter(config: RunConfig, run_dir: Path, model: Any, meta: dict[str, Any]) -> Path:
-    from engine.library import save_adapter as save_into_library
+    from engine.adapters.library import save_adapter as save_into_library
 
     name = config.name or run_dir.name
     return save_into_library(name, lambda folder: model.save_pretrained(folder), meta,
@@ -106,8 +106,8 @@ def save_adapter(config: RunConfig, run_dir: Path, model: Any, meta: dict[str, A
 
 def save_model(config: RunConfig, run_dir: Path, model: Any, tokenizer: Any, meta: dict[str, Any]) -> Path:
     """A full fine-tune as a Hugging Face folder in the model store, with tokenizer and chat template."""
-    from engine.atomic import write_json
-    from engine.models import save_trained_model
+    from engine.core.atomic import write_json
+    from engine.models.store import save_trained_model
 
     name = config.name or run_dir.name
 
@@ -118,34 +118,3 @@ def save_model(config: RunConfig, run_dir: Path, model: Any, tokenizer: Any, met
         (folder / "README.md").write_text(model_card(final_name, meta), encoding="utf-8")
 
     return save_trained_model(name, write, {"base_model": config.model, "run_dir": str(run_dir)})
-
-
-def checkpoint_problem(folder: Path) -> Optional[str]:
-    """Why a checkpoint folder cannot be resumed from, or None when it is whole.
-
-    Reads headers only: each safetensors file's offsets say how long it must be, and each
-    torch file (optimizer, scheduler, RNG state) is a zip whose directory sits at its end,
-    so a truncated file of either kind is caught without reading gigabytes."""
-    import json
-    import zipfile
-
-    from engine.library import safetensors_problem
-
-    state = folder / "trainer_state.json"
-    if not state.is_file():
-        return "it was not completely written (no trainer_state.json)"
-    try:
-        json.loads(state.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "its trainer_state.json is damaged"
-    weights = sorted(folder.glob("*.safetensors"))
-    if not weights:
-        return "it holds no weights"
-    for file in weights:
-        problem = safetensors_problem(file)
-        if problem:
-            return problem
-    for file in sorted(folder.glob("*.pt")) + sorted(folder.glob("*.pth")):
-        if not zipfile.is_zipfile(file):
-            return f"{file.name} is truncated or damaged"
-    return None

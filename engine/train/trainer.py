@@ -12,9 +12,10 @@ from typing import Any, Optional
 
 from transformers import Trainer
 
-from engine.config import RunConfig
+from engine.run.rundir import RunDir
+from engine.run.checkpoints import CHECKPOINT_PREFIX, TRAINER_STATE
+from engine.run.config import RunConfig
 
-CHECKPOINTS = "checkpoints"
 STAGING = ".staging"
 # The studio's optimizer names -> the Trainer's.
 OPTIMIZERS = {"adamw": "adamw_torch_fused", "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8bit": "paged_adamw_8bit",
@@ -46,7 +47,7 @@ def training_arguments(config: RunConfig, run_dir: Path, *, examples: int, has_e
     # Early stopping keeps the best adapter: it needs a checkpoint at every evaluation.
     save_steps = eval_steps if early_stopping else (config.save_every or 500)
     return TrainingArguments(
-        output_dir=str(run_dir / CHECKPOINTS),
+        output_dir=str(RunDir(run_dir).checkpoints),
         max_steps=config.max_steps or -1,
         num_train_epochs=config.epochs,
         per_device_train_batch_size=config.batch_size,
@@ -153,7 +154,7 @@ class StudioTrainer(Trainer):
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         final_root = Path(self.args.output_dir)
-        name = f"checkpoint-{self.state.global_step}"
+        name = f"{CHECKPOINT_PREFIX}{self.state.global_step}"
         self._staging = final_root / STAGING
         if self.args.should_save:
             shutil.rmtree(self._staging / name, ignore_errors=True)  # what a crash left of an earlier try
@@ -173,7 +174,7 @@ class StudioTrainer(Trainer):
             return
         staged = final_root / STAGING / name
         self._point_best_checkpoint_at(final_root)
-        self.state.save_to_json(str(staged / "trainer_state.json"))
+        self.state.save_to_json(str(staged / TRAINER_STATE))
         _fsync_tree(staged)
         _replace_folder(staged, final_root / name)
         from transformers.trainer_utils import rotate_checkpoints
@@ -183,7 +184,7 @@ class StudioTrainer(Trainer):
     def _point_best_checkpoint_at(self, final_root: Path) -> None:
         """The best checkpoint as it will be named once in place (the staged path is temporary)."""
         if self.state.best_global_step:
-            best = final_root / f"checkpoint-{self.state.best_global_step}"
+            best = final_root / f"{CHECKPOINT_PREFIX}{self.state.best_global_step}"
             current = self.state.best_global_step == self.state.global_step
             self.state.best_model_checkpoint = str(best) if current or best.is_dir() else None
 

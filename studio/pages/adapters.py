@@ -1,6 +1,6 @@
 """Adapters: the library of adapters, what each was made from, and what to do with them.
 
-Listing the library reads JSON files and safetensors headers only (``engine.library``),
+Listing the library reads JSON files and safetensors headers only (``engine.adapters.library``),
 milliseconds even for hundreds of adapters, so it runs on the UI thread; so do renames,
 tags, notes and deleting to the trash, which are a rename or a small JSON write. Import,
 export, duplicate, merge, GGUF and combine copy or compute megabytes to gigabytes: they
@@ -41,7 +41,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.errors import StudioError
-from engine.library import (
+from engine.adapters.library import (
     ADAPTER_META,
     AdapterRecord,
     TrashEntry,
@@ -609,7 +609,7 @@ class AdaptersPage(QWidget):
 
     def import_path(self, source: str) -> Optional[BackgroundTask]:
         def work(reporter: TaskReporter) -> str:
-            from engine.library import import_adapter
+            from engine.adapters.library import import_adapter
 
             reporter.progress(0, 0, f"importing {Path(source).name}")
             return str(import_adapter(source))
@@ -632,7 +632,7 @@ class AdaptersPage(QWidget):
             return None
 
         def work(reporter: TaskReporter) -> str:
-            from engine.library import duplicate_adapter
+            from engine.adapters.library import duplicate_adapter
 
             reporter.progress(0, 0, f"copying {record.name}")
             return str(duplicate_adapter(record.name))
@@ -645,7 +645,7 @@ class AdaptersPage(QWidget):
             return None
 
         def work(reporter: TaskReporter) -> str:
-            from engine.library import export_adapter
+            from engine.adapters.library import export_adapter
 
             reporter.progress(0, 0, f"writing {Path(output).name}")
             # The save dialog has already asked before replacing an existing file.

@@ -1,6 +1,6 @@
 """Chat: talk to a base model, with or without an adapter, and compare adapters side by side.
 
-The page owns one ``engine.chat.ChatSession``. Loading it, swapping its adapter,
+The page owns one ``engine.chat.session.ChatSession``. Loading it, swapping its adapter,
 generating a reply, running a comparison and unloading it each run in a
 ``BackgroundTask``, one at a time, and the controls follow that one task. The base
 model is loaded once per model: picking another adapter only hot-swaps the adapter on
@@ -50,7 +50,7 @@ from studio.widgets.trust_dialog import confirm_model_code
 from studio.workers import BackgroundTask, TaskReporter
 
 if TYPE_CHECKING:
-    from engine.chat import ChatReply, ChatSession, ColumnResult
+    from engine.chat.session import ChatReply, ChatSession, ColumnResult
 
 _TRANSCRIPT_FILTERS = "Markdown (*.md);;JSON (*.json)"
 
@@ -232,7 +232,7 @@ class ChatPage(QWidget):
         adapter_ref = self.adapter_picker.current_ref()
 
         def load_session(_reporter: TaskReporter) -> _Loaded:
-            from engine.chat import ChatSession, chat_threads
+            from engine.chat.session import ChatSession, chat_threads
 
             session = ChatSession(model_ref, threads=chat_threads())
             session.load()
@@ -298,7 +298,7 @@ class ChatPage(QWidget):
 
     def save_transcript_to(self, path: str) -> Optional[Path]:
         """Save the conversation (Markdown for .md, else JSON); None when it failed, as the chat says."""
-        from engine.chat import ChatTranscript, save_transcript
+        from engine.chat.session import ChatTranscript, save_transcript
 
         transcript = ChatTranscript(
             messages=self.settings.system_messages() + self._history,
@@ -316,7 +316,7 @@ class ChatPage(QWidget):
 
     def open_transcript_from(self, path: str) -> bool:
         """Show a saved conversation and go on from it; False when it could not be read."""
-        from engine.chat import load_transcript
+        from engine.chat.session import load_transcript
 
         if self.generating:
             return False
@@ -381,7 +381,7 @@ class ChatPage(QWidget):
     def make_room_for_training(self, config: Any) -> None:
         """A training run (a RunConfig) is starting: unload the chat model, with a notice in
         the chat, when the memory estimator says the run would not fit beside it."""
-        from engine.chat import room_for_training
+        from engine.chat.session import room_for_training
 
         session = self._session
         if session is None:

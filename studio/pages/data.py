@@ -46,7 +46,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.data import (
+from engine.data.examples import (
     DataOptions,
     DatasetPreview,
     DatasetReport,
@@ -61,8 +61,8 @@ from engine.data import (
     split_counts,
     training_view,
 )
-from engine.dataset_formats import FORMATS
-from engine.dataset_readers import TEXT_SPLITS
+from engine.data.formats import FORMATS
+from engine.core.choices import TEXT_SPLITS
 from engine.errors import StudioError
 from studio import theme
 from studio.widgets.pickers import DatasetPicker, ModelPicker
@@ -194,14 +194,10 @@ def _columns_if_readable(reference: str, text_split: str) -> list[str]:
 
 
 def _load_tokenizer(model: str, reporter: TaskReporter) -> Any:
-    from transformers import AutoTokenizer
+    from engine.models.store import resolve_model
+    from engine.models.tokenizer import load_tokenizer
 
-    from engine.models import resolve_model
-
-    from engine import trust
-
-    path = resolve_model(model, progress=lambda done, total, message: reporter.progress(0, 0, message))
-    return AutoTokenizer.from_pretrained(path, **trust.load_options(path))
+    return load_tokenizer(resolve_model(model, progress=lambda done, total, message: reporter.progress(0, 0, message)))
 
 
 class LengthHistogram(QWidget):
@@ -640,7 +636,7 @@ class DataPage(QWidget):
 
     @staticmethod
     def _model_ready(ref: str) -> bool:
-        from engine.models import list_models
+        from engine.models.store import list_models
 
         return any(record.name == ref and record.ready for record in list_models())
 

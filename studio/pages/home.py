@@ -4,7 +4,7 @@ Finding devices imports torch (seconds on a cold start), so it runs in a
 ``BackgroundTask``; the page shows "Looking for devices…" until it answers.
 
 The runs history lists every run folder, running or not, with its status, time spent,
-final loss and a mini loss curve. Reading runs is ``engine.runs.RunHistory`` on a worker
+final loss and a mini loss curve. Reading runs is ``engine.jobs.history.RunHistory`` on a worker
 thread: the first look at hundreds of runs takes a moment, later ones re-read only the
 runs that changed. While the page is shown it looks again every few seconds, so a run
 going on elsewhere (the command line) moves along, and a folder deleted behind the
@@ -46,13 +46,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.runs import RunHistory, format_duration
+from engine.core.choices import ENDED_WELL, RunStatus
+from engine.core.units import gib
+from engine.jobs.history import RunHistory, format_duration
 from studio import theme
 from studio.widgets.error_dialog import show_error
 from studio.widgets.sparkline import SPARK_ROLE, SparklineDelegate
 from studio.workers import BackgroundTask, TaskReporter
 
-_GIB = 1024**3
 RUN_COLUMNS = ("Run", "Status", "Started", "Duration", "Steps", "Final loss", "Loss")
 SORT_ROLE = Qt.ItemDataRole.UserRole + 2
 # How often the shown page looks at the runs again; a slow read waits proportionally longer.
@@ -72,7 +73,7 @@ GET_STARTED = (
 
 
 def _gib(value: Optional[int]) -> str:
-    return f"{value / _GIB:.1f} GiB" if value else "unknown"
+    return gib(value) if value else "unknown"
 
 
 def _when(started: Optional[float]) -> str:
@@ -102,7 +103,7 @@ def recovery_offer(records: list[Any]) -> Optional[tuple[str, Any]]:
     """
     newest_first = sorted(records, key=lambda r: r.summary.started or 0, reverse=True)
     for record in newest_first:
-        if record.summary.status == "running":
+        if record.summary.status == RunStatus.RUNNING:
             return "watch", record
     # Only the newest run: an old crash the user has long moved on from is no news.
     if newest_first and newest_first[0].summary.resumable and _cut_off(newest_first[0].summary):
@@ -112,7 +113,7 @@ def recovery_offer(records: list[Any]) -> Optional[tuple[str, Any]]:
 
 def _cut_off(run: Any) -> bool:
     """Ended by something outside the run (a kill, a crash, a power cut), not by its own error."""
-    return run.status == "interrupted" or (run.status == "failed" and "ended unexpectedly" in (run.error or ""))
+    return run.status == RunStatus.INTERRUPTED or (run.status == RunStatus.FAILED and "ended unexpectedly" in (run.error or ""))
 
 
 def _find_hardware(reporter: TaskReporter) -> tuple[list[Any], dict[str, str]]:
@@ -144,7 +145,7 @@ def _fill(table: QTableWidget, rows: list[list[str]]) -> None:
 
 
 class RunsModel(QAbstractTableModel):
-    """The runs history as a table model: one row per ``engine.runs.RunRecord``."""
+    """The runs history as a table model: one row per ``engine.jobs.history.RunRecord``."""
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
@@ -182,7 +183,7 @@ class RunsModel(QAbstractTableModel):
             return record.spark
         if role == Qt.ItemDataRole.ToolTipRole:
             return f"{run.error}\n{run.run_dir}" if run.error else run.run_dir
-        if role == Qt.ItemDataRole.ForegroundRole and column == "Status" and run.status == "failed":
+        if role == Qt.ItemDataRole.ForegroundRole and column == "Status" and run.status == RunStatus.FAILED:
             return QColor(theme.colours().error)
         if role == Qt.ItemDataRole.TextAlignmentRole and column in ("Duration", "Steps", "Final loss"):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -449,7 +450,7 @@ class HomePage(QWidget):
         selected = self.selected_runs()
         self.runs_model.set_records(records)
         self.select_runs(selected)
-        running = sum(record.summary.status == "running" for record in records)
+        running = sum(record.summary.status == RunStatus.RUNNING for record in records)
         if not records:
             self.runs_summary.setText("No runs yet: your training runs will be listed here.")
         else:
@@ -515,9 +516,9 @@ class HomePage(QWidget):
         self.folder_button.setEnabled(count == 1)
         run = selected[0].summary if count == 1 else None
         status = run.status if run is not None else None
-        self.resume_button.setEnabled(run is not None and status != "running" and run.resumable)
-        self.watch_button.setEnabled(status == "running")
-        self.more_button.setEnabled(status in ("completed", "stopped") and not (run and run.resumable))
+        self.resume_button.setEnabled(run is not None and status != RunStatus.RUNNING and run.resumable)
+        self.watch_button.setEnabled(status == RunStatus.RUNNING)
+        self.more_button.setEnabled(status in ENDED_WELL and not (run and run.resumable))
 
     def _open_folder(self) -> None:
         selected = self.selected_runs()

@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.errors import StudioError
-from engine.models import STARTER, STARTER_NAME, ModelRecord, add_model, list_models, resolve_model
+from engine.models.store import STARTER, STARTER_NAME, ModelRecord, add_model, list_models, resolve_model
 from studio.workers import BackgroundTask, TaskReporter
 
 COLUMNS = ("Name", "Source", "Architecture", "Ready", "Chat template", "Size", "Location")

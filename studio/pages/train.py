@@ -2,7 +2,7 @@
 knobs (simple or advanced), start a run and watch it; resume it, train it further or
 export it to run elsewhere.
 
-Starting a run checks it against this machine (``engine.jobs.check_can_run``, which loads
+Starting a run checks it against this machine (``engine.jobs.training_job.check_can_run``, which loads
 torch) and spawns the child: that runs in a ``BackgroundTask``. The run's events come back
 through ``workers.TrainingRunner`` in batches about ten times a second. The memory estimate
 is arithmetic on a model's config (well under a millisecond) and is redone on the UI
@@ -38,10 +38,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine import launcher
-from engine.config import RunConfig
+from engine.core.choices import ENDED_WELL, RunStatus
+from engine.jobs import launcher
+from engine.run.config import RunConfig
 from engine.errors import StudioError
-from engine.events import (
+from engine.run.events import (
     CheckpointSaved,
     EvalMetrics,
     Event,
@@ -397,7 +398,7 @@ class TrainPage(QWidget):
         self._estimate_timer.start()
 
     def _spec(self, model: str) -> Any:
-        from engine.memory import load_model_spec
+        from engine.memory.estimate import load_model_spec
 
         if model not in self._specs:
             self._specs[model] = load_model_spec(model)
@@ -405,8 +406,8 @@ class TrainPage(QWidget):
 
     def update_estimate(self) -> None:
         """Redraw the memory bar for the settings as they are now."""
-        from engine.memory import estimate_memory
-        from engine.planning import plan_for
+        from engine.memory.estimate import estimate_memory
+        from engine.memory.planning import plan_for
 
         model = self.model_picker.current_ref()
         if not model:
@@ -445,7 +446,7 @@ class TrainPage(QWidget):
         self._task = self._background(work, self._on_fit, self._on_fit_failed)
 
     def _on_fit(self, result: tuple[RunConfig, Any]) -> None:
-        from engine.planning import config_with_plan
+        from engine.memory.planning import config_with_plan
 
         config, fit = result
         self.memory_bar.fit_button.setEnabled(True)
@@ -465,7 +466,7 @@ class TrainPage(QWidget):
             return
 
         def names(reporter: TaskReporter) -> list[str]:
-            from engine.models import resolve_model
+            from engine.models.store import resolve_model
             from engine.train.methods import model_module_names
 
             return model_module_names(resolve_model(model))
@@ -489,7 +490,7 @@ class TrainPage(QWidget):
             return
         if not confirm_model_code(self, config.model):
             return
-        from engine.jobs import TrainingJob
+        from engine.jobs.training_job import TrainingJob
 
         self._begin(lambda reporter: TrainingJob.start(config), config)
 
@@ -497,7 +498,7 @@ class TrainPage(QWidget):
         """Continue a run (this page's last, or one from the Home page) from its newest checkpoint."""
         if self.busy or run_dir is None:
             return
-        from engine.jobs import TrainingJob
+        from engine.jobs.training_job import TrainingJob
 
         run_dir = Path(run_dir)
         self._begin(self._with_history(run_dir, lambda: TrainingJob.resume(run_dir)), None, clear=False)
@@ -506,7 +507,7 @@ class TrainPage(QWidget):
         """Show a run that is still going (its window closed or crashed): replay its curve, then follow it."""
         if self.busy:
             return
-        from engine.jobs import TrainingJob
+        from engine.jobs.training_job import TrainingJob
 
         try:
             job = TrainingJob.attach(Path(run_dir))
@@ -520,7 +521,7 @@ class TrainPage(QWidget):
         """Continue a finished run for ``steps=N`` or ``epochs=E`` more."""
         if self.busy:
             return
-        from engine.jobs import TrainingJob
+        from engine.jobs.training_job import TrainingJob
 
         run_dir = Path(run_dir)
         self._begin(self._with_history(run_dir, lambda: TrainingJob.train_more(run_dir, **amount)), None,
@@ -533,8 +534,8 @@ class TrainPage(QWidget):
             return lambda reporter: spawn()
 
         def start(reporter: TaskReporter) -> tuple[Any, Any]:
-            from engine.jobs import last_checkpoint_step
-            from engine.runs import read_curves
+            from engine.run.checkpoints import last_checkpoint_step
+            from engine.jobs.history import read_curves
 
             curves, until = read_curves(run_dir), last_checkpoint_step(run_dir)
             return spawn(), (curves, until)
@@ -616,7 +617,7 @@ class TrainPage(QWidget):
         The dialog is window-modal and answers through its signals, so the caller (and a test)
         is not held in a nested event loop; it is returned for them.
         """
-        from engine.jobs import summarize_run
+        from engine.jobs.training_job import summarize_run
 
         run_dir = run_dir or self._last_run
         summary = summarize_run(run_dir) if run_dir else None
@@ -639,7 +640,7 @@ class TrainPage(QWidget):
 
     def apply_and_retry(self) -> None:
         """Take the out-of-memory plan into the settings and start again."""
-        from engine.planning import config_with_plan
+        from engine.memory.planning import config_with_plan
 
         if self._oom_plan is None or self.busy:
             return
@@ -712,7 +713,8 @@ class TrainPage(QWidget):
             plot.cover_x(0, max(1, self._total_steps))
 
     def _on_out_of_memory(self, event: OutOfMemory) -> None:
-        from engine.memory import Plan, human_bytes
+        from engine.core.units import human_bytes
+        from engine.memory.estimate import Plan
 
         self._oom_plan = event.plan
         peak = f" (peak measured: {human_bytes(event.measured_peak_bytes)})" if event.measured_peak_bytes else ""
@@ -732,11 +734,11 @@ class TrainPage(QWidget):
             runner.deleteLater()
         # The last points now; the memory plot's own timer draws its own in a later repaint.
         self.loss_plot.redraw()
-        if event.status == "completed":
+        if event.status == RunStatus.COMPLETED:
             self.progress_bar.setValue(self.progress_bar.maximum())
             self.progress_bar.setFormat(f"step {self._total_steps} / {self._total_steps} · done")
             self._log(f"Finished at step {event.step}, final loss {self._loss_text(event)}.")
-        elif event.status == "stopped":
+        elif event.status == RunStatus.STOPPED:
             self.progress_bar.setFormat(f"stopped at step {event.step} / {self._total_steps}")
             self._log(f"Stopped at step {event.step}.")
         else:
@@ -815,12 +817,12 @@ class TrainPage(QWidget):
 
     def _update_after_run_buttons(self) -> None:
         """Resume and Train more follow what the last run left behind."""
-        from engine.jobs import summarize_run
+        from engine.jobs.training_job import summarize_run
 
         idle = self._state == IDLE and self._task is None
         summary = summarize_run(self._last_run) if (idle and self._last_run) else None
         self.resume_button.setEnabled(bool(summary and summary.resumable))
-        self.more_button.setEnabled(bool(summary and summary.status in ("completed", "stopped")
+        self.more_button.setEnabled(bool(summary and summary.status in ENDED_WELL
                                          and summary.checkpoint_step))
         self.export_button.setEnabled(idle)
 
@@ -839,28 +841,19 @@ class TrainPage(QWidget):
 def _auto_fit(config: RunConfig, spec: Any, device: Any, reporter: TaskReporter) -> Any:
     """The auto-fit plan for ``config`` on ``device``, sized to the dataset's token lengths when
     the dataset and the model's tokenizer can be read (the plan is sized without them otherwise)."""
-    from engine.memory import auto_fit
-    from engine.planning import length_stats_of, run_precision
+    from engine.memory.planning import fit_run, length_stats_of
 
     stats = None
     if config.dataset != "-" and Path(config.dataset).exists():
-        from transformers import AutoTokenizer
-
-        from engine.data import DataOptions, open_dataset, scan_dataset
-        from engine.models import resolve_model
+        from engine.data.examples import DataOptions, open_dataset, scan_dataset
+        from engine.models.store import resolve_model
+        from engine.models.tokenizer import load_tokenizer
 
         source = open_dataset(config.dataset, DataOptions(config.data_format, config.columns or {},
                                                           config.text_split))
-        from engine import trust
-
-        model_path = resolve_model(config.model)
-        tokenizer = AutoTokenizer.from_pretrained(model_path, **trust.load_options(model_path))
+        tokenizer = load_tokenizer(resolve_model(config.model))
         report = scan_dataset(source, tokenizer, progress=lambda fraction: reporter.progress(int(fraction * 100), 100),
                               cancelled=lambda: reporter.cancelled)
         if report is not None and report.token_lengths is not None:
             stats = length_stats_of(report.token_lengths)
-    family = "lora" if config.method == "qlora" else config.method
-    preferences = {"method": family, "precision": run_precision(config, device.kind, device.bf16),
-                   "targets": config.targets if config.target_modules is None else "all-linear",
-                   "effective_batch": config.batch_size * config.grad_accum}
-    return auto_fit(spec, device.free_bytes, stats, preferences, device=device.kind)
+    return fit_run(config, spec, device.kind, device.free_bytes, stats, bf16=device.bf16)

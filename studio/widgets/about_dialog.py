@@ -14,12 +14,12 @@ from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QGuiApplication, QIcon
 from PySide6.QtWidgets import QDialog, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
 
+from engine.core.units import gib
 from engine.paths import studio_home
 from studio.icons import APP_ICON
 from studio.logs import log_file
 from studio.workers import BackgroundTask, TaskReporter
 
-_GIB = 1024**3
 
 
 def studio_version() -> str:
@@ -37,7 +37,7 @@ def _look(reporter: TaskReporter) -> list[Any]:
 
 
 def describe_device(device: Any) -> str:
-    memory = f"{device.total_bytes / _GIB:.1f} GiB" if device.total_bytes else "memory unknown"
+    memory = gib(device.total_bytes) if device.total_bytes else "memory unknown"
     extras = [f"compute capability {device.compute_capability}"] if device.compute_capability else []
     extras += [f"driver {device.driver}"] if device.driver else []
     extras.append("bf16" if device.bf16 else "no bf16")

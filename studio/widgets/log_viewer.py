@@ -2,7 +2,7 @@
 Copy button for bug reports.
 
 It reads the file on the UI thread, a few new bytes every half second, the way
-``engine.events.EventTail`` follows a run: nothing that logs, on whatever thread, ever
+``engine.run.events.EventTail`` follows a run: nothing that logs, on whatever thread, ever
 talks to this window.
 """
 

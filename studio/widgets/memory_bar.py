@@ -1,6 +1,6 @@
 """The memory a run will take, as one stacked bar against the device's free memory.
 
-Each item of ``engine.memory.estimate_memory`` (weights, gradients, optimizer states,
+Each item of ``engine.memory.estimate.estimate_memory`` (weights, gradients, optimizer states,
 activations, logits...) is one coloured segment; a mark shows the device's free memory
 and a badge says whether the run fits, is tight, or does not fit. Hovering a segment
 names it. The widget only draws: ``TrainPage`` computes the estimate (a millisecond of
@@ -16,7 +16,7 @@ from PySide6.QtCore import QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QHelpEvent, QPainter, QPalette, QPen
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSizePolicy, QToolTip, QVBoxLayout, QWidget
 
-from engine.memory import DEFAULT_MARGIN, MemoryEstimate, human_bytes
+from engine.memory.estimate import DEFAULT_MARGIN, MemoryEstimate, human_bytes
 
 ITEM_LABELS = {
     "weights": "weights",

@@ -27,7 +27,7 @@ def _select_data(combo: QComboBox, value: object) -> bool:
 class ModelPicker(QComboBox):
     """The base models the studio knows about, plus any local folder the user pointed at.
 
-    An item's data is the model reference ``engine.models.resolve_model`` accepts: the
+    An item's data is the model reference ``engine.models.store.resolve_model`` accepts: the
     name in the model store (``"starter"`` for the starter model) or a folder path.
     """
 
@@ -43,7 +43,7 @@ class ModelPicker(QComboBox):
         self.refresh()
 
     def refresh(self) -> None:
-        from engine.models import STARTER, STARTER_NAME, list_models
+        from engine.models.store import STARTER, STARTER_NAME, list_models
 
         keep = self.current_ref()
         self.blockSignals(True)
@@ -165,7 +165,7 @@ class AdapterPicker(QComboBox):
         self.refresh()
 
     def refresh(self) -> None:
-        from engine.library import list_adapters
+        from engine.adapters.library import list_adapters
 
         keep = self.current_ref()
         self.blockSignals(True)

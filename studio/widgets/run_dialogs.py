@@ -24,9 +24,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.config import RunConfig
+from engine.run.config import RunConfig
 from engine.errors import StudioError
-from engine.jobs import export_run, launch_commands
+from engine.jobs.training_job import export_run, launch_commands
 
 
 class ModulePickerDialog(QDialog):

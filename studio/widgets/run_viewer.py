@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.errors import StudioError
-from engine.runs import RunCurves, RunRecord, format_duration, read_config, read_curves, read_record
+from engine.jobs.history import RunCurves, RunRecord, format_duration, read_config, read_curves, read_record
 from studio.widgets.live_plot import LivePlot
 from studio.workers import BackgroundTask
 

@@ -1,6 +1,6 @@
 """A mini curve painted into a table cell: the loss of a run at a glance.
 
-A delegate paints it with ``QPainter`` from a few dozen values (``engine.runs.spark_line``
+A delegate paints it with ``QPainter`` from a few dozen values (``engine.jobs.history.spark_line``
 keeps each stretch's lowest and highest loss), so a table of hundreds of runs costs no
 more than its text; a plot widget per row would cost a scene graph each.
 """

@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.config import METHOD_LABELS, METHODS, PROMPT_METHODS, TARGET_PRESETS
+from engine.core.choices import METHOD_LABELS, METHODS, PROMPT_METHODS, TARGET_PRESETS
 
 # What may stand in a learning-rate box while it is typed: digits, a point, an exponent.
 _NUMBER_PREFIX = re.compile(r"\d*\.?\d*(?:[eE][-+]?\d*)?")

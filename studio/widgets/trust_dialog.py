@@ -1,4 +1,4 @@
-"""Asks before a model's own Python code may run; ``engine.trust`` remembers the answer.
+"""Asks before a model's own Python code may run; ``engine.models.trust`` remembers the answer.
 
 A model folder whose config names classes of its own (an ``auto_map``) makes transformers
 execute the ``.py`` files beside its weights. The studio asks once per model, at the moment
@@ -20,8 +20,8 @@ RUN_CODE = "Run its code"
 def confirm_model_code(parent: QWidget, ref: str) -> bool:
     """True when the model ``ref`` may be used: it runs no code of its own, its code was trusted
     before, or the user trusts it now. False when the user declined."""
-    from engine import trust
-    from engine.models import model_folder
+    from engine.models import trust
+    from engine.models.store import model_folder
 
     try:
         folder = model_folder(ref)

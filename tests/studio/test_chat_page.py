@@ -15,8 +15,8 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QGuiApplication
 from chat_steps import load_chat_model
 
-from engine.chat import Blend
-from engine.config import RunConfig
+from engine.chat.session import Blend
+from engine.run.config import RunConfig
 from engine.paths import adapters_dir, runs_dir
 from studio import workers
 from studio.pages.chat import ChatPage
@@ -45,7 +45,7 @@ def _make_adapter(model_dir: Path, folder: Path, seed: int = 1) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from engine.models import model_fingerprint
+    from engine.models.store import model_fingerprint
 
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))

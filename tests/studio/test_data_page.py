@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QFileDialog
 
 from studio.pages.data import DataPage

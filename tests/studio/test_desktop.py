@@ -17,7 +17,7 @@ from PySide6.QtCore import QPoint, QSize, Qt
 from PySide6.QtGui import QGuiApplication, QPalette
 from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 
-from engine.events import RunFinished
+from engine.run.events import RunFinished
 from engine.paths import studio_home
 from studio import theme, workers
 from studio.app import error_hook

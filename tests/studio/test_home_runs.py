@@ -13,7 +13,7 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QApplication, QMessageBox
 from run_folders import T0, completed_run, started, step, write_run
 
-from engine.events import RunFinished
+from engine.run.events import RunFinished
 from engine.paths import runs_dir
 from studio import theme
 from studio.pages.home import RUN_COLUMNS, HomePage

@@ -13,7 +13,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
-from engine.library import list_adapters
+from engine.adapters.library import list_adapters
 from engine.paths import adapters_dir
 from studio import workers
 from helpers import write_messages_dataset
@@ -161,7 +161,7 @@ def test_opening_the_window_does_not_import_torch():
 
 
 def test_the_data_pages_choices_are_what_the_train_page_trains_on(qtbot, window, tiny_model_dir):
-    from engine.events import EvalMetrics
+    from engine.run.events import EvalMetrics
 
     csv = ROOT / "tests" / "data" / "formats" / "qa.csv"
     window.show_page("Data")

@@ -14,8 +14,8 @@ import psutil
 import pytest
 from PySide6.QtCore import Qt
 
-from engine.jobs import summarize_run
-from engine.library import list_adapters
+from engine.jobs.training_job import summarize_run
+from engine.adapters.library import list_adapters
 from engine.paths import runs_dir
 from helpers import write_messages_dataset
 from studio.main_window import MainWindow
@@ -85,9 +85,9 @@ def test_a_killed_training_process_is_reported_within_two_seconds_and_resumes_th
 
 _STUDIO_STANDIN = """
 import sys, time
-from engine.config import RunConfig
-from engine.events import StepMetrics
-from engine.jobs import TrainingJob
+from engine.run.config import RunConfig
+from engine.run.events import StepMetrics
+from engine.jobs.training_job import TrainingJob
 
 model, dataset = sys.argv[1:3]
 job = TrainingJob.start(RunConfig(model=model, dataset=dataset, rank=4, alpha=8, max_steps=100_000, batch_size=2,

@@ -14,7 +14,7 @@ import psutil
 from PySide6.QtCore import Qt
 
 from chat_steps import load_chat_model
-from engine.library import list_adapters
+from engine.adapters.library import list_adapters
 from helpers import training_processes, write_messages_dataset
 from lora_adapters import merge_in_dialog
 from studio.main_window import MainWindow

@@ -10,8 +10,8 @@ from helpers import write_messages_dataset
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox
 
-from engine import trust
-from engine.jobs import list_runs
+from engine.models import trust
+from engine.jobs.training_job import list_runs
 from studio import workers
 from studio.pages.chat import ChatPage
 from studio.pages.train import TrainPage

@@ -1,0 +1,1 @@
+"""Chat over one loaded base model with hot-swapped adapters: sampling, streaming, compare, transcripts."""

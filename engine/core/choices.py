@@ -1,0 +1,77 @@
+"""The vocabulary of choices: every allowed value of a setting, defined once.
+
+``RunConfig``, the memory ``Plan``, the CLI's ``choices=`` and the studio's combo boxes all
+read these. Each is a ``Literal`` type (for annotations) and the tuple of its values, in the
+order the studio lists them.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Literal, get_args
+
+Method = Literal["lora", "dora", "qlora", "full", "prompt", "prefix", "ptuning"]
+METHODS: tuple[str, ...] = get_args(Method)
+LORA_METHODS = ("lora", "dora", "qlora")  # the methods that train low-rank updates of linear layers
+PROMPT_METHODS = ("prompt", "prefix", "ptuning")  # the methods that train virtual tokens
+METHOD_LABELS = {"lora": "LoRA", "dora": "DoRA", "qlora": "QLoRA", "full": "full fine-tuning",
+                 "prompt": "prompt tuning", "prefix": "prefix tuning", "ptuning": "P-tuning"}
+
+TargetPreset = Literal["q,v", "attention", "all-linear"]
+TARGET_PRESETS: tuple[str, ...] = get_args(TargetPreset)
+
+# What a run computes in once ``auto`` is resolved (engine.memory.planning.run_precision).
+Precision = Literal["fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+PRECISION_CHOICES = ("auto", *PRECISIONS)  # what a user may ask for
+COMPUTE_DTYPES = ("auto", "bf16", "fp16", "fp32")  # what QLoRA's 4-bit layers compute in
+
+Quant = Literal["nf4", "fp4", "int8"]  # 4-bit NormalFloat or FloatingPoint (QLoRA), or LLM.int8 loading
+QUANTS: tuple[str, ...] = get_args(Quant)
+
+Optimizer = Literal["adamw", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd"]
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
+
+Scheduler = Literal["constant", "linear", "cosine"]
+SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
+
+Batching = Literal["padded", "padding_free"]
+BATCHING: tuple[str, ...] = get_args(Batching)
+
+PROMPT_INITS = ("random", "text")
+BAD_ROWS = ("skip", "stop")  # train on the good rows, or stop at the first bad one
+
+# Datasets: the row layouts engine.data.formats reads, and how plain text is split.
+DatasetFormat = Literal["messages", "sharegpt", "alpaca", "prompt_completion", "qa", "text"]
+DATASET_FORMATS: tuple[str, ...] = get_args(DatasetFormat)
+TRAIN_ON = ("assistant", "all")  # the loss on the replies only, or on every token
+TEXT_SPLITS = ("auto", "lines", "chunks")
+
+
+def resolve_precision(requested: str, device_kind: str, bf16: bool) -> str:
+    """What a run asking for ``requested`` computes in on a ``device_kind`` device (``bf16``:
+    whether it computes bf16 natively). ``auto`` takes 16-bit mixed precision only on CUDA,
+    bf16 where the GPU has it (Ampere and later) and fp16 with loss scaling before; CPUs and
+    Apple GPUs train in fp32, which autocast would not speed up there."""
+    if requested != "auto":
+        return requested
+    if device_kind == "cuda":
+        return "bf16" if bf16 else "fp16"
+    return "fp32"
+
+
+class RunStatus(str, Enum):
+    """Where a run stands. Compares equal to its value, and is written to JSON as that string."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"  # it trained every step it was asked for
+    STOPPED = "stopped"  # the user stopped it; what it learnt so far was saved
+    FAILED = "failed"  # an error ended it (out of memory, bad data...)
+    INTERRUPTED = "interrupted"  # its process died without a word (killed, the machine went down)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# Runs that ended as asked, whose adapter can be trained further (Train more).
+ENDED_WELL = (RunStatus.COMPLETED, RunStatus.STOPPED)

@@ -1,0 +1,1 @@
+"""Datasets: readers per file type, row layouts, chat-template rendering with masking, tokenised examples."""

@@ -1,0 +1,1 @@
+"""The parent side of a run: starting and supervising the child, warm starts, the runs history."""

@@ -1,0 +1,935 @@
+"""How much memory a fine-tuning run takes, item by item, before it starts, and the
+plan that fits the device at hand.
+
+The model follows what this engine runs (``engine/train/recipe.py``) tensor by tensor:
+
+- a frozen base (LoRA, DoRA, prompt methods) loads in the compute precision (bf16/fp16
+  on a GPU, fp32 on a CPU) with fp32 adapters; QLoRA loads bitsandbytes 4-bit (or 8-bit)
+  linears with the rest in the compute dtype (``engine/train/loading.py``);
+- full fine-tuning loads fp32 weights and bf16/fp16 is the Trainer's autocast. Every linear
+  then runs on a 16-bit *copy* of its weight that autograd keeps for the backward pass,
+  so until the backward pass frees them a whole 16-bit copy of the weights sits beside
+  the fp32 ones ("autocast_weight_copies");
+- LoRA comes from peft (fp32 adapters, dropout before ``lora_A``), attention is sdpa
+  unless asked otherwise, the collator pads each batch to its longest row, the loss
+  is transformers' ``ForCausalLMLoss`` and the optimizer the Trainer's fused AdamW.
+
+Activations count every tensor autograd saves for backward, per decoder layer, as
+derived from the modeling code and checked against ``saved_tensors_hooks`` on real
+models (see ``bench/memory_calibration.py``). Peak memory is the largest of a few
+moments of a step (end of forward, start of backward, a layer's backward, the
+optimizer step), each the sum of what is alive then: peaks, not sums of peaks.
+
+Importing this module imports no torch, and an estimate is arithmetic on a few dozen
+numbers (well under a millisecond).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Mapping, Optional
+
+from engine.core.choices import METHODS, OPTIMIZERS, PRECISIONS, QUANTS, TARGET_PRESETS
+from engine.core.units import MAX_DEVICE_BYTES, human_bytes
+from engine.errors import StudioError
+from engine.models.spec import LinearShape, ModelSpec, list_catalog, load_model_spec, spec_from_config
+
+__all__ = [
+    "ModelSpec", "LinearShape", "spec_from_config", "load_model_spec", "list_catalog",
+    "Plan", "MemoryEstimate", "estimate_memory", "LengthStats", "Preferences", "FitResult", "auto_fit",
+    "ATTENTIONS", "DEVICES",
+]
+
+ATTENTIONS = ("sdpa", "eager")
+DEVICES = ("cuda", "mps", "cpu")
+ITEMS = ("weights", "autocast_weight_copies", "trainable_params", "gradients", "optimizer_states",
+         "activations", "logits_and_loss", "cuda_context", "allocator_reserve")
+
+# What a process's CUDA context takes before the first tensor: driver state and the lazily
+# loaded cuBLAS/cuDNN kernels of CUDA 12. nvidia-smi shows it, torch's allocator does not.
+CUDA_CONTEXT_BYTES = 600 * (1 << 20)
+# The caching allocator holds freed blocks for reuse; in steady training reserved memory
+# runs this much above the allocated peak (published measurements put it at 5-30%).
+ALLOCATOR_RESERVE_FRACTION = 0.10
+DEFAULT_MARGIN = 0.10
+_MAX_RANK = 4096
+_MAX_SEQ = 1 << 21
+_MAX_BATCH = 1 << 14
+_MAX_VIRTUAL_TOKENS = 4096
+
+_ATTENTION_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj")
+_PRESET_LINEARS = {"q,v": ("q_proj", "v_proj"), "attention": _ATTENTION_LINEARS}
+# bitsandbytes' 8-bit optimizers keep 32-bit state for tensors under this many elements.
+_BNB_MIN_8BIT_SIZE = 4096
+_BNB_8BIT_BLOCK = 256
+_NF4_BLOCK = 64
+_NF4_DOUBLE_QUANT_BLOCK = 256
+
+
+# the plan --------------------------------------------------------------------------------------
+@dataclass
+class Plan:
+    """The settings that decide a run's memory.
+
+    ``quant`` and ``double_quant`` apply to QLoRA only (nf4/fp4 4-bit, or LLM.int8 loading);
+    ``num_virtual_tokens`` and ``prefix_projection`` to prompt, prefix and P-tuning;
+    ``lora_dropout`` to LoRA-family methods (the engine's default is 0.05, and a dropout
+    above zero saves a mask and a dropped copy of every adapted input).
+    """
+
+    method: str = "lora"
+    rank: int = 16
+    targets: str = "all-linear"
+    batch: int = 4
+    seq: int = 512
+    grad_checkpointing: bool = False
+    optimizer: str = "adamw"
+    precision: str = "bf16"
+    quant: str = "nf4"
+    double_quant: bool = True
+    attention: str = "sdpa"
+    grad_accum: int = 1
+    num_virtual_tokens: int = 20
+    lora_dropout: float = 0.05
+    prefix_projection: bool = False
+    # The model's own module names (q_proj, gate_proj...) instead of a targets preset.
+    target_modules: Optional[tuple[str, ...]] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.target_modules is not None:
+            data["target_modules"] = list(self.target_modules)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Plan":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise StudioError(f"unknown plan setting(s): {', '.join(unknown)}")
+        values = dict(data)
+        if isinstance(values.get("target_modules"), list):
+            values["target_modules"] = tuple(values["target_modules"])
+        plan = cls(**values)
+        plan.validate()
+        return plan
+
+    @property
+    def uses_lora(self) -> bool:
+        return self.method in ("lora", "dora", "qlora")
+
+    @property
+    def virtual_tokens(self) -> int:
+        return self.num_virtual_tokens if self.method in ("prompt", "prefix", "ptuning") else 0
+
+    def validate(self) -> None:
+        """Raise a StudioError naming the first impossible setting."""
+        for name, value, choices in (
+            ("method", self.method, METHODS), ("targets", self.targets, TARGET_PRESETS),
+            ("optimizer", self.optimizer, OPTIMIZERS), ("precision", self.precision, PRECISIONS),
+            ("quant", self.quant, QUANTS), ("attention", self.attention, ATTENTIONS),
+        ):
+            if value not in choices:
+                raise StudioError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+        for name, value, ceiling in (
+            ("rank", self.rank, _MAX_RANK), ("batch size", self.batch, _MAX_BATCH),
+            ("max length", self.seq, _MAX_SEQ), ("gradient accumulation", self.grad_accum, _MAX_BATCH),
+            ("virtual tokens", self.num_virtual_tokens, _MAX_VIRTUAL_TOKENS),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise StudioError(f"{name} must be a whole number of at least 1, got {value!r}")
+            if value > ceiling:
+                raise StudioError(f"{name} {value:,} is beyond any real run (at most {ceiling:,})")
+        if not isinstance(self.lora_dropout, (int, float)) or not 0 <= self.lora_dropout < 1:
+            raise StudioError(f"LoRA dropout must be in [0, 1), got {self.lora_dropout!r}")
+        for name in ("grad_checkpointing", "double_quant", "prefix_projection"):
+            if not isinstance(getattr(self, name), bool):
+                raise StudioError(f"{name.replace('_', ' ')} must be true or false")
+        modules = self.target_modules
+        if modules is not None and (not isinstance(modules, tuple) or not modules
+                                    or not all(isinstance(name, str) and name for name in modules)):
+            raise StudioError("target modules must be a list of module names such as q_proj, v_proj")
+
+    def describe(self) -> str:
+        parts = [self.method]
+        if self.uses_lora:
+            parts.append(f"r{self.rank} {','.join(self.target_modules) if self.target_modules else self.targets}")
+        if self.method == "qlora":
+            parts.append(self.quant + (" double-quant" if self.double_quant and self.quant != "int8" else ""))
+        if self.virtual_tokens:
+            parts.append(f"{self.num_virtual_tokens} virtual tokens")
+        parts.append(f"batch {self.batch} x {self.seq} tokens")
+        if self.grad_accum > 1:
+            parts.append(f"x{self.grad_accum} accumulation")
+        parts += [self.precision, self.attention, self.optimizer]
+        if self.grad_checkpointing:
+            parts.append("gradient checkpointing")
+        return ", ".join(parts)
+
+
+# the estimate ------------------------------------------------------------------------------------
+@dataclass
+class MemoryEstimate:
+    """Bytes by item at the peak moment of a training step.
+
+    ``items`` sums to ``device_bytes``; without the CUDA context and the allocator reserve
+    it sums to ``peak_allocated_bytes``, what ``torch.cuda.max_memory_allocated`` reads.
+    Paged optimizer states live in unified memory that the driver pages out under
+    pressure, so they are reported apart and counted in neither total.
+    ``phases`` gives the allocator bytes of the forward/backward pass and of the
+    optimizer step, whose larger is the peak.
+    """
+
+    model: str
+    device: str
+    plan: Plan
+    items: dict[str, int]
+    peak_allocated_bytes: int
+    device_bytes: int
+    peak_phase: str
+    peak_moment: str
+    phases: dict[str, int]
+    paged_optimizer_bytes: int
+    trainable_params: int
+    total_params: int
+    notes: list[str] = field(default_factory=list)
+
+    def fits(self, free_bytes: int, margin: float = DEFAULT_MARGIN) -> bool:
+        """Whether the run fits in ``free_bytes`` with ``margin`` (a fraction) to spare."""
+        return self.device_bytes <= free_bytes * (1 - margin)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "device": self.device, "plan": self.plan.to_dict(), "items": dict(self.items),
+            "peak_allocated_bytes": self.peak_allocated_bytes, "device_bytes": self.device_bytes,
+            "peak_phase": self.peak_phase, "peak_moment": self.peak_moment, "phases": dict(self.phases),
+            "paged_optimizer_bytes": self.paged_optimizer_bytes, "trainable_params": self.trainable_params,
+            "total_params": self.total_params, "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One estimate's resolved facts: dtypes in bytes, token counts, what trains."""
+
+    spec: ModelSpec
+    plan: Plan
+    device: str
+    c: int  # bytes of matmul outputs: 2 under 16-bit compute, 4 in fp32
+    r: int  # bytes of the residual stream and norm outputs: the base weights' dtype
+    casts: bool  # autocast over fp32 weights: inputs and weights are cast to 16 bits per op
+    adapter_in: int  # bytes of what reaches a LoRA adapter's dropout: peft casts it to the fp32 adapter's dtype
+    tokens: int  # tokens through the decoder layers per micro-batch
+    kv_len: int  # keys each query attends to
+    padded: bool  # an attention mask reaches attention (padding, a prefix or a sliding window)
+    eager: bool
+    adapted: tuple[LinearShape, ...]
+    trainable_base: bool
+    frozen_first_input: bool  # layer 0's input needs no gradient (frozen embeddings, no prompt)
+
+    def mask_bytes(self, element: int) -> int:
+        """A dropout mask: CUDA's fused dropout keeps a bool, elsewhere torch keeps a noise tensor."""
+        return 1 if self.device == "cuda" else element
+
+
+def estimate_memory(spec: ModelSpec, plan: Plan, device: str = "cuda") -> MemoryEstimate:
+    """The itemised memory of training ``spec`` with ``plan`` on a ``device`` (cuda, mps or cpu)."""
+    plan.validate()
+    if device not in DEVICES:
+        raise StudioError(f"unknown device kind {device!r}; choose one of {', '.join(DEVICES)}")
+    run = _resolve(spec, plan, device)
+    persistent, paged = _persistent(run)
+    moments = _fwd_bwd_moments(run, persistent)
+    step = _step_moment(run, persistent)
+    forward_backward = max(moments, key=lambda moment: sum(moment[1].values()))
+    phases = {"forward_backward": sum(forward_backward[1].values()), "optimizer_step": sum(step[1].values())}
+    # On a tie (the end of backward already holds all gradients beside the states) the step is
+    # named: on the first step it is where the optimizer states appear.
+    phase = "optimizer_step" if phases["optimizer_step"] >= phases["forward_backward"] else "forward_backward"
+    moment_name, at_peak = step if phase == "optimizer_step" else forward_backward
+    peak = sum(at_peak.values())
+    context = CUDA_CONTEXT_BYTES if device == "cuda" else 0
+    reserve = round(peak * ALLOCATOR_RESERVE_FRACTION) if device == "cuda" else 0
+    items = {name: int(at_peak.get(name, 0)) for name in ITEMS}
+    items["cuda_context"], items["allocator_reserve"] = context, reserve
+    return MemoryEstimate(
+        model=spec.name, device=device, plan=replace(plan), items=items,
+        peak_allocated_bytes=int(peak), device_bytes=int(peak + context + reserve),
+        peak_phase=phase, peak_moment=moment_name, phases=phases, paged_optimizer_bytes=int(paged),
+        trainable_params=_trainable_count(run), total_params=spec.total_params, notes=_notes(run),
+    )
+
+
+def _resolve(spec: ModelSpec, plan: Plan, device: str) -> _Run:
+    c = 4 if plan.precision == "fp32" else 2
+    quantised = plan.method == "qlora"
+    # A frozen base loads in the compute dtype; only full fine-tuning keeps fp32 weights under autocast.
+    sixteen_bit_base = quantised or plan.method != "full"
+    seq = plan.seq + (plan.virtual_tokens if plan.method in ("prompt", "ptuning") else 0)
+    kv_len = seq + (plan.virtual_tokens if plan.method == "prefix" else 0)
+    eager = plan.attention == "eager" or spec.attn_logit_softcapping is not None
+    padded = (plan.batch > 1 or plan.method == "prefix"
+              or (spec.sliding_window is not None and kv_len > spec.sliding_window))
+    return _Run(
+        spec=spec, plan=plan, device=device, c=c,
+        r=c if sixteen_bit_base else 4,
+        casts=plan.method == "full" and c == 2,
+        # peft casts what reaches a 4-bit layer's adapter to fp32 unless autocast is on, which
+        # it tests with torch.is_autocast_enabled(): CUDA's autocast only.
+        adapter_in=c if quantised and device == "cuda" else 4,
+        tokens=plan.batch * seq, kv_len=kv_len, padded=padded, eager=eager,
+        adapted=_adapted_linears(spec, plan), trainable_base=plan.method == "full",
+        frozen_first_input=plan.method in ("lora", "dora", "qlora", "prefix"),
+    )
+
+
+def _adapted_linears(spec: ModelSpec, plan: Plan) -> tuple[LinearShape, ...]:
+    """The layer linears a LoRA adapter wraps, chosen as ``engine.train.methods.lora_target_modules`` does."""
+    if not plan.uses_lora:
+        return ()
+    if plan.target_modules:
+        chosen = tuple(linear for linear in spec.layer_linears if linear.name in plan.target_modules)
+        if not chosen:
+            names = ", ".join(linear.name for linear in spec.layer_linears)
+            raise StudioError(f"{spec.name} has no module named {', '.join(plan.target_modules)}; its layers' "
+                              f"linears are {names}")
+        return chosen
+    if plan.targets == "all-linear":
+        return spec.layer_linears
+    wanted = _PRESET_LINEARS[plan.targets]
+    found = tuple(linear for linear in spec.layer_linears if linear.name in wanted)
+    if not found:
+        raise StudioError(f"this architecture has no {', '.join(wanted)} modules; use targets all-linear")
+    return found
+
+
+# what stays for the whole run ------------------------------------------------------------------
+def _weights_bytes(run: _Run) -> int:
+    spec, plan = run.spec, run.plan
+    if plan.method != "qlora":
+        return (4 if plan.method == "full" else run.c) * spec.total_params
+    # bitsandbytes quantises every nn.Linear but the output layer; embeddings, norms and
+    # lm_head stay in the compute dtype. The vision tower, if any, is linear layers too.
+    quantised = [(linear.in_features * linear.out_features, linear.out_features)
+                 for linear in spec.layer_linears] * spec.num_layers
+    linear_bias = spec.num_layers * sum(linear.out_features for linear in spec.layer_linears if linear.bias)
+    kept = spec.embedding_params + spec.lm_head_params + spec.norm_params + linear_bias
+    return (sum(_quantised_bytes(n, rows, plan) for n, rows in quantised)
+            + _quantised_bytes(spec.extra_params, 0, plan) + run.c * kept)
+
+
+def _quantised_bytes(n: int, rows: int, plan: Plan) -> int:
+    if n == 0:
+        return 0
+    if plan.quant == "int8":
+        return n + 4 * rows  # LLM.int8: one byte a weight and an fp32 scale per output row
+    blocks = math.ceil(n / _NF4_BLOCK)
+    packed = math.ceil(n / 2)  # two 4-bit codes a byte
+    if not plan.double_quant:
+        return packed + 4 * blocks  # an fp32 absmax per 64 weights: +0.5 bit a weight
+    # Double quantisation stores each absmax in 8 bits, with an fp32 scale per 256 of them
+    # and a 256-entry fp32 code book per tensor: 8/64 + 32/(64*256) = 0.127 bit a weight.
+    return packed + blocks + 4 * math.ceil(blocks / _NF4_DOUBLE_QUANT_BLOCK) + 4 * 256
+
+
+def _trainable_tensors(run: _Run) -> list[int]:
+    """Element counts of the trainable tensors (their sizes matter to 8-bit optimizers). A
+    vision tower is left out even in full fine-tuning: text never reaches it, so it gets
+    neither gradients nor optimizer states."""
+    spec, plan = run.spec, run.plan
+    if plan.method == "full":
+        per_layer = [linear.in_features * linear.out_features for linear in spec.layer_linears]
+        per_layer += [linear.out_features for linear in spec.layer_linears if linear.bias]
+        per_layer += [spec.hidden_size] * spec.norms_per_layer + ([spec.head_dim] * 2 if spec.qk_norm else [])
+        heads = [spec.embedding_params, spec.hidden_size] + ([spec.lm_head_params] if spec.lm_head_params else [])
+        return per_layer * spec.num_layers + heads
+    if plan.uses_lora:
+        per_layer = []
+        for linear in run.adapted:
+            per_layer += [plan.rank * linear.in_features, linear.out_features * plan.rank]
+            if plan.method == "dora":
+                per_layer.append(linear.out_features)  # DoRA's magnitude vector, one per output
+        return per_layer * spec.num_layers
+    tokens, hidden = plan.num_virtual_tokens, spec.hidden_size
+    if plan.method == "prompt":
+        return [tokens * hidden]
+    if plan.method == "ptuning":
+        # peft's PromptEncoder: the token embedding and an MLP hidden -> hidden -> hidden -> hidden.
+        return [tokens * hidden] + [hidden * hidden, hidden] * 3
+    # Prefix tuning trains a key and a value per layer and token, at the key/value width.
+    width = spec.kv_dim
+    if not plan.prefix_projection:
+        return [tokens * spec.num_layers * 2 * width]
+    # With projection it trains a token embedding and the reparametrisation MLP instead.
+    return [tokens * width, width * width, width, width * spec.num_layers * 2 * width, spec.num_layers * 2 * width]
+
+
+def _trainable_count(run: _Run) -> int:
+    return sum(_trainable_tensors(run))
+
+
+def _optimizer_bytes(run: _Run) -> int:
+    optimizer = run.plan.optimizer
+    if optimizer == "sgd":
+        return 0  # the Trainer's SGD has no momentum unless optim_args asks for it
+    if optimizer in ("adamw", "paged_adamw_32bit"):
+        return 8 * _trainable_count(run)  # two fp32 moments
+    # Two 8-bit moments with an fp32 absmax per 256-value block each; small tensors stay 32-bit.
+    return sum(2 * n + 2 * 4 * math.ceil(n / _BNB_8BIT_BLOCK) if n >= _BNB_MIN_8BIT_SIZE else 8 * n
+               for n in _trainable_tensors(run))
+
+
+def _persistent(run: _Run) -> tuple[dict[str, int], int]:
+    """What lives through a whole step, and the paged optimizer bytes apart."""
+    trainable = _trainable_count(run)
+    states = _optimizer_bytes(run)
+    paged = run.plan.optimizer.startswith("paged")
+    return {
+        "weights": _weights_bytes(run),
+        # Adapters and virtual tokens are fp32 (peft upcasts adapters even over a 16-bit base);
+        # full fine-tuning trains the weights themselves, already counted.
+        "trainable_params": 0 if run.trainable_base else 4 * trainable,
+        "gradients": 4 * trainable,  # gradients take their parameter's dtype: fp32
+        "optimizer_states": 0 if paged else states,
+    }, (states if paged else 0)
+
+
+# activations -----------------------------------------------------------------------------------
+def _layer_saved(run: _Run, first: bool) -> tuple[float, float]:
+    """Bytes one decoder layer saves for backward, per token: (fixed part, part per key).
+
+    Derived from the Llama/Qwen/Gemma/Phi-3 modeling code under the autograd rule that an
+    op saves an input only when the gradient of another input needs it: a frozen linear
+    keeps its weight (no new memory unless autocast copied it) and not its input; a
+    trainable one keeps its input. ``first`` is layer 0, whose input needs no gradient
+    when the embeddings are frozen and no prompt is prepended.
+    """
+    spec, c = run.spec, run.c
+    q, kv = spec.q_dim, spec.kv_dim
+    quiet_input = first and run.frozen_first_input
+    # The attention half's norms (the input norm keeps nothing when its input needs no gradient).
+    fixed = _norm_saved(run) * (spec.norms_per_layer // 2 - (1 if quiet_input else 0))
+    attention_in = [lin for lin in spec.layer_linears if lin.name in ("q_proj", "k_proj", "v_proj", "qkv_proj")]
+    fixed += _group_saved(run, attention_in, run.r, quiet_input)
+    # o_proj's input is sdpa's output, already saved below (eager attention makes a copy).
+    fixed += _group_saved(run, [spec.linear("o_proj")], c, False, input_saved_elsewhere=not run.eager)
+    fixed += _mlp_saved(run)
+
+    if spec.qk_norm:
+        # q_norm/k_norm upcast q and k to fp32 and keep them with a per-head rsqrt (in layer 0
+        # only where an adapter made them need a gradient); a trainable norm weight also needs
+        # the normalised q and k, cast back to the compute dtype.
+        adapted = {lin.name for lin in run.adapted}
+        for width, heads, name in ((q, spec.num_heads, "q_proj"), (kv, spec.num_kv_heads, "k_proj")):
+            if not quiet_input or name in adapted or "qkv_proj" in adapted:
+                trainable = (4 if spec.fp32_norms else c) * width if run.trainable_base else 0
+                fixed += 4 * width + 4 * heads + trainable
+
+    per_key = 0.0
+    if run.eager:
+        # q and the repeated k and v in the compute dtype, the fp32 softmax and its cast back.
+        fixed += 3 * c * q
+        per_key += 4 * spec.num_heads + (c * spec.num_heads if c != 4 else 0)
+        if spec.attn_logit_softcapping is not None:
+            per_key += c * spec.num_heads  # tanh(scores / cap) keeps its output
+    else:
+        # sdpa (flash or memory-efficient kernels) keeps q, k, v, the output and an fp32
+        # logsumexp per head. With a mask transformers repeats k and v to every head, and
+        # torch turns the boolean mask into a float one per call, which the kernel keeps.
+        kv_kept = q if run.padded and spec.num_kv_heads != spec.num_heads else kv
+        fixed += c * (2 * q + 2 * kv_kept) + 4 * spec.num_heads
+        per_key += c if run.padded else 0
+    return fixed, per_key
+
+
+def _norm_saved(run: _Run) -> float:
+    """RMSNorm upcasts its input to fp32 and keeps it plus one fp32 rsqrt per token; a
+    trainable norm weight also needs the normalised tensor (fp32 for the engine)."""
+    return 4 * run.spec.hidden_size + 4 + (4 * run.spec.hidden_size if run.trainable_base else 0)
+
+
+def _mlp_saved(run: _Run) -> float:
+    """What the MLP half of a layer keeps per token (its norms included): freed first in backward."""
+    spec, c = run.spec, run.c
+    mlp_in = [lin for lin in spec.layer_linears if lin.name in ("gate_proj", "up_proj", "gate_up_proj")]
+    kept = _norm_saved(run) * (spec.norms_per_layer // 2)
+    kept += _group_saved(run, mlp_in, run.r, False) + _group_saved(run, [spec.linear("down_proj")], c, False)
+    # A gated MLP keeps gate's output (the activation's input), act(gate) and up; a plain
+    # one keeps only the activation's input (its output is down_proj's input, counted above).
+    return kept + (3 if spec.gated_mlp else 1) * c * spec.intermediate_size
+
+
+def _group_saved(run: _Run, linears: list[Optional[LinearShape]], input_bytes: int, quiet: bool,
+                 input_saved_elsewhere: bool = False) -> float:
+    """Bytes per token kept for linears that read the same input (q/k/v, or gate/up)."""
+    linears = [lin for lin in linears if lin is not None]
+    if not linears:
+        return 0.0
+    width = linears[0].in_features
+    c, plan = run.c, run.plan
+    kept = 0.0
+    if run.trainable_base:
+        # A trainable weight's gradient needs the input: autocast casts it afresh for every
+        # linear (only leaf weights are cached), otherwise all share the one tensor.
+        if not input_saved_elsewhere:
+            kept += len(linears) * c * width if run.casts and input_bytes != c else input_bytes * width
+        return kept
+    adapted = [lin for lin in linears if lin in run.adapted]
+    if not adapted:
+        return 0.0
+    shared_input = False
+    for lin in adapted:
+        kept += c * plan.rank  # lora_A's output, kept by lora_B
+        if plan.method == "dora":
+            kept += 2 * c * lin.out_features  # the base result and the LoRA result, kept by the magnitude
+        if plan.lora_dropout > 0:
+            # Dropout keeps its mask (unless its input needs no gradient); lora_A keeps the
+            # dropped input, cast to the compute dtype.
+            kept += (0 if quiet else run.mask_bytes(run.adapter_in) * width) + c * width
+        elif run.adapter_in != c:
+            kept += c * width  # the input reaches lora_A in fp32 and autocast casts it anew for each
+        else:
+            shared_input = True
+    if shared_input and not input_saved_elsewhere:
+        kept += input_bytes * width
+    return kept
+
+
+def _layers_saved(run: _Run) -> float:
+    fixed, per_key = _layer_saved(run, first=False)
+    first_fixed, first_per_key = _layer_saved(run, first=True)
+    layers = run.spec.num_layers
+    return run.tokens * ((layers - 1) * (fixed + per_key * run.kv_len) + first_fixed + first_per_key * run.kv_len)
+
+
+def _one_layer_saved(run: _Run) -> float:
+    fixed, per_key = _layer_saved(run, first=False)
+    return run.tokens * (fixed + per_key * run.kv_len)
+
+
+def _head_saved(run: _Run) -> float:
+    """The final norm, lm_head's input when it trains, and the int64 shifted labels."""
+    spec = run.spec
+    per_token = 4 * spec.hidden_size + 4 + 8
+    if run.trainable_base:
+        per_token += 4 * spec.hidden_size + (run.c if run.casts else run.r) * spec.hidden_size
+    return run.tokens * per_token
+
+
+def _prompt_saved(run: _Run) -> float:
+    """What the virtual-token encoders keep (tiny next to the layers, counted all the same)."""
+    plan, spec = run.plan, run.spec
+    rows = plan.batch * plan.num_virtual_tokens
+    if plan.method == "ptuning":
+        return rows * 4 * 5 * spec.hidden_size  # the MLP's inputs and ReLU outputs, fp32
+    if plan.method == "prefix":
+        # The prefix keys and values of every layer, and with projection the MLP's activations.
+        kept = rows * spec.num_layers * 2 * spec.kv_dim * 4
+        return kept + (rows * 4 * 2 * spec.kv_dim if plan.prefix_projection else 0)
+    return 0.0
+
+
+def _checkpoints(run: _Run) -> float:
+    """With gradient checkpointing each layer keeps its input hidden state; the checkpoints
+    also hold the attention mask, so it lives until the backward pass."""
+    mask = run.tokens * run.kv_len * (4 if run.eager else 1) if run.padded or run.eager else 0
+    return run.tokens * run.r * run.spec.hidden_size * run.spec.num_layers + mask
+
+
+def _weight_copies(run: _Run, layers: int) -> float:
+    """16-bit copies autocast makes of fp32 weights and autograd keeps: ``layers`` layers' linears and lm_head."""
+    if not run.casts:
+        return 0.0
+    spec = run.spec
+    per_layer = spec.linear_params_per_layer
+    if run.plan.method == "dora" and run.plan.lora_dropout > 0:
+        per_layer += sum(lin.in_features * lin.out_features for lin in run.adapted)  # DoRA's second base matmul
+    per_layer += sum(run.plan.rank * (lin.in_features + lin.out_features) for lin in run.adapted)
+    first_layer_quiet = 0
+    if run.frozen_first_input and layers == spec.num_layers:
+        first_layer_quiet = sum(lin.params for lin in spec.layer_linears
+                                if lin.name in ("q_proj", "k_proj", "v_proj", "qkv_proj"))
+    return run.c * (layers * per_layer - first_layer_quiet + spec.vocab_size * spec.hidden_size)
+
+
+# the logits ------------------------------------------------------------------------------------
+def _logits(run: _Run, moment: str) -> float:
+    """Vocabulary-sized tensors: ForCausalLMLoss upcasts the logits to fp32 and log_softmax
+    keeps its fp32 output. At the start of backward nll_loss's dense gradient and
+    log_softmax's gradient join the kept output: three fp32 copies at once."""
+    spec, c = run.spec, run.c
+    per_token = 0.0
+    if moment == "forward_end":
+        per_token = c + (4 if c != 4 else 0) + 4
+    elif moment == "backward_start":
+        per_token = 12
+    if spec.final_logit_softcapping is not None:
+        per_token += 2 * c if moment == "forward_end" else c  # tanh(logits / cap) keeps its output
+    return run.tokens * spec.vocab_size * per_token
+
+
+def _layer_transient(run: _Run, backward: bool) -> float:
+    """Short-lived tensors while one layer runs.
+
+    Forward: the MLP's widest temporaries (with LoRA, peft's fp32 cast of down_proj's input
+    and its dropped copy); eager attention adds its fp32 scores and the model's float mask.
+    Backward (or the recomputation gradient checkpointing runs first) holds the incoming
+    gradient of the hidden state and either the MLP's temporaries while all the layer is
+    still kept, or, for eager attention, the softmax's gradient and its fp32 input gradient
+    (two score-sized tensors) once the MLP half has been freed.
+    """
+    spec, c = run.spec, run.c
+    ffn, heads = spec.intermediate_size, spec.num_heads
+    forward = 2 * 4 * ffn if run.plan.uses_lora else 2 * c * ffn
+    if not backward:
+        per_key = 4 * heads + 4 if run.eager else 0
+        return run.tokens * (forward + per_key * run.kv_len) + _dora_transient(run)
+    mlp = max(forward, 2 * c * ffn)
+    attention = 8 * heads * run.kv_len - _mlp_saved(run) if run.eager else 0
+    return run.tokens * (run.r * spec.hidden_size + max(mlp, attention)) + _dora_transient(run)
+
+
+def _dora_transient(run: _Run) -> float:
+    """peft's DoRA builds lora_B(lora_A(eye(in))) and the summed weight to take its norm on
+    every forward: an in x in identity and a few weight-sized tensors for the largest layer."""
+    if run.plan.method != "dora" or not run.adapted:
+        return 0.0
+    return max(4 * lin.in_features ** 2 + (2 * run.c + 4) * lin.in_features * lin.out_features
+               for lin in run.adapted)
+
+
+def _fwd_bwd_moments(run: _Run, persistent: dict[str, int]) -> list[tuple[str, dict[str, float]]]:
+    """Candidate peaks of the forward and backward pass, each as the items alive then."""
+    spec, plan = run.spec, run.plan
+    base = dict(persistent)
+    if run.trainable_base and plan.grad_accum == 1:
+        base["gradients"] = 0  # set to None after every step; they return during backward
+    extra = _prompt_saved(run) + _head_saved(run)
+    moments: list[tuple[str, dict[str, float]]] = []
+    if plan.grad_checkpointing:
+        kept = _checkpoints(run) + extra
+        # autocast caches the copies of trainable weights until the forward pass ends
+        forward_copies = _weight_copies(run, spec.num_layers) if run.trainable_base else _weight_copies(run, 0)
+        moments.append(("forward_end", {**base, "autocast_weight_copies": forward_copies,
+                                        "activations": kept, "logits_and_loss": _logits(run, "forward_end")}))
+        moments.append(("backward_start", {**base, "autocast_weight_copies": _weight_copies(run, 0),
+                                           "activations": kept, "logits_and_loss": _logits(run, "backward_start")}))
+        recompute = _checkpoints(run) + _one_layer_saved(run) + _layer_transient(run, backward=True)
+        moments.append(("layer_backward", {**base, "autocast_weight_copies": _weight_copies(run, 1) - _lm_head_copy(run),
+                                           "activations": recompute}))
+    else:
+        layers = _layers_saved(run) + extra
+        copies = _weight_copies(run, spec.num_layers)
+        before_last = _layers_saved(run) + _prompt_saved(run) - _one_layer_saved(run)
+        moments.append(("layer_forward", {**base, "autocast_weight_copies": copies,
+                                          "activations": before_last + _layer_transient(run, backward=False)}))
+        moments.append(("forward_end", {**base, "autocast_weight_copies": copies, "activations": layers,
+                                        "logits_and_loss": _logits(run, "forward_end")}))
+        moments.append(("backward_start", {**base, "autocast_weight_copies": copies, "activations": layers,
+                                           "logits_and_loss": _logits(run, "backward_start")}))
+        moments.append(("layer_backward", {**base, "autocast_weight_copies": copies - _lm_head_copy(run),
+                                           "activations": _layers_saved(run) + _prompt_saved(run)
+                                           + _layer_transient(run, backward=True)}))
+    if run.trainable_base:
+        moments.append(_lm_head_backward(run, base, moments))
+        # A tied embedding's second gradient (from the embedding lookup) is added to the first
+        # (from lm_head) out of place: both and their sum exist at once.
+        tied_grad = 2 * 4 * spec.embedding_params if spec.tie_word_embeddings else 0
+        moments.append(("backward_end", {**base, "gradients": persistent["gradients"] + tied_grad}))
+    return moments
+
+
+def _lm_head_copy(run: _Run) -> float:
+    return run.c * run.spec.vocab_size * run.spec.hidden_size if run.casts else 0.0
+
+
+def _lm_head_backward(run: _Run, base: dict[str, float],
+                      moments: list[tuple[str, dict[str, float]]]) -> tuple[str, dict[str, float]]:
+    """Full fine-tuning: lm_head's weight gradient arrives while every activation is still kept
+    (under autocast as a 16-bit gradient and its fp32 cast at once)."""
+    spec, c = run.spec, run.c
+    start = dict(next(items for name, items in moments if name == "backward_start"))
+    grad_logits = run.tokens * spec.vocab_size * c
+    head_grad = spec.vocab_size * spec.hidden_size * (4 + (c if run.casts else 0))
+    start["logits_and_loss"] = grad_logits
+    start["gradients"] = start.get("gradients", 0) + head_grad
+    return "lm_head_backward", start
+
+
+def _step_moment(run: _Run, persistent: dict[str, int]) -> tuple[str, dict[str, float]]:
+    """The optimizer step: weights, gradients and states; the fused AdamW needs no temporaries."""
+    return "optimizer_step", dict(persistent)
+
+
+def _notes(run: _Run) -> list[str]:
+    notes = []
+    if run.casts:
+        notes.append("full fine-tuning keeps fp32 weights and autocast computes in "
+                     f"{run.plan.precision}: each linear keeps a 16-bit copy of its weight for backward")
+    elif run.c == 2 and run.plan.method != "qlora":
+        notes.append(f"the frozen base loads in {run.plan.precision}; what trains stays in fp32")
+    if run.spec.attn_logit_softcapping is not None and run.plan.attention == "sdpa":
+        notes.append(f"{run.spec.name} soft-caps attention logits, which sdpa cannot: it runs eager attention")
+    if run.plan.optimizer.startswith("paged"):
+        notes.append("paged optimizer states live in unified memory and page out under pressure")
+    if run.spec.extra_params:
+        notes.append("the vision tower is loaded but not trained: weights only")
+    return notes
+
+
+# auto-fit --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LengthStats:
+    """Token lengths of a dataset's examples, as percentiles."""
+
+    p50: int
+    p95: int
+    p99: int
+    max: int
+
+    @classmethod
+    def from_percentiles(cls, percentiles: Mapping[Any, Any]) -> "LengthStats":
+        """From the ``token_percentiles`` of ``lora-studio data inspect`` (``p50``, ``p95``, ``p99``,
+        ``max``), or the same keyed by number (``50``, ``95``, ``99``, ``100``)."""
+        values = {str(key).lstrip("p").replace("max", "100"): value for key, value in percentiles.items()}
+        try:
+            stats = {name: int(values[key]) for name, key in (("p50", "50"), ("p95", "95"), ("p99", "99"),
+                                                                ("max", "100"))}
+        except (KeyError, TypeError, ValueError):
+            raise StudioError("dataset length statistics need the 50th, 95th, 99th and 100th percentiles") from None
+        if min(stats.values()) < 1:
+            raise StudioError("dataset length percentiles must be positive")
+        return cls(**stats)
+
+
+@dataclass(frozen=True)
+class Preferences:
+    """What the user asked for; auto-fit chooses the rest. ``effective_batch`` is the batch
+    the optimizer should see (micro-batch x accumulation)."""
+
+    method: str = "lora"
+    precision: str = "bf16"
+    targets: str = "all-linear"
+    effective_batch: int = 16
+    max_rank: int = 64
+    margin: float = DEFAULT_MARGIN
+    default_length: int = 2048
+
+    @classmethod
+    def from_mapping(cls, data: Optional[Mapping[str, Any]]) -> "Preferences":
+        if data is None:
+            return cls()
+        if isinstance(data, Preferences):
+            return data
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise StudioError(f"unknown preference(s): {', '.join(unknown)}")
+        prefs = cls(**data)
+        Plan(method=prefs.method, precision=prefs.precision, targets=prefs.targets,
+             rank=prefs.max_rank, batch=prefs.effective_batch).validate()
+        if not 0 <= prefs.margin < 1:
+            raise StudioError(f"safety margin must be a fraction in [0, 1), got {prefs.margin!r}")
+        return prefs
+
+
+@dataclass
+class FitResult:
+    plan: Plan
+    estimate: MemoryEstimate
+    explanations: list[str]
+    fits: bool
+    suggestion: Optional[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"plan": self.plan.to_dict(), "estimate": self.estimate.to_dict(), "explanations": list(self.explanations),
+                "fits": self.fits, "suggestion": self.suggestion}
+
+
+_MIN_LENGTH = 128
+# Tokens per micro-batch that keep a GPU's matrix units busy; past this a larger batch buys little.
+_BUSY_TOKENS = 4096
+_RANKS = (8, 16, 32, 64, 128, 256)
+_BASE_RANK = 16
+
+
+def auto_fit(spec: ModelSpec, device_free_bytes: int, dataset_stats: Optional[LengthStats | Mapping[Any, Any]] = None,
+             preferences: Optional[Preferences | Mapping[str, Any]] = None, device: str = "cuda") -> FitResult:
+    """The best plan that fits ``device_free_bytes`` with a safety margin.
+
+    It prefers, in order, a longer max length (the dataset's 99th, then 95th percentile
+    length, then shorter), a larger micro-batch and a higher rank. Gradient checkpointing,
+    a paged 8-bit optimizer and (for LoRA) a 4-bit base are memory savers with a cost in
+    speed or fidelity: at the chosen length it takes the fewest savers whose micro-batch
+    keeps the GPU busy, and sets accumulation to keep the effective batch.
+    """
+    if isinstance(device_free_bytes, bool) or not isinstance(device_free_bytes, int) or device_free_bytes <= 0:
+        raise StudioError(f"free device memory must be a positive number of bytes, got {device_free_bytes!r}")
+    if device_free_bytes > MAX_DEVICE_BYTES:
+        raise StudioError(f"free device memory {device_free_bytes:,} bytes is beyond any device")
+    prefs = Preferences.from_mapping(preferences)
+    stats = LengthStats.from_percentiles(dataset_stats) if isinstance(dataset_stats, Mapping) else dataset_stats
+    budget = int(device_free_bytes * (1 - prefs.margin))
+    lengths = _length_candidates(spec, stats, prefs)
+    ladder = _saver_ladder(prefs)
+    for seq in lengths:
+        options = []
+        for savers in ladder:
+            plan = _first_fitting(spec, budget, device, prefs, savers, seq)
+            if plan is not None:
+                options.append((savers, _grow_batch(spec, budget, device, prefs, plan)))
+        if options:
+            savers, plan = _choose(options, seq, prefs)
+            plan = _grow_rank(spec, budget, device, prefs, plan)
+            estimate = estimate_memory(spec, plan, device)
+            best_unquantised = max((option.batch for saver, option in options if saver.get("method") != "qlora"),
+                                   default=0)
+            return FitResult(plan, estimate, _explain(spec, plan, estimate, device_free_bytes, stats, lengths,
+                                                      savers, prefs, best_unquantised), True, None)
+    smallest = _savers_plan(prefs, ladder[-1], lengths[-1], _RANKS[0], 1)
+    estimate = estimate_memory(spec, smallest, device)
+    return FitResult(smallest, estimate, [
+        f"Nothing fits: {spec.name} needs {human_bytes(estimate.device_bytes)} even with {smallest.describe()}, "
+        f"and the device has {human_bytes(device_free_bytes)} free ({human_bytes(budget)} after a "
+        f"{prefs.margin:.0%} safety margin)."
+    ], False, _suggest_smaller(spec, budget, device, prefs, lengths[-1]))
+
+
+def _choose(options: list[tuple[dict[str, Any], Plan]], seq: int, prefs: Preferences) -> tuple[dict[str, Any], Plan]:
+    """The fewest savers whose micro-batch holds enough tokens to keep a GPU busy; when none
+    does, the fewest savers within three quarters of the largest micro-batch: another saver
+    (a 4-bit base above all) is not worth one more row per micro-batch."""
+    busy = min(prefs.effective_batch, max(1, _BUSY_TOKENS // seq))
+    for savers, plan in options:
+        if plan.batch >= busy:
+            return savers, plan
+    largest = max(plan.batch for _savers, plan in options)
+    return next(option for option in options if 4 * option[1].batch >= 3 * largest)
+
+
+def _length_candidates(spec: ModelSpec, stats: Optional[LengthStats], prefs: Preferences) -> list[int]:
+    """Max lengths from the most wanted down to the shortest worth training."""
+    ceiling = spec.max_position_embeddings or _MAX_SEQ
+    wanted = [stats.p99, stats.p95] if stats else [prefs.default_length]
+    lengths = []
+    for length in wanted:
+        length = min(ceiling, max(_MIN_LENGTH, _round_up(length, 64)))
+        if length not in lengths:
+            lengths.append(length)
+    while lengths[-1] // 2 >= _MIN_LENGTH:
+        lengths.append(lengths[-1] // 2)
+    return sorted(set(lengths), reverse=True)
+
+
+def _round_up(value: int, step: int) -> int:
+    return -(-value // step) * step
+
+
+def _saver_ladder(prefs: Preferences) -> list[dict[str, Any]]:
+    """Memory savers in the order they are worth their cost."""
+    ladder = [{}, {"grad_checkpointing": True},
+              {"grad_checkpointing": True, "optimizer": "paged_adamw_8bit"}]
+    if prefs.method in ("lora", "dora"):
+        ladder += [{"method": "qlora"}, {"method": "qlora", "grad_checkpointing": True},
+                   {"method": "qlora", "grad_checkpointing": True, "optimizer": "paged_adamw_8bit"}]
+    return ladder
+
+
+def _savers_plan(prefs: Preferences, savers: dict[str, Any], seq: int, rank: int, batch: int) -> Plan:
+    settings = {"method": prefs.method, "precision": prefs.precision, "targets": prefs.targets,
+                "seq": seq, "rank": rank, "batch": batch, **savers}
+    return Plan(**settings)
+
+
+def _fits(spec: ModelSpec, plan: Plan, budget: int, device: str) -> bool:
+    return estimate_memory(spec, plan, device).device_bytes <= budget
+
+
+def _first_fitting(spec: ModelSpec, budget: int, device: str, prefs: Preferences, savers: dict[str, Any],
+                   seq: int) -> Optional[Plan]:
+    """Batch 1 at this length and these savers, with the base rank or failing that the smallest."""
+    for rank in (_BASE_RANK, _RANKS[0]):
+        plan = _savers_plan(prefs, savers, seq, min(rank, prefs.max_rank), 1)
+        if _fits(spec, plan, budget, device):
+            return plan
+    return None
+
+
+def _grow_batch(spec: ModelSpec, budget: int, device: str, prefs: Preferences, plan: Plan) -> Plan:
+    """The largest micro-batch (up to the effective batch) that fits, and the accumulation to match."""
+    low, high = plan.batch, max(plan.batch, prefs.effective_batch)
+    while low < high:  # memory grows with the batch, so the largest fitting one is found by bisection
+        middle = (low + high + 1) // 2
+        if _fits(spec, replace(plan, batch=middle), budget, device):
+            low = middle
+        else:
+            high = middle - 1
+    # A micro-batch that divides the effective batch keeps it exact; worth up to a quarter of the micro-batch.
+    divisor = max(d for d in range(1, low + 1) if prefs.effective_batch % d == 0)
+    if 4 * divisor >= 3 * low:
+        low = divisor
+    return replace(plan, batch=low, grad_accum=max(1, -(-prefs.effective_batch // low)))
+
+
+def _grow_rank(spec: ModelSpec, budget: int, device: str, prefs: Preferences, plan: Plan) -> Plan:
+    if plan.uses_lora:
+        for rank in _RANKS:
+            if plan.rank < rank <= prefs.max_rank and _fits(spec, replace(plan, rank=rank), budget, device):
+                plan = replace(plan, rank=rank)
+    return plan
+
+
+def _explain(spec: ModelSpec, plan: Plan, estimate: MemoryEstimate, free: int, stats: Optional[LengthStats],
+             lengths: list[int], savers: dict[str, Any], prefs: Preferences, best_unquantised: int) -> list[str]:
+    used = estimate.device_bytes / free
+    lines = [f"{spec.name} with {plan.describe()} takes {human_bytes(estimate.device_bytes)} of the "
+             f"{human_bytes(free)} free ({used:.0%}), within the {prefs.margin:.0%} safety margin."]
+    if plan.method != prefs.method and best_unquantised:
+        lines.append(f"QLoRA (a 4-bit {plan.quant.upper()} base) is used because over a {plan.precision} base only a "
+                     f"micro-batch of {best_unquantised} fits at {plan.seq} tokens, against {plan.batch} with 4 bits.")
+    elif plan.method != prefs.method:
+        lines.append(f"QLoRA (a 4-bit {plan.quant.upper()} base) is used because {prefs.method.upper()} over a "
+                     f"{plan.precision} base does not fit at {plan.seq} tokens even with gradient checkpointing "
+                     "and an 8-bit optimizer.")
+    if stats is not None:
+        covered = "99%" if plan.seq >= stats.p99 else "95%" if plan.seq >= stats.p95 else "fewer"
+        lines.append(f"Max length {plan.seq} covers {covered} of the examples (p95 {stats.p95}, p99 {stats.p99} tokens)"
+                     + ("." if plan.seq >= stats.p95 else "; longer ones are cut, since no longer length fits."))
+    elif plan.seq == lengths[0]:
+        lines.append(f"Max length {plan.seq} is the default; give dataset statistics to size it to your data.")
+    else:
+        lines.append(f"Max length is cut to {plan.seq} tokens: {lengths[0]} does not fit.")
+    lines.append(f"Micro-batch {plan.batch} with {plan.grad_accum} accumulation step(s) keeps the effective batch "
+                 f"at {plan.batch * plan.grad_accum} (you asked for {prefs.effective_batch})"
+                 + ("." if plan.batch >= prefs.effective_batch else "; a larger micro-batch does not fit."))
+    if plan.uses_lora:
+        lines.append(f"Rank {plan.rank} on {plan.targets} layers"
+                     + (" is the highest rank allowed." if plan.rank >= prefs.max_rank else
+                        " is the highest that fits with this batch."))
+    if plan.grad_checkpointing:
+        lines.append("Gradient checkpointing is on: it recomputes each layer in the backward pass (about a third "
+                     "more compute) so only one hidden state per layer is kept.")
+    else:
+        lines.append("Gradient checkpointing is off: everything fits without paying for recomputation.")
+    if savers.get("optimizer"):
+        lines.append("The paged 8-bit AdamW keeps optimizer states in a quarter of the memory, paged out under pressure.")
+    return lines
+
+
+def _suggest_smaller(spec: ModelSpec, budget: int, device: str, prefs: Preferences, seq: int) -> Optional[str]:
+    """What would fit: the largest catalog model at the thriftiest plan, or a bigger device."""
+    thrifty = _savers_plan(prefs, _saver_ladder(prefs)[-1], seq, _RANKS[0], 1)
+    fitting = None
+    for name in list_catalog():  # smallest first
+        candidate = load_model_spec(name)
+        if candidate.total_params >= spec.total_params:
+            break
+        if _fits(candidate, thrifty, budget, device):
+            fitting = candidate
+    needed = estimate_memory(spec, thrifty, device).device_bytes
+    bigger = f"a device with at least {human_bytes(needed / (1 - prefs.margin))} free would fit {spec.name}"
+    if fitting is None:
+        return f"No catalog model fits in {human_bytes(budget)}; {bigger}."
+    return (f"{fitting.name} ({fitting.total_params / 1e9:.1f}B parameters) fits with {thrifty.describe()}; "
+            f"or {bigger}.")

@@ -1,0 +1,72 @@
+"""What a complete checkpoint is, and a run's checkpoints: one rule for the recipe (which
+checkpoint a resumed run starts from), the runs history and the Train page (the step Resume
+offers) and chat (the checkpoints it lists).
+
+A checkpoint is ``RUN_DIR/checkpoints/checkpoint-STEP``, renamed into place by
+``engine.train.trainer`` only once written. It is complete when its trainer state (written
+last) reads as JSON, it holds weights, each safetensors file is as long as its header says
+and each torch file (optimizer, scheduler, RNG state) ends in its zip directory: a folder
+damaged afterwards, or half-copied, is caught from headers alone, without reading gigabytes.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Optional
+
+from engine.run.rundir import RunDir
+from engine.core.safetensors_files import safetensors_problem
+
+CHECKPOINT_PREFIX = "checkpoint-"  # as transformers' Trainer names them (PREFIX_CHECKPOINT_DIR)
+TRAINER_STATE = "trainer_state.json"
+
+
+def checkpoint_step(folder: Path | str | None) -> Optional[int]:
+    """The step a checkpoint folder was saved at, from its name; None for another folder."""
+    if not folder:
+        return None
+    name = Path(folder).name
+    step = name[len(CHECKPOINT_PREFIX):]
+    return int(step) if name.startswith(CHECKPOINT_PREFIX) and step.isdigit() else None
+
+
+def checkpoint_problem(folder: Path) -> Optional[str]:
+    """Why a checkpoint folder cannot be resumed from, or None when it is complete."""
+    state = folder / TRAINER_STATE
+    if not state.is_file():
+        return f"it was not completely written (no {TRAINER_STATE})"
+    try:
+        json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"its {TRAINER_STATE} is damaged"
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        return "it holds no weights"
+    for file in weights:
+        problem = safetensors_problem(file)
+        if problem:
+            return problem
+    for file in sorted(folder.glob("*.pt")) + sorted(folder.glob("*.pth")):
+        if not zipfile.is_zipfile(file):
+            return f"{file.name} is truncated or damaged"
+    return None
+
+
+def checkpoint_folders(run_dir: Path) -> list[Path]:
+    """Every checkpoint folder of a run, complete or not, newest step first."""
+    folders = [folder for folder in RunDir(run_dir).checkpoints.glob(f"{CHECKPOINT_PREFIX}*")
+               if checkpoint_step(folder) is not None]
+    return sorted(folders, key=checkpoint_step, reverse=True)
+
+
+def complete_checkpoints(run_dir: Path) -> list[Path]:
+    """A run's complete checkpoints, newest step first."""
+    return [folder for folder in checkpoint_folders(run_dir) if checkpoint_problem(folder) is None]
+
+
+def last_checkpoint_step(run_dir: Path) -> int:
+    """The step of the newest complete checkpoint, 0 for none: where Resume goes on from."""
+    complete = complete_checkpoints(run_dir)
+    return checkpoint_step(complete[0]) if complete else 0

@@ -1,0 +1,257 @@
+"""The run configuration: the one object the studio edits, the CLI reads and
+``config.json`` in a run directory stores.
+
+``validate`` refuses what is wrong whatever the machine (a rank of 0, early stopping
+without a validation split); what depends on the machine or the model (fp16 on a CPU,
+prefix tuning on an architecture without key/value caches) is checked by
+``engine.train.preflight`` before a run starts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Optional
+
+from engine.core.choices import (BAD_ROWS, BATCHING, COMPUTE_DTYPES, DATASET_FORMATS, LORA_METHODS, METHODS,
+                                 OPTIMIZERS, PRECISION_CHOICES, PROMPT_INITS, PROMPT_METHODS, QUANTS, SCHEDULERS,
+                                 TARGET_PRESETS, TEXT_SPLITS, TRAIN_ON)
+from engine.errors import StudioError
+
+MAX_VAL_FRACTION = 0.5
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+# A module name as peft matches it: the last part of a dotted path, e.g. q_proj or gate_up_proj.
+_MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MAX_VIRTUAL_TOKENS = 4096
+
+
+@dataclass
+class RunConfig:
+    model: str
+    dataset: str
+    method: str = "lora"
+    # LoRA family ------------------------------------------------------------------------------
+    rank: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.05
+    use_rslora: bool = False  # scale by alpha/sqrt(rank) instead of alpha/rank
+    # A preset (q,v / attention / all-linear) or the model's own module names, comma-separated.
+    targets: str = "all-linear"
+    # QLoRA: the frozen base in 4 bits (nf4, fp4) or 8 bits (int8) ------------------------------
+    quant: str = "nf4"
+    double_quant: bool = True
+    compute_dtype: str = "auto"  # what the 4-bit layers compute in; auto follows the precision
+    # Prompt tuning, prefix tuning, P-tuning --------------------------------------------------
+    num_virtual_tokens: int = 20
+    prompt_init: str = "random"  # prompt tuning only: random vectors, or the embeddings of a text
+    prompt_init_text: Optional[str] = None
+    prefix_projection: bool = False  # prefix tuning: train through a reparametrising MLP
+    # How long --------------------------------------------------------------------------------
+    max_steps: Optional[int] = None
+    epochs: float = 1.0
+    # The optimizer and its schedule ----------------------------------------------------------
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_length: int = 512
+    lr: float = 2e-4
+    optimizer: str = "adamw"
+    lr_scheduler: str = "linear"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0  # 0 turns clipping off
+    grad_checkpointing: bool = False
+    batching: str = "padded"  # padded batches, or each batch's rows packed into one without padding
+    group_by_length: bool = False  # batch rows of similar length together (less padding)
+    # Evaluation, checkpoints, logs -----------------------------------------------------------
+    save_every: int = 0
+    eval_every: int = 0
+    log_every: int = 0
+    keep_checkpoints: int = 3  # the newest N (and the best, with early stopping); 0 keeps all
+    early_stopping_patience: int = 0  # stop after N evaluations without a better eval loss; 0 never
+    seed: int = 42
+    name: Optional[str] = None
+    precision: str = "auto"
+    device: str = "auto"
+    # Cap this run's memory (e.g. "6GiB") to leave room for other programs; None: all there is.
+    memory_limit: Optional[str] = None
+    # "Train more": the step a continued run's new learning-rate schedule starts from.
+    schedule_start: int = 0
+    # Many GPUs (see the README's FSDP / DeepSpeed section): an FSDP config ({} for its defaults)
+    # or a DeepSpeed JSON file, handed to the Trainer as they are.
+    fsdp: Optional[dict[str, Any]] = None
+    deepspeed: Optional[str] = None
+    # How to read the dataset: None/empty detect the format and columns (see engine.data.formats).
+    data_format: Optional[str] = None
+    columns: Optional[dict[str, str]] = None
+    text_split: str = "auto"
+    train_on: str = "assistant"  # the loss on the assistant's replies only, or on every token
+    val_fraction: float = 0.0  # share of the rows held out to measure the eval loss
+    bad_rows: str = "skip"  # train on the good rows, or stop when any row is bad
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise StudioError(f"unknown run setting(s): {', '.join(unknown)}")
+        missing = [name for name in ("model", "dataset") if name not in data]
+        if missing:
+            raise StudioError(f"run config is missing {', '.join(missing)}")
+        config = cls(**data)
+        config.validate()
+        return config
+
+    @classmethod
+    def load(cls, path: Path) -> "RunConfig":
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise StudioError(f"run config not found: {path}") from None
+        except (OSError, ValueError) as exc:
+            raise StudioError(f"run config {path} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise StudioError(f"run config {path} must be a JSON object")
+        return cls.from_dict(data)
+
+    # what kind of run -------------------------------------------------------------------------
+    @property
+    def uses_lora(self) -> bool:
+        return self.method in LORA_METHODS
+
+    @property
+    def uses_prompt(self) -> bool:
+        return self.method in PROMPT_METHODS
+
+    @property
+    def target_modules(self) -> Optional[list[str]]:
+        """The module names given instead of a preset, or None for a preset."""
+        if self.targets in TARGET_PRESETS:
+            return None
+        return [name.strip() for name in self.targets.split(",") if name.strip()]
+
+    # validation -------------------------------------------------------------------------------
+    def validate(self) -> None:
+        self._validate_choices()
+        self._validate_numbers()
+        self._validate_method_settings()
+        self._validate_schedule()
+        self._validate_data_settings()
+        if self.name is not None and not _NAME_RE.match(self.name):
+            raise StudioError(
+                f"adapter name {self.name!r} may only use letters, digits, '.', '_' and '-' (at most 80)"
+            )
+
+    def _validate_choices(self) -> None:
+        for label, value, allowed in (
+            ("method", self.method, METHODS), ("precision", self.precision, PRECISION_CHOICES),
+            ("quantisation", self.quant, QUANTS), ("compute dtype", self.compute_dtype, COMPUTE_DTYPES),
+            ("optimizer", self.optimizer, OPTIMIZERS), ("learning-rate schedule", self.lr_scheduler, SCHEDULERS),
+            ("batching", self.batching, BATCHING), ("prompt init", self.prompt_init, PROMPT_INITS),
+        ):
+            if value not in allowed:
+                raise StudioError(f"unknown {label} {value!r}; choose one of {', '.join(allowed)}")
+        for name in ("use_rslora", "double_quant", "prefix_projection", "grad_checkpointing", "group_by_length"):
+            if not isinstance(getattr(self, name), bool):
+                raise StudioError(f"{name.replace('_', ' ')} must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.targets, str) or not self.targets.strip():
+            raise StudioError("targets must be q,v, attention, all-linear or module names such as q_proj,v_proj")
+        modules = self.target_modules
+        if modules is not None:
+            bad = [name for name in modules if not _MODULE_RE.match(name)]
+            if bad or not modules:
+                raise StudioError(f"unknown targets {self.targets!r}; choose one of {', '.join(TARGET_PRESETS)} "
+                                  "or give module names such as q_proj,v_proj")
+
+    def _validate_numbers(self) -> None:
+        positive("rank", self.rank)
+        positive("alpha", self.alpha, float)
+        positive("batch size", self.batch_size)
+        positive("gradient accumulation", self.grad_accum)
+        positive("max length", self.max_length)
+        positive("learning rate", self.lr, float)
+        positive("virtual tokens", self.num_virtual_tokens)
+        if self.num_virtual_tokens > _MAX_VIRTUAL_TOKENS:
+            raise StudioError(f"virtual tokens {self.num_virtual_tokens:,} is beyond any real run "
+                              f"(at most {_MAX_VIRTUAL_TOKENS:,})")
+        if self.max_steps is not None:
+            positive("max steps", self.max_steps)
+        else:
+            positive("epochs", self.epochs, float)
+        fraction("dropout", self.dropout, high_open=True)
+        fraction("weight decay", self.weight_decay)
+        if not _is_number(self.max_grad_norm) or self.max_grad_norm < 0:
+            raise StudioError(f"max grad norm must be 0 (off) or a positive number, got {self.max_grad_norm!r}")
+        for name in ("save_every", "eval_every", "log_every", "warmup_steps", "keep_checkpoints",
+                     "early_stopping_patience", "schedule_start"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise StudioError(f"{name.replace('_', ' ')} must be 0 or a positive whole number, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise StudioError(f"seed must be 0 or a positive whole number, got {self.seed!r}")
+        if self.memory_limit is not None:
+            from engine.core.units import parse_bytes
+
+            parse_bytes(self.memory_limit)
+
+    def _validate_method_settings(self) -> None:
+        if self.use_rslora and not self.uses_lora:
+            raise StudioError(f"rsLoRA scales a LoRA update; {self.method} has none: turn rsLoRA off")
+        if self.method == "prompt" and self.prompt_init == "text" and not (self.prompt_init_text or "").strip():
+            raise StudioError("prompt tuning from a text needs the text: give prompt_init_text, or init random")
+        if self.uses_prompt and self.batching == "padding_free":
+            raise StudioError(f"{self.method} tuning puts virtual tokens in front of every row, which padding-free "
+                              "batching cannot do: use padded batches")
+
+    def _validate_schedule(self) -> None:
+        if self.early_stopping_patience and not self.val_fraction:
+            raise StudioError("early stopping watches the eval loss: hold out a validation share "
+                              "(val_fraction) or turn early stopping off")
+        if self.max_steps is not None and self.schedule_start >= self.max_steps:
+            raise StudioError(f"the run already has {self.schedule_start} steps: ask for more than that "
+                              f"(max steps is {self.max_steps})")
+        if self.deepspeed is not None and not isinstance(self.deepspeed, str):
+            raise StudioError("deepspeed must be the path of a DeepSpeed JSON config")
+        if self.fsdp is not None and not isinstance(self.fsdp, dict):
+            raise StudioError("fsdp must be a JSON object of FSDP settings ({} for the defaults)")
+        if self.fsdp is not None and self.deepspeed is not None:
+            raise StudioError("choose FSDP or DeepSpeed, not both")
+
+    def _validate_data_settings(self) -> None:
+        for name, value, allowed in (("data format", self.data_format, (None, *DATASET_FORMATS)),
+                                     ("text split", self.text_split, TEXT_SPLITS),
+                                     ("train on", self.train_on, TRAIN_ON), ("bad rows", self.bad_rows, BAD_ROWS)):
+            if value not in allowed:
+                raise StudioError(f"unknown {name} {value!r}; choose one of "
+                                  f"{', '.join(str(a) for a in allowed if a is not None)}")
+        if self.columns is not None and not (
+                isinstance(self.columns, dict)
+                and all(isinstance(k, str) and isinstance(v, str) for k, v in self.columns.items())):
+            raise StudioError("columns must map field names to column names, e.g. {\"question\": \"prompt\"}")
+        value = self.val_fraction
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_VAL_FRACTION:
+            raise StudioError(f"validation share must be between 0 and {MAX_VAL_FRACTION}, got {value!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def positive(name: str, value: Any, kind: type = int) -> None:
+    """Refuse anything but a positive number (a whole one unless ``kind`` is float)."""
+    if not _is_number(value) or value <= 0:
+        raise StudioError(f"{name} must be a positive number, got {value!r}")
+    if kind is int and int(value) != value:
+        raise StudioError(f"{name} must be a whole number, got {value!r}")
+
+
+def fraction(name: str, value: Any, *, high_open: bool = False) -> None:
+    """Refuse anything outside [0, 1] (or [0, 1) when ``high_open``)."""
+    if not _is_number(value) or value < 0 or value > 1 or (high_open and value == 1):
+        interval = "[0, 1)" if high_open else "[0, 1]"
+        raise StudioError(f"{name} must be in {interval}, got {value!r}")

@@ -1,0 +1,47 @@
+"""A run folder and every file in it: the one place their names are spelled.
+
+    RUN_DIR/config.json      the whole run configuration (engine.run.config.RunConfig)
+    RUN_DIR/events.jsonl     what the training child reports, one JSON event a line
+    RUN_DIR/control.json     what the parent asks of the child: run, pause or stop
+    RUN_DIR/train.log        the child's own output (warnings, tracebacks)
+    RUN_DIR/pid              the child's pid and start time, while it runs
+    RUN_DIR/checkpoints/     checkpoint-STEP folders (engine.run.checkpoints)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    def __init__(self, path: "os.PathLike[str] | str") -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def events(self) -> Path:
+        return self.path / "events.jsonl"
+
+    @property
+    def control(self) -> Path:
+        return self.path / "control.json"
+
+    @property
+    def log(self) -> Path:
+        return self.path / "train.log"
+
+    @property
+    def pid(self) -> Path:
+        return self.path / "pid"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
