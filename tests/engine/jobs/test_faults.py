@@ -18,7 +18,7 @@ from engine.adapters.library import list_adapters
 from engine.paths import adapters_dir
 from engine.train import recipe
 from engine.run.checkpoints import checkpoint_problem
-from test_methods import new_run
+from training_runs import new_run
 
 TIMEOUT = 180
 

@@ -11,7 +11,7 @@ from engine.models import trust
 from engine.errors import StudioError
 from engine.models.store import resolve_model
 from engine.train import recipe
-from test_methods import new_run
+from training_runs import new_run
 
 
 def test_a_model_with_its_own_code_is_refused_until_trusted_and_its_code_never_runs(custom_model, tmp_path):

@@ -12,7 +12,7 @@ from engine.run.config import RunConfig
 from engine.run.events import StepMetrics, read_events
 from engine.train import recipe
 from engine.train.trainer import training_arguments
-from test_methods import fit, new_run, prepare
+from training_runs import fit, new_run, prepare
 
 
 def adapter_weights(model):
