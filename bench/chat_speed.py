@@ -53,7 +53,8 @@ def measure(args: argparse.Namespace, home: Path) -> int:
 
     import torch
 
-    from engine.chat.session import ChatSession, chat_threads
+    from engine.chat.devices import chat_threads
+    from engine.chat.session import ChatSession
     from engine.models.store import resolve_model
 
     threads = args.threads or chat_threads()

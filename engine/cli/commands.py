@@ -674,7 +674,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def _chat_choices(args: argparse.Namespace) -> list[Any]:
     """What to chat with (one choice) or compare (the columns), from --adapter, --combine, --compare."""
-    from engine.chat.session import MAX_COMPARE_COLUMNS, Blend
+    from engine.chat.blends import Blend
+    from engine.chat.compare import MAX_COMPARE_COLUMNS
 
     adapters = args.adapter or []
     if args.weights and not args.combine:
@@ -715,7 +716,7 @@ def _stdin_prompts(as_json: bool, compare: bool) -> Iterator[str]:
 
 
 def _print_comparison(session: Any, messages: list[dict], choices: list[Any], settings: dict, as_json: bool) -> None:
-    from engine.chat.session import choice_label
+    from engine.chat.blends import choice_label
 
     def heading(index: int) -> None:
         gap = "\n" if index else ""

@@ -50,7 +50,9 @@ from studio.widgets.trust_dialog import confirm_model_code
 from studio.workers import BackgroundTask, TaskReporter
 
 if TYPE_CHECKING:
-    from engine.chat.session import ChatReply, ChatSession, ColumnResult
+    from engine.chat.compare import ColumnResult
+    from engine.chat.session import ChatSession
+    from engine.chat.streaming import ChatReply
 
 _TRANSCRIPT_FILTERS = "Markdown (*.md);;JSON (*.json)"
 
@@ -232,7 +234,8 @@ class ChatPage(QWidget):
         adapter_ref = self.adapter_picker.current_ref()
 
         def load_session(_reporter: TaskReporter) -> _Loaded:
-            from engine.chat.session import ChatSession, chat_threads
+            from engine.chat.devices import chat_threads
+            from engine.chat.session import ChatSession
 
             session = ChatSession(model_ref, threads=chat_threads())
             session.load()
@@ -298,7 +301,7 @@ class ChatPage(QWidget):
 
     def save_transcript_to(self, path: str) -> Optional[Path]:
         """Save the conversation (Markdown for .md, else JSON); None when it failed, as the chat says."""
-        from engine.chat.session import ChatTranscript, save_transcript
+        from engine.chat.transcripts import ChatTranscript, save_transcript
 
         transcript = ChatTranscript(
             messages=self.settings.system_messages() + self._history,
@@ -316,7 +319,7 @@ class ChatPage(QWidget):
 
     def open_transcript_from(self, path: str) -> bool:
         """Show a saved conversation and go on from it; False when it could not be read."""
-        from engine.chat.session import load_transcript
+        from engine.chat.transcripts import load_transcript
 
         if self.generating:
             return False
@@ -381,7 +384,7 @@ class ChatPage(QWidget):
     def make_room_for_training(self, config: Any) -> None:
         """A training run (a RunConfig) is starting: unload the chat model, with a notice in
         the chat, when the memory estimator says the run would not fit beside it."""
-        from engine.chat.session import room_for_training
+        from engine.chat.room import room_for_training
 
         session = self._session
         if session is None:

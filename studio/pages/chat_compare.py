@@ -36,7 +36,8 @@ from studio.widgets.chat_widgets import (
 )
 
 if TYPE_CHECKING:
-    from engine.chat.session import AdapterChoice, ColumnResult
+    from engine.chat.blends import AdapterChoice
+    from engine.chat.compare import ColumnResult
 
 MAX_COLUMNS = 4
 _BLEND = "__combination__"  # the chooser item that opens the combination row
@@ -88,7 +89,7 @@ class ColumnChooser(QWidget):
         self.combo.setCurrentIndex(index)
 
     def choice(self) -> "AdapterChoice":
-        from engine.chat.session import Blend
+        from engine.chat.blends import Blend
 
         data = self.combo.currentData()
         if data != _BLEND:
@@ -96,7 +97,7 @@ class ColumnChooser(QWidget):
         return Blend(tuple((part.currentData(), weight.value()) for part, weight in zip(self.parts, self.weights)))
 
     def label(self) -> str:
-        from engine.chat.session import Blend
+        from engine.chat.blends import Blend
 
         choice = self.choice()
         if not isinstance(choice, Blend):

@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 if TYPE_CHECKING:
-    from engine.chat.session import ChatReply
+    from engine.chat.streaming import ChatReply
 
 USER_COLOUR = "#1f5fbf"
 ASSISTANT_COLOUR = "#2e7d32"
@@ -269,7 +269,7 @@ class AdapterEntry:
 
 def adapter_entries(model_ref: str) -> list[AdapterEntry]:
     """The usable library adapters, then the checkpoints of runs on ``model_ref``, newest first."""
-    from engine.chat.session import list_checkpoints
+    from engine.chat.checkpoints import list_checkpoints
     from engine.adapters.library import list_adapters
 
     entries = [AdapterEntry(record.name, record.name, record.path) for record in list_adapters()

@@ -15,7 +15,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QGuiApplication
 from chat_steps import load_chat_model
 
-from engine.chat.session import Blend
+from engine.chat.blends import Blend
 from engine.run.config import RunConfig
 from engine.paths import adapters_dir, runs_dir
 from studio import workers

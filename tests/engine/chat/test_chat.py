@@ -10,17 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.chat.session import (
-    Blend,
-    ChatSession,
-    ChatTranscript,
-    choice_label,
-    list_checkpoints,
-    load_transcript,
-    room_for_training,
-    room_to_load,
-    save_transcript,
-)
+from engine.chat.blends import Blend, choice_label
+from engine.chat.checkpoints import list_checkpoints
+from engine.chat.room import room_for_training, room_to_load
+from engine.chat.session import ChatSession
+from engine.chat.transcripts import ChatTranscript, load_transcript, save_transcript
 from engine.run.config import RunConfig
 from engine.data.examples import CHATML_TEMPLATE
 from engine.errors import StudioError
@@ -223,7 +217,7 @@ def test_streamed_pieces_make_up_the_reply_one_call_per_token(session):
 
 
 def test_streaming_never_shows_half_a_character(session):
-    from engine.chat.session import _Detokenizer
+    from engine.chat.streaming import _Detokenizer
 
     text = "Arr, héllo wörld 🏴‍☠️ naïve café — 東京 ok"
     ids = session.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -525,7 +519,7 @@ def test_cli_chat_with_several_adapters_needs_compare_or_combine(tiny_model_dir,
     (["trailing <|im_"], "trailing <|im_"),
 ])
 def test_a_literal_chatml_turn_end_never_reaches_the_reply(pieces, reply):
-    from engine.chat.session import TurnEndFilter
+    from engine.chat.streaming import TurnEndFilter
 
     turn_end = TurnEndFilter("<|im_end|>")
     assert "".join(turn_end.push(p) for p in pieces) + turn_end.flush() == reply

@@ -1,0 +1,59 @@
+"""What chat can be asked to answer with: one adapter, a ``Blend`` of several, or the base model.
+
+An ``AdapterChoice`` names one of them; ``choice_label`` says it the way people read it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+from engine.errors import StudioError
+from engine.run.rundir import RunDir
+
+
+@dataclass(frozen=True)
+class Blend:
+    """Several adapters at once, each one's change to the weights scaled: ΔW = Σ wᵢ·ΔWᵢ.
+
+    Built in memory with PEFT's ``cat`` combination, which is exact (no SVD truncation,
+    no rank limit); nothing is written to the library.
+    """
+
+    parts: tuple[tuple[str, float], ...]
+
+    def __post_init__(self) -> None:
+        if not self.parts:
+            raise StudioError("a combination needs at least one adapter")
+        for ref, weight in self.parts:
+            if not isinstance(weight, (int, float)) or not math.isfinite(weight):
+                raise StudioError(f"the weight of {ref!r} in a combination must be a number, got {weight!r}")
+        if all(weight == 0 for _ref, weight in self.parts):
+            raise StudioError("a combination with every weight 0 is the base model: pick the base model instead")
+
+    @property
+    def label(self) -> str:
+        return " + ".join(_short_ref(ref) if weight == 1 else f"{weight:g}×{_short_ref(ref)}"
+                          for ref, weight in self.parts)
+
+
+AdapterChoice = Union[str, Blend, None]  # a library name or PEFT folder, a combination, or the base
+
+
+def choice_label(choice: AdapterChoice) -> str:
+    """How an adapter choice is named to people: ``base model``, a name, or ``a + 0.5×b``."""
+    if choice is None:
+        return "base model"
+    return choice.label if isinstance(choice, Blend) else _short_ref(choice)
+
+
+def _short_ref(ref: str) -> str:
+    """A library name as it is; a folder by its name (with its run for a training checkpoint)."""
+    path = Path(ref)
+    if len(path.parts) == 1:
+        return ref
+    if path.parent.name == RunDir(path.parent.parent).checkpoints.name:
+        return f"{path.parent.parent.name}/{path.name}"
+    return path.name

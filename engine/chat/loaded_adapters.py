@@ -1,0 +1,46 @@
+"""Adapters as a chat session holds them: what one loaded adapter is, the chat template read
+from its folder beside the weights, and how a failed load is undone."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+
+@dataclass
+class LoadedAdapter:
+    """An adapter (or a combination) inside the session's PeftModel."""
+
+    peft_name: str  # its key inside the PeftModel (module keys cannot hold a path's dots)
+    chat_template: Optional[str]
+    uses_dora: bool
+
+
+def saved_chat_template(path: Path, meta: dict[str, Any]) -> Optional[str]:
+    """The template an adapter was trained with: recorded in ``studio.json``, or, for a
+    training checkpoint, in the tokenizer files the trainer saved beside it."""
+    if isinstance(meta.get("chat_template"), str) and meta["chat_template"]:
+        return meta["chat_template"]
+    jinja = path / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    try:
+        tokenizer_config = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    template = tokenizer_config.get("chat_template") if isinstance(tokenizer_config, dict) else None
+    return template if isinstance(template, str) and template else None
+
+
+def strip_adapter_layers(model: Any) -> None:
+    """Put back the original layers that a failed ``PeftModel.from_pretrained`` wrapped."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, BaseTunerLayer):
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name), child, module.get_base_layer())
+    if hasattr(model, "peft_config"):
+        del model.peft_config
