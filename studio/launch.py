@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
         from studio.app import main as run_studio
 
         return run_studio()
-    from engine.cli.commands import main as run_cli
+    from engine.cli.main import main as run_cli
 
     return run_cli(args)
 

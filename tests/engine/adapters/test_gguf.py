@@ -182,7 +182,7 @@ def test_unsupported_models_and_adapters_are_refused(tiny_model_dir, tmp_path):
 
 
 def test_cli_gguf_prints_the_checked_result(tiny_model_dir, tmp_path, capsys):
-    from engine.cli.commands import main
+    from engine.cli.main import main
 
     library_adapter(tiny_model_dir, "pirate")
     assert main(["adapters", "gguf", "pirate", "--output", str(tmp_path / "pirate.gguf"), "--quant", "q8_0",

@@ -273,7 +273,7 @@ def test_truncated_weights_and_pickle_weights_are_refused(tiny_model_dir, tmp_pa
 
 # the command line ------------------------------------------------------------------------------
 def _cli(capsys, *args: str) -> tuple[int, str, str]:
-    from engine.cli.commands import main
+    from engine.cli.main import main
 
     code = main(list(args))
     captured = capsys.readouterr()

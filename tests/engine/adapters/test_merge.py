@@ -240,7 +240,7 @@ def test_starter_merge_matches_base_plus_adapter_within_1e_4(starter_in_store, t
 
 
 def test_cli_merge_and_combine_print_json(tiny_model_dir, tmp_path, capsys):
-    from engine.cli.commands import main
+    from engine.cli.main import main
 
     library_adapter(tiny_model_dir, "a", seed=1)
     library_adapter(tiny_model_dir, "b", seed=2)

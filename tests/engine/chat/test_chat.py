@@ -465,7 +465,7 @@ def test_checkpoints_of_a_run_are_listed_and_chat_with_their_training_template(s
 
 # the command line ----------------------------------------------------------------------------------
 def test_cli_compare_prints_one_json_object_per_prompt(tiny_model_dir, adapters, capsys):
-    from engine.cli.commands import main
+    from engine.cli.main import main
 
     code = main(["chat", "--model", str(tiny_model_dir), "--adapter", str(adapters["pirate"]), "--adapter",
                  str(adapters["poet"]), "--combine", "--weights", "1", "0.5", "--compare", "--prompt", "Hello",
@@ -480,7 +480,7 @@ def test_cli_compare_prints_one_json_object_per_prompt(tiny_model_dir, adapters,
 def test_cli_chat_goes_on_over_standard_input(tiny_model_dir, adapters, capsys, monkeypatch):
     import io
 
-    from engine.cli.commands import main
+    from engine.cli.main import main
 
     monkeypatch.setattr("sys.stdin", io.StringIO("Hello\nAnd then?\n\nnever read\n"))
     assert main(["chat", "--model", str(tiny_model_dir), "--adapter", str(adapters["pirate"]),
@@ -495,7 +495,7 @@ def test_cli_chat_goes_on_over_standard_input(tiny_model_dir, adapters, capsys, 
     (["--combine"], "--combine needs two or more --adapter"),
 ])
 def test_cli_chat_refuses_bad_combinations_in_one_line(tiny_model_dir, capsys, extra, message):
-    from engine.cli.commands import main
+    from engine.cli.main import main
 
     assert main(["chat", "--model", str(tiny_model_dir), "--prompt", "hi", *extra]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
@@ -503,7 +503,7 @@ def test_cli_chat_refuses_bad_combinations_in_one_line(tiny_model_dir, capsys, e
 
 
 def test_cli_chat_with_several_adapters_needs_compare_or_combine(tiny_model_dir, adapters, capsys):
-    from engine.cli.commands import main
+    from engine.cli.main import main
 
     refs = [value for name in ("pirate", "poet", "critic", "foreign") for value in ("--adapter", str(adapters[name]))]
     assert main(["chat", "--model", str(tiny_model_dir), "--prompt", "hi", *refs[:4]]) == 2

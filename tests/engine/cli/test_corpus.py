@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import commands as cli
+from engine.cli import main as cli
 from engine.paths import adapters_dir, models_dir, runs_dir
 from helpers import TESTS, write_messages_dataset
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.cli import commands as cli
+from engine.cli import main as cli
 
 from engine.models import trust
 from engine.errors import StudioError

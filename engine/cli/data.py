@@ -1,0 +1,72 @@
+"""lora-studio data: detect a dataset's format, check its rows and measure their lengths."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from engine.cli.inputs import add_data_reading_flags, open_data, tokenizer_for
+from engine.cli.output import print_json
+from engine.cli.parsing import add_command
+
+
+def register(sub: Any) -> None:
+    data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
+    inspect = add_command(data, "inspect", cmd_data_inspect, "detect a dataset's format and check its rows")
+    inspect.add_argument("file")
+    inspect.add_argument("--model", help="tokenise with this model to measure lengths")
+    inspect.add_argument("--max-length", type=int, default=512)
+    inspect.add_argument("--val-fraction", type=float, default=0.0, help="share of rows held out for validation")
+    add_data_reading_flags(inspect)
+
+
+def cmd_data_inspect(args: argparse.Namespace) -> int:
+    from engine.data.examples import scan_dataset
+
+    from engine.data.formats import parse_columns
+
+    source = open_data(args.file, args.format, parse_columns(args.columns or ""), args.text_split or "auto")
+    tokenizer = tokenizer_for(args.model) if args.model else None
+    show_progress = not args.json and sys.stderr.isatty()
+    report = scan_dataset(source, tokenizer, progress=_print_fraction if show_progress else None)
+    if show_progress:
+        print(file=sys.stderr)
+    summary = report.to_dict(args.max_length, args.val_fraction)
+    if args.model:
+        summary["model"] = args.model
+    if args.json:
+        print_json(summary)
+        return 0
+    _print_data_report(summary)
+    return 0
+
+
+def _print_fraction(fraction: float) -> None:
+    print(f"\rreading the dataset: {100 * fraction:3.0f}%", end="", file=sys.stderr, flush=True)
+
+
+def _print_data_report(report: dict[str, Any]) -> None:
+    print(f"{report['file']}: {report['kind']}, {report['format_title']}")
+    print("  columns: " + ", ".join(f"{field} <- {column}" for field, column in report["mapping"].items())
+          + (f"; ignored: {', '.join(report['ignored_columns'])}" if report["ignored_columns"] else ""))
+    if report["skipped_files"]:
+        print(f"  skipped files: {', '.join(report['skipped_files'])}")
+    print(f"rows: {report['rows']} ({report['good_rows']} good, {report['bad_rows']} bad); "
+          f"duplicates: {report['duplicates']}; empty answers: {report['empty_answers']}")
+    split = report["validation"]
+    if split["validation_rows"]:
+        print(f"validation split: {split['train_rows']} train, {split['validation_rows']} validation")
+    if "token_percentiles" in report:
+        print("tokens per row: " + ", ".join(f"{k} {v}" for k, v in report["token_percentiles"].items()))
+        print(f"{report['truncated']} of {report['good_rows']} rows ({100 * report['truncated_share']:.1f}%) are "
+              f"longer than {report['max_length']} tokens and would be truncated")
+        if report["chat_template"] == "chatml-fallback":
+            print("the model has no chat template: training would use ChatML")
+    if report["problems"]:
+        print("first problems:")
+    for problem in report["problems"]:
+        where = problem["file"] if problem["unit"] == "file" else f"{problem['unit']} {problem['line']}"
+        where = f"{problem['file']} {where}" if problem["file"] and problem["unit"] != "file" else where
+        print(f"  {where}: {problem['reason']}")
+

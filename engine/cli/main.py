@@ -1,0 +1,47 @@
+"""The ``lora-studio`` command line: the parser, assembled from the command groups, and
+``main``, which runs the chosen command. Every subcommand takes ``--json`` and exits non-zero
+with one readable line on error. It never imports Qt."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from typing import Optional
+
+from engine.cli import adapters, chat, data, doctor, estimate, models, runs, train
+from engine.cli.output import print_error
+from engine.errors import StudioError
+
+# In the order ``lora-studio --help`` lists them.
+COMMAND_GROUPS = (doctor, models, data, estimate, train, runs, adapters, chat)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lora-studio", description="LoRA Studio: fine-tune language models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in COMMAND_GROUPS:
+        group.register(sub)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except StudioError as exc:
+        print_error(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: one line for the user, the traceback on request
+        if os.environ.get("LORA_STUDIO_DEBUG"):
+            traceback.print_exc()
+        print_error(f"unexpected {type(exc).__name__}: {exc} (set LORA_STUDIO_DEBUG=1 for details)")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
