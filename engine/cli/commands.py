@@ -420,7 +420,7 @@ def _print_event_human(event: Any) -> None:
 
 # runs ------------------------------------------------------------------------------------------
 def cmd_runs_list(args: argparse.Namespace) -> int:
-    from engine.jobs.training_job import list_runs
+    from engine.jobs.summary import list_runs
 
     runs = list_runs()
     if args.json:
@@ -438,7 +438,7 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
 
 def cmd_runs_export(args: argparse.Namespace) -> int:
     from engine.run.config import RunConfig
-    from engine.jobs.training_job import export_run, launch_commands
+    from engine.jobs.export import export_run, launch_commands
 
     source = Path(args.run)
     config_file = source / "config.json" if source.is_dir() else source
@@ -508,7 +508,7 @@ def cmd_adapters_rename(args: argparse.Namespace) -> int:
 
 
 def cmd_adapters_delete(args: argparse.Namespace) -> int:
-    from engine.adapters.library import delete_adapter
+    from engine.adapters.trash import delete_adapter
 
     entry = delete_adapter(args.adapter)
     return _done(args, entry.to_dict(),
@@ -516,14 +516,14 @@ def cmd_adapters_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_adapters_restore(args: argparse.Namespace) -> int:
-    from engine.adapters.library import restore_adapter
+    from engine.adapters.trash import restore_adapter
 
     path = restore_adapter(args.id)
     return _done(args, {"name": path.name, "path": str(path)}, f"restored {path.name}")
 
 
 def cmd_adapters_trash(args: argparse.Namespace) -> int:
-    from engine.adapters.library import empty_trash, list_trash
+    from engine.adapters.trash import empty_trash, list_trash
 
     if args.empty:
         removed = empty_trash()
@@ -540,14 +540,14 @@ def cmd_adapters_trash(args: argparse.Namespace) -> int:
 
 
 def cmd_adapters_import(args: argparse.Namespace) -> int:
-    from engine.adapters.library import import_adapter
+    from engine.adapters.transfer import import_adapter
 
     path = import_adapter(args.path, name=args.name)
     return _done(args, {"name": path.name, "path": str(path)}, f"imported as {path.name} ({path})")
 
 
 def cmd_adapters_export(args: argparse.Namespace) -> int:
-    from engine.adapters.library import export_adapter
+    from engine.adapters.transfer import export_adapter
 
     path = export_adapter(args.adapter, args.output, overwrite=args.overwrite)
     return _done(args, {"zip": str(path), "size_bytes": path.stat().st_size}, f"wrote {path}")
@@ -602,7 +602,7 @@ def cmd_adapters_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_adapters_combine(args: argparse.Namespace) -> int:
-    from engine.adapters.merge import combine_adapters
+    from engine.adapters.combine import combine_adapters
 
     if args.weights is None:
         weights = [1.0 / len(args.adapters)] * len(args.adapters)
@@ -618,7 +618,7 @@ def cmd_adapters_combine(args: argparse.Namespace) -> int:
 
 
 def cmd_adapters_gguf(args: argparse.Namespace) -> int:
-    from engine.adapters.gguf import adapter_to_gguf
+    from engine.adapters.adapter_gguf import adapter_to_gguf
 
     _quiet_libraries()
     result = adapter_to_gguf(args.adapter, args.output, quant=args.quant, lora_only=args.lora_only, base=args.base,
