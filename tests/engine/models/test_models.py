@@ -124,7 +124,7 @@ def test_the_starter_is_listed_before_its_first_use():
 def test_listing_the_store_never_imports_torch(tiny_model_dir, studio_home):
     models.add_model(tiny_model_dir, name="tiny")
     code = (
-        "import sys; from engine import models; "
+        "import sys; from engine.models import store as models; "
         "names = [m.name for m in models.list_models()]; "
         "print(names, 'torch' in sys.modules or 'transformers' in sys.modules)"
     )
