@@ -8,7 +8,10 @@ rows permuted to llama.cpp's rotary layout (for a LoRA only ``lora_b``, whose ro
 
 Every file is read back with ``gguf.GGUFReader`` before it is renamed into place: each
 tensor must be exactly what was meant to be written, and within its type's rounding of
-the source. An Ollama Modelfile carrying the chat template is written beside it.
+the source. Exporting an adapter from the library (merged or as a LoRA, with an Ollama
+Modelfile) is ``engine.adapters.adapter_gguf``; the Modelfile is ``engine.adapters.ollama``.
+The rest stays one module (about 500 lines): both writers share the architecture
+mapping, the tensor names and the read-back check, which nothing else uses.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from engine.errors import StudioError
-from engine.adapters.library import read_adapter_meta, read_peft_config, resolve_adapter
+from engine.adapters.library import read_peft_config, resolve_adapter
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -80,7 +82,7 @@ class _Tensor:
     qtype: Any  # gguf.GGMLQuantizationType
 
 
-def _quiet(done: int, total: int, message: str) -> None:
+def quiet(done: int, total: int, message: str) -> None:
     """The progress function when the caller wants none."""
 
 
@@ -324,7 +326,8 @@ def _partial(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
 
 
-def _gguf_path(output: str | Path) -> Path:
+def gguf_path(output: str | Path) -> Path:
+    """Where to write: ``output`` with a ``.gguf`` suffix, in a folder that exists."""
     path = Path(output).expanduser()
     if path.suffix.lower() != ".gguf":
         path = path.with_name(path.name + ".gguf")
@@ -360,15 +363,15 @@ def export_model_gguf(folder: str | Path, output: str | Path, quant: str = "f16"
     import gguf
 
     started = time.perf_counter()
-    report = progress or _quiet
-    folder, path = Path(folder), _gguf_path(output)
+    report = progress or quiet
+    folder, path = Path(folder), gguf_path(output)
     if quant not in QUANTS:
         raise StudioError(f"unknown GGUF type {quant!r}; choose one of {', '.join(QUANTS)}")
     config = _hf_config(folder)
     arch = _architecture(config)
     report(0, 3, f"reading {folder.name} ({arch})")
     tensors = list(_model_tensors(folder, arch, config, quant))
-    chat_template = _folder_chat_template(folder)
+    chat_template = folder_chat_template(folder)
     title = name or path.stem
     pre: list[str] = []
 
@@ -401,7 +404,8 @@ def export_model_gguf(folder: str | Path, output: str | Path, quant: str = "f16"
                       seconds=round(time.perf_counter() - started, 2))
 
 
-def _folder_chat_template(folder: Path) -> Optional[str]:
+def folder_chat_template(folder: Path) -> Optional[str]:
+    """A model folder's chat template (``chat_template.jinja`` or its tokenizer config's); None without one."""
     jinja = folder / "chat_template.jinja"
     if jinja.is_file():
         return jinja.read_text(encoding="utf-8")
@@ -473,8 +477,8 @@ def export_lora_gguf(adapter: str | Path, base_folder: str | Path, output: str |
     import gguf
 
     started = time.perf_counter()
-    report = progress or _quiet
-    adapter_path, base_folder, path = resolve_adapter(adapter), Path(base_folder), _gguf_path(output)
+    report = progress or quiet
+    adapter_path, base_folder, path = resolve_adapter(adapter), Path(base_folder), gguf_path(output)
     if quant not in QUANTS:
         raise StudioError(f"unknown GGUF type {quant!r}; choose one of {', '.join(QUANTS)}")
     config = _hf_config(base_folder)
@@ -505,152 +509,3 @@ def export_lora_gguf(adapter: str | Path, base_folder: str | Path, output: str |
     return GgufResult(path=str(path), kind="lora", quant=quant, architecture=arch, tensors=len(tensors),
                       size_bytes=path.stat().st_size, max_abs_error=worst, worst_tensor=worst_name, verified=True,
                       seconds=round(time.perf_counter() - started, 2))
-
-
-# Ollama ----------------------------------------------------------------------------------------
-_CHATML_GO_TEMPLATE = """{{- range $i, $_ := .Messages }}
-{{- $last := eq (len (slice $.Messages $i)) 1 -}}
-<|im_start|>{{ .Role }}
-{{ .Content }}<|im_end|>
-{{ if $last }}<|im_start|>assistant
-{{ end }}
-{{- end }}"""
-_LLAMA3_GO_TEMPLATE = """{{- range $i, $_ := .Messages }}
-{{- $last := eq (len (slice $.Messages $i)) 1 -}}
-<|start_header_id|>{{ .Role }}<|end_header_id|>
-
-{{ .Content }}<|eot_id|>
-{{- if $last }}<|start_header_id|>assistant<|end_header_id|>
-
-{{ end }}
-{{- end }}"""
-
-
-def ollama_template(chat_template: Optional[str]) -> tuple[Optional[str], list[str], Optional[str]]:
-    """The Go template, stop words and default system prompt Ollama needs for ``chat_template``.
-
-    Ollama templates are Go templates, not Jinja: the two template families most models use
-    (ChatML and Llama 3) are written out; for any other the Modelfile leaves TEMPLATE out and
-    Ollama reads the Jinja template stored in the GGUF file.
-    """
-    if not chat_template:
-        return None, [], None
-    if "<|im_start|>" in chat_template and "<|im_end|>" in chat_template:
-        default = re.search(r"<\|im_start\|>system(?:\\n|\n)([^{}'\"\\]+?)<\|im_end\|>", chat_template)
-        return _CHATML_GO_TEMPLATE, ["<|im_start|>", "<|im_end|>"], default.group(1) if default else None
-    if "<|start_header_id|>" in chat_template and "<|eot_id|>" in chat_template:
-        return _LLAMA3_GO_TEMPLATE, ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"], None
-    return None, [], None
-
-
-def write_modelfile(path: Path, model_file: Path, chat_template: Optional[str],
-                    adapter_file: Optional[Path] = None) -> Path:
-    """An Ollama Modelfile for ``model_file`` (plus ``adapter_file`` as its LoRA)."""
-    from engine.core.atomic import write_text
-
-    def ref(file: Path) -> str:
-        return f"./{file.name}" if file.parent == path.parent else str(file)
-
-    template, stops, system = ollama_template(chat_template)
-    lines = ["# Ollama Modelfile written by LoRA Studio. Create the model with:",
-             f"#   ollama create {re.sub(r'[^a-z0-9._-]+', '-', path.stem.lower())} -f {path.name}",
-             f"FROM {ref(model_file)}"]
-    if adapter_file is not None:
-        lines.append(f"ADAPTER {ref(adapter_file)}")
-    if template:
-        lines.append(f'TEMPLATE """{template}"""')
-        lines += [f'PARAMETER stop "{stop}"' for stop in stops]
-        if system:
-            lines.append(f'SYSTEM """{system}"""')
-    elif chat_template:
-        lines.append("# The chat template is stored in the GGUF file (tokenizer.chat_template); Ollama reads it from there.")
-    write_text(path, "\n".join(lines) + "\n")
-    return path
-
-
-# from an adapter in the library ----------------------------------------------------------------
-def _base_gguf_origin(base_path: Path) -> Optional[Path]:
-    """The GGUF file a store model was converted from, when it is still there: the exact base."""
-    manifest = base_path / "studio_model.json"
-    try:
-        origin = json.loads(manifest.read_text(encoding="utf-8")).get("origin")
-    except (OSError, ValueError):
-        return None
-    return Path(origin) if isinstance(origin, str) and Path(origin).is_file() else None
-
-
-def adapter_to_gguf(adapter: str | Path, output: str | Path, *, quant: str = "f16", lora_only: bool = False,
-                    base: Optional[str] = None, progress: Optional[ProgressFn] = None) -> GgufResult:
-    """GGUF for an adapter: merged into its base (checked like every merge), or as a GGUF LoRA.
-
-    Writes an Ollama Modelfile beside the file. A LoRA needs its base as GGUF too: the
-    base's original GGUF file when the model store converted it from one, else the base is
-    exported beside the adapter.
-    """
-    started = time.perf_counter()
-    report = progress or _quiet
-    path = _gguf_path(output)
-    if quant not in QUANTS:
-        raise StudioError(f"unknown GGUF type {quant!r}; choose one of {', '.join(QUANTS)}")
-    adapter_path = resolve_adapter(adapter)
-    meta = read_adapter_meta(adapter_path)
-    modelfile = path.with_suffix(".Modelfile")
-    for existing in (path, modelfile):
-        if existing.exists():
-            raise StudioError(f"{existing} already exists: choose another file name")
-    written: list[Path] = []  # removed again if a later step fails: all of it or nothing
-    try:
-        if lora_only:
-            result, warnings = _lora_with_base(adapter_path, path, modelfile, quant, base, meta, written, report)
-        else:
-            result, warnings = _merged_model(adapter_path, path, modelfile, quant, base, written, report)
-    except BaseException:
-        for file in written:
-            file.unlink(missing_ok=True)
-        raise
-    result.modelfile = str(modelfile)
-    result.warnings = warnings
-    result.seconds = round(time.perf_counter() - started, 2)
-    return result
-
-
-def _lora_with_base(adapter_path: Path, path: Path, modelfile: Path, quant: str, base: Optional[str],
-                    meta: dict[str, Any], written: list[Path], report: ProgressFn) -> tuple[GgufResult, list[str]]:
-    from engine.adapters.merge import base_warnings, find_base
-
-    check_lora_exportable(adapter_path)
-    base_path = find_base(adapter_path, base)
-    warnings = base_warnings(adapter_path, base_path)
-    base_gguf = _base_gguf_origin(base_path)
-    if base_gguf is None:
-        base_gguf = path.with_name(f"{path.stem}.base-{quant}.gguf")
-        if base_gguf.exists():
-            raise StudioError(f"{base_gguf} already exists: choose another file name")
-        export_model_gguf(base_path, base_gguf, quant, name=base_path.name, progress=report)
-        written.append(base_gguf)
-    result = export_lora_gguf(adapter_path, base_path, path, quant, progress=report)
-    written.append(path)
-    chat_template = meta.get("chat_template") or _folder_chat_template(base_path)
-    written.append(write_modelfile(modelfile, base_gguf, chat_template, adapter_file=path))
-    result.base_gguf = str(base_gguf)
-    return result, warnings
-
-
-def _merged_model(adapter_path: Path, path: Path, modelfile: Path, quant: str, base: Optional[str],
-                  written: list[Path], report: ProgressFn) -> tuple[GgufResult, list[str]]:
-    from engine.adapters.merge import merge_adapter
-
-    scratch = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.merged")
-    try:
-        merged = merge_adapter(adapter_path, scratch, base=base, progress=report)
-        result = export_model_gguf(scratch, path, quant, name=adapter_path.name, progress=report)
-        written.append(path)
-        chat_template = _folder_chat_template(scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    warnings = list(merged.warnings)
-    if not merged.fidelity.within_tolerance:
-        warnings.append("the merge behind this file is outside float tolerance: see the fidelity numbers")
-    result.merge = merged.fidelity.to_dict()
-    written.append(write_modelfile(modelfile, path, chat_template))
-    return result, warnings

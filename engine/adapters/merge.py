@@ -1,4 +1,4 @@
-"""Merging an adapter into its base, and combining adapters into a new one.
+"""Merging an adapter into its base (combining adapters is ``engine.adapters.combine``).
 
 Merging writes a plain Hugging Face model folder (safetensors shards, tokenizer with the
 chat template the adapter was trained with, generation config, model card) that stock
@@ -17,28 +17,15 @@ from __future__ import annotations
 import json
 import shutil
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-from engine.models import trust
-from engine.models.tokenizer import load_tokenizer
+from engine.adapters.base_model import ProgressFn, attach, base_warnings, find_base, load_base, quiet
+from engine.adapters.library import now, read_adapter_meta, read_peft_config, resolve_adapter
 from engine.core.atomic import staged_directory, write_json
 from engine.errors import StudioError
-from engine.adapters.library import (
-    ADAPTER_META,
-    PEFT_CONFIG,
-    check_name,
-    read_adapter_meta,
-    read_peft_config,
-    resolve_adapter,
-    retitle_card,
-)
-from engine.paths import adapters_dir
-
-ProgressFn = Callable[[int, int, str], None]
+from engine.models import trust
 
 MERGE_REPORT = "studio_merge.json"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -49,8 +36,6 @@ TOLERANCES = {"float32": (1e-4, 1e-6), "float16": (0.05, 1e-4), "bfloat16": (0.5
 # When the check itself must run in float32 (no room for a float64 copy), its own arithmetic
 # noise sets the floor.
 _FLOAT32_CHECK_LOGIT, _FLOAT32_CHECK_KL = 1e-3, 1e-6
-COMBINATIONS = {"linear": "linear", "cat": "cat", "svd": "svd", "ties": "ties", "dare": "dare_linear"}
-_NEEDS_DENSITY = ("ties", "dare")
 _SHARD_SIZE = "2GB"
 _PROBE_TOKENS = 48
 PROBE_CONVERSATIONS = [
@@ -97,66 +82,6 @@ class MergeResult:
         return asdict(self)
 
 
-@dataclass
-class CombineResult:
-    path: str
-    name: str
-    how: str
-    rank: int
-    adapters: list[str]
-    weights: list[float]
-    seconds: float
-    warnings: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _quiet(done: int, total: int, message: str) -> None:
-    """The progress function when the caller wants none."""
-
-
-# the base an adapter belongs to -------------------------------------------------------------
-def find_base(adapter: Path, base: Optional[str] = None, progress: Optional[ProgressFn] = None) -> Path:
-    """The model folder of ``adapter``'s base: ``base`` when given, else what it records.
-
-    Raises a StudioError naming what was looked for when none of it is here.
-    """
-    from engine.models.store import resolve_model
-
-    meta, config = read_adapter_meta(adapter), read_peft_config(adapter)
-    if base:
-        return resolve_model(base, progress)
-    candidates = [meta.get("base_model"), meta.get("base_model_path"), config.get("base_model_name_or_path")]
-    tried = [str(c) for c in dict.fromkeys(candidates) if isinstance(c, str) and c.strip()]
-    for candidate in tried:
-        try:
-            return resolve_model(candidate, progress)
-        except StudioError:
-            continue
-    wanted = " or ".join(repr(t) for t in tried) or "a base it does not name"
-    raise StudioError(
-        f"the base model of adapter {adapter.name} is missing: it was made for {wanted}, which is neither in the "
-        "model store nor on disk; add that model (lora-studio models add PATH) or name one with --base"
-    )
-
-
-def base_warnings(adapter: Path, base_path: Path) -> list[str]:
-    """What the user should know before applying ``adapter`` to the model in ``base_path``."""
-    from engine.models.store import model_fingerprint
-
-    meta = read_adapter_meta(adapter)
-    recorded = meta.get("base_model_fingerprint")
-    if not recorded:
-        return [f"adapter {adapter.name} records no base fingerprint, so it cannot be confirmed that it was "
-                f"trained on {base_path.name}"]
-    actual = model_fingerprint(base_path)
-    if recorded != actual:
-        made_for = meta.get("base_model") or "another base model"
-        return [f"adapter {adapter.name} was trained on {made_for} (fingerprint {recorded}), not on "
-                f"{base_path.name} (fingerprint {actual}): the result applies it to a base it was not trained on"]
-    return []
-
 
 def _check_full_precision(base_path: Path) -> None:
     config = json.loads((base_path / "config.json").read_text(encoding="utf-8"))
@@ -178,42 +103,6 @@ def _check_mergeable(adapter: Path) -> dict[str, Any]:
         )
     return config
 
-
-# loading -----------------------------------------------------------------------------------------
-def _load_base(base_path: Path) -> tuple[Any, Any]:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from engine.models.store import check_loadable
-
-    check_loadable(base_path)
-    try:
-        code = trust.load_options(base_path)
-        tokenizer = load_tokenizer(base_path)
-        model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32, **code)
-    except (OSError, ValueError) as exc:
-        raise StudioError(f"cannot load base model {base_path}: {_first_line(exc)}") from None
-    return model.eval(), tokenizer
-
-
-def _attach(model: Any, adapter: Path, name: str, peft_model: Any = None) -> Any:
-    from peft import PeftModel
-
-    try:
-        if peft_model is None:
-            return PeftModel.from_pretrained(model, str(adapter), adapter_name=name)
-        peft_model.load_adapter(str(adapter), adapter_name=name)
-        return peft_model
-    except Exception as exc:  # a user's adapter fails to load in many ways, all theirs to act on
-        text = _first_line(exc)
-        if "size mismatch" in str(exc):
-            text = "its weight shapes do not match this base model"
-        raise StudioError(f"adapter {adapter.name} cannot be applied to this base: {text}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # probes -----------------------------------------------------------------------------------------
@@ -288,7 +177,7 @@ def merge_adapter(adapter: str | Path, output: str | Path, *, base: Optional[str
     import torch
 
     started = time.perf_counter()
-    report = progress or _quiet
+    report = progress or quiet
     steps = 7
     output = _new_folder(output)
     if dtype not in DTYPES:
@@ -303,7 +192,7 @@ def merge_adapter(adapter: str | Path, output: str | Path, *, base: Optional[str
     target_dtype = _stored_dtype(base_path) if dtype == "auto" else dtype
 
     report(1, steps, f"loading {base_path.name}")
-    model, tokenizer = _load_base(base_path)
+    model, tokenizer = load_base(base_path)
     chat_template = meta.get("chat_template") or getattr(tokenizer, "chat_template", None)
     inputs = probe_inputs(tokenizer, chat_template)
     report(2, steps, f"applying {adapter_path.name} and running the probe prompts")
@@ -328,7 +217,7 @@ def merge_adapter(adapter: str | Path, output: str | Path, *, base: Optional[str
             size_bytes=sum(f.stat().st_size for f in staging.iterdir() if f.is_file()), warnings=warnings,
         )
         report(6, steps, "writing the model card")
-        write_json(staging / MERGE_REPORT, {**result.to_dict(), "merged": _now(), "method": meta.get("method")})
+        write_json(staging / MERGE_REPORT, {**result.to_dict(), "merged": now(), "method": meta.get("method")})
         (staging / "README.md").write_text(_merged_card(result, meta), encoding="utf-8")
     if code:
         trust.trust(output)
@@ -353,7 +242,7 @@ def _reference(model: Any, adapter: Path, inputs: list[Any], check_dtype: str) -
     # The base alone only shows how much the adapter changes (so that a check which sees
     # nothing means something): float32 is precise enough for that, and twice as fast.
     base_logits = probe_logits(model, inputs)
-    peft_model = _attach(model, adapter, "merging").to(getattr(torch, check_dtype))
+    peft_model = attach(model, adapter, "merging").to(getattr(torch, check_dtype))
     reference = probe_logits(peft_model, inputs)
     return peft_model, reference, _max_difference(reference, base_logits)
 
@@ -401,10 +290,6 @@ def _check_merged(folder: Path, inputs: list[Any], reference: list[Any], dtype: 
         gc.collect()
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def _merged_card(result: MergeResult, meta: dict[str, Any]) -> str:
     f = result.fidelity
     verdict = "within float tolerance" if f.within_tolerance else "**OUTSIDE float tolerance: check before use**"
@@ -429,154 +314,3 @@ def _merged_card(result: MergeResult, meta: dict[str, Any]) -> str:
         f"| adapter's own effect (max \\|logit change\\|) | {f.adapter_effect:.3g} | |\n\n"
         f"Verdict: {verdict}.\n"
     )
-
-
-# combine -----------------------------------------------------------------------------------------
-def preview_dir() -> Path:
-    """Where combinations wait to be tried before they are kept (hidden from the library)."""
-    folder = adapters_dir() / ".previews"
-    folder.mkdir(exist_ok=True)
-    return folder
-
-
-def new_preview_folder() -> Path:
-    return preview_dir() / uuid.uuid4().hex[:12]
-
-
-def keep_preview(folder: Path, name: str) -> Path:
-    """Move a previewed combination into the library under ``name`` (one rename)."""
-    folder = Path(folder)
-    if folder.parent.resolve() != preview_dir().resolve() or not (folder / PEFT_CONFIG).is_file():
-        raise StudioError(f"{folder} is not a previewed combination")
-    name = check_name(name)
-    if name.lower() in {p.name.lower() for p in adapters_dir().iterdir()}:
-        raise StudioError(f"an adapter named {name!r} is already in the library")
-    target = adapters_dir() / name
-    folder.rename(target)
-    retitle_card(target, folder.name, name)
-    return target
-
-
-def discard_preview(folder: Path) -> None:
-    folder = Path(folder)
-    if folder.parent.resolve() == preview_dir().resolve():
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _check_combination(adapters: list[Path], weights: list[float], how: str, density: Optional[float]) -> None:
-    if len(adapters) < 2:
-        raise StudioError("combining needs at least two adapters")
-    if len(set(adapters)) != len(adapters):
-        raise StudioError("each adapter may appear only once in a combination")
-    if len(weights) != len(adapters):
-        raise StudioError(f"give one weight per adapter: {len(adapters)} adapters, {len(weights)} weights")
-    if how not in COMBINATIONS:
-        raise StudioError(f"unknown combination {how!r}; choose one of {', '.join(COMBINATIONS)}")
-    if how in _NEEDS_DENSITY and (density is None or not 0 < density <= 1):
-        raise StudioError(f"{how} keeps a fraction of each adapter's weights: give a density in (0, 1]")
-    configs = [read_peft_config(a) for a in adapters]
-    for path, config in zip(adapters, configs):
-        if config.get("peft_type") != "LORA":
-            raise StudioError(f"adapter {path.name} is not a LoRA adapter; only LoRA adapters can be combined")
-        if config.get("use_dora"):
-            raise StudioError(f"adapter {path.name} is a DoRA adapter: its magnitude vectors cannot be combined")
-    ranks = {config.get("r") for config in configs}
-    if how in ("linear", "ties", "dare") and len(ranks) > 1:
-        raise StudioError(f"{how} needs adapters of one rank (these have {sorted(ranks)}): use cat or svd")
-    fingerprints = {read_adapter_meta(a).get("base_model_fingerprint") for a in adapters} - {None}
-    if len(fingerprints) > 1:
-        raise StudioError("these adapters were trained on different base models; combine adapters of one base")
-
-
-def combine_adapters(adapters: list[str], weights: list[float], how: str = "linear", *,
-                     name: Optional[str] = None, output: Optional[Path] = None, density: Optional[float] = None,
-                     base: Optional[str] = None, progress: Optional[ProgressFn] = None) -> CombineResult:
-    """A new LoRA adapter from several of one base, with peft's ``add_weighted_adapter``.
-
-    It goes into the library as ``name``, or into the new folder ``output`` (a preview
-    that ``keep_preview`` moves into the library later).
-    """
-    import torch
-
-    started = time.perf_counter()
-    report = progress or _quiet
-    paths = [resolve_adapter(ref) for ref in adapters]
-    weights = [float(w) for w in weights]
-    _check_combination(paths, weights, how, density)
-    target = _combination_target(name, output)
-    name = target.name if output is None else (name or target.name)
-    report(0, 4, "finding the base model")
-    base_path = find_base(paths[0], base)
-    warnings = [w for path in paths for w in base_warnings(path, base_path)]
-    report(1, 4, f"loading {base_path.name} and {len(paths)} adapters")
-    model, _ = _load_base(base_path)
-    keys = [f"adapter{i}" for i in range(len(paths))]
-    peft_model = None
-    for key, path in zip(keys, paths):
-        peft_model = _attach(model, path, key, peft_model)
-    report(2, 4, f"combining with {how}")
-    torch.manual_seed(0)  # DARE drops weights at random: the same inputs give the same adapter
-    try:
-        peft_model.add_weighted_adapter(keys, weights, "combined", combination_type=COMBINATIONS[how],
-                                        density=density if how in _NEEDS_DENSITY else None)
-    except (ValueError, TypeError, RuntimeError) as exc:
-        raise StudioError(f"these adapters cannot be combined with {how}: {_first_line(exc)}") from None
-    rank = int(peft_model.peft_config["combined"].r)
-    report(3, 4, "writing the combined adapter")
-    meta = _combined_meta(paths, weights, how, density, base_path, rank)
-    with staged_directory(target) as staging:
-        scratch = staging / ".peft"
-        peft_model.save_pretrained(str(scratch), selected_adapters=["combined"])
-        # peft writes any adapter not named "default" into a subfolder of that name.
-        for file in (scratch / "combined").iterdir():
-            file.rename(staging / file.name)
-        shutil.rmtree(scratch)
-        write_json(staging / ADAPTER_META, meta)
-        (staging / "README.md").write_text(_combined_card(name, meta), encoding="utf-8")
-    report(4, 4, "combined")
-    return CombineResult(path=str(target), name=name, how=how, rank=rank, adapters=[p.name for p in paths],
-                         weights=weights, seconds=round(time.perf_counter() - started, 2), warnings=warnings)
-
-
-def _combination_target(name: Optional[str], output: Optional[Path]) -> Path:
-    """Where a combination goes: a new library entry ``name``, or the new folder ``output``."""
-    if output is not None:
-        return Path(output)
-    if not name:
-        raise StudioError("give the combined adapter a name")
-    name = check_name(name)
-    if name.lower() in {p.name.lower() for p in adapters_dir().iterdir()}:
-        raise StudioError(f"an adapter named {name!r} is already in the library")
-    return adapters_dir() / name
-
-
-def _combined_meta(paths: list[Path], weights: list[float], how: str, density: Optional[float],
-                   base_path: Path, rank: int) -> dict[str, Any]:
-    from engine.models.store import model_fingerprint
-
-    first = read_adapter_meta(paths[0])
-    return {
-        "base_model": first.get("base_model") or str(base_path),
-        "base_model_path": str(base_path),
-        "base_model_fingerprint": model_fingerprint(base_path),
-        "method": "lora",
-        "rank": rank,
-        "alpha": rank,
-        "combined_from": [{"adapter": p.name, "weight": w} for p, w in zip(paths, weights)],
-        "combination": how,
-        "density": density if how in _NEEDS_DENSITY else None,
-        "chat_template": first.get("chat_template"),
-        "created": _now(),
-    }
-
-
-def _combined_card(name: str, meta: dict[str, Any]) -> str:
-    parts = ", ".join(f"`{c['adapter']}` × {c['weight']:g}" for c in meta["combined_from"])
-    density = f" (density {meta['density']:g})" if meta.get("density") is not None else ""
-    return (
-        f"# {name}\n\nA LoRA adapter for `{meta['base_model']}` combined by LoRA Studio from {parts} "
-        f"with {meta['combination']}{density}; rank {meta['rank']}.\n\n"
-        "Load it with stock PEFT:\n\n"
-        "```python\nfrom peft import PeftModel\nmodel = PeftModel.from_pretrained(base_model, \"path/to/this/folder\")\n```\n"
-    )
-

@@ -114,7 +114,7 @@ def cmd_adapters_rename(args: argparse.Namespace) -> int:
 
 
 def cmd_adapters_delete(args: argparse.Namespace) -> int:
-    from engine.adapters.library import delete_adapter
+    from engine.adapters.trash import delete_adapter
 
     entry = delete_adapter(args.adapter)
     return print_result(args, entry.to_dict(),
@@ -122,14 +122,14 @@ def cmd_adapters_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_adapters_restore(args: argparse.Namespace) -> int:
-    from engine.adapters.library import restore_adapter
+    from engine.adapters.trash import restore_adapter
 
     path = restore_adapter(args.id)
     return print_result(args, {"name": path.name, "path": str(path)}, f"restored {path.name}")
 
 
 def cmd_adapters_trash(args: argparse.Namespace) -> int:
-    from engine.adapters.library import empty_trash, list_trash
+    from engine.adapters.trash import empty_trash, list_trash
 
     if args.empty:
         removed = empty_trash()
@@ -146,14 +146,14 @@ def cmd_adapters_trash(args: argparse.Namespace) -> int:
 
 
 def cmd_adapters_import(args: argparse.Namespace) -> int:
-    from engine.adapters.library import import_adapter
+    from engine.adapters.transfer import import_adapter
 
     path = import_adapter(args.path, name=args.name)
     return print_result(args, {"name": path.name, "path": str(path)}, f"imported as {path.name} ({path})")
 
 
 def cmd_adapters_export(args: argparse.Namespace) -> int:
-    from engine.adapters.library import export_adapter
+    from engine.adapters.transfer import export_adapter
 
     path = export_adapter(args.adapter, args.output, overwrite=args.overwrite)
     return print_result(args, {"zip": str(path), "size_bytes": path.stat().st_size}, f"wrote {path}")
@@ -204,7 +204,7 @@ def cmd_adapters_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_adapters_combine(args: argparse.Namespace) -> int:
-    from engine.adapters.merge import combine_adapters
+    from engine.adapters.combine import combine_adapters
 
     if args.weights is None:
         weights = [1.0 / len(args.adapters)] * len(args.adapters)
@@ -220,7 +220,7 @@ def cmd_adapters_combine(args: argparse.Namespace) -> int:
 
 
 def cmd_adapters_gguf(args: argparse.Namespace) -> int:
-    from engine.adapters.gguf import adapter_to_gguf
+    from engine.adapters.adapter_gguf import adapter_to_gguf
 
     quiet_libraries()
     result = adapter_to_gguf(args.adapter, args.output, quant=args.quant, lora_only=args.lora_only, base=args.base,

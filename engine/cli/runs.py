@@ -22,7 +22,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_runs_list(args: argparse.Namespace) -> int:
-    from engine.jobs.training_job import list_runs
+    from engine.jobs.summary import list_runs
 
     runs = list_runs()
     if args.json:
@@ -40,7 +40,7 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
 
 def cmd_runs_export(args: argparse.Namespace) -> int:
     from engine.run.config import RunConfig
-    from engine.jobs.training_job import export_run, launch_commands
+    from engine.jobs.export import export_run, launch_commands
 
     source = Path(args.run)
     config_file = source / "config.json" if source.is_dir() else source

@@ -1,7 +1,7 @@
 """The runs history: what each run folder says about its run, for the Home page and anyone
 else who lists runs.
 
-Built on ``engine.jobs.training_job.summarize_run`` (status, steps, final loss); the curves are read
+Built on ``engine.jobs.summary.summarize_run`` (status, steps, final loss); the curves are read
 from the same ``events.jsonl`` by a leaner pass than ``engine.run.events.read_events``.
 ``RunHistory`` remembers what it read of each finished run together with the size and
 modification time of its ``events.jsonl``, so a refresh of hundreds of runs reads only
@@ -21,7 +21,7 @@ from engine.core.choices import RunStatus
 from engine.run.rundir import RunDir
 from engine.errors import StudioError
 from engine.run.events import EvalMetrics, RunStarted, StepMetrics
-from engine.jobs.training_job import RunSummary, summarize_run
+from engine.jobs.summary import RunSummary, summarize_run
 from engine.paths import runs_dir
 
 SPARK_BUCKETS = 32  # a row's mini loss curve: the lowest and highest loss of each of 32 stretches

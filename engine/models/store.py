@@ -14,6 +14,11 @@ The store (``paths.models_dir()``) holds one folder per entry, each with a
 
 Listing reads JSON and file sizes only; torch and transformers are imported
 only when a GGUF file has to be converted.
+
+It stays one module, past 500 lines, because the starter, the store and the GGUF
+conversion lean on each other: resolving a model converts on first use into a store
+entry, and a conversion writes that entry's manifest and tells the starter from any
+other GGUF file: split apart, each part would import the other.
 """
 
 from __future__ import annotations

@@ -44,17 +44,13 @@ from engine.errors import StudioError
 from engine.adapters.library import (
     ADAPTER_META,
     AdapterRecord,
-    TrashEntry,
-    delete_adapter,
-    empty_trash,
     list_adapters,
-    list_trash,
     read_adapter_meta,
     rename_adapter,
-    restore_adapter,
     set_notes,
     set_tags,
 )
+from engine.adapters.trash import TrashEntry, delete_adapter, empty_trash, list_trash, restore_adapter
 from engine.paths import adapters_dir
 from studio.widgets.live_plot import LivePlot
 from studio.workers import BackgroundTask, TaskReporter
@@ -609,7 +605,7 @@ class AdaptersPage(QWidget):
 
     def import_path(self, source: str) -> Optional[BackgroundTask]:
         def work(reporter: TaskReporter) -> str:
-            from engine.adapters.library import import_adapter
+            from engine.adapters.transfer import import_adapter
 
             reporter.progress(0, 0, f"importing {Path(source).name}")
             return str(import_adapter(source))
@@ -645,7 +641,7 @@ class AdaptersPage(QWidget):
             return None
 
         def work(reporter: TaskReporter) -> str:
-            from engine.adapters.library import export_adapter
+            from engine.adapters.transfer import export_adapter
 
             reporter.progress(0, 0, f"writing {Path(output).name}")
             # The save dialog has already asked before replacing an existing file.

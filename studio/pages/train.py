@@ -2,7 +2,7 @@
 knobs (simple or advanced), start a run and watch it; resume it, train it further or
 export it to run elsewhere.
 
-Starting a run checks it against this machine (``engine.jobs.training_job.check_can_run``, which loads
+Starting a run checks it against this machine (``engine.jobs.checks.check_can_run``, which loads
 torch) and spawns the child: that runs in a ``BackgroundTask``. The run's events come back
 through ``workers.TrainingRunner`` in batches about ten times a second. The memory estimate
 is arithmetic on a model's config (well under a millisecond) and is redone on the UI
@@ -617,7 +617,7 @@ class TrainPage(QWidget):
         The dialog is window-modal and answers through its signals, so the caller (and a test)
         is not held in a nested event loop; it is returned for them.
         """
-        from engine.jobs.training_job import summarize_run
+        from engine.jobs.summary import summarize_run
 
         run_dir = run_dir or self._last_run
         summary = summarize_run(run_dir) if run_dir else None
@@ -817,7 +817,7 @@ class TrainPage(QWidget):
 
     def _update_after_run_buttons(self) -> None:
         """Resume and Train more follow what the last run left behind."""
-        from engine.jobs.training_job import summarize_run
+        from engine.jobs.summary import summarize_run
 
         idle = self._state == IDLE and self._task is None
         summary = summarize_run(self._last_run) if (idle and self._last_run) else None

@@ -285,7 +285,7 @@ class GgufDialog(_TaskDialog):
         quant, lora_only = self.quant_combo.currentData(), self.lora_only.isChecked()
 
         def work(reporter: TaskReporter) -> Any:
-            from engine.adapters.gguf import adapter_to_gguf
+            from engine.adapters.adapter_gguf import adapter_to_gguf
 
             return adapter_to_gguf(adapter, output, quant=quant, lora_only=lora_only,
                                    progress=_cancellable(reporter))
@@ -325,7 +325,7 @@ class _PreviewChat:
     def answer(self, first_adapter: str, preview: Path, prompt: str, reporter: TaskReporter) -> None:
         from engine.chat.session import ChatSession
         from engine.adapters.library import resolve_adapter
-        from engine.adapters.merge import find_base
+        from engine.adapters.base_model import find_base
 
         base = str(find_base(resolve_adapter(first_adapter)))
         if self.session is None or self.base != base:
@@ -460,7 +460,7 @@ class CombineDialog(_TaskDialog):
     # work ----------------------------------------------------------------------------------------
     def try_it(self) -> BackgroundTask:
         """Combine into a preview folder (unless the same one exists) and answer the prompt with it."""
-        from engine.adapters.merge import discard_preview, new_preview_folder
+        from engine.adapters.combine import discard_preview, new_preview_folder
 
         names, weights, how, density = self._settings()
         key = (tuple(names), tuple(weights), how, density)
@@ -471,7 +471,7 @@ class CombineDialog(_TaskDialog):
         chat = self._chat
 
         def work(reporter: TaskReporter) -> tuple[Path, tuple]:
-            from engine.adapters.merge import combine_adapters
+            from engine.adapters.combine import combine_adapters
 
             if stale is not None:
                 discard_preview(stale)
@@ -499,7 +499,7 @@ class CombineDialog(_TaskDialog):
             self.name_edit.setText("-".join(outcome[1][0])[:60] + "-mix")
 
     def _try_failed(self, message: str) -> None:
-        from engine.adapters.merge import discard_preview
+        from engine.adapters.combine import discard_preview
 
         # A failed try leaves no preview worth keeping.
         if self._preview is not None:
@@ -514,7 +514,7 @@ class CombineDialog(_TaskDialog):
         preview = self._preview if key == self._preview_key else None
 
         def work(reporter: TaskReporter) -> str:
-            from engine.adapters.merge import combine_adapters, keep_preview
+            from engine.adapters.combine import combine_adapters, keep_preview
 
             if preview is not None and preview.exists():
                 return str(keep_preview(preview, name))
@@ -529,7 +529,7 @@ class CombineDialog(_TaskDialog):
         self.adapterSaved.emit(path)
 
     def reject(self) -> None:
-        from engine.adapters.merge import discard_preview
+        from engine.adapters.combine import discard_preview
 
         super().reject()
         if self._preview is not None:

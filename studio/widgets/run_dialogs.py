@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 
 from engine.run.config import RunConfig
 from engine.errors import StudioError
-from engine.jobs.training_job import export_run, launch_commands
+from engine.jobs.export import export_run, launch_commands
 
 
 class ModulePickerDialog(QDialog):

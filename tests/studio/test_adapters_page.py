@@ -12,8 +12,9 @@ from lora_adapters import empty_safetensors, library_adapter
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
-from engine.adapters.library import list_adapters, list_trash, read_adapter_meta
-from engine.adapters.merge import preview_dir
+from engine.adapters.library import list_adapters, read_adapter_meta
+from engine.adapters.trash import list_trash
+from engine.adapters.combine import preview_dir
 from engine.models.store import list_models
 from engine.paths import adapters_dir
 from studio.pages.adapters import COLUMNS, AdaptersPage

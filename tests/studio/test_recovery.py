@@ -14,7 +14,7 @@ import psutil
 import pytest
 from PySide6.QtCore import Qt
 
-from engine.jobs.training_job import summarize_run
+from engine.jobs.summary import summarize_run
 from engine.adapters.library import list_adapters
 from engine.paths import runs_dir
 from helpers import write_messages_dataset

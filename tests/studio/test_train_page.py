@@ -11,7 +11,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox
 
 from engine.run.events import OutOfMemory
-from engine.jobs.training_job import list_runs
+from engine.jobs.summary import list_runs
 from engine.adapters.library import list_adapters
 from engine.paths import runs_dir
 from helpers import write_messages_dataset

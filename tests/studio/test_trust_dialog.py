@@ -11,7 +11,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from engine.models import trust
-from engine.jobs.training_job import list_runs
+from engine.jobs.summary import list_runs
 from studio import workers
 from studio.pages.chat import ChatPage
 from studio.pages.train import TrainPage

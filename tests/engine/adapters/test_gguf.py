@@ -16,7 +16,9 @@ import torch
 from lora_adapters import PIRATE_TEMPLATE, library_adapter
 
 from engine.errors import StudioError
-from engine.adapters.gguf import adapter_to_gguf, export_model_gguf, ollama_template
+from engine.adapters.adapter_gguf import adapter_to_gguf
+from engine.adapters.gguf import export_model_gguf
+from engine.adapters.ollama import ollama_template
 from engine.adapters.merge import merge_adapter
 
 PROMPT = torch.tensor([[1, 17, 42, 99, 150, 7, 3, 250]])

@@ -15,20 +15,16 @@ from lora_adapters import empty_safetensors, library_adapter, write_peft_adapter
 
 from engine.errors import StudioError
 from engine.adapters.library import (
-    delete_adapter,
     duplicate_adapter,
-    empty_trash,
-    export_adapter,
-    import_adapter,
     list_adapters,
-    list_trash,
     read_adapter_meta,
     rename_adapter,
     resolve_adapter,
-    restore_adapter,
     set_notes,
     set_tags,
 )
+from engine.adapters.transfer import export_adapter, import_adapter
+from engine.adapters.trash import delete_adapter, empty_trash, list_trash, restore_adapter
 from engine.paths import adapters_dir
 
 

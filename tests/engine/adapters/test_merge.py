@@ -12,14 +12,8 @@ from tiny_model import build_tiny_model
 
 from engine.errors import StudioError
 from engine.adapters.library import list_adapters, read_adapter_meta
-from engine.adapters.merge import (
-    compare_logits,
-    combine_adapters,
-    discard_preview,
-    keep_preview,
-    merge_adapter,
-    new_preview_folder,
-)
+from engine.adapters.combine import combine_adapters, discard_preview, keep_preview, new_preview_folder
+from engine.adapters.merge import compare_logits, merge_adapter
 from engine.paths import adapters_dir
 
 PROMPT = torch.tensor([[1, 17, 42, 99, 150, 7, 3, 250]])

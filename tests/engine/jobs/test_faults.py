@@ -13,7 +13,8 @@ import pytest
 from engine.run.rundir import RunDir
 from engine.run.control import send_command
 from engine.run.events import RunFinished, RunStarted, read_events
-from engine.jobs.training_job import TrainingJob, summarize_run
+from engine.jobs.summary import summarize_run
+from engine.jobs.training_job import TrainingJob
 from engine.adapters.library import list_adapters
 from engine.paths import adapters_dir
 from engine.train import recipe

@@ -10,7 +10,8 @@ import pytest
 
 from engine.run.config import RunConfig
 from engine.errors import StudioError
-from engine.jobs.training_job import TrainingJob, list_runs
+from engine.jobs.summary import list_runs
+from engine.jobs.training_job import TrainingJob
 from engine.models.spec import CATALOG_DIR
 from engine.train import preflight
 from helpers import write_messages_dataset

@@ -12,7 +12,8 @@ import pytest
 from engine.run.config import RunConfig
 from engine.errors import StudioError
 from engine.run.events import CheckpointSaved, Paused, Resumed, RunFinished, RunStarted, StepMetrics
-from engine.jobs.training_job import TrainingJob, list_runs
+from engine.jobs.summary import list_runs
+from engine.jobs.training_job import TrainingJob
 from engine.adapters.library import list_adapters
 from helpers import ROOT, write_messages_dataset
 
@@ -285,7 +286,7 @@ def test_an_exported_run_trains_on_two_processes_under_torchrun_into_one_adapter
     import sys
 
     from engine.run.events import read_events
-    from engine.jobs.training_job import export_run, launch_commands
+    from engine.jobs.export import export_run, launch_commands
 
     dataset = write_messages_dataset(tmp_path / "pirate.jsonl")
     run_dir = export_run(_config(tiny_model_dir, dataset, max_steps=4, name="two-ranks", fsdp=sharding),

@@ -1,0 +1,100 @@
+"""The base model an adapter belongs to: finding it, warning when it is not the one the
+adapter was trained on, and loading it in float32 with adapters attached (for merging and
+combining)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from engine.adapters.library import read_adapter_meta, read_peft_config
+from engine.errors import StudioError
+from engine.models import trust
+from engine.models.tokenizer import load_tokenizer
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+def quiet(done: int, total: int, message: str) -> None:
+    """The progress function when the caller wants none."""
+
+
+# the base an adapter belongs to -------------------------------------------------------------
+def find_base(adapter: Path, base: Optional[str] = None, progress: Optional[ProgressFn] = None) -> Path:
+    """The model folder of ``adapter``'s base: ``base`` when given, else what it records.
+
+    Raises a StudioError naming what was looked for when none of it is here.
+    """
+    from engine.models.store import resolve_model
+
+    meta, config = read_adapter_meta(adapter), read_peft_config(adapter)
+    if base:
+        return resolve_model(base, progress)
+    candidates = [meta.get("base_model"), meta.get("base_model_path"), config.get("base_model_name_or_path")]
+    tried = [str(c) for c in dict.fromkeys(candidates) if isinstance(c, str) and c.strip()]
+    for candidate in tried:
+        try:
+            return resolve_model(candidate, progress)
+        except StudioError:
+            continue
+    wanted = " or ".join(repr(t) for t in tried) or "a base it does not name"
+    raise StudioError(
+        f"the base model of adapter {adapter.name} is missing: it was made for {wanted}, which is neither in the "
+        "model store nor on disk; add that model (lora-studio models add PATH) or name one with --base"
+    )
+
+
+def base_warnings(adapter: Path, base_path: Path) -> list[str]:
+    """What the user should know before applying ``adapter`` to the model in ``base_path``."""
+    from engine.models.store import model_fingerprint
+
+    meta = read_adapter_meta(adapter)
+    recorded = meta.get("base_model_fingerprint")
+    if not recorded:
+        return [f"adapter {adapter.name} records no base fingerprint, so it cannot be confirmed that it was "
+                f"trained on {base_path.name}"]
+    actual = model_fingerprint(base_path)
+    if recorded != actual:
+        made_for = meta.get("base_model") or "another base model"
+        return [f"adapter {adapter.name} was trained on {made_for} (fingerprint {recorded}), not on "
+                f"{base_path.name} (fingerprint {actual}): the result applies it to a base it was not trained on"]
+    return []
+
+# loading -----------------------------------------------------------------------------------------
+def load_base(base_path: Path) -> tuple[Any, Any]:
+    """The base model in float32, in eval mode, and its tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from engine.models.store import check_loadable
+
+    check_loadable(base_path)
+    try:
+        code = trust.load_options(base_path)
+        tokenizer = load_tokenizer(base_path)
+        model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32, **code)
+    except (OSError, ValueError) as exc:
+        raise StudioError(f"cannot load base model {base_path}: {first_line(exc)}") from None
+    return model.eval(), tokenizer
+
+
+def attach(model: Any, adapter: Path, name: str, peft_model: Any = None) -> Any:
+    """``adapter`` loaded over ``model`` as ``name`` (into ``peft_model`` when there is one already)."""
+    from peft import PeftModel
+
+    try:
+        if peft_model is None:
+            return PeftModel.from_pretrained(model, str(adapter), adapter_name=name)
+        peft_model.load_adapter(str(adapter), adapter_name=name)
+        return peft_model
+    except Exception as exc:  # a user's adapter fails to load in many ways, all theirs to act on
+        text = first_line(exc)
+        if "size mismatch" in str(exc):
+            text = "its weight shapes do not match this base model"
+        raise StudioError(f"adapter {adapter.name} cannot be applied to this base: {text}") from None
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line, for a one-line StudioError."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
