@@ -11,16 +11,15 @@ import uuid
 from pathlib import Path
 from typing import Any, Optional
 
+from engine.core.progress import ProgressFn, quiet
 from engine.adapters.gguf import (
     QUANTS,
     GgufResult,
-    ProgressFn,
     check_lora_exportable,
     export_lora_gguf,
     export_model_gguf,
     folder_chat_template,
     gguf_path,
-    quiet,
 )
 from engine.adapters.library import read_adapter_meta, resolve_adapter
 from engine.adapters.ollama import write_modelfile

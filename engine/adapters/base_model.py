@@ -5,18 +5,16 @@ combining)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
+from engine.core.progress import ProgressFn
 from engine.adapters.library import read_adapter_meta, read_peft_config
-from engine.errors import StudioError
+from engine.errors import StudioError, first_line
 from engine.models import trust
 from engine.models.tokenizer import load_tokenizer
 
-ProgressFn = Callable[[int, int, str], None]
 
 
-def quiet(done: int, total: int, message: str) -> None:
-    """The progress function when the caller wants none."""
 
 
 # the base an adapter belongs to -------------------------------------------------------------
@@ -93,8 +91,3 @@ def attach(model: Any, adapter: Path, name: str, peft_model: Any = None) -> Any:
             text = "its weight shapes do not match this base model"
         raise StudioError(f"adapter {adapter.name} cannot be applied to this base: {text}") from None
 
-
-def first_line(exc: BaseException) -> str:
-    """An exception's first line, for a one-line StudioError."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from engine.adapters.base_model import ProgressFn, attach, base_warnings, find_base, first_line, load_base, quiet
+from engine.adapters.base_model import attach, base_warnings, find_base, load_base
+from engine.core.progress import ProgressFn, quiet
 from engine.adapters.library import (
     ADAPTER_META,
     PEFT_CONFIG,
@@ -22,7 +23,7 @@ from engine.adapters.library import (
     retitle_card,
 )
 from engine.core.atomic import staged_directory, write_json
-from engine.errors import StudioError
+from engine.errors import StudioError, first_line
 from engine.paths import adapters_dir
 
 COMBINATIONS = {"linear": "linear", "cat": "cat", "svd": "svd", "ties": "ties", "dare": "dare_linear"}

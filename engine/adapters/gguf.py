@@ -25,10 +25,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+from engine.core.progress import ProgressFn, quiet
 from engine.errors import StudioError
 from engine.adapters.library import read_peft_config, resolve_adapter
 
-ProgressFn = Callable[[int, int, str], None]
 
 QUANTS = ("f16", "q8_0", "f32")
 # Hugging Face architecture -> llama.cpp architecture. Mistral is a Llama to llama.cpp.
@@ -82,8 +82,6 @@ class _Tensor:
     qtype: Any  # gguf.GGMLQuantizationType
 
 
-def quiet(done: int, total: int, message: str) -> None:
-    """The progress function when the caller wants none."""
 
 
 # the architecture ------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ importing and exporting (folders and zips) are ``engine.adapters.transfer``.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -22,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from engine.core.atomic import staged_directory, write_json, write_text
+from engine.core.atomic import read_json_object, staged_directory, write_json, write_text
 from engine.core.safetensors_files import safetensors_problem
 from engine.errors import StudioError
 from engine.paths import adapters_dir
@@ -55,13 +54,6 @@ class AdapterRecord:
 
 
 # reading ---------------------------------------------------------------------------------------
-def read_json_object(file: Path) -> Optional[dict[str, Any]]:
-    """A JSON file's object; None when it is missing, unreadable or not an object."""
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def read_adapter_meta(path: Path) -> dict[str, Any]:

@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from engine.adapters.base_model import ProgressFn, attach, base_warnings, find_base, load_base, quiet
+from engine.adapters.base_model import attach, base_warnings, find_base, load_base
+from engine.core.progress import ProgressFn, quiet
 from engine.adapters.library import now, read_adapter_meta, read_peft_config, resolve_adapter
 from engine.core.atomic import staged_directory, write_json
 from engine.errors import StudioError

@@ -11,7 +11,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from engine.adapters.library import library_entry, now, read_json_object, unique_name
+from engine.adapters.library import library_entry, now, unique_name
+from engine.core.atomic import read_json_object
 from engine.core.atomic import write_json
 from engine.errors import StudioError
 from engine.paths import adapters_dir

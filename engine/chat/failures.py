@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.errors import StudioError
+from engine.errors import StudioError, first_line
 
 
 def explain_adapter_failure(ref: str, model: str, exc: Exception) -> str:
@@ -19,7 +19,3 @@ def readable_generation_error(exc: BaseException) -> BaseException:
         return StudioError("out of memory while generating: lower the max new tokens or shorten the conversation")
     return exc
 
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -31,13 +31,13 @@ from engine.adapters.library import read_adapter_meta, read_peft_config, resolve
 from engine.chat.blends import AdapterChoice, Blend
 from engine.chat.compare import ColumnResult, check_columns, run_column
 from engine.chat.devices import dtype_for, pick_device
-from engine.chat.failures import explain_adapter_failure, first_line
+from engine.chat.failures import explain_adapter_failure
 from engine.chat.loaded_adapters import LoadedAdapter, saved_chat_template, strip_adapter_layers
 from engine.chat.room import MemoryRoom, room_to_load
 from engine.chat.sampling import check_sampling, generation_config
 from engine.chat.streaming import ChatReply, stream_reply
 from engine.data.examples import chat_template_for, render_conversation
-from engine.errors import StudioError
+from engine.errors import StudioError, first_line
 from engine.models import trust
 from engine.models.tokenizer import load_tokenizer
 

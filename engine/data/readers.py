@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
 from engine.core.choices import TEXT_SPLITS
-from engine.errors import StudioError
+from engine.errors import StudioError, first_line
 
 CHUNK_CHARS = 2000
 SUFFIXES = {
@@ -440,7 +440,7 @@ class ParquetReader(Reader):
         try:
             parquet = pq.ParquetFile(self.path)
         except (pa.ArrowException, OSError) as exc:
-            raise StudioError(f"dataset {self.name} is not a readable Parquet file ({_first_line(exc)})") from None
+            raise StudioError(f"dataset {self.name} is not a readable Parquet file ({first_line(exc)})") from None
         rows = max(1, parquet.metadata.num_rows)
         number = 0
         try:
@@ -450,12 +450,9 @@ class ParquetReader(Reader):
                     yield RawRow(number, value, unit="row")
                 self.done = self.total * number // rows
         except (pa.ArrowException, OSError) as exc:
-            raise StudioError(f"dataset {self.name} is damaged after row {number}: {_first_line(exc)}") from None
+            raise StudioError(f"dataset {self.name} is damaged after row {number}: {first_line(exc)}") from None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class TextReader(Reader):
@@ -649,7 +646,7 @@ class HubReader(Reader):
                 return
             except Exception as exc:  # network and format errors from datasets, as one readable line
                 raise StudioError(f"reading the Hugging Face dataset {self.repo_id} failed at row {number + 1}: "
-                                  f"{_first_line(exc)}") from None
+                                  f"{first_line(exc)}") from None
             number += 1
             yield RawRow(number, value, unit="row")
 
@@ -664,14 +661,14 @@ class HubReader(Reader):
             raise StudioError(f"there is no dataset {self.repo_id} on the Hugging Face hub, "
                               "and no such file or folder here") from None
         except Exception as exc:
-            raise StudioError(f"cannot reach the Hugging Face hub to open {self.repo_id} ({_first_line(exc)}): "
+            raise StudioError(f"cannot reach the Hugging Face hub to open {self.repo_id} ({first_line(exc)}): "
                               "download the dataset and open its files") from None
         from datasets import load_dataset
 
         try:
             return iter(load_dataset(self.repo_id, split="train", streaming=True))
         except Exception as exc:
-            raise StudioError(f"cannot open the Hugging Face dataset {self.repo_id}: {_first_line(exc)}") from None
+            raise StudioError(f"cannot open the Hugging Face dataset {self.repo_id}: {first_line(exc)}") from None
 
 
 def _hub_offline() -> bool:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
 import re
 import shutil
@@ -38,14 +37,14 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+from engine.core.progress import ProgressFn
 from engine.models import trust
-from engine.core.atomic import staged_directory, write_json
+from engine.core.atomic import read_json_object, staged_directory, write_json
 from engine.errors import StudioError
 from engine.paths import models_dir
 
 STARTER = "starter"
 STARTER_NAME = "SmolLM2-135M-Instruct"
-ProgressFn = Callable[[int, int, str], None]
 
 MANIFEST = "studio_model.json"
 SOURCES = ("starter", "folder", "gguf", "trained")  # trained: a full fine-tune made by a run
@@ -121,16 +120,10 @@ def _starter_record(entries: dict[str, dict[str, Any]]) -> ModelRecord:
 
 
 # reading model folders -----------------------------------------------------------------------
-def _read_json(path: Path) -> Optional[dict[str, Any]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _architecture(folder: Path) -> Optional[str]:
-    architectures = (_read_json(folder / "config.json") or {}).get("architectures")
+    architectures = (read_json_object(folder / "config.json") or {}).get("architectures")
     if isinstance(architectures, list) and architectures:
         return str(architectures[0])
     return None
@@ -140,7 +133,7 @@ def _has_chat_template(folder: Path) -> bool:
     if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
         return True
     # Tokenizers saved by older transformers keep the template inside tokenizer_config.json.
-    return bool((_read_json(folder / "tokenizer_config.json") or {}).get("chat_template"))
+    return bool((read_json_object(folder / "tokenizer_config.json") or {}).get("chat_template"))
 
 
 def _weights_bytes(folder: Path) -> int:
@@ -169,7 +162,7 @@ def _check_model_folder(folder: Path) -> None:
         if ggufs:
             hint = f" (to use {ggufs[0].name}, give the .gguf file itself)"
         raise StudioError(f"folder {folder} has no config.json: {needs}{hint}")
-    config = _read_json(config_file)
+    config = read_json_object(config_file)
     if config is None:
         raise StudioError(f"folder {folder}: config.json is not a valid JSON object")
     _check_config_sizes(folder, config)
@@ -219,7 +212,7 @@ def check_loadable(folder: Path) -> Any:
     try:
         config = AutoConfig.from_pretrained(folder, **options)
     except (ValueError, KeyError, OSError) as exc:
-        model_type = (_read_json(folder / "config.json") or {}).get("model_type", "?")
+        model_type = (read_json_object(folder / "config.json") or {}).get("model_type", "?")
         if "does not recognize this architecture" in str(exc) or isinstance(exc, KeyError):
             raise StudioError(f"{folder.name} is a {model_type} model, an architecture transformers "
                               f"{package_version('transformers')} does not know: upgrade transformers, or pick "
@@ -273,7 +266,7 @@ def _store_entries() -> dict[str, dict[str, Any]]:
     for folder in sorted(models_dir().iterdir()):
         if folder.name.startswith(".") or not folder.is_dir():
             continue
-        manifest = _read_json(folder / MANIFEST)
+        manifest = read_json_object(folder / MANIFEST)
         if manifest is not None and manifest.get("source") in SOURCES:
             entries[folder.name] = manifest
     return entries

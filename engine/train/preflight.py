@@ -19,7 +19,9 @@ from typing import Any, Optional
 
 from engine.core import choices
 from engine.run.config import RunConfig
-from engine.errors import StudioError
+from engine.errors import StudioError, first_line
+
+_LIMIT = 240  # characters of a library's error kept in a preflight message
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ def _check_quantised_layers(quant: str, device: str) -> None:
         layer(torch.randn(2, 64, device=device))
     except Exception as exc:
         raise StudioError(f"bitsandbytes {getattr(bnb, '__version__', '')} cannot run {kind} layers on {device} "
-                          f"({_first_line(exc)}): train LoRA instead, or use a CUDA GPU") from None
+                          f"({first_line(exc, _LIMIT)}): train LoRA instead, or use a CUDA GPU") from None
 
 
 @functools.cache
@@ -140,7 +142,7 @@ def _check_bnb_optimizer(optimizer: str, device: str) -> None:
         parameter.grad = torch.ones_like(parameter)
         step.step()
     except Exception as exc:
-        raise StudioError(f"bitsandbytes cannot run the {optimizer} optimizer on {device} ({_first_line(exc)}): "
+        raise StudioError(f"bitsandbytes cannot run the {optimizer} optimizer on {device} ({first_line(exc, _LIMIT)}): "
                           "use adamw") from None
 
 
@@ -198,7 +200,7 @@ def _try_method(config: RunConfig, tiny_config: Any) -> Optional[str]:
     except StudioError:
         raise
     except Exception as exc:
-        return _first_line(exc)
+        return first_line(exc, _LIMIT)
     return None
 
 
@@ -230,8 +232,3 @@ def _shrink(config: Any, **sizes: Any) -> None:
             except AttributeError:
                 continue
 
-
-def _first_line(exc: BaseException, limit: int = 240) -> str:
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0] + "…"
