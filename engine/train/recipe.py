@@ -210,8 +210,9 @@ def train(run: Run) -> RunFinished:
 
 def _predicted_peak(ready: Setup) -> Optional[int]:
     """The estimator's peak for this very run, for the memory plot to be read against."""
-    from engine.memory.estimate import estimate_memory, load_model_spec
+    from engine.memory.estimate import estimate_memory
     from engine.memory.planning import plan_for
+    from engine.models.spec import load_model_spec
 
     kind = ready.device.split(":")[0]
     try:

@@ -10,8 +10,9 @@ import pytest
 
 from engine.core.atomic import write_json
 from engine.run.config import RunConfig
-from engine.memory.estimate import estimate_memory, load_model_spec
+from engine.memory.estimate import estimate_memory
 from engine.memory.planning import plan_for
+from engine.models.spec import load_model_spec
 from engine.train import loading, recipe
 from helpers import write_messages_dataset
 
