@@ -7,7 +7,7 @@ pointer change that never reloads the base. Replies stream: ``generate`` runs on
 worker thread and hands token ids to the caller's thread, which turns them into text,
 so the caller sees text as it comes and can stop it at any token.
 
-Prompts are rendered through ``engine.data.examples.render_conversation`` with the chat
+Prompts are rendered through ``engine.data.rendering.render_conversation`` with the chat
 template saved with the adapter (or its training checkpoint), the same function and
 template training used: a template that differs between training and chat is the
 classic silent quality bug.
@@ -43,7 +43,7 @@ from engine.run.checkpoints import checkpoint_step, complete_checkpoints
 from engine.models import trust
 from engine.models.tokenizer import load_tokenizer
 from engine.core.atomic import write_text
-from engine.data.examples import chat_template_for, render_conversation
+from engine.data.rendering import chat_template_for, render_conversation
 from engine.errors import StudioError
 from engine.adapters.library import PEFT_CONFIG, read_adapter_meta, read_peft_config, resolve_adapter
 

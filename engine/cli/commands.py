@@ -100,7 +100,7 @@ def _print_progress(done: int, total: int, message: str) -> None:
 
 # data ----------------------------------------------------------------------------------------
 def cmd_data_inspect(args: argparse.Namespace) -> int:
-    from engine.data.examples import scan_dataset
+    from engine.data.scan import scan_dataset
 
     from engine.data.formats import parse_columns
 
@@ -121,7 +121,7 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
 
 
 def _open_data(reference: str, data_format: Optional[str], columns: dict[str, str], text_split: str) -> Any:
-    from engine.data.examples import DataOptions, open_dataset
+    from engine.data.dataset import DataOptions, open_dataset
 
     return open_dataset(_dataset_reference(reference), DataOptions(data_format, columns, text_split))
 
@@ -221,7 +221,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 def _dataset_lengths(args: argparse.Namespace) -> Any:
     """Token-length percentiles of ``--dataset``, tokenised as training would (chat template included)."""
-    from engine.data.examples import scan_dataset
+    from engine.data.scan import scan_dataset
     from engine.memory.planning import length_stats_of
 
     reference = args.tokenizer or args.model

@@ -845,7 +845,8 @@ def _auto_fit(config: RunConfig, spec: Any, device: Any, reporter: TaskReporter)
 
     stats = None
     if config.dataset != "-" and Path(config.dataset).exists():
-        from engine.data.examples import DataOptions, open_dataset, scan_dataset
+        from engine.data.dataset import DataOptions, open_dataset
+        from engine.data.scan import scan_dataset
         from engine.models.store import resolve_model
         from engine.models.tokenizer import load_tokenizer
 

@@ -22,7 +22,7 @@ from engine.chat.session import (
     save_transcript,
 )
 from engine.run.config import RunConfig
-from engine.data.examples import CHATML_TEMPLATE
+from engine.data.rendering import CHATML_TEMPLATE
 from engine.errors import StudioError
 from engine.adapters.library import ADAPTER_META
 
