@@ -1,7 +1,7 @@
 """Auto-fit against real training: the plan it picks for a memory budget must fit that budget
 when it really trains, and use most of it.
 
-For each budget, ``engine.memory.estimate.auto_fit`` chooses a plan for the model; the plan then trains
+For each budget, ``engine.memory.autofit.auto_fit`` chooses a plan for the model; the plan then trains
 two real steps in a fresh process through the engine's own loading and methods (the memory
 calibration's harness) and the measured peak is compared with the budget. On CUDA the peak
 is what the GPU holds (``max_memory_reserved`` plus the context the estimate assumes); on a
@@ -36,7 +36,9 @@ def main(argv: list[str]) -> int:
 
     import torch
 
-    from engine.memory.estimate import CUDA_CONTEXT_BYTES, auto_fit, spec_from_config
+    from engine.memory.autofit import auto_fit
+    from engine.memory.estimate import CUDA_CONTEXT_BYTES
+    from engine.models.spec import spec_from_config
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     precision = "bf16" if device == "cuda" else "fp32"

@@ -53,7 +53,7 @@ def peak_mb() -> float:
 
 # --- children: each prints one JSON object -------------------------------------------------------
 def child_preview(path: str) -> dict:
-    from engine.data.examples import open_dataset, preview_dataset
+    from engine.data.dataset import open_dataset, preview_dataset
 
     started = time.perf_counter()
     preview = preview_dataset(open_dataset(path), PREVIEW_ROWS)
@@ -81,7 +81,8 @@ def _tokenizer(model: str):
 
 
 def child_tokenise(path: str, model: str, out: str) -> dict:
-    from engine.data.examples import open_dataset, write_examples
+    from engine.data.dataset import open_dataset
+    from engine.data.write import write_examples
 
     tokenizer = _tokenizer(model)
     baseline_mb = peak_mb()
@@ -94,7 +95,8 @@ def child_tokenise(path: str, model: str, out: str) -> dict:
 def child_baseline_tokenise(path: str, model: str, cache: str) -> dict:
     from datasets import load_dataset
 
-    from engine.data.examples import chat_template_for, tokenize_conversation
+    from engine.data.examples import tokenize_conversation
+    from engine.data.rendering import chat_template_for
     from engine.data.formats import Layout, converter
 
     tokenizer = _tokenizer(model)

@@ -122,7 +122,7 @@ def run_point(model_dir: str, plan_settings: dict[str, Any]) -> dict[str, Any]:
 
     import torch
 
-    from engine.memory.estimate import Plan
+    from engine.memory.plan import Plan
 
     plan = Plan(**plan_settings)
     _train(model_dir, Plan(**{**plan_settings, "batch": 1, "seq": 16}), measure=False)
@@ -272,7 +272,9 @@ def main(argv: list[str]) -> int:
 
     import torch
 
-    from engine.memory.estimate import Plan, estimate_memory, spec_from_config
+    from engine.memory.estimate import estimate_memory
+    from engine.memory.plan import Plan
+    from engine.models.spec import spec_from_config
 
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
@@ -314,7 +316,9 @@ def main(argv: list[str]) -> int:
 
 def estimate_milliseconds(repeats: int = 1000) -> float:
     """How long one estimate takes (the studio redraws its memory bar on every change)."""
-    from engine.memory.estimate import Plan, estimate_memory, load_model_spec
+    from engine.memory.estimate import estimate_memory
+    from engine.memory.plan import Plan
+    from engine.models.spec import load_model_spec
 
     spec, plan = load_model_spec("Llama-3.1-70B"), Plan(method="qlora", grad_checkpointing=True)
     started = time.perf_counter()

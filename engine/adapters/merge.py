@@ -110,7 +110,7 @@ def _check_mergeable(adapter: Path) -> dict[str, Any]:
 def probe_inputs(tokenizer: Any, chat_template: Optional[str]) -> list[Any]:
     """Token ids of the probe prompts: chats through the template the adapter was trained
     with (when there is one), and a plain text."""
-    from engine.data.examples import render_conversation
+    from engine.data.rendering import render_conversation
 
     texts = []
     if chat_template or getattr(tokenizer, "chat_template", None):

@@ -6,7 +6,7 @@ between adapters, to a combination of adapters (``engine.chat.blends``), or back
 plain base is a pointer change that never reloads the base. Replies stream
 (``engine.chat.streaming``).
 
-Prompts are rendered through ``engine.data.examples.render_conversation`` with the chat
+Prompts are rendered through ``engine.data.rendering.render_conversation`` with the chat
 template saved with the adapter (or its training checkpoint), the same function and
 template training used: a template that differs between training and chat is the
 classic silent quality bug.
@@ -36,7 +36,7 @@ from engine.chat.loaded_adapters import LoadedAdapter, saved_chat_template, stri
 from engine.chat.room import MemoryRoom, room_to_load
 from engine.chat.sampling import check_sampling, generation_config
 from engine.chat.streaming import ChatReply, stream_reply
-from engine.data.examples import chat_template_for, render_conversation
+from engine.data.rendering import chat_template_for, render_conversation
 from engine.errors import StudioError, first_line
 from engine.models import trust
 from engine.models.tokenizer import load_tokenizer

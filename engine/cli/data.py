@@ -22,7 +22,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_data_inspect(args: argparse.Namespace) -> int:
-    from engine.data.examples import scan_dataset
+    from engine.data.scan import scan_dataset
 
     from engine.data.formats import parse_columns
 

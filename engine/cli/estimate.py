@@ -37,7 +37,10 @@ _ESTIMATE_NUMBERS = {"rank": "rank", "batch": "batch", "seq": "seq"}
 
 def cmd_estimate(args: argparse.Namespace) -> int:
     from engine.core.choices import resolve_precision
-    from engine.memory.estimate import Plan, auto_fit, estimate_memory, load_model_spec
+    from engine.memory.autofit import auto_fit
+    from engine.memory.estimate import estimate_memory
+    from engine.memory.plan import Plan
+    from engine.models.spec import load_model_spec
 
     spec = load_model_spec(args.model)
     device, free, bf16 = _estimate_device(args.device_memory)
@@ -79,7 +82,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 def _dataset_lengths(args: argparse.Namespace) -> Any:
     """Token-length percentiles of ``--dataset``, tokenised as training would (chat template included)."""
-    from engine.data.examples import scan_dataset
+    from engine.data.scan import scan_dataset
     from engine.memory.planning import length_stats_of
 
     reference = args.tokenizer or args.model

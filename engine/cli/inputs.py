@@ -20,7 +20,7 @@ def add_data_reading_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def open_data(reference: str, data_format: Optional[str], columns: dict[str, str], text_split: str) -> Any:
-    from engine.data.examples import DataOptions, open_dataset
+    from engine.data.dataset import DataOptions, open_dataset
 
     return open_dataset(dataset_reference(reference), DataOptions(data_format, columns, text_split))
 

@@ -7,7 +7,7 @@ from engine.run.config import RunConfig
 
 def check_can_run(config: RunConfig) -> None:
     """Everything that can be refused before a run directory or a process exists."""
-    from engine.data.examples import DataOptions, open_dataset
+    from engine.data.dataset import DataOptions, open_dataset
     from engine.models.store import resolve_model
     from engine.train import preflight
 

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from engine.core.choices import resolve_precision
 from engine.run.config import RunConfig
-from engine.memory.estimate import Plan
+from engine.memory.plan import Plan
 
 # Settings a plan decides; the rest of the RunConfig (data, steps, learning rate...) stays.
 _PLAN_TO_CONFIG = {"rank": "rank", "targets": "targets", "batch": "batch_size", "seq": "max_length",
@@ -49,7 +49,7 @@ def fit_run(config: RunConfig, spec: Any, device_kind: str, free_bytes: int, len
     the out-of-memory guard size a run. It keeps the run's method family, precision, targets and
     effective batch; ``after_out_of_memory`` also keeps it from suggesting a larger rank or a
     longer max length than the run that just ran out of memory."""
-    from engine.memory.estimate import auto_fit
+    from engine.memory.autofit import auto_fit
 
     asked = plan_for(config, device_kind, bf16)
     preferences: dict[str, Any] = {"method": "lora" if config.method == "qlora" else config.method,
@@ -104,7 +104,7 @@ def length_stats_of(lengths: Any) -> Optional[Any]:
     """``LengthStats`` of a sequence of token counts (None for no rows)."""
     import numpy as np
 
-    from engine.memory.estimate import LengthStats
+    from engine.memory.autofit import LengthStats
 
     values = np.asarray(lengths)
     if not values.size:

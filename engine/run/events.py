@@ -83,7 +83,7 @@ class Resumed(Event):
 
 @dataclass(kw_only=True)
 class OutOfMemory(Event):
-    """The device ran out of memory; ``plan`` (an ``engine.memory.estimate.Plan`` as a dict, or None when
+    """The device ran out of memory; ``plan`` (an ``engine.memory.plan.Plan`` as a dict, or None when
     nothing fits) is what auto-fit says would fit, with one sentence per choice in ``explanations``."""
 
     step: int

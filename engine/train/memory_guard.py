@@ -1,7 +1,7 @@
 """A run's memory: the cap a user can set, and what to say when the device runs out.
 
 Out of memory is the first complaint about fine-tuning tools. When it happens here the
-run reports the peak it measured and the plan ``engine.memory.estimate.auto_fit`` finds for the
+run reports the peak it measured and the plan ``engine.memory.autofit.auto_fit`` finds for the
 same model, data and memory, so the studio can offer "apply and retry" instead of
 leaving the user to guess.
 """
@@ -81,8 +81,8 @@ def measured_peak(device: str) -> Optional[int]:
 def report(config: RunConfig, model_path: Path, device: str, step: int, budget: int,
            lengths: Optional[Any]) -> OutOfMemory:
     """The event for an out-of-memory at ``step``: what was measured and what would fit in ``budget`` bytes."""
-    from engine.memory.estimate import load_model_spec
     from engine.memory.planning import fit_run, length_stats_of
+    from engine.models.spec import load_model_spec
 
     kind = device.split(":")[0]
     total = _device_total(device)
@@ -113,7 +113,7 @@ def describe(event: OutOfMemory, limit_text: str) -> str:
     """The run's one-line error for an out-of-memory."""
     peak = f"; the peak measured was {_gib(event.measured_peak_bytes)}" if event.measured_peak_bytes else ""
     if event.plan:
-        from engine.memory.estimate import Plan
+        from engine.memory.plan import Plan
 
         advice = f"auto-fit suggests {Plan.from_dict(event.plan).describe()} (apply it and retry)"
     else:

@@ -210,8 +210,9 @@ def train(run: Run) -> RunFinished:
 
 def _predicted_peak(ready: Setup) -> Optional[int]:
     """The estimator's peak for this very run, for the memory plot to be read against."""
-    from engine.memory.estimate import estimate_memory, load_model_spec
+    from engine.memory.estimate import estimate_memory
     from engine.memory.planning import plan_for
+    from engine.models.spec import load_model_spec
 
     kind = ready.device.split(":")[0]
     try:
@@ -272,7 +273,9 @@ def _load_examples(run: Run, config: RunConfig, tokenizer: Any) -> Optional[Exam
     """
     from datasets import Dataset
 
-    from engine.data.examples import CHATML_TEMPLATE, DataOptions, dataset_fingerprint, open_dataset, split_indices
+    from engine.data.dataset import DataOptions, dataset_fingerprint, open_dataset
+    from engine.data.rendering import CHATML_TEMPLATE
+    from engine.data.split import split_indices
     from engine.train.batching import with_lengths
 
     source = open_dataset(config.dataset, DataOptions(config.data_format, config.columns or {}, config.text_split))
@@ -297,7 +300,7 @@ def _load_examples(run: Run, config: RunConfig, tokenizer: Any) -> Optional[Exam
 
 def _tokenise(run: Run, config: RunConfig, source: Any, tokenizer: Any, path: Path) -> None:
     """Write the examples file (nothing when stopped meanwhile)."""
-    from engine.data.examples import write_examples
+    from engine.data.write import write_examples
 
     written = write_examples(source, tokenizer, config.max_length, path, train_on=config.train_on,
                              progress=_tokenising_progress(run), cancelled=run.stop_requested_here)

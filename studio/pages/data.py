@@ -46,22 +46,21 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.data.examples import (
+from engine.data.dataset import (
     DataOptions,
     DatasetPreview,
-    DatasetReport,
     DatasetSource,
-    RowProblem,
     Sample,
-    chat_template_for,
     dataset_columns,
     open_dataset,
     preview_dataset,
-    scan_dataset,
-    split_counts,
-    training_view,
 )
+from engine.data.examples import training_view
 from engine.data.formats import FORMATS
+from engine.data.readers import RowProblem
+from engine.data.rendering import chat_template_for
+from engine.data.scan import DatasetReport, scan_dataset
+from engine.data.split import split_counts
 from engine.core.choices import TEXT_SPLITS
 from engine.errors import StudioError
 from studio import theme

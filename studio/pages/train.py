@@ -398,7 +398,7 @@ class TrainPage(QWidget):
         self._estimate_timer.start()
 
     def _spec(self, model: str) -> Any:
-        from engine.memory.estimate import load_model_spec
+        from engine.models.spec import load_model_spec
 
         if model not in self._specs:
             self._specs[model] = load_model_spec(model)
@@ -714,7 +714,7 @@ class TrainPage(QWidget):
 
     def _on_out_of_memory(self, event: OutOfMemory) -> None:
         from engine.core.units import human_bytes
-        from engine.memory.estimate import Plan
+        from engine.memory.plan import Plan
 
         self._oom_plan = event.plan
         peak = f" (peak measured: {human_bytes(event.measured_peak_bytes)})" if event.measured_peak_bytes else ""
@@ -845,7 +845,8 @@ def _auto_fit(config: RunConfig, spec: Any, device: Any, reporter: TaskReporter)
 
     stats = None
     if config.dataset != "-" and Path(config.dataset).exists():
-        from engine.data.examples import DataOptions, open_dataset, scan_dataset
+        from engine.data.dataset import DataOptions, open_dataset
+        from engine.data.scan import scan_dataset
         from engine.models.store import resolve_model
         from engine.models.tokenizer import load_tokenizer
 

@@ -16,7 +16,8 @@ from PySide6.QtCore import QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QHelpEvent, QPainter, QPalette, QPen
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSizePolicy, QToolTip, QVBoxLayout, QWidget
 
-from engine.memory.estimate import DEFAULT_MARGIN, MemoryEstimate, human_bytes
+from engine.core.units import human_bytes
+from engine.memory.estimate import DEFAULT_MARGIN, MemoryEstimate
 
 ITEM_LABELS = {
     "weights": "weights",

@@ -16,7 +16,7 @@ from engine.chat.room import room_for_training, room_to_load
 from engine.chat.session import ChatSession
 from engine.chat.transcripts import ChatTranscript, load_transcript, save_transcript
 from engine.run.config import RunConfig
-from engine.data.examples import CHATML_TEMPLATE
+from engine.data.rendering import CHATML_TEMPLATE
 from engine.errors import StudioError
 from engine.adapters.library import ADAPTER_META
 

@@ -9,22 +9,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.data.examples import (
-    CHATML_TEMPLATE,
-    IGNORE_INDEX,
-    DatasetFile,
-    build_examples,
-    chat_template_for,
-    load_dataset_file,
-    open_dataset,
-    render_conversation,
-    scan_dataset,
-    split_counts,
-    split_indices,
-    tokenize_conversation,
-    training_view,
-    write_examples,
-)
+from engine.data.dataset import DatasetFile, load_dataset_file, open_dataset
+from engine.data.examples import IGNORE_INDEX, build_examples, tokenize_conversation, training_view
+from engine.data.rendering import CHATML_TEMPLATE, chat_template_for, render_conversation
+from engine.data.scan import scan_dataset
+from engine.data.split import split_counts, split_indices
+from engine.data.write import write_examples
 from engine.errors import StudioError
 from engine.paths import SAMPLE_DATASETS
 

@@ -15,15 +15,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from engine.data.examples import (
-    IGNORE_INDEX,
-    DataOptions,
-    load_dataset_file,
-    open_dataset,
-    preview_dataset,
-    scan_dataset,
-    tokenize_conversation,
-)
+from engine.data.dataset import DataOptions, load_dataset_file, open_dataset, preview_dataset
+from engine.data.examples import IGNORE_INDEX, tokenize_conversation
+from engine.data.scan import scan_dataset
 from engine.data.readers import CHUNK_CHARS, TextReader
 from engine.errors import StudioError
 from helpers import ROOT, TESTS
@@ -445,7 +439,7 @@ def test_random_bytes_under_every_name_give_a_dataset_or_a_studio_error(tmp_path
 
 
 def test_a_folder_dataset_never_reads_a_link_to_a_file_outside_it(tmp_path):
-    from engine.data.examples import DataOptions, open_dataset
+    from engine.data.dataset import DataOptions, open_dataset
 
     secret = tmp_path / "secret.txt"
     secret.write_text("the password is hunter2\n")

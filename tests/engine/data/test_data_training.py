@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from engine.run.config import RunConfig
-from engine.data.examples import CHATML_TEMPLATE
+from engine.data.rendering import CHATML_TEMPLATE
 from engine.run.events import EvalMetrics, LogLine, RunFinished, RunStarted
 from engine.jobs.training_job import TrainingJob
 

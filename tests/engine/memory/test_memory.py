@@ -14,10 +14,10 @@ import pytest
 
 from engine.errors import StudioError
 from engine.core.units import parse_bytes
-from engine.memory.estimate import (
-    ALLOCATOR_RESERVE_FRACTION, CUDA_CONTEXT_BYTES, ITEMS, LengthStats, Plan, auto_fit, estimate_memory,
-    list_catalog, load_model_spec, spec_from_config,
-)
+from engine.memory.autofit import LengthStats, auto_fit
+from engine.memory.estimate import ALLOCATOR_RESERVE_FRACTION, CUDA_CONTEXT_BYTES, ITEMS, estimate_memory
+from engine.memory.plan import Plan
+from engine.models.spec import list_catalog, load_model_spec, spec_from_config
 from helpers import ROOT
 
 GiB = 1 << 30
@@ -147,7 +147,7 @@ def test_impossible_plans_are_refused(settings):
 
 @pytest.mark.alone
 def test_importing_the_estimate_does_not_import_torch_and_estimates_are_fast():
-    code = "import sys, engine.memory.estimate; assert 'torch' not in sys.modules"
+    code = "import sys, engine.memory.autofit; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
     spec, plan = catalog("Llama-3.1-70B"), Plan(method="full", grad_checkpointing=True)
     started = time.perf_counter()

@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from engine.memory.estimate import estimate_memory, load_model_spec
+from engine.memory.estimate import estimate_memory
+from engine.models.spec import load_model_spec
 from engine.memory.planning import plan_for
 from engine.train import loading, recipe
 from training_runs import fit, prepare

@@ -1,0 +1,194 @@
+"""Opening a dataset: a file, folder or hub dataset read through ``engine.data.readers``,
+its row format settled by ``engine.data.formats`` from the first rows (so even a file of
+a million rows opens at once), its rows as conversations, a preview of the first usable
+ones, and a fingerprint of its contents.
+
+A bad row never stops a pass: it becomes a ``RowProblem`` with its line, so the user can
+fix the file or train on the good rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Iterator, Optional, Union
+
+from engine.data.formats import BadRow, Layout, choose_layout, converter, row_columns
+from engine.data.readers import FolderReader, HubReader, RawRow, Reader, RowProblem, json_type, open_reader
+from engine.errors import StudioError
+
+DETECT_ROWS = 200
+PREVIEW_ROWS = 200
+
+
+@dataclass
+class DataOptions:
+    """How to read a dataset: its format and column mapping (None/empty: detect them), and
+    for plain text, one document per line or chunks (auto: guessed from the file)."""
+
+    format: Optional[str] = None
+    columns: dict[str, str] = field(default_factory=dict)
+    text_split: str = "auto"
+
+
+@dataclass
+class Sample:
+    line: int
+    conversation: list[dict]
+    file: str = ""
+
+
+@dataclass
+class DatasetFile:
+    path: Path
+    format: str
+    conversations: list[list[dict]]
+    problems: list[RowProblem] = field(default_factory=list)
+    total_rows: int = 0
+    kind: str = ""
+    mapping: dict[str, str] = field(default_factory=dict)
+
+
+class DatasetSource:
+    """An opened dataset: its file type, its format and column mapping, and its columns.
+
+    ``items()`` reads the rows from the start each time it is called, as samples and
+    problems in file order; nothing is kept in memory between calls.
+    """
+
+    def __init__(self, reader: Reader, layout: Layout, columns: list[str]) -> None:
+        self._reader = reader
+        self._active = reader
+        self._convert = converter(layout)
+        self.layout = layout
+        self.path = Path(reader.path)
+        self.name = reader.name
+        self.kind = reader.kind
+        self.columns = columns
+        self.text_split: Optional[str] = getattr(reader, "split", None)
+        self.skipped_files: list[str] = reader.skipped_files if isinstance(reader, FolderReader) else []
+        self.label = _label(reader)
+
+    @property
+    def format(self) -> str:
+        return self.layout.format
+
+    @property
+    def mapping(self) -> dict[str, str]:
+        return self.layout.mapping
+
+    @property
+    def ignored_columns(self) -> list[str]:
+        used = set(self.mapping.values())
+        return [column for column in self.columns if column not in used]
+
+    def items(self) -> Iterator[Union[Sample, RowProblem]]:
+        reader = self._active = self._reader.fresh()
+        for item in reader.items():
+            if isinstance(item, RowProblem):
+                yield item
+                continue
+            try:
+                yield Sample(item.line, self._convert(item.value), item.file)
+            except BadRow as exc:
+                yield RowProblem(item.line, str(exc), item.file, item.unit, exc.code)
+
+    def fraction_read(self) -> float:
+        """How far the current ``items()`` pass has got, from 0 to 1."""
+        return min(1.0, self._active.done / max(1, self._active.total))
+
+
+def _label(reader: Reader) -> str:
+    return f"folder {reader.name}" if isinstance(reader, FolderReader) else f"dataset {reader.name}"
+
+
+def open_dataset(reference: Union[str, Path], options: Optional[DataOptions] = None) -> DatasetSource:
+    """Open a file, folder or hub dataset and settle its format from the first rows.
+
+    Raises StudioError when there is nothing to read or no format fits.
+    """
+    options = options or DataOptions()
+    reader = open_reader(reference, options.text_split)
+    label = _label(reader)
+    head = list(islice(reader.items(), DETECT_ROWS))
+    rows = [item.value for item in head if isinstance(item, RawRow)]
+    if not head:
+        raise StudioError(f"{label} is empty" if reader.is_blank() else f"{label} has no rows")
+    if not any(isinstance(row, dict) for row in rows):
+        first = next(item for item in head if isinstance(item, RowProblem) or not isinstance(item.value, dict))
+        problem = first if isinstance(first, RowProblem) else RowProblem(
+            first.line, f"row is a JSON {json_type(first.value)}, not an object", first.file, first.unit)
+        which = "no usable rows" if len(head) < DETECT_ROWS else f"the first {len(head)} rows are all unusable"
+        raise StudioError(f"{label}: {which} (first problem, {problem.where()}: {problem.reason})")
+    if reader.kind == "text" and options.format not in (None, "text"):
+        raise StudioError(f"{label} is plain text, which can only be trained on as raw text")
+    layout = choose_layout(rows, options.format, options.columns, label)
+    return DatasetSource(reader, layout, row_columns(rows))
+
+
+def dataset_columns(reference: Union[str, Path], text_split: str = "auto") -> list[str]:
+    """The columns of a dataset's first rows, to map by hand when no format fits them."""
+    reader = open_reader(reference, text_split)
+    return row_columns([item.value for item in islice(reader.items(), DETECT_ROWS) if isinstance(item, RawRow)])
+
+
+def load_dataset_file(path: Union[str, Path], options: Optional[DataOptions] = None) -> DatasetFile:
+    """The whole dataset in memory: for small files, tests and the old callers."""
+    source = open_dataset(path, options)
+    conversations: list[list[dict]] = []
+    problems: list[RowProblem] = []
+    for item in source.items():
+        if isinstance(item, Sample):
+            conversations.append(item.conversation)
+        else:
+            problems.append(item)
+    if not conversations:
+        first = problems[0]
+        raise StudioError(f"{source.label}: no usable rows (first problem, {first.where()}: {first.reason})")
+    return DatasetFile(path=source.path, format=source.format, conversations=conversations, problems=problems,
+                       total_rows=len(conversations) + len(problems), kind=source.kind, mapping=source.mapping)
+
+
+@dataclass
+class DatasetPreview:
+    samples: list[Sample]
+    problems: list[RowProblem]
+    complete: bool  # True when these are all the rows there are
+
+
+def preview_dataset(source: DatasetSource, limit: int = PREVIEW_ROWS) -> DatasetPreview:
+    """The first ``limit`` usable rows, reading no further than it takes to find them."""
+    samples: list[Sample] = []
+    problems: list[RowProblem] = []
+    items = source.items()
+    # A file of bad rows must not be read to the end just to fill a preview.
+    for item in islice(items, limit * 10):
+        if isinstance(item, Sample):
+            samples.append(item)
+            if len(samples) == limit:
+                break
+        else:
+            problems.append(item)
+    complete = next(items, None) is None
+    items.close()
+    return DatasetPreview(samples=samples, problems=problems, complete=complete)
+
+
+def dataset_fingerprint(reference: Union[str, Path]) -> str:
+    """SHA-256 of a dataset file, of a folder's dataset files (names and contents), or, for a
+    hub dataset, of its id (the hub keeps the versions)."""
+    reader = open_reader(reference)
+    digest = hashlib.sha256()
+    if isinstance(reader, HubReader):
+        digest.update(reader.repo_id.encode())
+        return digest.hexdigest()
+    files = reader.files if isinstance(reader, FolderReader) else [reader.path]
+    for path in files:
+        if isinstance(reader, FolderReader):
+            digest.update(str(path.relative_to(reader.path)).encode() + b"\0")
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

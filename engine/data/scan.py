@@ -1,0 +1,159 @@
+"""Scanning a whole dataset once: counts of good and bad rows, problems, duplicates and
+empty answers and, given a tokenizer, every row's length, in memory that stays bounded
+whatever the size; and the report of what the scan found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from engine.data.dataset import DatasetSource, Sample
+from engine.data.examples import token_lengths
+from engine.data.formats import FORMATS
+from engine.data.passes import Cancelled, DatasetPass, Progress
+from engine.data.readers import RowProblem
+from engine.data.rendering import chat_template_for
+from engine.data.split import split_counts
+
+_TOKENIZE_BATCH = 256
+
+
+@dataclass
+class DatasetReport:
+    """What a whole pass over a dataset found. ``token_lengths`` (one per good row,
+    before truncation) is there when a tokenizer was given."""
+
+    path: Path
+    kind: str
+    format: str
+    format_title: str
+    mapping: dict[str, str]
+    columns: list[str]
+    ignored_columns: list[str]
+    skipped_files: list[str]
+    text_split: Optional[str]
+    total_rows: int
+    good_rows: int
+    bad_rows: int
+    problems: list[RowProblem]
+    empty_answers: int
+    duplicates: int
+    token_lengths: Any = None
+    chat_template_fallback: bool = False
+
+    def truncated(self, max_length: int) -> int:
+        if self.token_lengths is None:
+            return 0
+        return int((self.token_lengths > max_length).sum())
+
+    def length_percentiles(self) -> dict[str, int]:
+        import numpy as np
+
+        if self.token_lengths is None or not len(self.token_lengths):
+            return {}
+        points = (50, 90, 95, 99, 100)
+        values = np.percentile(self.token_lengths, points)
+        return {("max" if p == 100 else f"p{p}"): int(round(v)) for p, v in zip(points, values)}
+
+    def to_dict(self, max_length: int, val_fraction: float = 0.0, problems: int = 20) -> dict[str, Any]:
+        train, validation = split_counts(self.good_rows, val_fraction)
+        report: dict[str, Any] = {
+            "file": str(self.path), "kind": self.kind, "format": self.format, "format_title": self.format_title,
+            "mapping": self.mapping, "columns": self.columns, "ignored_columns": self.ignored_columns, "skipped_files": self.skipped_files,
+            "text_split": self.text_split,
+            "rows": self.total_rows, "good_rows": self.good_rows, "bad_rows": self.bad_rows,
+            "empty_answers": self.empty_answers, "duplicates": self.duplicates,
+            "problems": [{"line": p.line, "file": p.file, "unit": p.unit, "reason": p.reason}
+                         for p in self.problems[:problems]],
+            "validation": {"fraction": val_fraction, "train_rows": train, "validation_rows": validation},
+        }
+        if self.token_lengths is not None:
+            truncated = self.truncated(max_length)
+            report.update({
+                "max_length": max_length,
+                "token_percentiles": self.length_percentiles(),
+                "tokens_total": int(self.token_lengths.sum()),
+                "truncated": truncated,
+                "truncated_share": round(truncated / self.good_rows, 4) if self.good_rows else 0.0,
+                "chat_template": "chatml-fallback" if self.chat_template_fallback else "model",
+            })
+        return report
+
+
+def scan_dataset(
+    source: DatasetSource,
+    tokenizer: Any = None,
+    *,
+    progress: Optional[Progress] = None,
+    cancelled: Optional[Cancelled] = None,
+) -> Optional[DatasetReport]:
+    """Read the whole dataset once: counts, problems, duplicates and (with a tokenizer) lengths.
+
+    Memory stays bounded whatever the size: 8 bytes per row for duplicate detection, 4 for
+    its length, one batch of rows and the first problems. None when cancelled.
+    """
+    import numpy as np
+
+    template, fallback = chat_template_for(tokenizer) if tokenizer is not None else (None, False)
+    counts = DatasetPass(source, progress, cancelled)
+    hashes = _Int64Buffer()
+    lengths = _Int64Buffer()
+    batch: list[Sample] = []
+
+    def measure() -> None:
+        # Rows the chat template refuses (some insist on strictly alternating turns) are bad rows.
+        for sample, length in zip(batch, token_lengths(batch, tokenizer, template, counts)):
+            if length is not None:
+                good(sample)
+                lengths.append(length)
+        batch.clear()
+
+    def good(sample: Sample) -> None:
+        counts.good += 1
+        hashes.append(hash(repr(sample.conversation)))
+
+    for number, item in enumerate(source.items()):
+        if number % 512 == 0 and not counts.tick():
+            return None
+        if isinstance(item, RowProblem):
+            counts.problem(item)
+        elif tokenizer is None:
+            good(item)
+        else:
+            batch.append(item)
+            if len(batch) == _TOKENIZE_BATCH:
+                measure()
+    if batch:
+        measure()
+    values = hashes.values()
+    return DatasetReport(
+        path=source.path, kind=source.kind, format=source.format, format_title=FORMATS[source.format].title,
+        mapping=source.mapping, columns=source.columns, ignored_columns=source.ignored_columns,
+        skipped_files=source.skipped_files, text_split=source.text_split,
+        total_rows=counts.good + counts.bad, good_rows=counts.good, bad_rows=counts.bad,
+        problems=sorted(counts.problems, key=lambda p: (p.file, p.line)),
+        empty_answers=counts.empty_answers, duplicates=int(len(values) - len(np.unique(values))),
+        token_lengths=lengths.values().astype(np.int32) if tokenizer is not None else None,
+        chat_template_fallback=fallback and source.format != "text",
+    )
+
+
+class _Int64Buffer:
+    """A growing array of integers: 8 bytes each, where a Python list would spend about 36."""
+
+    def __init__(self) -> None:
+        import numpy as np
+
+        self._data = np.empty(4096, dtype=np.int64)
+        self._size = 0
+
+    def append(self, value: int) -> None:
+        if self._size == len(self._data):
+            self._data.resize(2 * self._size, refcheck=False)
+        self._data[self._size] = value
+        self._size += 1
+
+    def values(self) -> Any:
+        return self._data[: self._size]

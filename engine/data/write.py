@@ -1,0 +1,94 @@
+"""Writing a dataset's tokenised examples for training: one streaming pass into an Arrow
+file of token ids and labels, holding one small batch in memory at a time, the file in
+place only once complete.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from engine.data.dataset import DatasetSource
+from engine.data.examples import ExampleStats, tokenize_conversation
+from engine.data.passes import Cancelled, DatasetPass, Progress
+from engine.data.readers import RowProblem
+from engine.data.rendering import chat_template_for
+from engine.errors import StudioError
+
+_WRITE_BATCH = 1000
+
+
+@dataclass
+class WrittenExamples:
+    path: Path
+    stats: ExampleStats
+    total_rows: int
+    bad_rows: int
+    problems: list[RowProblem]
+
+
+def write_examples(
+    source: DatasetSource,
+    tokenizer: Any,
+    max_length: int,
+    path: Path,
+    *,
+    train_on: str = "assistant",
+    progress: Optional[Progress] = None,
+    cancelled: Optional[Cancelled] = None,
+) -> Optional[WrittenExamples]:
+    """Tokenise every good row into an Arrow file (``input_ids``, ``labels``) for training.
+
+    Rows stream through in batches, so memory stays flat however large the dataset; the
+    file appears under ``path`` only once complete. Uses the model's chat template, or
+    ChatML when it has none. None when cancelled.
+    """
+    import pyarrow as pa
+
+    template, _fallback = chat_template_for(tokenizer)
+    counts = DatasetPass(source, progress, cancelled)
+    stats = ExampleStats()
+    schema = pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32()))])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    ids_batch: list[list[int]] = []
+    labels_batch: list[list[int]] = []
+    stopped = False
+    try:
+        with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+            def flush() -> None:
+                writer.write_batch(pa.record_batch([pa.array(ids_batch, pa.list_(pa.int32())),
+                                                    pa.array(labels_batch, pa.list_(pa.int32()))], schema=schema))
+                ids_batch.clear()
+                labels_batch.clear()
+
+            for number, item in enumerate(source.items()):
+                if number % 512 == 0 and not counts.tick():
+                    stopped = True
+                    break
+                if isinstance(item, RowProblem):
+                    counts.problem(item)
+                    continue
+                try:
+                    example = tokenize_conversation(item.conversation, tokenizer, max_length, template, train_on)
+                except StudioError as exc:
+                    counts.problem(RowProblem(item.line, str(exc), item.file, code="template"))
+                    continue
+                counts.good += 1
+                stats.add(example)
+                if example is not None:
+                    ids_batch.append(example.input_ids)
+                    labels_batch.append(example.labels)
+                    if len(ids_batch) == _WRITE_BATCH:
+                        flush()
+            if ids_batch and not stopped:
+                flush()
+        if stopped:
+            return None
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return WrittenExamples(path=path, stats=stats, total_rows=counts.good + counts.bad, bad_rows=counts.bad,
+                           problems=counts.problems)
