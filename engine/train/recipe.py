@@ -28,6 +28,9 @@ from engine.errors import StudioError
 from engine.run.events import Event, EventWriter, LogLine, RunFinished, RunStarted
 from engine.run.priority import yield_cpu_to_the_desktop
 from engine.train import distributed
+# At import, not lazily: this brings in the whole training stack (transformers' Trainer, torch), which
+# the warm-start standby imports this module for, and which the CPU memory cap must find loaded.
+from engine.train.trainer import StudioTrainer, training_arguments
 
 
 class Run:
@@ -380,7 +383,6 @@ def build_trainer(run: Run, ready: Setup, on_train_begin: Callable[[int], None])
 
     from engine.train.batching import make_collator
     from engine.train.callback import EventCallback
-    from engine.train.trainer import StudioTrainer, training_arguments
 
     config, examples = ready.config, ready.examples
     args = training_arguments(config, run.run_dir, examples=len(examples.train), has_eval=examples.eval is not None,

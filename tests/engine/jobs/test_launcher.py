@@ -65,3 +65,15 @@ def test_a_killed_standby_leaves_its_run_going_and_the_next_run_gets_a_new_one(t
     second = TrainingJob.start(_config(tiny_model_dir, dataset, name="next"))
     assert psutil.Process(second.pid).parent().pid not in (standby.pid, os.getpid())
     assert len(_losses(second)) == 4
+
+
+def test_what_the_standby_imports_is_the_whole_training_stack():
+    """The standby imports the training child's module once; a run forked from it starts at once
+    only if that import brought in what training uses (transformers' Trainer, peft, torch)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import engine.train.recipe; "
+            "print(all(name in sys.modules for name in ('torch', 'transformers.trainer', 'peft')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "True"
