@@ -74,7 +74,7 @@ PAGES = (
     PageSpec("Home", "home", "studio.pages.home", "HomePage", "runs_view"),
     PageSpec("Models", "models", "studio.pages.models", "ModelsPage", "table"),
     PageSpec("Data", "data", "studio.pages.data", "DataPage"),
-    PageSpec("Train", "train", "studio.pages.train", "TrainPage"),
+    PageSpec("Train", "train", "studio.pages.train.page", "TrainPage"),
     PageSpec("Adapters", "adapters", "studio.pages.adapters", "AdaptersPage", "table"),
     PageSpec("Chat", "chat", "studio.pages.chat", "ChatPage"),
 )

@@ -182,6 +182,137 @@ class BackgroundTask(QObject):
             self.finished.emit()
 
 
+class _Delivery:
+    """Where one task's signals go: to its caller while the task is its slot's own.
+
+    The task's signals are connected to this object's methods, which PySide holds weakly,
+    so a task never keeps the widget that started it alive (a lambda or partial would)."""
+
+    def __init__(self, slot: "TaskSlot", callbacks: dict[str, Optional[Callable[..., None]]]) -> None:
+        # Weakly: the slot keeps its deliveries, and a cycle holding a task would leave its
+        # deletion to a garbage collection, which may run on a worker thread.
+        self._slot = weakref.ref(slot)
+        self._ticket = slot._ticket
+        self._callbacks = callbacks
+
+    @property
+    def _current(self) -> bool:
+        slot = self._slot()
+        return slot is not None and slot._ticket == self._ticket
+
+    def _call(self, name: str, *args: Any) -> None:
+        callback = self._callbacks[name]
+        if callback is not None and self._current:
+            callback(*args)
+
+    def progress(self, done: int, total: int, message: str) -> None:
+        self._call("on_progress", done, total, message)
+
+    def messages(self, batch: list) -> None:
+        self._call("on_messages", batch)
+
+    def failed(self, message: str) -> None:
+        self._call("on_error", message)
+
+    def succeeded(self, result: Any) -> None:
+        if self._current:
+            self._call("on_done", result)
+        elif self._callbacks["on_disowned"] is not None:
+            self._callbacks["on_disowned"](result)
+
+    def finished(self) -> None:
+        self._call("on_finished")
+        # Nothing more comes: let go of the callbacks, whose widget would otherwise stay in a
+        # reference cycle (widget, slot, delivery) that only a garbage collection frees.
+        self._callbacks = dict.fromkeys(self._callbacks)
+        slot = self._slot()
+        hook = slot._on_finished() if slot is not None and slot._on_finished is not None else None
+        if hook is not None:
+            hook()
+
+
+class TaskSlot:
+    """One background task at a time for a widget: the start / progress / cancel / finish plumbing.
+
+    ``start`` cancels the task the slot holds (its outcome is then never delivered) and runs
+    the new one; ``busy`` and ``task`` say whether one is running. The tasks have no Qt parent
+    and are never ``deleteLater``-ed: with PySide 6.12 that crashed now and then on a finished
+    task. The slot keeps the last two alive instead, because a task may be started from its
+    predecessor's ``finished`` signal, and dropping a QObject inside its own signal is not safe.
+    """
+
+    def __init__(self, on_finished: Optional[Callable[[], None]] = None) -> None:
+        """``on_finished``: a method of the owner, called after every task ends, a disowned one
+        too (for the controls)."""
+        # Held weakly, for the same reason the deliveries drop theirs.
+        self._on_finished = weakref.WeakMethod(on_finished) if on_finished is not None else None
+        self._task: Optional[BackgroundTask] = None
+        self._kept: list[tuple[BackgroundTask, _Delivery]] = []
+        # Each task's delivery holds the ticket it started with; ``disown`` (and so ``start``)
+        # moves it on, so whatever an abandoned task still reports is recognised as stale.
+        self._ticket = 0
+
+    @property
+    def task(self) -> Optional[BackgroundTask]:
+        """The task running now, None when the slot is idle."""
+        return self._task if self._task is not None and self._task.running else None
+
+    @property
+    def busy(self) -> bool:
+        return self.task is not None
+
+    def start(self, fn: Callable[[TaskReporter], Any], on_done: Optional[Callable[[Any], None]] = None,
+              on_error: Optional[Callable[[str], None]] = None, *,
+              on_progress: Optional[Callable[[int, int, str], None]] = None,
+              on_messages: Optional[Callable[[list], None]] = None,
+              on_finished: Optional[Callable[[], None]] = None,
+              on_disowned: Optional[Callable[[Any], None]] = None,
+              needs_libraries: bool = True) -> BackgroundTask:
+        """Run ``fn(reporter)`` on a worker thread, replacing (and cancelling) the task held.
+
+        ``on_done`` / ``on_error`` / ``on_progress`` / ``on_messages`` / ``on_finished`` reach
+        this task's caller only while it is the slot's own; ``on_disowned`` gets the result of
+        one that succeeded after it was disowned or replaced (to free what it loaded);
+        ``needs_libraries``: see ``BackgroundTask``."""
+        self.disown()
+        task = BackgroundTask(fn, needs_libraries=needs_libraries)
+        delivery = _Delivery(self, {"on_done": on_done, "on_error": on_error, "on_progress": on_progress,
+                                    "on_messages": on_messages, "on_finished": on_finished,
+                                    "on_disowned": on_disowned})
+        task.progress.connect(delivery.progress)
+        task.messages.connect(delivery.messages)
+        task.succeeded.connect(delivery.succeeded)
+        task.failed.connect(delivery.failed)
+        task.finished.connect(delivery.finished)
+        self._task = task
+        self._kept = [*self._kept[-1:], (task, delivery)]
+        return task.start()
+
+    def cancel(self) -> None:
+        """Ask the running task to stop; its outcome is still delivered when it ends."""
+        if self.busy:
+            self._task.cancel()
+
+    def disown(self) -> None:
+        """Cancel the running task and never deliver its outcome; ``busy`` stays true until it ends."""
+        self.cancel()
+        self._ticket += 1
+
+    def let_go(self, wait_s: float) -> bool:
+        """Disown the running task and wait up to ``wait_s`` for its thread. True when none is
+        left running: the slot is then idle at once, though a result the task still reports
+        goes to its ``on_disowned``."""
+        self.disown()
+        if self._task is not None and not self._task.join(wait_s):
+            return False
+        self._task = None
+        return True
+
+    def join(self, timeout: Optional[float] = None) -> bool:
+        """Wait for the running task's thread; True when none is left running."""
+        return self._task is None or self._task.join(timeout)
+
+
 class TrainingRunner(QObject):
     """Adapts an ``engine.jobs.training_job.TrainingJob`` to signals, batching its events at about 10 Hz."""
 

@@ -53,7 +53,7 @@ from engine.adapters.library import (
 from engine.adapters.trash import TrashEntry, delete_adapter, empty_trash, list_trash, restore_adapter
 from engine.paths import adapters_dir
 from studio.widgets.live_plot import LivePlot
-from studio.workers import BackgroundTask, TaskReporter
+from studio.workers import BackgroundTask, TaskReporter, TaskSlot
 
 COLUMNS = ("Name", "Status", "Base model", "Method", "Rank", "Dataset", "Steps", "Final loss", "Eval loss",
            "Created", "Size", "Tags")
@@ -282,8 +282,7 @@ class AdaptersPage(QWidget):
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
         self._records: dict[str, AdapterRecord] = {}
-        # Kept by Python, not parented: see ModelsPage on deleteLater of finished tasks.
-        self._task: Optional[BackgroundTask] = None
+        self._task = TaskSlot()
         self._deleted: Optional[TrashEntry] = None
         self.summary_label = QLabel(self)
         self.summary_label.setWordWrap(True)
@@ -571,7 +570,7 @@ class AdaptersPage(QWidget):
     # longer work (copies and computation: in a BackgroundTask) ------------------------------
     @property
     def busy(self) -> bool:
-        return self._task is not None and self._task.running
+        return self._task.busy
 
     def _run(self, fn: Callable[[TaskReporter], Any], on_success: Callable[[Any], None]) -> Optional[BackgroundTask]:
         if self.busy:
@@ -579,13 +578,7 @@ class AdaptersPage(QWidget):
         self.error_label.hide()
         self.progress_bar.setRange(0, 0)
         self.progress_bar.show()
-        task = BackgroundTask(fn)
-        task.progress.connect(self._progressed)
-        task.succeeded.connect(on_success)
-        task.failed.connect(self._failed)
-        task.finished.connect(self._finished)
-        self._task = task
-        task.start()
+        task = self._task.start(fn, on_success, self._failed, on_progress=self._progressed, on_finished=self._finished)
         self._selection_changed()
         return task
 

@@ -47,7 +47,7 @@ from studio.widgets.chat_widgets import (
 )
 from studio.widgets.pickers import ModelPicker
 from studio.widgets.trust_dialog import confirm_model_code
-from studio.workers import BackgroundTask, TaskReporter
+from studio.workers import TaskReporter, TaskSlot
 
 if TYPE_CHECKING:
     from engine.chat.compare import ColumnResult
@@ -81,16 +81,10 @@ class ChatPage(QWidget):
         self._session_model_label = ""
         self._session_adapter: Optional[str] = None
         self._session_adapter_label = "base model"
-        # The latest task, kept until the next one starts. Python owns it (no Qt parent):
-        # with PySide 6.12, deleteLater on a finished task crashes now and then. The one
-        # before it is kept too, because a task can start from the previous one's
-        # finished signal, and dropping a QObject inside its own signal is not safe.
-        self._task: Optional[BackgroundTask] = None
-        self._previous_task: Optional[BackgroundTask] = None
+        # One task at a time; close_session() lets go of a running one, and an abandoned task
+        # ending brings the controls back.
+        self._task = TaskSlot(self._update_controls)
         self._task_kind = ""
-        # Each task's signals carry the ticket it started with; close_session() moves the
-        # ticket on, so whatever an abandoned task still reports is recognised as stale.
-        self._ticket = 0
         self._pickers_moved_while_busy = False
         # A training run that started while a load was running, and the notice of an
         # unload that waits for the running task: both are dealt with when it ends.
@@ -212,7 +206,7 @@ class ChatPage(QWidget):
 
     @property
     def busy(self) -> bool:
-        return self._task is not None and self._task.running
+        return self._task.busy
 
     @property
     def generating(self) -> bool:
@@ -412,15 +406,9 @@ class ChatPage(QWidget):
         It waits for the worker (a stopped reply ends within a token) so the model is
         never closed under a running generation.
         """
-        ended = True
-        if self.busy:
-            self._ticket += 1
-            self._task.cancel()
-            # A load cannot be interrupted; if it outlasts the wait, its session is
-            # closed when it arrives (see _task_succeeded).
-            ended = self._task.join(timeout=10.0)
-        if ended:
-            self._task = None
+        # A load cannot be interrupted; if it outlasts the wait, its session is
+        # closed when it arrives (see _close_abandoned).
+        ended = self._task.let_go(10.0)
         session = self._session
         self._forget_session()
         if session is not None and ended:
@@ -439,37 +427,22 @@ class ChatPage(QWidget):
         on_success: Callable[[Any], None],
         on_failure: Callable[[str], None],
     ) -> None:
-        task = BackgroundTask(fn)
-        self._previous_task, self._task, self._task_kind = self._task, task, kind
-        self._ticket += 1
-        task.succeeded.connect(partial(self._task_succeeded, self._ticket, on_success))
-        task.failed.connect(partial(self._task_failed, self._ticket, on_failure))
-        task.finished.connect(partial(self._task_finished, self._ticket))
-        if kind == "generate":
-            task.messages.connect(partial(self._tokens_arrived, self._ticket))
-        elif kind == "compare":
-            task.messages.connect(partial(self._compare_arrived, self._ticket))
+        on_messages = {"generate": self._tokens_arrived, "compare": self._compare_arrived}.get(kind)
+        self._task_kind = kind
+        self._task.start(fn, on_success, on_failure, on_messages=on_messages, on_finished=self._task_finished,
+                         on_disowned=self._close_abandoned)
         if busy_text:
             self.session_label.setText(busy_text)
             self.busy_bar.show()
         self._update_controls()
-        task.start()
 
-    def _task_succeeded(self, ticket: int, on_success: Callable[[Any], None], result: Any) -> None:
-        if ticket == self._ticket:
-            on_success(result)
-        elif isinstance(result, _Loaded):
+    @staticmethod
+    def _close_abandoned(result: Any) -> None:
+        if isinstance(result, _Loaded):
             # close_session() gave up waiting for this load; the page no longer wants it.
             result.session.close()
 
-    def _task_failed(self, ticket: int, on_failure: Callable[[str], None], message: str) -> None:
-        if ticket == self._ticket:
-            on_failure(message)
-
-    def _task_finished(self, ticket: int) -> None:
-        if ticket != self._ticket:
-            self._update_controls()  # an abandoned task ended: the controls can come back
-            return
+    def _task_finished(self) -> None:
         self.busy_bar.hide()
         self._update_controls()
         if self._task_kind in ("load", "swap", "unload"):
@@ -563,11 +536,10 @@ class ChatPage(QWidget):
         self.status_label.setText("Generating…")
         self._start("generate", "", generate, self._replied, on_failure)
 
-    def _tokens_arrived(self, ticket: int, pieces: list) -> None:
-        if ticket == self._ticket:
-            self.transcript.append_text("".join(pieces))
-            self._live.add(len(pieces), time.perf_counter())
-            self.status_label.setText(f"Generating… {self._live.describe()}")
+    def _tokens_arrived(self, pieces: list) -> None:
+        self.transcript.append_text("".join(pieces))
+        self._live.add(len(pieces), time.perf_counter())
+        self.status_label.setText(f"Generating… {self._live.describe()}")
 
     def _replied(self, reply: "ChatReply") -> None:
         self._history.append({"role": "assistant", "content": reply.reply})
@@ -590,9 +562,7 @@ class ChatPage(QWidget):
         self.transcript.add_error(message)
         self.status_label.clear()
 
-    def _compare_arrived(self, ticket: int, batch: list) -> None:
-        if ticket != self._ticket:
-            return
+    def _compare_arrived(self, batch: list) -> None:
         view = self.compare_view
         pending: list[str] = []
         streaming = -1

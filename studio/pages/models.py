@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 
 from engine.errors import StudioError
 from engine.models.store import STARTER, STARTER_NAME, ModelRecord, add_model, list_models, resolve_model
-from studio.workers import BackgroundTask, TaskReporter
+from studio.workers import TaskReporter, TaskSlot
 
 COLUMNS = ("Name", "Source", "Architecture", "Ready", "Chat template", "Size", "Location")
 _ERROR_STYLE = "color: #c0392b; font-weight: 600;"
@@ -40,9 +40,7 @@ class ModelsPage(QWidget):
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
-        # The latest task, kept until the next one starts. Python owns it (no Qt parent):
-        # with PySide 6.12, deleteLater on a finished task crashes now and then.
-        self._task: Optional[BackgroundTask] = None
+        self._task = TaskSlot()
         self.add_folder_button = QPushButton("Add model folder…", self)
         self.add_folder_button.setToolTip(
             "Add a Hugging Face model folder (config.json, safetensors weights and tokenizer)"
@@ -98,7 +96,7 @@ class ModelsPage(QWidget):
 
     @property
     def busy(self) -> bool:
-        return self._task is not None and self._task.running
+        return self._task.busy
 
     def refresh(self) -> None:
         """List the model store again."""
@@ -159,14 +157,8 @@ class ModelsPage(QWidget):
         self.progress_bar.setRange(0, 0)  # busy until the first progress report says how much
         self.progress_bar.show()
         self.progress_label.setText(message)
-        task = BackgroundTask(fn)
-        task.progress.connect(self._progressed)
-        task.succeeded.connect(self._succeeded)
-        task.failed.connect(self._failed)
-        task.finished.connect(self._finished)
-        self._task = task
+        self._task.start(fn, self._succeeded, self._failed, on_progress=self._progressed, on_finished=self._finished)
         self._update_controls()
-        task.start()
 
     def _progressed(self, done: int, total: int, message: str) -> None:
         if total > 0:

@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.paths import studio_home
-from studio.workers import BackgroundTask, TaskReporter
+from studio.workers import BackgroundTask, TaskReporter, TaskSlot
 
 _OK_COLOUR = "#1e8449"
 _WARN_COLOUR = "#b9770e"
@@ -75,7 +75,7 @@ class _TaskDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle(title)
         self.setMinimumWidth(620)
-        self.task: Optional[BackgroundTask] = None
+        self._task = TaskSlot()
         self.progress_bar = QProgressBar(self)
         self.progress_bar.hide()
         self.progress_label = QLabel(self)
@@ -90,18 +90,13 @@ class _TaskDialog(QDialog):
         self.result_view.clear()
         self.progress_bar.setRange(0, 0)
         self.progress_bar.show()
-        task = BackgroundTask(fn)
-        task.progress.connect(self._progressed)
-        task.succeeded.connect(on_success)
-        task.failed.connect(self._failed)
-        task.finished.connect(self._finished)
-        self.task = task
+        task = self._task.start(fn, on_success, self._failed, on_progress=self._progressed, on_finished=self._finished)
         self._set_busy(True)
-        return task.start()
+        return task
 
     @property
     def busy(self) -> bool:
-        return self.task is not None and self.task.running
+        return self._task.busy
 
     def _progressed(self, done: int, total: int, message: str) -> None:
         self.progress_bar.setRange(0, max(total, 1))
@@ -122,9 +117,8 @@ class _TaskDialog(QDialog):
     def reject(self) -> None:
         # Work already under way finishes (a half-written result is never left: the engine
         # stages it); the dialog waits for it rather than leave a thread behind.
-        if self.task is not None:
-            self.task.cancel()
-            self.task.join()
+        self._task.cancel()
+        self._task.join()
         super().reject()
 
     def closeEvent(self, event: QCloseEvent) -> None:

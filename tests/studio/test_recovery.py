@@ -19,7 +19,7 @@ from engine.adapters.library import list_adapters
 from engine.paths import runs_dir
 from helpers import write_messages_dataset
 from studio.main_window import MainWindow
-from studio.pages.train import TrainPage
+from studio.pages.train.page import TrainPage
 
 RUN_TIMEOUT_MS = 120_000
 REPORT_WITHIN_S = 2.0  # the bound for telling the user the training process died

@@ -15,7 +15,7 @@ from engine.jobs.summary import list_runs
 from engine.adapters.library import list_adapters
 from engine.paths import runs_dir
 from helpers import write_messages_dataset
-from studio.pages.train import TrainPage
+from studio.pages.train.page import TrainPage
 from studio.widgets.run_dialogs import ExportRunDialog, ModulePickerDialog
 
 RUN_TIMEOUT_MS = 120_000

@@ -14,7 +14,7 @@ from engine.models import trust
 from engine.jobs.summary import list_runs
 from studio import workers
 from studio.pages.chat import ChatPage
-from studio.pages.train import TrainPage
+from studio.pages.train.page import TrainPage
 from studio.widgets.trust_dialog import RUN_CODE
 
 TIMEOUT_MS = 120_000

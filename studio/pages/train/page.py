@@ -2,11 +2,13 @@
 knobs (simple or advanced), start a run and watch it; resume it, train it further or
 export it to run elsewhere.
 
-Starting a run checks it against this machine (``engine.jobs.checks.check_can_run``, which loads
-torch) and spawns the child: that runs in a ``BackgroundTask``. The run's events come back
-through ``workers.TrainingRunner`` in batches about ten times a second. The memory estimate
-is arithmetic on a model's config (well under a millisecond) and is redone on the UI
-thread, a moment after the last change.
+The page assembles the settings column (the pickers, ``SettingsForm``, the memory bar and the
+run buttons), the ``RunMonitor`` and the ``RunController`` that owns the run's state. Starting
+a run checks it against this machine (``engine.jobs.checks.check_can_run``, which loads
+torch) and spawns the child: that runs in a background task. The run's events come back
+through ``workers.TrainingRunner`` in batches about ten times a second, and the buttons follow
+what they said. The memory estimate is arithmetic on a model's config (well under a
+millisecond) and is redone on the UI thread, a moment after the last change.
 """
 
 from __future__ import annotations
@@ -27,21 +29,18 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QMenu,
-    QPlainTextEdit,
-    QProgressBar,
     QPushButton,
     QScrollArea,
     QSizePolicy,
-    QSplitter,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
-from engine.core.choices import ENDED_WELL, RunStatus
+from engine.errors import StudioError
 from engine.jobs import launcher
 from engine.run.config import RunConfig
-from engine.errors import StudioError
+from engine.core.choices import RunStatus
 from engine.run.events import (
     CheckpointSaved,
     EvalMetrics,
@@ -54,67 +53,68 @@ from engine.run.events import (
     RunStarted,
     StepMetrics,
 )
-from studio.widgets.live_plot import LivePlot
+from studio.pages.train.controller import RunController, RunState
+from studio.pages.train.fitting import auto_fit, best_device
+from studio.pages.train.monitor import RunMonitor, failure_message
 from studio.widgets.memory_bar import MemoryBar
 from studio.widgets.pickers import DatasetPicker, ModelPicker
 from studio.widgets.run_dialogs import ExportRunDialog, ModulePickerDialog, TrainMoreDialog
 from studio.widgets.train_settings import SettingsForm
 from studio.widgets.trust_dialog import confirm_model_code
-from studio.workers import BackgroundTask, TaskReporter, TrainingRunner, describe_error
+from studio.workers import BackgroundTask, TaskReporter, TaskSlot, TrainingRunner, describe_error
 
-_MB = 1024 * 1024
-_LEVEL_COLOURS = {"error": "#c0392b", "warning": "#b9770e"}
 _ERROR_STYLE = "color: #c0392b; font-weight: 600;"
 _ESTIMATE_DELAY_MS = 150
-
-# States of the page's run, announced through ``runStateChanged``.
-IDLE, STARTING, RUNNING, PAUSING, PAUSED, RESUMING, STOPPING = (
-    "idle", "starting", "running", "pausing", "paused", "resuming", "stopping")
-
-
-def _eta(seconds: float) -> str:
-    """m:ss, or h:mm:ss from an hour up."""
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def _best_device(reporter: TaskReporter) -> Any:
-    from engine.hardware import best_device
-
-    return best_device()
-
-
-def _memory_title(device: str) -> str:
-    # On a CPU nothing separates tensors from the rest of the process: say what is measured.
-    return "Memory (whole process)" if device == "cpu" else f"Memory on {device}"
 
 
 class TrainPage(QWidget):
     runFinished = Signal(object)  # the RunFinished event
     adapterSaved = Signal(str)  # the new adapter's folder
     modelSaved = Signal(str)  # a full fine-tune's folder in the model store
-    runStateChanged = Signal(str)  # idle | starting | running | pausing | paused | resuming | stopping
+    runStateChanged = Signal(str)  # a RunState's value: idle | starting | running | pausing | paused | resuming | stopping
     progressChanged = Signal(str)  # "step N / M · ETA m:ss", for the status bar
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
-        self._runner: Optional[TrainingRunner] = None
-        self._task: Optional[BackgroundTask] = None
+        self.controller = RunController(self)
+        self.controller.stateChanged.connect(self._show_state)
+        self.controller.events.connect(self._on_events)
+        self.controller.finished.connect(self._on_finished)
+        self.monitor = RunMonitor()
+        self.monitor.progressChanged.connect(self.progressChanged)
+        # The monitor's parts, by the names the window and the tests use.
+        self.progress_bar = self.monitor.progress_bar
+        self.loss_plot = self.monitor.loss_plot
+        self.memory_plot = self.monitor.memory_plot
+        self.log_view = self.monitor.log_view
+        # Checking and spawning a run; and the settings' own work (auto-fit, listing a model's
+        # modules). The buttons that follow the last run wait for both.
+        self._start_task = TaskSlot(self._update_after_run_buttons)
+        self._settings_task = TaskSlot(self._update_after_run_buttons)
+        self._device_lookup = TaskSlot()
+        self._warm_up = TaskSlot()
         self._device: Any = None  # engine.hardware.DeviceInfo, once found
-        self._device_task: Optional[BackgroundTask] = None
         self._specs: dict[str, Any] = {}
-        self._state = IDLE
-        self._total_steps = 0
-        self._first_step = 0
-        self._last_run: Optional[Path] = None  # the run this page showed last, for resume / train more
         self._last_config: Optional[RunConfig] = None
         self._oom_plan: Optional[dict] = None
         self._warming_up = False
         self._estimate_timer = QTimer(self, singleShot=True, interval=_ESTIMATE_DELAY_MS, timeout=self.update_estimate)
         self._build()
-        self._set_state(IDLE)
+        self.controller.set_state(RunState.IDLE)
         self.update_estimate()
+
+    @property
+    def _runner(self) -> Optional[TrainingRunner]:
+        return self.controller.runner
+
+    @property
+    def _last_run(self) -> Optional[Path]:
+        return self.controller.last_run
+
+    @property
+    def _task(self) -> Optional[BackgroundTask]:
+        """The background work under way, if any (the device lookup and the warm-up aside)."""
+        return self._start_task.task or self._settings_task.task
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
@@ -122,16 +122,13 @@ class TrainPage(QWidget):
             # Whoever opens this page is about to train: have a standby import the training stack
             # now, so that Start begins training at once rather than after 10-15 s of imports.
             self._warming_up = True
-            task = BackgroundTask(lambda _reporter: launcher.enable(), parent=self)
-            task.finished.connect(task.deleteLater)
-            task.start()
+            self._warm_up.start(lambda _reporter: launcher.enable())
 
     # ----------------------------------------------------------------- layout
     def _build(self) -> None:
         layout = QHBoxLayout(self)
         layout.addWidget(self._build_settings())
-        layout.addWidget(self._build_monitor(), 1)
-        self._reset_progress()
+        layout.addWidget(self.monitor, 1)
 
     def _build_settings(self) -> QWidget:
         """The left column: what to train, the memory it takes, the knobs, the run buttons."""
@@ -215,7 +212,7 @@ class TrainPage(QWidget):
         self.discard_action = stop_menu.addAction("Stop and discard", self.discard_run)
         self.stop_button.setMenu(stop_menu)
         self.start_button.clicked.connect(self.start_run)
-        self.pause_button.clicked.connect(self._pause_or_resume)
+        self.pause_button.clicked.connect(self.controller.pause_or_resume)
         self.stop_button.clicked.connect(self.stop_run)
         run_row = QHBoxLayout()
         for button in (self.start_button, self.pause_button, self.stop_button):
@@ -223,7 +220,7 @@ class TrainPage(QWidget):
 
         self.resume_button = QPushButton("Resume run")
         self.resume_button.setToolTip("Continue the last run from its newest checkpoint")
-        self.resume_button.clicked.connect(lambda: self.resume_run(self._last_run))
+        self.resume_button.clicked.connect(lambda: self.resume_run(self.controller.last_run))
         self.more_button = QPushButton("Train more…")
         self.more_button.setToolTip("Continue the finished run for more steps or epochs, from where it ended")
         self.more_button.clicked.connect(lambda: self.ask_train_more())
@@ -267,49 +264,6 @@ class TrainPage(QWidget):
         self.oom_panel.hide()
         return self.oom_panel
 
-    def _build_monitor(self) -> QWidget:
-        """The right side: progress, the loss and memory plots, and the log."""
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setTextVisible(True)
-        self.progress_bar.setAccessibleName("Training progress")
-        self.loss_plot = LivePlot(("train loss", "eval loss"), x_label="step", y_label="loss", title="Loss")
-        # A step's points reach both plots at once: redrawing the second 40 ms after the first keeps
-        # each repaint of the window to one plot, half the time the window cannot answer.
-        self.memory_plot = LivePlot(("allocated", "reserved"), x_label="step", y_label="memory (MB)",
-                                    title="Memory", redraw_ms=90)
-        self.log_view = QPlainTextEdit()
-        self.log_view.setReadOnly(True)
-        self.log_view.setMaximumBlockCount(5000)
-        self.log_view.setAccessibleName("Training log")
-
-        plots = QSplitter(Qt.Orientation.Horizontal)
-        plots.addWidget(self.loss_plot)
-        plots.addWidget(self.memory_plot)
-        log_box = QWidget()
-        log_layout = QVBoxLayout(log_box)
-        log_layout.setContentsMargins(0, 0, 0, 0)
-        log_label = QLabel("Log")
-        log_label.setBuddy(self.log_view)
-        log_layout.addWidget(log_label)
-        log_layout.addWidget(self.log_view)
-        self.monitor_split = QSplitter(Qt.Orientation.Vertical)
-        self.monitor_split.addWidget(plots)
-        self.monitor_split.addWidget(log_box)
-        self.monitor_split.setStretchFactor(0, 3)
-        self.monitor_split.setStretchFactor(1, 2)
-
-        right = QWidget()
-        right_layout = QVBoxLayout(right)
-        right_layout.setContentsMargins(0, 0, 0, 0)
-        progress_label = QLabel("Progress")
-        progress_label.setBuddy(self.progress_bar)
-        progress_row = QHBoxLayout()
-        progress_row.addWidget(progress_label)
-        progress_row.addWidget(self.progress_bar, 1)
-        right_layout.addLayout(progress_row)
-        right_layout.addWidget(self.monitor_split, 1)
-        return right
-
     def _select_pirate_sample(self) -> None:
         combo = self.dataset_picker.combo
         for index in range(combo.count()):
@@ -327,12 +281,12 @@ class TrainPage(QWidget):
 
     @property
     def run_active(self) -> bool:
-        return self._runner is not None
+        return self.controller.runner is not None
 
     @property
     def busy(self) -> bool:
         """A run is starting or going (the settings are locked)."""
-        return self._runner is not None or self._state == STARTING
+        return self.controller.runner is not None or self.controller.state == RunState.STARTING
 
     def build_config(self) -> RunConfig:
         """The run the form describes; StudioError says what to fix."""
@@ -382,15 +336,13 @@ class TrainPage(QWidget):
     # -------------------------------------------------------------- memory
     def find_device(self) -> None:
         """Read the device training would use, and its free memory, in the background."""
-        if self._device_task is not None:
-            return
-        self._device_task = self._background(_best_device, self._on_device, lambda message: None,
-                                             attribute="_device_task")
+        if not self._device_lookup.busy:
+            self._device_lookup.start(best_device, self._on_device)
 
     def _on_device(self, device: Any) -> None:
         self._device = device
         # Titled before a run starts, so that the run's start does not lay the plot out again.
-        self.memory_plot.set_title(_memory_title(device.torch_device))
+        self.monitor.set_memory_title(device.torch_device)
         self.memory_bar.set_device_kind(device.kind)
         self.update_estimate()
 
@@ -441,9 +393,9 @@ class TrainPage(QWidget):
         self.memory_bar.show_explanations(["Measuring the dataset's lengths…"])
 
         def work(reporter: TaskReporter) -> tuple[RunConfig, Any]:
-            return config, _auto_fit(config, spec, device, reporter)
+            return config, auto_fit(config, spec, device, reporter)
 
-        self._task = self._background(work, self._on_fit, self._on_fit_failed)
+        self._settings_task.start(work, self._on_fit, self._on_fit_failed)
 
     def _on_fit(self, result: tuple[RunConfig, Any]) -> None:
         from engine.memory.planning import config_with_plan
@@ -477,7 +429,7 @@ class TrainPage(QWidget):
             if dialog.exec() == QDialog.DialogCode.Accepted:
                 self.form.modules_edit.setText(",".join(dialog.chosen()))
 
-        self._task = self._background(names, show, lambda message: self._show_error(f"Cannot list modules: {message}"))
+        self._settings_task.start(names, show, lambda message: self._show_error(f"Cannot list modules: {message}"))
 
     # ------------------------------------------------------------- the run
     def start_run(self) -> None:
@@ -504,18 +456,19 @@ class TrainPage(QWidget):
         self._begin(self._with_history(run_dir, lambda: TrainingJob.resume(run_dir)), None, clear=False)
 
     def watch_run(self, run_dir: Path) -> None:
-        """Show a run that is still going (its window closed or crashed): replay its curve, then follow it."""
-        if self.busy:
+        """Show a run that is still going (its window closed or crashed): replay its curve, then follow it.
+
+        Finding its process (and checking it is that run's) happens in the background."""
+        if self.busy or self._start_task.busy:
             return
         from engine.jobs.training_job import TrainingJob
 
-        try:
-            job = TrainingJob.attach(Path(run_dir))
-        except StudioError as exc:
-            self._refuse(exc)
-            return
-        self._clear_monitor()
-        self._follow(job)
+        def attached(job: Any) -> None:
+            self.monitor.clear()
+            self._follow(job)
+
+        self._start_task.start(lambda reporter: TrainingJob.attach(Path(run_dir)), attached,
+                               lambda message: self._refuse(StudioError(message)), needs_libraries=False)
 
     def train_more(self, run_dir: Path, **amount: Any) -> None:
         """Continue a finished run for ``steps=N`` or ``epochs=E`` more."""
@@ -547,39 +500,28 @@ class TrainPage(QWidget):
         self._show_error("")
         self.oom_panel.hide()
         self._last_config = config
-        self._set_state(STARTING)
-        self.progress_bar.setFormat("checking the run against this machine…")
+        self.controller.set_state(RunState.STARTING)
+        self.monitor.set_status("checking the run against this machine…")
 
         def started(result: Any) -> None:
             job, history = result if isinstance(result, tuple) else (result, None)
             if clear or history is not None:
-                self._clear_monitor()
+                self.monitor.clear()
             if history is not None:
-                self._draw_history(*history)
+                self.monitor.draw_history(*history)
             self._follow(job)
 
         def refused(message: str) -> None:
-            self._set_state(IDLE)
-            self._reset_progress()
+            self.controller.set_state(RunState.IDLE)
+            self.monitor.reset_progress()
             self._refuse(StudioError(message))
 
-        self._task = self._background(start, started, refused)
-
-    def _draw_history(self, curves: Any, until: int) -> None:
-        """The run's curve so far, up to the checkpoint it goes on from (later steps are redone)."""
-        for name, curve in (("train loss", curves.loss), ("eval loss", curves.eval_loss)):
-            kept = [(step, value) for step, value in zip(curve.steps, curve.values) if step <= until]
-            if kept:
-                self.loss_plot.set_points([step for step, _ in kept], [value for _, value in kept], name)
+        self._start_task.start(start, started, refused)
 
     def _follow(self, job: Any) -> None:
-        self._last_run = Path(job.run_dir)
-        self.progress_bar.setFormat("starting: loading the model…")
+        self.monitor.set_status("starting: loading the model…")
         self._log(f"Run folder: {job.run_dir}")
-        self._runner = TrainingRunner(job, parent=self)
-        self._runner.events.connect(self._on_events)
-        self._runner.finished.connect(self._on_finished)
-        self._set_state(RUNNING)
+        self.controller.follow(job)
 
     def _refuse(self, exc: BaseException) -> None:
         if not isinstance(exc, StudioError):
@@ -590,37 +532,38 @@ class TrainPage(QWidget):
     def stop_run(self) -> None:
         if self._runner is None:
             return
-        self._runner.job.stop(save=True)
         self._log("Stopping after the current step; the adapter trained so far will be saved.")
-        self._set_state(STOPPING)
+        self.controller.stop(save=True)
 
     def discard_run(self) -> None:
         if self._runner is None:
             return
-        self._runner.job.stop(save=False)
         self._log("Stopping after the current step without saving anything.")
-        self._set_state(STOPPING)
-
-    def _pause_or_resume(self) -> None:
-        if self._runner is None:
-            return
-        if self._state == PAUSED:
-            self._runner.job.resume_training()
-            self._set_state(RESUMING)
-        elif self._state == RUNNING:
-            self._runner.job.pause()
-            self._set_state(PAUSING)
+        self.controller.stop(save=False)
 
     def ask_train_more(self, run_dir: Optional[Path] = None) -> Optional[QDialog]:
         """Ask how much more to train a finished run (this page's last by default), then start.
 
         The dialog is window-modal and answers through its signals, so the caller (and a test)
-        is not held in a nested event loop; it is returned for them.
+        is not held in a nested event loop. For this page's last run it opens at once, from what
+        the run's events said, and is returned; another run's folder is read in the background
+        first, and the dialog opens when that is done (None is returned).
         """
-        from engine.jobs.summary import summarize_run
+        run_dir = Path(run_dir) if run_dir else self._last_run
+        if run_dir is None:
+            return None
+        if run_dir == self._last_run:
+            return self._open_train_more(run_dir, self.controller.last_run_summary())
+        if not self._start_task.busy:
+            from engine.jobs.summary import summarize_run
 
-        run_dir = run_dir or self._last_run
-        summary = summarize_run(run_dir) if run_dir else None
+            self._start_task.start(lambda reporter: summarize_run(run_dir),
+                                   lambda summary: self._open_train_more(run_dir, summary),
+                                   lambda message: self._show_error(f"Cannot read the run: {message}"),
+                                   needs_libraries=False)
+        return None
+
+    def _open_train_more(self, run_dir: Path, summary: Any) -> Optional[QDialog]:
         if summary is None:
             return None
         dialog = TrainMoreDialog(summary.name, summary.checkpoint_step, self)
@@ -658,12 +601,11 @@ class TrainPage(QWidget):
     def _on_events(self, batch: list[Event]) -> None:
         for event in batch:
             if isinstance(event, StepMetrics):
-                self._on_step(event)
+                self.monitor.show_step(event)
             elif isinstance(event, EvalMetrics):
-                self.loss_plot.append(event.step, event.eval_loss, "eval loss")
-                self._log(f"Eval loss at step {event.step}: {event.eval_loss:.4f}")
+                self.monitor.show_eval(event.step, event.eval_loss)
             elif isinstance(event, RunStarted):
-                self._on_started(event)
+                self.monitor.show_started(event)
             elif isinstance(event, CheckpointSaved):
                 self._log(f"Checkpoint saved at step {event.step}: {event.path}")
             elif isinstance(event, LogLine):
@@ -672,45 +614,8 @@ class TrainPage(QWidget):
                 self._on_out_of_memory(event)
             elif isinstance(event, Paused):
                 self._log(f"Paused at step {event.step}.")
-                if self._state != STOPPING:
-                    self._set_state(PAUSED)
             elif isinstance(event, Resumed):
                 self._log(f"Resumed at step {event.step}.")
-                if self._state != STOPPING:
-                    self._set_state(RUNNING)
-
-    def _on_started(self, event: RunStarted) -> None:
-        self._total_steps = event.total_steps
-        self._first_step = event.resumed_from_step
-        self.progress_bar.setRange(0, max(1, event.total_steps))
-        self.progress_bar.setValue(event.resumed_from_step)
-        self._set_progress_text(event.resumed_from_step, None)
-        self.memory_plot.set_title(_memory_title(event.device))
-        self._cover_steps()
-        predicted = event.predicted_peak_bytes
-        self.memory_plot.set_reference(predicted / _MB if predicted else None, "predicted peak")
-        self._log(f"Training on {event.device}: {event.train_examples} examples, {event.total_steps} steps.")
-
-    def _on_step(self, event: StepMetrics) -> None:
-        self.loss_plot.append(event.step, event.loss)
-        if event.memory_allocated is not None:
-            self.memory_plot.append(event.step, event.memory_allocated / _MB, "allocated")
-        if event.memory_reserved is not None:
-            self.memory_plot.append(event.step, event.memory_reserved / _MB, "reserved")
-        if event.total_steps and event.total_steps != self._total_steps:
-            self._total_steps = event.total_steps
-            self.progress_bar.setRange(0, event.total_steps)
-            self._cover_steps()
-        self.progress_bar.setValue(min(event.step, self.progress_bar.maximum()))
-        done = event.step - self._first_step
-        eta = event.elapsed_s / done * (self._total_steps - event.step) if done > 0 else None
-        self._set_progress_text(event.step, eta)
-
-    def _cover_steps(self) -> None:
-        # The plots' x axes span the whole run from its start: a moving axis is redrawn from
-        # scratch, and the curves' progress across the plot shows how far the run has come.
-        for plot in (self.loss_plot, self.memory_plot):
-            plot.cover_x(0, max(1, self._total_steps))
 
     def _on_out_of_memory(self, event: OutOfMemory) -> None:
         from engine.core.units import human_bytes
@@ -729,101 +634,39 @@ class TrainPage(QWidget):
         self.oom_panel.show()
 
     def _on_finished(self, event: RunFinished) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            runner.deleteLater()
-        # The last points now; the memory plot's own timer draws its own in a later repaint.
-        self.loss_plot.redraw()
-        if event.status == RunStatus.COMPLETED:
-            self.progress_bar.setValue(self.progress_bar.maximum())
-            self.progress_bar.setFormat(f"step {self._total_steps} / {self._total_steps} · done")
-            self._log(f"Finished at step {event.step}, final loss {self._loss_text(event)}.")
-        elif event.status == RunStatus.STOPPED:
-            self.progress_bar.setFormat(f"stopped at step {event.step} / {self._total_steps}")
-            self._log(f"Stopped at step {event.step}.")
-        else:
-            message = event.error or "the training process ended without saying why"
-            self.progress_bar.setFormat(f"failed at step {event.step}")
-            self._show_error(f"Training failed: {message}")
-            self._log(f"Training failed: {message}", "error")
-        if event.adapter:
-            self._log(f"Adapter saved to the library: {event.adapter}")
-        if event.model:
-            self._log(f"Fine-tuned model saved to the model store: {event.model}")
-        self.progressChanged.emit(self.progress_bar.text())
-        self._set_state(IDLE)
+        self.monitor.show_finished(event)
+        if event.status not in (RunStatus.COMPLETED, RunStatus.STOPPED):
+            self._show_error(f"Training failed: {failure_message(event)}")
+        self.controller.set_state(RunState.IDLE)
         self.runFinished.emit(event)
         if event.adapter:
             self.adapterSaved.emit(event.adapter)
         if event.model:
             self.modelSaved.emit(event.model)
 
-    # -------------------------------------------------------------- helpers
-    def _background(self, work: Callable[[TaskReporter], Any], succeeded: Callable[[Any], None],
-                    failed: Callable[[str], None], attribute: str = "_task") -> BackgroundTask:
-        """Run ``work`` on a worker thread; the attribute holding the task is cleared when it ends."""
-        task = BackgroundTask(work, parent=self)
-        task.succeeded.connect(succeeded)
-        task.failed.connect(failed)
-
-        def done() -> None:
-            if getattr(self, attribute) is task:
-                setattr(self, attribute, None)
-            task.deleteLater()
-            self._update_after_run_buttons()
-
-        task.finished.connect(done)
-        return task.start()
-
-    def _clear_monitor(self) -> None:
-        self.loss_plot.clear()
-        self.memory_plot.clear()
-        self.memory_plot.set_reference(None)
-        self.log_view.clear()
-        self._reset_progress()
-
-    @staticmethod
-    def _loss_text(event: RunFinished) -> str:
-        return f"{event.final_loss:.4f}" if event.final_loss is not None else "not recorded"
-
-    def _reset_progress(self) -> None:
-        self._total_steps = 0
-        self._first_step = 0
-        self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(0)
-        self.progress_bar.setFormat("no run yet")
-
-    def _set_progress_text(self, step: int, eta_s: Optional[float]) -> None:
-        text = f"step {step} / {self._total_steps}"
-        text += f" · ETA {_eta(eta_s)}" if eta_s is not None else " · ETA estimating…"
-        self.progress_bar.setFormat(text)
-        self.progressChanged.emit(text)
-
-    def _set_state(self, state: str) -> None:
-        self._state = state
-        active = state != IDLE
+    # -------------------------------------------------------------- state
+    def _show_state(self, value: str) -> None:
+        """The run buttons and the settings follow the run's state; then the window hears of it."""
+        state = RunState(value)
+        active = state != RunState.IDLE
         self.start_button.setEnabled(not active)
-        self.start_button.setText("Checking…" if state == STARTING else "Start")
-        self.pause_button.setEnabled(state in (RUNNING, PAUSED))
+        self.start_button.setText("Checking…" if state == RunState.STARTING else "Start")
+        self.pause_button.setEnabled(state in (RunState.RUNNING, RunState.PAUSED))
         self.pause_button.setText(
-            {PAUSED: "Resume", PAUSING: "Pausing…", RESUMING: "Resuming…"}.get(state, "Pause")
+            {RunState.PAUSED: "Resume", RunState.PAUSING: "Pausing…", RunState.RESUMING: "Resuming…"}.get(state, "Pause")
         )
-        self.stop_button.setEnabled(state in (RUNNING, PAUSING, PAUSED, RESUMING))
-        self.stop_button.setText("Stopping…" if state == STOPPING else "Stop")
+        self.stop_button.setEnabled(state in (RunState.RUNNING, RunState.PAUSING, RunState.PAUSED, RunState.RESUMING))
+        self.stop_button.setText("Stopping…" if state == RunState.STOPPING else "Stop")
         for box in self._settings:
             box.setEnabled(not active)
         self._update_after_run_buttons()
-        self.runStateChanged.emit(state)
+        self.runStateChanged.emit(value)
 
     def _update_after_run_buttons(self) -> None:
-        """Resume and Train more follow what the last run left behind."""
-        from engine.jobs.summary import summarize_run
-
-        idle = self._state == IDLE and self._task is None
-        summary = summarize_run(self._last_run) if (idle and self._last_run) else None
-        self.resume_button.setEnabled(bool(summary and summary.resumable))
-        self.more_button.setEnabled(bool(summary and summary.status in ENDED_WELL
-                                         and summary.checkpoint_step))
+        """Resume and Train more follow what the last run's events said it left behind."""
+        idle = self.controller.state == RunState.IDLE and self._task is None
+        self.resume_button.setEnabled(idle and self.controller.can_resume())
+        self.more_button.setEnabled(idle and self.controller.can_train_more())
         self.export_button.setEnabled(idle)
 
     def _show_error(self, message: str) -> None:
@@ -831,30 +674,4 @@ class TrainPage(QWidget):
         self.error_label.setVisible(bool(message))
 
     def _log(self, message: str, level: str = "info") -> None:
-        text = html.escape(message).replace("\n", "<br>")
-        colour = _LEVEL_COLOURS.get(level)
-        if colour:
-            text = f'<span style="color:{colour}">{text}</span>'
-        self.log_view.appendHtml(text)
-
-
-def _auto_fit(config: RunConfig, spec: Any, device: Any, reporter: TaskReporter) -> Any:
-    """The auto-fit plan for ``config`` on ``device``, sized to the dataset's token lengths when
-    the dataset and the model's tokenizer can be read (the plan is sized without them otherwise)."""
-    from engine.memory.planning import fit_run, length_stats_of
-
-    stats = None
-    if config.dataset != "-" and Path(config.dataset).exists():
-        from engine.data.dataset import DataOptions, open_dataset
-        from engine.data.scan import scan_dataset
-        from engine.models.store import resolve_model
-        from engine.models.tokenizer import load_tokenizer
-
-        source = open_dataset(config.dataset, DataOptions(config.data_format, config.columns or {},
-                                                          config.text_split))
-        tokenizer = load_tokenizer(resolve_model(config.model))
-        report = scan_dataset(source, tokenizer, progress=lambda fraction: reporter.progress(int(fraction * 100), 100),
-                              cancelled=lambda: reporter.cancelled)
-        if report is not None and report.token_lengths is not None:
-            stats = length_stats_of(report.token_lengths)
-    return fit_run(config, spec, device.kind, device.free_bytes, stats, bf16=device.bf16)
+        self.monitor.log(message, level)

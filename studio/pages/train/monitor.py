@@ -1,0 +1,187 @@
+"""The Train page's run monitor: the progress bar and its text, the loss and memory plots, and
+the log. It only draws what the run's events say; the page decides when."""
+
+from __future__ import annotations
+
+import html
+from typing import Any, Optional
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QSplitter, QVBoxLayout, QWidget
+
+from engine.core.choices import RunStatus
+from engine.run.events import RunFinished, RunStarted, StepMetrics
+from studio.widgets.live_plot import LivePlot
+
+_MB = 1024 * 1024
+_LEVEL_COLOURS = {"error": "#c0392b", "warning": "#b9770e"}
+
+
+def _eta(seconds: float) -> str:
+    """m:ss, or h:mm:ss from an hour up."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def memory_title(device: str) -> str:
+    # On a CPU nothing separates tensors from the rest of the process: say what is measured.
+    return "Memory (whole process)" if device == "cpu" else f"Memory on {device}"
+
+
+class RunMonitor(QWidget):
+    """Progress, the loss and memory plots, and the log of one run."""
+
+    progressChanged = Signal(str)  # "step N / M · ETA m:ss", for the status bar
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self._total_steps = 0
+        self._first_step = 0
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setTextVisible(True)
+        self.progress_bar.setAccessibleName("Training progress")
+        self.loss_plot = LivePlot(("train loss", "eval loss"), x_label="step", y_label="loss", title="Loss")
+        # A step's points reach both plots at once: redrawing the second 40 ms after the first keeps
+        # each repaint of the window to one plot, half the time the window cannot answer.
+        self.memory_plot = LivePlot(("allocated", "reserved"), x_label="step", y_label="memory (MB)",
+                                    title="Memory", redraw_ms=90)
+        self.log_view = QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(5000)
+        self.log_view.setAccessibleName("Training log")
+
+        plots = QSplitter(Qt.Orientation.Horizontal)
+        plots.addWidget(self.loss_plot)
+        plots.addWidget(self.memory_plot)
+        log_box = QWidget()
+        log_layout = QVBoxLayout(log_box)
+        log_layout.setContentsMargins(0, 0, 0, 0)
+        log_label = QLabel("Log")
+        log_label.setBuddy(self.log_view)
+        log_layout.addWidget(log_label)
+        log_layout.addWidget(self.log_view)
+        self.monitor_split = QSplitter(Qt.Orientation.Vertical)
+        self.monitor_split.addWidget(plots)
+        self.monitor_split.addWidget(log_box)
+        self.monitor_split.setStretchFactor(0, 3)
+        self.monitor_split.setStretchFactor(1, 2)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        progress_label = QLabel("Progress")
+        progress_label.setBuddy(self.progress_bar)
+        progress_row = QHBoxLayout()
+        progress_row.addWidget(progress_label)
+        progress_row.addWidget(self.progress_bar, 1)
+        layout.addLayout(progress_row)
+        layout.addWidget(self.monitor_split, 1)
+        self.reset_progress()
+
+    # ------------------------------------------------------------- drawing
+    def show_started(self, event: RunStarted) -> None:
+        self._total_steps = event.total_steps
+        self._first_step = event.resumed_from_step
+        self.progress_bar.setRange(0, max(1, event.total_steps))
+        self.progress_bar.setValue(event.resumed_from_step)
+        self._set_progress_text(event.resumed_from_step, None)
+        self.memory_plot.set_title(memory_title(event.device))
+        self._cover_steps()
+        predicted = event.predicted_peak_bytes
+        self.memory_plot.set_reference(predicted / _MB if predicted else None, "predicted peak")
+        self.log(f"Training on {event.device}: {event.train_examples} examples, {event.total_steps} steps.")
+
+    def show_step(self, event: StepMetrics) -> None:
+        self.loss_plot.append(event.step, event.loss)
+        if event.memory_allocated is not None:
+            self.memory_plot.append(event.step, event.memory_allocated / _MB, "allocated")
+        if event.memory_reserved is not None:
+            self.memory_plot.append(event.step, event.memory_reserved / _MB, "reserved")
+        if event.total_steps and event.total_steps != self._total_steps:
+            self._total_steps = event.total_steps
+            self.progress_bar.setRange(0, event.total_steps)
+            self._cover_steps()
+        self.progress_bar.setValue(min(event.step, self.progress_bar.maximum()))
+        done = event.step - self._first_step
+        eta = event.elapsed_s / done * (self._total_steps - event.step) if done > 0 else None
+        self._set_progress_text(event.step, eta)
+
+    def show_eval(self, step: int, eval_loss: float) -> None:
+        self.loss_plot.append(step, eval_loss, "eval loss")
+        self.log(f"Eval loss at step {step}: {eval_loss:.4f}")
+
+    def show_finished(self, event: RunFinished) -> None:
+        """The run's end in the progress text and the log (a failure's message too)."""
+        # The last points now; the memory plot's own timer draws its own in a later repaint.
+        self.loss_plot.redraw()
+        if event.status == RunStatus.COMPLETED:
+            self.progress_bar.setValue(self.progress_bar.maximum())
+            self.progress_bar.setFormat(f"step {self._total_steps} / {self._total_steps} · done")
+            self.log(f"Finished at step {event.step}, final loss {_loss_text(event)}.")
+        elif event.status == RunStatus.STOPPED:
+            self.progress_bar.setFormat(f"stopped at step {event.step} / {self._total_steps}")
+            self.log(f"Stopped at step {event.step}.")
+        else:
+            self.progress_bar.setFormat(f"failed at step {event.step}")
+            self.log(f"Training failed: {failure_message(event)}", "error")
+        if event.adapter:
+            self.log(f"Adapter saved to the library: {event.adapter}")
+        if event.model:
+            self.log(f"Fine-tuned model saved to the model store: {event.model}")
+        self.progressChanged.emit(self.progress_bar.text())
+
+    def draw_history(self, curves: Any, until: int) -> None:
+        """The run's curve so far, up to the checkpoint it goes on from (later steps are redone)."""
+        for name, curve in (("train loss", curves.loss), ("eval loss", curves.eval_loss)):
+            kept = [(step, value) for step, value in zip(curve.steps, curve.values) if step <= until]
+            if kept:
+                self.loss_plot.set_points([step for step, _ in kept], [value for _, value in kept], name)
+
+    def set_memory_title(self, device: str) -> None:
+        self.memory_plot.set_title(memory_title(device))
+
+    def set_status(self, text: str) -> None:
+        """A line in the progress bar while no step is counted yet ("starting: loading the model…")."""
+        self.progress_bar.setFormat(text)
+
+    def clear(self) -> None:
+        self.loss_plot.clear()
+        self.memory_plot.clear()
+        self.memory_plot.set_reference(None)
+        self.log_view.clear()
+        self.reset_progress()
+
+    def reset_progress(self) -> None:
+        self._total_steps = 0
+        self._first_step = 0
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("no run yet")
+
+    def log(self, message: str, level: str = "info") -> None:
+        text = html.escape(message).replace("\n", "<br>")
+        colour = _LEVEL_COLOURS.get(level)
+        if colour:
+            text = f'<span style="color:{colour}">{text}</span>'
+        self.log_view.appendHtml(text)
+
+    # -------------------------------------------------------------- helpers
+    def _cover_steps(self) -> None:
+        # The plots' x axes span the whole run from its start: a moving axis is redrawn from
+        # scratch, and the curves' progress across the plot shows how far the run has come.
+        for plot in (self.loss_plot, self.memory_plot):
+            plot.cover_x(0, max(1, self._total_steps))
+
+    def _set_progress_text(self, step: int, eta_s: Optional[float]) -> None:
+        text = f"step {step} / {self._total_steps}"
+        text += f" · ETA {_eta(eta_s)}" if eta_s is not None else " · ETA estimating…"
+        self.progress_bar.setFormat(text)
+        self.progressChanged.emit(text)
+
+
+def failure_message(event: RunFinished) -> str:
+    return event.error or "the training process ended without saying why"
+
+
+def _loss_text(event: RunFinished) -> str:
+    return f"{event.final_loss:.4f}" if event.final_loss is not None else "not recorded"
