@@ -86,6 +86,31 @@ class _TaskDialog(QDialog):
         self.close_button = QPushButton("Close", self)
         self.close_button.clicked.connect(self.reject)
 
+    def _lay_out(self, intro: QLabel, output: tuple[str, QPushButton], rows: list[tuple[str, QWidget]],
+                 action: QPushButton) -> None:
+        """The layout of a dialog that writes one output: the intro, a form (the output path in
+        ``self.output_edit`` with its Browse button, then ``rows``), the progress, the result pane,
+        and the action and Close buttons."""
+        label, browse = output
+        where = QHBoxLayout()
+        where.addWidget(self.output_edit, 1)
+        where.addWidget(browse)
+        form = QFormLayout()
+        form.addRow(label, where)
+        for row_label, widget in rows:
+            form.addRow(row_label, widget)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        buttons.addWidget(action)
+        buttons.addWidget(self.close_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(intro)
+        layout.addLayout(form)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.progress_label)
+        layout.addWidget(self.result_view, 1)
+        layout.addLayout(buttons)
+
     def start(self, fn: Callable[[TaskReporter], Any], on_success: Callable[[Any], None]) -> BackgroundTask:
         self.result_view.clear()
         self.progress_bar.setRange(0, 0)
@@ -153,24 +178,8 @@ class MergeDialog(_TaskDialog):
         self.merge_button.setDefault(True)
         self.merge_button.clicked.connect(self.merge)
 
-        where = QHBoxLayout()
-        where.addWidget(self.output_edit, 1)
-        where.addWidget(browse)
-        form = QFormLayout()
-        form.addRow("Output folder", where)
-        form.addRow("Stored as", self.dtype_combo)
-        form.addRow("", self.add_to_store)
-        buttons = QHBoxLayout()
-        buttons.addStretch(1)
-        buttons.addWidget(self.merge_button)
-        buttons.addWidget(self.close_button)
-        layout = QVBoxLayout(self)
-        layout.addWidget(intro)
-        layout.addLayout(form)
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(self.progress_label)
-        layout.addWidget(self.result_view, 1)
-        layout.addLayout(buttons)
+        self._lay_out(intro, ("Output folder", browse), [("Stored as", self.dtype_combo), ("", self.add_to_store)],
+                      self.merge_button)
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder to put the merged model in",
@@ -246,24 +255,8 @@ class GgufDialog(_TaskDialog):
         self.export_button.setDefault(True)
         self.export_button.clicked.connect(self.export)
 
-        where = QHBoxLayout()
-        where.addWidget(self.output_edit, 1)
-        where.addWidget(browse)
-        form = QFormLayout()
-        form.addRow("GGUF file", where)
-        form.addRow("Type", self.quant_combo)
-        form.addRow("", self.lora_only)
-        buttons = QHBoxLayout()
-        buttons.addStretch(1)
-        buttons.addWidget(self.export_button)
-        buttons.addWidget(self.close_button)
-        layout = QVBoxLayout(self)
-        layout.addWidget(intro)
-        layout.addLayout(form)
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(self.progress_label)
-        layout.addWidget(self.result_view, 1)
-        layout.addLayout(buttons)
+        self._lay_out(intro, ("GGUF file", browse), [("Type", self.quant_combo), ("", self.lora_only)],
+                      self.export_button)
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "GGUF file", self.output_edit.text(), "GGUF (*.gguf)")
