@@ -62,7 +62,8 @@ test-latest:
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install --quiet $(if $(TORCH_CPU_INDEX),--extra-index-url $(TORCH_CPU_INDEX)) \
-		"$$(grep '^torch==' locks/cpu.txt)" --upgrade -e ".[test]" $(STARTER)
+		"$$(grep '^torch==' locks/cpu.txt)" -e ".[test]"
+	$(LATEST)/bin/python -m pip install --quiet --no-deps $(STARTER)
 	$(LATEST)/bin/python -m pip list --format=freeze > $(LATEST)/versions.txt
 	@$(PYTHON) tools/lockcheck.py --changes locks/cpu.txt $(LATEST)/versions.txt
 	@$(LATEST)/bin/python tools/test_phases.py $(LATEST)/bin/python
