@@ -37,7 +37,8 @@ run: setup
 test: setup
 	@$(PY) tools/test_phases.py $(PY)
 
-# The locks pin every package for CPython 3.11 on Linux x86-64. uv resolves both against torch's
+# The locks pin every package for CPython 3.11 on Linux x86-64 with glibc 2.34 or later (manylinux_2_34:
+# PySide6 from 6.10 on ships no older wheels; with 2.28 the lock held Qt back at 6.9). uv resolves both against torch's
 # CPU build, whose metadata names no CUDA libraries; the CUDA lock then leaves torch itself out.
 # uv runs from a venv of its own, since .venv cannot be made from a lock that no longer matches.
 LOCKER := .venv-lock
@@ -45,14 +46,14 @@ LOCK_SOURCES := $(if $(TORCH_CPU_INDEX),--extra-index-url $(TORCH_CPU_INDEX) --i
 	$(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS)))
 # The extras are tools/lockcheck.py's LOCKED_EXTRAS.
 UV_COMPILE := $(LOCKER)/bin/uv pip compile pyproject.toml --extra test --extra dev --python-version 3.11 \
-	--python-platform x86_64-manylinux_2_28 --constraint locks/torch-cpu.in $(LOCK_SOURCES) \
+	--python-platform x86_64-manylinux_2_34 --constraint locks/torch-cpu.in $(LOCK_SOURCES) \
 	--custom-compile-command "make lock" --quiet
 
 lock:
 	test -x $(LOCKER)/bin/uv || ($(PYTHON) -m venv $(LOCKER) && \
 		$(LOCKER)/bin/python -m pip install --quiet "$$(grep '^uv==' locks/cpu.txt || echo uv)")
 	$(UV_COMPILE) --upgrade -o locks/cpu.txt
-	$(UV_COMPILE) --no-emit-package torch -o locks/cuda.txt
+	$(UV_COMPILE) --upgrade --no-emit-package torch -o locks/cuda.txt
 	$(PYTHON) tools/lockcheck.py locks/cpu.txt locks/cuda.txt
 
 # The newest versions pyproject.toml's ranges allow (torch stays the lock's CPU build), in a venv
