@@ -37,9 +37,9 @@ _ESTIMATE_NUMBERS = {"rank": "rank", "batch": "batch", "seq": "seq"}
 
 def cmd_estimate(args: argparse.Namespace) -> int:
     from engine.core.choices import resolve_precision
-    from engine.memory.autofit import auto_fit
     from engine.memory.estimate import estimate_memory
     from engine.memory.plan import Plan
+    from engine.memory.planning import fit_plan
     from engine.models.spec import load_model_spec
 
     spec = load_model_spec(args.model)
@@ -57,9 +57,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     plan = Plan.from_dict(settings)
     report: dict[str, Any]
     if args.fit:
-        preferences = {"method": plan.method, "precision": plan.precision, "targets": plan.targets}
         stats = _dataset_lengths(args) if args.dataset else None
-        fit = auto_fit(spec, free, stats, preferences=preferences, device=device)
+        fit = fit_plan(plan, spec, device, free, stats)
         estimate, fits = fit.estimate, fit.fits
         report = {"explanations": fit.explanations, "suggestion": fit.suggestion}
         if stats is not None:

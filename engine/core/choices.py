@@ -23,7 +23,8 @@ TARGET_PRESETS: tuple[str, ...] = get_args(TargetPreset)
 # What a run computes in once ``auto`` is resolved (engine.memory.planning.run_precision).
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
-PRECISION_CHOICES = ("auto", *PRECISIONS)  # what a user may ask for
+PrecisionChoice = Literal["auto", Precision]  # what a user may ask for
+PRECISION_CHOICES: tuple[str, ...] = get_args(PrecisionChoice)
 COMPUTE_DTYPES = ("auto", "bf16", "fp16", "fp32")  # what QLoRA's 4-bit layers compute in
 
 Quant = Literal["nf4", "fp4", "int8"]  # 4-bit NormalFloat or FloatingPoint (QLoRA), or LLM.int8 loading

@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping, Optional
 
-from engine.core.choices import METHODS, OPTIMIZERS, PRECISIONS, QUANTS, TARGET_PRESETS
+from engine.core.choices import (METHODS, OPTIMIZERS, PRECISIONS, QUANTS, TARGET_PRESETS, Method, Optimizer, Precision,
+                                 Quant, TargetPreset)
 from engine.errors import StudioError
 
 ATTENTIONS = ("sdpa", "eager")
@@ -27,15 +28,15 @@ class Plan:
     above zero saves a mask and a dropped copy of every adapted input).
     """
 
-    method: str = "lora"
+    method: Method = "lora"
     rank: int = 16
-    targets: str = "all-linear"
+    targets: TargetPreset = "all-linear"
     batch: int = 4
     seq: int = 512
     grad_checkpointing: bool = False
-    optimizer: str = "adamw"
-    precision: str = "bf16"
-    quant: str = "nf4"
+    optimizer: Optimizer = "adamw"
+    precision: Precision = "bf16"
+    quant: Quant = "nf4"
     double_quant: bool = True
     attention: str = "sdpa"
     grad_accum: int = 1

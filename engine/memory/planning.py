@@ -49,14 +49,21 @@ def fit_run(config: RunConfig, spec: Any, device_kind: str, free_bytes: int, len
     the out-of-memory guard size a run. It keeps the run's method family, precision, targets and
     effective batch; ``after_out_of_memory`` also keeps it from suggesting a larger rank or a
     longer max length than the run that just ran out of memory."""
+    keep: dict[str, Any] = {"effective_batch": config.batch_size * config.grad_accum}
+    if after_out_of_memory:
+        keep.update(max_rank=config.rank if config.uses_lora else 64, default_length=config.max_length)
+    # QLoRA is LoRA with a 4-bit base, a memory saver auto-fit may take or leave.
+    family = "lora" if config.method == "qlora" else config.method
+    return fit_plan(plan_for(config, device_kind, bf16), spec, device_kind, free_bytes, lengths, method=family, **keep)
+
+
+def fit_plan(plan: Plan, spec: Any, device_kind: str, free_bytes: int, lengths: Optional[Any] = None,
+             **keep: Any) -> Any:
+    """Auto-fit keeping ``plan``'s method, precision and targets (``keep``: other preferences,
+    or the method to keep instead): what ``fit_run`` and the CLI's ``estimate --fit`` call."""
     from engine.memory.autofit import auto_fit
 
-    asked = plan_for(config, device_kind, bf16)
-    preferences: dict[str, Any] = {"method": "lora" if config.method == "qlora" else config.method,
-                                   "precision": asked.precision, "targets": asked.targets,
-                                   "effective_batch": config.batch_size * config.grad_accum}
-    if after_out_of_memory:
-        preferences.update(max_rank=config.rank if config.uses_lora else 64, default_length=config.max_length)
+    preferences = {"method": plan.method, "precision": plan.precision, "targets": plan.targets, **keep}
     return auto_fit(spec, free_bytes, lengths, preferences, device=device_kind)
 
 

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
-from engine.core.choices import (BAD_ROWS, BATCHING, COMPUTE_DTYPES, DATASET_FORMATS, LORA_METHODS, METHODS,
+from engine.core.choices import (Batching, Method, Optimizer, PrecisionChoice, Quant, Scheduler,
+                                 BAD_ROWS, BATCHING, COMPUTE_DTYPES, DATASET_FORMATS, LORA_METHODS, METHODS,
                                  OPTIMIZERS, PRECISION_CHOICES, PROMPT_INITS, PROMPT_METHODS, QUANTS, SCHEDULERS,
                                  TARGET_PRESETS, TEXT_SPLITS, TRAIN_ON)
 from engine.errors import StudioError
@@ -32,7 +33,7 @@ _MAX_VIRTUAL_TOKENS = 4096
 class RunConfig:
     model: str
     dataset: str
-    method: str = "lora"
+    method: Method = "lora"
     # LoRA family ------------------------------------------------------------------------------
     rank: int = 16
     alpha: float = 32.0
@@ -41,7 +42,7 @@ class RunConfig:
     # A preset (q,v / attention / all-linear) or the model's own module names, comma-separated.
     targets: str = "all-linear"
     # QLoRA: the frozen base in 4 bits (nf4, fp4) or 8 bits (int8) ------------------------------
-    quant: str = "nf4"
+    quant: Quant = "nf4"
     double_quant: bool = True
     compute_dtype: str = "auto"  # what the 4-bit layers compute in; auto follows the precision
     # Prompt tuning, prefix tuning, P-tuning --------------------------------------------------
@@ -57,13 +58,13 @@ class RunConfig:
     grad_accum: int = 1
     max_length: int = 512
     lr: float = 2e-4
-    optimizer: str = "adamw"
-    lr_scheduler: str = "linear"
+    optimizer: Optimizer = "adamw"
+    lr_scheduler: Scheduler = "linear"
     warmup_steps: int = 0
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0  # 0 turns clipping off
     grad_checkpointing: bool = False
-    batching: str = "padded"  # padded batches, or each batch's rows packed into one without padding
+    batching: Batching = "padded"  # padded batches, or each batch's rows packed into one without padding
     group_by_length: bool = False  # batch rows of similar length together (less padding)
     # Evaluation, checkpoints, logs -----------------------------------------------------------
     save_every: int = 0
@@ -73,7 +74,7 @@ class RunConfig:
     early_stopping_patience: int = 0  # stop after N evaluations without a better eval loss; 0 never
     seed: int = 42
     name: Optional[str] = None
-    precision: str = "auto"
+    precision: PrecisionChoice = "auto"
     device: str = "auto"
     # Cap this run's memory (e.g. "6GiB") to leave room for other programs; None: all there is.
     memory_limit: Optional[str] = None
