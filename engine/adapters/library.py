@@ -14,7 +14,6 @@ importing and exporting (folders and zips) are ``engine.adapters.transfer``.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from engine.core.atomic import read_json_object, staged_directory, write_json, write_text
+from engine.core.names import MAX_NAME, is_plain_name, is_valid_name
 from engine.core.safetensors_files import safetensors_problem
 from engine.errors import StudioError
 from engine.paths import adapters_dir
@@ -30,7 +30,6 @@ ADAPTER_META = "studio.json"
 PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-MAX_NAME = 80
 
 
 @dataclass
@@ -180,7 +179,7 @@ def list_adapters() -> list[AdapterRecord]:
 
 def resolve_adapter(ref: str | Path) -> Path:
     """A library name or a path to a PEFT folder -> the folder. Raises StudioError otherwise."""
-    candidates = [adapters_dir() / str(ref)] if _is_plain_name(str(ref)) else []
+    candidates = [adapters_dir() / str(ref)] if is_plain_name(str(ref)) else []
     candidates.append(Path(ref).expanduser())
     for path in candidates:
         if path.is_dir():
@@ -191,9 +190,6 @@ def resolve_adapter(ref: str | Path) -> Path:
     known = ", ".join(r.name for r in list_adapters()) or "the library is empty"
     raise StudioError(f"unknown adapter {str(ref)!r}: not in the library ({known}) and not a PEFT folder")
 
-
-def _is_plain_name(ref: str) -> bool:
-    return bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", ref)) and ref not in (".", "..")
 
 
 def library_entry(ref: str | Path) -> Path:
@@ -218,7 +214,7 @@ def unique_name(base: str) -> str:
 def check_name(name: str) -> str:
     """``name`` stripped, or a StudioError saying what a library name may hold."""
     name = name.strip()
-    if not (_is_plain_name(name) and len(name) <= MAX_NAME):
+    if not is_valid_name(name):
         raise StudioError(
             f"adapter name {name!r} may only use letters, digits, '.', '_' and '-', start with a letter "
             f"or digit, and be at most {MAX_NAME} characters"

@@ -14,7 +14,6 @@ from typing import Any, Optional
 
 from engine.adapters.library import (
     ADAPTER_META,
-    MAX_NAME,
     PEFT_CONFIG,
     adapter_method,
     check_name,
@@ -27,6 +26,7 @@ from engine.adapters.library import (
     unique_name,
 )
 from engine.core.atomic import staged_directory, write_json
+from engine.core.names import MAX_NAME
 from engine.errors import StudioError
 from engine.paths import adapters_dir
 

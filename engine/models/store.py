@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterator, Optional
 from engine.core.progress import ProgressFn
 from engine.models import trust
 from engine.core.atomic import read_json_object, staged_directory, write_json
+from engine.core.names import is_valid_name
 from engine.errors import StudioError
 from engine.paths import models_dir
 
@@ -51,7 +52,6 @@ SOURCES = ("starter", "folder", "gguf", "trained")  # trained: a full fine-tune 
 _STARTER_FILE = f"{STARTER_NAME}.Q4_1.gguf"
 # Known facts about the shipped starter, so it can be listed before its first conversion.
 _STARTER_ARCHITECTURE = "LlamaForCausalLM"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _CONVERT_STEPS = 5
 # 256 windows of 1 KiB: a quarter MiB read per weight file, yet even a merge that touches
@@ -299,7 +299,7 @@ def _find_entry(entries: dict[str, dict[str, Any]], ref: str) -> Optional[str]:
 def _new_entry_name(requested: Optional[str], default: str) -> str:
     if requested is None:
         name = re.sub(r"[^A-Za-z0-9._-]+", "-", default).lstrip("-._")[:80] or "model"
-    elif not _NAME_RE.match(requested):
+    elif not is_valid_name(requested):
         raise StudioError(
             f"model name {requested!r} may only use letters, digits, '.', '_' and '-' (at most 80)"
         )

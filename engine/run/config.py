@@ -20,10 +20,10 @@ from engine.core.choices import (Batching, Method, Optimizer, PrecisionChoice, Q
                                  BAD_ROWS, BATCHING, COMPUTE_DTYPES, DATASET_FORMATS, LORA_METHODS, METHODS,
                                  OPTIMIZERS, PRECISION_CHOICES, PROMPT_INITS, PROMPT_METHODS, QUANTS, SCHEDULERS,
                                  TARGET_PRESETS, TEXT_SPLITS, TRAIN_ON)
+from engine.core.names import is_valid_name
 from engine.errors import StudioError
 
 MAX_VAL_FRACTION = 0.5
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 # A module name as peft matches it: the last part of a dotted path, e.g. q_proj or gate_up_proj.
 _MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MAX_VIRTUAL_TOKENS = 4096
@@ -143,7 +143,7 @@ class RunConfig:
         self._validate_method_settings()
         self._validate_schedule()
         self._validate_data_settings()
-        if self.name is not None and not _NAME_RE.match(self.name):
+        if self.name is not None and not is_valid_name(self.name):
             raise StudioError(
                 f"adapter name {self.name!r} may only use letters, digits, '.', '_' and '-' (at most 80)"
             )
