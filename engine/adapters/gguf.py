@@ -320,6 +320,28 @@ def verify_gguf(path: Path, tensors: list[_Tensor], expected_fields: dict[str, A
     return worst, worst_name
 
 
+
+def _write_checked(path: Path, kind: str, quant: str, arch: str, fill: Callable[[Any], None], tensors: list[Any],
+                   expected: Callable[[], dict[str, Any]], writing: str, report: ProgressFn,
+                   started: float) -> GgufResult:
+    """Write ``tensors`` into a partial file beside ``path``, read it back against its sources and
+    the ``expected`` metadata (asked for once written: the writer fills some of it), then rename
+    it into place; a file that fails the check is removed, never left at ``path``."""
+    partial = _partial(path)
+    try:
+        report(1, 3, writing)
+        _write(partial, arch, fill, tensors)
+        report(2, 3, "reading the file back and comparing every tensor with its source")
+        worst, worst_name = verify_gguf(partial, tensors, expected())
+        os.replace(partial, path)
+    finally:
+        if partial.exists():
+            partial.unlink()
+    report(3, 3, "written and checked")
+    return GgufResult(path=str(path), kind=kind, quant=quant, architecture=arch, tensors=len(tensors),
+                      size_bytes=path.stat().st_size, max_abs_error=worst, worst_tensor=worst_name, verified=True,
+                      seconds=round(time.perf_counter() - started, 2))
+
 def _partial(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
 
@@ -382,24 +404,15 @@ def export_model_gguf(folder: str | Path, output: str | Path, quant: str = "f16"
             writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
         pre.append(_add_tokenizer(writer, folder, int(config["vocab_size"]), chat_template))
 
-    partial = _partial(path)
-    try:
-        report(1, 3, f"writing {len(tensors)} tensors as {quant}")
-        _write(partial, arch, fill, tensors)
-        report(2, 3, "reading the file back and comparing every tensor with its source")
-        expected = {"general.architecture": arch, f"{arch}.block_count": int(config["num_hidden_layers"]),
-                    "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": pre[0]}
+    def expected() -> dict[str, Any]:
+        values = {"general.architecture": arch, f"{arch}.block_count": int(config["num_hidden_layers"]),
+                  "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": pre[0]}
         if chat_template:
-            expected["tokenizer.chat_template"] = chat_template
-        worst, worst_name = verify_gguf(partial, tensors, expected)
-        os.replace(partial, path)
-    finally:
-        if partial.exists():
-            partial.unlink()
-    report(3, 3, "written and checked")
-    return GgufResult(path=str(path), kind="model", quant=quant, architecture=arch, tensors=len(tensors),
-                      size_bytes=path.stat().st_size, max_abs_error=worst, worst_tensor=worst_name, verified=True,
-                      seconds=round(time.perf_counter() - started, 2))
+            values["tokenizer.chat_template"] = chat_template
+        return values
+
+    return _write_checked(path, "model", quant, arch, fill, tensors, expected,
+                          f"writing {len(tensors)} tensors as {quant}", report, started)
 
 
 def folder_chat_template(folder: Path) -> Optional[str]:
@@ -492,18 +505,9 @@ def export_lora_gguf(adapter: str | Path, base_folder: str | Path, output: str |
         _add_hyperparameters(writer, config)
         writer.add_file_type(_file_type(quant))
 
-    partial = _partial(path)
-    try:
-        report(1, 3, f"writing {len(tensors) // 2} LoRA pairs as {quant}")
-        _write(partial, arch, fill, tensors)
-        report(2, 3, "reading the file back and comparing every tensor with its source")
-        worst, worst_name = verify_gguf(partial, tensors, {"general.architecture": arch, "general.type": "adapter",
-                                                           "adapter.type": "lora", "adapter.lora.alpha": alpha})
-        os.replace(partial, path)
-    finally:
-        if partial.exists():
-            partial.unlink()
-    report(3, 3, "written and checked")
-    return GgufResult(path=str(path), kind="lora", quant=quant, architecture=arch, tensors=len(tensors),
-                      size_bytes=path.stat().st_size, max_abs_error=worst, worst_tensor=worst_name, verified=True,
-                      seconds=round(time.perf_counter() - started, 2))
+    def expected() -> dict[str, Any]:
+        return {"general.architecture": arch, "general.type": "adapter", "adapter.type": "lora",
+                "adapter.lora.alpha": alpha}
+
+    return _write_checked(path, "lora", quant, arch, fill, tensors, expected,
+                          f"writing {len(tensors) // 2} LoRA pairs as {quant}", report, started)
