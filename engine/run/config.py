@@ -10,7 +10,6 @@ prefix tuning on an architecture without key/value caches) is checked by
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -20,6 +19,7 @@ from engine.core.choices import (Batching, Method, Optimizer, PrecisionChoice, Q
                                  BAD_ROWS, BATCHING, COMPUTE_DTYPES, DATASET_FORMATS, LORA_METHODS, METHODS,
                                  OPTIMIZERS, PRECISION_CHOICES, PROMPT_INITS, PROMPT_METHODS, QUANTS, SCHEDULERS,
                                  TARGET_PRESETS, TEXT_SPLITS, TRAIN_ON)
+from engine.core.checks import fraction, is_number, positive
 from engine.core.names import is_valid_name
 from engine.errors import StudioError
 
@@ -186,7 +186,7 @@ class RunConfig:
             positive("epochs", self.epochs, float)
         fraction("dropout", self.dropout, high_open=True)
         fraction("weight decay", self.weight_decay)
-        if not _is_number(self.max_grad_norm) or self.max_grad_norm < 0:
+        if not is_number(self.max_grad_norm) or self.max_grad_norm < 0:
             raise StudioError(f"max grad norm must be 0 (off) or a positive number, got {self.max_grad_norm!r}")
         for name in ("save_every", "eval_every", "log_every", "warmup_steps", "keep_checkpoints",
                      "early_stopping_patience", "schedule_start"):
@@ -237,22 +237,3 @@ class RunConfig:
         value = self.val_fraction
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_VAL_FRACTION:
             raise StudioError(f"validation share must be between 0 and {MAX_VAL_FRACTION}, got {value!r}")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def positive(name: str, value: Any, kind: type = int) -> None:
-    """Refuse anything but a positive number (a whole one unless ``kind`` is float)."""
-    if not _is_number(value) or value <= 0:
-        raise StudioError(f"{name} must be a positive number, got {value!r}")
-    if kind is int and int(value) != value:
-        raise StudioError(f"{name} must be a whole number, got {value!r}")
-
-
-def fraction(name: str, value: Any, *, high_open: bool = False) -> None:
-    """Refuse anything outside [0, 1] (or [0, 1) when ``high_open``)."""
-    if not _is_number(value) or value < 0 or value > 1 or (high_open and value == 1):
-        interval = "[0, 1)" if high_open else "[0, 1]"
-        raise StudioError(f"{name} must be in {interval}, got {value!r}")
