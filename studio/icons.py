@@ -8,6 +8,7 @@ so they read on light and dark alike and follow a change of scheme.
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from PySide6.QtSvg import QSvgRenderer
 ICONS = Path(__file__).resolve().parent / "resources" / "icons"
 APP_ICON = ICONS / "lora-studio.svg"
 PAGE_ICONS = ICONS / "pages"
+_BLANK_SVG = '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24"/>'
+log = logging.getLogger(__name__)
 
 
 def page_icon(name: str) -> QIcon:
@@ -28,7 +31,13 @@ def page_icon(name: str) -> QIcon:
 
 @lru_cache(maxsize=None)
 def _svg_text(path: Path) -> str:
-    return path.read_text(encoding="utf-8")
+    """The icon's SVG, or an empty one when the file is missing or unreadable (a damaged
+    install): a blank icon beside a page's title, never a window that cannot open."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("icon %s cannot be read (%s): drawing it blank", path, exc)
+        return _BLANK_SVG
 
 
 def _colour_for(mode: QIcon.Mode) -> str:
@@ -54,9 +63,11 @@ class TintedSvgEngine(QIconEngine):
         pixmap = QPixmap(size)
         pixmap.fill(Qt.GlobalColor.transparent)
         painter = QPainter(pixmap)
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        self.paint(painter, pixmap.rect(), mode, state)
-        painter.end()
+        try:  # an open painter left behind by an exception aborts Qt when the pixmap goes
+            painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+            self.paint(painter, pixmap.rect(), mode, state)
+        finally:
+            painter.end()
         return pixmap
 
     def clone(self) -> "TintedSvgEngine":

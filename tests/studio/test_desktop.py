@@ -262,6 +262,22 @@ def test_the_sidebar_icons_are_sharp_at_any_pixel_density_and_in_the_palettes_co
         assert pixels_of(image, palette.color(role), tolerance=10) > 30
 
 
+def test_a_missing_icon_file_leaves_a_blank_icon_and_the_window_opens(qtbot, tmp_path, monkeypatch):
+    from studio import icons
+
+    monkeypatch.setattr(icons, "PAGE_ICONS", tmp_path / "no-icons")  # a damaged install
+    icons._svg_text.cache_clear()
+    try:
+        window = _open_window(qtbot)
+        pixmap = window.sidebar.item(0).icon().pixmap(QSize(22, 22), 2.0)
+    finally:
+        icons._svg_text.cache_clear()
+    image = pixmap.toImage()
+    assert image.width() == 44
+    assert all(image.pixelColor(x, y).alpha() == 0 for x in range(44) for y in range(44))
+    assert window.sidebar.count() > 0 and window.isVisible()
+
+
 def test_a_dark_system_scheme_darkens_the_window_and_its_plots(qtbot, window):
     theme.follow_system(QApplication.instance())
     hints = QGuiApplication.styleHints()
