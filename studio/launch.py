@@ -11,6 +11,14 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args:
+        from engine.display import check_window
+
+        # Qt's own message when its platform plugin cannot load names the wrong library and
+        # aborts; the quick check names every missing one and the packages that hold them.
+        window = check_window(probe=False)
+        if not window.can_open:
+            print(f"error: the window cannot open: {window.reason}", file=sys.stderr)
+            return 2
         from studio.app import main as run_studio
 
         return run_studio()

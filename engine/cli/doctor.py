@@ -1,4 +1,5 @@
-"""lora-studio doctor: the devices, their memory, the library versions and the starter model."""
+"""lora-studio doctor: the devices, their memory, the library versions, the starter model and
+whether the window can open."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from engine.core.units import human_bytes
 
 
 def register(sub: Any) -> None:
-    add_command(sub, "doctor", cmd_doctor, "devices, memory and library versions")
+    add_command(sub, "doctor", cmd_doctor, "devices, memory, library versions and whether the window can open")
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    from engine.display import check_window
     from engine.hardware import detect_devices, versions
     from engine.models.store import list_models
     from engine.paths import studio_home
@@ -26,6 +28,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         "devices": [d.to_dict() for d in devices],
         "versions": versions(),
         "starter_model": starter.to_dict() if starter else None,
+        "window": check_window().to_dict(),
     }
     if args.json:
         print_json(report)
@@ -43,5 +46,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print(f"{name:14} {version}")
     if starter:
         print(f"starter model  {starter.name}: {'ready' if starter.ready else 'prepared on first use'}")
+    window = report["window"]
+    print(f"window         {'can open' if window['can_open'] else 'cannot open: ' + window['reason']}"
+          f" (Qt platform {window['platform']})")
     return 0
 
