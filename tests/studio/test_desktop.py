@@ -120,6 +120,41 @@ def test_recent_runs_are_offered_in_the_file_menu(qtbot, window):
     _settle(qtbot)
 
 
+# --- one dataset across Data and Train --------------------------------------------------------
+
+def test_a_dataset_opened_on_the_data_page_during_a_run_waits_for_the_next_run(qtbot, window, tiny_model_dir,
+                                                                                tmp_path):
+    train = window.train_page
+    running = write_messages_dataset(tmp_path / "pirate.jsonl", rows=8)
+    other = write_messages_dataset(tmp_path / "other.jsonl", rows=8)
+    train.model_picker.set_ref(str(tiny_model_dir))
+    train.dataset_picker.set_path(str(running))
+    train.form.steps_spin.setValue(5000)
+    train.form.max_length_spin.setValue(64)
+    window.show_page("Train")
+    with qtbot.waitSignal(train.runStateChanged, timeout=TIMEOUT_MS, check_params_cb=lambda state: state == "running"):
+        train.start_run()
+
+    window.show_page("Data")
+    window.data_page.picker.set_path(str(other))
+    window.show_page("Train")
+    shown, notice = Path(train.dataset_picker.current_path()), train.data_change_label.text()
+    with qtbot.waitSignal(train.runFinished, timeout=TIMEOUT_MS):
+        train.stop_run()
+    assert shown == running  # what the page shows during a run is what it runs
+    assert "other.jsonl" in notice and "next run" in notice
+    assert Path(json.loads((train._last_run / "config.json").read_text())["dataset"]) == running
+    assert Path(train.dataset_picker.current_path()) == other
+    assert train.data_change_label.text() == "Dataset changed on the Data page: now other.jsonl (was pirate.jsonl)."
+
+    train.form.steps_spin.setValue(1)
+    with qtbot.waitSignal(train.runFinished, timeout=TIMEOUT_MS) as finished:
+        train.start_run()
+        assert not train.data_change_label.isVisible()
+    assert finished.args[0].status == "completed", finished.args[0].error
+    assert Path(json.loads((train._last_run / "config.json").read_text())["dataset"]) == other
+
+
 # --- the first-run guide ----------------------------------------------------------------------
 
 def test_the_first_run_guide_walks_through_the_demo_and_can_be_dismissed_for_good(qtbot, window):

@@ -150,6 +150,15 @@ class TrainPage(QWidget):
         self.data_settings_label.setToolTip("Set on the Data page: the run reads the file the way it is previewed there")
         self.dataset_picker.changed.connect(lambda _path: self._show_data_settings())
         source_form.addRow(self.data_settings_label)
+        # A dataset chosen on the Data page shows here as a change until the next Start, and
+        # waits for a run that is going to end: what this page shows is what it runs.
+        self._waiting_data_settings: Optional[tuple[Optional[dict]]] = None
+        self.data_change_label = QLabel()
+        self.data_change_label.setWordWrap(True)
+        self.data_change_label.setAccessibleName("Dataset change")
+        self.data_change_label.setStyleSheet("font-weight: bold")
+        self.data_change_label.hide()
+        source_form.addRow(self.data_change_label)
         self.bad_rows_combo = QComboBox()
         self.bad_rows_combo.addItem("Skip them and train on the good rows", "skip")
         self.bad_rows_combo.addItem("Stop the run and show the first", "stop")
@@ -307,11 +316,29 @@ class TrainPage(QWidget):
                          **self.form.values(), **self._reading_settings(dataset))
 
     def set_data_settings(self, settings: Optional[dict]) -> None:
-        """Take the dataset and the reading choices made on the Data page (None: none made)."""
+        """Take the dataset and the reading choices made on the Data page (None: none made).
+        While a run is starting or going they wait for it to end: the page keeps showing what
+        the run trains on, and says what the next run will."""
+        if self.busy:
+            self._waiting_data_settings = (settings,)
+            if settings and settings["dataset"] != self.dataset_picker.current_path():
+                self._show_data_change(f"Chosen on the Data page: {Path(settings['dataset']).name}. "
+                                       "The run going now keeps its dataset; the next run uses this one.")
+            return
+        self._apply_data_settings(settings)
+
+    def _apply_data_settings(self, settings: Optional[dict]) -> None:
+        before = self.dataset_picker.current_path()
         self._data_settings = settings
-        if settings and settings["dataset"] != self.dataset_picker.current_path():
+        if settings and settings["dataset"] != before:
             self.dataset_picker.set_path(settings["dataset"])
+            was = f" (was {Path(before).name})" if before else ""
+            self._show_data_change(f"Dataset changed on the Data page: now {Path(settings['dataset']).name}{was}.")
         self._show_data_settings()
+
+    def _show_data_change(self, message: str) -> None:
+        self.data_change_label.setText(message)
+        self.data_change_label.setVisible(bool(message))
 
     def _reading_settings(self, dataset: str) -> dict:
         """The Data page's choices when they are about this dataset; otherwise detect everything."""
@@ -444,6 +471,7 @@ class TrainPage(QWidget):
             return
         from engine.jobs.training_job import TrainingJob
 
+        self._show_data_change("")
         self._begin(lambda reporter: TrainingJob.start(config), config)
 
     def resume_run(self, run_dir: Optional[Path]) -> None:
@@ -659,6 +687,9 @@ class TrainPage(QWidget):
         self.stop_button.setText("Stopping…" if state == RunState.STOPPING else "Stop")
         for box in self._settings:
             box.setEnabled(not active)
+        if not active and self._waiting_data_settings is not None:
+            (waiting,), self._waiting_data_settings = self._waiting_data_settings, None
+            self._apply_data_settings(waiting)
         self._update_after_run_buttons()
         self.runStateChanged.emit(value)
 
