@@ -278,3 +278,23 @@ def test_torch_refusing_a_pickle_is_told_without_its_unsafe_advice(tmp_path):
     line = first_line(refused.value)
     assert "weights_only" not in line and "never loads" in line
     assert not marker.exists()
+
+
+def test_a_tampered_checkpoint_pickle_never_runs_and_the_run_says_so_plainly(tiny_model_dir, tmp_path):
+    import torch
+
+    from engine.train import recipe
+    from training_runs import new_run
+
+    marker = tmp_path / "pickle-ran.txt"
+    run = new_run(tmp_path / "tampered", tiny_model_dir, max_steps=2, rank=4, targets="q,v")
+    checkpoint = write_peft_adapter(tiny_model_dir, run.run_dir / "checkpoints" / "checkpoint-1",
+                                    targets=("q_proj", "v_proj"))
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 1, "max_steps": 2, "train_batch_size": 4}), encoding="utf-8")
+    # The studio's own checkpoint files are zip-format pickles: these look whole, but carry a payload.
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        torch.save(_Payload(marker), checkpoint / name)
+    finished = recipe.run_and_report(run)
+    assert finished.status == "failed" and "never loads" in finished.error, finished.error
+    assert "weights_only" not in finished.error
+    assert not marker.exists()
