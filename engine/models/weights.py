@@ -46,7 +46,7 @@ def check_weight_files(folder: Path) -> list[Path]:
                           "model, and use this folder as an adapter")
     named = (read_json_object(folder / "config.json") or {}).get("transformers_weights")
     if named is not None:
-        if not isinstance(named, str) or not _plain_name(named) or not named.endswith((".safetensors", ".json")):
+        if not isinstance(named, str) or not _plain_name(named) or not named.endswith((".safetensors", ".safetensors.index.json")):
             raise StudioError(f"folder {folder}: config.json names {named!r} as its weights (transformers_weights), "
                               "which is not a safetensors file in the folder; LoRA Studio loads only safetensors")
         entry = folder / named
