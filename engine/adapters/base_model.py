@@ -10,7 +10,7 @@ from typing import Any, Optional
 from engine.core.progress import ProgressFn
 from engine.adapters.library import read_adapter_meta, read_peft_config
 from engine.errors import StudioError, first_line
-from engine.models import trust
+from engine.models.weights import model_options
 from engine.models.tokenizer import load_tokenizer
 
 
@@ -68,9 +68,8 @@ def load_base(base_path: Path) -> tuple[Any, Any]:
 
     check_loadable(base_path)
     try:
-        code = trust.load_options(base_path)
         tokenizer = load_tokenizer(base_path)
-        model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32, **code)
+        model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32, **model_options(base_path))
     except (OSError, ValueError) as exc:
         raise StudioError(f"cannot load base model {base_path}: {first_line(exc)}") from None
     return model.eval(), tokenizer

@@ -180,14 +180,15 @@ def _add_tokenizer(writer: Any, folder: Path, vocab_size: int, chat_template: Op
     """Vocabulary, merges, special tokens and chat template, as llama.cpp's converter writes
     them for a byte-level BPE tokenizer; the pre-tokenizer name it chose."""
     import gguf
-    from transformers import AutoTokenizer
+
+    from engine.models.tokenizer import load_tokenizer
 
     tokenizer_json = _read_tokenizer_json(folder)
     model = tokenizer_json.get("model") or {}
     decoder = tokenizer_json.get("decoder") or {}
     if model.get("type") != "BPE" or model.get("byte_fallback") or decoder.get("type") != "ByteLevel":
         raise StudioError("GGUF export supports byte-level BPE tokenizers (GPT-2 style); this model's is not one")
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer = load_tokenizer(folder)  # the model's own tokenizer code runs only when trusted
     tokens, types = _vocabulary(tokenizer, vocab_size)
     pre = _pre_tokenizer(tokenizer, tokenizer_json)
     writer.add_tokenizer_model("gpt2")

@@ -27,6 +27,7 @@ from engine.adapters.library import now, read_adapter_meta, read_peft_config, re
 from engine.core.atomic import staged_directory, write_json
 from engine.errors import StudioError
 from engine.models import trust
+from engine.models.weights import model_options
 
 MERGE_REPORT = "studio_merge.json"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -209,7 +210,7 @@ def merge_adapter(adapter: str | Path, output: str | Path, *, base: Optional[str
         _copy_generation_config(base_path, staging)
         report(5, steps, "loading the merged model back and checking it against base+adapter")
         # A base with its own (trusted) code passes it on to the merged folder, which runs the same code.
-        code = trust.load_options(base_path)
+        code = model_options(base_path)
         fidelity = _check_merged(staging, inputs, reference, target_dtype, effect, check_dtype, code)
         result = MergeResult(
             output=str(output), adapter=adapter_path.name, base_model=str(meta.get("base_model") or base_path.name),
@@ -220,7 +221,7 @@ def merge_adapter(adapter: str | Path, output: str | Path, *, base: Optional[str
         report(6, steps, "writing the model card")
         write_json(staging / MERGE_REPORT, {**result.to_dict(), "merged": now(), "method": meta.get("method")})
         (staging / "README.md").write_text(_merged_card(result, meta), encoding="utf-8")
-    if code:
+    if code["trust_remote_code"]:
         trust.trust(output)
     report(7, steps, "merged and checked" if fidelity.within_tolerance else "merged, but outside float tolerance")
     return result

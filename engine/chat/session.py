@@ -38,7 +38,7 @@ from engine.chat.sampling import check_sampling, generation_config
 from engine.chat.streaming import ChatReply, stream_reply
 from engine.data.rendering import chat_template_for, render_conversation
 from engine.errors import StudioError, first_line
-from engine.models import trust
+from engine.models.weights import model_options
 from engine.models.tokenizer import load_tokenizer
 
 MAX_CACHED_ADAPTERS = 4
@@ -95,9 +95,8 @@ class ChatSession:
             if room is not None and not room.fits:
                 raise StudioError(f"not enough free memory to load {self.model}: {room.describe()}")
             try:
-                code = trust.load_options(path)
                 tokenizer = load_tokenizer(path)
-                base = AutoModelForCausalLM.from_pretrained(path, dtype=dtype_for(device), **code)
+                base = AutoModelForCausalLM.from_pretrained(path, dtype=dtype_for(device), **model_options(path))
             except (OSError, ValueError) as exc:
                 raise StudioError(f"cannot load model {self.model!r} from {path}: {first_line(exc)}") from None
             self._tokenizer, self._base = tokenizer, base.to(device).eval()

@@ -54,7 +54,7 @@ def cmd_models_trust(args: argparse.Namespace) -> int:
         trust.revoke(folder)
         line = f"{folder.name}'s own code will not run any more (until you trust it again)"
     else:
-        files = ", ".join(file.name for file in trust.code_files(folder))
+        files = ", ".join(trust.code_names(folder))
         trust.trust(folder)
         line = f"trusted {folder.name}: its own code ({files}) will run when it loads, until those files change"
     return print_result(args, {"model": str(folder), "trusted": not args.revoke}, line)

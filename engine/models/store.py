@@ -41,7 +41,7 @@ from engine.core.progress import ProgressFn
 from engine.models import trust
 from engine.core.atomic import read_json_object, staged_directory, write_json
 from engine.core.names import is_valid_name
-from engine.errors import StudioError
+from engine.errors import StudioError, first_line
 from engine.paths import models_dir
 
 STARTER = "starter"
@@ -52,7 +52,6 @@ SOURCES = ("starter", "folder", "gguf", "trained")  # trained: a full fine-tune 
 _STARTER_FILE = f"{STARTER_NAME}.Q4_1.gguf"
 # Known facts about the shipped starter, so it can be listed before its first conversion.
 _STARTER_ARCHITECTURE = "LlamaForCausalLM"
-_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _CONVERT_STEPS = 5
 # 256 windows of 1 KiB: a quarter MiB read per weight file, yet even a merge that touches
 # only some projections lands in many windows.
@@ -153,6 +152,7 @@ def _check_model_folder(folder: Path) -> None:
 
     Reads JSON and safetensors headers only, so listing the store stays cheap."""
     from engine.core.safetensors_files import safetensors_problem
+    from engine.models.weights import check_weight_files
 
     needs = "a model folder needs config.json and .safetensors weights"
     config_file = folder / "config.json"
@@ -166,16 +166,8 @@ def _check_model_folder(folder: Path) -> None:
     if config is None:
         raise StudioError(f"folder {folder}: config.json is not a valid JSON object")
     _check_config_sizes(folder, config)
-    weights = sorted(folder.glob("*.safetensors"))
-    if not weights:
-        # Pickle files can run code when loaded, so weights from users are read only as safetensors.
-        pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in _PICKLE_SUFFIXES)
-        if pickles:
-            raise StudioError(
-                f"folder {folder} has only pickle weights ({pickles[0]}), which LoRA Studio never loads: "
-                "re-save the model with save_pretrained(..., safe_serialization=True)"
-            )
-        raise StudioError(f"folder {folder} has no .safetensors weights: {needs}")
+    # Pickle files can run code when loaded, so weights from users are read only as safetensors.
+    weights = sorted({*check_weight_files(folder), *folder.glob("*.safetensors")})
     for file in weights:
         problem = safetensors_problem(file)
         if problem:
@@ -183,6 +175,9 @@ def _check_model_folder(folder: Path) -> None:
     if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
         raise StudioError(f"folder {folder} has no tokenizer (tokenizer.json or tokenizer.model): copy the "
                           "tokenizer files from where the model came from")
+    # Code the trust hash would not cover (another repository, a path out of the folder) is refused here,
+    # before anything is added or loaded; whether the user trusts the code is asked later.
+    trust.code_files(folder)
 
 
 def _check_config_sizes(folder: Path, config: dict[str, Any]) -> None:
@@ -518,8 +513,8 @@ def _root_cause(exc: BaseException) -> str:
     misleading 'not a valid JSON file', so the outer message alone would send users astray."""
     while (exc.__cause__ or exc.__context__) is not None:
         exc = exc.__cause__ or exc.__context__
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+    text = first_line(exc) if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @contextmanager

@@ -41,10 +41,10 @@ def load_model(model_path: Path, config: RunConfig, precision: str, device: str)
     """The base model on ``device``, ready for ``engine.train.methods.attach``."""
     from transformers import AutoModelForCausalLM
 
-    from engine.models import trust
+    from engine.models.weights import model_options
 
     options: dict[str, Any] = {"attn_implementation": attention_implementation(config, device, precision),
-                               **trust.load_options(model_path)}
+                               **model_options(model_path)}
     if config.method == "qlora":
         compute = quantised_compute_dtype(config, precision)
         options.update(quantization_config=quantisation(config, compute), dtype=torch_dtype(compute),

@@ -11,6 +11,7 @@ newest complete checkpoint. The same file runs alone or on every rank under
 from __future__ import annotations
 
 import errno
+import os
 import sys
 import time
 import traceback
@@ -24,7 +25,7 @@ from engine.run.checkpoints import checkpoint_folders, checkpoint_problem, check
 from engine.core.units import gib
 from engine.run.config import RunConfig
 from engine.run.control import ControlReader
-from engine.errors import StudioError
+from engine.errors import REFUSED_PICKLE, StudioError, is_refused_pickle
 from engine.run.events import Event, EventWriter, LogLine, RunFinished, RunStarted
 from engine.run.priority import yield_cpu_to_the_desktop
 from engine.train import distributed
@@ -71,6 +72,9 @@ def main(argv: list[str]) -> int:
         print("usage: python -m engine.train RUN_DIR", file=sys.stderr)
         return 2
     yield_cpu_to_the_desktop()
+    # Belt and braces: every torch.load in this process (a resumed checkpoint's optimizer, scheduler and
+    # RNG state are pickles) reads plain tensors only, even where a library leaves weights_only unset.
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
     finished = run_and_report(Run(Path(argv[0]).resolve()))
     return 0 if finished.status != RunStatus.FAILED else 1
 
@@ -91,6 +95,8 @@ def run_and_report(run: Run) -> RunFinished:
 
 
 def _describe_failure(exc: BaseException) -> str:
+    if is_refused_pickle(exc):
+        return f"cannot resume from the run's checkpoint: {REFUSED_PICKLE}; delete that checkpoint folder"
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if _disk_full(exc):
         where = getattr(exc, "filename", None) or "while writing"

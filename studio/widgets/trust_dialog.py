@@ -1,7 +1,7 @@
 """Asks before a model's own Python code may run; ``engine.models.trust`` remembers the answer.
 
 A model folder whose config names classes of its own (an ``auto_map``) makes transformers
-execute the ``.py`` files beside its weights. The studio asks once per model, at the moment
+execute the ``.py`` files in its folder. The studio asks once per model, at the moment
 the user wants to use it (Start on the Train page, Load on the Chat page), naming the files;
 a yes is kept against their hash, so changed code is asked about again.
 """
@@ -27,9 +27,13 @@ def confirm_model_code(parent: QWidget, ref: str) -> bool:
         folder = model_folder(ref)
     except StudioError:
         return True  # not a model folder here (a GGUF file, the starter): using it says what is wrong
-    if not trust.needs_code(folder) or trust.is_trusted(folder):
-        return True
-    if not _ask(parent, folder, [file.name for file in trust.code_files(folder)]):
+    try:
+        if not trust.needs_code(folder) or trust.is_trusted(folder):
+            return True
+        files = trust.code_names(folder)
+    except StudioError:
+        return True  # code the trust could not cover (another repository...): using it says so, in one line
+    if not _ask(parent, folder, files):
         return False
     trust.trust(folder)
     return True
