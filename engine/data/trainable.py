@@ -43,6 +43,7 @@ _PHRASES = {
     CUT_BY_LENGTH: "have nothing to learn within max length {max_length}",
 }
 _OTHER = "are unusable"
+_SINGULAR = {"have": "has", "hold": "holds", "are": "is", "lack": "lacks"}
 
 
 def example_of(sample: Sample, counts: DatasetPass, tokenizer: Any, template: str, max_length: int,
@@ -112,11 +113,11 @@ def untrainable(name: str, counts: DatasetPass, max_length: int) -> str:
     if not counts.unusable:
         return f"{name} has no rows to train on"
     ranked = counts.unusable.most_common()
-    parts = [f"{n}{f' of {total} rows' if i == 0 else ''} {_phrase(code, max_length)}"
+    parts = [f"{n}{f' of {total} rows' if i == 0 else ''} {_phrase(code, n, max_length)}"
              for i, (code, n) in enumerate(ranked[:_REASONS_SHOWN])]
     rest = sum(n for _code, n in ranked[_REASONS_SHOWN:])
     if rest:
-        parts.append(f"{rest} {_OTHER}")
+        parts.append(f"{rest} {_phrase('', rest, max_length)}")
     first = counts.first_unusable[ranked[0][0]]
     message = f"no row of {name} can train: {', '.join(parts)}; first at {first.where()}: {first.reason}"
     if CUT_BY_LENGTH in counts.unusable:
@@ -124,8 +125,9 @@ def untrainable(name: str, counts: DatasetPass, max_length: int) -> str:
     return message
 
 
-def _phrase(code: str, max_length: int) -> str:
-    return _PHRASES.get(code, _OTHER).format(max_length=max_length)
+def _phrase(code: str, rows: int, max_length: int) -> str:
+    verb, rest = _PHRASES.get(code, _OTHER).format(max_length=max_length).split(" ", 1)
+    return f"{_SINGULAR.get(verb, verb) if rows == 1 else verb} {rest}"
 
 
 def bad_rows_stop(first: RowProblem, *, name: str = "", bad: Optional[int] = None,
