@@ -23,7 +23,8 @@ from engine.data.rendering import chat_template_for
 from engine.errors import StudioError
 
 CUT_BY_LENGTH = "cut_by_length"
-# With bad rows set to stop, the parent reads this many rows for a bad one; the child reads the rest.
+# With bad rows set to stop, the parent reads this many rows for a bad one before a run starts;
+# the child, reading every row, finds one further on.
 STOP_SCAN_ROWS = 1000
 _REASONS_SHOWN = 3
 
@@ -85,6 +86,7 @@ def check_trainable(source: DatasetSource, tokenizer: Any, *, max_length: int, t
     template, _fallback = chat_template_for(tokenizer)
     counts = DatasetPass(source, None, None)
     wanted = 2 if val_fraction > 0 else 1  # a validation share needs one row to hold out and one to train
+    read_on = STOP_SCAN_ROWS if bad_rows == "stop" else 0  # rows read for a bad one, once enough can train
     usable = 0
     items = source.items()
     try:
@@ -93,9 +95,10 @@ def check_trainable(source: DatasetSource, tokenizer: Any, *, max_length: int, t
                 counts.problem(item)
             else:
                 usable += example_of(item, counts, tokenizer, template, max_length, train_on) is not None
-            if bad_rows == "stop" and counts.bad and usable:
+            if read_on and counts.bad and usable:
+                # A bad row where some can train (where none can, why none can is the reason to give).
                 raise StudioError(bad_rows_stop(counts.problems[0], name=source.name))
-            if usable >= wanted and (bad_rows != "stop" or number >= STOP_SCAN_ROWS):
+            if usable >= wanted and number >= read_on:
                 return
     finally:
         items.close()
@@ -113,7 +116,8 @@ def untrainable(name: str, counts: DatasetPass, max_length: int) -> str:
     if not counts.unusable:
         return f"{name} has no rows to train on"
     ranked = counts.unusable.most_common()
-    parts = [f"{n}{f' of {total} rows' if i == 0 else ''} {_phrase(code, n, max_length)}"
+    of_total = f" of {total} {'row' if total == 1 else 'rows'}"
+    parts = [f"{n}{of_total if i == 0 else ''} {_phrase(code, n, max_length)}"
              for i, (code, n) in enumerate(ranked[:_REASONS_SHOWN])]
     rest = sum(n for _code, n in ranked[_REASONS_SHOWN:])
     if rest:
