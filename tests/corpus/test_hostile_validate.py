@@ -152,11 +152,11 @@ def test_a_few_good_rows_among_bad_ones_train_when_bad_rows_are_skipped(tiny_mod
 
 def _stopped_run_with_a_checkpoint(config: RunConfig) -> Path:
     """A run stopped at step 2 of 5 with a complete checkpoint: it can be resumed or trained more."""
+    import numpy as np
     from safetensors.numpy import save_file
 
-    import numpy as np
-    from run_folders import T0, started, write_run
     from engine.run.events import RunFinished
+    from run_folders import T0, started, write_run
 
     run_dir = write_run("20260101-100000-data-lora", [started(T0, total=5), RunFinished(status="stopped", step=2)],
                         config=config.to_dict())
