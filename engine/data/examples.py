@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from engine.core.choices import TRAIN_ON
 from engine.data.dataset import DatasetFile, Sample
-from engine.data.formats import TEXT_ROLE
+from engine.data.formats import TEMPLATE_REFUSED, TEXT_ROLE
 from engine.data.passes import DatasetPass
 from engine.data.readers import RowProblem
 from engine.data.rendering import assistant_spans, render_conversation
@@ -118,6 +118,18 @@ def tokenize_conversation(
     return TokenizedExample(input_ids=input_ids, labels=labels, truncated=truncated)
 
 
+def tokens_before_learning(
+    messages: list[dict],
+    tokenizer,
+    chat_template: Optional[str] = None,
+    train_on: str = "assistant",
+) -> int:
+    """How many tokens of a row come before the first one it learns: the prompt, as the
+    template renders it. A max length up to this leaves the row nothing to learn."""
+    encoded = _encode(messages, tokenizer, chat_template, train_on)
+    return next((index for index, trained in enumerate(encoded.trained) if trained), len(encoded.trained))
+
+
 def build_examples(
     dataset: DatasetFile,
     tokenizer,
@@ -192,7 +204,7 @@ def token_lengths(samples: list[Sample], tokenizer: Any, chat_template: Optional
         try:
             texts.append(render_conversation(sample.conversation, tokenizer, chat_template=chat_template))
         except StudioError as exc:
-            counts.problem(RowProblem(sample.line, str(exc), sample.file, code="template"))
+            counts.problem(RowProblem(sample.line, str(exc), sample.file, code=TEMPLATE_REFUSED))
             texts.append(None)
     rendered = [text for text in texts if text is not None]
     ids = iter(tokenizer(rendered, add_special_tokens=False, return_attention_mask=False)["input_ids"]

@@ -19,7 +19,15 @@ from engine.errors import StudioError
 
 ROLES = ("system", "user", "assistant")
 TEXT_ROLE = "text"
+# Codes of the problems a row can have, so a pass can say how many rows have which
+# (``engine.data.trainable`` words them when no row can train).
 EMPTY_ANSWER = "empty_answer"
+EMPTY = "empty"
+ROLE_ORDER = "role_order"
+UNKNOWN_ROLE = "unknown_role"
+NO_ANSWER = "no_answer"
+SYSTEM_ONLY = "system_only"
+TEMPLATE_REFUSED = "template"  # the chat template fails on the row (engine.data.rendering)
 
 
 @dataclass(frozen=True)
@@ -284,17 +292,25 @@ def _check_conversation(conversation: list[dict]) -> list[dict]:
     for number, message in enumerate(conversation, start=1):
         role, content = message["role"], message["content"]
         if role == "system" and number != 1:
-            raise BadRow(f"message {number} is a system message; only the first message may be one")
+            raise BadRow(f"message {number} is a system message; only the first message may be one", ROLE_ORDER)
         if role != "system" and not content.strip():
             raise BadRow(f"message {number} is an empty {role} message",
-                         EMPTY_ANSWER if role == "assistant" else "empty")
+                         EMPTY_ANSWER if role == "assistant" else EMPTY)
     turns = [message["role"] for message in conversation if message["role"] != "system"]
-    if not turns or turns[0] != "user":
-        raise BadRow("the conversation must start with a user message (after an optional system message)")
-    if turns[-1] != "assistant":
-        # A trailing question has no answer to learn from.
-        raise BadRow("the conversation must end with an assistant reply")
+    if not turns:
+        raise BadRow("the conversation holds only a system message", SYSTEM_ONLY)
+    if turns == ["user"]:
+        # A question alone has no answer to learn from.
+        raise BadRow("the conversation must end with an assistant reply, and has none", NO_ANSWER)
+    if turns[0] != "user" or turns[-1] != "assistant":
+        raise BadRow(f"the roles go {_roles(turns)}: a conversation must start with a user message (after an "
+                     "optional system message) and end with an assistant reply", ROLE_ORDER)
     return conversation
+
+
+def _roles(turns: list[str], shown: int = 6) -> str:
+    more = ", ..." if len(turns) > shown else ""
+    return ", ".join(turns[:shown]) + more
 
 
 def _message_list(value: Any, column: str) -> list:
@@ -302,7 +318,7 @@ def _message_list(value: Any, column: str) -> list:
     if not isinstance(messages, list):
         raise BadRow(f"{quoted(column)} must be a list of messages, not a JSON {json_type(messages)}", "wrong_type")
     if not messages:
-        raise BadRow(f"{quoted(column)} is empty", "empty")
+        raise BadRow(f"{quoted(column)} is empty", EMPTY)
     return messages
 
 
@@ -313,7 +329,8 @@ def _role_content_messages(messages: list, column: str) -> list[dict]:
             raise BadRow(f"message {number} in {quoted(column)} is not an object", "wrong_type")
         role = message.get("role")
         if role not in ROLES:
-            raise BadRow(f"message {number} has role {_brief(role)}; expected system, user or assistant")
+            raise BadRow(f"message {number} has role {_brief(role)}; expected system, user or assistant",
+                         UNKNOWN_ROLE)
         conversation.append({"role": role, "content": _content(message.get("content"), f"message {number} content")})
     return conversation
 
@@ -334,7 +351,7 @@ def _sharegpt_row(row: dict, mapping: dict[str, str]) -> list[dict]:
         speaker = message.get("from")
         role = _SHAREGPT_ROLES.get(speaker) if isinstance(speaker, str) else None
         if role is None:
-            raise BadRow(f"message {number} is from {_brief(speaker)}; expected human, gpt or system")
+            raise BadRow(f"message {number} is from {_brief(speaker)}; expected human, gpt or system", UNKNOWN_ROLE)
         conversation.append({"role": role, "content": _text(message.get("value"), f"message {number} value")})
     system = _field_text(row, mapping, "system", required=False)
     if system.strip() and not (conversation and conversation[0]["role"] == "system"):
@@ -348,7 +365,7 @@ def _alpaca_row(row: dict, mapping: dict[str, str]) -> list[dict]:
     extra = _field_text(row, mapping, "input", required=False)
     system = _field_text(row, mapping, "system", required=False)
     if not instruction.strip():
-        raise BadRow(f"{quoted(mapping['instruction'])} is empty", "empty")
+        raise BadRow(f"{quoted(mapping['instruction'])} is empty", EMPTY)
     if not output.strip():
         raise BadRow(f"{quoted(mapping['output'])} is empty", EMPTY_ANSWER)
     conversation = [{"role": "system", "content": system}] if system.strip() else []
@@ -396,7 +413,7 @@ def _pair(row: dict, mapping: dict[str, str], ask: str, reply: str) -> list[dict
     answer = _field_text(row, mapping, reply)
     system = _field_text(row, mapping, "system", required=False)
     if not question.strip():
-        raise BadRow(f"{quoted(mapping[ask])} is empty", "empty")
+        raise BadRow(f"{quoted(mapping[ask])} is empty", EMPTY)
     if not answer.strip():
         raise BadRow(f"{quoted(mapping[reply])} is empty", EMPTY_ANSWER)
     conversation = [{"role": "system", "content": system}] if system.strip() else []
@@ -406,7 +423,7 @@ def _pair(row: dict, mapping: dict[str, str], ask: str, reply: str) -> list[dict
 def _text_row(row: dict, mapping: dict[str, str]) -> list[dict]:
     text = _field_text(row, mapping, "text")
     if not text.strip():
-        raise BadRow(f"{quoted(mapping['text'])} is empty", "empty")
+        raise BadRow(f"{quoted(mapping['text'])} is empty", EMPTY)
     return [{"role": TEXT_ROLE, "content": text}]
 
 

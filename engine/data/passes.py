@@ -6,6 +6,7 @@ a way to stop.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Callable, Optional
 
 from engine.data.dataset import DatasetSource
@@ -28,6 +29,10 @@ class DatasetPass:
         self.bad = 0
         self.empty_answers = 0
         self.problems: list[RowProblem] = []
+        # Every row that cannot train, by its problem's code, and the first of each code:
+        # what ``engine.data.trainable`` says when no row can.
+        self.unusable: Counter[str] = Counter()
+        self.first_unusable: dict[str, RowProblem] = {}
         self._last_report = 0.0
 
     def problem(self, problem: RowProblem) -> None:
@@ -35,6 +40,12 @@ class DatasetPass:
         self.empty_answers += problem.code == EMPTY_ANSWER
         if len(self.problems) < KEPT_PROBLEMS:
             self.problems.append(problem)
+        self.cannot_train(problem)
+
+    def cannot_train(self, problem: RowProblem) -> None:
+        """Count a row that gives training nothing: a bad row, or a good one that max length cuts to nothing."""
+        self.unusable[problem.code] += 1
+        self.first_unusable.setdefault(problem.code, problem)
 
     def tick(self) -> bool:
         """Report progress now and then; False when the caller asked to stop."""

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from engine.data.dataset import DatasetSource
-from engine.data.examples import ExampleStats, tokenize_conversation
+from engine.data.examples import ExampleStats
 from engine.data.passes import Cancelled, DatasetPass, Progress
 from engine.data.readers import RowProblem
 from engine.data.rendering import chat_template_for
-from engine.errors import StudioError
+from engine.data.trainable import CUT_BY_LENGTH, example_of
 
 _WRITE_BATCH = 1000
 
@@ -27,6 +27,7 @@ class WrittenExamples:
     total_rows: int
     bad_rows: int
     problems: list[RowProblem]
+    counts: DatasetPass  # why rows give training nothing (``engine.data.trainable`` words it)
 
 
 def write_examples(
@@ -71,14 +72,9 @@ def write_examples(
                 if isinstance(item, RowProblem):
                     counts.problem(item)
                     continue
-                try:
-                    example = tokenize_conversation(item.conversation, tokenizer, max_length, template, train_on)
-                except StudioError as exc:
-                    counts.problem(RowProblem(item.line, str(exc), item.file, code="template"))
-                    continue
-                counts.good += 1
-                stats.add(example)
+                example = example_of(item, counts, tokenizer, template, max_length, train_on)
                 if example is not None:
+                    stats.add(example)
                     ids_batch.append(example.input_ids)
                     labels_batch.append(example.labels)
                     if len(ids_batch) == _WRITE_BATCH:
@@ -90,5 +86,6 @@ def write_examples(
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+    stats.dropped = counts.unusable[CUT_BY_LENGTH]
     return WrittenExamples(path=path, stats=stats, total_rows=counts.good + counts.bad, bad_rows=counts.bad,
-                           problems=counts.problems)
+                           problems=counts.problems, counts=counts)

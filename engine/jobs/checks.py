@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from engine.run.config import RunConfig
 
 
 def check_can_run(config: RunConfig) -> None:
     """Everything that can be refused before a run directory or a process exists."""
-    from engine.data.dataset import DataOptions, open_dataset
     from engine.models.store import resolve_model
     from engine.train import preflight
 
     config.validate()
-    preflight.check(config, resolve_model(config.model))
-    open_dataset(config.dataset, DataOptions(config.data_format, config.columns or {}, config.text_split))
+    model_path = resolve_model(config.model)
+    preflight.check(config, model_path)
+    check_data_can_train(config, model_path)
+
+
+def check_data_can_train(config: RunConfig, model_path: Path) -> None:
+    """Refuse data that cannot train (no usable row, an empty validation split, a bad row under
+    "stop"), with the reason the training child would fail with, reading only its first rows
+    when it can train (``engine.data.trainable``)."""
+    from engine.data.dataset import DataOptions, open_dataset
+    from engine.data.trainable import check_trainable
+    from engine.models.tokenizer import load_tokenizer
+
+    source = open_dataset(config.dataset, DataOptions(config.data_format, config.columns or {}, config.text_split))
+    check_trainable(source, load_tokenizer(model_path), max_length=config.max_length, train_on=config.train_on,
+                    bad_rows=config.bad_rows, val_fraction=config.val_fraction)

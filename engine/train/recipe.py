@@ -285,6 +285,7 @@ def _load_examples(run: Run, config: RunConfig, tokenizer: Any) -> Optional[Exam
     from engine.data.dataset import DataOptions, dataset_fingerprint, open_dataset
     from engine.data.rendering import CHATML_TEMPLATE
     from engine.data.split import split_indices
+    from engine.data.trainable import empty_validation
     from engine.train.batching import with_lengths
 
     source = open_dataset(config.dataset, DataOptions(config.data_format, config.columns or {}, config.text_split))
@@ -302,6 +303,8 @@ def _load_examples(run: Run, config: RunConfig, tokenizer: Any) -> Optional[Exam
     train_rows, eval_rows = split_indices(len(examples), config.val_fraction, config.seed)
     dataset_hash = dataset_fingerprint(config.dataset)
     if not len(eval_rows):
+        if config.val_fraction > 0:  # asked for, but too few rows to spare one: as the parent's check says
+            raise StudioError(empty_validation(source.name, len(examples), config.val_fraction))
         return Examples(examples, None, dataset_hash)
     run.log(f"Holding out {len(eval_rows)} examples to measure the eval loss")
     return Examples(examples.select(train_rows), examples.select(eval_rows), dataset_hash)
@@ -309,25 +312,24 @@ def _load_examples(run: Run, config: RunConfig, tokenizer: Any) -> Optional[Exam
 
 def _tokenise(run: Run, config: RunConfig, source: Any, tokenizer: Any, path: Path) -> None:
     """Write the examples file (nothing when stopped meanwhile)."""
+    from engine.data.trainable import bad_rows_stop, untrainable
     from engine.data.write import write_examples
 
     written = write_examples(source, tokenizer, config.max_length, path, train_on=config.train_on,
                              progress=_tokenising_progress(run), cancelled=run.stop_requested_here)
     if written is None:
         return
+    stats = written.stats
+    if not stats.examples:  # the words the parent's check (engine.data.trainable) refuses such data with
+        raise StudioError(untrainable(source.name, written.counts, config.max_length))
     if written.bad_rows:
         first = written.problems[0]
-        bad = f"{written.bad_rows} of {written.total_rows} rows are bad; first at {first.where()}: {first.reason}"
         if config.bad_rows == "stop":
-            raise StudioError(f"{bad}. Fix the file, or choose to train on the good rows")
-        run.log(f"Skipping {bad}", level="warning")
-    stats = written.stats
+            raise StudioError(bad_rows_stop(first, bad=written.bad_rows, total=written.total_rows))
+        run.log(f"Skipping {written.bad_rows} of {written.total_rows} rows are bad; first at {first.where()}: "
+                f"{first.reason}", level="warning")
     run.log(f"Dataset {source.name}: {source.layout.title}, {stats.examples} examples, {stats.truncated} truncated "
             f"to {config.max_length} tokens, {stats.trained_tokens:,} trained tokens")
-    if not stats.examples:
-        raise StudioError(f"no training examples left in {config.dataset} after tokenising; "
-                          f"raise max length (now {config.max_length})")
-    return True
 
 
 def _tokenising_progress(run: Run) -> Callable[[float], None]:

@@ -206,7 +206,11 @@ def test_invalid_setting_is_reported_in_the_page(qtbot, page, tiny_model_dir, da
     assert not page.run_active
 
 
-def test_failed_run_shows_its_error(qtbot, page, tiny_model_dir, tmp_path):
+def test_failed_run_shows_its_error(qtbot, page, tiny_model_dir, tmp_path, monkeypatch):
+    from engine.data import trainable
+
+    # The bad row lies past the rows the parent reads before the start: the child finds it.
+    monkeypatch.setattr(trainable, "STOP_SCAN_ROWS", 1)
     garbage = tmp_path / "garbage.jsonl"
     garbage.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "arr"}]}\n'
                        "this is not json\n", encoding="utf-8")

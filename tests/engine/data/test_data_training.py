@@ -55,7 +55,11 @@ def test_training_a_base_model_on_a_csv_holds_out_rows_and_saves_the_chatml_it_u
         "<|endoftext|><|im_start|>user\nWhat is 1 plus 1?<|im_end|>\n<|im_start|>assistant\n")
 
 
-def test_a_run_told_to_stop_on_bad_rows_fails_naming_the_first(tiny_model_dir, tmp_path):
+def test_a_run_told_to_stop_on_bad_rows_fails_naming_the_first(tiny_model_dir, tmp_path, monkeypatch):
+    from engine.data import trainable
+
+    # The bad rows lie past the rows the parent reads before the start: the child finds them.
+    monkeypatch.setattr(trainable, "STOP_SCAN_ROWS", 1)
     dataset = tmp_path / "qa.jsonl"
     dataset.write_text("\n".join([
         json.dumps({"question": "What is two plus two?", "answer": "Four."}),

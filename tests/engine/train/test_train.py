@@ -164,7 +164,12 @@ def test_an_empty_dataset_is_refused_before_a_run_starts(tiny_model_dir, tmp_pat
     assert list_runs() == [] and list_adapters() == []
 
 
-def test_bad_rows_under_stop_fail_the_run_with_a_readable_error_and_no_adapter(tiny_model_dir, tmp_path):
+def test_bad_rows_under_stop_fail_the_run_with_a_readable_error_and_no_adapter(tiny_model_dir, tmp_path,
+                                                                              monkeypatch):
+    from engine.data import trainable
+
+    # The bad row lies past the rows the parent reads before the start: the child finds it.
+    monkeypatch.setattr(trainable, "STOP_SCAN_ROWS", 1)
     dataset = write_messages_dataset(tmp_path / "pirate.jsonl")
     with open(dataset, "a", encoding="utf-8") as handle:
         handle.write('{"messages": "not a list"}\n')
