@@ -509,17 +509,13 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------- close
     def closeEvent(self, event: QCloseEvent) -> None:
         train = self.built("Train")
+        keep_training = False
         if train is not None and train.run_active:
-            answer = QMessageBox.question(
-                self,
-                "Stop training?",
-                "A training run is still going. Stop it, save the adapter trained so far, and quit?",
-                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
-                QMessageBox.StandardButton.Cancel,
-            )
-            if answer != QMessageBox.StandardButton.Yes:
+            answer = self._ask_about_the_run()
+            if answer == "cancel":
                 event.ignore()
                 return
+            keep_training = answer == "keep"
         self.settings.set("window.geometry", to_text(self.saveGeometry()))
         if train is not None:
             self._remember_model_settings(train)
@@ -527,5 +523,21 @@ class MainWindow(QMainWindow):
         chat = self.built("Chat")
         if chat is not None:
             chat.close_session()
-        workers.shutdown_all()
+        workers.shutdown_all(keep_training=keep_training)
         event.accept()
+
+    def _ask_about_the_run(self) -> str:
+        """Quitting during a run: "keep" it training without the window, "stop" it (saving the
+        adapter so far) or "cancel" the quit."""
+        box = QMessageBox(QMessageBox.Icon.Question, "A run is training",
+                          "A training run is still going. Keep it training without the window, or stop it "
+                          "and save the adapter trained so far?", parent=self)
+        box.setInformativeText("A run kept training shows on the Home page at the next start, where Watch "
+                               "follows it again.")
+        keep = box.addButton("Keep training", QMessageBox.ButtonRole.AcceptRole)
+        stop = box.addButton("Stop and quit", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(keep)
+        box.exec()
+        clicked = box.clickedButton()
+        return "keep" if clicked is keep else "stop" if clicked is stop else "cancel"

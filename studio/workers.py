@@ -353,14 +353,17 @@ def live_runners() -> list[TrainingRunner]:
     return [runner for runner in list(_live_runners) if runner.running]
 
 
-def shutdown_all(timeout: float = 5.0) -> None:
-    """On quit: cancel every task, stop every training run, and join them all."""
+def shutdown_all(timeout: float = 5.0, keep_training: bool = False) -> None:
+    """On quit: cancel every task and join them all; stop every training run and wait for it,
+    unless ``keep_training`` (runs are processes of their own, found again at the next start)."""
     for task in list(_live_tasks):
         task.cancel()
-    for runner in list(_live_runners):
-        if runner.running:
-            runner.job.stop(save=True)
+    if not keep_training:
+        for runner in list(_live_runners):
+            if runner.running:
+                runner.job.stop(save=True)
     for task in list(_live_tasks):
         task.abandon(timeout)
-    for runner in list(_live_runners):
-        runner.job.wait(timeout)
+    if not keep_training:
+        for runner in list(_live_runners):
+            runner.job.wait(timeout)

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import psutil
 import pytest
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QMessageBox
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import QApplication, QMessageBox
 
 from engine.adapters.library import list_adapters
+from engine.run.control import send_command
 from engine.paths import adapters_dir
 from studio import workers
-from helpers import write_messages_dataset
+from helpers import training_processes, write_messages_dataset
 from studio.main_window import MainWindow
 
 PAGES = ["Home", "Models", "Data", "Train", "Adapters", "Chat"]
@@ -126,27 +127,68 @@ def test_closing_the_window_ends_the_work_its_pages_started(window):
     assert workers.live_tasks() == []
 
 
-def test_closing_during_a_run_asks_then_stops_and_saves(qtbot, window, monkeypatch, tiny_model_dir, tmp_path):
+def _start_a_long_run(qtbot, window, model_dir: Path, tmp_path: Path):
     train = window.train_page
-    train.model_picker.set_ref(str(tiny_model_dir))
+    train.model_picker.set_ref(str(model_dir))
     train.dataset_picker.set_path(str(write_messages_dataset(tmp_path / "chat.jsonl", rows=8)))
     train.form.steps_spin.setValue(5000)
     train.form.max_length_spin.setValue(64)
     with qtbot.waitSignal(train.progressChanged, timeout=120_000,
                           check_params_cb=lambda text: text.startswith("step ") and not text.startswith("step 0 ")):
         qtbot.mouseClick(train.start_button, Qt.MouseButton.LeftButton)
+    return train
 
-    answers = [QMessageBox.StandardButton.Cancel]
-    monkeypatch.setattr(QMessageBox, "question", lambda *args: answers.pop(0))
+
+def _answer_the_quit_question(button_text: str) -> list[str]:
+    """Press ``button_text`` in the question the window asks when it closes; the question's
+    buttons are recorded in the list returned."""
+    seen: list[str] = []
+
+    def press() -> None:
+        box = QApplication.activeModalWidget()
+        assert isinstance(box, QMessageBox)
+        buttons = {button.text().replace("&", ""): button for button in box.buttons()}
+        seen.extend(buttons)
+        buttons.get(button_text, box.escapeButton()).click()  # an unknown text cancels: no test hangs
+
+    QTimer.singleShot(0, press)
+    return seen
+
+
+def test_closing_during_a_run_asks_then_stops_and_saves(qtbot, window, tiny_model_dir, tmp_path):
+    train = _start_a_long_run(qtbot, window, tiny_model_dir, tmp_path)
+    offered = _answer_the_quit_question("Cancel")
     assert not window.close()
+    assert sorted(offered) == ["Cancel", "Keep training", "Stop and quit"]
     assert window.isVisible() and train.run_active
 
-    answers.append(QMessageBox.StandardButton.Yes)
+    _answer_the_quit_question("Stop and quit")
     with qtbot.waitSignal(train.runFinished, timeout=120_000) as finished:
         assert window.close()
     event = finished.args[0]
     assert event.status == "stopped"
     assert event.adapter in [record.path for record in list_adapters()]
+
+
+def test_quitting_can_leave_the_run_training_for_the_next_start_to_find(qtbot, window, tiny_model_dir, tmp_path):
+    train = _start_a_long_run(qtbot, window, tiny_model_dir, tmp_path)
+    run_dir = train._last_run
+    _answer_the_quit_question("Keep training")
+    assert window.close()
+
+    [child] = training_processes()
+    try:
+        again = MainWindow()
+        qtbot.addWidget(again)
+        again.show()
+        home = again.home_page
+        qtbot.waitUntil(lambda: home._recovery_checked, timeout=120_000)
+        assert home.recovery_box.isVisible() and home.recovery_button.text() == "Watch"
+        assert child.is_running() and child.status() != psutil.STATUS_ZOMBIE  # never told to stop
+    finally:
+        send_command(run_dir, "stop", save=False)
+        child.wait(120)
+    assert not list_adapters()
 
 
 def test_opening_the_window_does_not_import_torch():
