@@ -16,6 +16,7 @@ from engine.adapters.gguf import (
     QUANTS,
     GgufResult,
     check_lora_exportable,
+    check_lora_fits,
     export_lora_gguf,
     export_model_gguf,
     folder_chat_template,
@@ -77,6 +78,7 @@ def _lora_with_base(adapter_path: Path, path: Path, modelfile: Path, quant: str,
 
     check_lora_exportable(adapter_path)
     base_path = find_base(adapter_path, base)
+    check_lora_fits(adapter_path, base_path)  # before the base's GGUF is written for it
     warnings = base_warnings(adapter_path, base_path)
     base_gguf = _base_gguf_origin(base_path)
     if base_gguf is None:
