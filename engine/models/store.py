@@ -520,13 +520,15 @@ def _check_gguf_tensors(gguf_file: Path) -> None:
         raise StudioError(f"could not read {gguf_file.name} as a model (is the file complete?): "
                           f"{_root_cause(exc)}") from exc
     count = count_field.contents() if count_field is not None else None
+    known = _gguf_tensor_names(architecture, count if isinstance(count, int) else 0)
+    if known is None:
+        return  # an architecture llama.cpp's table does not know: transformers says it cannot load it
     blocks = {int(match.group(1)) for name in names if (match := re.match(r"blk\.(\d+)\.", name))}
     if not isinstance(count, int) or blocks != set(range(count)):
         held = f"layers {min(blocks)} to {max(blocks)} ({len(blocks)} of them)" if blocks else "no layers"
         raise StudioError(f"{gguf_file.name} is damaged: its header says {count!r} layers but it holds tensors "
                           f"for {held}; get the file again")
-    known = _gguf_tensor_names(architecture, count)
-    stray = [name for name in names if known is not None and name.rsplit(".", 1)[0] not in known]
+    stray = [name for name in names if name.rsplit(".", 1)[0] not in known]
     if stray:
         raise StudioError(f"{gguf_file.name} is damaged: it holds {len(stray)} tensors that a {architecture} "
                           f"model of {count} layers does not have (such as {stray[0]}); get the file again")
