@@ -267,7 +267,9 @@ def _store_entries() -> dict[str, dict[str, Any]]:
         if folder.name.startswith(".") or not folder.is_dir():
             continue
         manifest = read_json_object(folder / MANIFEST)
-        if manifest is not None and manifest.get("source") in SOURCES:
+        # An edited manifest whose source or path is not text is no entry (a path is not checked
+        # further: a referenced entry points wherever the user's model folder is).
+        if manifest is not None and manifest.get("source") in SOURCES and isinstance(manifest.get("path", ""), str):
             entries[folder.name] = manifest
     return entries
 

@@ -265,3 +265,34 @@ def test_an_untampered_trash_record_still_restores(tiny_model_dir, capsys):
     code, out, err = run_cli(["adapters", "restore", holder.name], capsys)
     assert code == 0, err
     assert library_entries() == [".trash", "pirate"]
+
+
+# the other records the engine reads back ----------------------------------------------------------
+def test_a_model_store_record_with_a_path_that_is_not_text_is_no_entry(capsys):
+    entry = models_dir() / "edited"
+    entry.mkdir(parents=True)
+    (entry / "studio_model.json").write_text(json.dumps({"source": "folder", "path": ["/etc"]}))
+    code, out, err = run_cli(["models", "list", "--json"], capsys)
+    assert code == 0, err
+    assert "edited" not in [model["name"] for model in json.loads(out)["models"]]
+
+
+@pytest.mark.parametrize("state", ["[]", '{"global_step": "many"}', '{"log_history": [1, 2]}', '{"epoch": "one"}'])
+def test_a_checkpoint_whose_trainer_state_is_edited_is_not_complete(state, tmp_path):
+    from engine.run.checkpoints import checkpoint_problem
+
+    folder = tmp_path / "checkpoint-4"
+    folder.mkdir()
+    (folder / "trainer_state.json").write_text(state)
+    assert "trainer_state.json is damaged" in checkpoint_problem(folder)
+
+
+@pytest.mark.parametrize("version", ['"two"', "null", "[1]", "1e400"])
+def test_a_chat_transcript_with_a_version_that_is_not_a_number_is_refused(version, tmp_path):
+    from engine.chat.transcripts import load_transcript
+    from engine.errors import StudioError
+
+    path = tmp_path / "chat.json"
+    path.write_text('{"format": "lora-studio-chat", "version": ' + version + ', "messages": []}')
+    with pytest.raises(StudioError, match="is not a whole number"):
+        load_transcript(path)
