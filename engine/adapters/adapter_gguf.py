@@ -4,18 +4,20 @@ is written or none: a step that fails removes what the earlier ones wrote."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Optional
 
+from engine.core.atomic import read_json_object
+from engine.core.fields import text
 from engine.core.progress import ProgressFn, quiet
 from engine.adapters.gguf import (
     QUANTS,
     GgufResult,
     check_lora_exportable,
+    check_lora_fits,
     export_lora_gguf,
     export_model_gguf,
     folder_chat_template,
@@ -28,12 +30,8 @@ from engine.errors import StudioError
 
 def _base_gguf_origin(base_path: Path) -> Optional[Path]:
     """The GGUF file a store model was converted from, when it is still there: the exact base."""
-    manifest = base_path / "studio_model.json"
-    try:
-        origin = json.loads(manifest.read_text(encoding="utf-8")).get("origin")
-    except (OSError, ValueError):
-        return None
-    return Path(origin) if isinstance(origin, str) and Path(origin).is_file() else None
+    origin = text(read_json_object(base_path / "studio_model.json") or {}, "origin")
+    return Path(origin) if origin and Path(origin).is_file() else None
 
 
 def adapter_to_gguf(adapter: str | Path, output: str | Path, *, quant: str = "f16", lora_only: bool = False,
@@ -77,6 +75,7 @@ def _lora_with_base(adapter_path: Path, path: Path, modelfile: Path, quant: str,
 
     check_lora_exportable(adapter_path)
     base_path = find_base(adapter_path, base)
+    check_lora_fits(adapter_path, base_path)  # before the base's GGUF is written for it
     warnings = base_warnings(adapter_path, base_path)
     base_gguf = _base_gguf_origin(base_path)
     if base_gguf is None:

@@ -443,7 +443,52 @@ def check_lora_exportable(adapter: Path) -> dict[str, Any]:
     return peft
 
 
-def _lora_tensors(adapter: Path, arch: str, config: dict[str, Any], quant: str) -> tuple[list[_Tensor], float]:
+def _header_shapes(file: Path) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor in a safetensors file, from its header (no weights read)."""
+    from engine.core.safetensors_files import safetensors_header
+
+    return {name: tuple(info["shape"]) for name, info in safetensors_header(file).items()
+            if isinstance(info, dict) and isinstance(info.get("shape"), list)}
+
+
+def _lora_key(adapter: Path, key: str) -> tuple[str, str]:
+    """The base weight a LoRA tensor adapts, and which half of the pair it is ("A" or "B")."""
+    match = re.fullmatch(r"(.+)\.lora_([AB])(?:\.[^.]+)?\.weight", key)
+    if match is None:
+        raise StudioError(f"adapter {adapter.name} holds {key}, which a GGUF LoRA cannot carry "
+                          "(only lora_A/lora_B of linear layers): export the merged model instead")
+    return match.group(1).removeprefix(_LORA_PREFIX) + ".weight", match.group(2)
+
+
+def check_lora_fits(adapter: Path, base_folder: Path) -> None:
+    """Refuse an adapter whose LoRA pairs do not fit the base's weights: for a weight W of
+    out x in, A must be r x in and B out x r. llama.cpp would refuse such a file when it loads
+    it, or apply it to the wrong rows. Reads the safetensors headers only."""
+    pairs: dict[str, dict[str, tuple[int, ...]]] = {}
+    for key, shape in _header_shapes(adapter / "adapter_model.safetensors").items():
+        base_name, half = _lora_key(adapter, key)
+        pairs.setdefault(base_name, {})[half] = shape
+    if not pairs:
+        raise StudioError(f"adapter {adapter.name} holds no LoRA weights")
+    base = {}
+    for file in sorted(Path(base_folder).glob("*.safetensors")):
+        base.update(_header_shapes(file))
+    for base_name, pair in sorted(pairs.items()):
+        if set(pair) != {"A", "B"} or len(pair["A"]) != 2 or len(pair["B"]) != 2:
+            raise StudioError(f"adapter {adapter.name}: {base_name} lacks one half of its LoRA pair")
+        weight = base.get(base_name)
+        if weight is None:
+            raise StudioError(f"adapter {adapter.name} adapts {base_name}, which its base model does not have: "
+                              "is this the adapter's base?")
+        rank = pair["A"][0]
+        if len(weight) != 2 or pair["A"] != (rank, weight[1]) or pair["B"] != (weight[0], rank):
+            raise StudioError(f"adapter {adapter.name} does not fit its base: {base_name} is {list(weight)} in the "
+                              f"base, its LoRA pair is A {list(pair['A'])} and B {list(pair['B'])}; "
+                              "is this the adapter's base?")
+
+
+def _lora_tensors(adapter: Path, base_folder: Path, arch: str, config: dict[str, Any],
+                  quant: str) -> tuple[list[_Tensor], float]:
     """The adapter's A and B matrices named and laid out for llama.cpp, and the alpha to record.
 
     llama.cpp scales each pair by alpha / rank; whatever PEFT does beyond that (rsLoRA's
@@ -454,21 +499,16 @@ def _lora_tensors(adapter: Path, arch: str, config: dict[str, Any], quant: str) 
     from safetensors import safe_open
 
     peft = check_lora_exportable(adapter)
+    check_lora_fits(adapter, base_folder)
     alpha = float(peft.get("lora_alpha") or peft.get("r") or 1)
     name_map = _name_map(arch, config)
     pairs: dict[str, dict[str, Any]] = {}
     with safe_open(str(adapter / "adapter_model.safetensors"), framework="pt") as handle:
         for key in handle.keys():
-            match = re.fullmatch(r"(.+)\.lora_([AB])(?:\.[^.]+)?\.weight", key)
-            if match is None:
-                raise StudioError(f"adapter {adapter.name} holds {key}, which a GGUF LoRA cannot carry "
-                                  "(only lora_A/lora_B of linear layers): export the merged model instead")
-            base_name = match.group(1).removeprefix(_LORA_PREFIX) + ".weight"
-            pairs.setdefault(base_name, {})[match.group(2)] = handle.get_tensor(key).float().numpy()
+            base_name, half = _lora_key(adapter, key)
+            pairs.setdefault(base_name, {})[half] = handle.get_tensor(key).float().numpy()
     tensors = []
     for base_name, pair in sorted(pairs.items()):
-        if set(pair) != {"A", "B"} or pair["A"].ndim != 2:
-            raise StudioError(f"adapter {adapter.name}: {base_name} lacks one half of its LoRA pair")
         rank = pair["A"].shape[0]
         scaling = alpha / math.sqrt(rank) if peft.get("use_rslora") else alpha / rank
         lora_b = pair["B"] * (scaling * rank / alpha)
@@ -478,8 +518,6 @@ def _lora_tensors(adapter: Path, arch: str, config: dict[str, Any], quant: str) 
         gguf_name = _gguf_name(name_map, base_name)
         tensors.append(_Tensor(f"{gguf_name}.lora_a", pair["A"], _qtype(quant, pair["A"].shape)))
         tensors.append(_Tensor(f"{gguf_name}.lora_b", lora_b, _qtype(quant, lora_b.shape)))
-    if not tensors:
-        raise StudioError(f"adapter {adapter.name} holds no LoRA weights")
     return tensors, alpha
 
 
@@ -496,7 +534,7 @@ def export_lora_gguf(adapter: str | Path, base_folder: str | Path, output: str |
     config = _hf_config(base_folder)
     arch = _architecture(config)
     report(0, 3, f"reading {adapter_path.name}")
-    tensors, alpha = _lora_tensors(adapter_path, arch, config, quant)
+    tensors, alpha = _lora_tensors(adapter_path, base_folder, arch, config, quant)
 
     def fill(writer: Any) -> None:
         writer.add_type(gguf.GGUFType.ADAPTER)

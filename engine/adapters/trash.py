@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.adapters.library import library_entry, now, unique_name
-from engine.core.atomic import read_json_object
-from engine.core.atomic import write_json
+from engine.core.atomic import read_json_object, write_json
+from engine.core.fields import child_path, has_fields
 from engine.errors import StudioError
 from engine.paths import adapters_dir
 
@@ -51,26 +51,43 @@ def delete_adapter(ref: str) -> TrashEntry:
     return entry
 
 
+def _read_entry(holder: Path) -> TrashEntry:
+    """One holder's record, checked before anything of it becomes a path: the record is a file
+    in the home that anyone can edit, and restoring moves what its ``name`` points at. A StudioError
+    says what is wrong with a damaged or tampered record."""
+    info = read_json_object(holder / _TRASH_INFO)
+    if info is None or not has_fields(TrashEntry, info, ("name", "deleted", "size_bytes")):
+        raise StudioError(f"the trash record {holder.name} is damaged (its {_TRASH_INFO} is not a deletion record)")
+    stored = child_path(holder, info["name"], f"the trash record {holder.name}")
+    if stored.is_symlink() or not stored.is_dir():
+        raise StudioError(f"the trash record {holder.name} names {info['name']}, which is not in the trash")
+    return TrashEntry(id=holder.name, name=info["name"], deleted=info["deleted"], size_bytes=info["size_bytes"])
+
+
+def _holders() -> list[Path]:
+    """The trash's entries; hidden ones are being removed for good."""
+    return [holder for holder in _trash_dir().iterdir() if not holder.name.startswith(".")]
+
+
 def list_trash() -> list[TrashEntry]:
-    """What is in the trash, most recently deleted first."""
+    """What is in the trash, most recently deleted first; damaged or tampered records are left out."""
     entries = []
-    for holder in _trash_dir().iterdir():
-        info = read_json_object(holder / _TRASH_INFO)
-        if info is None or not (holder / str(info.get("name"))).is_dir():
+    for holder in _holders():
+        try:
+            entries.append(_read_entry(holder))
+        except (StudioError, OSError):
             continue
-        entries.append(TrashEntry(id=holder.name, name=str(info["name"]), deleted=str(info.get("deleted", "")),
-                                  size_bytes=int(info.get("size_bytes") or 0)))
     return sorted(entries, key=lambda e: e.deleted, reverse=True)
 
 
 def restore_adapter(entry_id: str) -> Path:
     """Put a deleted adapter back under its old name (or ``NAME-2``... if that was taken since)."""
-    match = next((e for e in list_trash() if e.id == entry_id), None)
-    if match is None:
+    holder = next((holder for holder in _holders() if holder.name == entry_id), None)
+    if holder is None:
         raise StudioError(f"nothing in the trash with id {entry_id!r}")
-    holder = _trash_dir() / entry_id
-    target = adapters_dir() / unique_name(match.name)
-    os.rename(holder / match.name, target)
+    entry = _read_entry(holder)
+    target = adapters_dir() / unique_name(entry.name)
+    os.rename(holder / entry.name, target)
     shutil.rmtree(holder, ignore_errors=True)
     return target
 

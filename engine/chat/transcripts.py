@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 from engine.chat.sampling import SETTINGS
 from engine.core.atomic import write_text
+from engine.core.fields import whole
 from engine.errors import StudioError
 
 TRANSCRIPT_FORMAT = "lora-studio-chat"
@@ -95,7 +96,7 @@ def load_transcript(path: str | Path) -> ChatTranscript:
         return _parse_markdown(text, path)
     try:
         data = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise StudioError(f"{path.name} is not valid JSON: {exc}") from None
     if not isinstance(data, dict) or data.get("format") != TRANSCRIPT_FORMAT:
         raise StudioError(f"{path.name} is not a LoRA Studio chat (no \"format\": \"{TRANSCRIPT_FORMAT}\")")
@@ -105,8 +106,11 @@ def load_transcript(path: str | Path) -> ChatTranscript:
 def _transcript_from(meta: dict[str, Any], messages: Any, path: Path) -> ChatTranscript:
     if not isinstance(messages, list):
         raise StudioError(f"{path.name} has no list of messages")
-    if meta.get("version", TRANSCRIPT_VERSION) > TRANSCRIPT_VERSION:
-        raise StudioError(f"{path.name} was written by a newer LoRA Studio (chat format {meta['version']})")
+    version = whole({"version": TRANSCRIPT_VERSION, **meta}, "version")
+    if version is None:
+        raise StudioError(f"{path.name}: its chat format version {meta.get('version')!r} is not a whole number")
+    if version > TRANSCRIPT_VERSION:
+        raise StudioError(f"{path.name} was written by a newer LoRA Studio (chat format {version})")
     settings = meta.get("settings") or {}
     if not isinstance(settings, dict):
         raise StudioError(f"{path.name}: settings must be an object")
@@ -128,7 +132,7 @@ def _parse_markdown(text: str, path: Path) -> ChatTranscript:
     if comment:
         try:
             meta = json.loads(comment.group(1))
-        except ValueError:
+        except (ValueError, RecursionError):
             raise StudioError(f"{path.name}: the metadata comment is not valid JSON") from None
     ends = [index for index, _match in headings[1:]] + [len(lines) - 1 if lines[-1] == "" else len(lines)]
     messages = []

@@ -66,6 +66,6 @@ def read_json_object(path: Path) -> Optional[dict[str, Any]]:
     """The JSON object in ``path``; None when the file is missing, unreadable, not JSON or not an object."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nested past Python's stack
         return None
     return data if isinstance(data, dict) else None

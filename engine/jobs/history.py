@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from engine.core.choices import RunStatus
+from engine.core.fields import has_fields, number
 from engine.run.rundir import RunDir
 from engine.errors import StudioError
 from engine.run.events import EvalMetrics, RunStarted, StepMetrics
@@ -220,16 +221,16 @@ def _scan(path: Path, running: bool) -> _Scan:
         if not line.strip():
             continue
         if _STEP in line:
-            event = _parse(line, StepMetrics.__name__, ("step", "loss", "learning_rate"))
+            event = _parse(line, StepMetrics, ("step", "loss", "learning_rate"))
             if event is not None:
                 loss[event["step"]] = event["loss"]
                 learning_rate[event["step"]] = event["learning_rate"]
         elif _EVAL in line:
-            event = _parse(line, EvalMetrics.__name__, ("step", "eval_loss"))
+            event = _parse(line, EvalMetrics, ("step", "eval_loss"))
             if event is not None:
                 eval_loss[event["step"]] = event["eval_loss"]
         elif _START in line:
-            event = _parse(line, RunStarted.__name__, ("time",))
+            event = _parse(line, RunStarted, ("time",))
             if event is not None:
                 sessions.start(event["time"], _event_time(previous))
         previous = line
@@ -256,24 +257,25 @@ class _Sessions:
         return self._done + (max(0.0, end - self._current) if end is not None else 0.0)
 
 
-def _parse(line: bytes, name: str, keys: tuple[str, ...]) -> Optional[dict]:
-    """The line as a dict when it is a complete ``name`` event with these keys; None for
-    anything else (a line still being written, or one from a writer this reader does not know)."""
+def _parse(line: bytes, cls: type, keys: tuple[str, ...]) -> Optional[dict]:
+    """The line as a dict when it is a ``cls`` event whose ``keys`` have their types (a loss a
+    finite number, a step a whole one); None for anything else (a line still being written, one
+    from a writer this reader does not know, one edited by hand)."""
     try:
         event = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
-    if not isinstance(event, dict) or event.get("event") != name or any(key not in event for key in keys):
+    if not isinstance(event, dict) or event.get("event") != cls.__name__ or not has_fields(cls, event, keys):
         return None
     return event
 
 
 def _event_time(line: bytes) -> Optional[float]:
     try:
-        when = json.loads(line).get("time")
-    except (ValueError, AttributeError):
+        event = json.loads(line)
+    except (ValueError, RecursionError):
         return None
-    return when if isinstance(when, (int, float)) else None
+    return number(event, "time") if isinstance(event, dict) else None
 
 
 def _by_step(values: dict[int, float]) -> Curve:

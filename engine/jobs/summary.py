@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
+from engine.core.atomic import read_json_object
 from engine.core.choices import RunStatus
+from engine.core.fields import text, whole
 from engine.errors import StudioError
 from engine.jobs.pidfile import running_child
 from engine.paths import runs_dir
@@ -52,12 +53,14 @@ class RunSummary:
 
 
 def summarize_run(run_dir: Path) -> Optional[RunSummary]:
-    """What a run directory says about its run; None if it is not a run directory."""
-    try:
-        config = json.loads(RunDir(run_dir).config.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    """What a run directory says about its run; None if it is not a run directory.
+
+    Its config.json and events.jsonl are files anyone can edit: a field of the wrong type is
+    shown as unknown, an event that is not well-formed is skipped (``read_events``)."""
+    if not RunDir(run_dir).config.is_file():
         return None
-    if not isinstance(config, dict):
+    config = read_json_object(RunDir(run_dir).config)
+    if config is None:
         return None
     events = read_events(RunDir(run_dir).events)
     started = next((e for e in reversed(events) if isinstance(e, RunStarted)), None)
@@ -71,8 +74,8 @@ def summarize_run(run_dir: Path) -> Optional[RunSummary]:
     return RunSummary(
         run_dir=str(run_dir),
         name=run_dir.name,
-        model=str(config.get("model", "")),
-        dataset=str(config.get("dataset", "")),
+        model=text(config, "model") or "",
+        dataset=text(config, "dataset") or "",
         status=status,
         started=started.time if started else (events[0].time if events else None),
         steps=steps[-1].step if steps else 0,
@@ -80,7 +83,7 @@ def summarize_run(run_dir: Path) -> Optional[RunSummary]:
         final_loss=steps[-1].loss if steps else None,
         adapter=finished.adapter if finished else None,
         error=finished.error if finished else None,
-        method=str(config.get("method", "lora")),
+        method=text(config, "method") or "lora",
         checkpoint_step=last_checkpoint_step(run_dir),
         steps_per_epoch=_steps_per_epoch(config, started),
         model_output=finished.model if finished else None,
@@ -88,10 +91,7 @@ def summarize_run(run_dir: Path) -> Optional[RunSummary]:
 
 
 def _steps_per_epoch(config: dict, started: Optional[RunStarted]) -> Optional[int]:
-    try:
-        per_step = int(config.get("batch_size", 0)) * int(config.get("grad_accum", 1))
-    except (TypeError, ValueError):
-        return None
+    per_step = (whole(config, "batch_size") or 0) * (whole(config, "grad_accum") or 1)
     if started is None or per_step <= 0:
         return None
     return max(1, math.ceil(started.train_examples / per_step))

@@ -262,7 +262,9 @@ def _store_entries() -> dict[str, dict[str, Any]]:
         if folder.name.startswith(".") or not folder.is_dir():
             continue
         manifest = read_json_object(folder / MANIFEST)
-        if manifest is not None and manifest.get("source") in SOURCES:
+        # An edited manifest whose source or path is not text is no entry (a path is not checked
+        # further: a referenced entry points wherever the user's model folder is).
+        if manifest is not None and manifest.get("source") in SOURCES and isinstance(manifest.get("path", ""), str):
             entries[folder.name] = manifest
     return entries
 
@@ -479,7 +481,8 @@ def _write_hf_folder(gguf_file: Path, out_dir: Path, report: ProgressFn) -> None
 
     with quick_gguf_reading():
         report(0, _CONVERT_STEPS, f"reading {gguf_file.name} and dequantising its weights")
-        gguf_model = _read_gguf(gguf_file, AutoModelForCausalLM)
+        _check_gguf_tensors(gguf_file)
+        gguf_model = _read_gguf_weights(gguf_file, AutoModelForCausalLM)
         report(1, _CONVERT_STEPS, "reading the tokenizer and chat template")
         tokenizer = _read_gguf(gguf_file, AutoTokenizer)
     report(2, _CONVERT_STEPS, "rebuilding as a plain model")
@@ -498,9 +501,71 @@ def _write_hf_folder(gguf_file: Path, out_dir: Path, report: ProgressFn) -> None
     report(5, _CONVERT_STEPS, f"converted {gguf_file.name}")
 
 
-def _read_gguf(gguf_file: Path, auto_class: Any) -> Any:
+def _check_gguf_tensors(gguf_file: Path) -> None:
+    """Refuse a GGUF whose header and tensors disagree: the header's block count builds the model,
+    and transformers fills a layer the file lacks with random weights, and drops a tensor the
+    model has no place for, without a word. Every layer the header counts must have tensors, and
+    every tensor must be one that llama.cpp's name table gives this architecture and block count."""
+    import gguf
+
     try:
-        return auto_class.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+        reader = gguf.GGUFReader(gguf_file)  # the one quick_gguf_reading() keeps for transformers
+        architecture = reader.fields["general.architecture"].contents()
+        count_field = reader.fields.get(f"{architecture}.block_count")
+        names = [tensor.name for tensor in reader.tensors]
+    except Exception as exc:  # a damaged file fails in many ways, all the user's to fix
+        raise StudioError(f"could not read {gguf_file.name} as a model (is the file complete?): "
+                          f"{_root_cause(exc)}") from exc
+    count = count_field.contents() if count_field is not None else None
+    known = _gguf_tensor_names(architecture, count if isinstance(count, int) else 0)
+    if known is None:
+        return  # an architecture llama.cpp's table does not know: transformers says it cannot load it
+    blocks = {int(match.group(1)) for name in names if (match := re.match(r"blk\.(\d+)\.", name))}
+    if not isinstance(count, int) or blocks != set(range(count)):
+        held = f"layers {min(blocks)} to {max(blocks)} ({len(blocks)} of them)" if blocks else "no layers"
+        raise StudioError(f"{gguf_file.name} is damaged: its header says {count!r} layers but it holds tensors "
+                          f"for {held}; get the file again")
+    stray = [name for name in names if name.rsplit(".", 1)[0] not in known]
+    if stray:
+        raise StudioError(f"{gguf_file.name} is damaged: it holds {len(stray)} tensors that a {architecture} "
+                          f"model of {count} layers does not have (such as {stray[0]}); get the file again")
+
+
+def _gguf_tensor_names(architecture: str, blocks: int) -> Optional[set[str]]:
+    """The tensor names (without .weight / .bias) a GGUF of this architecture may hold, from the gguf
+    package's table; None for an architecture the table does not know."""
+    import gguf
+
+    arch = next((key for key, value in gguf.MODEL_ARCH_NAMES.items() if value == architecture), None)
+    if arch is None:
+        return None
+    names = set()
+    for tensor in gguf.MODEL_TENSORS.get(arch, ()):
+        pattern = gguf.TENSOR_NAMES[tensor]
+        if "{bid}" in pattern:
+            names.update(pattern.format(bid=block) for block in range(blocks))
+        else:
+            names.add(pattern)
+    return names
+
+
+def _read_gguf_weights(gguf_file: Path, auto_class: Any) -> Any:
+    """The model in ``gguf_file``, once every parameter of the model its header describes came from
+    the file with the shape the header gives it: transformers would initialise a missing one at
+    random, and only log it."""
+    model, info = _read_gguf(gguf_file, auto_class, output_loading_info=True, ignore_mismatched_sizes=True)
+    for kind, what in (("missing_keys", "missing from the file"), ("mismatched_keys", "of the wrong shape"),
+                       ("unexpected_keys", "unknown to the model")):
+        names = sorted(str(key[0] if isinstance(key, tuple) else key) for key in info.get(kind) or ())
+        if names:  # mismatched keys come as (name, shape in the file, shape in the model)
+            raise StudioError(f"{gguf_file.name} does not match the model its header describes: {len(names)} "
+                              f"tensors {what} (such as {names[0]}); get the file again")
+    return model
+
+
+def _read_gguf(gguf_file: Path, auto_class: Any, **options: Any) -> Any:
+    try:
+        return auto_class.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, **options)
     except Exception as exc:  # a damaged or unsupported file fails in many ways, all the user's to fix
         raise StudioError(
             f"could not read {gguf_file.name} as a model (is the file complete, and of an architecture "

@@ -13,14 +13,27 @@ from __future__ import annotations
 
 import json
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
-from engine.run.rundir import RunDir
+from engine.core.fields import dataclass_problem
 from engine.core.safetensors_files import safetensors_problem
+from engine.run.rundir import RunDir
 
 CHECKPOINT_PREFIX = "checkpoint-"  # as transformers' Trainer names them (PREFIX_CHECKPOINT_DIR)
 TRAINER_STATE = "trainer_state.json"
+
+
+@dataclass
+class TrainerState:
+    """The fields of transformers' trainer_state.json that a resumed run and the studio rely on,
+    each with its type; any may be absent."""
+
+    global_step: int = 0
+    max_steps: int = 0
+    epoch: Optional[float] = None
+    log_history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def checkpoint_step(folder: Path | str | None) -> Optional[int]:
@@ -38,9 +51,11 @@ def checkpoint_problem(folder: Path) -> Optional[str]:
     if not state.is_file():
         return f"it was not completely written (no {TRAINER_STATE})"
     try:
-        json.loads(state.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        problem = dataclass_problem(TrainerState, json.loads(state.read_text(encoding="utf-8")))
+    except (OSError, ValueError, RecursionError):
         return f"its {TRAINER_STATE} is damaged"
+    if problem:
+        return f"its {TRAINER_STATE} is damaged: {problem}"
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
         return "it holds no weights"

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
+from engine.core.fields import dataclass_from_dict
 
 
 @dataclass(kw_only=True)
@@ -97,7 +98,7 @@ class OutOfMemory(Event):
 
 @dataclass(kw_only=True)
 class RunFinished(Event):
-    status: str  # a RunStatus: completed, stopped or failed (engine.core.choices)
+    status: Literal["completed", "stopped", "failed"]  # how a RunStatus (engine.core.choices) ends
     error: Optional[str] = None
     adapter: Optional[str] = None  # the adapter's folder in the library
     model: Optional[str] = None  # full fine-tuning: the new model's folder in the model store
@@ -112,10 +113,13 @@ EVENT_TYPES: dict[str, type[Event]] = {
 }
 
 
-def event_from_dict(data: dict[str, Any]) -> Event:
-    cls = EVENT_TYPES[data["event"]]
-    known = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in known})
+def event_from_dict(data: Any) -> Event:
+    """The event a JSON line holds; ``ValueError`` unless it is an object naming a known event
+    whose every field has its type (a loss is a finite number, a step a whole one...): events.jsonl
+    is a file anyone can edit, and the run viewer, the runs commands and the summary rely on it."""
+    if not isinstance(data, dict) or not isinstance(data.get("event"), str) or data["event"] not in EVENT_TYPES:
+        raise ValueError(f"not a known event: {str(data)[:80]}")
+    return dataclass_from_dict(EVENT_TYPES[data["event"]], data)
 
 
 class EventWriter:
@@ -144,6 +148,7 @@ class EventTail:
         self.path = Path(path)
         self._offset = 0
         self._partial = b""
+        self.skipped = 0  # lines that were not a well-formed event
 
     def read_new(self) -> list[Event]:
         if not self.path.exists():
@@ -160,8 +165,9 @@ class EventTail:
             if line.strip():
                 try:
                     events.append(event_from_dict(json.loads(line)))
-                except (ValueError, KeyError, TypeError):
-                    continue  # a line from a newer/older writer we do not understand
+                except (ValueError, RecursionError):  # RecursionError: JSON nested past Python's stack
+                    # A line from another writer, or edited: skipped, never trusted half-way.
+                    self.skipped += 1
         return events
 
 

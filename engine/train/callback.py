@@ -98,7 +98,8 @@ class EventCallback(TrainerCallback):
             epoch=float(state.epoch or 0.0),
             loss=loss,
             learning_rate=float(logs.get("learning_rate", 0.0)),
-            grad_norm=float(grad_norm) if grad_norm is not None else None,
+            # An exploding gradient's inf is "unknown" here: readers skip events whose numbers are not finite.
+            grad_norm=float(grad_norm) if grad_norm is not None and math.isfinite(float(grad_norm)) else None,
             tokens_per_second=tokens_per_second,
             memory_allocated=allocated,
             memory_reserved=reserved,

@@ -138,3 +138,22 @@ def test_runs_sort_by_final_loss_as_numbers(qtbot, home):
     _look(qtbot, home)
     home.runs_view.sortByColumn(RUN_COLUMNS.index("Final loss"), Qt.SortOrder.AscendingOrder)
     assert _column(home, "Final loss") == ["0.5000", "1.5000", "2.0000"]
+
+
+def test_a_run_whose_events_were_edited_opens_with_the_good_events_only(qtbot, home):
+    folder = write_run("20260101-100000-edited", [started(T0, total=5), step(T0 + 1, 1, 2.0), step(T0 + 2, 2, 1.5)])
+    bad = {**step(T0 + 3, 3, 1.0).to_dict()}
+    with open(folder / "events.jsonl", "a", encoding="utf-8") as events:
+        for loss in ('"low"', "null", "NaN", "[1.0]"):
+            events.write(json.dumps({**bad, "loss": 0}).replace('"loss": 0', f'"loss": {loss}') + "\n")
+        events.write('{"event": "Explode"}\n[1, 2]\n')
+    _look(qtbot, home)
+    assert _column(home, "Final loss") == ["1.5000"]
+    home.runs_view.selectRow(0)
+    viewer = home.open_selected()
+    qtbot.addWidget(viewer)
+    with qtbot.waitSignal(viewer.loaded, timeout=TIMEOUT_MS):
+        pass
+    assert viewer.loss_plot.point_count("train loss") == 2
+    assert "step 2 / 5" in viewer.status_label.text()
+    assert _no_dialog_open()
