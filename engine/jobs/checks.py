@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from engine.paths import writable_home
 from engine.run.config import RunConfig
 
 
@@ -11,6 +12,7 @@ def check_can_run(config: RunConfig) -> None:
     from engine.models.store import resolve_model
     from engine.train import preflight
 
+    writable_home()  # a run folder is made in the home
     config.validate()
     preflight.check(config, resolve_model(config.model))
     open_dataset(config.dataset, DataOptions(config.data_format, config.columns or {}, config.text_split))
