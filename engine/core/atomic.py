@@ -9,8 +9,9 @@ Every temporary sibling the engine makes follows one naming rule (``staging_path
 writes it. A process killed mid-write (SIGKILL, a power cut) cannot clean up after itself;
 ``sweep_staging`` removes what such a process left, and never what a live one is writing.
 
-A folder that cannot be written to (a read-only mount, no permission) is one readable line,
-``<folder> is read-only``, wherever a write into it starts (``read_only_error``).
+A write the file system refuses is one readable line (``write_refused``): ``<folder> is
+read-only`` for a read-only mount or a folder without permission, ``the disk is full`` for a
+full one; it is still an OSError (errno kept) for code that handles failed writes.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ _LEGACY = re.compile(r"\.(?P<target>.+)\.[0-9a-f]{8}\.(?P<kind>" + "|".join(STAG
 LEGACY_STALE_S = 24 * 3600
 
 READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 def staging_path(target: Path, kind: str = "partial") -> Path:
@@ -105,48 +107,55 @@ def _remove(entry: Path) -> bool:
     return True
 
 
-class ReadOnlyError(StudioError, OSError):
-    """A write refused by the file system (a read-only mount, no permission): one line for the
-    user, and still the OSError that code handling a failed write expects (``errno`` kept)."""
+class WriteRefused(StudioError, OSError):
+    """A write the file system refused (read-only, no permission, full): one line for the user,
+    and still the OSError that code handling a failed write expects (``errno`` kept)."""
 
 
-def read_only_error(folder: Path, exc: OSError) -> ReadOnlyError:
-    error = ReadOnlyError(f"{folder} is read-only ({exc.strerror or exc}): nothing can be written there; "
-                          "make it writable or choose another folder")
+def write_refused(folder: Path, exc: OSError) -> Optional[WriteRefused]:
+    """The one line for ``exc`` raised by a write into ``folder``; None for another error."""
+    if exc.errno in READ_ONLY_ERRNOS:
+        text = (f"{folder} is read-only ({exc.strerror or exc}): nothing can be written there; "
+                "make it writable or choose another folder")
+    elif exc.errno in DISK_FULL_ERRNOS:
+        text = f"the disk is full ({folder}): free some space, then try again"
+    else:
+        return None
+    error = WriteRefused(text)
     error.errno = exc.errno
     return error
 
 
 def check_writable(folder: Path) -> None:
-    """Refuse, with ``read_only_error``, a folder that cannot be written to, before an operation
+    """Refuse, with ``write_refused``, a folder that cannot be written to, before an operation
     spends minutes on work it could not save. Tried with a real write: permission bits say
     nothing to root, and only the file system knows it is mounted read-only."""
     probe = staging_path(Path(folder) / "write-check", "tmp")
-    with first_write_into(folder):
+    with writes_into(folder):
         probe.touch()
     probe.unlink(missing_ok=True)
 
 
 @contextmanager
-def first_write_into(folder: Path) -> Iterator[None]:
-    """The first write of an operation into ``folder``: refused by the file system, it is
-    ``read_only_error`` rather than an OSError. Only around that first write, so that an
-    unreadable source read later is never blamed on the destination."""
+def writes_into(folder: Path) -> Iterator[None]:
+    """Writes into ``folder``: one the file system refuses is ``write_refused``'s line. Only around
+    writes, so that an unreadable source is never blamed on the destination."""
     try:
         yield
-    except OSError as exc:
-        if exc.errno in READ_ONLY_ERRNOS:
-            raise read_only_error(Path(folder), exc) from exc
+    except WriteRefused:
         raise
+    except OSError as exc:
+        refused = write_refused(Path(folder), exc)
+        if refused is None:
+            raise
+        raise refused from exc
 
 
 def write_text(path: Path, text: str) -> None:
     path = Path(path)
     tmp = staging_path(path, "tmp")
     try:
-        with first_write_into(path.parent):
-            handle = open(tmp, "w", encoding="utf-8")
-        with handle:
+        with writes_into(path.parent), open(tmp, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
@@ -181,12 +190,13 @@ def staged_directory(target: Path) -> Iterator[Path]:
         raise FileExistsError(target)
     sweep_staging(target.parent)
     staging = staging_path(target, "partial")
-    with first_write_into(target.parent):
+    with writes_into(target.parent):
         staging.mkdir(parents=True)
     try:
-        yield staging
-        _fsync_tree(staging)
-        os.rename(staging, target)
+        yield staging  # what the body raises is its own to word: a library error, a full disk
+        with writes_into(target.parent):
+            _fsync_tree(staging)
+            os.rename(staging, target)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

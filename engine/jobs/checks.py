@@ -8,11 +8,11 @@ from engine.run.config import RunConfig
 
 def check_can_run(config: RunConfig) -> None:
     """Everything that can be refused before a run directory or a process exists."""
+    writable_home()  # a run folder is made in the home
     from engine.data.dataset import DataOptions, open_dataset
     from engine.models.store import resolve_model
     from engine.train import preflight
 
-    writable_home()  # a run folder is made in the home
     config.validate()
     preflight.check(config, resolve_model(config.model))
     open_dataset(config.dataset, DataOptions(config.data_format, config.columns or {}, config.text_split))
