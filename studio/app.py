@@ -120,6 +120,24 @@ def error_hook(window: MainWindow) -> Callable[..., None]:
     return hook
 
 
+def check_home(window: MainWindow) -> None:
+    """At start: sweep what killed operations left staged in the home (in the background: a
+    killed merge can leave gigabytes), and say once, for good, in the status bar when the home
+    is read-only; the window still opens and lists what is there."""
+    from engine.errors import StudioError
+    from engine.paths import sweep_home, writable_home
+
+    try:
+        writable_home()
+    except StudioError as exc:
+        log.warning("%s", exc)
+        window.show_home_problem(str(exc))
+        return
+    task = workers.BackgroundTask(lambda _reporter: sweep_home(), parent=window, needs_libraries=False)
+    task.finished.connect(task.deleteLater)
+    task.start()
+
+
 def start(argv: Optional[list[str]] = None) -> tuple[QApplication, MainWindow]:
     """Create the application and the window, show it, and arrange the start-up work."""
     app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv)
@@ -136,6 +154,7 @@ def start(argv: Optional[list[str]] = None) -> tuple[QApplication, MainWindow]:
 
     window = MainWindow()
     sys.excepthook = error_hook(window)
+    check_home(window)
     window.firstShown.connect(lambda: load_libraries_in_background(window))
     if not app_settings().get(DISMISSED_KEY, False):
         window.firstShown.connect(window.show_guide)

@@ -33,16 +33,20 @@ def log_file() -> Path:
     return studio_home() / "logs" / "studio.log"
 
 
-def start_logging() -> Path:
-    """Send logging, warnings and uncaught thread exceptions to the log file; returns its path.
+def start_logging() -> Optional[Path]:
+    """Send logging, warnings and uncaught thread exceptions to the log file; returns its path,
+    or None where it cannot be written (a read-only home: the log goes to standard error).
 
     Called again (another app data folder), it moves to the new file.
     """
     global _handler
     stop_logging()
     path = log_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _handler = RotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _handler = RotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
+    except OSError:
+        _handler, path = logging.StreamHandler(), None
     _handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()
     root.addHandler(_handler)

@@ -364,6 +364,12 @@ class MainWindow(QMainWindow):
         notice = self.settings.take_notice()
         bar.showMessage(notice or "Ready", NOTICE_MS if notice else 0)
 
+    def show_home_problem(self, text: str) -> None:
+        """A problem with the studio's home (it is read-only) that stays in the status bar."""
+        self.home_problem_label = QLabel(text)
+        self.home_problem_label.setWordWrap(True)
+        self.statusBar().insertPermanentWidget(0, self.home_problem_label, 1)
+
     def set_background_note(self, text: str) -> None:
         """A quiet note of work going on in the background (empty: none)."""
         self.background_label.setText(text)

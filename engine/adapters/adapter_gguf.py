@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Optional
 
-from engine.core.atomic import read_json_object
+from engine.core.atomic import read_json_object, staging_path, sweep_staging
 from engine.core.fields import text
 from engine.core.progress import ProgressFn, quiet
 from engine.adapters.gguf import (
@@ -96,7 +95,8 @@ def _merged_model(adapter_path: Path, path: Path, modelfile: Path, quant: str, b
                   written: list[Path], report: ProgressFn) -> tuple[GgufResult, list[str]]:
     from engine.adapters.merge import merge_adapter
 
-    scratch = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.merged")
+    sweep_staging(path.parent)  # what a killed export left
+    scratch = staging_path(path.with_name(path.stem), "merged")
     try:
         merged = merge_adapter(adapter_path, scratch, base=base, progress=report)
         result = export_model_gguf(scratch, path, quant, name=adapter_path.name, progress=report)

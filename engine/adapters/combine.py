@@ -24,7 +24,7 @@ from engine.adapters.library import (
 )
 from engine.core.atomic import staged_directory, write_json
 from engine.errors import StudioError, first_line
-from engine.paths import adapters_dir
+from engine.paths import adapters_dir, writable_home
 
 COMBINATIONS = {"linear": "linear", "cat": "cat", "svd": "svd", "ties": "ties", "dare": "dare_linear"}
 _NEEDS_DENSITY = ("ties", "dare")
@@ -58,6 +58,7 @@ def new_preview_folder() -> Path:
 
 def keep_preview(folder: Path, name: str) -> Path:
     """Move a previewed combination into the library under ``name`` (one rename)."""
+    writable_home()
     folder = Path(folder)
     if folder.parent.resolve() != preview_dir().resolve() or not (folder / PEFT_CONFIG).is_file():
         raise StudioError(f"{folder} is not a previewed combination")
@@ -111,6 +112,7 @@ def combine_adapters(adapters: list[str], weights: list[float], how: str = "line
     """
     import torch
 
+    writable_home()
     started = time.perf_counter()
     report = progress or quiet
     paths = [resolve_adapter(ref) for ref in adapters]

@@ -20,11 +20,11 @@ import json
 import os
 import re
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+from engine.core.atomic import check_writable, staging_path, sweep_staging
 from engine.core.progress import ProgressFn, quiet
 from engine.errors import StudioError
 from engine.adapters.library import read_peft_config, resolve_adapter
@@ -344,7 +344,8 @@ def _write_checked(path: Path, kind: str, quant: str, arch: str, fill: Callable[
                       seconds=round(time.perf_counter() - started, 2))
 
 def _partial(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
+    sweep_staging(path.parent)  # what a killed export left
+    return staging_path(path, "partial")
 
 
 def gguf_path(output: str | Path) -> Path:
@@ -354,6 +355,7 @@ def gguf_path(output: str | Path) -> Path:
         path = path.with_name(path.name + ".gguf")
     if not path.parent.is_dir():
         raise StudioError(f"folder {path.parent} does not exist")
+    check_writable(path.parent)
     return path
 
 

@@ -24,7 +24,7 @@ from engine.core.atomic import read_json_object, staged_directory, write_json, w
 from engine.core.names import MAX_NAME, is_plain_name, is_valid_name
 from engine.core.safetensors_files import safetensors_problem
 from engine.errors import StudioError
-from engine.paths import adapters_dir
+from engine.paths import adapters_dir, folder_entries, writable_home
 
 ADAPTER_META = "studio.json"
 PEFT_CONFIG = "adapter_config.json"
@@ -164,7 +164,7 @@ def list_adapters() -> list[AdapterRecord]:
     one that cannot be read is listed as damaged.
     """
     records = []
-    for folder in adapters_dir().iterdir():
+    for folder in folder_entries(adapters_dir()):
         if folder.name.startswith(".") or not folder.is_dir():
             continue
         try:
@@ -250,6 +250,7 @@ def save_adapter(name: str, write_weights: Callable[[Path], None], meta: dict[st
 
 def rename_adapter(ref: str, new_name: str) -> Path:
     """Give a library entry a new name; its files are untouched apart from the card's title."""
+    writable_home()
     path = library_entry(ref)
     new_name = check_name(new_name)
     if new_name == path.name:
@@ -274,6 +275,7 @@ def retitle_card(folder: Path, old: str, new: str) -> None:
 
 
 def _update_meta(ref: str, change: Callable[[dict[str, Any]], None]) -> Path:
+    writable_home()
     path = library_entry(ref)
     meta_file = path / ADAPTER_META
     if meta_file.is_file():
@@ -310,6 +312,7 @@ def set_notes(ref: str, notes: str) -> None:
 
 def duplicate_adapter(ref: str, new_name: Optional[str] = None) -> Path:
     """A full copy of a library entry under a new name (``NAME-copy`` by default)."""
+    writable_home()
     path = library_entry(ref)
     name = check_name(new_name) if new_name else unique_name(f"{path.name}-copy")
     if new_name and name.lower() in {p.name.lower() for p in adapters_dir().iterdir()}:

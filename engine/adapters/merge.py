@@ -24,7 +24,7 @@ from typing import Any, Optional
 from engine.adapters.base_model import attach, base_warnings, find_base, load_base
 from engine.core.progress import ProgressFn, quiet
 from engine.adapters.library import now, read_adapter_meta, read_peft_config, resolve_adapter
-from engine.core.atomic import staged_directory, write_json
+from engine.core.atomic import check_writable, staged_directory, write_json
 from engine.errors import StudioError
 from engine.models import trust
 from engine.models.weights import model_options
@@ -233,6 +233,7 @@ def _new_folder(output: str | Path) -> Path:
         raise StudioError(f"{output} already exists: merge into a new folder")
     if not output.parent.is_dir():
         raise StudioError(f"folder {output.parent} does not exist")
+    check_writable(output.parent)
     return output
 
 

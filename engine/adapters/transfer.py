@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import stat
-import uuid
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Optional
@@ -25,10 +24,10 @@ from engine.adapters.library import (
     resolve_adapter,
     unique_name,
 )
-from engine.core.atomic import staged_directory, write_json
+from engine.core.atomic import staged_directory, staging_path, sweep_staging, write_json
 from engine.core.names import MAX_NAME
 from engine.errors import StudioError
-from engine.paths import adapters_dir
+from engine.paths import adapters_dir, writable_home
 
 
 def validate_adapter_folder(path: Path) -> dict[str, Any]:
@@ -85,12 +84,13 @@ def import_adapter(source: str | Path, name: Optional[str] = None) -> Path:
     Anything wrong (a zip entry escaping its folder, a link, a newer peft's config, truncated
     weights) is refused before the entry appears; the library is left as it was.
     """
+    writable_home()
     source = Path(source).expanduser()
     if not source.exists():
         raise StudioError(f"no such folder or file: {source}")
     if name is not None:
         name = check_name(name)
-    scratch = adapters_dir() / f".import-{uuid.uuid4().hex[:8]}"
+    scratch = staging_path(adapters_dir() / "import", "partial")
     try:
         if source.is_dir():
             root = source
@@ -206,7 +206,8 @@ def export_adapter(ref: str, output: str | Path, overwrite: bool = False) -> Pat
         raise StudioError(f"folder {output.parent} does not exist")
     if path in output.resolve().parents:
         raise StudioError("the zip cannot be written inside the adapter's own folder")
-    partial = output.with_name(f".{output.name}.{uuid.uuid4().hex[:8]}.partial")
+    sweep_staging(output.parent)  # what a killed export left
+    partial = staging_path(output, "partial")
     try:
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for item in sorted(path.rglob("*")):

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from engine.adapters.library import library_entry, now, unique_name
-from engine.core.atomic import read_json_object, write_json
+from engine.core.atomic import read_json_object, staging_path, write_json
 from engine.core.fields import child_path, has_fields
 from engine.errors import StudioError
-from engine.paths import adapters_dir
+from engine.paths import adapters_dir, folder_entries, home_folder, writable_home
 
 TRASH = ".trash"
 _TRASH_INFO = "deleted.json"
@@ -33,13 +33,12 @@ class TrashEntry:
 
 
 def _trash_dir() -> Path:
-    trash = adapters_dir() / TRASH
-    trash.mkdir(exist_ok=True)
-    return trash
+    return home_folder(adapters_dir() / TRASH)
 
 
 def delete_adapter(ref: str) -> TrashEntry:
     """Move a library entry into the trash (one rename); ``restore_adapter`` brings it back."""
+    writable_home()
     path = library_entry(ref)
     entry_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     holder = _trash_dir() / entry_id
@@ -66,7 +65,7 @@ def _read_entry(holder: Path) -> TrashEntry:
 
 def _holders() -> list[Path]:
     """The trash's entries; hidden ones are being removed for good."""
-    return [holder for holder in _trash_dir().iterdir() if not holder.name.startswith(".")]
+    return [holder for holder in folder_entries(_trash_dir()) if not holder.name.startswith(".")]
 
 
 def list_trash() -> list[TrashEntry]:
@@ -82,6 +81,7 @@ def list_trash() -> list[TrashEntry]:
 
 def restore_adapter(entry_id: str) -> Path:
     """Put a deleted adapter back under its old name (or ``NAME-2``... if that was taken since)."""
+    writable_home()
     holder = next((holder for holder in _holders() if holder.name == entry_id), None)
     if holder is None:
         raise StudioError(f"nothing in the trash with id {entry_id!r}")
@@ -94,10 +94,11 @@ def restore_adapter(entry_id: str) -> Path:
 
 def empty_trash() -> int:
     """Delete everything in the trash for good; the number of adapters removed."""
+    writable_home()
     removed = 0
     for holder in list(_trash_dir().iterdir()):
         # Rename first, so a crash halfway never leaves a half-deleted entry that looks restorable.
-        doomed = holder.with_name(f".{holder.name}.removing")
+        doomed = staging_path(holder, "removing")
         os.rename(holder, doomed)
         shutil.rmtree(doomed, ignore_errors=True)
         removed += 1

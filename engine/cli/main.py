@@ -13,6 +13,7 @@ from typing import Optional
 from engine.cli import adapters, chat, data, doctor, estimate, models, runs, train
 from engine.cli.output import print_error
 from engine.errors import StudioError
+from engine.paths import sweep_home
 
 # In the order ``lora-studio --help`` lists them.
 COMMAND_GROUPS = (doctor, models, data, estimate, train, runs, adapters, chat)
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    sweep_home()  # what killed commands left staged (a merge, an import); never a live one's
     try:
         return args.handler(args)
     except StudioError as exc:

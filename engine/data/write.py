@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from engine.core.atomic import staging_path
 from engine.data.dataset import DatasetSource
 from engine.data.examples import ExampleStats
 from engine.data.passes import Cancelled, DatasetPass, Progress
@@ -53,7 +54,7 @@ def write_examples(
     stats = ExampleStats()
     schema = pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32()))])
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
+    partial = staging_path(path, "partial")
     ids_batch: list[list[int]] = []
     labels_batch: list[list[int]] = []
     stopped = False

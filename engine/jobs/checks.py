@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine.paths import writable_home
 from engine.run.config import RunConfig
 
 
 def check_can_run(config: RunConfig) -> None:
     """Everything that can be refused before a run directory or a process exists."""
+    writable_home()  # a run folder is made in the home
     from engine.models.store import resolve_model
     from engine.train import preflight
 

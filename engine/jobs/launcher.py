@@ -176,22 +176,30 @@ class Standby:
             pass
 
     def _read(self) -> None:
-        for line in self._process.stdout:
-            message = json.loads(line)
-            if "ready" in message:
-                self._usable = bool(message["ready"])
-                self._ready.set()
-            elif "exited" in message:
-                self._exits[int(message["exited"])] = int(message["returncode"])
-            else:
-                with self._reply:
-                    self._replies.append(message)
-                    self._reply.notify_all()
-        self._process.wait()
-        self._alive = False
-        self._ready.set()
-        with self._reply:
-            self._reply.notify_all()
+        """Hear the standby until it ends. However this thread ends (the standby gone, a reply it
+        cannot parse), the standby counts as gone from then on, so that no wait on it (a fork's
+        reply, a run's end in ``WarmChild.exited``) is left waiting on a thread that is dead."""
+        try:
+            for line in self._process.stdout:
+                self._hear(json.loads(line))
+            self._process.wait()
+        finally:
+            self._alive = False
+            self._ready.set()
+            with self._reply:
+                self._reply.notify_all()
+            self.close()
+
+    def _hear(self, message: dict) -> None:
+        if "ready" in message:
+            self._usable = bool(message["ready"])
+            self._ready.set()
+        elif "exited" in message:
+            self._exits[int(message["exited"])] = int(message["returncode"])
+        else:
+            with self._reply:
+                self._replies.append(message)
+                self._reply.notify_all()
 
 
 class WarmChild:

@@ -13,7 +13,7 @@ from engine.core.choices import RunStatus
 from engine.core.fields import text, whole
 from engine.errors import StudioError
 from engine.jobs.pidfile import running_child
-from engine.paths import runs_dir
+from engine.paths import folder_entries, runs_dir
 from engine.run.checkpoints import last_checkpoint_step
 from engine.run.config import RunConfig
 from engine.run.events import RunFinished, RunStarted, StepMetrics, read_events
@@ -100,7 +100,7 @@ def _steps_per_epoch(config: dict, started: Optional[RunStarted]) -> Optional[in
 def list_runs() -> list[RunSummary]:
     """Every run in the app's runs folder, newest first. A folder deleted meanwhile is left out."""
     summaries = []
-    for path in runs_dir().iterdir():
+    for path in folder_entries(runs_dir()):
         try:
             summary = summarize_run(path) if path.is_dir() else None
         except OSError:

@@ -35,7 +35,7 @@ from typing import Any, Iterator, Optional
 
 from engine.core.atomic import write_json
 from engine.core.choices import RunStatus
-from engine.errors import StudioError
+from engine.errors import StudioError, first_line
 from engine.jobs import launcher
 from engine.jobs.checks import check_can_run
 from engine.jobs.child_env import child_environment
@@ -205,12 +205,19 @@ class TrainingJob:
                 return events
 
     def events(self) -> Iterator[Event]:
-        """Every event until (and including) the run's RunFinished, blocking between them."""
+        """Every event until (and including) the run's RunFinished, blocking between them.
+
+        It never blocks past the supervisor's end: once that thread is gone and nothing is left
+        to read, the run's end (or, should the thread have died without one, a failure saying
+        so) is the last event."""
         while True:
             try:
                 event = self._queue.get(timeout=POLL_S)
             except queue.Empty:
-                continue
+                if self._supervisor.is_alive() or not self._queue.empty():
+                    continue
+                event = self._finished or RunFinished(status=RunStatus.FAILED,
+                                                      error="the run's supervisor ended without reporting its end")
             yield event
             if isinstance(event, RunFinished):
                 return
@@ -220,6 +227,24 @@ class TrainingJob:
         return self._finished
 
     def _supervise(self) -> None:
+        """Follow the child to its end. Whatever fails here (a full disk, an unreadable events
+        file, a bug), the run still ends with one RunFinished and ``_done`` set: the CLI and the
+        window wait for exactly those."""
+        try:
+            self._follow_child()
+        except Exception as exc:  # noqa: BLE001  (anything: the waiters must hear of it)
+            self._child.kill()  # a run nobody watches any more must not train on unseen
+            self._publish_crash(self._child.returncode, lost=f"{type(exc).__name__}: {first_line(exc)}")
+        finally:
+            if self._finished is None:  # even the crash report failed: still end the wait
+                self._publish(RunFinished(status=RunStatus.FAILED, error="the run's supervisor failed"))
+            try:
+                RunDir(self.run_dir).pid.unlink(missing_ok=True)
+            except OSError:
+                pass  # a read-only folder: the pid file names a process that has ended, which readers check
+            self._done.set()
+
+    def _follow_child(self) -> None:
         tail = EventTail(RunDir(self.run_dir).events)
         if self._history:
             # An attached run: what it did before it lost its window, from its last start on.
@@ -239,16 +264,20 @@ class TrainingJob:
                 self._publish_crash(self._child.returncode)
                 break
             time.sleep(POLL_S)
-        RunDir(self.run_dir).pid.unlink(missing_ok=True)
-        self._done.set()
 
     def _publish(self, event: Event) -> None:
         if isinstance(event, RunFinished):
             self._finished = event
         self._queue.put(event)
 
-    def _publish_crash(self, returncode: Optional[int]) -> None:
-        if self._killed:
+    def _publish_crash(self, returncode: Optional[int], lost: Optional[str] = None) -> None:
+        """The RunFinished the child could not write: it died, was killed, or (``lost``: why)
+        the supervisor could not follow it any more and ended it."""
+        if lost is not None:
+            error = (f"following the run failed ({lost}), so its training process was ended; resume the run to "
+                     "continue from its last checkpoint")
+            status = RunStatus.FAILED
+        elif self._killed:
             error = "the run was ended at once by the user; resume it to continue from its last checkpoint"
             status = RunStatus.STOPPED
         else:
@@ -256,11 +285,43 @@ class TrainingJob:
             error = f"the training process ended unexpectedly ({code}). {log_tail(self.run_dir)}"
             status = RunStatus.FAILED
         event = RunFinished(status=status, error=error.strip())
-        # Record it so the run directory tells the same story as the window did.
-        writer = EventWriter(RunDir(self.run_dir).events)
-        writer.emit(event)
-        writer.close()
+        unwritten = _record_event(RunDir(self.run_dir).events, event)
+        if unwritten is not None:
+            # The caller still hears how the run ended, and that its folder does not say so.
+            event = RunFinished(status=RunStatus.FAILED,
+                                error=f"{event.error} (this report could not be written to the run folder: {unwritten})")
         self._publish(event)
+
+
+def _record_event(path: Path, event: Event) -> Optional[str]:
+    """Append ``event`` so the run folder tells the same story as the window did; why it could
+    not be written (a full disk, a read-only folder), or None once it is."""
+    try:
+        _end_last_line(path)
+        writer = EventWriter(path)
+    except OSError as exc:
+        return f"{exc.strerror or exc}"
+    try:
+        writer.emit(event)
+        return None
+    except OSError as exc:
+        return f"{exc.strerror or exc}"
+    finally:
+        try:
+            writer.close()
+        except OSError:
+            pass  # the failed write's buffer cannot be flushed either: already reported
+
+
+def _end_last_line(path: Path) -> None:
+    """A child killed in the middle of writing an event leaves half a line: end it, so that the
+    report appended next is a line of its own that readers can parse."""
+    with open(path, "ab+") as handle:
+        if handle.seek(0, os.SEEK_END) == 0:
+            return
+        handle.seek(-1, os.SEEK_END)
+        if handle.read(1) != b"\n":
+            handle.write(b"\n")
 
 
 def _new_run_dir(config: RunConfig) -> Path:

@@ -29,7 +29,6 @@ import os
 import re
 import shutil
 import sys
-import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
@@ -39,10 +38,10 @@ from typing import Any, Callable, Iterator, Optional
 
 from engine.core.progress import ProgressFn
 from engine.models import trust
-from engine.core.atomic import read_json_object, staged_directory, write_json
+from engine.core.atomic import read_json_object, staged_directory, staging_path, write_json
 from engine.core.names import is_valid_name
 from engine.errors import StudioError, first_line
-from engine.paths import models_dir
+from engine.paths import folder_entries, models_dir, writable_home
 
 STARTER = "starter"
 STARTER_NAME = "SmolLM2-135M-Instruct"
@@ -258,7 +257,7 @@ def model_fingerprint(folder: str | Path) -> str:
 def _store_entries() -> dict[str, dict[str, Any]]:
     """Every store entry by name with its manifest; staging and trash folders are hidden."""
     entries = {}
-    for folder in sorted(models_dir().iterdir()):
+    for folder in sorted(folder_entries(models_dir())):
         if folder.name.startswith(".") or not folder.is_dir():
             continue
         manifest = read_json_object(folder / MANIFEST)
@@ -370,6 +369,7 @@ def _gguf_in_store(gguf: Path, progress: Optional[ProgressFn]) -> Path:
 
 def add_model(path: str | Path, name: Optional[str] = None, progress: Optional[ProgressFn] = None) -> ModelRecord:
     """Add a model folder (by reference) or a GGUF file (converted) to the store."""
+    writable_home()
     source = Path(path).expanduser()
     if not source.exists():
         raise StudioError(f"no such folder or file: {source}")
@@ -415,13 +415,14 @@ def remove_model(name: str) -> None:
     A referenced folder is left where it is (only the entry goes); a converted
     copy is deleted. The starter is converted again on its next use.
     """
+    writable_home()
     entries = _store_entries()
     key = STARTER_NAME if _is_starter_ref(name) else _find_entry(entries, name)
     if key is None or key not in entries:
         raise StudioError(f"no model named {name!r} in the store")
     folder = models_dir() / key
     # One rename takes the entry out at once, so nobody sees it half-deleted.
-    trash = folder.with_name(f".{key}.{uuid.uuid4().hex[:8]}.removing")
+    trash = staging_path(folder, "removing")
     os.rename(folder, trash)
     shutil.rmtree(trash, ignore_errors=True)
 

@@ -12,6 +12,7 @@ damaged afterwards, or half-copied, is caught from headers alone, without readin
 from __future__ import annotations
 
 import json
+import shutil
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,14 @@ from engine.run.rundir import RunDir
 
 CHECKPOINT_PREFIX = "checkpoint-"  # as transformers' Trainer names them (PREFIX_CHECKPOINT_DIR)
 TRAINER_STATE = "trainer_state.json"
+# Checkpoints are written into RUN_DIR/checkpoints/.staging and renamed into place (engine.train.trainer).
+STAGING = ".staging"
+
+
+def clear_checkpoint_staging(run_dir: Path) -> None:
+    """Remove what a killed run left half-written in its checkpoint staging. Only the run's own
+    training child calls it, at its start and before it saves anything: nobody else writes there."""
+    shutil.rmtree(RunDir(run_dir).checkpoints / STAGING, ignore_errors=True)
 
 
 @dataclass

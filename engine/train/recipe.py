@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 
 from engine.core.choices import RunStatus
 from engine.run.rundir import RunDir
-from engine.run.checkpoints import checkpoint_folders, checkpoint_problem, checkpoint_step
+from engine.run.checkpoints import checkpoint_folders, checkpoint_problem, checkpoint_step, clear_checkpoint_staging
 from engine.core.units import gib
 from engine.run.config import RunConfig
 from engine.run.control import ControlReader
@@ -376,6 +376,7 @@ def _last_checkpoint(run: Run) -> Optional[str]:
     once written (``engine.train.trainer``); a folder that still lacks its trainer state or
     holds a truncated weights file was damaged afterwards and is skipped, with a warning."""
     RunDir(run.run_dir).checkpoints.mkdir(exist_ok=True)
+    clear_checkpoint_staging(run.run_dir)  # a killed save's half-written folder
     for folder in checkpoint_folders(run.run_dir):
         problem = checkpoint_problem(folder)
         if problem is None:

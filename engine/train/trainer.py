@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Optional
 
 from transformers import Trainer
 
+from engine.core.atomic import staging_path
 from engine.run.rundir import RunDir
-from engine.run.checkpoints import CHECKPOINT_PREFIX, TRAINER_STATE
+from engine.run.checkpoints import CHECKPOINT_PREFIX, STAGING, TRAINER_STATE
 from engine.run.config import RunConfig
 
-STAGING = ".staging"
 # The studio's optimizer names -> the Trainer's.
 OPTIMIZERS = {"adamw": "adamw_torch_fused", "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8bit": "paged_adamw_8bit",
               "paged_adamw_32bit": "paged_adamw_32bit", "sgd": "sgd"}
@@ -213,7 +212,7 @@ def _replace_folder(source: Path, target: Path) -> None:
     """Rename ``source`` to ``target``; an existing ``target`` (the same step saved again) goes first,
     moved aside so that some complete copy exists at every moment."""
     if target.exists():
-        aside = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old")
+        aside = staging_path(target, "old")
         os.rename(target, aside)
         os.rename(source, target)
         shutil.rmtree(aside, ignore_errors=True)
