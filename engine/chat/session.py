@@ -273,7 +273,7 @@ class ChatSession:
         ``stop_event`` ends the reply after the current token. Sampling without a
         ``seed`` draws one, and the reply says which, so any reply can be had again.
         """
-        check_sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty)
+        check_sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
         with self._lock:
             self.load()
             started = time.perf_counter()
@@ -321,7 +321,7 @@ class ChatSession:
         """
         check_columns(choices)
         _check_messages(messages)
-        check_sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty)
+        check_sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
         if temperature > 0 and seed is None:
             seed = secrets.randbelow(2**31)  # one seed for every column: a fair comparison
         settings = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,

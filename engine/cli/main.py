@@ -12,6 +12,7 @@ from typing import Optional
 
 from engine.cli import adapters, chat, data, doctor, estimate, models, runs, train
 from engine.cli.output import print_error
+from engine.cli.parsing import Parser, UsageError
 from engine.errors import StudioError
 
 # In the order ``lora-studio --help`` lists them.
@@ -19,7 +20,7 @@ COMMAND_GROUPS = (doctor, models, data, estimate, train, runs, adapters, chat)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lora-studio", description="LoRA Studio: fine-tune language models.")
+    parser = Parser(prog="lora-studio", description="LoRA Studio: fine-tune language models.")
     sub = parser.add_subparsers(dest="command", required=True)
     for group in COMMAND_GROUPS:
         group.register(sub)
@@ -27,7 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:  # a usage mistake: one line, exit 2, as argparse's own exit code
+        print_error(str(exc))
+        return 2
     try:
         return args.handler(args)
     except StudioError as exc:
