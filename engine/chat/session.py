@@ -27,6 +27,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from engine.adapters.base_model import load_peft
 from engine.adapters.library import read_adapter_meta, read_peft_config, resolve_adapter
 from engine.chat.blends import AdapterChoice, Blend
 from engine.chat.compare import ColumnResult, check_columns, run_column
@@ -152,16 +153,14 @@ class ChatSession:
         return loaded
 
     def _load_adapter(self, ref: str, path: Path) -> LoadedAdapter:
-        from peft import PeftModel
-
         meta = read_adapter_meta(path)
         self._check_base_fingerprint(ref, meta)
         name = f"adapter{next(self._names)}"
         try:
-            if self._peft is None:
-                self._peft = PeftModel.from_pretrained(self._base, str(path), adapter_name=name)
-            else:
-                self._peft.load_adapter(str(path), adapter_name=name)
+            self._peft = load_peft(self._base, path, name, self._peft)
+        except StudioError:
+            self._discard_partial_adapter(name)
+            raise
         except Exception as exc:  # any failure reading a user's adapter is theirs to act on
             self._discard_partial_adapter(name)
             raise StudioError(explain_adapter_failure(ref, self.model, exc)) from None
