@@ -103,5 +103,5 @@ def text(name: str, value: Any, *, limit: int = MAX_TEXT, lines: bool = False) -
 
 def shown(value: Any) -> str:
     """A value as a message quotes it: its repr, cut short."""
-    shown = repr(value)
-    return shown if len(shown) <= 80 else shown[:77] + "..."
+    quoted = repr(value)
+    return quoted if len(quoted) <= 80 else quoted[:77] + "..."

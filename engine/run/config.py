@@ -20,7 +20,7 @@ from engine.core.choices import (Batching, Method, Optimizer, PrecisionChoice, Q
                                  OPTIMIZERS, PRECISION_CHOICES, PROMPT_INITS, PROMPT_METHODS, QUANTS, SCHEDULERS,
                                  TARGET_PRESETS, TEXT_SPLITS, TRAIN_ON)
 from engine.core.checks import (MAX_BATCH, MAX_LENGTH, MAX_RANK, MAX_SEED, MAX_STEPS, MAX_VIRTUAL_TOKENS, fraction,
-                                in_range, is_number, positive, shown, text, whole)
+                                in_range, positive, shown, text, whole)
 from engine.core.names import is_valid_name
 from engine.errors import StudioError
 
@@ -30,10 +30,10 @@ MAX_VAL_FRACTION = 0.5
 _MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Beyond these no run learns anything (the studio's spin boxes stop well below them).
 _MAX_ALPHA = 65536.0
-_MAX_LR = 10.0
 _MAX_EPOCHS = 10_000.0
 _MAX_GRAD_NORM = 1e6
 _MAX_PROMPT_TEXT = 100_000
+_MAX_CONFIG_BYTES = 1 << 20  # a run's config.json is a few KiB; its longest field is the prompt init text
 
 
 def check_val_fraction(value: Any) -> float:
@@ -123,11 +123,15 @@ class RunConfig:
     @classmethod
     def load(cls, path: Path) -> "RunConfig":
         try:
+            if Path(path).stat().st_size > _MAX_CONFIG_BYTES:
+                raise StudioError(f"run config {path} is over {_MAX_CONFIG_BYTES // 1024} KiB: no run config is that long")
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise StudioError(f"run config not found: {path}") from None
         except (OSError, ValueError) as exc:
             raise StudioError(f"run config {path} is not valid JSON: {exc}") from None
+        except RecursionError:  # "[[[[..." nested deeper than the parser goes
+            raise StudioError(f"run config {path} is nested too deeply to be a run config") from None
         if not isinstance(data, dict):
             raise StudioError(f"run config {path} must be a JSON object")
         return cls.from_dict(data)
@@ -190,17 +194,17 @@ class RunConfig:
             text("prompt init text", self.prompt_init_text, limit=_MAX_PROMPT_TEXT, lines=True)
 
     def _validate_numbers(self) -> None:
-        whole("rank", self.rank, 1, MAX_RANK)
+        _count("rank", self.rank, MAX_RANK)
         positive("alpha", self.alpha, float)
         in_range("alpha", self.alpha, high=_MAX_ALPHA)
-        whole("batch size", self.batch_size, 1, MAX_BATCH)
-        whole("gradient accumulation", self.grad_accum, 1, MAX_BATCH)
-        whole("max length", self.max_length, 1, MAX_LENGTH)
+        _count("batch size", self.batch_size, MAX_BATCH)
+        _count("gradient accumulation", self.grad_accum, MAX_BATCH)
+        _count("max length", self.max_length, MAX_LENGTH)
+        # No ceiling: a learning rate that blows the loss up is stopped by the training's own guard.
         positive("learning rate", self.lr, float)
-        in_range("learning rate", self.lr, high=_MAX_LR)
-        whole("virtual tokens", self.num_virtual_tokens, 1, MAX_VIRTUAL_TOKENS)
+        _count("virtual tokens", self.num_virtual_tokens, MAX_VIRTUAL_TOKENS)
         if self.max_steps is not None:
-            whole("max steps", self.max_steps, 1, MAX_STEPS)
+            _count("max steps", self.max_steps, MAX_STEPS)
         positive("epochs", self.epochs, float)
         in_range("epochs", self.epochs, high=_MAX_EPOCHS)
         fraction("dropout", self.dropout, high_open=True)
@@ -252,10 +256,16 @@ class RunConfig:
         check_val_fraction(self.val_fraction)
 
 
+def _count(name: str, value: Any, high: int) -> None:
+    """A positive whole number up to ``high``."""
+    positive(name, value)  # "must be a positive number" for "16" or nan
+    whole(name, value, 1, high)  # and for 16.0 or true, "must be a whole number"
+
+
 def _check_type(name: str, value: Any, hint: Any) -> None:
-    """Refuse ``value`` unless it is of the type ``hint`` (a field's annotation) names. Ranges are
-    each field's own rule, and choices (Literals) need only be text here: ``_validate_choices``
-    says which ones there are."""
+    """Refuse ``value`` unless it is of the type ``hint`` (a field's annotation) names. Numbers are
+    left to their own rules (``_validate_numbers``: type and range at once), and choices (Literals)
+    need only be text here: ``_validate_choices`` says which ones there are."""
     if get_origin(hint) is Union:  # Optional[X]
         if value is None:
             return
@@ -263,10 +273,6 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
     origin = get_origin(hint)
     if hint is bool and not isinstance(value, bool):
         raise StudioError(f"{name} must be true or false, got {shown(value)}")
-    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise StudioError(f"{name} must be a whole number, got {shown(value)}")
-    if hint is float and not is_number(value):
-        raise StudioError(f"{name} must be a finite number, got {shown(value)}")
     if hint is str or origin is Literal:
         text(name, value)
     if origin is dict:

@@ -133,8 +133,8 @@ def test_train_refuses_numbers_out_of_range_before_a_run_folder_exists(tiny_mode
     _refused([*base, "--val-fraction", "0.9"], capsys, "validation share must be between 0 and 0.5")
     _refused([*base, "--rank", "100000"], capsys, "rank must be between 1 and 4,096")
     _refused([*base, "--seed", str(2 ** 40)], capsys, "seed must be between 0 and")
-    _refused([*base, "--lr", "1e9"], capsys, "learning rate must be at most")
-    _refused([*base, "--batch", "-3"], capsys, "batch size must be between 1 and")
+    _refused([*base, "--alpha", "1e9"], capsys, "alpha must be at most")
+    _refused([*base, "--batch", "-3"], capsys, "batch size must be a positive number")
 
 
 # An edited run config.json --------------------------------------------------------------------
@@ -143,11 +143,11 @@ GOOD_CONFIG = {"model": "tiny", "dataset": "/d/pirate.jsonl", "max_steps": 5}
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("rank", "16", "rank must be a whole number, got '16'"),
+    ("rank", "16", "rank must be a positive number, got '16'"),
     ("rank", 16.5, "rank must be a whole number"),
-    ("lr", float("nan"), "lr must be a finite number"),  # json writes NaN, and reads it back
-    ("alpha", float("inf"), "alpha must be a finite number"),
-    ("epochs", "3", "epochs must be a finite number"),
+    ("lr", float("nan"), "learning rate must be a positive number, got nan"),  # json writes NaN, and reads it back
+    ("alpha", float("inf"), "alpha must be a positive number, got inf"),
+    ("epochs", "3", "epochs must be a positive number"),
     ("use_rslora", 1, "use rslora must be true or false"),
     ("model", ["tiny"], "model must be text"),
     ("dataset", "d" * 5000, "dataset is 5,000 characters long"),
@@ -156,6 +156,9 @@ GOOD_CONFIG = {"model": "tiny", "dataset": "/d/pirate.jsonl", "max_steps": 5}
     ("columns", {"question": 1}, "columns 'question' must be text"),
     ("fsdp", [], "fsdp must be a JSON object"),
     ("seed", 2 ** 40, "seed must be between 0 and"),
+    ("seed", "42", "seed must be a whole number"),
+    ("val_fraction", "0.1", "validation share must be between 0 and 0.5"),
+    ("max_grad_norm", None, "max grad norm must be between 0 and"),
     ("method", ["lora"], "method must be text"),
     ("memory_limit", 6, "memory limit must be text"),
 ])
@@ -169,6 +172,17 @@ def test_an_edited_run_config_is_refused_before_anything_uses_it(field, value, m
     _refused(["train", "--config", config], capsys, message)
     assert config.read_bytes() == written
     assert not (tmp_path / "exported").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    (json.dumps({**GOOD_CONFIG, "prompt_init_text": "x" * (2 << 20)}), "KiB: no run config is that long"),
+    (json.dumps([GOOD_CONFIG]), "must be a JSON object"),
+])
+def test_a_run_config_that_is_no_config_is_refused(content, message, tmp_path, capsys):
+    config = tmp_path / "run.json"
+    config.write_text(content, encoding="utf-8")
+    _refused(["train", "--config", config], capsys, message)
 
 
 def test_the_run_list_still_lists_a_run_whose_config_was_edited(capsys):
