@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+from engine.core.patterns import matching_names
 from engine.core.progress import ProgressFn
 from engine.adapters.library import read_adapter_meta, read_peft_config
 from engine.errors import StudioError, first_line
@@ -75,15 +76,40 @@ def load_base(base_path: Path) -> tuple[Any, Any]:
     return model.eval(), tokenizer
 
 
-def attach(model: Any, adapter: Path, name: str, peft_model: Any = None) -> Any:
-    """``adapter`` loaded over ``model`` as ``name`` (into ``peft_model`` when there is one already)."""
-    from peft import PeftModel
+def load_peft(model: Any, adapter: Path, name: str, peft_model: Any = None) -> Any:
+    """``adapter`` loaded over ``model`` as ``name`` (into ``peft_model`` when there is one
+    already), the way every caller loads one (merge, combine, chat); peft's own errors pass.
 
-    try:
+    peft matches a string ``target_modules`` (or ``exclude_modules``) with Python's ``re``, which
+    cannot be stopped: such a pattern is matched here instead, under a time bound, and peft
+    gets the list of module names it matched.
+    """
+    from peft import PeftConfig, PeftModel
+
+    config = PeftConfig.from_pretrained(str(adapter))
+    patterns = [key for key in ("target_modules", "exclude_modules") if isinstance(getattr(config, key, None), str)]
+    if not patterns:  # the common case: peft reads the adapter itself, as it always has
         if peft_model is None:
             return PeftModel.from_pretrained(model, str(adapter), adapter_name=name)
         peft_model.load_adapter(str(adapter), adapter_name=name)
         return peft_model
+    names = [module for module, _ in model.named_modules() if module]
+    for key in patterns:
+        setattr(config, key, matching_names(f"adapter {adapter.name}'s {key}", getattr(config, key), names))
+    if peft_model is None:
+        return PeftModel.from_pretrained(model, str(adapter), adapter_name=name, config=config)
+    config.inference_mode = True
+    peft_model.add_adapter(name, config)  # load_adapter then finds its config and loads the weights only
+    peft_model.load_adapter(str(adapter), adapter_name=name)
+    return peft_model
+
+
+def attach(model: Any, adapter: Path, name: str, peft_model: Any = None) -> Any:
+    """``adapter`` loaded over ``model`` as ``name`` (into ``peft_model`` when there is one already)."""
+    try:
+        return load_peft(model, adapter, name, peft_model)
+    except StudioError:
+        raise
     except Exception as exc:  # a user's adapter fails to load in many ways, all theirs to act on
         text = first_line(exc)
         if "size mismatch" in str(exc):

@@ -23,11 +23,21 @@ from engine.adapters.library import (
     retitle_card,
 )
 from engine.core.atomic import staged_directory, write_json
+from engine.core.checks import in_range, is_number
 from engine.errors import StudioError, first_line
 from engine.paths import adapters_dir, writable_home
 
 COMBINATIONS = {"linear": "linear", "cat": "cat", "svd": "svd", "ties": "ties", "dare": "dare_linear"}
 _NEEDS_DENSITY = ("ties", "dare")
+# A combination's weights scale each adapter's update. Past this size the result only overflows
+# half-precision weights (inf, then NaN in every answer); nobody means a weight of 1e30.
+MAX_WEIGHT = 100.0
+
+
+def check_weight(ref: str, weight: object) -> float:
+    """One adapter's weight in a combination (saved or chatted with): a finite number of at most
+    ``MAX_WEIGHT`` either way; nan, inf, true and "1" are refused."""
+    return in_range(f"the weight of {ref}", weight, -MAX_WEIGHT, MAX_WEIGHT)
 
 
 @dataclass
@@ -82,11 +92,9 @@ def _check_combination(adapters: list[Path], weights: list[float], how: str, den
         raise StudioError("combining needs at least two adapters")
     if len(set(adapters)) != len(adapters):
         raise StudioError("each adapter may appear only once in a combination")
-    if len(weights) != len(adapters):
-        raise StudioError(f"give one weight per adapter: {len(adapters)} adapters, {len(weights)} weights")
     if how not in COMBINATIONS:
         raise StudioError(f"unknown combination {how!r}; choose one of {', '.join(COMBINATIONS)}")
-    if how in _NEEDS_DENSITY and (density is None or not 0 < density <= 1):
+    if how in _NEEDS_DENSITY and (not is_number(density) or not 0 < density <= 1):
         raise StudioError(f"{how} keeps a fraction of each adapter's weights: give a density in (0, 1]")
     configs = [read_peft_config(a) for a in adapters]
     for path, config in zip(adapters, configs):
@@ -115,8 +123,10 @@ def combine_adapters(adapters: list[str], weights: list[float], how: str = "line
     writable_home()
     started = time.perf_counter()
     report = progress or quiet
+    if len(weights) != len(adapters):
+        raise StudioError(f"give one weight per adapter: {len(adapters)} adapters, {len(weights)} weights")
+    weights = [check_weight(str(ref), weight) for ref, weight in zip(adapters, weights)]
     paths = [resolve_adapter(ref) for ref in adapters]
-    weights = [float(w) for w in weights]
     _check_combination(paths, weights, how, density)
     target = _combination_target(name, output)
     name = target.name if output is None else (name or target.name)

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from engine.core.atomic import read_json_object, staged_directory, write_json, write_text
+from engine.core.checks import MAX_RANK, MAX_VIRTUAL_TOKENS, is_number, shown
 from engine.core.names import MAX_NAME, is_plain_name, is_valid_name
+from engine.core.patterns import is_simple_pattern, matching_names
 from engine.core.safetensors_files import safetensors_problem
 from engine.errors import StudioError
 from engine.paths import adapters_dir, folder_entries, writable_home
@@ -93,10 +95,52 @@ def _config_problem(config: dict[str, Any]) -> Optional[str]:
         value = config.get(name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             return f"{PEFT_CONFIG} says {name}={value!r}: it must be a positive whole number"
+        if value > _MAX_SIZES[name]:
+            return f"{PEFT_CONFIG} says {name}={value:,}: no real adapter has more than {_MAX_SIZES[name]:,}"
     alpha = config.get("lora_alpha")
-    if peft_type == "LORA" and alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))):
-        return f"{PEFT_CONFIG} says lora_alpha={alpha!r}: it must be a number"
+    if peft_type == "LORA" and alpha is not None and not is_number(alpha):  # json reads NaN and Infinity
+        return f"{PEFT_CONFIG} says lora_alpha={alpha!r}: it must be a finite number"
+    return _pattern_problem(config)
+
+
+_MAX_SIZES = {"r": MAX_RANK, "num_virtual_tokens": MAX_VIRTUAL_TOKENS}
+# Module names as a causal LM has them, for trying an adapter's module regexes early (the real
+# names are tried again, with the same bound, when the adapter is loaded: base_model.load_peft).
+_TYPICAL_MODULES = [f"{prefix}layers.{layer}.{part}" for prefix in ("model.", "base_model.model.model.")
+                    for layer in (0, 31) for part in ("self_attn.q_proj", "self_attn.o_proj", "mlp.gate_up_proj",
+                                                      "mlp.down_proj", "input_layernorm")]
+_TYPICAL_MODULES += ["model.embed_tokens", "lm_head", "transformer.h.11.attn.c_attn"]
+
+
+def _pattern_problem(config: dict[str, Any]) -> Optional[str]:
+    """A module pattern peft would run with Python's ``re``, which nothing can stop: a string
+    ``target_modules`` / ``exclude_modules`` must match within the time bound (engine.core.patterns);
+    the names peft splices into its own patterns must be simple ones."""
+    for key in ("target_modules", "exclude_modules"):
+        if isinstance(config.get(key), str):
+            try:
+                matching_names(f"{PEFT_CONFIG} {key}", config[key], _TYPICAL_MODULES)
+            except StudioError as exc:
+                return str(exc)
+    for key, fits in (("rank_pattern", _is_rank), ("alpha_pattern", is_number)):
+        per_module = config.get(key) or {}
+        if not isinstance(per_module, dict) or not all(fits(value) for value in per_module.values()):
+            return f"{PEFT_CONFIG} {key} must map module names to {'ranks' if key == 'rank_pattern' else 'numbers'}"
+    spliced = [*_as_list(config.get("modules_to_save")), *_as_list(config.get("layers_pattern")),
+               *(config.get("rank_pattern") or {}), *(config.get("alpha_pattern") or {})]
+    bad = [item for item in spliced if not is_simple_pattern(item)]
+    if bad:
+        return (f"{PEFT_CONFIG} names modules with {shown(bad[0])}: modules_to_save, layers_pattern and the keys "
+                "of rank_pattern and alpha_pattern must be module names or simple patterns (no groups)")
     return None
+
+
+def _is_rank(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_RANK
+
+
+def _as_list(value: Any) -> list[Any]:
+    return [] if value is None else list(value) if isinstance(value, list) else [value]
 
 
 def _number(value: Any) -> Optional[float]:

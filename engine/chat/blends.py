@@ -5,11 +5,11 @@ An ``AdapterChoice`` names one of them; ``choice_label`` says it the way people 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
+from engine.adapters.combine import check_weight
 from engine.errors import StudioError
 from engine.run.rundir import RunDir
 
@@ -28,8 +28,7 @@ class Blend:
         if not self.parts:
             raise StudioError("a combination needs at least one adapter")
         for ref, weight in self.parts:
-            if not isinstance(weight, (int, float)) or not math.isfinite(weight):
-                raise StudioError(f"the weight of {ref!r} in a combination must be a number, got {weight!r}")
+            check_weight(ref, weight)
         if all(weight == 0 for _ref, weight in self.parts):
             raise StudioError("a combination with every weight 0 is the base model: pick the base model instead")
 

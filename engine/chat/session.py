@@ -27,6 +27,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from engine.adapters.base_model import load_peft
 from engine.adapters.library import read_adapter_meta, read_peft_config, resolve_adapter
 from engine.chat.blends import AdapterChoice, Blend
 from engine.chat.compare import ColumnResult, check_columns, run_column
@@ -151,16 +152,14 @@ class ChatSession:
         return loaded
 
     def _load_adapter(self, ref: str, path: Path) -> LoadedAdapter:
-        from peft import PeftModel
-
         meta = read_adapter_meta(path)
         self._check_base_fingerprint(ref, meta)
         name = f"adapter{next(self._names)}"
         try:
-            if self._peft is None:
-                self._peft = PeftModel.from_pretrained(self._base, str(path), adapter_name=name)
-            else:
-                self._peft.load_adapter(str(path), adapter_name=name)
+            self._peft = load_peft(self._base, path, name, self._peft)
+        except StudioError:
+            self._discard_partial_adapter(name)
+            raise
         except Exception as exc:  # any failure reading a user's adapter is theirs to act on
             self._discard_partial_adapter(name)
             raise StudioError(explain_adapter_failure(ref, self.model, exc)) from None
@@ -272,7 +271,7 @@ class ChatSession:
         ``stop_event`` ends the reply after the current token. Sampling without a
         ``seed`` draws one, and the reply says which, so any reply can be had again.
         """
-        check_sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty)
+        check_sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
         with self._lock:
             self.load()
             started = time.perf_counter()
@@ -320,7 +319,7 @@ class ChatSession:
         """
         check_columns(choices)
         _check_messages(messages)
-        check_sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty)
+        check_sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
         if temperature > 0 and seed is None:
             seed = secrets.randbelow(2**31)  # one seed for every column: a fair comparison
         settings = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from engine.cli.output import print_error, print_json, print_progress, print_result, print_warnings, quiet_libraries
-from engine.cli.parsing import add_command
+from engine.cli.parsing import add_command, number, whole_number
 from engine.core.units import human_bytes
 from engine.errors import StudioError
 
@@ -58,9 +58,9 @@ def _register_outputs(adapters: Any) -> None:
     merge.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
     combine = add_command(adapters, "combine", cmd_adapters_combine, "combine adapters of one base into a new adapter")
     combine.add_argument("adapters", nargs="+")
-    combine.add_argument("--weights", type=float, nargs="+", help="one per adapter (default: equal)")
+    combine.add_argument("--weights", type=number, nargs="+", help="one per adapter (default: equal)")
     combine.add_argument("--how", choices=("linear", "cat", "svd", "ties", "dare"), default="linear")
-    combine.add_argument("--density", type=float, help="for ties and dare: the fraction of weights kept")
+    combine.add_argument("--density", type=number, help="for ties and dare: the fraction of weights kept")
     combine.add_argument("--name", required=True)
     combine.add_argument("--base", help="the base model, when the adapters' own is elsewhere")
     gguf = add_command(adapters, "gguf", cmd_adapters_gguf, "write GGUF for llama.cpp and Ollama, with a Modelfile")

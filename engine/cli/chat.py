@@ -8,7 +8,7 @@ import sys
 from typing import Any, Iterator
 
 from engine.cli.output import print_json, quiet_libraries
-from engine.cli.parsing import add_command
+from engine.cli.parsing import add_command, number, whole_number
 from engine.errors import StudioError
 
 
@@ -17,31 +17,33 @@ def register(sub: Any) -> None:
     chat.add_argument("--model", required=True)
     chat.add_argument("--adapter", action="append", help="a library name or PEFT folder (repeat for several)")
     chat.add_argument("--combine", action="store_true", help="chat with the combination of the adapters")
-    chat.add_argument("--weights", type=float, nargs="+", help="with --combine: one weight per adapter")
+    chat.add_argument("--weights", type=number, nargs="+", help="with --combine: one weight per adapter")
     chat.add_argument("--compare", action="store_true",
                       help="answer each prompt with the base model and each adapter (and the combination)")
     chat.add_argument("--prompt", help="one message; without it, read messages from standard input")
     chat.add_argument("--system", help="a system prompt")
-    chat.add_argument("--max-new-tokens", type=int, default=256)
-    chat.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (the default)")
-    chat.add_argument("--top-p", type=float, default=0.9)
-    chat.add_argument("--top-k", type=int, default=0, help="0 is off")
-    chat.add_argument("--repetition-penalty", type=float, default=1.0)
-    chat.add_argument("--seed", type=int)
+    chat.add_argument("--max-new-tokens", type=whole_number, default=256)
+    chat.add_argument("--temperature", type=number, default=0.0, help="0 is greedy (the default)")
+    chat.add_argument("--top-p", type=number, default=0.9)
+    chat.add_argument("--top-k", type=whole_number, default=0, help="0 is off")
+    chat.add_argument("--repetition-penalty", type=number, default=1.0)
+    chat.add_argument("--seed", type=whole_number)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
+    from engine.chat.sampling import check_sampling
     from engine.chat.session import ChatSession
     from engine.adapters.library import resolve_adapter
 
     for ref in args.adapter or []:
         resolve_adapter(ref)  # a wrong name fails now, before seconds of model loading
     choices = _chat_choices(args)
+    settings = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                    top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed)
+    check_sampling(**settings)  # a bad setting fails now, before seconds of model loading
     quiet_libraries()
     session = ChatSession(args.model)
     session.load()
-    settings = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                    top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed)
     system: list[dict] = [{"role": "system", "content": args.system}] if args.system else []
     prompts = [args.prompt] if args.prompt is not None else _stdin_prompts(args.json, args.compare)
     if args.compare:

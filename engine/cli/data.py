@@ -8,7 +8,7 @@ from typing import Any
 
 from engine.cli.inputs import add_data_reading_flags, open_data, tokenizer_for
 from engine.cli.output import print_json
-from engine.cli.parsing import add_command
+from engine.cli.parsing import add_command, number, whole_number
 
 
 def register(sub: Any) -> None:
@@ -16,16 +16,16 @@ def register(sub: Any) -> None:
     inspect = add_command(data, "inspect", cmd_data_inspect, "detect a dataset's format and check its rows")
     inspect.add_argument("file")
     inspect.add_argument("--model", help="tokenise with this model to measure lengths")
-    inspect.add_argument("--max-length", type=int, default=512)
-    inspect.add_argument("--val-fraction", type=float, default=0.0, help="share of rows held out for validation")
+    inspect.add_argument("--max-length", type=whole_number, default=512)
+    inspect.add_argument("--val-fraction", type=number, default=0.0, help="share of rows held out for validation")
     add_data_reading_flags(inspect)
 
 
 def cmd_data_inspect(args: argparse.Namespace) -> int:
-    from engine.data.scan import scan_dataset
-
     from engine.data.formats import parse_columns
+    from engine.data.scan import check_report_options, scan_dataset
 
+    check_report_options(args.max_length, args.val_fraction)  # before minutes of reading and tokenising
     source = open_data(args.file, args.format, parse_columns(args.columns or ""), args.text_split or "auto")
     tokenizer = tokenizer_for(args.model) if args.model else None
     show_progress = not args.json and sys.stderr.isatty()

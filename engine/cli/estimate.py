@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from engine.cli.inputs import open_data, tokenizer_for
 from engine.cli.output import print_json
-from engine.cli.parsing import add_command
+from engine.cli.parsing import add_command, whole_number
 from engine.core.units import human_bytes
 from engine.errors import StudioError
 
@@ -18,10 +18,10 @@ def register(sub: Any) -> None:
     estimate.add_argument("--model", required=True, help="a catalog name, starter, a model store name, a local folder "
                                                          "or a config.json")
     estimate.add_argument("--method", required=True, help="full, lora, dora, qlora, prompt, prefix or ptuning")
-    estimate.add_argument("--rank")
+    estimate.add_argument("--rank", type=whole_number)
     estimate.add_argument("--targets", help="q,v, attention or all-linear")
-    estimate.add_argument("--batch")
-    estimate.add_argument("--seq", help="max length in tokens")
+    estimate.add_argument("--batch", type=whole_number)
+    estimate.add_argument("--seq", type=whole_number, help="max length in tokens")
     estimate.add_argument("--grad-checkpointing", action="store_true")
     estimate.add_argument("--optimizer", help="adamw, adamw_8bit, paged_adamw_8bit, paged_adamw_32bit or sgd")
     estimate.add_argument("--precision", help="bf16, fp16 or fp32 (default: what training would pick here)")
@@ -48,7 +48,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
                                 "precision": resolve_precision(args.precision or "auto", device, bf16)}
     for flag, field_name in _ESTIMATE_NUMBERS.items():
         if getattr(args, flag) is not None:
-            settings[field_name] = _whole_number(flag, getattr(args, flag))
+            settings[field_name] = getattr(args, flag)
     for flag in ("targets", "optimizer"):
         if getattr(args, flag) is not None:
             settings[flag] = getattr(args, flag)
@@ -95,13 +95,6 @@ def _dataset_lengths(args: argparse.Namespace) -> Any:
     if stats is None:
         raise StudioError(f"{args.dataset} has no usable rows to measure")
     return stats
-
-
-def _whole_number(flag: str, text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise StudioError(f"--{flag} must be a whole number, got {text!r}") from None
 
 
 def _estimate_device(device_memory: Optional[str]) -> tuple[str, int, bool]:

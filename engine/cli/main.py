@@ -12,6 +12,7 @@ from typing import Optional
 
 from engine.cli import adapters, chat, data, doctor, estimate, models, runs, train
 from engine.cli.output import print_error
+from engine.cli.parsing import Parser, UsageError
 from engine.errors import StudioError
 from engine.paths import sweep_home
 
@@ -20,7 +21,7 @@ COMMAND_GROUPS = (doctor, models, data, estimate, train, runs, adapters, chat)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lora-studio", description="LoRA Studio: fine-tune language models.")
+    parser = Parser(prog="lora-studio", description="LoRA Studio: fine-tune language models.")
     sub = parser.add_subparsers(dest="command", required=True)
     for group in COMMAND_GROUPS:
         group.register(sub)
@@ -28,7 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:  # a usage mistake: one line, exit 2, as argparse's own exit code
+        print_error(str(exc))
+        return 2
     sweep_home()  # what killed commands left staged (a merge, an import); never a live one's
     try:
         return args.handler(args)

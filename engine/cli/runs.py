@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.cli.output import print_json
-from engine.cli.parsing import add_command
+from engine.cli.parsing import add_command, number, whole_number
 from engine.errors import StudioError
 
 
@@ -18,7 +18,7 @@ def register(sub: Any) -> None:
                              "write a run's config and the commands that run it elsewhere")
     run_export.add_argument("run", help="a run directory, or a run config JSON")
     run_export.add_argument("--output", required=True, metavar="DIR")
-    run_export.add_argument("--gpus", type=int, default=1, help="processes for the torchrun/accelerate lines")
+    run_export.add_argument("--gpus", type=whole_number, default=1, help="processes for the torchrun/accelerate lines")
 
 
 def cmd_runs_list(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from engine.cli.inputs import add_data_reading_flags, dataset_reference, open_data
 from engine.cli.output import print_error, print_json, print_progress
-from engine.cli.parsing import add_command
+from engine.cli.parsing import add_command, number, whole_number
 from engine.core.choices import RunStatus
 from engine.errors import StudioError
 
@@ -31,19 +31,19 @@ def _add_input_and_method_flags(train: argparse.ArgumentParser) -> None:
                                          "or a Hugging Face dataset id")
     add_data_reading_flags(train)
     train.add_argument("--train-on", choices=TRAIN_ON, help="the loss on the assistant's replies only, or all tokens")
-    train.add_argument("--val-fraction", type=float, help="share of rows held out to measure the eval loss")
+    train.add_argument("--val-fraction", type=number, help="share of rows held out to measure the eval loss")
     train.add_argument("--bad-rows", choices=BAD_ROWS, help="train on the good rows, or stop when any row is bad")
     train.add_argument("--method", choices=METHODS)
-    train.add_argument("--rank", type=int)
-    train.add_argument("--alpha", type=float)
-    train.add_argument("--dropout", type=float)
+    train.add_argument("--rank", type=whole_number)
+    train.add_argument("--alpha", type=number)
+    train.add_argument("--dropout", type=number)
     train.add_argument("--rslora", action="store_true", default=None, help="scale LoRA by alpha/sqrt(rank)")
     train.add_argument("--targets", help="q,v, attention, all-linear, or module names such as q_proj,gate_proj")
     train.add_argument("--quant", choices=QUANTS, help="qlora: the base in 4-bit nf4 or fp4, or 8-bit int8")
     train.add_argument("--double-quant", action=argparse.BooleanOptionalAction, default=None,
                        help="qlora: quantise the 4-bit block scales too (default on)")
     train.add_argument("--compute-dtype", choices=COMPUTE_DTYPES, help="qlora: what the 4-bit layers compute in")
-    train.add_argument("--virtual-tokens", type=int, help="prompt, prefix, ptuning: how many virtual tokens")
+    train.add_argument("--virtual-tokens", type=whole_number, help="prompt, prefix, ptuning: how many virtual tokens")
     train.add_argument("--prompt-init-text", help="prompt tuning: start the virtual tokens from this text")
     train.add_argument("--prefix-projection", action="store_true", default=None,
                        help="prefix tuning: train through a reparametrising MLP")
@@ -53,17 +53,17 @@ def _add_optimisation_flags(train: argparse.ArgumentParser) -> None:
     from engine.core.choices import BATCHING, OPTIMIZERS, SCHEDULERS
 
     steps = train.add_mutually_exclusive_group()
-    steps.add_argument("--max-steps", type=int)
-    steps.add_argument("--epochs", type=float)
-    train.add_argument("--batch", type=int)
-    train.add_argument("--grad-accum", type=int)
-    train.add_argument("--max-length", type=int)
-    train.add_argument("--lr", type=float)
+    steps.add_argument("--max-steps", type=whole_number)
+    steps.add_argument("--epochs", type=number)
+    train.add_argument("--batch", type=whole_number)
+    train.add_argument("--grad-accum", type=whole_number)
+    train.add_argument("--max-length", type=whole_number)
+    train.add_argument("--lr", type=number)
     train.add_argument("--optimizer", choices=OPTIMIZERS)
     train.add_argument("--scheduler", choices=SCHEDULERS, help="the learning-rate schedule after the warm-up")
-    train.add_argument("--warmup-steps", type=int)
-    train.add_argument("--weight-decay", type=float)
-    train.add_argument("--max-grad-norm", type=float, help="clip gradients to this norm (0: off)")
+    train.add_argument("--warmup-steps", type=whole_number)
+    train.add_argument("--weight-decay", type=number)
+    train.add_argument("--max-grad-norm", type=number, help="clip gradients to this norm (0: off)")
     train.add_argument("--grad-checkpointing", action="store_true", default=None)
     train.add_argument("--batching", choices=BATCHING, help="padded batches, or rows packed without padding")
     train.add_argument("--group-by-length", action="store_true", default=None)
@@ -72,13 +72,13 @@ def _add_optimisation_flags(train: argparse.ArgumentParser) -> None:
 def _add_run_flags(train: argparse.ArgumentParser) -> None:
     from engine.core.choices import PRECISION_CHOICES
 
-    train.add_argument("--save-every", type=int)
-    train.add_argument("--keep-checkpoints", type=int, help="keep the newest N checkpoints (0: all)")
-    train.add_argument("--eval-every", type=int)
-    train.add_argument("--early-stopping", type=int, metavar="PATIENCE",
+    train.add_argument("--save-every", type=whole_number)
+    train.add_argument("--keep-checkpoints", type=whole_number, help="keep the newest N checkpoints (0: all)")
+    train.add_argument("--eval-every", type=whole_number)
+    train.add_argument("--early-stopping", type=whole_number, metavar="PATIENCE",
                        help="stop after this many evaluations without a better eval loss")
-    train.add_argument("--log-every", type=int)
-    train.add_argument("--seed", type=int)
+    train.add_argument("--log-every", type=whole_number)
+    train.add_argument("--seed", type=whole_number)
     train.add_argument("--name")
     train.add_argument("--precision", choices=PRECISION_CHOICES)
     train.add_argument("--device")
@@ -86,8 +86,8 @@ def _add_run_flags(train: argparse.ArgumentParser) -> None:
     train.add_argument("--config", help="a run config JSON (flags override it)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     more = train.add_mutually_exclusive_group()
-    more.add_argument("--more-steps", type=int, help="with --resume: train a finished run this many steps more")
-    more.add_argument("--more-epochs", type=float, help="with --resume: train a finished run this many epochs more")
+    more.add_argument("--more-steps", type=whole_number, help="with --resume: train a finished run this many steps more")
+    more.add_argument("--more-epochs", type=number, help="with --resume: train a finished run this many epochs more")
 
 
 _TRAIN_FLAGS = {  # CLI flag -> RunConfig field

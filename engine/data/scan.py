@@ -15,7 +15,9 @@ from engine.data.formats import FORMATS
 from engine.data.passes import Cancelled, DatasetPass, Progress
 from engine.data.readers import RowProblem
 from engine.data.rendering import chat_template_for
+from engine.core.checks import MAX_LENGTH, whole
 from engine.data.split import split_counts
+from engine.run.config import check_val_fraction
 
 _TOKENIZE_BATCH = 256
 
@@ -58,6 +60,7 @@ class DatasetReport:
         return {("max" if p == 100 else f"p{p}"): int(round(v)) for p, v in zip(points, values)}
 
     def to_dict(self, max_length: int, val_fraction: float = 0.0, problems: int = 20) -> dict[str, Any]:
+        check_report_options(max_length, val_fraction)
         train, validation = split_counts(self.good_rows, val_fraction)
         report: dict[str, Any] = {
             "file": str(self.path), "kind": self.kind, "format": self.format, "format_title": self.format_title,
@@ -80,6 +83,12 @@ class DatasetReport:
                 "chat_template": "chatml-fallback" if self.chat_template_fallback else "model",
             })
         return report
+
+
+def check_report_options(max_length: int, val_fraction: float) -> None:
+    """What a report is asked for: a max length a run could have and a validation share it could hold out."""
+    whole("max length", max_length, 1, MAX_LENGTH)
+    check_val_fraction(val_fraction)
 
 
 def scan_dataset(

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.run.config import check_val_fraction
+
 
 def split_counts(rows: int, val_fraction: float) -> tuple[int, int]:
     """(training rows, validation rows) for a share held out; at least one of each when asked."""
+    check_val_fraction(val_fraction)
     if val_fraction <= 0 or rows < 2:
         return rows, 0
     validation = min(rows - 1, max(1, round(rows * val_fraction)))

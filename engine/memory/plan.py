@@ -9,13 +9,11 @@ from typing import Any, Mapping, Optional
 
 from engine.core.choices import (METHODS, OPTIMIZERS, PRECISIONS, QUANTS, TARGET_PRESETS, Method, Optimizer, Precision,
                                  Quant, TargetPreset)
+from engine.core.checks import MAX_BATCH, MAX_LENGTH, MAX_RANK, MAX_VIRTUAL_TOKENS, fraction, whole
 from engine.errors import StudioError
 
 ATTENTIONS = ("sdpa", "eager")
-_MAX_RANK = 4096
-MAX_SEQ = 1 << 21
-_MAX_BATCH = 1 << 14
-_MAX_VIRTUAL_TOKENS = 4096
+MAX_SEQ = MAX_LENGTH
 
 
 @dataclass
@@ -83,16 +81,12 @@ class Plan:
             if value not in choices:
                 raise StudioError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
         for name, value, ceiling in (
-            ("rank", self.rank, _MAX_RANK), ("batch size", self.batch, _MAX_BATCH),
-            ("max length", self.seq, MAX_SEQ), ("gradient accumulation", self.grad_accum, _MAX_BATCH),
-            ("virtual tokens", self.num_virtual_tokens, _MAX_VIRTUAL_TOKENS),
+            ("rank", self.rank, MAX_RANK), ("batch size", self.batch, MAX_BATCH),
+            ("max length", self.seq, MAX_SEQ), ("gradient accumulation", self.grad_accum, MAX_BATCH),
+            ("virtual tokens", self.num_virtual_tokens, MAX_VIRTUAL_TOKENS),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise StudioError(f"{name} must be a whole number of at least 1, got {value!r}")
-            if value > ceiling:
-                raise StudioError(f"{name} {value:,} is beyond any real run (at most {ceiling:,})")
-        if not isinstance(self.lora_dropout, (int, float)) or not 0 <= self.lora_dropout < 1:
-            raise StudioError(f"LoRA dropout must be in [0, 1), got {self.lora_dropout!r}")
+            whole(name, value, 1, ceiling)
+        fraction("LoRA dropout", self.lora_dropout, high_open=True)
         for name in ("grad_checkpointing", "double_quant", "prefix_projection"):
             if not isinstance(getattr(self, name), bool):
                 raise StudioError(f"{name.replace('_', ' ')} must be true or false")

@@ -13,20 +13,32 @@ import json
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
 
 from engine.core.choices import (Batching, Method, Optimizer, PrecisionChoice, Quant, Scheduler,
                                  BAD_ROWS, BATCHING, COMPUTE_DTYPES, DATASET_FORMATS, LORA_METHODS, METHODS,
                                  OPTIMIZERS, PRECISION_CHOICES, PROMPT_INITS, PROMPT_METHODS, QUANTS, SCHEDULERS,
                                  TARGET_PRESETS, TEXT_SPLITS, TRAIN_ON)
-from engine.core.checks import fraction, is_number, positive
+from engine.core.checks import (MAX_BATCH, MAX_LENGTH, MAX_RANK, MAX_SEED, MAX_STEPS, MAX_VIRTUAL_TOKENS, fraction,
+                                in_range, positive, shown, text, whole)
 from engine.core.names import is_valid_name
 from engine.errors import StudioError
 
 MAX_VAL_FRACTION = 0.5
 # A module name as peft matches it: the last part of a dotted path, e.g. q_proj or gate_up_proj.
-_MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_MAX_VIRTUAL_TOKENS = 4096
+# Matched whole (fullmatch): "q_proj\n" is no module name.
+_MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Beyond these no run learns anything (the studio's spin boxes stop well below them).
+_MAX_ALPHA = 65536.0
+_MAX_EPOCHS = 10_000.0
+_MAX_GRAD_NORM = 1e6
+_MAX_PROMPT_TEXT = 100_000
+_MAX_CONFIG_BYTES = 1 << 20  # a run's config.json is a few KiB; its longest field is the prompt init text
+
+
+def check_val_fraction(value: Any) -> float:
+    """The share of rows held out for validation: 0 (none) up to ``MAX_VAL_FRACTION``."""
+    return in_range("validation share", value, 0, MAX_VAL_FRACTION)
 
 
 @dataclass
@@ -111,11 +123,15 @@ class RunConfig:
     @classmethod
     def load(cls, path: Path) -> "RunConfig":
         try:
+            if Path(path).stat().st_size > _MAX_CONFIG_BYTES:
+                raise StudioError(f"run config {path} is over {_MAX_CONFIG_BYTES // 1024} KiB: no run config is that long")
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise StudioError(f"run config not found: {path}") from None
         except (OSError, ValueError) as exc:
             raise StudioError(f"run config {path} is not valid JSON: {exc}") from None
+        except RecursionError:  # "[[[[..." nested deeper than the parser goes
+            raise StudioError(f"run config {path} is nested too deeply to be a run config") from None
         if not isinstance(data, dict):
             raise StudioError(f"run config {path} must be a JSON object")
         return cls.from_dict(data)
@@ -138,6 +154,7 @@ class RunConfig:
 
     # validation -------------------------------------------------------------------------------
     def validate(self) -> None:
+        self._validate_types()
         self._validate_choices()
         self._validate_numbers()
         self._validate_method_settings()
@@ -157,44 +174,46 @@ class RunConfig:
         ):
             if value not in allowed:
                 raise StudioError(f"unknown {label} {value!r}; choose one of {', '.join(allowed)}")
-        for name in ("use_rslora", "double_quant", "prefix_projection", "grad_checkpointing", "group_by_length"):
-            if not isinstance(getattr(self, name), bool):
-                raise StudioError(f"{name.replace('_', ' ')} must be true or false, got {getattr(self, name)!r}")
-        if not isinstance(self.targets, str) or not self.targets.strip():
+        if not self.targets.strip():
             raise StudioError("targets must be q,v, attention, all-linear or module names such as q_proj,v_proj")
         modules = self.target_modules
         if modules is not None:
-            bad = [name for name in modules if not _MODULE_RE.match(name)]
+            bad = [name for name in modules if not _MODULE_RE.fullmatch(name)]
             if bad or not modules:
                 raise StudioError(f"unknown targets {self.targets!r}; choose one of {', '.join(TARGET_PRESETS)} "
                                   "or give module names such as q_proj,v_proj")
 
+    def _validate_types(self) -> None:
+        """Every field of the type its annotation gives, before any rule reads one: an edited
+        config.json may hold "16" for a rank, a list for a path or a name with a line break."""
+        hints = get_type_hints(RunConfig)
+        for item in fields(self):
+            if item.name not in ("name", "prompt_init_text"):  # the name rule, and a text of many lines (below)
+                _check_type(item.name.replace("_", " "), getattr(self, item.name), hints[item.name])
+        if self.prompt_init_text is not None:
+            text("prompt init text", self.prompt_init_text, limit=_MAX_PROMPT_TEXT, lines=True)
+
     def _validate_numbers(self) -> None:
-        positive("rank", self.rank)
+        _count("rank", self.rank, MAX_RANK)
         positive("alpha", self.alpha, float)
-        positive("batch size", self.batch_size)
-        positive("gradient accumulation", self.grad_accum)
-        positive("max length", self.max_length)
+        in_range("alpha", self.alpha, high=_MAX_ALPHA)
+        _count("batch size", self.batch_size, MAX_BATCH)
+        _count("gradient accumulation", self.grad_accum, MAX_BATCH)
+        _count("max length", self.max_length, MAX_LENGTH)
+        # No ceiling: a learning rate that blows the loss up is stopped by the training's own guard.
         positive("learning rate", self.lr, float)
-        positive("virtual tokens", self.num_virtual_tokens)
-        if self.num_virtual_tokens > _MAX_VIRTUAL_TOKENS:
-            raise StudioError(f"virtual tokens {self.num_virtual_tokens:,} is beyond any real run "
-                              f"(at most {_MAX_VIRTUAL_TOKENS:,})")
+        _count("virtual tokens", self.num_virtual_tokens, MAX_VIRTUAL_TOKENS)
         if self.max_steps is not None:
-            positive("max steps", self.max_steps)
-        else:
-            positive("epochs", self.epochs, float)
+            _count("max steps", self.max_steps, MAX_STEPS)
+        positive("epochs", self.epochs, float)
+        in_range("epochs", self.epochs, high=_MAX_EPOCHS)
         fraction("dropout", self.dropout, high_open=True)
         fraction("weight decay", self.weight_decay)
-        if not is_number(self.max_grad_norm) or self.max_grad_norm < 0:
-            raise StudioError(f"max grad norm must be 0 (off) or a positive number, got {self.max_grad_norm!r}")
+        in_range("max grad norm", self.max_grad_norm, 0, _MAX_GRAD_NORM)
         for name in ("save_every", "eval_every", "log_every", "warmup_steps", "keep_checkpoints",
                      "early_stopping_patience", "schedule_start"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise StudioError(f"{name.replace('_', ' ')} must be 0 or a positive whole number, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise StudioError(f"seed must be 0 or a positive whole number, got {self.seed!r}")
+            whole(name.replace("_", " "), getattr(self, name), 0, MAX_STEPS)
+        whole("seed", self.seed, 0, MAX_SEED)
         if self.memory_limit is not None:
             from engine.core.units import parse_bytes
 
@@ -234,6 +253,32 @@ class RunConfig:
                 isinstance(self.columns, dict)
                 and all(isinstance(k, str) and isinstance(v, str) for k, v in self.columns.items())):
             raise StudioError("columns must map field names to column names, e.g. {\"question\": \"prompt\"}")
-        value = self.val_fraction
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_VAL_FRACTION:
-            raise StudioError(f"validation share must be between 0 and {MAX_VAL_FRACTION}, got {value!r}")
+        check_val_fraction(self.val_fraction)
+
+
+def _count(name: str, value: Any, high: int) -> None:
+    """A positive whole number up to ``high``."""
+    positive(name, value)  # "must be a positive number" for "16" or nan
+    whole(name, value, 1, high)  # and for 16.0 or true, "must be a whole number"
+
+
+def _check_type(name: str, value: Any, hint: Any) -> None:
+    """Refuse ``value`` unless it is of the type ``hint`` (a field's annotation) names. Numbers are
+    left to their own rules (``_validate_numbers``: type and range at once), and choices (Literals)
+    need only be text here: ``_validate_choices`` says which ones there are."""
+    if get_origin(hint) is Union:  # Optional[X]
+        if value is None:
+            return
+        hint = next(arg for arg in get_args(hint) if arg is not type(None))
+    origin = get_origin(hint)
+    if hint is bool and not isinstance(value, bool):
+        raise StudioError(f"{name} must be true or false, got {shown(value)}")
+    if hint is str or origin is Literal:
+        text(name, value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise StudioError(f"{name} must be a JSON object, got {shown(value)}")
+        for key, item in value.items():
+            text(f"a key of {name}", key)
+            if get_args(hint)[1] is str:
+                text(f"{name} {key!r}", item)
