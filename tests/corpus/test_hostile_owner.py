@@ -52,7 +52,10 @@ def _events(job: TrainingJob) -> bytes:
     return RunDir(job.run_dir).events.read_bytes()
 
 
-def test_a_second_resume_while_a_run_trains_is_refused_and_the_run_ends_at_its_step_count(tiny_model_dir, tmp_path):
+def test_a_second_resume_while_a_run_trains_is_refused_and_the_run_ends_at_its_step_count(tiny_model_dir, tmp_path,
+                                                                                         capsys):
+    from engine.train import recipe
+
     job = _start(tiny_model_dir, tmp_path, max_steps=6)
     _wait_for(job, StepMetrics)
     job.pause()  # held mid-run: the second resume meets a live owner, whatever the machine's speed
@@ -61,10 +64,13 @@ def test_a_second_resume_while_a_run_trains_is_refused_and_the_run_ends_at_its_s
 
     code, out, err = run_cli_process(["train", "--resume", job.run_dir])  # a second terminal
     assert_refused(code, out, err, f"run {job.run_dir.name} is being trained by process {job.pid}")
-    code, out, err = run_cli_process(["train", "--resume", job.run_dir, "--more-steps", "5"])
+    code, out, err = run_cli(["train", "--resume", job.run_dir, "--more-steps", "5"], capsys)
     assert_refused(code, out, err, f"is being trained by process {job.pid}")
     with pytest.raises(StudioError, match=f"is being trained by process {job.pid}"):
         TrainingJob.resume(job.run_dir)  # the studio's Resume, from another window
+    # What ``python -m engine.train RUN_DIR`` (or a second torchrun's rank 0) runs: it refuses at once.
+    assert recipe.main([str(job.run_dir)]) == 2
+    assert f"error: run {job.run_dir.name} is being trained by process {job.pid}" in capsys.readouterr().err
     assert _events(job) == before  # nothing written into the run by the refused ones
     assert json.loads(RunDir(job.run_dir).config.read_text())["max_steps"] == 6  # no train-more planned
 
@@ -75,22 +81,6 @@ def test_a_second_resume_while_a_run_trains_is_refused_and_the_run_ends_at_its_s
     assert finished.status == "completed" and finished.step == started.total_steps == 6
     assert [e for e in events if isinstance(e, RunFinished)] == [finished]
     assert [a.name for a in list_adapters()] == ["owned"]
-
-
-def test_a_hand_started_child_on_a_run_being_trained_leaves_it_alone(tiny_model_dir, tmp_path, capsys):
-    from engine.train import recipe
-
-    job = _start(tiny_model_dir, tmp_path, max_steps=4)
-    _wait_for(job, StepMetrics)
-    job.pause()
-    _wait_for(job, Paused)
-    before = _events(job)
-    # What ``python -m engine.train RUN_DIR`` (or a second torchrun's rank 0) runs: it refuses at once.
-    assert recipe.main([str(job.run_dir)]) == 2
-    assert f"error: run {job.run_dir.name} is being trained by process {job.pid}" in capsys.readouterr().err
-    assert _events(job) == before
-    job.resume_training()
-    assert _finish(job).step == 4 and len(list_adapters()) == 1
 
 
 def test_a_killed_child_leaves_no_stale_lock_and_the_run_resumes(tiny_model_dir, tmp_path, capsys):
@@ -114,30 +104,20 @@ def test_a_killed_child_leaves_no_stale_lock_and_the_run_resumes(tiny_model_dir,
     assert [a.name for a in list_adapters()] == ["killed"]
 
 
-def test_resuming_a_completed_run_is_refused_with_the_train_more_advice(tiny_model_dir, tmp_path, capsys):
-    job = _start(tiny_model_dir, tmp_path, max_steps=2, name="done")
-    assert _finish(job).status == "completed"
-    before, entries = _events(job), [a.name for a in list_adapters()]
+def test_a_completed_run_has_nothing_to_resume_and_two_train_mores_racing_extend_it_once(tiny_model_dir, tmp_path,
+                                                                                            capsys):
+    first = _start(tiny_model_dir, tmp_path, max_steps=2, name="done")
+    assert _finish(first).status == "completed"
+    before = _events(first)
 
-    code, out, err = run_cli(["train", "--resume", job.run_dir], capsys)
-    line = assert_refused(code, out, err, f"run {job.run_dir.name} completed its 2 steps")
+    code, out, err = run_cli(["train", "--resume", first.run_dir], capsys)
+    line = assert_refused(code, out, err, f"run {first.run_dir.name} completed its 2 steps")
     assert "nothing to resume" in line and "--more-steps" in line
     with pytest.raises(StudioError, match="completed its 2 steps"):
-        TrainingJob.resume(job.run_dir)  # the studio's Resume button
-    assert _events(job) == before and [a.name for a in list_adapters()] == entries == ["done"]
-    assert not list(RunDir(job.run_dir).path.glob("lock")) or RunDir(job.run_dir).lock.read_text() == ""
+        TrainingJob.resume(first.run_dir)  # the studio's Resume
+    assert _events(first) == before and [a.name for a in list_adapters()] == ["done"]
 
-    # Train more is the way on; its run then completed its own steps, and is not resumable either.
-    code, out, err = run_cli(["train", "--resume", job.run_dir, "--more-steps", "1"], capsys)
-    assert code == 0, err
-    code, out, err = run_cli(["train", "--resume", job.run_dir], capsys)
-    assert_refused(code, out, err, "completed its 3 steps")
-    assert sorted(a.name for a in list_adapters()) == ["done", "done-2"]
-
-
-def test_two_train_mores_racing_extend_the_run_once(tiny_model_dir, tmp_path):
-    first = _start(tiny_model_dir, tmp_path, max_steps=2, name="raced")
-    assert _finish(first).status == "completed"
+    # Train more is the way on, and two of them at once extend the run once.
     results: list = []
     go = threading.Barrier(2)
 
@@ -148,7 +128,7 @@ def test_two_train_mores_racing_extend_the_run_once(tiny_model_dir, tmp_path):
         except StudioError as exc:
             results.append(exc)
 
-    threads = [threading.Thread(target=train_more, args=(n,)) for n in (1, 3)]
+    threads = [threading.Thread(target=train_more, args=(n,)) for n in (1, 2)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -158,8 +138,12 @@ def test_two_train_mores_racing_extend_the_run_once(tiny_model_dir, tmp_path):
     assert f"run {first.run_dir.name} is being trained by process" in str(refusal)
     finished = _finish(job)
     planned = json.loads(RunDir(first.run_dir).config.read_text())["max_steps"]
-    assert planned in (3, 5) and finished.status == "completed" and finished.step == planned
-    assert sorted(a.name for a in list_adapters()) == ["raced", "raced-2"]
+    assert planned in (3, 4) and finished.status == "completed" and finished.step == planned
+    assert sorted(a.name for a in list_adapters()) == ["done", "done-2"]
+    # The continued run completed its own steps: nothing to resume there either.
+    code, out, err = run_cli(["train", "--resume", first.run_dir], capsys)
+    assert_refused(code, out, err, f"completed its {planned} steps")
+    assert sorted(a.name for a in list_adapters()) == ["done", "done-2"]
 
 
 def test_a_lock_file_naming_a_dead_or_other_process_is_no_lock(tmp_path):
@@ -175,14 +159,40 @@ def test_a_lock_file_naming_a_dead_or_other_process_is_no_lock(tmp_path):
 
 
 def test_a_planted_lock_link_is_refused_and_its_target_left_intact(tiny_model_dir, tmp_path, capsys):
-    job = _start(tiny_model_dir, tmp_path, max_steps=2000, save_every=1, name="linked")
-    _wait_for(job, CheckpointSaved)
-    job.kill()
-    _finish(job)
+    from engine.core.atomic import write_json
+    from engine.paths import runs_dir
+
+    run_dir = runs_dir() / "linked"
+    run_dir.mkdir(parents=True)
+    dataset = write_messages_dataset(tmp_path / "pirate.jsonl")
+    write_json(RunDir(run_dir).config, RunConfig(model=str(tiny_model_dir), dataset=str(dataset)).to_dict())
     precious = tmp_path / "precious.txt"
     precious.write_text("keep me")
-    RunDir(job.run_dir).lock.unlink()
-    RunDir(job.run_dir).lock.symlink_to(precious)
-    code, out, err = run_cli(["train", "--resume", job.run_dir], capsys)
-    assert_refused(code, out, err, f"cannot take run {job.run_dir.name} for training")
-    assert precious.read_text() == "keep me"
+    RunDir(run_dir).lock.symlink_to(precious)
+    code, out, err = run_cli(["train", "--resume", run_dir], capsys)
+    assert_refused(code, out, err, "cannot take run linked for training")
+    assert precious.read_text() == "keep me" and not RunDir(run_dir).events.exists()
+
+
+def test_the_home_page_says_why_a_completed_run_has_no_resume(qtbot):
+    from run_folders import T0, completed_run, started, step, write_run
+
+    from engine.run.events import RunFinished as Finished
+    from studio.pages.home import RESUME_TIP, HomePage
+
+    completed_run("20260101-100000-done", steps=5)
+    stopped = write_run("20260102-100000-stopped", [started(T0, total=20), step(T0 + 1, 1, 2.0),
+                                                    Finished(time=T0 + 2, status="stopped", step=1)])
+    (RunDir(stopped).checkpoints / "checkpoint-1").mkdir(parents=True)
+    (RunDir(stopped).checkpoints / "checkpoint-1" / "trainer_state.json").write_text("{}")
+    page = HomePage()
+    qtbot.addWidget(page)
+    page.show()
+    qtbot.waitExposed(page)
+    with qtbot.waitSignal(page.runsLoaded, timeout=60_000):
+        page.refresh_runs()
+    page.runs_view.selectRow(1)  # newest first: the completed run is the second row
+    assert not page.resume_button.isEnabled() and page.more_button.isEnabled()
+    assert page.resume_button.toolTip().startswith("run 20260101-100000-done completed its 5 steps")
+    page.runs_view.selectRow(0)  # a run stopped half-way resumes as before
+    assert page.resume_button.toolTip() == RESUME_TIP
