@@ -1,5 +1,6 @@
 """The run's pid file: written when its child starts, read to find the child still alive
-(by the supervisor's callers, the run record and anyone who would start the run again)."""
+(by the supervisor's callers and the run record). Whether anyone may start the run again is
+the run's lock's to say (``engine.run.owner``), which dies with its process."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from engine.run.events import RunFinished, read_events
 from engine.run.rundir import RunDir
 
 
@@ -46,23 +46,3 @@ def running_child(run_dir: Path) -> Any:
                                                                        if a.startswith(os.sep)]:
         return process
     return None
-
-
-def still_training(run_dir: Path, exit_grace_s: float = 30.0) -> bool:
-    """Whether the run's child is alive and not merely exiting: one that has written its
-    RunFinished is given a moment to end before the run counts as free to start again."""
-    import psutil
-
-    process = running_child(run_dir)
-    if process is None:
-        return False
-    events = read_events(RunDir(run_dir).events)
-    if not (events and isinstance(events[-1], RunFinished)):
-        return True
-    try:
-        process.wait(exit_grace_s)
-    except psutil.TimeoutExpired:
-        return True
-    except psutil.Error:
-        pass
-    return False

@@ -48,6 +48,19 @@ class RunSummary:
             return True
         return self.status == RunStatus.STOPPED and (self.total_steps is None or self.checkpoint_step < self.total_steps)
 
+    @property
+    def nothing_to_resume(self) -> Optional[str]:
+        """Why resuming would train nothing, or None: the run ended well at its last step (it
+        completed, or was stopped just then), so a resume would only save its adapter again.
+        More steps are train-more's, which plans them into the run's config."""
+        steps = self.total_steps or self.checkpoint_step
+        at_end = self.status == RunStatus.COMPLETED or (
+            self.status == RunStatus.STOPPED and bool(self.total_steps) and self.checkpoint_step >= steps)
+        if not at_end:
+            return None
+        return (f"run {self.name} completed its {steps} steps: there is nothing to resume; use train more to "
+                "continue it (lora-studio train --resume RUN_DIR --more-steps N, or Train more… in the studio)")
+
     def to_dict(self) -> dict:
         return {**asdict(self), "resumable": self.resumable}
 

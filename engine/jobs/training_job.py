@@ -39,13 +39,14 @@ from engine.errors import StudioError, first_line
 from engine.jobs import launcher
 from engine.jobs.checks import check_can_run
 from engine.jobs.child_env import child_environment
-from engine.jobs.pidfile import running_child, still_training, write_pid_file
-from engine.jobs.summary import load_config, log_tail
+from engine.jobs.pidfile import running_child, write_pid_file
+from engine.jobs.summary import load_config, log_tail, summarize_run
 from engine.jobs.train_more import more_training
 from engine.paths import runs_dir
 from engine.run.config import RunConfig
 from engine.run.control import send_command
 from engine.run.events import Event, EventTail, EventWriter, RunFinished, RunStarted
+from engine.run.owner import HANDOVER_ENV, RunOwnership, own_run
 from engine.run.rundir import RunDir
 
 POLL_S = 0.1
@@ -111,16 +112,22 @@ class TrainingJob:
         check_can_run(config)
         run_dir = _new_run_dir(config)
         write_json(RunDir(run_dir).config, config.to_dict())
-        return cls._spawn(run_dir)
+        with own_run(run_dir) as owner:
+            return cls._spawn(run_dir, owner)
 
     @classmethod
     def resume(cls, run_dir: Path) -> "TrainingJob":
-        """Start the child again on an existing run; it continues from its last checkpoint."""
+        """Start the child again on an existing run; it continues from its last checkpoint.
+
+        Refused while another process trains the run, and for a run that trained all its steps."""
         run_dir = Path(run_dir)
-        check_can_run(load_config(run_dir))  # refuse early, in the caller, if it is unusable
-        if still_training(run_dir):
-            raise StudioError(f"run {run_dir.name} is still running: watch it instead of starting it again")
-        return cls._spawn(run_dir)
+        config = load_config(run_dir)  # a folder that is not a run gets refused, and no lock file
+        with own_run(run_dir) as owner:
+            summary = summarize_run(run_dir)
+            if summary is not None and summary.nothing_to_resume:
+                raise StudioError(summary.nothing_to_resume)
+            check_can_run(config)  # refuse early, in the caller, if it is unusable
+            return cls._spawn(run_dir, owner)
 
     @classmethod
     def train_more(cls, run_dir: Path, *, steps: Optional[int] = None, epochs: Optional[float] = None) -> "TrainingJob":
@@ -131,12 +138,13 @@ class TrainingJob:
         a new library entry beside the first.
         """
         run_dir = Path(run_dir)
-        extended = more_training(run_dir, steps=steps, epochs=epochs)
-        check_can_run(extended)
-        if still_training(run_dir):
-            raise StudioError(f"run {run_dir.name} is still running: let it finish first")
-        write_json(RunDir(run_dir).config, extended.to_dict())
-        return cls._spawn(run_dir)
+        load_config(run_dir)  # a folder that is not a run gets refused, and no lock file
+        # Planned under the lock: two train-mores at once would both extend the same end.
+        with own_run(run_dir) as owner:
+            extended = more_training(run_dir, steps=steps, epochs=epochs)
+            check_can_run(extended)
+            write_json(RunDir(run_dir).config, extended.to_dict())
+            return cls._spawn(run_dir, owner)
 
     @classmethod
     def attach(cls, run_dir: Path) -> "TrainingJob":
@@ -150,9 +158,10 @@ class TrainingJob:
         return cls(run_dir, _Child(found=found), history=True)
 
     @classmethod
-    def _spawn(cls, run_dir: Path) -> "TrainingJob":
+    def _spawn(cls, run_dir: Path, owner: RunOwnership) -> "TrainingJob":
+        """Start the child on a run this process owns, and hand the run over to it."""
         send_command(run_dir, "run")
-        env = child_environment(os.environ)
+        env = dict(child_environment(os.environ), **{HANDOVER_ENV: str(os.getpid())})
         warm = launcher.start_run(run_dir, RunDir(run_dir).log, env)
         if warm is not None:
             child = _Child(warm=warm)
@@ -163,6 +172,7 @@ class TrainingJob:
                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                     start_new_session=True,  # Ctrl-C in a terminal reaches the supervisor, which stops the run cleanly
                 ))
+        owner.hand_over(child.pid)
         write_pid_file(run_dir, child.pid)
         return cls(run_dir, child)
 

@@ -5,6 +5,7 @@
     RUN_DIR/control.json     what the parent asks of the child: run, pause or stop
     RUN_DIR/train.log        the child's own output (warnings, tracebacks)
     RUN_DIR/pid              the child's pid and start time, while it runs
+    RUN_DIR/lock             the OS lock its one owner holds, and that owner's pid (engine.run.owner)
     RUN_DIR/checkpoints/     checkpoint-STEP folders (engine.run.checkpoints)
 """
 
@@ -41,6 +42,10 @@ class RunDir:
     @property
     def pid(self) -> Path:
         return self.path / "pid"
+
+    @property
+    def lock(self) -> Path:
+        return self.path / "lock"
 
     @property
     def checkpoints(self) -> Path:

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -27,6 +28,7 @@ from engine.run.config import RunConfig
 from engine.run.control import ControlReader
 from engine.errors import REFUSED_PICKLE, StudioError, is_refused_pickle
 from engine.run.events import Event, EventWriter, LogLine, RunFinished, RunStarted
+from engine.run.owner import take_over_run
 from engine.run.priority import yield_cpu_to_the_desktop
 from engine.train import distributed
 # At import, not lazily: this brings in the whole training stack (transformers' Trainer, torch), which
@@ -71,12 +73,26 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m engine.train RUN_DIR", file=sys.stderr)
         return 2
+    run_dir = Path(argv[0]).resolve()
+    try:
+        owner = _own(run_dir)
+    except StudioError as exc:  # trained by another process: this one leaves the run as it is
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     yield_cpu_to_the_desktop()
     # Belt and braces: every torch.load in this process (a resumed checkpoint's optimizer, scheduler and
     # RNG state are pickles) reads plain tensors only, even where a library leaves weights_only unset.
     os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
-    finished = run_and_report(Run(Path(argv[0]).resolve()))
+    with owner:
+        finished = run_and_report(Run(run_dir))
     return 0 if finished.status != RunStatus.FAILED else 1
+
+
+def _own(run_dir: Path) -> Any:
+    """This process's hold on the run folder (``engine.run.owner``), before anything is written
+    to it. Under torchrun the ranks share the folder and rank 0 alone writes to it: it holds
+    the lock for them all."""
+    return take_over_run(run_dir) if distributed.is_main() else nullcontext()
 
 
 def run_and_report(run: Run) -> RunFinished:

@@ -58,6 +58,7 @@ RUN_COLUMNS = ("Run", "Status", "Started", "Duration", "Steps", "Final loss", "L
 SORT_ROLE = Qt.ItemDataRole.UserRole + 2
 # How often the shown page looks at the runs again; a slow read waits proportionally longer.
 RUNS_POLL_MS = 5000
+RESUME_TIP = "Continue the run from its last checkpoint on the Train page"
 
 GET_STARTED = (
     "<h2>Welcome to LoRA Studio</h2>"
@@ -336,7 +337,7 @@ class HomePage(QWidget):
         self.folder_button.setToolTip("Show the run folder (config.json, events.jsonl, train.log, checkpoints)")
         self.folder_button.clicked.connect(self._open_folder)
         self.resume_button = QPushButton("Resume")
-        self.resume_button.setToolTip("Continue the run from its last checkpoint on the Train page")
+        self.resume_button.setToolTip(RESUME_TIP)
         self.resume_button.clicked.connect(lambda: self._request(self.resumeRequested))
         self.watch_button = QPushButton("Watch")
         self.watch_button.setToolTip("Follow the run, still training, on the Train page (and stop it there)")
@@ -517,6 +518,8 @@ class HomePage(QWidget):
         run = selected[0].summary if count == 1 else None
         status = run.status if run is not None else None
         self.resume_button.setEnabled(run is not None and status != RunStatus.RUNNING and run.resumable)
+        # A run that trained all its steps says why Resume is off: Train more continues it.
+        self.resume_button.setToolTip((run and run.nothing_to_resume) or RESUME_TIP)
         self.watch_button.setEnabled(status == RunStatus.RUNNING)
         self.more_button.setEnabled(status in ENDED_WELL and not (run and run.resumable))
 

@@ -65,6 +65,7 @@ from studio.workers import BackgroundTask, TaskReporter, TaskSlot, TrainingRunne
 
 _ERROR_STYLE = "color: #c0392b; font-weight: 600;"
 _ESTIMATE_DELAY_MS = 150
+RESUME_TIP = "Continue the last run from its newest checkpoint"
 
 
 class TrainPage(QWidget):
@@ -228,7 +229,7 @@ class TrainPage(QWidget):
             run_row.addWidget(button)
 
         self.resume_button = QPushButton("Resume run")
-        self.resume_button.setToolTip("Continue the last run from its newest checkpoint")
+        self.resume_button.setToolTip(RESUME_TIP)
         self.resume_button.clicked.connect(lambda: self.resume_run(self.controller.last_run))
         self.more_button = QPushButton("Train more…")
         self.more_button.setToolTip("Continue the finished run for more steps or epochs, from where it ended")
@@ -697,6 +698,9 @@ class TrainPage(QWidget):
         """Resume and Train more follow what the last run's events said it left behind."""
         idle = self.controller.state == RunState.IDLE and self._task is None
         self.resume_button.setEnabled(idle and self.controller.can_resume())
+        summary = self.controller.last_run_summary()
+        # A run that trained all its steps says why Resume is off: Train more continues it.
+        self.resume_button.setToolTip((summary and summary.nothing_to_resume) or RESUME_TIP)
         self.more_button.setEnabled(idle and self.controller.can_train_more())
         self.export_button.setEnabled(idle)
 

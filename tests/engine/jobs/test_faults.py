@@ -12,6 +12,7 @@ import pytest
 
 from engine.run.rundir import RunDir
 from engine.run.control import send_command
+from engine.run.owner import own_run
 from engine.run.events import RunFinished, RunStarted, read_events
 from engine.jobs.summary import summarize_run
 from engine.jobs.training_job import TrainingJob
@@ -112,7 +113,8 @@ def test_a_damaged_checkpoint_is_reported_and_never_resumed_from(damage, tiny_mo
 def test_stop_pressed_while_the_model_loads_ends_the_run_cleanly(tiny_model_dir, tmp_path):
     run = new_run(tmp_path, tiny_model_dir, max_steps=2000)
     send_command(run.run_dir, "stop")  # before the child has loaded anything
-    job = TrainingJob._spawn(run.run_dir)
+    with own_run(run.run_dir) as owner:
+        job = TrainingJob._spawn(run.run_dir, owner)
     send_command(run.run_dir, "stop")  # _spawn writes "run"; the stop lands while the child starts up
     finished = job.wait(TIMEOUT)
     assert finished.status == "stopped" and finished.adapter is None

@@ -145,8 +145,11 @@ def test_a_checkpoint_cut_short_by_a_crash_is_skipped_on_resume(tiny_model_dir, 
     dataset = write_messages_dataset(tmp_path / "pirate.jsonl")
     job = TrainingJob.start(_config(tiny_model_dir, dataset, max_steps=4, save_every=2, name="partial"))
     assert _collect(job)[-1].status == "completed"
-    # Simulate a crash while checkpoint-4 was being written: its trainer state never landed.
+    # Simulate a crash while checkpoint-4 was being written: its trainer state never landed, and the
+    # run never finished (a completed run has nothing to resume).
     (job.run_dir / "checkpoints" / "checkpoint-4" / "trainer_state.json").unlink()
+    events_file = job.run_dir / "events.jsonl"
+    events_file.write_text("".join(events_file.read_text().splitlines(keepends=True)[:-1]))
     config = json.loads((job.run_dir / "config.json").read_text())
     config["max_steps"], config["name"] = 6, "partial-resumed"
     (job.run_dir / "config.json").write_text(json.dumps(config))
@@ -236,7 +239,7 @@ def test_a_second_window_attaches_to_a_running_run_and_sees_it_through(tiny_mode
     dataset = write_messages_dataset(tmp_path / "pirate.jsonl")
     job = TrainingJob.start(_config(tiny_model_dir, dataset, max_steps=2000, name="watched"))
     _wait_for(job, StepMetrics, [])
-    with pytest.raises(StudioError, match="still running"):
+    with pytest.raises(StudioError, match="is being trained by process"):
         TrainingJob.resume(job.run_dir)
     watcher = TrainingJob.attach(job.run_dir)
     replayed = _wait_for(watcher, StepMetrics, [])  # the run's curve so far comes first
