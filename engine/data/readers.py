@@ -6,8 +6,8 @@ JSON objects, ``{"text": ...}`` for plain text) and ``RowProblem`` (a line that
 is not JSON, bytes that are not UTF-8, a CSV row with the wrong number of
 fields). Rows are read only as they are asked for, so the first rows of a huge
 file are ready at once and a whole pass holds one small batch in memory. A JSON
-document is the exception: it is one value, so its text is read whole, but its
-rows are still decoded one at a time.
+document is the exception: it is one value, so its text is read whole (up to
+``MAX_JSON_BYTES``), but its rows are still decoded one at a time.
 
 Nothing here imports torch; pyarrow and datasets are imported only for Parquet
 and hub datasets.
