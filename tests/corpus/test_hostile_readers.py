@@ -289,7 +289,8 @@ def test_a_file_whose_first_rows_are_all_bad_says_so_even_when_cut_by_bytes(monk
     monkeypatch.setattr(data_module, "HEAD_BYTES", 3000)
     path = tmp_path / "bad.jsonl"
     path.write_text(("not json " * 100 + "\n") * 50 + json.dumps(QA) + "\n", encoding="utf-8")
-    with pytest.raises(StudioError, match=r"the first \d rows are all unusable \(first problem, line 1: not valid JSON"):
+    with pytest.raises(StudioError, match=r"the first \d rows are all unusable "
+                                          r"\(first problem, line 1: not valid JSON"):
         open_dataset(path)
 
 
