@@ -16,11 +16,15 @@ from pathlib import Path
 from typing import Iterator, Optional, Union
 
 from engine.data.formats import BadRow, Layout, choose_layout, converter, row_columns
-from engine.data.readers import FolderReader, HubReader, RawRow, Reader, RowProblem, json_type, open_reader
+from engine.data.readers import (FolderReader, HubReader, RawRow, Reader, RowProblem, check_width, json_type,
+                                  open_reader)
 from engine.errors import StudioError
 
 DETECT_ROWS = 200
 PREVIEW_ROWS = 200
+# The first rows (to detect the format) and a preview stop at this much of the file, even short
+# of their row count: 200 rows near the bound on one row would otherwise all be held at once.
+HEAD_BYTES = 16 << 20
 
 
 @dataclass
@@ -95,6 +99,10 @@ class DatasetSource:
             except BadRow as exc:
                 yield RowProblem(item.line, str(exc), item.file, item.unit, exc.code)
 
+    def bytes_read(self) -> int:
+        """How much of the file the current ``items()`` pass has read."""
+        return self._active.done
+
     def fraction_read(self) -> float:
         """How far the current ``items()`` pass has got, from 0 to 1."""
         return min(1.0, self._active.done / max(1, self._active.total))
@@ -112,7 +120,7 @@ def open_dataset(reference: Union[str, Path], options: Optional[DataOptions] = N
     options = options or DataOptions()
     reader = open_reader(reference, options.text_split)
     label = _label(reader)
-    head = list(islice(reader.items(), DETECT_ROWS))
+    head, complete = _first_items(reader)
     rows = [item.value for item in head if isinstance(item, RawRow)]
     if not head:
         raise StudioError(f"{label} is empty" if reader.is_blank() else f"{label} has no rows")
@@ -120,18 +128,42 @@ def open_dataset(reference: Union[str, Path], options: Optional[DataOptions] = N
         first = next(item for item in head if isinstance(item, RowProblem) or not isinstance(item.value, dict))
         problem = first if isinstance(first, RowProblem) else RowProblem(
             first.line, f"row is a JSON {json_type(first.value)}, not an object", first.file, first.unit)
-        which = "no usable rows" if len(head) < DETECT_ROWS else f"the first {len(head)} rows are all unusable"
+        which = "no usable rows" if complete else f"the first {len(head)} rows are all unusable"
         raise StudioError(f"{label}: {which} (first problem, {problem.where()}: {problem.reason})")
     if reader.kind == "text" and options.format not in (None, "text"):
         raise StudioError(f"{label} is plain text, which can only be trained on as raw text")
+    columns = _columns(rows, label)
     layout = choose_layout(rows, options.format, options.columns, label)
-    return DatasetSource(reader, layout, row_columns(rows))
+    return DatasetSource(reader, layout, columns)
+
+
+def _first_items(reader: Reader) -> tuple[list[Union[RawRow, RowProblem]], bool]:
+    """The first ``DETECT_ROWS`` rows and problems, or fewer once ``HEAD_BYTES`` of the file are
+    read; and whether they are all there is."""
+    head: list[Union[RawRow, RowProblem]] = []
+    items = reader.items()
+    try:
+        for item in items:
+            head.append(item)
+            if len(head) == DETECT_ROWS or reader.done > HEAD_BYTES:
+                return head, next(items, None) is None
+        return head, True
+    finally:
+        items.close()
+
+
+def _columns(rows: list, label: str) -> list[str]:
+    """The columns of the first rows, refused when too many to be a table of training rows."""
+    columns = row_columns(rows)
+    check_width(len(columns), label)
+    return columns
 
 
 def dataset_columns(reference: Union[str, Path], text_split: str = "auto") -> list[str]:
     """The columns of a dataset's first rows, to map by hand when no format fits them."""
     reader = open_reader(reference, text_split)
-    return row_columns([item.value for item in islice(reader.items(), DETECT_ROWS) if isinstance(item, RawRow)])
+    head, _complete = _first_items(reader)
+    return _columns([item.value for item in head if isinstance(item, RawRow)], _label(reader))
 
 
 def load_dataset_file(path: Union[str, Path], options: Optional[DataOptions] = None) -> DatasetFile:
@@ -163,7 +195,8 @@ def preview_dataset(source: DatasetSource, limit: int = PREVIEW_ROWS) -> Dataset
     samples: list[Sample] = []
     problems: list[RowProblem] = []
     items = source.items()
-    # A file of bad rows must not be read to the end just to fill a preview.
+    # A file of bad rows must not be read to the end just to fill a preview, nor a file of huge rows
+    # held in memory whole: it stops at the limit's worth of rows, or of the file.
     for item in islice(items, limit * 10):
         if isinstance(item, Sample):
             samples.append(item)
@@ -171,6 +204,8 @@ def preview_dataset(source: DatasetSource, limit: int = PREVIEW_ROWS) -> Dataset
                 break
         else:
             problems.append(item)
+        if source.bytes_read() > HEAD_BYTES:
+            break
     complete = next(items, None) is None
     items.close()
     return DatasetPreview(samples=samples, problems=problems, complete=complete)

@@ -6,11 +6,17 @@ JSON objects, ``{"text": ...}`` for plain text) and ``RowProblem`` (a line that
 is not JSON, bytes that are not UTF-8, a CSV row with the wrong number of
 fields). Rows are read only as they are asked for, so the first rows of a huge
 file are ready at once and a whole pass holds one small batch in memory. A JSON
-document is the exception: it is one value, so its text is read whole, but its
-rows are still decoded one at a time.
+document is the exception: it is one value, so its text is read whole (up to
+``MAX_JSON_BYTES``), but its rows are still decoded one at a time.
 
 Nothing here imports torch; pyarrow and datasets are imported only for Parquet
 and hub datasets.
+
+Reading is linear in the file and bounded per row: a line or CSV record is read with a
+bounded read (never a whole line first), so a file whose rows lost their line breaks, or a
+table of a million columns, is refused in one line that names the file, the row and the
+limit instead of hanging or running out of memory. The limits are ``MAX_ROW_BYTES``,
+``MAX_JSON_BYTES`` and ``MAX_COLUMNS`` below.
 
 It stays one module, past 500 lines, because the readers share the row types, the
 byte-level helpers (BOM, undecodable bytes, buffered reads, line counting) and one
@@ -34,6 +40,18 @@ from engine.core.choices import TEXT_SPLITS
 from engine.errors import StudioError, first_line
 
 CHUNK_CHARS = 2000
+_MiB = 1 << 20
+# One row (a line of JSONL or text, a CSV record, a Parquet row on average): 64 MiB is hundreds
+# of times what any model's context holds, so only a file that is not laid out in rows (a lost
+# line break, one document pretending to be many) reaches it. Its decoded objects take a few
+# times this in memory; a pass holds one row (one small batch) at a time.
+MAX_ROW_BYTES = 64 * _MiB
+# A .json document is one value and is read whole (with its rows decoded), so it is bounded too:
+# beyond this the way out is JSONL, which is read a row at a time.
+MAX_JSON_BYTES = 128 * _MiB
+# A table's columns: every row becomes a dict with one entry per column, so a header of a
+# million empty cells would cost ~100 bytes per column in every row.
+MAX_COLUMNS = 10_000
 SUFFIXES = {
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".jsonlines": "jsonl", ".json": "json",
     ".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet",
@@ -100,6 +118,11 @@ class Reader(ABC):
     def fresh(self) -> "Reader":
         """A new reader of the same data, to read it again from the start."""
 
+    def row_too_long(self, number: int, hint: str) -> StudioError:
+        """The refusal of a row over ``MAX_ROW_BYTES``, naming the file, the row and the limit."""
+        return StudioError(f"dataset {self.name}: {self.unit} {number} is over the {limit_text(MAX_ROW_BYTES)} "
+                           f"limit for one row; {hint}")
+
     def is_blank(self) -> bool:
         """True when the file holds nothing but white space (checked as far as the first character)."""
         with _open_binary(self.path) as handle:
@@ -138,6 +161,41 @@ def file_reader(path: Path, text_split: str = "auto") -> Reader:
 # retakes the GIL at every small read and the window's thread rarely gets it in between:
 # previewing a 100,000-row file stalled the studio's window for 100-300 ms at a time.
 _READ_BUFFER = 1 << 20
+
+
+def limit_text(limit: int) -> str:
+    """A limit as messages show it: '64 MiB', '1000 bytes' (tests use small ones)."""
+    return f"{limit // _MiB} MiB" if limit % _MiB == 0 else f"{limit} bytes"
+
+
+def check_width(columns: int, label: str) -> None:
+    """Refuse a table wider than ``MAX_COLUMNS`` before a row of it is read."""
+    if columns > MAX_COLUMNS:
+        raise StudioError(f"{label} has {columns:,} columns, over the limit of {MAX_COLUMNS:,}; "
+                          "keep the columns to train on in a file of their own")
+
+
+def _bounded_lines(handle: io.BufferedReader, reader: Reader, hint: str) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes) for each line, counting the bytes read into ``reader.done``.
+
+    Each line is read with a bounded read, so a line over ``MAX_ROW_BYTES`` (a many-GB file with no
+    line break at all) is refused after reading the limit's worth, never held whole. The BOM is cut
+    from the first line; the line break does not count towards the limit.
+    """
+    limit = MAX_ROW_BYTES
+    number = 0
+    while True:
+        raw = handle.readline(limit + 2)  # room for a "\r\n" after a line of exactly the limit
+        if not raw:
+            return
+        number += 1
+        reader.done += len(raw)
+        if number == 1:
+            raw = raw.removeprefix(_BOM)
+        ending = 2 if raw.endswith(b"\r\n") else 1 if raw.endswith(b"\n") else 0
+        if len(raw) - ending > limit:
+            raise reader.row_too_long(number, hint)
+        yield number, raw
 
 
 def _open_binary(path: Path) -> io.BufferedReader:
@@ -185,12 +243,15 @@ def _json_reader(path: Path, kind: str) -> Reader:
 
 def _one_object_per_line(path: Path) -> bool:
     with _open_binary(path) as handle:
-        first_line = handle.readline()
+        first_line = handle.readline(MAX_ROW_BYTES + 1)
+        if len(first_line) > MAX_ROW_BYTES:
+            return False  # no row is this long: a document (which has a bound of its own)
         try:
             json.loads(first_line.removeprefix(_BOM))
         except (ValueError, RecursionError):
             return False  # a document spread over lines, such as pretty-printed JSON
-        return any(line.strip() for line in handle)
+        # Anything but white space after the first line, read in blocks: the rest may be one long line.
+        return any(block.strip() for block in iter(lambda: handle.read(_SNIFF_BYTES), b""))
 
 
 def _json_error(exc: Exception) -> str:
@@ -217,10 +278,7 @@ class JsonlReader(Reader):
         self.done = 0
         with _open_binary(self.path) as handle:
             # Binary lines split on b"\n" only: U+2028 and friends may legally sit inside JSON strings.
-            for number, raw in enumerate(handle, start=1):
-                self.done += len(raw)
-                if number == 1:
-                    raw = raw.removeprefix(_BOM)
+            for number, raw in _bounded_lines(handle, self, "JSONL holds one row per line"):
                 if not raw.strip():
                     continue
                 try:
@@ -248,7 +306,12 @@ class JsonDocumentReader(Reader):
     def items(self) -> Iterator[Item]:
         self.done = 0
         with _open_binary(self.path) as handle:
-            raw = handle.read().removeprefix(_BOM)
+            # Read no more than the bound, even from a file that grows while it is read.
+            raw = handle.read(MAX_JSON_BYTES + 1).removeprefix(_BOM)
+        if len(raw) > MAX_JSON_BYTES:
+            raise StudioError(f"dataset {self.name} is one JSON document over the {limit_text(MAX_JSON_BYTES)} "
+                              "limit for one; save its rows as JSONL (one JSON object per line), which is "
+                              "read a row at a time")
         try:
             text, clean = raw.decode("utf-8"), True
         except UnicodeDecodeError:
@@ -385,18 +448,24 @@ class CsvReader(Reader):
     def items(self) -> Iterator[Item]:
         self.done = 0
         # Long documents in one cell are normal in pre-training data; the default limit is 128 KiB.
+        # A cell is bounded all the same, by the bound on its record (_RecordLines).
         csv.field_size_limit(2**31 - 1)
         with _open_binary(self.path) as handle:
             text = io.TextIOWrapper(io.BufferedReader(_CountingReader(handle, self)), encoding="utf-8-sig",
                                     errors="surrogateescape", newline="")
-            rows = csv.reader(text, delimiter=self.delimiter)
+            lines = _RecordLines(text)
+            rows = csv.reader(lines, delimiter=self.delimiter)
             header: Optional[list[str]] = None
             while True:
                 start = rows.line_num + 1
+                lines.record = 0
                 try:
                     cells = next(rows)
                 except StopIteration:
                     return
+                except _RecordTooLong:
+                    raise self.row_too_long(start, "is a quote left open?" if lines.lines > 1
+                                            else "a table holds one row per line") from None
                 except csv.Error as exc:
                     yield RowProblem(start, f"not valid {self.kind.upper()} ({exc})")
                     continue
@@ -413,15 +482,58 @@ class CsvReader(Reader):
                     yield RawRow(start, dict(zip(header, cells)))
 
     def _header(self, cells: list[str]) -> list[str]:
+        check_width(len(cells), f"dataset {self.name}")
         if _ESCAPED_BYTES.search("\0".join(cells)):
             raise StudioError(f"dataset {self.name}: the header line is not UTF-8 text")
-        names: list[str] = []
-        for number, cell in enumerate(cells, start=1):
-            name = cell.strip() or f"column {number}"
-            while name in names:
-                name += "'"
-            names.append(name)
-        return names
+        return _unique_names(cells)
+
+
+def _unique_names(cells: list[str]) -> list[str]:
+    """Column names from header cells: a blank one is named by its place, a repeated one numbered
+    ('answer', 'answer (2)'). Linear in the header: a header of ten thousand copies of one name
+    must not make each copy search the names before it."""
+    names: list[str] = []
+    taken: set[str] = set()
+    copies: dict[str, int] = {}
+    for number, cell in enumerate(cells, start=1):
+        base = name = cell.strip() or f"column {number}"
+        while name in taken:
+            # The count per name only grows, so all the renaming together stays linear.
+            copies[base] = copies.get(base, 1) + 1
+            name = f"{base} ({copies[base]})"
+        taken.add(name)
+        names.append(name)
+    return names
+
+
+class _RecordTooLong(Exception):
+    """Raised through csv.reader when a record grows past ``MAX_ROW_BYTES``."""
+
+
+class _RecordLines:
+    """The lines of a table for ``csv.reader``, read with a bounded read; a record (one line, or
+    several when a quoted cell holds line breaks, or an unclosed quote swallows the rest of the
+    file) longer than ``MAX_ROW_BYTES`` characters raises ``_RecordTooLong``. The caller sets
+    ``record`` to 0 at the start of each record; csv.reader asks for no line past the record's end.
+    """
+
+    def __init__(self, text: io.TextIOWrapper) -> None:
+        self.text, self.record, self.lines = text, 0, 0
+
+    def __iter__(self) -> "_RecordLines":
+        return self
+
+    def __next__(self) -> str:
+        if self.record == 0:
+            self.lines = 0
+        line = self.text.readline(MAX_ROW_BYTES + 1 - self.record)
+        if not line:
+            raise StopIteration
+        self.record += len(line)
+        self.lines += 1
+        if self.record > MAX_ROW_BYTES:
+            raise _RecordTooLong
+        return line
 
 
 class ParquetReader(Reader):
@@ -441,10 +553,11 @@ class ParquetReader(Reader):
             parquet = pq.ParquetFile(self.path)
         except (pa.ArrowException, OSError) as exc:
             raise StudioError(f"dataset {self.name} is not a readable Parquet file ({first_line(exc)})") from None
+        check_width(parquet.metadata.num_columns, f"dataset {self.name}")
         rows = max(1, parquet.metadata.num_rows)
         number = 0
         try:
-            for batch in parquet.iter_batches(batch_size=self._BATCH_ROWS):
+            for batch in parquet.iter_batches(batch_size=self._batch_rows(parquet.metadata)):
                 for value in batch.to_pylist():
                     number += 1
                     yield RawRow(number, value, unit="row")
@@ -452,6 +565,18 @@ class ParquetReader(Reader):
         except (pa.ArrowException, OSError) as exc:
             raise StudioError(f"dataset {self.name} is damaged after row {number}: {first_line(exc)}") from None
 
+    def _batch_rows(self, metadata: Any) -> int:
+        """Rows per batch, so that a batch holds about one row's bound; a row group whose rows
+        average over ``MAX_ROW_BYTES`` (uncompressed, as its metadata says) is refused unread."""
+        widest, first = 1, 1
+        for index in range(metadata.num_row_groups):
+            group = metadata.row_group(index)
+            average = group.total_byte_size // max(1, group.num_rows)
+            if average > MAX_ROW_BYTES:
+                raise StudioError(f"dataset {self.name}: rows {first} to {first + group.num_rows - 1} are over the "
+                                  f"{limit_text(MAX_ROW_BYTES)} limit for one row (on average)")
+            widest, first = max(widest, average), first + group.num_rows
+        return max(1, min(self._BATCH_ROWS, MAX_ROW_BYTES // widest))
 
 
 
@@ -476,10 +601,8 @@ class TextReader(Reader):
 
     def _lines(self) -> Iterator[tuple[int, Optional[str], Optional[RowProblem]]]:
         with _open_binary(self.path) as handle:
-            for number, raw in enumerate(handle, start=1):
-                self.done += len(raw)
-                if number == 1:
-                    raw = raw.removeprefix(_BOM)
+            for number, raw in _bounded_lines(handle, self, "plain text is read a line at a time: "
+                                                            "break it into lines or paragraphs"):
                 try:
                     yield number, raw.decode("utf-8").rstrip("\r\n"), None
                 except UnicodeDecodeError as exc:
@@ -493,75 +616,72 @@ class TextReader(Reader):
                 yield RawRow(number, {"text": line})
 
     def _chunks(self, lines: Iterator[tuple[int, Optional[str], Optional[RowProblem]]]) -> Iterator[Item]:
-        text, first = "", 0
-        for item in _paragraphs(lines):
+        chunk: list[str] = []  # joined only when full: growing one string would copy it at every part
+        length, first = 0, 0
+        for item in _paragraph_parts(lines, self.chunk_chars):
             if isinstance(item, RowProblem):
                 # Never glue the text on either side of an unreadable line into one chunk.
-                if text:
-                    yield RawRow(first, {"text": text})
-                text = ""
+                if chunk:
+                    yield RawRow(first, {"text": "".join(chunk)})
+                chunk, length = [], 0
                 yield item
                 continue
-            for number, separator, part in _paragraph_parts(*item, self.chunk_chars):
-                if text and len(text) + len(separator) + len(part) > self.chunk_chars:
-                    yield RawRow(first, {"text": text})
-                    text = ""
-                if not text:
-                    first, separator = number, ""
-                text += separator + part
-        if text:
-            yield RawRow(first, {"text": text})
+            number, separator, part = item
+            if chunk and length + len(separator) + len(part) > self.chunk_chars:
+                yield RawRow(first, {"text": "".join(chunk)})
+                chunk, length = [], 0
+            if not chunk:
+                first, separator = number, ""
+            chunk += (separator, part)
+            length += len(separator) + len(part)
+        if chunk:
+            yield RawRow(first, {"text": "".join(chunk)})
 
 
-def _paragraphs(lines: Iterator[tuple[int, Optional[str], Optional[RowProblem]]]
-                ) -> Iterator[Union[RowProblem, tuple[int, list[str]]]]:
-    """(first line number, lines) for each run of non-blank lines; problems in between."""
-    paragraph: list[str] = []
-    first = 0
+def _paragraph_parts(lines: Iterator[tuple[int, Optional[str], Optional[RowProblem]]], size: int
+                     ) -> Iterator[Union[RowProblem, tuple[int, str, str]]]:
+    """(line number, separator, text) for pieces of paragraphs (runs of non-blank lines) of at most
+    ``size`` characters, and the problems in between, streamed: a paragraph of a million lines is
+    never held whole.
+
+    The first piece of a paragraph is separated from what precedes it by a blank line, the others
+    by a line break.
+    """
+    part: list[str] = []
+    length, part_first, separator = 0, 0, "\n\n"
     for number, line, problem in lines:
         if problem is not None or not line.strip():
-            if paragraph:
-                yield first, paragraph
-            paragraph = []
+            if part:
+                yield part_first, separator, "\n".join(part)
+            part, length, separator = [], 0, "\n\n"
             if problem is not None:
                 yield problem
             continue
-        if not paragraph:
-            first = number
-        paragraph.append(line)
-    if paragraph:
-        yield first, paragraph
-
-
-def _paragraph_parts(first: int, lines: list[str], size: int) -> Iterator[tuple[int, str, str]]:
-    """(line number, separator, text) for pieces of a paragraph of at most ``size`` characters.
-
-    The first piece is separated from what precedes it by a blank line, the others by a line break.
-    """
-    part: list[str] = []
-    part_first, separator = first, "\n\n"
-    for offset, line in enumerate(lines):
         for piece in _pieces(line, size):
-            if part and sum(map(len, part)) + len(part) + len(piece) > size:
+            # The part joined with line breaks is its pieces' length plus one per piece after the first.
+            if part and length + len(part) + len(piece) > size:
                 yield part_first, separator, "\n".join(part)
-                part, separator = [], "\n"
+                part, length, separator = [], 0, "\n"
             if not part:
-                part_first = first + offset
+                part_first = number
             part.append(piece)
+            length += len(piece)
     if part:
         yield part_first, separator, "\n".join(part)
 
 
-def _pieces(line: str, size: int) -> list[str]:
-    """A line cut into pieces of at most ``size`` characters, at spaces where there are some."""
-    pieces = []
-    while len(line) > size:
-        cut = line.rfind(" ", size // 2, size)
-        cut = cut + 1 if cut > 0 else size
-        pieces.append(line[:cut])
-        line = line[cut:]
-    pieces.append(line)
-    return pieces
+def _pieces(line: str, size: int) -> Iterator[str]:
+    """A line cut into pieces of at most ``size`` characters, at spaces where there are some.
+
+    The cuts move along the line by position: cutting off the front again and again would copy
+    the rest of a long line at every piece, which is quadratic in its length."""
+    start = 0
+    while len(line) - start > size:
+        cut = line.rfind(" ", start + size // 2, start + size)
+        cut = cut + 1 if cut > start else start + size
+        yield line[start:cut]
+        start = cut
+    yield line[start:]
 
 
 def _guess_split(path: Path) -> str:
@@ -679,12 +799,19 @@ def _hub_offline() -> bool:
 def quoted(name: Any) -> str:
     """A column or key name as messages show it: quoted, cut to 40 characters and with
     line breaks and other control characters escaped, so a message stays one line."""
-    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(name))
+    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(name)[:41])
     return f"'{text if len(text) <= 40 else text[:37] + '...'}'"
 
 
+_NAMED_AT_MOST = 20
+
+
 def names(columns: Any) -> str:
-    return ", ".join(quoted(column)[1:-1] for column in columns)
+    """Names for a message, the first twenty of them: a message stays one readable line."""
+    columns = list(columns)
+    shown = ", ".join(quoted(column)[1:-1] for column in columns[:_NAMED_AT_MOST])
+    more = len(columns) - _NAMED_AT_MOST
+    return f"{shown} and {more:,} more" if more > 0 else shown
 
 
 def json_type(value: Any) -> str:

@@ -76,6 +76,9 @@ _CHOOSE = "(choose a column)"
 _ROLE_COLOURS = {"system": "#8e44ad", "user": "#1f5fbf", "assistant": "#2e7d32"}  # other roles: the text colour
 _ERROR_STYLE = "color: #c0392b; font-weight: 600;"
 _CELL_CHARS = 160
+# A row's text shown whole in the row view, up to this much: a row may hold up to the readers'
+# bound (64 MiB), which would freeze the window's text view.
+_SHOWN_CHARS = 200_000
 # The rendered training text: what the model reads, what it learns to write, what is cut off.
 _PROMPT_STYLE = "color:#455a64; background-color:#e3e8ec;"
 _TRAINED_STYLE = "color:#1b5e20; background-color:#c8e6c9;"
@@ -95,7 +98,8 @@ def first_content(conversation: list[dict], role: str) -> str:
 
 
 def _one_line(text: str) -> str:
-    text = " ".join(text.split())
+    # Only the start can show in a cell: splitting a row of many megabytes whole would stall the window.
+    text = " ".join(text[: 8 * _CELL_CHARS].split())
     return text if len(text) <= _CELL_CHARS else text[: _CELL_CHARS - 1] + "…"
 
 
@@ -104,12 +108,18 @@ def conversation_html(conversation: list[dict]) -> str:
     for message in conversation:
         role = str(message.get("role", ""))
         colour = _ROLE_COLOURS.get(role, theme.colours().text)
-        content = html.escape(str(message.get("content", "")))
+        content = html.escape(_shown(str(message.get("content", ""))))
         parts.append(
             f'<p style="margin-top:10px"><b style="color:{colour}">{html.escape(role)}</b></p>'
             f'<p style="white-space:pre-wrap">{content}</p>'
         )
     return "".join(parts)
+
+
+def _shown(text: str) -> str:
+    """The text as the row view shows it: cut at ``_SHOWN_CHARS``, saying how much is left out."""
+    left_out = len(text) - _SHOWN_CHARS
+    return text if left_out <= 0 else f"{text[:_SHOWN_CHARS]}… ({left_out:,} more characters not shown)"
 
 
 def training_text_html(conversation: list[dict], tokenizer: Any, template: str, max_length: int,
