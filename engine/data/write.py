@@ -15,6 +15,7 @@ from engine.data.examples import ExampleStats, tokenize_conversation
 from engine.data.passes import Cancelled, DatasetPass, Progress
 from engine.data.readers import RowProblem
 from engine.data.rendering import chat_template_for
+from engine.data.templates import TemplateRefused
 from engine.errors import StudioError
 
 _WRITE_BATCH = 1000
@@ -73,6 +74,8 @@ def write_examples(
                     continue
                 try:
                     example = tokenize_conversation(item.conversation, tokenizer, max_length, template, train_on)
+                except TemplateRefused:
+                    raise  # the template, not this row: no row would get through it
                 except StudioError as exc:
                     counts.problem(RowProblem(item.line, str(exc), item.file, code="template"))
                     continue
