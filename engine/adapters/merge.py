@@ -108,15 +108,15 @@ def _check_mergeable(adapter: Path) -> dict[str, Any]:
 
 
 # probes -----------------------------------------------------------------------------------------
-def probe_inputs(tokenizer: Any, chat_template: Optional[str]) -> list[Any]:
+def probe_inputs(tokenizer: Any, chat_template: Optional[str], template_of: Optional[str] = None) -> list[Any]:
     """Token ids of the probe prompts: chats through the template the adapter was trained
-    with (when there is one), and a plain text."""
+    with (when there is one; ``template_of`` names it), and a plain text."""
     from engine.data.rendering import render_conversation
 
     texts = []
     if chat_template or getattr(tokenizer, "chat_template", None):
-        texts = [render_conversation(c, tokenizer, add_generation_prompt=True, chat_template=chat_template)
-                 for c in PROBE_CONVERSATIONS]
+        texts = [render_conversation(c, tokenizer, add_generation_prompt=True, chat_template=chat_template,
+                                     template_of=template_of) for c in PROBE_CONVERSATIONS]
     texts.append(PROBE_TEXT)
     encoded = [tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][:, :_PROBE_TOKENS]
                for text in texts]
@@ -196,7 +196,7 @@ def merge_adapter(adapter: str | Path, output: str | Path, *, base: Optional[str
     report(1, steps, f"loading {base_path.name}")
     model, tokenizer = load_base(base_path)
     chat_template = meta.get("chat_template") or getattr(tokenizer, "chat_template", None)
-    inputs = probe_inputs(tokenizer, chat_template)
+    inputs = probe_inputs(tokenizer, chat_template, f"adapter {adapter_path.name!r}" if meta.get("chat_template") else None)
     report(2, steps, f"applying {adapter_path.name} and running the probe prompts")
     check_dtype = _check_precision(model)
     peft_model, reference, effect = _reference(model, adapter_path, inputs, check_dtype)

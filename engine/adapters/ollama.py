@@ -36,7 +36,9 @@ def ollama_template(chat_template: Optional[str]) -> tuple[Optional[str], list[s
     if not chat_template:
         return None, [], None
     if "<|im_start|>" in chat_template and "<|im_end|>" in chat_template:
-        default = re.search(r"<\|im_start\|>system(?:\\n|\n)([^{}'\"\\]+?)<\|im_end\|>", chat_template)
+        # The prompt stops at the first '<': a match is then tried in time linear in the template,
+        # where one that could run past every '<' went over a hostile template quadratically.
+        default = re.search(r"<\|im_start\|>system(?:\\n|\n)([^{}'\"\\<]+?)<\|im_end\|>", chat_template)
         return _CHATML_GO_TEMPLATE, ["<|im_start|>", "<|im_end|>"], default.group(1) if default else None
     if "<|start_header_id|>" in chat_template and "<|eot_id|>" in chat_template:
         return _LLAMA3_GO_TEMPLATE, ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"], None

@@ -16,6 +16,7 @@ class LoadedAdapter:
     peft_name: str  # its key inside the PeftModel (module keys cannot hold a path's dots)
     chat_template: Optional[str]
     uses_dora: bool
+    template_of: str = "the adapter"  # whose chat template it is, for a refusal ("adapter 'x'")
 
 
 def saved_chat_template(path: Path, meta: dict[str, Any]) -> Optional[str]:

@@ -165,7 +165,7 @@ class ChatSession:
             raise StudioError(explain_adapter_failure(ref, self.model, exc)) from None
         self._peft.eval()  # new adapter modules start in training mode, with their dropout on
         return LoadedAdapter(peft_name=name, chat_template=saved_chat_template(path, meta),
-                              uses_dora=bool(read_peft_config(path).get("use_dora")))
+                              uses_dora=bool(read_peft_config(path).get("use_dora")), template_of=f"adapter {ref!r}")
 
     def _blend(self, blend: Blend) -> LoadedAdapter:
         paths = [resolve_adapter(ref) for ref, _weight in blend.parts]
@@ -196,8 +196,9 @@ class ChatSession:
                 self._peft.delete_adapter(name)
             raise StudioError(f"cannot combine {blend.label}: {first_line(exc)}") from None
         self._peft.eval()  # as in _load_adapter: the combination's modules start with dropout on
-        template = next((part.chat_template for part in parts if part.chat_template), None)
-        return LoadedAdapter(peft_name=name, chat_template=template, uses_dora=False)
+        first = next((part for part in parts if part.chat_template), None)
+        return LoadedAdapter(peft_name=name, chat_template=first.chat_template if first else None, uses_dora=False,
+                             template_of=first.template_of if first else "the adapter")
 
     def _evict(self, keep: tuple[Any, ...]) -> None:
         """Drop least recently used adapters beyond the cache's size; the active one stays."""
@@ -246,10 +247,11 @@ class ChatSession:
         with self._lock:
             self.load()
             if self._active is not None and self._active.chat_template:
-                template = self._active.chat_template
+                template, owner = self._active.chat_template, self._active.template_of
             else:
-                template, _fallback = chat_template_for(self._tokenizer)
-            return render_conversation(messages, self._tokenizer, add_generation_prompt=True, chat_template=template)
+                (template, _fallback), owner = chat_template_for(self._tokenizer), None
+            return render_conversation(messages, self._tokenizer, add_generation_prompt=True, chat_template=template,
+                                       template_of=owner)
 
     def generate(
         self,

@@ -17,6 +17,7 @@ from engine.data.formats import TEMPLATE_REFUSED, TEXT_ROLE
 from engine.data.passes import DatasetPass
 from engine.data.readers import RowProblem
 from engine.data.rendering import assistant_spans, render_conversation
+from engine.data.templates import TemplateRefused
 from engine.errors import StudioError
 
 IGNORE_INDEX = -100
@@ -203,6 +204,8 @@ def token_lengths(samples: list[Sample], tokenizer: Any, chat_template: Optional
     for sample in samples:
         try:
             texts.append(render_conversation(sample.conversation, tokenizer, chat_template=chat_template))
+        except TemplateRefused:
+            raise  # the template, not this row: every row would fail, each after its time bound
         except StudioError as exc:
             counts.problem(RowProblem(sample.line, str(exc), sample.file, code=TEMPLATE_REFUSED))
             texts.append(None)

@@ -7,9 +7,11 @@ Nothing here imports torch: the tokenizer object is handed in by the caller.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Optional
 
-from engine.errors import StudioError
+from engine.data.templates import render_template
+from engine.errors import StudioError, first_line
 
 # For base models that ship without a chat template. ChatML, with the model's own BOS in
 # front and its EOS after each reply, so a trained adapter learns to stop. Training saves
@@ -37,24 +39,39 @@ def render_conversation(
     *,
     add_generation_prompt: bool = False,
     chat_template: Optional[str] = None,
+    template_of: Optional[str] = None,
 ) -> str:
     """The conversation as the model sees it, through its chat template.
 
     Training and chat both render through here, so they cannot disagree on the template.
+    The template is untrusted code, rendered within a time and size bound
+    (``engine.data.templates``); ``template_of`` names whose it is in a refusal (by default
+    the tokenizer's model). The template sees what transformers' ``apply_chat_template``
+    gives it: the messages, ``add_generation_prompt`` and the special tokens.
     """
-    from jinja2 import TemplateError
-
     if chat_template is None and not getattr(tokenizer, "chat_template", None):
         raise StudioError("the model's tokenizer has no chat template; choose one before training on chat data")
     try:
-        return tokenizer.apply_chat_template(
-            messages,
-            tokenize=False,
-            add_generation_prompt=add_generation_prompt,
-            chat_template=chat_template,
-        )
-    except TemplateError as exc:
-        raise StudioError(f"the chat template failed on a conversation: {exc}") from None
+        template = tokenizer.get_chat_template(chat_template)
+    except ValueError as exc:  # several named templates and none of them the default
+        raise StudioError(f"the chat template of {template_owner(tokenizer)} cannot be chosen: {first_line(exc)}") from None
+    if not messages:
+        raise StudioError("there is no message to render through the chat template")
+    context = {
+        **tokenizer.special_tokens_map,
+        # Copies without the None values, as transformers passes them.
+        "messages": [{key: value for key, value in message.items() if value is not None} for message in messages],
+        "tools": None,
+        "documents": None,
+        "add_generation_prompt": add_generation_prompt,
+    }
+    return render_template(template, template_of or template_owner(tokenizer), context)
+
+
+def template_owner(tokenizer: Any) -> str:
+    """The model a tokenizer (and so its own chat template) comes from, for messages."""
+    source = str(getattr(tokenizer, "name_or_path", "") or "")
+    return f"model {os.path.basename(source.rstrip('/'))!r}" if source else "the model"
 
 
 def assistant_spans(

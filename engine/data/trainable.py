@@ -20,6 +20,7 @@ from engine.data.formats import (EMPTY, EMPTY_ANSWER, NO_ANSWER, ROLE_ORDER, SYS
 from engine.data.passes import DatasetPass
 from engine.data.readers import RowProblem
 from engine.data.rendering import chat_template_for
+from engine.data.templates import TemplateRefused
 from engine.errors import StudioError
 
 CUT_BY_LENGTH = "cut_by_length"
@@ -54,6 +55,8 @@ def example_of(sample: Sample, counts: DatasetPass, tokenizer: Any, template: st
     training nothing). What both the parent's check and the child's tokenising pass count."""
     try:
         example = tokenize_conversation(sample.conversation, tokenizer, max_length, template, train_on)
+    except TemplateRefused:
+        raise  # the template, not this row: every row would fail, each after its time bound
     except StudioError as exc:
         counts.problem(RowProblem(sample.line, str(exc), sample.file, code=TEMPLATE_REFUSED))
         return None
