@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from engine.cli.output import print_error, print_json, print_progress, print_result, print_warnings, quiet_libraries
-from engine.cli.parsing import add_command, number, whole_number
+from engine.cli.parsing import add_command, number
 from engine.core.units import human_bytes
 from engine.errors import StudioError
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.cli.output import print_json
-from engine.cli.parsing import add_command, number, whole_number
+from engine.cli.parsing import add_command, whole_number
 from engine.errors import StudioError
 
 
