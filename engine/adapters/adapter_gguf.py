@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from engine.core.atomic import read_json_object, staging_path, sweep_staging
-from engine.core.fields import text
+from engine.core.fields import text_field
 from engine.core.progress import ProgressFn, quiet
 from engine.adapters.gguf import (
     QUANTS,
@@ -29,7 +29,7 @@ from engine.errors import StudioError
 
 def _base_gguf_origin(base_path: Path) -> Optional[Path]:
     """The GGUF file a store model was converted from, when it is still there: the exact base."""
-    origin = text(read_json_object(base_path / "studio_model.json") or {}, "origin")
+    origin = text_field(read_json_object(base_path / "studio_model.json") or {}, "origin")
     return Path(origin) if origin and Path(origin).is_file() else None
 
 

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from engine.chat.sampling import SETTINGS
 from engine.core.atomic import write_text
-from engine.core.fields import whole
+from engine.core.fields import whole_field
 from engine.errors import StudioError
 
 TRANSCRIPT_FORMAT = "lora-studio-chat"
@@ -106,7 +106,7 @@ def load_transcript(path: str | Path) -> ChatTranscript:
 def _transcript_from(meta: dict[str, Any], messages: Any, path: Path) -> ChatTranscript:
     if not isinstance(messages, list):
         raise StudioError(f"{path.name} has no list of messages")
-    version = whole({"version": TRANSCRIPT_VERSION, **meta}, "version")
+    version = whole_field({"version": TRANSCRIPT_VERSION, **meta}, "version")
     if version is None:
         raise StudioError(f"{path.name}: its chat format version {meta.get('version')!r} is not a whole number")
     if version > TRANSCRIPT_VERSION:

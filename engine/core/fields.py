@@ -7,7 +7,7 @@ checked against the type the code expects before the code relies on it, here, in
   numbers are finite (``engine.core.checks.is_number``), and ``True`` is not an int.
 - ``dataclass_from_dict(cls, data)`` builds a dataclass from a dict only when every field is
   there (or has a default) with the right type, else raises ``ValueError`` saying which field.
-- ``text``, ``number``, ``whole`` read one field of a dict as that type, or None.
+- ``text_field``, ``number_field``, ``whole_field`` read one field of a dict as that type, or None.
 - ``child_path(folder, name, what)`` turns a name read from a file into a path inside ``folder``,
   or refuses it: a name like ``../..`` never becomes a path outside the folder it names a child of.
 """
@@ -107,17 +107,17 @@ def _describe(hint: Any) -> str:
 
 # One field of a dict, as the type the reader needs or None: for optional facts (a listing shows
 # what it can and leaves the rest blank rather than failing on one edited field).
-def text(data: dict[str, Any], key: str) -> Optional[str]:
+def text_field(data: dict[str, Any], key: str) -> Optional[str]:
     value = data.get(key)
     return value if isinstance(value, str) and value else None
 
 
-def number(data: dict[str, Any], key: str) -> Optional[float]:
+def number_field(data: dict[str, Any], key: str) -> Optional[float]:
     value = data.get(key)
     return float(value) if is_number(value) else None
 
 
-def whole(data: dict[str, Any], key: str) -> Optional[int]:
+def whole_field(data: dict[str, Any], key: str) -> Optional[int]:
     value = data.get(key)
     return value if is_number(value) and isinstance(value, int) else None
 

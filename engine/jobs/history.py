@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from engine.core.choices import RunStatus
-from engine.core.fields import has_fields, number
+from engine.core.fields import has_fields, number_field
 from engine.run.rundir import RunDir
 from engine.errors import StudioError
 from engine.run.events import EvalMetrics, RunStarted, StepMetrics
@@ -116,7 +116,7 @@ def read_record(run_dir: Path) -> Optional[RunRecord]:
         if summary is None:
             return None
         scan = _scan(RunDir(run_dir).events, running=summary.status == RunStatus.RUNNING)
-    except OSError:  # the folder went away while it was being read
+    except (OSError, StudioError):  # the folder went away while it was being read, or is unreadable
         return None
     return RunRecord(summary, scan.duration_s, spark_line(scan.curves.loss.values))
 
@@ -275,7 +275,7 @@ def _event_time(line: bytes) -> Optional[float]:
         event = json.loads(line)
     except (ValueError, RecursionError):
         return None
-    return number(event, "time") if isinstance(event, dict) else None
+    return number_field(event, "time") if isinstance(event, dict) else None
 
 
 def _by_step(values: dict[int, float]) -> Curve:

@@ -10,7 +10,7 @@ from typing import Optional
 
 from engine.core.atomic import read_json_object
 from engine.core.choices import RunStatus
-from engine.core.fields import text, whole
+from engine.core.fields import text_field, whole_field
 from engine.errors import StudioError
 from engine.jobs.pidfile import running_child
 from engine.paths import folder_entries, runs_dir
@@ -87,8 +87,8 @@ def summarize_run(run_dir: Path) -> Optional[RunSummary]:
     return RunSummary(
         run_dir=str(run_dir),
         name=run_dir.name,
-        model=text(config, "model") or "",
-        dataset=text(config, "dataset") or "",
+        model=text_field(config, "model") or "",
+        dataset=text_field(config, "dataset") or "",
         status=status,
         started=started.time if started else (events[0].time if events else None),
         steps=steps[-1].step if steps else 0,
@@ -96,7 +96,7 @@ def summarize_run(run_dir: Path) -> Optional[RunSummary]:
         final_loss=steps[-1].loss if steps else None,
         adapter=finished.adapter if finished else None,
         error=finished.error if finished else None,
-        method=text(config, "method") or "lora",
+        method=text_field(config, "method") or "lora",
         checkpoint_step=last_checkpoint_step(run_dir),
         steps_per_epoch=_steps_per_epoch(config, started),
         model_output=finished.model if finished else None,
@@ -104,7 +104,7 @@ def summarize_run(run_dir: Path) -> Optional[RunSummary]:
 
 
 def _steps_per_epoch(config: dict, started: Optional[RunStarted]) -> Optional[int]:
-    per_step = (whole(config, "batch_size") or 0) * (whole(config, "grad_accum") or 1)
+    per_step = (whole_field(config, "batch_size") or 0) * (whole_field(config, "grad_accum") or 1)
     if started is None or per_step <= 0:
         return None
     return max(1, math.ceil(started.train_examples / per_step))
@@ -116,8 +116,8 @@ def list_runs() -> list[RunSummary]:
     for path in folder_entries(runs_dir()):
         try:
             summary = summarize_run(path) if path.is_dir() else None
-        except OSError:
-            continue  # vanished while being read
+        except (OSError, StudioError):
+            continue  # vanished while being read, or its events cannot be read
         if summary is not None:
             summaries.append(summary)
     return sorted(summaries, key=lambda s: s.name, reverse=True)

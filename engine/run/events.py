@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 from engine.core.fields import dataclass_from_dict
+from engine.errors import StudioError
 
 
 @dataclass(kw_only=True)
@@ -153,9 +154,12 @@ class EventTail:
     def read_new(self) -> list[Event]:
         if not self.path.exists():
             return []
-        with open(self.path, "rb") as handle:
-            handle.seek(self._offset)
-            chunk = handle.read()
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self._offset)
+                chunk = handle.read()
+        except OSError as exc:  # a folder in its place, no permission: the run's record is unreadable
+            raise StudioError(f"the run's events cannot be read ({self.path}): {exc.strerror or exc}") from exc
         self._offset += len(chunk)
         data = self._partial + chunk
         lines = data.split(b"\n")

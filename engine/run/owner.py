@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from engine.core.atomic import write_refused
 from engine.errors import StudioError
 from engine.run.rundir import RunDir
 
@@ -79,7 +80,7 @@ def own_run(run_dir: Path, wait_s: float = 0.0) -> RunOwnership:
         # Never through a link: a planted ``lock -> ~/somefile`` must not get that file truncated.
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as exc:
-        raise StudioError(f"cannot take run {run_dir.name} for training: {exc.strerror} ({path})") from exc
+        raise _cannot_take(run_dir, path, exc) from exc
     deadline = time.monotonic() + wait_s
     try:
         while not lock_descriptor(fd, blocking=False):
@@ -92,7 +93,7 @@ def own_run(run_dir: Path, wait_s: float = 0.0) -> RunOwnership:
         _write_note(fd, os.getpid())
     except OSError as exc:
         os.close(fd)
-        raise StudioError(f"cannot take run {run_dir.name} for training: {exc.strerror} ({path})") from exc
+        raise _cannot_take(run_dir, path, exc) from exc
     except BaseException:
         os.close(fd)
         raise
@@ -103,6 +104,12 @@ def take_over_run(run_dir: Path) -> RunOwnership:
     """The training child's hold: waits for the parent's hand-over when it was started by one,
     refuses at once when someone else trains the run (a second torchrun, a hand-typed command)."""
     return own_run(run_dir, HANDOVER_WAIT_S if os.environ.get(HANDOVER_ENV) else 0.0)
+
+
+def _cannot_take(run_dir: Path, path: Path, exc: OSError) -> StudioError:
+    """A full disk or a read-only folder in the words every write uses; anything else as it is."""
+    return write_refused(run_dir, exc) or StudioError(
+        f"cannot take run {run_dir.name} for training: {exc.strerror or exc} ({path})")
 
 
 def _busy(run_dir: Path, holder: Optional[int]) -> str:

@@ -135,7 +135,8 @@ def test_a_completed_run_has_nothing_to_resume_and_two_train_mores_racing_extend
         thread.join(TIMEOUT)
     [job] = [r for r in results if isinstance(r, TrainingJob)]
     [refusal] = [r for r in results if isinstance(r, StudioError)]
-    assert f"run {first.run_dir.name} is being trained by process" in str(refusal)
+    # "by process N", or "by another process" when it lost the race before the holder wrote its name
+    assert f"run {first.run_dir.name} is being trained by " in str(refusal)
     finished = _finish(job)
     planned = json.loads(RunDir(first.run_dir).config.read_text())["max_steps"]
     assert planned in (3, 4) and finished.status == "completed" and finished.step == planned
