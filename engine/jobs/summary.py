@@ -14,7 +14,7 @@ from engine.core.fields import text_field, whole_field
 from engine.errors import StudioError
 from engine.jobs.pidfile import running_child
 from engine.paths import folder_entries, runs_dir
-from engine.run.checkpoints import last_checkpoint_step
+from engine.run.checkpoints import last_checkpoint_step, nothing_to_resume_line
 from engine.run.config import RunConfig
 from engine.run.events import RunFinished, RunStarted, StepMetrics, read_events
 from engine.run.rundir import RunDir
@@ -58,8 +58,7 @@ class RunSummary:
             self.status == RunStatus.STOPPED and bool(self.total_steps) and self.checkpoint_step >= steps)
         if not at_end:
             return None
-        return (f"run {self.name} completed its {steps} steps: there is nothing to resume; use train more to "
-                "continue it (lora-studio train --resume RUN_DIR --more-steps N, or Train more… in the studio)")
+        return nothing_to_resume_line(self.name, steps)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "resumable": self.resumable}

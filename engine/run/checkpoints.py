@@ -94,3 +94,27 @@ def last_checkpoint_step(run_dir: Path) -> int:
     """The step of the newest complete checkpoint, 0 for none: where Resume goes on from."""
     complete = complete_checkpoints(run_dir)
     return checkpoint_step(complete[0]) if complete else 0
+
+
+def nothing_to_resume_line(run_name: str, steps: int) -> str:
+    """The one line for a resume that would train nothing (the run already trained all its steps)."""
+    return (f"run {run_name} completed its {steps} steps: there is nothing to resume; use train more to "
+            "continue it (lora-studio train --resume RUN_DIR --more-steps N, or Train more… in the studio)")
+
+
+def trained_to_its_end(run_dir: Path, schedule_start: int) -> Optional[str]:
+    """Why starting the training child on ``run_dir`` would train nothing, or None: its last
+    segment completed and its config was not extended since. The child's own check, for a
+    hand-typed ``python -m engine.train`` or torchrun on a finished run (the studio and the CLI
+    refuse earlier, from the run's summary). A train-more starts its schedule at the newest
+    checkpoint (``schedule_start``), so a config whose schedule starts before it is the one that
+    already ran."""
+    from engine.run.events import RunFinished, read_events
+
+    finished = next((e for e in reversed(read_events(RunDir(run_dir).events)) if isinstance(e, RunFinished)), None)
+    if finished is None or finished.status != "completed":
+        return None
+    newest = last_checkpoint_step(run_dir)
+    if newest and schedule_start >= newest:
+        return None  # extended by train-more since it completed
+    return nothing_to_resume_line(Path(run_dir).name, finished.step or newest)

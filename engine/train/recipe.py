@@ -22,7 +22,8 @@ from typing import Any, Callable, Optional
 
 from engine.core.choices import RunStatus
 from engine.run.rundir import RunDir
-from engine.run.checkpoints import checkpoint_folders, checkpoint_problem, checkpoint_step, clear_checkpoint_staging
+from engine.run.checkpoints import (checkpoint_folders, checkpoint_problem, checkpoint_step, clear_checkpoint_staging,
+                                    trained_to_its_end)
 from engine.core.units import gib
 from engine.run.config import RunConfig
 from engine.run.control import ControlReader
@@ -79,12 +80,28 @@ def main(argv: list[str]) -> int:
     except StudioError as exc:  # trained by another process: this one leaves the run as it is
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    with owner:
+        ended = _trained_to_its_end(run_dir)
+        if ended:  # a finished run started again by hand: nothing to train, no second adapter
+            print(f"error: {ended}", file=sys.stderr)
+            return 2
+        return _train_owned(run_dir)
+
+
+def _trained_to_its_end(run_dir: Path) -> Optional[str]:
+    """Why this run has nothing left to train (``engine.run.checkpoints.trained_to_its_end``), or None."""
+    try:
+        return trained_to_its_end(run_dir, RunConfig.load(RunDir(run_dir).config).schedule_start)
+    except StudioError:
+        return None  # an unreadable config or record: the run reports it as it starts, as an event
+
+
+def _train_owned(run_dir: Path) -> int:
     yield_cpu_to_the_desktop()
     # Belt and braces: every torch.load in this process (a resumed checkpoint's optimizer, scheduler and
     # RNG state are pickles) reads plain tensors only, even where a library leaves weights_only unset.
     os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
-    with owner:
-        finished = run_and_report(Run(run_dir))
+    finished = run_and_report(Run(run_dir))
     return 0 if finished.status != RunStatus.FAILED else 1
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -21,7 +23,7 @@ from engine.run.config import RunConfig
 from engine.run.events import CheckpointSaved, Paused, RunFinished, RunStarted, StepMetrics, read_events
 from engine.run.owner import own_run
 from engine.run.rundir import RunDir
-from helpers import write_messages_dataset
+from helpers import ROOT, write_messages_dataset
 from refusals import assert_refused, run_cli, run_cli_process
 
 TIMEOUT = 180
@@ -115,6 +117,13 @@ def test_a_completed_run_has_nothing_to_resume_and_two_train_mores_racing_extend
     assert "nothing to resume" in line and "--more-steps" in line
     with pytest.raises(StudioError, match="completed its 2 steps"):
         TrainingJob.resume(first.run_dir)  # the studio's Resume
+    # A hand-typed ``python -m engine.train RUN_DIR`` (or torchrun) on it: the child refuses too.
+    child = subprocess.run([sys.executable, "-m", "engine.train", str(first.run_dir)], capture_output=True,
+                           text=True, timeout=TIMEOUT, cwd=ROOT)
+    assert child.returncode == 2 and child.stderr.strip().endswith("use train more to continue it (lora-studio "
+                                                                  "train --resume RUN_DIR --more-steps N, or "
+                                                                  "Train more… in the studio)"), child.stderr
+    assert f"run {first.run_dir.name} completed its 2 steps" in child.stderr
     assert _events(first) == before and [a.name for a in list_adapters()] == ["done"]
 
     # Train more is the way on, and two of them at once extend the run once.
