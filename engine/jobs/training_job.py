@@ -50,6 +50,8 @@ from engine.run.owner import HANDOVER_ENV, RunOwnership, own_run
 from engine.run.rundir import RunDir
 
 POLL_S = 0.1
+# How long a crash report waits for the run's lock: a child just killed lets go as it exits.
+_OWNER_WAIT_S = 2.0
 
 
 class _Child:
@@ -295,7 +297,12 @@ class TrainingJob:
             error = f"the training process ended unexpectedly ({code}). {log_tail(self.run_dir)}"
             status = RunStatus.FAILED
         event = RunFinished(status=status, error=error.strip())
-        unwritten = _record_event(RunDir(self.run_dir).events, event)
+        try:
+            # Written as the run's owner: a resume started meanwhile owns its events now.
+            with own_run(self.run_dir, wait_s=_OWNER_WAIT_S):
+                unwritten = _record_event(RunDir(self.run_dir).events, event)
+        except StudioError as exc:
+            unwritten = first_line(exc)
         if unwritten is not None:
             # The caller still hears how the run ended, and that its folder does not say so.
             event = RunFinished(status=RunStatus.FAILED,

@@ -105,7 +105,7 @@ def test_a_crash_report_on_a_full_disk_still_ends_the_wait_and_says_it_was_not_w
     assert finished is not None and not job.running, "the supervisor never ended"
     assert finished.status == RunStatus.FAILED
     assert "exit code 3" in finished.error
-    assert "this report could not be written to the run folder: No space left on device" in finished.error
+    assert "this report could not be written to the run folder: the disk is full (" in finished.error
     assert [type(e) for e in job.events()] == [RunFinished]  # and the CLI's loop ends on it
 
 

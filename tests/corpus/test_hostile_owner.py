@@ -92,7 +92,9 @@ def test_a_killed_child_leaves_no_stale_lock_and_the_run_resumes(tiny_model_dir,
     _wait_for(job, Paused)
     os.kill(job.pid, signal.SIGKILL)  # no chance to let go of anything
     assert _finish(job).status == "failed"
-    assert RunDir(job.run_dir).lock.read_text().split()[0] == str(job.pid)  # its note is left, naming the dead
+    # The supervisor wrote the crash report as the run's owner, and let go: no note is left behind
+    # (a note left by a dead holder is no lock either: the next test).
+    assert RunDir(job.run_dir).lock.read_text() == ""
 
     config = json.loads(RunDir(job.run_dir).config.read_text())
     last = max(int(p.parent.name.split("-")[1])
@@ -206,3 +208,22 @@ def test_the_home_page_says_why_a_completed_run_has_no_resume(qtbot):
     assert page.resume_button.toolTip().startswith("run 20260101-100000-done completed its 5 steps")
     page.runs_view.selectRow(0)  # a run stopped half-way resumes as before
     assert page.resume_button.toolTip() == RESUME_TIP
+
+
+def test_a_crash_report_is_not_written_into_a_run_someone_else_has_started_again(tmp_path, monkeypatch):
+    """A supervisor whose child died writes the run's last word only as the run's owner: when
+    another process resumed the run meanwhile, the events are that run's now."""
+    from engine.jobs import training_job
+    from engine.jobs.training_job import _Child
+
+    monkeypatch.setattr(training_job, "_OWNER_WAIT_S", 0.1)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    RunDir(run_dir).events.write_bytes(b"")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"], stdin=subprocess.DEVNULL)
+    with own_run(run_dir):  # the run started again, by this test
+        job = TrainingJob(run_dir, _Child(popen=dead))
+        finished = job.wait(TIMEOUT)
+    assert finished is not None and finished.status == "failed"
+    assert f"could not be written to the run folder: run {run_dir.name} is being trained by process" in finished.error
+    assert RunDir(run_dir).events.read_bytes() == b""
