@@ -129,6 +129,9 @@ def test_a_reply_streams_into_the_transcript(qtbot, page):
 
 def test_stop_ends_a_long_reply(qtbot, page):
     page.settings.max_tokens_box.setValue(1000)
+    # Greedy: this random model then talks on for all its tokens. A sampled reply could draw the
+    # end token before the status first showed a count, and this wait would never be met.
+    page.settings.temperature_box.setValue(0.0)
     page.message_box.setPlainText("Tell me a very long story")
     with qtbot.waitSignal(page.replyFinished, timeout=60_000) as blocker:
         page.send_button.click()
@@ -345,6 +348,9 @@ def test_a_run_that_would_not_fit_beside_the_chat_unloads_it_with_a_notice(qtbot
     too_big = RunConfig(model=str(tiny_model_dir), dataset="d.jsonl", batch_size=4096, max_length=1 << 20,
                         device="cpu")
     page.settings.max_tokens_box.setValue(1000)
+    # Greedy: this random model then talks on for all its tokens. A sampled reply could draw the
+    # end token before the status first showed a count, and this wait would never be met.
+    page.settings.temperature_box.setValue(0.0)
     page.message_box.setPlainText("Tell me a very long story")
     with qtbot.waitSignal(page.sessionChanged, timeout=60_000):
         with qtbot.waitSignal(page.replyFinished, timeout=60_000) as blocker:
