@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import pytest
+from gguf_models import write_gguf
 from lora_adapters import library_adapter
 from refusals import assert_home_unchanged, assert_refused, home_snapshot, library_entries, run_cli
 from run_folders import T0, started, step
@@ -20,68 +21,6 @@ from engine.run.events import RunFinished, read_events
 
 
 # a GGUF model that does not hold what its header says ---------------------------------------
-def _write_gguf(folder: Path, out: Path, *, blocks: Optional[int] = None,
-                tamper: Callable[[str, Any], Optional[Any]] = lambda name, data: data,
-                extra: Optional[tuple[str, Any]] = None) -> Path:
-    """The tiny Llama as an F32 GGUF laid out as llama.cpp's converter does; ``blocks`` is the
-    layer count the header claims, ``tamper(name, data)`` changes or (returning None) drops a
-    tensor, ``extra`` adds one."""
-    import gguf
-    import numpy as np
-    from safetensors.numpy import load_file
-
-    config = json.loads((folder / "config.json").read_text())
-    tokenizer = json.loads((folder / "tokenizer.json").read_text())
-    vocab = dict(tokenizer["model"]["vocab"])
-    vocab.update({added["content"]: added["id"] for added in tokenizer["added_tokens"]})
-    specials = {added["id"] for added in tokenizer["added_tokens"]}
-    heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
-    writer = gguf.GGUFWriter(out, arch="llama")
-    writer.add_name(folder.name)
-    writer.add_context_length(config["max_position_embeddings"])
-    writer.add_embedding_length(config["hidden_size"])
-    writer.add_block_count(config["num_hidden_layers"] if blocks is None else blocks)
-    writer.add_feed_forward_length(config["intermediate_size"])
-    writer.add_head_count(heads)
-    writer.add_head_count_kv(kv_heads)
-    writer.add_rope_dimension_count(config["hidden_size"] // heads)
-    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
-    writer.add_rope_freq_base(config["rope_parameters"]["rope_theta"])
-    writer.add_vocab_size(len(vocab))
-    writer.add_tokenizer_model("gpt2")
-    writer.add_token_list([token for token, _ in sorted(vocab.items(), key=lambda item: item[1])])
-    writer.add_token_types([3 if i in specials else 1 for i in range(len(vocab))])
-    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tokenizer["model"]["merges"]])
-    writer.add_bos_token_id(config["bos_token_id"])
-    writer.add_eos_token_id(config["eos_token_id"])
-    writer.add_pad_token_id(config["pad_token_id"])
-
-    def permute(weight, n_head):
-        return weight.reshape(n_head, 2, weight.shape[0] // n_head // 2, -1).swapaxes(1, 2).reshape(weight.shape)
-
-    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
-    parts = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm", "self_attn.q_proj": "attn_q",
-             "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
-             "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
-    for i in range(config["num_hidden_layers"]):
-        names.update({f"model.layers.{i}.{hf}.weight": f"blk.{i}.{gg}.weight" for hf, gg in parts.items()})
-    for hf_name, weight in load_file(folder / "model.safetensors").items():
-        if hf_name.endswith("q_proj.weight"):
-            weight = permute(weight, heads)
-        elif hf_name.endswith("k_proj.weight"):
-            weight = permute(weight, kv_heads)
-        data = tamper(names[hf_name], np.ascontiguousarray(weight, dtype=np.float32))
-        if data is not None:
-            writer.add_tensor(names[hf_name], np.ascontiguousarray(data))
-    if extra is not None:
-        writer.add_tensor(extra[0], extra[1])
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return out
-
-
 def _gguf_cases() -> dict[str, tuple[dict[str, Any], str]]:
     import numpy as np
 
@@ -103,7 +42,7 @@ def _gguf_cases() -> dict[str, tuple[dict[str, Any], str]]:
 @pytest.mark.parametrize("case", list(_gguf_cases()))
 def test_a_gguf_that_does_not_hold_what_its_header_says_is_not_added(case, tiny_model_dir, tmp_path, capsys):
     options, message = _gguf_cases()[case]
-    gguf_file = _write_gguf(tiny_model_dir, tmp_path / f"{case}.gguf", **options)
+    gguf_file = write_gguf(tiny_model_dir, tmp_path / f"{case}.gguf", **options)
     before = home_snapshot()
     assert_refused(*run_cli(["models", "add", gguf_file], capsys), message)
     assert_home_unchanged(before)
@@ -111,7 +50,7 @@ def test_a_gguf_that_does_not_hold_what_its_header_says_is_not_added(case, tiny_
 
 
 def test_an_honest_gguf_is_still_added(tiny_model_dir, tmp_path, capsys):
-    gguf_file = _write_gguf(tiny_model_dir, tmp_path / "honest.gguf")
+    gguf_file = write_gguf(tiny_model_dir, tmp_path / "honest.gguf")
     code, out, err = run_cli(["models", "add", gguf_file, "--json"], capsys)
     assert code == 0, err
     assert json.loads(out)["ready"] is True

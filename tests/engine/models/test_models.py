@@ -14,6 +14,7 @@ import pytest
 from engine.models import store as models
 from engine.errors import StudioError
 from engine.paths import models_dir
+from gguf_models import write_gguf
 from helpers import ROOT
 
 without_starter = pytest.mark.skipif(
@@ -27,74 +28,9 @@ def _store_snapshot() -> list[str]:
     return sorted(str(p.relative_to(models_dir())) for p in models_dir().rglob("*"))
 
 
-def _write_gguf_of(folder: Path, out: Path) -> Path:
-    """Write a Llama model folder as an F32 GGUF file the way llama.cpp's converter lays it out:
-    llama tensor names, q/k rows permuted for its rotary layout, a byte-level BPE vocabulary."""
-    import gguf
-    import numpy as np
-    from safetensors.numpy import load_file
-
-    config = json.loads((folder / "config.json").read_text())
-    tokenizer = json.loads((folder / "tokenizer.json").read_text())
-    vocab = dict(tokenizer["model"]["vocab"])
-    vocab.update({added["content"]: added["id"] for added in tokenizer["added_tokens"]})
-    specials = {added["id"] for added in tokenizer["added_tokens"]}
-    heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
-
-    writer = gguf.GGUFWriter(out, arch="llama")
-    writer.add_name(folder.name)
-    writer.add_context_length(config["max_position_embeddings"])
-    writer.add_embedding_length(config["hidden_size"])
-    writer.add_block_count(config["num_hidden_layers"])
-    writer.add_feed_forward_length(config["intermediate_size"])
-    writer.add_head_count(heads)
-    writer.add_head_count_kv(kv_heads)
-    writer.add_rope_dimension_count(config["hidden_size"] // heads)
-    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
-    writer.add_rope_freq_base(config["rope_parameters"]["rope_theta"])
-    writer.add_vocab_size(len(vocab))
-    writer.add_tokenizer_model("gpt2")
-    writer.add_token_list([token for token, _ in sorted(vocab.items(), key=lambda item: item[1])])
-    writer.add_token_types([3 if i in specials else 1 for i in range(len(vocab))])
-    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tokenizer["model"]["merges"]])
-    writer.add_bos_token_id(config["bos_token_id"])
-    writer.add_eos_token_id(config["eos_token_id"])
-    writer.add_pad_token_id(config["pad_token_id"])
-    writer.add_chat_template((folder / "chat_template.jinja").read_text())
-
-    def permute(weight, n_head):
-        return weight.reshape(n_head, 2, weight.shape[0] // n_head // 2, -1).swapaxes(1, 2).reshape(weight.shape)
-
-    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
-    for i in range(config["num_hidden_layers"]):
-        hf, gg = f"model.layers.{i}.", f"blk.{i}."
-        names.update({
-            hf + "input_layernorm.weight": gg + "attn_norm.weight",
-            hf + "post_attention_layernorm.weight": gg + "ffn_norm.weight",
-            hf + "self_attn.q_proj.weight": gg + "attn_q.weight",
-            hf + "self_attn.k_proj.weight": gg + "attn_k.weight",
-            hf + "self_attn.v_proj.weight": gg + "attn_v.weight",
-            hf + "self_attn.o_proj.weight": gg + "attn_output.weight",
-            hf + "mlp.gate_proj.weight": gg + "ffn_gate.weight",
-            hf + "mlp.up_proj.weight": gg + "ffn_up.weight",
-            hf + "mlp.down_proj.weight": gg + "ffn_down.weight",
-        })
-    for hf_name, weight in load_file(folder / "model.safetensors").items():
-        if hf_name.endswith("q_proj.weight"):
-            weight = permute(weight, heads)
-        elif hf_name.endswith("k_proj.weight"):
-            weight = permute(weight, kv_heads)
-        writer.add_tensor(names[hf_name], np.ascontiguousarray(weight, dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return out
-
-
 @pytest.fixture(scope="session")
 def tiny_gguf(tiny_model_dir, tmp_path_factory) -> Path:
-    return _write_gguf_of(tiny_model_dir, tmp_path_factory.mktemp("gguf") / "tiny-chat.gguf")
+    return write_gguf(tiny_model_dir, tmp_path_factory.mktemp("gguf") / "tiny-chat.gguf")
 
 
 def _logits(model_or_folder, text: str, tokenizer=None):
