@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional
 
 from engine.core.atomic import read_json_object, staged_directory, write_json, write_text
 from engine.core.checks import MAX_RANK, MAX_VIRTUAL_TOKENS, is_number, shown
+from engine.core.fields import text_field, whole_field
 from engine.core.names import MAX_NAME, is_plain_name, is_valid_name
 from engine.core.patterns import is_simple_pattern, matching_names
 from engine.core.safetensors_files import safetensors_problem
@@ -143,17 +144,10 @@ def _as_list(value: Any) -> list[Any]:
     return [] if value is None else list(value) if isinstance(value, list) else [value]
 
 
+# studio.json is a user's file like any other: a field of the wrong type is treated as absent
+# (engine.core.fields). A loss is kept even when it is not finite: a run that diverged shows nan.
 def _number(value: Any) -> Optional[float]:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-# studio.json is a user's file like any other: a field of the wrong type is treated as absent.
-def _string(value: Any) -> Optional[str]:
-    return value if isinstance(value, str) and value else None
-
-
-def _integer(value: Any) -> Optional[int]:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def final_eval_loss(meta: dict[str, Any]) -> Optional[float]:
@@ -169,7 +163,7 @@ def final_eval_loss(meta: dict[str, Any]) -> Optional[float]:
 
 def adapter_method(meta: dict[str, Any], config: dict[str, Any]) -> Optional[str]:
     """The method that made an adapter: as studio.json says, else as its PEFT config implies."""
-    if _string(meta.get("method")):
+    if text_field(meta, "method"):
         return meta["method"]
     peft_type = config.get("peft_type")
     if not isinstance(peft_type, str):
@@ -182,17 +176,17 @@ def _record(path: Path) -> AdapterRecord:
     # Adapters made elsewhere have no studio.json: their PEFT config still names base and rank.
     config = read_peft_config(path)
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    dataset = _string(meta.get("dataset"))
+    dataset = text_field(meta, "dataset")
     tags = meta.get("tags")
     return AdapterRecord(
         name=path.name,
         path=str(path),
-        base_model=_string(meta.get("base_model")) or _string(config.get("base_model_name_or_path")),
+        base_model=text_field(meta, "base_model") or text_field(config, "base_model_name_or_path"),
         method=adapter_method(meta, config),
-        rank=_integer(meta.get("rank")) or _integer(config.get("r")),
+        rank=whole_field(meta, "rank") or whole_field(config, "r"),
         dataset=Path(dataset).name if dataset else None,
-        created=_string(meta.get("created")),
-        steps=_integer(meta.get("steps")),
+        created=text_field(meta, "created"),
+        steps=whole_field(meta, "steps"),
         final_loss=_number(meta.get("final_loss")),
         size_bytes=size,
         damaged=damage(path),
