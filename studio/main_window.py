@@ -542,7 +542,7 @@ class MainWindow(QMainWindow):
                                "follows it again.")
         keep = box.addButton("Keep training", QMessageBox.ButtonRole.AcceptRole)
         stop = box.addButton("Stop and quit", QMessageBox.ButtonRole.DestructiveRole)
-        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setEscapeButton(box.addButton(QMessageBox.StandardButton.Cancel))  # Esc keeps the window open
         box.setDefaultButton(keep)
         box.exec()
         clicked = box.clickedButton()
