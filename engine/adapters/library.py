@@ -215,6 +215,32 @@ def list_adapters() -> list[AdapterRecord]:
     return sorted(records, key=lambda r: (r.created or "", r.name), reverse=True)
 
 
+def saved_by_run() -> dict[str, list[Path]]:
+    """The library's adapters by the name of the run folder that saved them (``run_dir`` in their
+    studio.json). By name, not path: a studio home moved as a whole keeps its runs' names."""
+    saved: dict[str, list[Path]] = {}
+    for folder in folder_entries(adapters_dir()):
+        if folder.name.startswith(".") or not folder.is_dir():
+            continue
+        run_dir = text_field(read_adapter_meta(folder), "run_dir")
+        if run_dir:
+            saved.setdefault(Path(run_dir).name, []).append(folder)
+    return saved
+
+
+def same_weights(folder: Path, other: Path) -> bool:
+    """Whether two adapter folders hold the same weights, byte for byte: a run that ends or is
+    stopped saves its last checkpoint and its library adapter from the same tensors, and with
+    early stopping the adapter is the best checkpoint's, not the last one's. Files of different
+    sizes cost a stat; equal ones are read once while neither changes (``filecmp`` keeps the answer)."""
+    import filecmp
+
+    try:
+        return filecmp.cmp(folder / PEFT_WEIGHTS, other / PEFT_WEIGHTS, shallow=False)
+    except OSError:
+        return False
+
+
 def resolve_adapter(ref: str | Path) -> Path:
     """A library name or a path to a PEFT folder -> the folder. Raises StudioError otherwise."""
     candidates = [adapters_dir() / str(ref)] if is_plain_name(str(ref)) else []

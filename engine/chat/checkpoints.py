@@ -1,4 +1,5 @@
-"""The training checkpoints the adapter picker offers: every run's complete adapter checkpoints.
+"""The training checkpoints the adapter picker offers: every run's complete adapter checkpoints,
+less those whose weights the library already holds as the adapter their run saved.
 
 What makes a checkpoint complete is ``engine.run.checkpoints``' rule, used here as it is.
 """
@@ -9,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Optional
 
-from engine.adapters.library import PEFT_CONFIG
+from engine.adapters.library import PEFT_CONFIG, same_weights, saved_by_run
 from engine.run.checkpoints import checkpoint_step, complete_checkpoints
 from engine.run.rundir import RunDir
 
@@ -31,11 +32,14 @@ class CheckpointRecord:
 def list_checkpoints(model: Optional[str] = None) -> list[CheckpointRecord]:
     """Complete checkpoints of every run (of runs on ``model`` when given), newest first.
 
-    Reads JSON and file headers only; a checkpoint that is not complete
-    (``engine.run.checkpoints``) is not listed.
+    A checkpoint that is not complete (``engine.run.checkpoints``) is not listed, nor one whose
+    weights are those of an adapter its run saved into the library (a run's last checkpoint
+    usually is): the library lists that one. Reads JSON and file headers, and weights only where
+    a checkpoint's are as large as its run's saved adapter's.
     """
     from engine.paths import runs_dir
 
+    saved = saved_by_run()
     found = []
     for run in runs_dir().iterdir():
         try:
@@ -46,7 +50,9 @@ def list_checkpoints(model: Optional[str] = None) -> list[CheckpointRecord]:
         if not isinstance(run_model, str) or (model is not None and run_model != model):
             continue
         for folder in complete_checkpoints(run):
-            if (folder / PEFT_CONFIG).is_file():  # an adapter's, not a full fine-tune's
+            if not (folder / PEFT_CONFIG).is_file():  # a full fine-tune's, not an adapter's
+                continue
+            if not any(same_weights(folder, adapter) for adapter in saved.get(run.name, ())):
                 found.append((folder.stat().st_mtime,
                               CheckpointRecord(run.name, checkpoint_step(folder), str(folder), run_model)))
     return [record for _mtime, record in sorted(found, key=lambda item: (item[0], item[1].step), reverse=True)]

@@ -463,6 +463,23 @@ def test_checkpoints_of_a_run_are_listed_and_chat_with_their_training_template(s
     assert choice_label(listed[0].path) == "pirate-run/checkpoint-10"
 
 
+def test_a_runs_checkpoint_with_the_weights_of_its_saved_adapter_is_not_listed_again(tiny_model_dir):
+    from engine.paths import runs_dir
+    from engine.train import recipe
+    from training_runs import new_run
+
+    # Checkpoints at step 2 and at the end (3); the end's weights are the adapter the run saves.
+    run = new_run(runs_dir(), tiny_model_dir, max_steps=3, save_every=2, name="pirate")
+    saved = Path(recipe.train(run).adapter)
+    assert json.loads((saved / ADAPTER_META).read_text())["run_dir"] == str(run.run_dir)
+    assert sorted(p.name for p in (run.run_dir / "checkpoints").glob("checkpoint-*")) == ["checkpoint-2",
+                                                                                         "checkpoint-3"]
+    assert [c.step for c in list_checkpoints(str(tiny_model_dir))] == [2]
+    # Decided by content: once the library's copy is gone, the last checkpoint is offered again.
+    shutil.rmtree(saved)
+    assert [c.step for c in list_checkpoints(str(tiny_model_dir))] == [3, 2]
+
+
 # the command line ----------------------------------------------------------------------------------
 def test_cli_compare_prints_one_json_object_per_prompt(tiny_model_dir, adapters, capsys):
     from engine.cli.main import main
