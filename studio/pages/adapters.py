@@ -52,6 +52,7 @@ from engine.adapters.library import (
 )
 from engine.adapters.trash import TrashEntry, delete_adapter, empty_trash, list_trash, restore_adapter
 from engine.paths import adapters_dir
+from studio.pages.adapter_fields import field_meaning, field_name
 from studio.widgets.live_plot import LivePlot
 from studio.workers import BackgroundTask, TaskReporter, TaskSlot
 
@@ -155,6 +156,13 @@ def _describe_value(value: Any) -> str:
     return _text(value)
 
 
+def _field_row(key: str, value: str) -> str:
+    """A details row: the field's name (its meaning as the tooltip, value included), then its value."""
+    meaning = html.escape(field_meaning(key), quote=True)
+    return (f"<tr><td valign='top' style='color:#555'><span title=\"{meaning}\">{html.escape(field_name(key))}"
+            f"</span></td><td><span title=\"{meaning}\">{html.escape(value)}</span></td></tr>")
+
+
 class AdapterDetails(QWidget):
     """The selected adapter: how it was made, its loss curves, and the user's tags and notes."""
 
@@ -226,7 +234,8 @@ class AdapterDetails(QWidget):
         self.message.clear()
 
     def _describe(self, record: AdapterRecord, meta: dict[str, Any]) -> str:
-        parts = [f"<h3>{html.escape(record.name)}</h3>"]
+        parts = [f"<h3>{html.escape(record.name)}</h3>",
+                 "<p style='color:#555'>Point at a field to see what it means.</p>"]
         if record.damaged:
             parts.append(
                 f'<p style="color:{_ERROR_COLOUR}"><b>Damaged:</b> {html.escape(record.damaged)}. '
@@ -251,8 +260,7 @@ class AdapterDetails(QWidget):
             if not rows:
                 continue
             parts.append(f"<p><b>{html.escape(title)}</b></p><table cellspacing='0' cellpadding='2'>")
-            parts += [f"<tr><td valign='top' style='color:#555'>{html.escape(k)}</td>"
-                      f"<td>{html.escape(v)}</td></tr>" for k, v in rows]
+            parts += [_field_row(key, value) for key, value in rows]
             parts.append("</table>")
         return "".join(parts)
 

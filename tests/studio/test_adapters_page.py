@@ -63,7 +63,13 @@ def test_table_search_sort_and_details(page, tiny_model_dir):
 
     shown.select_name("pirate")
     details = shown.details.fields.toPlainText()
-    assert "Made from" in details and "base_model_fingerprint" in details and "Settings" in details
+    assert "Made from" in details and "Settings" in details
+    # Fields by their names, never by their keys in studio.json; each name's tooltip says what it is for.
+    meta = read_adapter_meta(adapters_dir() / "pirate")
+    assert not [key for key in meta if "_" in key and key in details]
+    assert "Base model fingerprint" in details and "Final evaluation loss" in details
+    label = shown.details.fields.document().find("Base model fingerprint")
+    assert "warns when that is not the same model" in label.charFormat().toolTip()
     assert shown.details.loss_plot.point_count("train") == 3 and shown.details.loss_plot.point_count("eval") == 2
     shown.details.tags_edit.setText("sea, fun,  sea")
     shown.details.notes_edit.setPlainText("Arr.")
