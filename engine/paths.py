@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from engine.core.atomic import READ_ONLY_ERRNOS, check_writable, sweep_staging
 
@@ -58,6 +59,19 @@ def adapters_dir() -> Path:
 
 def runs_dir() -> Path:
     return _subdir("runs")
+
+
+# What the studio makes from an adapter goes, unless the user picks another place, into a folder
+# of its own home per kind (the file or folder name: the adapter's, marked): one rule for every
+# export, so a user finds them together, never scattered in their home folder.
+ExportKind = Literal["merged", "gguf"]
+_EXPORTS: dict[str, str] = {"merged": "{adapter}-merged", "gguf": "{adapter}.gguf"}
+
+
+def export_path(adapter: str, kind: ExportKind) -> Path:
+    """The default destination of an adapter's export of ``kind`` ("merged": a model folder,
+    "gguf": a GGUF file), in ``studio_home()/<kind>``, which is created here."""
+    return _subdir(kind) / _EXPORTS[kind].format(adapter=adapter)
 
 
 def folder_entries(folder: Path) -> list[Path]:

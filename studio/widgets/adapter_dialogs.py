@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.paths import studio_home
+from engine.paths import ExportKind, export_path
 from studio.workers import BackgroundTask, TaskReporter, TaskSlot
 
 _OK_COLOUR = "#1e8449"
@@ -52,6 +52,43 @@ def _size(size_bytes: int) -> str:
     from PySide6.QtCore import QLocale
 
     return QLocale().formattedDataSize(size_bytes, 1)
+
+
+# The merge check's numbers in plain words (engine.adapters.merge.MergeFidelity's fields):
+# the name shown, then what the number means and which value is good.
+FIDELITY_MEASURES = {
+    "max_abs_logit_diff": (
+        "Largest drift from base+adapter",
+        "How far the merged model's answers can drift from base+adapter's: the largest difference in any "
+        "next-word score on the probe prompts (max |logit difference|). Near 0 means the merge kept the adapter "
+        "exactly; it must stay under the tolerance."),
+    "mean_kl": (
+        "Average change in word choices",
+        "How differently, on average, the merged model chooses the next word than base+adapter (mean KL "
+        "divergence, in nats). 0 means the very same choices; it must stay under the tolerance."),
+    "adapter_effect": (
+        "What the adapter itself changes",
+        "The largest change the adapter makes to the base model's next-word scores on the same prompts. The two "
+        "numbers above should be tiny next to it: then the merge kept what the adapter does. Near 0 means the "
+        "adapter barely changes the model, and the check can show little."),
+}
+
+
+def _measure_cell(field: str) -> str:
+    """A merge-check number's plain name, with what it means in small grey text under it."""
+    name, meaning = FIDELITY_MEASURES[field]
+    return f"<b>{html.escape(name)}</b><br><span style='color:#555'>{html.escape(meaning)}</span>"
+
+
+def _where_note(adapter: str, kind: ExportKind, parent: QWidget) -> QLabel:
+    """The line under an output path that says where the export goes unless the user picks another place."""
+    folder = export_path(adapter, kind).parent
+    label = QLabel(f"By default it goes into LoRA Studio's own folder, {folder}; Browse… puts it elsewhere.",
+                   parent)
+    label.setWordWrap(True)
+    label.setStyleSheet("color: #555;")
+    label.setAccessibleName("Where it goes")
+    return label
 
 
 def _cancellable(reporter: TaskReporter) -> Callable[[int, int, str], None]:
@@ -164,8 +201,9 @@ class MergeDialog(_TaskDialog):
             "generation config, model card). Afterwards probe prompts run through base+adapter and through the "
             "merged model, and the difference is reported.", self)
         intro.setWordWrap(True)
-        self.output_edit = QLineEdit(str(studio_home() / "merged" / f"{adapter}-merged"), self)
+        self.output_edit = QLineEdit(str(export_path(adapter, "merged")), self)
         self.output_edit.setAccessibleName("Output folder")
+        self.where_label = _where_note(adapter, "merged", self)
         browse = QPushButton("Browse…", self)
         browse.clicked.connect(self._browse)
         self.dtype_combo = QComboBox(self)
@@ -178,8 +216,8 @@ class MergeDialog(_TaskDialog):
         self.merge_button.setDefault(True)
         self.merge_button.clicked.connect(self.merge)
 
-        self._lay_out(intro, ("Output folder", browse), [("Stored as", self.dtype_combo), ("", self.add_to_store)],
-                      self.merge_button)
+        self._lay_out(intro, ("Output folder", browse), [("", self.where_label), ("Stored as", self.dtype_combo),
+                                                          ("", self.add_to_store)], self.merge_button)
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder to put the merged model in",
@@ -216,12 +254,14 @@ class MergeDialog(_TaskDialog):
         parts = [verdict]
         parts += [_paragraph(f"Warning: {warning}", _WARN_COLOUR, bold=True) for warning in result.warnings]
         rows = [
-            ("max |logit difference|", f"{f.max_abs_logit_diff:.3g}", f"{f.tolerance_logit:g}"),
-            ("mean KL divergence (nats)", f"{f.mean_kl:.3g}", f"{f.tolerance_kl:g}"),
-            ("adapter's own effect", f"{f.adapter_effect:.3g}", ""),
+            ("max_abs_logit_diff", f"{f.max_abs_logit_diff:.3g}", f"{f.tolerance_logit:g}"),
+            ("mean_kl", f"{f.mean_kl:.3g}", f"{f.tolerance_kl:g}"),
+            ("adapter_effect", f"{f.adapter_effect:.3g}", ""),
         ]
-        parts.append("<table cellpadding='3'><tr><th align='left'>measure</th><th>value</th><th>tolerance</th></tr>")
-        parts += [f"<tr><td>{a}</td><td>{b}</td><td>{c}</td></tr>" for a, b, c in rows]
+        parts.append("<table cellpadding='3'><tr><th align='left'>Check</th><th>Value</th>"
+                     "<th>Must stay under</th></tr>")
+        parts += [f"<tr><td>{_measure_cell(field)}</td><td valign='top'>{value}</td><td valign='top'>{limit}</td></tr>"
+                  for field, value, limit in rows]
         parts.append("</table>")
         parts.append(_paragraph(f"{f.prompts} probe prompts, {f.tokens} positions, compared in {f.check_precision}. "
                                 f"{result.output} ({result.dtype}, {_size(result.size_bytes)}) in {result.seconds:.1f} s."))
@@ -242,8 +282,9 @@ class GgufDialog(_TaskDialog):
             "tokenizer and chat template; a GGUF LoRA applies over a GGUF of its base. Every tensor is read back "
             "and compared with its source before the file appears.", self)
         intro.setWordWrap(True)
-        self.output_edit = QLineEdit(str(Path.home() / f"{adapter}.gguf"), self)
+        self.output_edit = QLineEdit(str(export_path(adapter, "gguf")), self)
         self.output_edit.setAccessibleName("Output file")
+        self.where_label = _where_note(adapter, "gguf", self)
         browse = QPushButton("Browse…", self)
         browse.clicked.connect(self._browse)
         self.quant_combo = QComboBox(self)
@@ -255,8 +296,8 @@ class GgufDialog(_TaskDialog):
         self.export_button.setDefault(True)
         self.export_button.clicked.connect(self.export)
 
-        self._lay_out(intro, ("GGUF file", browse), [("Type", self.quant_combo), ("", self.lora_only)],
-                      self.export_button)
+        self._lay_out(intro, ("GGUF file", browse), [("", self.where_label), ("Type", self.quant_combo),
+                                                      ("", self.lora_only)], self.export_button)
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "GGUF file", self.output_edit.text(), "GGUF (*.gguf)")
@@ -288,10 +329,11 @@ class GgufDialog(_TaskDialog):
         if result.merge is not None:
             merge = result.merge
             colour = None if merge["within_tolerance"] else _ERROR_COLOUR
-            parts.append(_paragraph(f"Merge fidelity: max |logit difference| {merge['max_abs_logit_diff']:.3g}, "
-                                    f"mean KL {merge['mean_kl']:.3g}"
-                                    f" ({'within' if merge['within_tolerance'] else 'OUTSIDE'} float tolerance).",
-                                    colour))
+            drift, choices = (FIDELITY_MEASURES[field][0].lower() for field in ("max_abs_logit_diff", "mean_kl"))
+            verdict = ("within float tolerance: the merged model answers as base+adapter does"
+                       if merge["within_tolerance"] else "OUTSIDE float tolerance: the merged model answers differently")
+            parts.append(_paragraph(f"Merge check: {drift} {merge['max_abs_logit_diff']:.3g}, {choices} "
+                                    f"{merge['mean_kl']:.3g} ({verdict}).", colour))
         if result.base_gguf:
             parts.append(_paragraph(f"Base model GGUF: {result.base_gguf}"))
         parts.append(_paragraph(f"Ollama Modelfile: {result.modelfile}"))

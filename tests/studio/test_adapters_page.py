@@ -167,24 +167,31 @@ def test_merge_dialog_merges_checks_and_adds_to_the_model_store(qtbot, tiny_mode
         task = dialog.merge()
     _finish(qtbot, task)
     text = dialog.result_view.toPlainText()
-    assert "Merged and checked" in text and "max |logit difference|" in text
+    assert "Merged and checked" in text
+    # Each number with a plain name and what value is good.
+    assert "Largest drift from base+adapter" in text and "Near 0 means the merge kept the adapter exactly" in text
+    assert "Average change in word choices" in text and "What the adapter itself changes" in text
     assert "Added to the model store as pirate-merged" in text
     assert "pirate-merged" in [model.name for model in list_models()]
 
 
-def test_gguf_dialog_writes_a_checked_file_and_a_modelfile(qtbot, tiny_model_dir, page, tmp_path):
+def test_gguf_dialog_writes_a_checked_file_and_a_modelfile(qtbot, tiny_model_dir, page, studio_home):
     library_adapter(tiny_model_dir, "pirate")
     shown = page()
     shown.select_name("pirate")
     dialog = shown.gguf_dialog()
     assert isinstance(dialog, GgufDialog)
     qtbot.addWidget(dialog)
-    dialog.output_edit.setText(str(tmp_path / "pirate.gguf"))
+    # By default into the app's own folder, as merged models are, and the dialog says so.
+    folder = studio_home / "gguf"
+    assert dialog.output_edit.text() == str(folder / "pirate.gguf")
+    assert f"LoRA Studio's own folder, {folder}" in dialog.where_label.text() and dialog.where_label.isVisibleTo(dialog)
     dialog.quant_combo.setCurrentIndex(dialog.quant_combo.findData("q8_0"))
     _wait(qtbot, dialog.export())
     text = dialog.result_view.toPlainText()
     assert "Read back and checked: 20 tensors" in text and "within float tolerance" in text
-    assert (tmp_path / "pirate.gguf").is_file() and (tmp_path / "pirate.Modelfile").is_file()
+    assert "largest drift from base+adapter" in text
+    assert (folder / "pirate.gguf").is_file() and (folder / "pirate.Modelfile").is_file()
 
 
 def test_combine_dialog_tries_the_combination_before_keeping_it(qtbot, tiny_model_dir, page):
