@@ -34,6 +34,7 @@ from studio.widgets.chat_widgets import (
     describe_reply,
     fill_combo,
 )
+from studio.widgets.pickers import ElidingComboBox
 
 if TYPE_CHECKING:
     from engine.chat.blends import AdapterChoice
@@ -48,11 +49,11 @@ class ColumnChooser(QWidget):
 
     def __init__(self, number: int, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
-        self.combo = QComboBox(self)
+        self.combo = ElidingComboBox(self)
         self.combo.setAccessibleName(f"Column {number}")
         self.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.combo.setMinimumContentsLength(10)
-        self.parts = [QComboBox(self), QComboBox(self)]
+        self.parts = [ElidingComboBox(self), ElidingComboBox(self)]
         self.weights = [QDoubleSpinBox(self), QDoubleSpinBox(self)]
         self.blend_row = QWidget(self)
         blend = QGridLayout(self.blend_row)

@@ -25,6 +25,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from studio.widgets.pickers import KEPT_END_ROLE, ElidingComboBox
+
 if TYPE_CHECKING:
     from engine.chat.streaming import ChatReply
 
@@ -265,6 +267,7 @@ class AdapterEntry:
     label: str
     ref: str
     tooltip: str
+    kept_end: str = ""  # the label's last words that tell it apart: never shortened (pickers.KEPT_END_ROLE)
 
 
 def adapter_entries(model_ref: str) -> list[AdapterEntry]:
@@ -275,8 +278,9 @@ def adapter_entries(model_ref: str) -> list[AdapterEntry]:
     entries = [AdapterEntry(record.name, record.name, record.path) for record in list_adapters()
                if not record.damaged]
     if model_ref:
-        entries += [AdapterEntry(f"{checkpoint.label} (checkpoint)", checkpoint.path, checkpoint.path)
-                    for checkpoint in list_checkpoints(model_ref)]
+        for checkpoint in list_checkpoints(model_ref):
+            label = f"{checkpoint.label} (checkpoint)"  # the run's name, then its step: kept whole
+            entries.append(AdapterEntry(label, checkpoint.path, checkpoint.path, kept_end=label[len(checkpoint.run):]))
     return entries
 
 
@@ -294,6 +298,7 @@ def fill_combo(combo: QComboBox, entries: list[AdapterEntry], *, base_item: Opti
     for entry in entries:
         combo.addItem(entry.label, entry.ref)
         combo.setItemData(combo.count() - 1, entry.tooltip, Qt.ItemDataRole.ToolTipRole)
+        combo.setItemData(combo.count() - 1, entry.kept_end, KEPT_END_ROLE)
     if extra is not None:
         combo.addItem(*extra)
     index = combo.findData(keep, _REF_ROLE) if keep is not None else (0 if base_item is not None else -1)
@@ -303,7 +308,7 @@ def fill_combo(combo: QComboBox, entries: list[AdapterEntry], *, base_item: Opti
         combo.currentIndexChanged.emit(combo.currentIndex())
 
 
-class ChatAdapterPicker(QComboBox):
+class ChatAdapterPicker(ElidingComboBox):
     """"No adapter (base model)", the library's adapters, and the checkpoints of training
     runs on the chat's model (a running training's too, once one is written)."""
 
@@ -312,8 +317,8 @@ class ChatAdapterPicker(QComboBox):
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setMinimumContentsLength(28)
         self.setAccessibleName("Adapter")
-        self.setToolTip("The adapter on top of the base model, or none to chat with the base model as it is. "
-                        "Switching adapters keeps the base model loaded.")
+        self.set_about("The adapter on top of the base model, or none to chat with the base model as it is. "
+                       "Switching adapters keeps the base model loaded.")
         self.entries: list[AdapterEntry] = []
         self.refresh([])
 

@@ -9,8 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QPushButton, QWidget
+from PySide6.QtCore import QEvent, Qt, Signal
+from PySide6.QtGui import QPaintEvent
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QPushButton,
+    QStyle,
+    QStyleOptionComboBox,
+    QStylePainter,
+    QWidget,
+)
 
 _REF_ROLE = Qt.ItemDataRole.UserRole
 
@@ -22,6 +32,76 @@ def _select_data(combo: QComboBox, value: object) -> bool:
         return False
     combo.setCurrentIndex(index)
     return True
+
+
+# An item's last words that tell it apart from its neighbours (" · step 24 (checkpoint)"): an
+# ElidingComboBox never shortens them.
+KEPT_END_ROLE = Qt.ItemDataRole.UserRole + 3
+
+
+class ElidingComboBox(QComboBox):
+    """A combo box that shortens a name too long for it in the middle instead of cutting its end:
+    names that start alike (a run's adapter and its checkpoints, "20260101-120000-pirate…") keep
+    the end that tells them apart, and an item's ``KEPT_END_ROLE`` words ("…· step 24
+    (checkpoint)") stay whole. Its tooltip gives the whole name, then the item's own tooltip (a
+    path), then what the box is for (``set_about``)."""
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self._about = ""
+        self.view().setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.currentIndexChanged.connect(self._update_tooltip)
+
+    def set_about(self, text: str) -> None:
+        """What the box is for, the last part of its tooltip."""
+        self._about = text
+        self._update_tooltip()
+
+    def shown_text(self) -> str:
+        """The current item's text as the box paints it: whole where it fits, else shortened in the middle."""
+        option = QStyleOptionComboBox()
+        self.initStyleOption(option)
+        field = self.style().subControlRect(QStyle.ComplexControl.CC_ComboBox, option,
+                                            QStyle.SubControl.SC_ComboBoxEditField, self)
+        width = field.width() - 2  # the style draws the label 1 px in from either side
+        if not option.currentIcon.isNull():
+            width -= option.iconSize.width() + 4
+        return self._elided(self.currentText(), str(self.currentData(KEPT_END_ROLE) or ""), max(width, 0))
+
+    def _elided(self, text: str, kept_end: str, width: int) -> str:
+        """``text`` in ``width`` pixels: whole; else its start shortened in the middle before the
+        kept end; else, where even that has no room, "…" and the kept end alone; else shortened
+        in the middle as a whole."""
+        metrics = self.fontMetrics()
+        if metrics.horizontalAdvance(text) <= width:
+            return text
+        if kept_end and text.endswith(kept_end):
+            head_width = width - metrics.horizontalAdvance(kept_end)
+            if head_width >= metrics.horizontalAdvance("W…W"):
+                return metrics.elidedText(text[:-len(kept_end)], Qt.TextElideMode.ElideMiddle, head_width) + kept_end
+            end_only = "…" + kept_end.lstrip(" ·")
+            if metrics.horizontalAdvance(end_only) <= width:
+                return end_only
+        return metrics.elidedText(text, Qt.TextElideMode.ElideMiddle, width)
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        # QComboBox's own painting, with the shortened text in place of the current one.
+        painter = QStylePainter(self)
+        option = QStyleOptionComboBox()
+        self.initStyleOption(option)
+        option.currentText = self.shown_text()
+        painter.drawComplexControl(QStyle.ComplexControl.CC_ComboBox, option)
+        painter.drawControl(QStyle.ControlElement.CE_ComboBoxLabel, option)
+
+    def event(self, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.ToolTip:
+            self._update_tooltip()  # items may have been refilled with signals blocked since
+        return super().event(event)
+
+    def _update_tooltip(self, _index: int = 0) -> None:
+        item_tip = self.currentData(Qt.ItemDataRole.ToolTipRole)
+        parts = [self.currentText(), item_tip if isinstance(item_tip, str) else "", self._about]
+        self.setToolTip("\n\n".join(dict.fromkeys(part for part in parts if part)))
 
 
 class ModelPicker(QComboBox):
@@ -154,14 +234,14 @@ class DatasetPicker(QWidget):
             self.set_path(path)
 
 
-class AdapterPicker(QComboBox):
+class AdapterPicker(ElidingComboBox):
     """"No adapter (base model)" followed by the usable adapters in the library."""
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setMinimumContentsLength(24)
-        self.setToolTip("The adapter to apply on top of the base model, or none to use the base model as it is")
+        self.set_about("The adapter to apply on top of the base model, or none to use the base model as it is")
         self.refresh()
 
     def refresh(self) -> None:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import QEvent, Qt, QTimer
 from PySide6.QtGui import QGuiApplication
 from chat_steps import load_chat_model
 
@@ -265,6 +265,49 @@ def test_a_checkpoint_of_a_training_run_can_be_chatted_with(qtbot, page, made_ad
         page.adapter_picker.set_ref(str(checkpoint))
     assert "chat adapter: pirate-run · step 40 (checkpoint)" in page.session_label.text()
     assert _send(qtbot, page, "Hello", max_new_tokens=5).tokens > 0
+
+
+def test_a_runs_saved_adapter_is_offered_once_and_compare_tells_long_names_apart(qtbot, shown, made_adapters,
+                                                                                 tiny_model_dir):
+    from PySide6.QtGui import QHelpEvent
+    from PySide6.QtWidgets import QApplication
+
+    # What a run stopped at step 48 leaves (engine.train.recipe): its checkpoints, and in the library the
+    # adapter saved from the last one's weights (test_chat trains a run to see that they are the same bytes).
+    name = "20260101-120000-pirate_persona-lora"
+    run = runs_dir() / name
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"model": str(tiny_model_dir), "dataset": "d.jsonl"}))
+    for step, weights in ((24, "poet"), (48, "pirate")):
+        checkpoint = shutil.copytree(made_adapters[weights], run / "checkpoints" / f"checkpoint-{step}")
+        (checkpoint / "trainer_state.json").write_text("{}")
+    saved = shutil.copytree(made_adapters["pirate"], adapters_dir() / name)
+    meta = json.loads((saved / "studio.json").read_text())
+    (saved / "studio.json").write_text(json.dumps({**meta, "run_dir": str(run), "steps": 48}))
+
+    page = shown(ChatPage())
+    page.resize(1024, 680)
+    page.model_picker.set_ref(str(tiny_model_dir))
+    page.refresh()
+    checkpoint_label = f"{name} · step 24 (checkpoint)"
+    assert [page.adapter_picker.itemText(i) for i in range(page.adapter_picker.count())] == \
+        ["No adapter (base model)", name, checkpoint_label]  # no "step 48 (checkpoint)" beside the adapter
+
+    view = page.compare_view
+    page.tabs.setCurrentWidget(view)
+    view.count_box.setValue(3)
+    view.columns[2].chooser.select(2)
+    combos = [column.chooser.combo for column in view.visible_columns()]
+    assert [combo.currentText() for combo in combos] == ["Base model", name, checkpoint_label]
+    # Too long for its column, the checkpoint's name is shortened in the middle: its step still shows.
+    adapter_shown, checkpoint_shown = combos[1].shown_text(), combos[2].shown_text()
+    assert "…" in checkpoint_shown and checkpoint_shown.endswith("step 24 (checkpoint)")
+    assert checkpoint_shown != adapter_shown and combos[2].fontMetrics().horizontalAdvance(checkpoint_shown) < \
+        combos[2].width()
+    # Pointing at it gives the whole name.
+    QApplication.sendEvent(combos[2], QHelpEvent(QEvent.Type.ToolTip, combos[2].rect().center(),
+                                                  combos[2].mapToGlobal(combos[2].rect().center())))
+    assert combos[2].toolTip().startswith(checkpoint_label)
 
 
 def test_an_empty_message_is_not_sent(qtbot, page):
