@@ -344,6 +344,8 @@ class AdaptersPage(QWidget):
         self.table.verticalHeader().hide()
         self.table.setSortingEnabled(True)
         self.table.setWordWrap(False)
+        # Cut in the middle: names that start alike (a run's, then "-2") keep the end that tells them apart.
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setStretchLastSection(True)

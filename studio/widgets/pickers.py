@@ -58,7 +58,7 @@ class ElidingComboBox(QComboBox):
         self._update_tooltip()
 
     def shown_text(self) -> str:
-        """The current item's text as the box paints it: whole where it fits, else shortened in the middle."""
+        """The current item's text as the box paints it: whole where it fits, else shortened (``_elided``)."""
         option = QStyleOptionComboBox()
         self.initStyleOption(option)
         field = self.style().subControlRect(QStyle.ComplexControl.CC_ComboBox, option,
