@@ -53,12 +53,14 @@ class DatasetReport:
         counts its tokenising pass (``engine.data.write``) reports, by the same rule."""
         if self.token_lengths is None:
             return RowCounts(self.total_rows, self.bad_rows, None, None, max_length, val_fraction)
+        import numpy as np
+
         tokens, first = self.token_lengths, self.first_learnt
         cannot_mask = first == CANNOT_MASK
         if train_on == "assistant":  # the rows whose replies cannot be found are refused, as training refuses them
             tokens, first = tokens[~cannot_mask], first[~cannot_mask]
         else:  # every token is learnt, from the first
-            first = first * 0
+            first = np.zeros_like(first)
         nothing = learns_nothing(tokens, first, max_length)
         bad = self.bad_rows + (int(cannot_mask.sum()) if train_on == "assistant" else 0)
         return RowCounts(self.total_rows, bad, int(nothing.sum()), int((is_cut(tokens, max_length) & ~nothing).sum()),

@@ -361,9 +361,9 @@ def _tokenise(run: Run, config: RunConfig, source: Any, tokenizer: Any, path: Pa
         bad = f"{written.bad_rows:,} bad row{'' if written.bad_rows == 1 else 's'}"
         run.log(f"Skipping {bad} of {written.total_rows:,}; the first is at {first.where()}: {first.reason}",
                 level="warning")
+    run.log(f"Dataset {source.name}, read as {source.layout.title}: {stats.trained_tokens:,} tokens to learn")
     # The counts the Data page showed for these settings, in the same words.
-    run.log(f"Dataset {source.name} ({source.layout.title}): {written.row_counts(config.val_fraction).sentence()}; "
-            f"{stats.trained_tokens:,} tokens to learn")
+    run.log(written.row_counts(config.val_fraction).sentence())
 
 
 def _tokenising_progress(run: Run) -> Callable[[float], None]:

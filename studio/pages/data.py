@@ -805,8 +805,8 @@ class DataPage(QWidget):
         parts = [f"{_rows(counts.cut)} ({100 * counts.cut / counts.examples:.1f}%) would be truncated"] \
             if counts.cut else []
         if counts.nothing_to_learn:
-            parts.append(f"{counts.nothing_to_learn:,} skipped, their prompt alone too long")
-        self.truncated_value.setText("; ".join(parts) or "none")
+            parts.append(f"{counts.nothing_to_learn:,} skipped")  # why: the counts line below says
+        self.truncated_value.setText(", ".join(parts) or "none")
 
     def _apply_cutoff(self) -> None:
         self.histogram.set_cutoff(self.max_length_spin.value())
