@@ -284,7 +284,8 @@ class MainWindow(QMainWindow):
         title = PAGES[row].title
         page = self.page(title)
         # One current dataset across Data and Train: the Data page opens on the Train page's
-        # dataset, and what was chosen on the Data page is what the next run trains on.
+        # dataset, max length, loss and validation share, and what was chosen on the Data page
+        # is what the next run trains on.
         if title == "Train" and self._data_page_visited:
             self._data_page_visited = False
             page.set_data_settings(self.data_page.training_settings())
@@ -292,6 +293,7 @@ class MainWindow(QMainWindow):
             self._data_page_visited = True
             if self.train_page.dataset_picker.current_path():
                 page.picker.set_path(self.train_page.dataset_picker.current_path())
+            page.set_run_settings(**self.train_page.next_run_data_settings())
         self.stack.setCurrentIndex(row)
         self.start_action.setEnabled(title == "Train")
         if self._painted:

@@ -12,12 +12,17 @@ from engine.cli.parsing import add_command, number, whole_number
 
 
 def register(sub: Any) -> None:
+    from engine.core.choices import TRAIN_ON
+
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
     inspect = add_command(data, "inspect", cmd_data_inspect, "detect a dataset's format and check its rows")
     inspect.add_argument("file")
     inspect.add_argument("--model", help="tokenise with this model to measure lengths")
     inspect.add_argument("--max-length", type=whole_number, default=512)
     inspect.add_argument("--val-fraction", type=number, default=0.0, help="share of rows held out for validation")
+    inspect.add_argument("--train-on", choices=TRAIN_ON, default="assistant",
+                         help="the loss on the assistant's replies only, or all tokens (rows whose prompt fills max "
+                              "length are skipped only in the first case)")
     add_data_reading_flags(inspect)
 
 
@@ -32,7 +37,7 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
     report = scan_dataset(source, tokenizer, progress=_print_fraction if show_progress else None)
     if show_progress:
         print(file=sys.stderr)
-    summary = report.to_dict(args.max_length, args.val_fraction)
+    summary = report.to_dict(args.max_length, args.val_fraction, train_on=args.train_on)
     if args.model:
         summary["model"] = args.model
     if args.json:
@@ -54,13 +59,11 @@ def _print_data_report(report: dict[str, Any]) -> None:
         print(f"  skipped files: {', '.join(report['skipped_files'])}")
     print(f"rows: {report['rows']} ({report['good_rows']} good, {report['bad_rows']} bad); "
           f"duplicates: {report['duplicates']}; empty answers: {report['empty_answers']}")
-    split = report["validation"]
-    if split["validation_rows"]:
-        print(f"validation split: {split['train_rows']} train, {split['validation_rows']} validation")
+    print(report["summary"])
     if "token_percentiles" in report:
         print("tokens per row: " + ", ".join(f"{k} {v}" for k, v in report["token_percentiles"].items()))
-        print(f"{report['truncated']} of {report['good_rows']} rows ({100 * report['truncated_share']:.1f}%) are "
-              f"longer than {report['max_length']} tokens and would be truncated")
+        print(f"{report['truncated']} of {report['examples']} examples ({100 * report['truncated_share']:.1f}%) "
+              f"are longer than {report['max_length']} tokens and would be cut to it")
         if report["chat_template"] == "chatml-fallback":
             print("the model has no chat template: training would use ChatML")
     if report["problems"]:

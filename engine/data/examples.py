@@ -1,7 +1,8 @@
 """Tokenised examples: one conversation (or raw text) as token ids and labels, with
 everything but the assistant's replies masked out of the loss, the statistics of a set of
-them, untruncated token counts for a batch of rows, and the training text of one row in
-segments (prompt, trained, cut off) for a look.
+them, the rule for which rows max length cuts and which it leaves nothing to learn, the
+measures a scan counts them by, and the training text of one row in segments (prompt,
+trained, cut off) for a look.
 
 Nothing here imports torch: the tokenizer object is handed in by the caller.
 """
@@ -59,32 +60,73 @@ class _Encoded:
     offsets: list[tuple[int, int]]
     trained: list[bool]
 
+    @property
+    def first_learnt(self) -> int:
+        """The position of the first token learnt; the row's length when it learns none."""
+        return next((index for index, trained in enumerate(self.trained) if trained), len(self.trained))
 
-def _encode(messages: list[dict], tokenizer: Any, chat_template: Optional[str], train_on: str) -> _Encoded:
-    """Every token of a training row, where it sits in the rendered text, and whether it is learnt."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise StudioError("masking the prompt needs a fast tokenizer (tokenizer.json); this model only has a slow one")
+
+@dataclass
+class _Rendered:
+    """A row's training text and the character spans learnt (None: every token)."""
+
+    text: str
+    spans: Optional[list[tuple[int, int]]]
+    raw_text: bool  # plain text: the tokenizer adds its own BOS, and EOS ends the document
+
+
+def _render(messages: list[dict], tokenizer: Any, chat_template: Optional[str], train_on: str) -> _Rendered:
     if train_on not in TRAIN_ON:
         raise StudioError(f"train on must be one of {', '.join(TRAIN_ON)}, got {train_on!r}")
     if _is_text(messages):
-        # Raw text: the tokenizer's own BOS, every token learnt, and EOS so documents end.
-        text = messages[0]["content"]
-        encoding = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
-        ids, offsets = list(encoding["input_ids"]), [tuple(o) for o in encoding["offset_mapping"]]
-        if _needs_eos(tokenizer, ids):
-            ids.append(tokenizer.eos_token_id)
-            offsets.append((len(text), len(text)))
-        return _Encoded(text, ids, offsets, [True] * len(ids))
+        return _Rendered(messages[0]["content"], None, True)
     if train_on == "all":
-        text = render_conversation(messages, tokenizer, chat_template=chat_template)
-        spans = [(0, len(text))]
-    else:
-        text, spans = assistant_spans(messages, tokenizer, chat_template)
-    # The template writes its own special tokens (BOS included); adding more would double them.
-    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    offsets = [tuple(o) for o in encoding["offset_mapping"]]
-    trained = [train_on == "all" or _starts_inside(start, spans) for start, _end in offsets]
-    return _Encoded(text, list(encoding["input_ids"]), offsets, trained)
+        return _Rendered(render_conversation(messages, tokenizer, chat_template=chat_template), None, False)
+    text, spans = assistant_spans(messages, tokenizer, chat_template)
+    return _Rendered(text, spans, False)
+
+
+def _tokenize(rows: list[_Rendered], tokenizer: Any) -> list[_Encoded]:
+    """Every token of each rendered row, where it sits in the text, and whether it is learnt:
+    one tokenizer call per kind of row (a batch gives the same ids as one row at a time)."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise StudioError("masking the prompt needs a fast tokenizer (tokenizer.json); this model only has a slow one")
+    encoded: list[Optional[_Encoded]] = [None] * len(rows)
+    for raw_text in (True, False):
+        indices = [index for index, row in enumerate(rows) if row.raw_text == raw_text]
+        if not indices:
+            continue
+        # The template writes its own special tokens (BOS included); adding more would double them.
+        batch = tokenizer([rows[index].text for index in indices], add_special_tokens=raw_text,
+                          return_offsets_mapping=True, return_attention_mask=False)
+        for index, ids, offsets in zip(indices, batch["input_ids"], batch["offset_mapping"]):
+            encoded[index] = _encoded(rows[index], list(ids), [tuple(o) for o in offsets], tokenizer)
+    return encoded
+
+
+def _encoded(row: _Rendered, ids: list[int], offsets: list[tuple[int, int]], tokenizer: Any) -> _Encoded:
+    if row.raw_text and _needs_eos(tokenizer, ids):
+        ids.append(tokenizer.eos_token_id)  # so documents end
+        offsets.append((len(row.text), len(row.text)))
+    trained = [row.spans is None or _starts_inside(start, row.spans) for start, _end in offsets]
+    return _Encoded(row.text, ids, offsets, trained)
+
+
+def _encode(messages: list[dict], tokenizer: Any, chat_template: Optional[str], train_on: str) -> _Encoded:
+    """Every token of a training row, where it sits in the rendered text, and whether it is learnt."""
+    return _tokenize([_render(messages, tokenizer, chat_template, train_on)], tokenizer)[0]
+
+
+def learns_nothing(tokens: Any, first_learnt: Any, max_length: int) -> Any:
+    """Whether a row gives training nothing: the first token it learns lies at or past max
+    length (or it learns none). The one rule for a run's examples and a scan's counts: numbers
+    or numpy arrays of them."""
+    return (first_learnt >= max_length) | (first_learnt >= tokens)
+
+
+def is_cut(tokens: Any, max_length: int) -> Any:
+    """Whether max length cuts a row's end off (numbers or numpy arrays of them)."""
+    return tokens > max_length
 
 
 def _needs_eos(tokenizer: Any, ids: list[int]) -> bool:
@@ -110,13 +152,13 @@ def tokenize_conversation(
     if max_length < 1:
         raise StudioError(f"max length must be a positive number, got {max_length}")
     encoded = _encode(messages, tokenizer, chat_template, train_on)
-    labels = [token if trained else IGNORE_INDEX for token, trained in zip(encoded.input_ids, encoded.trained)]
-    truncated = len(encoded.input_ids) > max_length
-    # Keep the start: the system prompt and first question give the replies their meaning.
-    input_ids, labels = encoded.input_ids[:max_length], labels[:max_length]
-    if all(label == IGNORE_INDEX for label in labels):
+    tokens = len(encoded.input_ids)
+    if learns_nothing(tokens, encoded.first_learnt, max_length):
         return None
-    return TokenizedExample(input_ids=input_ids, labels=labels, truncated=truncated)
+    labels = [token if trained else IGNORE_INDEX for token, trained in zip(encoded.input_ids, encoded.trained)]
+    # Keep the start: the system prompt and first question give the replies their meaning.
+    return TokenizedExample(input_ids=encoded.input_ids[:max_length], labels=labels[:max_length],
+                            truncated=bool(is_cut(tokens, max_length)))
 
 
 def tokens_before_learning(
@@ -127,8 +169,7 @@ def tokens_before_learning(
 ) -> int:
     """How many tokens of a row come before the first one it learns: the prompt, as the
     template renders it. A max length up to this leaves the row nothing to learn."""
-    encoded = _encode(messages, tokenizer, chat_template, train_on)
-    return next((index for index, trained in enumerate(encoded.trained) if trained), len(encoded.trained))
+    return _encode(messages, tokenizer, chat_template, train_on).first_learnt
 
 
 def build_examples(
@@ -191,25 +232,46 @@ def _append_segment(segments: list[TextSegment], text: str, trained: bool, cut: 
         segments.append(TextSegment(text, trained, cut))
 
 
-def token_lengths(samples: list[Sample], tokenizer: Any, chat_template: Optional[str],
-                  counts: DatasetPass) -> list[Optional[int]]:
-    """Untruncated token counts, exactly as ``tokenize_conversation`` counts them, rendering
-    each row once and tokenising the batch in one call; None (and a problem) for a row the
-    chat template refuses."""
-    if samples and _is_text(samples[0].conversation):
-        ids = tokenizer([s.conversation[0]["content"] for s in samples], add_special_tokens=True,
-                        return_attention_mask=False)["input_ids"]
-        return [len(row) + _needs_eos(tokenizer, row) for row in ids]
-    texts: list[Optional[str]] = []
+# A row whose replies the template cannot mask (it renders earlier turns differently once a
+# reply follows): trained on every token it trains, refused when only the replies are learnt.
+CANNOT_MASK = -1
+
+
+def measure_rows(samples: list[Sample], tokenizer: Any, chat_template: Optional[str],
+                 counts: DatasetPass) -> list[Optional[tuple[int, int]]]:
+    """For each row, its untruncated token count and the position of the first token it learns
+    when only the replies are learnt (``CANNOT_MASK`` when the template cannot mask it), exactly
+    as ``tokenize_conversation`` tokenises it, the batch in one tokenizer call; None (and a
+    problem counted) for a row the chat template refuses. With every token learnt, a row
+    learns from its first token on."""
+    rendered: list[Optional[_Rendered]] = []
     for sample in samples:
         try:
-            texts.append(render_conversation(sample.conversation, tokenizer, chat_template=chat_template))
+            rendered.append(_render(sample.conversation, tokenizer, chat_template, "assistant"))
         except TemplateRefused:
             raise  # the template, not this row: every row would fail, each after its time bound
-        except StudioError as exc:
-            counts.problem(RowProblem(sample.line, str(exc), sample.file, code=TEMPLATE_REFUSED))
-            texts.append(None)
-    rendered = [text for text in texts if text is not None]
-    ids = iter(tokenizer(rendered, add_special_tokens=False, return_attention_mask=False)["input_ids"]
-               if rendered else [])
-    return [None if text is None else len(next(ids)) for text in texts]
+        except StudioError:
+            rendered.append(_render_whole(sample, tokenizer, chat_template, counts))
+    encoded = iter(_tokenize([row for row in rendered if row is not None], tokenizer))
+    measured: list[Optional[tuple[int, int]]] = []
+    for row in rendered:
+        if row is None:
+            measured.append(None)
+            continue
+        tokens = next(encoded)
+        measured.append((len(tokens.input_ids), tokens.first_learnt if row.spans is not None or row.raw_text
+                         else CANNOT_MASK))
+    return measured
+
+
+def _render_whole(sample: Sample, tokenizer: Any, chat_template: Optional[str],
+                  counts: DatasetPass) -> Optional[_Rendered]:
+    """A row whose replies could not be found: trainable on every token when the template renders
+    it, else a bad row."""
+    try:
+        return _render(sample.conversation, tokenizer, chat_template, "all")
+    except TemplateRefused:
+        raise
+    except StudioError as exc:
+        counts.problem(RowProblem(sample.line, str(exc), sample.file, code=TEMPLATE_REFUSED))
+        return None

@@ -1,6 +1,7 @@
 """Scanning a whole dataset once: counts of good and bad rows, problems, duplicates and
-empty answers and, given a tokenizer, every row's length, in memory that stays bounded
-whatever the size; and the report of what the scan found.
+empty answers and, given a tokenizer, every row's length and where it starts to learn, in
+memory that stays bounded whatever the size; and the report of what the scan found, whose
+``row_counts`` for a max length are what a run with it trains on.
 """
 
 from __future__ import annotations
@@ -9,14 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from engine.data.counts import RowCounts
 from engine.data.dataset import DatasetSource, Sample
-from engine.data.examples import token_lengths
+from engine.data.examples import CANNOT_MASK, is_cut, learns_nothing, measure_rows
 from engine.data.formats import FORMATS
 from engine.data.passes import Cancelled, DatasetPass, Progress
 from engine.data.readers import RowProblem
 from engine.data.rendering import chat_template_for
 from engine.core.checks import MAX_LENGTH, whole
-from engine.data.split import split_counts
 from engine.run.config import check_val_fraction
 
 _TOKENIZE_BATCH = 256
@@ -24,8 +25,9 @@ _TOKENIZE_BATCH = 256
 
 @dataclass
 class DatasetReport:
-    """What a whole pass over a dataset found. ``token_lengths`` (one per good row,
-    before truncation) is there when a tokenizer was given."""
+    """What a whole pass over a dataset found. ``token_lengths`` (one per good row, before
+    truncation) and ``first_learnt`` (where each starts to learn when only the replies are
+    learnt, ``CANNOT_MASK`` where they cannot be told apart) are there when a tokenizer was given."""
 
     path: Path
     kind: str
@@ -43,12 +45,30 @@ class DatasetReport:
     empty_answers: int
     duplicates: int
     token_lengths: Any = None
+    first_learnt: Any = None
     chat_template_fallback: bool = False
 
-    def truncated(self, max_length: int) -> int:
+    def row_counts(self, max_length: int, train_on: str = "assistant", val_fraction: float = 0.0) -> RowCounts:
+        """What a run with this max length, loss and validation share makes of the rows: the
+        counts its tokenising pass (``engine.data.write``) reports, by the same rule."""
         if self.token_lengths is None:
-            return 0
-        return int((self.token_lengths > max_length).sum())
+            return RowCounts(self.total_rows, self.bad_rows, None, None, max_length, val_fraction)
+        import numpy as np
+
+        tokens, first = self.token_lengths, self.first_learnt
+        cannot_mask = first == CANNOT_MASK
+        if train_on == "assistant":  # the rows whose replies cannot be found are refused, as training refuses them
+            tokens, first = tokens[~cannot_mask], first[~cannot_mask]
+        else:  # every token is learnt, from the first
+            first = np.zeros_like(first)
+        nothing = learns_nothing(tokens, first, max_length)
+        bad = self.bad_rows + (int(cannot_mask.sum()) if train_on == "assistant" else 0)
+        return RowCounts(self.total_rows, bad, int(nothing.sum()), int((is_cut(tokens, max_length) & ~nothing).sum()),
+                         max_length, val_fraction)
+
+    def truncated(self, max_length: int, train_on: str = "assistant") -> int:
+        """Examples a run with this max length cuts (and still trains on); 0 when not measured."""
+        return self.row_counts(max_length, train_on).cut or 0
 
     def length_percentiles(self) -> dict[str, int]:
         import numpy as np
@@ -59,9 +79,11 @@ class DatasetReport:
         values = np.percentile(self.token_lengths, points)
         return {("max" if p == 100 else f"p{p}"): int(round(v)) for p, v in zip(points, values)}
 
-    def to_dict(self, max_length: int, val_fraction: float = 0.0, problems: int = 20) -> dict[str, Any]:
+    def to_dict(self, max_length: int, val_fraction: float = 0.0, problems: int = 20,
+                train_on: str = "assistant") -> dict[str, Any]:
         check_report_options(max_length, val_fraction)
-        train, validation = split_counts(self.good_rows, val_fraction)
+        counts = self.row_counts(max_length, train_on, val_fraction)
+        train, validation = counts.split
         report: dict[str, Any] = {
             "file": str(self.path), "kind": self.kind, "format": self.format, "format_title": self.format_title,
             "mapping": self.mapping, "columns": self.columns, "ignored_columns": self.ignored_columns, "skipped_files": self.skipped_files,
@@ -71,15 +93,17 @@ class DatasetReport:
             "problems": [{"line": p.line, "file": p.file, "unit": p.unit, "reason": p.reason}
                          for p in self.problems[:problems]],
             "validation": {"fraction": val_fraction, "train_rows": train, "validation_rows": validation},
+            "train_on": train_on, "summary": counts.sentence(),
         }
         if self.token_lengths is not None:
-            truncated = self.truncated(max_length)
             report.update({
                 "max_length": max_length,
                 "token_percentiles": self.length_percentiles(),
                 "tokens_total": int(self.token_lengths.sum()),
-                "truncated": truncated,
-                "truncated_share": round(truncated / self.good_rows, 4) if self.good_rows else 0.0,
+                "examples": counts.examples,
+                "nothing_to_learn": counts.nothing_to_learn,
+                "truncated": counts.cut,
+                "truncated_share": round(counts.cut / counts.examples, 4) if counts.examples else 0.0,
                 "chat_template": "chatml-fallback" if self.chat_template_fallback else "model",
             })
         return report
@@ -109,14 +133,16 @@ def scan_dataset(
     counts = DatasetPass(source, progress, cancelled)
     hashes = _Int64Buffer()
     lengths = _Int64Buffer()
+    first_learnt = _Int64Buffer()
     batch: list[Sample] = []
 
     def measure() -> None:
         # Rows the chat template refuses (some insist on strictly alternating turns) are bad rows.
-        for sample, length in zip(batch, token_lengths(batch, tokenizer, template, counts)):
-            if length is not None:
+        for sample, measured in zip(batch, measure_rows(batch, tokenizer, template, counts)):
+            if measured is not None:
                 good(sample)
-                lengths.append(length)
+                lengths.append(measured[0])
+                first_learnt.append(measured[1])
         batch.clear()
 
     def good(sample: Sample) -> None:
@@ -145,6 +171,7 @@ def scan_dataset(
         problems=sorted(counts.problems, key=lambda p: (p.file, p.line)),
         empty_answers=counts.empty_answers, duplicates=int(len(values) - len(np.unique(values))),
         token_lengths=lengths.values().astype(np.int32) if tokenizer is not None else None,
+        first_learnt=first_learnt.values().astype(np.int32) if tokenizer is not None else None,
         chat_template_fallback=fallback and source.format != "text",
     )
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from engine.core.atomic import staging_path
+from engine.data.counts import RowCounts
 from engine.data.dataset import DatasetSource
 from engine.data.examples import ExampleStats
 from engine.data.passes import Cancelled, DatasetPass, Progress
@@ -29,6 +30,12 @@ class WrittenExamples:
     bad_rows: int
     problems: list[RowProblem]
     counts: DatasetPass  # why rows give training nothing (``engine.data.trainable`` words it)
+    max_length: int
+
+    def row_counts(self, val_fraction: float = 0.0) -> RowCounts:
+        """What became of the rows, as the Data page and ``data inspect`` count them beforehand."""
+        return RowCounts(self.total_rows, self.bad_rows, self.counts.unusable[CUT_BY_LENGTH], self.stats.truncated,
+                         self.max_length, val_fraction)
 
 
 def write_examples(
@@ -89,4 +96,4 @@ def write_examples(
         partial.unlink(missing_ok=True)
     stats.dropped = counts.unusable[CUT_BY_LENGTH]
     return WrittenExamples(path=path, stats=stats, total_rows=counts.good + counts.bad, bad_rows=counts.bad,
-                           problems=counts.problems, counts=counts)
+                           problems=counts.problems, counts=counts, max_length=max_length)

@@ -339,7 +339,6 @@ def _load_examples(run: Run, config: RunConfig, tokenizer: Any) -> Optional[Exam
         if config.val_fraction > 0:  # asked for, but too few rows to spare one: as the parent's check says
             raise StudioError(empty_validation(source.name, len(examples), config.val_fraction))
         return Examples(examples, None, dataset_hash)
-    run.log(f"Holding out {len(eval_rows)} examples to measure the eval loss")
     return Examples(examples.select(train_rows), examples.select(eval_rows), dataset_hash)
 
 
@@ -359,10 +358,12 @@ def _tokenise(run: Run, config: RunConfig, source: Any, tokenizer: Any, path: Pa
         first = written.problems[0]
         if config.bad_rows == "stop":
             raise StudioError(bad_rows_stop(first, bad=written.bad_rows, total=written.total_rows))
-        run.log(f"Skipping {written.bad_rows} of {written.total_rows} rows are bad; first at {first.where()}: "
-                f"{first.reason}", level="warning")
-    run.log(f"Dataset {source.name}: {source.layout.title}, {stats.examples} examples, {stats.truncated} truncated "
-            f"to {config.max_length} tokens, {stats.trained_tokens:,} trained tokens")
+        bad = f"{written.bad_rows:,} bad row{'' if written.bad_rows == 1 else 's'}"
+        run.log(f"Skipping {bad} of {written.total_rows:,}; the first is at {first.where()}: {first.reason}",
+                level="warning")
+    run.log(f"Dataset {source.name}, read as {source.layout.title}: {stats.trained_tokens:,} tokens to learn")
+    # The counts the Data page showed for these settings, in the same words.
+    run.log(written.row_counts(config.val_fraction).sentence())
 
 
 def _tokenising_progress(run: Run) -> Callable[[float], None]:

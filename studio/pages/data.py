@@ -8,7 +8,9 @@ tokens. The page shows the detected format and lets the user override it with a
 column mapping; the selected row's exact training text, with the tokens the loss is
 taken on in another colour; and a histogram of lengths with the max-length cutoff.
 Max length, validation share and "train on" are applied to the measured lengths at
-once, without reading the file again.
+once, without reading the file again. They are the Train page's settings, shown and set here
+(the window hands them between the pages): the counts shown are what the next run makes of the
+rows, in the words of its log (``engine.data.counts``).
 """
 
 from __future__ import annotations
@@ -60,11 +62,11 @@ from engine.data.formats import FORMATS
 from engine.data.readers import RowProblem
 from engine.data.rendering import chat_template_for
 from engine.data.scan import DatasetReport, scan_dataset
-from engine.data.split import split_counts
 from engine.core.choices import TEXT_SPLITS
 from engine.errors import StudioError
 from studio import theme
 from studio.widgets.pickers import DatasetPicker, ModelPicker
+from studio.widgets.train_settings import MAX_LENGTH_RANGE
 from studio.workers import BackgroundTask, TaskReporter
 
 SHOWN_PROBLEMS = 20
@@ -140,6 +142,10 @@ def training_text_html(conversation: list[dict], tokenizer: Any, template: str, 
               f'<span style="{_CUT_STYLE}">&nbsp;cut off&nbsp;</span>')
     return (f"<p>{legend}<br/><small>{summary}</small></p>"
             f'<pre style="white-space:pre-wrap; font-family:monospace">{body}</pre>')
+
+
+def _rows(count: int) -> str:
+    return f"{count:,} row{'' if count == 1 else 's'}"
 
 
 def problem_text(problem: RowProblem) -> str:
@@ -377,27 +383,27 @@ class DataPage(QWidget):
         self.tokens_check.toggled.connect(lambda _on: self._reopen(keep_mapping=True))
         self.model_picker.currentIndexChanged.connect(self._model_changed)
         self.max_length_spin = QSpinBox(self)
-        self.max_length_spin.setRange(16, 131_072)
+        self.max_length_spin.setRange(*MAX_LENGTH_RANGE)
         self.max_length_spin.setSingleStep(64)
         self.max_length_spin.setValue(512)
         self.max_length_spin.setSuffix(" tokens")
-        self.max_length_spin.setToolTip("Rows longer than this are cut at this many tokens when training")
+        self.max_length_spin.setToolTip("Rows longer than this are cut at this many tokens when training: "
+                                        "the same setting as the Train page's Max length")
         self.max_length_spin.valueChanged.connect(self._apply_cutoff)
         self.train_on_combo = QComboBox(self)
         self.train_on_combo.addItem("The assistant's replies", "assistant")
         self.train_on_combo.addItem("Every token", "all")
         self.train_on_combo.setToolTip("Which tokens the loss is taken on. Replies only teaches answering; every "
                                        "token also teaches the prompts.")
-        self.train_on_combo.currentIndexChanged.connect(lambda _i: self._show_selected_row())
+        self.train_on_combo.currentIndexChanged.connect(lambda _i: self._apply_cutoff())
         self.val_spin = QSpinBox(self)
         self.val_spin.setRange(0, 50)
         self.val_spin.setSuffix(" %")
         self.val_spin.setToolTip("Share of the rows held out of training to measure the eval loss")
-        self.val_spin.valueChanged.connect(lambda _v: self._show_split())
+        self.val_spin.valueChanged.connect(lambda _v: self._show_counts())
 
-        self.settings_note = QLabel(
-            "These shape the preview. A run takes them from its own settings "
-            "(lora-studio train --max-length, --train-on, --val-fraction).", self)
+        self.settings_note = QLabel("The next run trains with these: they are the Train page's settings, "
+                                    "and a change on either page shows on the other.", self)
         self.settings_note.setWordWrap(True)
         self.settings_note.setForegroundRole(QPalette.ColorRole.PlaceholderText)  # muted, light or dark
         training = QGroupBox("Preview the training text", self)
@@ -428,6 +434,11 @@ class DataPage(QWidget):
         self.empty_value = QLabel(self)
         self.split_value = QLabel(self)
         self.truncated_value = QLabel(self)
+        # Every count in one line with the reason for each difference: the line the run's log will say.
+        self.counts_label = QLabel(self)
+        self.counts_label.setWordWrap(True)
+        self.counts_label.setAccessibleName("What training makes of the rows")
+        self.counts_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         facts = QGridLayout()
         for index, (label, value) in enumerate((
                 ("Format:", self.format_value), ("Rows in the file:", self.rows_value),
@@ -477,6 +488,7 @@ class DataPage(QWidget):
         layout = QVBoxLayout(results)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(facts)
+        layout.addWidget(self.counts_label)
         layout.addWidget(self.problems_list)
         layout.addWidget(splitter, 1)
         return results
@@ -518,9 +530,16 @@ class DataPage(QWidget):
             "data_format": options.format,
             "columns": dict(options.columns),
             "text_split": options.text_split,
+            "max_length": self.max_length_spin.value(),
             "train_on": self.train_on_combo.currentData(),
             "val_fraction": self.val_spin.value() / 100,
         }
+
+    def set_run_settings(self, max_length: int, train_on: str, val_fraction: float) -> None:
+        """Show the Train page's max length, loss and validation share (what the next run uses)."""
+        self.max_length_spin.setValue(max_length)
+        self.train_on_combo.setCurrentIndex(max(0, self.train_on_combo.findData(train_on)))
+        self.val_spin.setValue(round(val_fraction * 100))
 
     # ------------------------------------------------------------ inspecting
     def _options(self, keep_mapping: bool) -> DataOptions:
@@ -599,6 +618,7 @@ class DataPage(QWidget):
             for label in (self.usable_value, self.problems_value, self.duplicates_value, self.empty_value,
                           self.split_value, self.truncated_value):
                 label.setText("–")
+            self.counts_label.clear()
             self.histogram.set_lengths(None, "stopped before the end of the file")
         else:
             self._tokenizer, self._tokenizer_model = result.tokenizer, result.model
@@ -667,6 +687,7 @@ class DataPage(QWidget):
         for label in (self.format_value, self.rows_value, self.usable_value, self.problems_value,
                       self.duplicates_value, self.empty_value, self.split_value, self.truncated_value):
             label.setText("–")
+        self.counts_label.clear()
 
     def _show_preview(self, source: DatasetSource, preview: DatasetPreview) -> None:
         self._source, self._samples, self._report = source, preview.samples, None
@@ -686,6 +707,7 @@ class DataPage(QWidget):
                       self.empty_value, self.split_value):
             label.setText(waiting)
         self.truncated_value.setText(waiting if self.tokens_check.isChecked() else "choose a model to count tokens")
+        self.counts_label.clear()
         self.histogram.set_lengths(None, "measuring…" if self.tokens_check.isChecked() else self._no_lengths_reason())
         self._show_problems(preview.problems)
         self._fill_table(source, preview.samples, complete=preview.complete)
@@ -754,40 +776,41 @@ class DataPage(QWidget):
     def _show_report(self, report: DatasetReport) -> None:
         self._report = report
         self.rows_value.setText(f"{report.total_rows:,}")
-        self.usable_value.setText(f"{report.good_rows:,}")
-        bad = report.bad_rows
-        self.problems_value.setText(f"{bad:,} row{'s' if bad != 1 else ''} will be skipped" if bad else "none")
         self.duplicates_value.setText(f"{report.duplicates:,}" + (" (repeats of earlier rows)" if report.duplicates
                                                                    else ""))
         self.empty_value.setText(f"{report.empty_answers:,}" + (" (counted among the problems)"
                                                                  if report.empty_answers else ""))
-        self._show_problems(report.problems, total=bad)
         self.histogram.set_lengths(report.token_lengths, self._no_lengths_reason())
-        self._show_split()
         self._apply_cutoff()
         if report.chat_template_fallback:
             self.detected_label.setText(self.detected_label.text() + "\nThe model has no chat template: "
                                         "training uses ChatML and saves it with the adapter.")
 
-    def _show_split(self) -> None:
+    def _show_counts(self) -> None:
+        """What the next run makes of the rows with these settings: the engine's counts, as its log says them."""
         if self._report is None:
             return
-        share = self.val_spin.value() / 100
-        train, held_out = split_counts(self._report.good_rows, share)
+        counts = self._report.row_counts(self.max_length_spin.value(), self.train_on_combo.currentData(),
+                                         self.val_spin.value() / 100)
+        self.counts_label.setText(counts.sentence())
+        self.usable_value.setText(f"{counts.examples:,}")
+        self.problems_value.setText(f"{_rows(counts.bad)} will be skipped" if counts.bad else "none")
+        self._show_problems(self._report.problems, total=counts.bad)
+        train, held_out = counts.split
         self.split_value.setText(f"{train:,} to train on, {held_out:,} to validate" if held_out
                                  else "none (set a share to hold out)")
+        if not counts.measured:
+            self.truncated_value.setText("choose a model to count tokens")
+            return
+        parts = [f"{_rows(counts.cut)} ({100 * counts.cut / counts.examples:.1f}%) would be truncated"] \
+            if counts.cut else []
+        if counts.nothing_to_learn:
+            parts.append(f"{counts.nothing_to_learn:,} skipped")  # why: the counts line below says
+        self.truncated_value.setText(", ".join(parts) or "none")
 
     def _apply_cutoff(self) -> None:
-        max_length = self.max_length_spin.value()
-        self.histogram.set_cutoff(max_length)
-        report = self._report
-        if report is not None and report.token_lengths is not None:
-            cut = report.truncated(max_length)
-            share = 100 * cut / report.good_rows if report.good_rows else 0.0
-            rows = "row" if cut == 1 else "rows"
-            self.truncated_value.setText(f"{cut:,} {rows} ({share:.1f}%) would be truncated" if cut else "none")
-        elif report is not None:
-            self.truncated_value.setText("choose a model to count tokens")
+        self.histogram.set_cutoff(self.max_length_spin.value())
+        self._show_counts()
         self._show_selected_row()
 
     def _show_selected_row(self) -> None:

@@ -36,6 +36,7 @@ from engine.core.choices import METHOD_LABELS, METHODS, PROMPT_METHODS, TARGET_P
 # What may stand in a learning-rate box while it is typed: digits, a point, an exponent.
 _NUMBER_PREFIX = re.compile(r"\d*\.?\d*(?:[eE][-+]?\d*)?")
 CUSTOM_TARGETS = "custom"
+MAX_LENGTH_RANGE = (16, 1_048_576)  # tokens; the Data page's max length is the same setting
 
 TIPS = {
     "preset": "A starting point: Quick try trains a small adapter in minutes; Balanced suits most tasks; "
@@ -95,7 +96,8 @@ TIPS = {
     "grad_accum": "Adds up the gradients of this many batches before each step: the effective batch is batch x "
                   "accumulation, at the memory cost of one batch. Raise it when the batch you want does not fit.",
     "max_length": "The longest example in tokens; longer ones are cut. Memory grows with it: lower it to fit in memory, "
-                  "raise it when your conversations are long and get cut (the Data page shows how many are).",
+                  "raise it when your conversations are long and get cut. The Data page shows and sets the same value, "
+                  "with how many rows it cuts.",
     "grad_checkpointing": "Recomputes each layer in the backward pass instead of keeping its activations: much less "
                           "memory for about a third more time. Turn it on when long examples do not fit.",
     "batching": "Padded batches pad every row to the longest in its batch. Padding-free lays the rows end to end "
@@ -281,7 +283,7 @@ class SettingsForm(QWidget):
         self.epochs_spin = _double(0.1, 100.0, 1.0, 1, 0.5)
         self.batch_spin = _spin(1, 4096, 4)
         self.accum_spin = _spin(1, 4096, 1)
-        self.max_length_spin = _spin(16, 1_048_576, 256, step=64, suffix=" tokens")
+        self.max_length_spin = _spin(*MAX_LENGTH_RANGE, 256, step=64, suffix=" tokens")
 
         self.checkpointing_check = QCheckBox("Gradient checkpointing")
         self.batching_combo = _combo([("Padded", "padded"), ("Padding-free", "padding_free")])

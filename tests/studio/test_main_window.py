@@ -234,6 +234,49 @@ def test_the_data_pages_choices_are_what_the_train_page_trains_on(qtbot, window,
     assert evals  # the held-out rows were evaluated
 
 
+def test_max_length_is_one_setting_of_both_pages_and_the_data_page_counts_what_the_run_makes_of_the_rows(
+        qtbot, window, tiny_model_dir, tmp_path):
+    from engine.data.dataset import DataOptions, open_dataset
+    from engine.data.write import write_examples
+    from engine.models.tokenizer import load_tokenizer
+
+    rows = [{"question": "Name a colour.", "answer": "Blue."},
+            {"question": "Say nothing.", "answer": "  "},  # a bad row: an empty answer
+            {"question": "Where is Paris?", "answer": "In France. " * 40},  # cut by max length
+            {"question": "Why? " * 80, "answer": "Because."}]  # its prompt alone fills max length
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    train, data = window.train_page, window.data_page
+    train.form.apply_preset("quick")
+    window.show_page("Data")
+    assert data.max_length_spin.value() == 256  # the Train page's preset, not a max length of the Data page's own
+    with qtbot.waitSignal(data.inspectionFinished, timeout=60_000):
+        data.picker.set_path(str(path))
+    with qtbot.waitSignal(data.inspectionFinished, timeout=60_000):
+        data.model_picker.set_ref(str(tiny_model_dir))
+        data.tokens_check.setChecked(True)
+    short = int(data.dataset.token_lengths[0])  # the first row fits; the long answer and the long prompt do not
+    data.max_length_spin.setValue(short)
+
+    window.show_page("Train")
+    assert train.form.max_length_spin.value() == short and train.form.preset_combo.currentText() == "Custom"
+    assert f"Max length changed on the Data page: now {short}" in train.data_change_label.text()
+    train.model_picker.set_ref(str(tiny_model_dir))
+    config = train.build_config()
+    # What the run's tokenising pass makes of the rows with the Train page's settings.
+    source = open_dataset(config.dataset, DataOptions(config.data_format, config.columns or {}, config.text_split))
+    counts = write_examples(source, load_tokenizer(tiny_model_dir), config.max_length, tmp_path / "examples.arrow",
+                            train_on=config.train_on).row_counts(config.val_fraction)
+    assert (counts.bad, counts.nothing_to_learn, counts.cut, counts.examples) == (1, 1, 1, 2)
+    assert data.truncated_value.text().startswith(f"{counts.cut} row (50.0%) would be truncated")
+    assert (data.usable_value.text(), data.counts_label.text()) == (str(counts.examples), counts.sentence())
+
+    train.form.max_length_spin.setValue(short + 100)
+    window.show_page("Data")
+    assert data.max_length_spin.value() == short + 100
+    assert data.counts_label.text() == data.dataset.row_counts(short + 100).sentence()
+
+
 def test_a_dataset_picked_on_the_train_page_is_kept_when_the_data_page_was_not_used(qtbot, window, tmp_path):
     dataset = write_messages_dataset(tmp_path / "mine.jsonl")
     window.show_page("Train")

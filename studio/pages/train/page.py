@@ -317,25 +317,57 @@ class TrainPage(QWidget):
                          **self.form.values(), **self._reading_settings(dataset))
 
     def set_data_settings(self, settings: Optional[dict]) -> None:
-        """Take the dataset and the reading choices made on the Data page (None: none made).
-        While a run is starting or going they wait for it to end: the page keeps showing what
-        the run trains on, and says what the next run will."""
+        """Take the dataset, the reading choices and the max length, loss and validation share
+        set on the Data page (None: no dataset there). While a run is starting or going they
+        wait for it to end: the page keeps showing what the run trains on, and says what the
+        next run will."""
         if self.busy:
             self._waiting_data_settings = (settings,)
             if settings and settings["dataset"] != self.dataset_picker.current_path():
                 self._show_data_change(f"Chosen on the Data page: {Path(settings['dataset']).name}. "
                                        "The run going now keeps its dataset; the next run uses this one.")
+            elif settings and settings["max_length"] != self.form.max_length_spin.value():
+                self._show_data_change(f"Max length {settings['max_length']:,} chosen on the Data page. "
+                                       "The run going now keeps its own; the next run uses this one.")
             return
         self._apply_data_settings(settings)
 
     def _apply_data_settings(self, settings: Optional[dict]) -> None:
         before = self.dataset_picker.current_path()
+        changes = []
+        if settings:
+            settings = dict(settings)
+            # The max length lives in the settings form, the rest in the line under the dataset.
+            changes += self._apply_max_length(settings.pop("max_length"))
         self._data_settings = settings
         if settings and settings["dataset"] != before:
             self.dataset_picker.set_path(settings["dataset"])
             was = f" (was {Path(before).name})" if before else ""
-            self._show_data_change(f"Dataset changed on the Data page: now {Path(settings['dataset']).name}{was}.")
+            changes.insert(0, f"Dataset changed on the Data page: now {Path(settings['dataset']).name}{was}.")
+        if changes:
+            self._show_data_change(" ".join(changes))
         self._show_data_settings()
+
+    def _apply_max_length(self, max_length: int) -> list[str]:
+        """Set the max length chosen on the Data page as a user would (a preset it no longer
+        matches then reads Custom); the change, in words."""
+        before = self.form.max_length_spin.value()
+        if max_length == before:
+            return []
+        self.form.max_length_spin.setValue(max_length)
+        return [f"Max length changed on the Data page: now {max_length:,} (was {before:,})."]
+
+    def next_run_data_settings(self) -> dict[str, Any]:
+        """The max length, loss and validation share the next run trains with (those waiting
+        for the running one to end, if any): what the Data page previews with."""
+        waiting = self._waiting_data_settings[0] if self._waiting_data_settings else None
+        if waiting:
+            return {key: waiting[key] for key in ("max_length", "train_on", "val_fraction")}
+        settings = self._reading_settings(self.dataset_picker.current_path())
+        defaults = RunConfig(model="-", dataset="-")
+        return {"max_length": self.form.max_length_spin.value(),
+                "train_on": settings.get("train_on", defaults.train_on),
+                "val_fraction": settings.get("val_fraction", defaults.val_fraction)}
 
     def _show_data_change(self, message: str) -> None:
         self.data_change_label.setText(message)
@@ -359,7 +391,7 @@ class TrainPage(QWidget):
         parts.append("loss on every token" if settings["train_on"] == "all" else "loss on the replies")
         if settings["val_fraction"]:
             parts.append(f"{settings['val_fraction']:.0%} held out for eval loss")
-        self.data_settings_label.setText("From the Data page: " + "; ".join(parts))
+        self.data_settings_label.setText("Set on the Data page: " + "; ".join(parts))
 
     # -------------------------------------------------------------- memory
     def find_device(self) -> None:

@@ -373,6 +373,28 @@ def test_a_scan_counts_good_bad_duplicate_and_empty_rows_and_measures_lengths(to
     assert summary["truncated"] == sum(n > 64 for n in full)
 
 
+def test_the_scan_counts_the_rows_as_the_runs_tokenising_pass_makes_them_examples(tokenizer, tmp_path):
+    # A bad line, an empty answer, a duplicate, a long answer max length cuts, and a prompt it fills.
+    rows = [*_mixed_rows(), {"question": "Why? " * 80, "answer": "Because."}]  # 7: the long prompt
+    source = open_dataset(write_jsonl(tmp_path / "qa.jsonl", rows))
+    report = scan_dataset(source, tokenizer)
+    max_length = int(max(report.token_lengths[:3]))  # lines 1-3 fit; lines 6 and 7 do not
+
+    for train_on in ("assistant", "all"):
+        written = write_examples(source, tokenizer, max_length, tmp_path / f"{train_on}.arrow", train_on=train_on)
+        for share in (0.0, 0.5):
+            assert report.row_counts(max_length, train_on, share) == written.row_counts(share)
+    counts = report.row_counts(max_length, "assistant", 0.5)
+    assert (counts.rows, counts.bad, counts.nothing_to_learn, counts.examples, counts.cut) == (7, 2, 1, 4, 1)
+    assert counts.sentence() == (
+        f"7 rows in the file: 2 bad rows and 1 whose prompt alone fills max length {max_length} skipped "
+        f"→ 4 examples (1 cut to {max_length} tokens): 2 to train on, 2 held out for validation")
+    assert report.to_dict(max_length, 0.5)["summary"] == counts.sentence()
+    # Learning every token, the long prompt trains too (cut to max length).
+    assert report.row_counts(max_length, "all").sentence() == (
+        f"7 rows in the file: 2 bad rows skipped → 5 examples (2 cut to {max_length} tokens)")
+
+
 def test_a_cancelled_scan_or_write_stops_and_leaves_no_file(tokenizer, tmp_path):
     source = open_dataset(write_jsonl(tmp_path / "qa.jsonl", _mixed_rows()))
     assert scan_dataset(source, cancelled=lambda: True) is None
