@@ -18,7 +18,7 @@ from PySide6.QtGui import QColor, QHelpEvent, QPainter, QPalette, QPen, QTextDoc
 from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QToolTip, QVBoxLayout, QWidget
 
 from engine.core.units import human_bytes
-from engine.memory.estimate import DEFAULT_MARGIN, MemoryEstimate
+from engine.memory.estimate import ALLOCATOR_RESERVE_FRACTION, CUDA_CONTEXT_BYTES, DEFAULT_MARGIN, MemoryEstimate
 
 ITEM_LABELS = {
     "weights": "weights",
@@ -45,17 +45,17 @@ ITEM_HELP = {
     "optimizer_states": "What the optimizer remembers for each trainable weight between steps (AdamW: two "
                         "numbers). 8-bit AdamW (Optimizer) keeps it in a quarter; a lower LoRA rank lowers it too.",
     "activations": "What each layer keeps from the forward pass for the backward pass, for every token of a "
-                   "batch: it grows with batch size x max length. Lower either, or turn on gradient "
-                   "checkpointing (Advanced, Activations).",
+                   "batch: it grows with batch size × max length. Lower either, or turn on gradient "
+                   "checkpointing (Advanced mode, under Activations).",
     "logits_and_loss": "The model's score for every word of its vocabulary at every token of a batch, and the "
-                       "loss computed from them: it grows with batch size x max length. Lower either.",
-    "cuda_context": "What the GPU driver and its libraries take before training starts, about 600 MiB. No "
-                    "setting changes it.",
-    "allocator_reserve": "Memory PyTorch keeps aside to reuse, about a tenth of the rest at the peak. It "
-                         "shrinks with everything else.",
+                       "loss computed from them: it grows with batch size × max length. Lower either.",
+    "cuda_context": f"What the GPU driver and its libraries take before training starts, about "
+                    f"{human_bytes(CUDA_CONTEXT_BYTES)}. No setting changes it.",
+    "allocator_reserve": f"Memory PyTorch keeps aside to reuse, about {ALLOCATOR_RESERVE_FRACTION:.0%} of the rest at "
+                         "the peak. It shrinks with everything else.",
 }
 FREE_HELP = ("The upright line on the bar: the memory free on this device now. The run fits when the bar ends "
-             "before it with a tenth to spare.")
+             f"before it with {DEFAULT_MARGIN:.0%} of it to spare.")
 # Distinct hues that read on light and dark backgrounds alike.
 ITEM_COLOURS = {
     "weights": "#4e79a7", "autocast_weight_copies": "#a0cbe8", "trainable_params": "#f28e2b",
