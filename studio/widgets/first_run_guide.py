@@ -70,12 +70,12 @@ STEPS = (
     GuideStep("Train", "Train",
               "The starter model and the pirate sample are already chosen. Press Start (Ctrl+Enter) and watch "
               "the loss fall. The run goes on if you switch pages; the studio tells you when it ends.",
-              ("start_button", "loss_plot")),
+              ("start_button", "loss_plot", "model_picker", "dataset_picker")),
     GuideStep("Chat", "Chat",
               "Press Load model and ask a question with \u201cNo adapter\u201d. Then pick the adapter the run "
               "made in the Adapter list and ask again: the answer now comes from a pirate. Home lists every "
               "run with its curves.",
-              ("load_button", "adapter_picker", "message_box")),
+              ("load_button", "adapter_picker", "message_box", "transcript")),
 )
 
 # What a user clicks or types into: the panel covers as little of these as it can.
@@ -230,12 +230,21 @@ class FirstRunGuide(QFrame):
         return QSize(width, max(self.heightForWidth(width), self.minimumSizeHint().height()))
 
     def _in_window(self, widget: QWidget) -> QRect:
-        return QRect(widget.mapTo(self._window, QPoint(0, 0)), widget.size())
+        """The part of ``widget`` its parents show (a control scrolled out of view takes no room), in
+        the window's coordinates."""
+        shown = QRect(widget.mapTo(self._window, QPoint(0, 0)), widget.size())
+        parent = widget.parentWidget()
+        while parent is not None and parent is not self._window:
+            shown = shown.intersected(QRect(parent.mapTo(self._window, QPoint(0, 0)), parent.size()))
+            parent = parent.parentWidget()
+        return shown
 
     def _in_use(self, widget: QWidget) -> QRect:
         """The part of a control that shows something: a list or table down to its last row (its
-        empty rest is what the panel may cover), any other control whole."""
+        empty rest is what the panel may cover), nothing of an empty log, any other control whole."""
         whole = self._in_window(widget)
+        if isinstance(widget, (QTextEdit, QPlainTextEdit)) and widget.isReadOnly() and widget.document().isEmpty():
+            return QRect()
         model = widget.model() if isinstance(widget, QAbstractItemView) else None
         if model is None:
             return whole

@@ -180,8 +180,8 @@ GUIDE_CONTROLS = {
     "Home": ("devices_table",),
     "Models": ("starter_button", "add_folder_button", "add_gguf_button"),
     "Data": ("picker", "table", "conversation_view"),
-    "Train": ("start_button", "loss_plot"),
-    "Chat": ("load_button", "adapter_picker", "message_box"),
+    "Train": ("start_button", "loss_plot", "model_picker", "dataset_picker"),
+    "Chat": ("load_button", "adapter_picker", "message_box", "transcript"),
 }
 
 
