@@ -4,8 +4,8 @@ Each item of ``engine.memory.estimate.estimate_memory`` (weights, gradients, opt
 activations, logits...) is one coloured segment; an upright line marks the device's free memory
 and a badge says whether the run fits, is tight, or does not fit. The legend names every
 segment and the line; hovering an entry or a segment says what the item is, why it grows and
-which setting lowers it (``ITEM_HELP``). The widget only draws: ``TrainPage`` computes the estimate (a millisecond of
-arithmetic) and hands it over.
+which setting lowers it (``ITEM_HELP``). The widget only draws: ``TrainPage`` computes the
+estimate (a millisecond of arithmetic) and hands it over.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ ITEM_COLOURS = {
 FITS, TIGHT, TOO_BIG = "fits", "tight", "does not fit"
 BADGE_HELP = (f"Fits: the run takes at most {1 - DEFAULT_MARGIN:.0%} of the free memory. Tight: it fits only without "
               f"that {DEFAULT_MARGIN:.0%} to spare, and may run out when another program takes memory. Does not "
-              "fit: lower the batch size or the max length, or press Fit.")
+              "fit: lower the batch size or the max length, or press the Fit button.")
 SUMMARY_HELP = ("The estimate at the busiest moment of a training step, against the memory free on this device "
                 "now. The forward/backward pass peaks with the activations, the optimizer step with the "
                 "optimizer states.")
