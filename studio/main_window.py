@@ -400,7 +400,7 @@ class MainWindow(QMainWindow):
     def show_guide(self) -> QWidget:
         from studio.widgets.first_run_guide import FirstRunGuide
 
-        return self._show_dialog("guide", lambda: FirstRunGuide(self.show_page, self))
+        return self._show_dialog("guide", lambda: FirstRunGuide(self.show_page, self.page, self))
 
     def show_logs(self) -> QWidget:
         from studio.widgets.log_viewer import LogViewer

@@ -180,7 +180,7 @@ def main(argv: list[str]) -> int:
     from studio.settings import app_settings
     from studio.widgets.first_run_guide import DISMISSED_KEY
 
-    app_settings().set(DISMISSED_KEY, True)  # the guide is a window of its own, not part of a page
+    app_settings().set(DISMISSED_KEY, True)  # the guide is a panel over part of the page, not part of it
     app, window = start(sys.argv[:1])
     window.resize(*SIZE)
     camera = Camera(window, out)

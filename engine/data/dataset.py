@@ -42,6 +42,7 @@ class Sample:
     line: int
     conversation: list[dict]
     file: str = ""
+    unit: str = "line"  # what ``line`` counts: a line of the file, or a row of a table (Parquet, the Hub)
 
 
 @dataclass
@@ -95,7 +96,7 @@ class DatasetSource:
                 yield item
                 continue
             try:
-                yield Sample(item.line, self._convert(item.value), item.file)
+                yield Sample(item.line, self._convert(item.value), item.file, item.unit)
             except BadRow as exc:
                 yield RowProblem(item.line, str(exc), item.file, item.unit, exc.code)
 

@@ -53,11 +53,28 @@ from engine.adapters.library import (
 from engine.adapters.trash import TrashEntry, delete_adapter, empty_trash, list_trash, restore_adapter
 from engine.paths import adapters_dir
 from studio.pages.adapter_fields import field_meaning, field_name
+from studio.widgets.column_tips import set_column_tips
 from studio.widgets.live_plot import LivePlot
 from studio.workers import BackgroundTask, TaskReporter, TaskSlot
 
 COLUMNS = ("Name", "Status", "Base model", "Method", "Rank", "Dataset", "Steps", "Final loss", "Eval loss",
            "Created", "Size", "Tags")
+# What each column means to the user: the headers' tooltips.
+COLUMN_HELP = {
+    "Name": "The adapter's name in the library; Chat and Compare list it by this name.",
+    "Status": "Ready to use, or damaged with what is wrong with its folder (a damaged adapter cannot be loaded).",
+    "Base model": "The model it was trained on: it works with that model only.",
+    "Method": "How it was trained (LoRA, QLoRA, DoRA, prompt tuning...).",
+    "Rank": "The size of its low-rank update: higher learns more and makes a larger file.",
+    "Dataset": "The data file it was trained on.",
+    "Steps": "How many training steps made it.",
+    "Final loss": "The training loss at its last step (lower is better); compare adapters on the same dataset only.",
+    "Eval loss": "The loss on validation rows it never learned from, at the last evaluation: lower is better, and "
+                 "far above the final loss means it memorised its rows.",
+    "Created": "When it was saved; the list puts the newest first.",
+    "Size": "The size of its files on disk.",
+    "Tags": "Your own labels, to find and group adapters.",
+}
 # Long paths and damage reasons are cut at this width; the tooltip and the details show them whole.
 _MAX_COLUMN_WIDTH = 150
 _SORT_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -338,6 +355,7 @@ class AdaptersPage(QWidget):
         self.table = QTableWidget(0, len(COLUMNS), self)
         self.table.setAccessibleName("Adapter library")
         self.table.setHorizontalHeaderLabels(COLUMNS)
+        set_column_tips(self.table, COLUMN_HELP)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)

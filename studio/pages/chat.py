@@ -36,6 +36,7 @@ from studio.widgets.chat_widgets import (
     ASSISTANT_COLOUR,
     ERROR_COLOUR,
     NOTE_COLOUR,
+    REPLY_FIGURES_HELP,
     USER_COLOUR,
     ChatAdapterPicker,
     GenerationSettings,
@@ -163,6 +164,7 @@ class ChatPage(QWidget):
         self.open_button = _button("Open…", "Open a saved conversation to read it or go on with it", tab)
         self.status_label = QLabel(tab)
         self.status_label.setAccessibleName("Reply statistics")
+        self.status_label.setToolTip(REPLY_FIGURES_HELP)
         self.status_label.setStyleSheet(f"color: {NOTE_COLOUR};")
 
         adapter_row = QHBoxLayout()

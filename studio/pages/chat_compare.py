@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 from studio.widgets.chat_widgets import (
     ASSISTANT_COLOUR,
     NOTE_COLOUR,
+    REPLY_FIGURES_HELP,
     AdapterEntry,
     LiveRate,
     MessageBox,
@@ -119,6 +120,7 @@ class CompareColumn(QWidget):
         self.output = Transcript(self)
         self.output.setAccessibleName(f"Column {number} reply")
         self.stats_label = QLabel(self)
+        self.stats_label.setToolTip(REPLY_FIGURES_HELP)
         self.stats_label.setStyleSheet(f"color: {NOTE_COLOUR};")
         self.stats_label.setWordWrap(True)
         # Two lines in a narrow column; reserved, so that a column whose chooser is taller

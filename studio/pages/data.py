@@ -65,13 +65,46 @@ from engine.data.scan import DatasetReport, scan_dataset
 from engine.core.choices import TEXT_SPLITS
 from engine.errors import StudioError
 from studio import theme
+from studio.widgets.column_tips import set_column_tips
 from studio.widgets.pickers import DatasetPicker, ModelPicker
 from studio.widgets.train_settings import MAX_LENGTH_RANGE
 from studio.workers import BackgroundTask, TaskReporter
 
 SHOWN_PROBLEMS = 20
-CHAT_COLUMNS = ("Line", "Turns", "First user message", "First assistant reply")
-TEXT_COLUMNS = ("Line", "Characters", "Text")
+# The first column says where a row is in its file: the line it starts on (a text file, JSON, CSV), as an
+# editor numbers the lines, or its row number (Parquet, the Hub), by the reader's unit (``Sample.unit``);
+# for a folder, the file too, as the problems list names it.
+WHERE_TITLES = {"line": "Line in file", "row": "Row in file", "folder": "File and place"}
+CHAT_COLUMNS = (WHERE_TITLES["line"], "Turns", "First user message", "First assistant reply")
+TEXT_COLUMNS = (WHERE_TITLES["line"], "Characters", "Text")
+COLUMN_HELP = {
+    "Line in file": "The line of the file where this row starts, as a text editor numbers the lines: go there to "
+                    "fix or remove the row. A row that spans several lines counts its first, so this is not the "
+                    "row's number.",
+    "Row in file": "The row's number in the file, counted from 1, as a table viewer shows it.",
+    "File and place": "The file of the folder the row comes from, and the line it starts on (row, for a Parquet "
+                      "file), as the problems list names them.",
+    "Turns": "Messages in the conversation, the system prompt left out: 2 is one question and its answer.",
+    "Characters": "The text's length in characters (the histogram counts tokens once a model is chosen).",
+    "First user message": "The conversation's first question, on one line; select the row to read it all below.",
+    "First assistant reply": "The first answer, what the model learns to write; select the row to read it all.",
+    "Text": "The row's text on one line; select the row to read it all below.",
+}
+# What each value of the summary above the rows means, and what is good.
+FACT_HELP = {
+    "Format:": "How the rows are read: the layout found (or chosen under How to read it) and the file's type.",
+    "Rows in the file:": "Every row the file holds, usable or not.",
+    "Usable rows:": "Rows that can be trained on: the rows in the file less those with problems.",
+    "Problems:": "Rows that cannot be used, listed below with where they are in the file. Fix them there, or let "
+                 "the Train page's Bad rows setting skip them.",
+    "Duplicates:": "Rows that repeat an earlier row exactly. They are trained on again, so they weigh more: remove "
+                   "them unless that is meant.",
+    "Empty answers:": "Rows whose reply is empty, so there is nothing to learn from them; counted among the problems.",
+    "Validation split:": "How the usable rows divide between training and validation (Validation, on the left). "
+                         "Validation rows measure the eval loss on rows the model never learns from.",
+    "Longer than max length:": "Rows with more tokens than the max length: their end is cut off in training and "
+                               "never learned. Raise the max length (more memory) or shorten those rows.",
+}
 _PROGRESS_STEPS = 1000
 _NOT_USED = "(not used)"
 _CHOOSE = "(choose a column)"
@@ -446,7 +479,10 @@ class DataPage(QWidget):
                 ("Duplicates:", self.duplicates_value), ("Empty answers:", self.empty_value),
                 ("Validation split:", self.split_value), ("Longer than max length:", self.truncated_value))):
             value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-            facts.addWidget(QLabel(label, self), index // 2, 2 * (index % 2))
+            value.setToolTip(FACT_HELP[label])
+            name = QLabel(label, self)
+            name.setToolTip(FACT_HELP[label])
+            facts.addWidget(name, index // 2, 2 * (index % 2))
             facts.addWidget(value, index // 2, 2 * (index % 2) + 1)
         facts.setColumnStretch(1, 1)
         facts.setColumnStretch(3, 1)
@@ -677,6 +713,7 @@ class DataPage(QWidget):
         self.table.setRowCount(0)
         self.table.setColumnCount(len(CHAT_COLUMNS))
         self.table.setHorizontalHeaderLabels(CHAT_COLUMNS)
+        set_column_tips(self.table, COLUMN_HELP)
         self.conversation_view.clear()
         self.preview_label.clear()
         self.detected_label.clear()
@@ -734,18 +771,21 @@ class DataPage(QWidget):
 
     def _fill_table(self, source: DatasetSource, samples: list[Sample], complete: bool) -> None:
         is_text = source.format == "text"
-        headers = TEXT_COLUMNS if is_text else CHAT_COLUMNS
+        headers = list(TEXT_COLUMNS if is_text else CHAT_COLUMNS)
+        in_folder = any(sample.file for sample in samples)
+        headers[0] = WHERE_TITLES["folder" if in_folder else samples[0].unit if samples else "line"]
         self.table.clearSelection()
         self.table.setRowCount(0)
         self.table.setColumnCount(len(headers))
         self.table.setHorizontalHeaderLabels(headers)
+        set_column_tips(self.table, COLUMN_HELP)
         header = self.table.horizontalHeader()
         for column in range(len(headers)):
             mode = QHeaderView.ResizeMode.ResizeToContents if column < 2 else QHeaderView.ResizeMode.Stretch
             header.setSectionResizeMode(column, mode)
         self.table.setRowCount(len(samples))
         for row, sample in enumerate(samples):
-            where = f"{sample.file}:{sample.line}" if sample.file else str(sample.line)
+            where = f"{sample.file} {sample.unit} {sample.line}" if in_folder else str(sample.line)
             if is_text:
                 content = sample.conversation[0]["content"]
                 cells = (where, f"{len(content):,}", _one_line(content))

@@ -50,11 +50,38 @@ from engine.core.choices import ENDED_WELL, RunStatus
 from engine.core.units import gib
 from engine.jobs.history import RunHistory, format_duration
 from studio import theme
+from studio.widgets.column_tips import set_column_tips
 from studio.widgets.error_dialog import show_error
 from studio.widgets.sparkline import SPARK_ROLE, SparklineDelegate
 from studio.workers import BackgroundTask, TaskReporter
 
 RUN_COLUMNS = ("Run", "Status", "Started", "Duration", "Steps", "Final loss", "Loss")
+# What each column of the two tables means to the user, and what is good: the headers' tooltips.
+RUN_COLUMN_HELP = {
+    "Run": "The run's folder name: the date, the dataset and the method. Double-click to see its curves.",
+    "Status": "Running, completed, stopped (by you, adapter saved), failed, or interrupted (cut off; Resume goes on).",
+    "Started": "When the run started; the list puts the newest first.",
+    "Duration": "Time spent training, added up over its sessions when it was resumed.",
+    "Steps": "Training steps done of the run's total; each step learns from one batch.",
+    "Final loss": "The training loss at its last step so far (lower is better). Compare it between runs on the "
+                  "same dataset only.",
+    "Loss": "The training loss over the run: it should fall and level off.",
+}
+DEVICE_COLUMN_HELP = {
+    "Device": "A GPU or the CPU the studio can train on: runs use the first GPU, or the CPU when there is none.",
+    "Kind": "cuda: an NVIDIA (or AMD) GPU; mps: an Apple GPU; cpu: the processor. A GPU trains many times faster.",
+    "Total memory": "All of the device's memory (for the CPU, the computer's RAM).",
+    "Free memory": "What is free now for a run (Check again reads it anew); the Train page checks its estimate "
+                   "against it.",
+    "bf16": "Whether it computes in bf16, a 16-bit number format that halves memory and keeps training steady. "
+            "Yes is good: Precision Auto then uses it.",
+    "Compute": "For a GPU, its compute capability (8.0 and up has bf16 and fast attention); for the CPU, its cores "
+               "and threads.",
+    "Driver": "The NVIDIA driver's version (empty for the CPU). A driver older than PyTorch needs stops it from "
+              "using the GPU.",
+    "Use": "How busy the device is, in percent: high before a run starts means another program is using it.",
+    "Temperature": "The device's temperature; a GPU above about 85 °C slows itself down.",
+}
 SORT_ROLE = Qt.ItemDataRole.UserRole + 2
 # How often the shown page looks at the runs again; a slow read waits proportionally longer.
 RUNS_POLL_MS = 5000
@@ -169,6 +196,8 @@ class RunsModel(QAbstractTableModel):
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
             return RUN_COLUMNS[section]
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole:
+            return RUN_COLUMN_HELP[RUN_COLUMNS[section]]
         return None
 
     def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
@@ -245,6 +274,7 @@ class HomePage(QWidget):
 
         self.devices_table = _table(["Device", "Kind", "Total memory", "Free memory", "bf16", "Compute",
                                      "Driver", "Use", "Temperature"])
+        set_column_tips(self.devices_table, DEVICE_COLUMN_HELP)
         self.devices_table.setAccessibleName("Devices found")
         self.devices_table.setMaximumHeight(140)
         self.hardware_status = QLabel()

@@ -27,9 +27,23 @@ from PySide6.QtWidgets import (
 
 from engine.errors import StudioError
 from engine.models.store import STARTER, STARTER_NAME, ModelRecord, add_model, list_models, resolve_model
+from studio.widgets.column_tips import set_column_tips
 from studio.workers import TaskReporter, TaskSlot
 
 COLUMNS = ("Name", "Source", "Architecture", "Ready", "Chat template", "Size", "Location")
+# What each column means to the user: the headers' tooltips.
+COLUMN_HELP = {
+    "Name": "The model's name, as the Train and Chat pages list it.",
+    "Source": "Where it came from: starter (comes with the studio), folder (a Hugging Face folder you added), gguf "
+              "(a GGUF file you added) or trained (a merged adapter saved as a model).",
+    "Architecture": "The model's family as its config names it (LlamaForCausalLM...): it decides which layers an "
+                    "adapter can train.",
+    "Ready": "Whether it can be loaded now; the starter is converted the first time it is used.",
+    "Chat template": "Whether it comes with a template that lays out a conversation for it. Chat data trains only "
+                     "with one; without one it still trains on plain text.",
+    "Size": "The size of its files on disk.",
+    "Location": "Where its files are on this computer.",
+}
 _ERROR_STYLE = "color: #c0392b; font-weight: 600;"
 
 
@@ -67,6 +81,7 @@ class ModelsPage(QWidget):
         self.table = QTableWidget(0, len(COLUMNS), self)
         self.table.setAccessibleName("Models")
         self.table.setHorizontalHeaderLabels(COLUMNS)
+        set_column_tips(self.table, COLUMN_HELP)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)

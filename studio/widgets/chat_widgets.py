@@ -141,6 +141,11 @@ def _char_format(colour: Optional[str], *, bold: bool = False, italic: bool = Fa
     return fmt
 
 
+# What the figures under a reply mean: the tooltip of the lines that show ``describe_reply``.
+REPLY_FIGURES_HELP = ("The last reply's length in tokens (word pieces), how fast it was written in tokens per second, "
+                      "how long the first token took to come, and the seed that gives the same reply again.")
+
+
 def describe_reply(reply: "ChatReply", *, seed: bool = True) -> str:
     """``N tokens · X tok/s · first token Y s`` (and the seed of a sampled reply, unless
     ``seed`` is False: a comparison shows its one seed once)."""
@@ -216,6 +221,9 @@ class GenerationSettings(QGroupBox):
         form.addRow("Repetition penalty", self.repetition_box)
         form.addRow("Max new tokens", self.max_tokens_box)
         form.addRow("Seed", self.seed_box)
+        for row in range(form.rowCount()):  # the name explains itself as its box does
+            label = form.itemAt(row, QFormLayout.ItemRole.LabelRole).widget()
+            label.setToolTip(form.itemAt(row, QFormLayout.ItemRole.FieldRole).widget().toolTip())
         layout = QVBoxLayout(self)
         layout.addWidget(system_label)
         layout.addWidget(self.system_box)

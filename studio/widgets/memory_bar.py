@@ -1,10 +1,11 @@
 """The memory a run will take, as one stacked bar against the device's free memory.
 
 Each item of ``engine.memory.estimate.estimate_memory`` (weights, gradients, optimizer states,
-activations, logits...) is one coloured segment; a mark shows the device's free memory
-and a badge says whether the run fits, is tight, or does not fit. Hovering a segment
-names it. The widget only draws: ``TrainPage`` computes the estimate (a millisecond of
-arithmetic) and hands it over.
+activations, logits...) is one coloured segment; an upright line marks the device's free memory
+and a badge says whether the run fits, is tight, or does not fit. The legend names every
+segment and the line; hovering an entry or a segment says what the item is, why it grows and
+which setting lowers it (``ITEM_HELP``). The widget only draws: ``TrainPage`` computes the
+estimate (a millisecond of arithmetic) and hands it over.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import html
 from typing import Optional
 
 from PySide6.QtCore import QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QHelpEvent, QPainter, QPalette, QPen
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSizePolicy, QToolTip, QVBoxLayout, QWidget
+from PySide6.QtGui import QColor, QHelpEvent, QPainter, QPalette, QPen, QTextDocumentFragment
+from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QToolTip, QVBoxLayout, QWidget
 
 from engine.core.units import human_bytes
-from engine.memory.estimate import DEFAULT_MARGIN, MemoryEstimate
+from engine.memory.estimate import ALLOCATOR_RESERVE_FRACTION, CUDA_CONTEXT_BYTES, DEFAULT_MARGIN, MemoryEstimate
 
 ITEM_LABELS = {
     "weights": "weights",
@@ -30,6 +31,31 @@ ITEM_LABELS = {
     "cuda_context": "CUDA context",
     "allocator_reserve": "allocator reserve",
 }
+# What each item is, why it grows and which setting lowers it: the legend's and the bar's tooltips.
+# The settings are named as the Train page labels them.
+ITEM_HELP = {
+    "weights": "The base model itself, loaded once for the whole run. It grows with the model's size; QLoRA "
+               "(Method) keeps it in 4 bits, about a quarter of the 16-bit size.",
+    "autocast_weight_copies": "Full fine-tuning keeps 32-bit weights and computes with 16-bit copies of them, "
+                              "kept until the backward pass. LoRA or QLoRA (Method) have none.",
+    "trainable_params": "The weights that learn: the adapter (or every weight, in full fine-tuning). They grow "
+                        "with the LoRA rank and the target layers; lower either for less.",
+    "gradients": "How each trainable weight should change, found in the backward pass: as large as the "
+                 "trainable parameters, so a lower LoRA rank lowers it too.",
+    "optimizer_states": "What the optimizer remembers for each trainable weight between steps (AdamW: two "
+                        "numbers). 8-bit AdamW (Optimizer) keeps it in a quarter; a lower LoRA rank lowers it too.",
+    "activations": "What each layer keeps from the forward pass for the backward pass, for every token of a "
+                   "batch: it grows with batch size × max length. Lower either, or turn on gradient "
+                   "checkpointing (Advanced mode, under Activations).",
+    "logits_and_loss": "The model's score for every word of its vocabulary at every token of a batch, and the "
+                       "loss computed from them: it grows with batch size × max length. Lower either.",
+    "cuda_context": f"What the GPU driver and its libraries take before training starts, about "
+                    f"{human_bytes(CUDA_CONTEXT_BYTES)}. No setting changes it.",
+    "allocator_reserve": f"Memory PyTorch keeps aside to reuse, about {ALLOCATOR_RESERVE_FRACTION:.0%} of the rest at "
+                         "the peak. It shrinks with everything else.",
+}
+FREE_HELP = ("The upright line on the bar: the memory free on this device now. The run fits when the bar ends "
+             f"before it with {DEFAULT_MARGIN:.0%} of it to spare.")
 # Distinct hues that read on light and dark backgrounds alike.
 ITEM_COLOURS = {
     "weights": "#4e79a7", "autocast_weight_copies": "#a0cbe8", "trainable_params": "#f28e2b",
@@ -37,6 +63,12 @@ ITEM_COLOURS = {
     "logits_and_loss": "#b07aa1", "cuda_context": "#9c755f", "allocator_reserve": "#bab0ac",
 }
 FITS, TIGHT, TOO_BIG = "fits", "tight", "does not fit"
+BADGE_HELP = (f"Fits: the run takes at most {1 - DEFAULT_MARGIN:.0%} of the free memory. Tight: it fits only without "
+              f"that {DEFAULT_MARGIN:.0%} to spare, and may run out when another program takes memory. Does not "
+              "fit: lower the batch size or the max length, or press the Fit button.")
+SUMMARY_HELP = ("The estimate at the busiest moment of a training step, against the memory free on this device "
+                "now. The forward/backward pass peaks with the activations, the optimizer step with the "
+                "optimizer states.")
 _BADGE_COLOURS = {FITS: "#2e7d32", TIGHT: "#b26a00", TOO_BIG: "#c62828"}
 
 
@@ -100,11 +132,58 @@ class StackedBar(QWidget):
             hit = next(((name, value) for name, value, rect in self._segments() if rect.left() <= x <= rect.right()),
                        None)
             if hit is not None:
-                QToolTip.showText(event.globalPos(), f"{ITEM_LABELS.get(hit[0], hit[0])}: {human_bytes(hit[1])}", self)
+                QToolTip.showText(event.globalPos(), f"{ITEM_LABELS.get(hit[0], hit[0])}: {human_bytes(hit[1])}. "
+                                  f"{ITEM_HELP.get(hit[0], '')}", self)
             elif self._free:
-                QToolTip.showText(event.globalPos(), f"free on the device: {human_bytes(self._free)}", self)
+                QToolTip.showText(event.globalPos(), f"free memory: {human_bytes(self._free)}. {FREE_HELP}", self)
             return True
         return super().event(event)
+
+
+class MemoryLegend(QWidget):
+    """A name, a colour and a size per item of the estimate, two to a row, and the free-memory line;
+    each entry's tooltip says what it is (``ITEM_HELP``, ``FREE_HELP``)."""
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.entries: dict[str, QLabel] = {}
+        grid = QGridLayout(self)
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.setHorizontalSpacing(12)
+        grid.setVerticalSpacing(0)
+        for index, name in enumerate((*ITEM_LABELS, "free")):
+            entry = QLabel(self)
+            entry.setTextFormat(Qt.TextFormat.RichText)
+            entry.setWordWrap(True)  # a narrow window wraps an entry rather than widening the page
+            entry.setToolTip(ITEM_HELP.get(name, FREE_HELP))
+            entry.hide()
+            grid.addWidget(entry, index // 2, index % 2)
+            self.entries[name] = entry
+        grid.setColumnStretch(0, 1)
+        grid.setColumnStretch(1, 1)
+
+    def set_values(self, items: dict[str, int], free_bytes: int) -> None:
+        """Show the items that take memory, in the estimate's order, and the free memory last."""
+        shown = [(name, value) for name, value in items.items() if value > 0 and name in ITEM_LABELS]
+        grid = self.layout()
+        for entry in self.entries.values():
+            grid.removeWidget(entry)
+            entry.hide()
+        mark = self.palette().color(QPalette.ColorRole.WindowText).name()
+        rows = [(name, ITEM_COLOURS[name], "■", ITEM_LABELS[name], value) for name, value in shown]
+        if free_bytes:
+            rows.append(("free", mark, "┃", "free memory (the line)", free_bytes))
+        for index, (name, colour, symbol, label, value) in enumerate(rows):
+            entry = self.entries[name]
+            size = human_bytes(value).replace(" ", "&nbsp;")
+            entry.setText(f'<span style="color:{colour}">{symbol}</span>&nbsp;{html.escape(label)} {size}')
+            grid.addWidget(entry, index // 2, index % 2)
+            entry.show()
+
+    def visible_text(self) -> str:
+        """The entries shown, in order, as plain text."""
+        return " ".join(QTextDocumentFragment.fromHtml(entry.text()).toPlainText()
+                        for entry in self.entries.values() if not entry.isHidden())
 
 
 class MemoryBar(QWidget):
@@ -120,11 +199,11 @@ class MemoryBar(QWidget):
         self.badge.setAccessibleName("Fits the device")
         self.badge.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.badge.setMinimumWidth(96)
+        self.badge.setToolTip(BADGE_HELP)
         self.summary = QLabel("Estimating memory…")
         self.summary.setWordWrap(True)
-        self.legend = QLabel()
-        self.legend.setWordWrap(True)
-        self.legend.setTextFormat(Qt.TextFormat.RichText)
+        self.summary.setToolTip(SUMMARY_HELP)
+        self.legend = MemoryLegend()
         self.fit_button = QPushButton("Fit to my GPU")
         self.fit_button.setToolTip("Find the settings that fit this device's free memory: the longest max length "
                                    "your data needs, then the largest batch, then the highest rank; memory savers "
@@ -168,11 +247,7 @@ class MemoryBar(QWidget):
         phase = "optimizer step" if estimate.peak_phase == "optimizer_step" else "forward/backward pass"
         self.summary.setText(f"{human_bytes(estimate.device_bytes)} of {human_bytes(free_bytes)} free on "
                              f"{device_name} (the peak comes in the {phase})")
-        # Non-breaking spaces keep each item on one line when the legend wraps.
-        self.legend.setText(" &nbsp; ".join(
-            f'<span style="color:{ITEM_COLOURS[name]}">■</span>&nbsp;'
-            + f"{ITEM_LABELS[name]} {human_bytes(value)}".replace(" ", "&nbsp;")
-            for name, value in estimate.items.items() if value > 0))
+        self.legend.set_values(estimate.items, free_bytes)
         breakdown = "\n".join(f"{ITEM_LABELS[name]}: {human_bytes(value)}" for name, value in estimate.items.items()
                               if value > 0)
         self.bar.setToolTip(f"{breakdown}\nfree: {human_bytes(free_bytes)}")
@@ -183,7 +258,7 @@ class MemoryBar(QWidget):
         self.bar.set_values({}, 0)
         self.badge.setText("")
         self.badge.setStyleSheet("")
-        self.legend.setText("")
+        self.legend.set_values({}, 0)
         self.summary.setText(f"No memory estimate: {message}")
 
     def show_explanations(self, lines: list[str], suggestion: Optional[str] = None) -> None:

@@ -153,7 +153,9 @@ def test_a_folder_of_files_is_one_dataset_with_problems_named_by_file(qtbot, pag
         page.folder_button.click()
 
     assert page.format_value.text().endswith("· folder")
-    assert [page.table.item(row, 0).text() for row in range(page.table.rowCount())] == ["a.jsonl:1", "b.jsonl:1"]
+    assert [page.table.item(row, 0).text() for row in range(page.table.rowCount())] == \
+        ["a.jsonl line 1", "b.jsonl line 1"]  # named as the problems below name them
+    assert page.table.horizontalHeaderItem(0).text() == "File and place"
     assert page.problems_list.item(0).text().startswith("b.jsonl line 2: not valid JSON")
 
 

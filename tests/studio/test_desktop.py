@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from helpers import write_messages_dataset
 from pixels import pixels_of
-from PySide6.QtCore import QPoint, QSize, Qt
+from PySide6.QtCore import QPoint, QRect, QSize, Qt
 from PySide6.QtGui import QGuiApplication, QPalette
 from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 
@@ -172,6 +172,42 @@ def test_the_first_run_guide_walks_through_the_demo_and_can_be_dismissed_for_goo
     guide.dismiss_check.setChecked(True)
     window.settings.flush()
     assert Settings.load().get(DISMISSED_KEY) is True
+    _settle(qtbot)
+
+
+# What each step's text tells the user to use, on the page the step opens.
+GUIDE_CONTROLS = {
+    "Home": ("devices_table",),
+    "Models": ("starter_button", "add_folder_button", "add_gguf_button"),
+    "Data": ("picker", "table", "conversation_view"),
+    "Train": ("start_button", "loss_plot", "model_picker", "dataset_picker"),
+    "Chat": ("load_button", "adapter_picker", "message_box", "transcript"),
+}
+
+
+def _on_screen(widget: QWidget) -> QRect:
+    return QRect(widget.mapToGlobal(QPoint(0, 0)), widget.size())
+
+
+@pytest.mark.parametrize("size", [(1024, 680), (1280, 800)])
+def test_the_first_run_guide_covers_none_of_the_controls_it_names(qtbot, window, size):
+    window.resize(*size)
+    guide = window.show_guide()
+    qtbot.addWidget(guide)
+    for step, page_title in enumerate(GUIDE_CONTROLS):
+        guide.show_step(step)
+        qtbot.wait(20)  # the page is laid out, the guide finds its place
+        page = window.page(page_title)
+        panel = _on_screen(guide)
+        assert guide.isVisible() and QRect(window.mapToGlobal(QPoint(0, 0)), window.size()).contains(panel)
+        for name in GUIDE_CONTROLS[page_title]:
+            control = getattr(page, name)
+            assert control.isVisible(), (page_title, name)
+            assert not panel.intersects(_on_screen(control)), (size, page_title, name)
+        framed = _on_screen(getattr(page, GUIDE_CONTROLS[page_title][0]))
+        assert guide.control_frame.isVisible() and _on_screen(guide.control_frame).contains(framed)
+    guide.close_button.click()
+    assert not guide.isVisible() and not guide.control_frame.isVisible()
     _settle(qtbot)
 
 

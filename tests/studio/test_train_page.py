@@ -107,8 +107,15 @@ def test_the_memory_bar_follows_every_setting_and_says_whether_it_fits(page, tin
     page.update_estimate()
     small = page._estimate.device_bytes
     assert page.memory_bar.verdict == "fits" and "free on" in page.memory_bar.summary.text()
-    legend = page.memory_bar.legend.text().replace("&nbsp;", " ")
-    assert "activations" in legend and "optimizer states" in legend
+    legend = page.memory_bar.legend.visible_text()
+    assert "activations" in legend and "optimizer states" in legend and "free memory (the line)" in legend
+    # Every entry, the black line's among them, and the verdict say what they mean, in words of their own.
+    shown = [entry for entry in page.memory_bar.legend.entries.values() if entry.isVisible()]
+    assert len(shown) >= 7
+    for widget in (*shown, page.memory_bar.badge, page.memory_bar.summary):
+        assert len(widget.toolTip()) > 40 and widget.toolTip() != widget.text()
+    assert "batch size" in page.memory_bar.legend.entries["activations"].toolTip()
+    assert "upright line" in page.memory_bar.legend.entries["free"].toolTip()
     page.form.batch_spin.setValue(64)
     page.form.max_length_spin.setValue(4096)
     page.update_estimate()

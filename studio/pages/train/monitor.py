@@ -24,6 +24,16 @@ def _eta(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+PROGRESS_HELP = ("Training steps done of the run's total (each step learns from one batch, times the accumulation). "
+                 "ETA: the time left at the speed of the last steps.")
+LOSS_HELP = ("How far the model's guesses of your data's next words are from the real ones: lower is better, and it "
+             "should fall. Train loss: on the batches it learns from. Eval loss: on validation rows it never "
+             "learns from; when it rises while the train loss falls, the model is memorising your rows.")
+MEMORY_HELP = ("The memory the run takes at each step, in MB. Allocated: what the model, its gradients and the "
+               "optimizer hold. Reserved: what PyTorch has taken from the device, allocated plus room it keeps "
+               "to reuse. The dashed line, predicted peak, is the Memory panel's estimate for the run.")
+
+
 def memory_title(device: str) -> str:
     # On a CPU nothing separates tensors from the rest of the process: say what is measured.
     return "Memory (whole process)" if device == "cpu" else f"Memory on {device}"
@@ -46,6 +56,9 @@ class RunMonitor(QWidget):
         # each repaint of the window to one plot, half the time the window cannot answer.
         self.memory_plot = LivePlot(("allocated", "reserved"), x_label="step", y_label="memory (MB)",
                                     title="Memory", redraw_ms=90)
+        self.progress_bar.setToolTip(PROGRESS_HELP)
+        self.loss_plot.setToolTip(LOSS_HELP)
+        self.memory_plot.setToolTip(MEMORY_HELP)
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(5000)

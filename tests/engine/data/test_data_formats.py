@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from engine.data.dataset import DataOptions, load_dataset_file, open_dataset, preview_dataset
+from engine.data.dataset import DataOptions, Sample, load_dataset_file, open_dataset, preview_dataset
 from engine.data.examples import IGNORE_INDEX, tokenize_conversation
 from engine.data.scan import scan_dataset
 from engine.data.readers import CHUNK_CHARS, TextReader
@@ -287,6 +287,9 @@ def test_a_folder_reads_every_dataset_file_in_it_and_names_the_file_of_each_prob
     assert (source.kind, source.format, source.skipped_files) == ("folder", "qa", ["README.md"])
     assert [c[0]["content"] for c in dataset.conversations] == ["q1", "q3", "q4"]
     assert [p.where() for p in dataset.problems] == ["a.jsonl line 2", "broken.json", "more/c.parquet row 2"]
+    # Each row says what its number counts: a line of a text file, a row of a table.
+    assert [(s.file, s.unit, s.line) for s in source.items() if isinstance(s, Sample)] == \
+        [("a.jsonl", "line", 1), ("b.csv", "line", 2), ("more/c.parquet", "row", 1)]
     assert "not valid JSON" in dataset.problems[1].reason
 
 
