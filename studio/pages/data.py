@@ -267,6 +267,9 @@ class LengthHistogram(QWidget):
         self.cutoff_line.setValue(self._cutoff)
         empty = not len(self._counts)
         self.cutoff_line.setVisible(not empty)
+        # pyqtgraph's line label skips rewriting its text while hidden, and a line shown again
+        # at an unchanged value does not ask it again: it read "max length 0" beside a line at 512.
+        self.cutoff_line.label.valueChanged()
         self.empty_text.setVisible(empty)
         for axis in ("left", "bottom"):
             self.plot.getPlotItem().showAxis(axis, not empty)

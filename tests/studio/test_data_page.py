@@ -78,12 +78,15 @@ def test_token_lengths_are_drawn_with_the_cutoff_and_the_truncation_follows_max_
 
     lengths = page.dataset.token_lengths
     assert len(lengths) == 4 and page.histogram.bars() == (4, 0)  # 512 tokens hold every row
+    # The line's label says where the line is, though the cutoff was set while the line was hidden.
+    assert page.histogram.cutoff_line.label.toPlainText() == f"max length {page.max_length_spin.value()}"
     assert page.truncated_value.text() == "none"
     longest = int(lengths.max())
     page.max_length_spin.setValue(longest - 1)
     assert not page.busy  # applied to the measured lengths, without reading the file again
     assert page.truncated_value.text() == "1 row (25.0%) would be truncated"
     assert page.histogram.cutoff_line.value() == longest - 1
+    assert page.histogram.cutoff_line.label.toPlainText() == f"max length {longest - 1}"
     kept, cut = page.histogram.bars()
     assert kept + cut == 4 and cut >= 1
 
