@@ -46,6 +46,14 @@ class _Series:
         # Views, not copies: setData keeps a reference, and the buffer only grows past count.
         self.item.setData(self.x[: self.count], self.y[: self.count])
         self.dirty = False
+        self.mark_a_lone_point()
+
+    def mark_a_lone_point(self) -> None:
+        """A dot while the curve has one point (a run's first step, its first evaluation): a line
+        needs two points, so one alone drew nothing. Only then: a dot per point slows long curves."""
+        lone = self.count == 1
+        if lone != (self.item.opts["symbol"] is not None):
+            self.item.setSymbol("o" if lone else None)
 
 
 class _SteppedViewBox(pg.ViewBox):
@@ -154,7 +162,8 @@ class LivePlot(QWidget):
             plot.addLegend(offset=(-10, 10))
         # Two values (lowest, highest) per pixel column are all a line can show.
         self._series: dict[str, _Series] = {
-            name: _Series(plot.plot(name=name, antialias=True, autoDownsampleFactor=1.0)) for name in curves
+            name: _Series(plot.plot(name=name, antialias=True, autoDownsampleFactor=1.0, symbolSize=6))
+            for name in curves
         }
         self._first = curves[0]
         # One reference line, made here hidden and later moved: adding an item to a plot at a
@@ -230,11 +239,15 @@ class LivePlot(QWidget):
             series.count = 0
             series.dirty = False
             series.item.setData([], [])
+            series.mark_a_lone_point()
 
     def _colour_curves(self, colours: theme.Colours) -> None:
         for index, series in enumerate(self._series.values()):
             # One pixel wide: antialiased wider lines take ten times longer to draw.
-            series.item.setPen(pg.mkPen(colours.curves[index % len(colours.curves)], width=1))
+            colour = colours.curves[index % len(colours.curves)]
+            series.item.setPen(pg.mkPen(colour, width=1))
+            series.item.setSymbolPen(pg.mkPen(colour))
+            series.item.setSymbolBrush(pg.mkBrush(colour))
         # Muted reads on light and dark alike.
         self._reference.setPen(pg.mkPen(colours.muted, width=1.5, style=Qt.PenStyle.DashLine))
         self._reference.label.setColor(colours.muted)

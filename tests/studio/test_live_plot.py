@@ -140,3 +140,22 @@ def test_a_reference_line_shows_its_value_and_label_and_can_be_moved_or_hidden(q
     assert plot.reference is None and not line.isVisible()
     plot.set_reference(1200.0, "limit")  # the next run's: the same line, moved and relabelled
     assert plot.reference == 1200.0 and line.label.toPlainText() == "limit"
+
+
+def test_a_curve_of_one_point_is_drawn_as_a_dot_and_a_longer_one_as_a_line(qtbot, plot):
+    plot.resize(400, 300)
+    plot.show()
+    qtbot.waitExposed(plot)
+    train, evaluation = plot.plot_item.listDataItems()
+    colour = train.opts["pen"].color()
+    plot.append(1, 2.0)  # a run's first step
+    plot.redraw()
+    assert pixels_of(plot.plot_widget.grab().toImage(), colour) >= 9  # a dot, not nothing
+    plot.append(1, 2.5, "eval loss")
+    plot.redraw()
+    assert pixels_of(plot.plot_widget.grab().toImage(), evaluation.opts["pen"].color()) >= 9
+
+    plot.append(2, 1.0)
+    plot.redraw()
+    assert train.opts["symbol"] is None  # a line from two points on: a dot per point would slow long runs
+    assert evaluation.opts["symbol"] is not None
