@@ -166,6 +166,10 @@ class LivePlot(QWidget):
             for name in curves
         }
         self._first = curves[0]
+        self._labels = {name: name for name in curves}  # the curves shown, and their names in the legend
+        for depth, series in enumerate(self._series.values()):
+            # The first curve is the main one: drawn over the others where they meet, never hidden by them.
+            series.item.setZValue(len(curves) - depth)
         # One reference line, made here hidden and later moved: adding an item to a plot at a
         # run's start laid the plot out again in the same repaint as the run's first points.
         self._reference = pg.InfiniteLine(angle=0, labelOpts={"position": 0.05, "anchors": [(0, 1), (0, 1)]},
@@ -217,6 +221,22 @@ class LivePlot(QWidget):
         """How many points ``curve`` has handed to pyqtgraph (stored points wait for the next tick)."""
         x_data, _y_data = self._series[curve or self._first].item.getOriginalDataset()
         return 0 if x_data is None else len(x_data)
+
+    def label_curves(self, labels: dict[str, str]) -> None:
+        """Show only the curves in ``labels``, each under its label in the legend (a device that
+        measures fewer things than another: a CPU has no "reserved" memory apart from what is in use)."""
+        if labels == self._labels:
+            return  # a legend changed lays the plot out again
+        self._labels = dict(labels)
+        legend = self.plot_item.legend
+        for name, series in self._series.items():
+            series.item.setVisible(name in labels)
+            if legend is not None:
+                legend.removeItem(series.item)
+        if legend is not None:
+            for name, series in self._series.items():
+                if name in labels:
+                    legend.addItem(series.item, labels[name])
 
     def set_reference(self, value: Optional[float], label: str = "") -> None:
         """A dashed horizontal line at ``value`` (a prediction to read the curves against); None hides it."""
