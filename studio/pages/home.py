@@ -204,7 +204,9 @@ class RunsModel(QAbstractTableModel):
         if column == "Steps":
             return f"{run.steps} / {run.total_steps}" if run.total_steps else str(run.steps)
         if column == "Final loss":
-            return f"{run.final_loss:.4f}" if run.final_loss is not None else ""
+            if run.final_loss is None:
+                return ""
+            return f"{run.final_loss:.4f}" if run.loss_is_final else f"{run.final_loss:.4f} (now)"
         return ""
 
     @staticmethod
