@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -128,6 +129,30 @@ def test_a_running_run_shows_its_latest_loss_and_not_a_final_one(qtbot, home):
             pass
     assert "running · step 2 / 10" in viewer.status_label.text()
     assert "latest loss 1.8000" in viewer.status_label.text() and "final" not in viewer.status_label.text()
+
+
+def test_the_devices_use_and_free_memory_are_read_again_while_a_run_trains(qtbot, home, monkeypatch):
+    from studio.pages import home as home_module
+
+    monkeypatch.setattr(home_module, "HARDWARE_POLL_MS", 100)
+    with qtbot.waitSignal(home.hardwareLoaded, timeout=TIMEOUT_MS):
+        home.detect_hardware()
+    assert re.search(r"measured at \d\d:\d\d:\d\d", home.hardware_status.text()), home.hardware_status.text()
+    with pytest.raises(qtbot.TimeoutError):  # no run trains: read once, on request
+        with qtbot.waitSignal(home.hardwareLoaded, timeout=300):
+            pass
+    folder = write_run("20260103-100000-live-lora", [started(T0, total=10), step(T0 + 1, 1, 2.0)])
+    with training_process(folder):
+        _look(qtbot, home)
+        for _reading in range(2):  # read again and again, without a click, while it trains
+            with qtbot.waitSignal(home.hardwareLoaded, timeout=TIMEOUT_MS):
+                pass
+        assert home.detect_button.isEnabled()  # quietly: the page never said "Looking for devices…"
+        assert "measured at" in home.hardware_status.text()
+        home.hide()
+        with pytest.raises(qtbot.TimeoutError):  # nor while the page is not shown
+            with qtbot.waitSignal(home.hardwareLoaded, timeout=300):
+                pass
 
 
 def test_selected_runs_are_compared_on_one_plot_with_the_settings_that_differ(qtbot, home):
