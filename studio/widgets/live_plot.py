@@ -162,7 +162,8 @@ class LivePlot(QWidget):
             plot.addLegend(offset=(-10, 10))
         # Two values (lowest, highest) per pixel column are all a line can show.
         self._series: dict[str, _Series] = {
-            name: _Series(plot.plot(name=name, antialias=True, autoDownsampleFactor=1.0, symbolSize=6))
+            name: _Series(plot.plot(name=name, antialias=True, autoDownsampleFactor=1.0, symbol=None,
+                                    symbolSize=6))
             for name in curves
         }
         self._first = curves[0]

@@ -152,6 +152,7 @@ def test_a_curve_of_one_point_is_drawn_as_a_dot_and_a_longer_one_as_a_line(qtbot
     qtbot.waitExposed(plot)
     train, evaluation = plot.plot_item.listDataItems()
     colour = train.opts["pen"].color()
+    assert train.opts["symbol"] is None and evaluation.opts["symbol"] is None  # no points: lines in the legend
     plot.append(1, 2.0)  # a run's first step
     plot.redraw()
     assert pixels_of(plot.plot_widget.grab().toImage(), colour) >= 9  # a dot, not nothing
