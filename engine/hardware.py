@@ -65,17 +65,17 @@ def best_device() -> DeviceInfo:
 
 
 def memory_in_use(torch_device: str) -> tuple[Optional[int], Optional[int]]:
-    """(allocated, reserved) bytes on ``torch_device``; (None, None) where it cannot be measured.
+    """(allocated, reserved) bytes on ``torch_device``; None for what cannot be measured there.
 
-    On the CPU nothing separates tensors from the rest of the process, so both
-    are the process's resident memory.
+    On the CPU nothing separates tensors from the rest of the process, nor memory held for
+    them from memory in use: "allocated" is the process's resident memory and there is no
+    "reserved" (a copy of the same number drew a second line over the first).
     """
     device = str(torch_device)
     if device == "cpu":
         import psutil
 
-        resident = psutil.Process().memory_info().rss
-        return resident, resident
+        return psutil.Process().memory_info().rss, None
     if device.startswith("cuda"):
         import torch
 

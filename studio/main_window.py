@@ -59,6 +59,7 @@ _STATE_MESSAGES = {
 }
 RECENT_RUNS = 10
 NOTICE_MS = 15_000
+READY = "Ready"  # what the status bar says while nothing goes on
 
 
 @dataclass(frozen=True)
@@ -362,9 +363,11 @@ class MainWindow(QMainWindow):
         self.background_busy.setTextVisible(False)
         bar.addPermanentWidget(self.background_label)
         bar.addPermanentWidget(self.background_busy)
-        self.set_background_note("")
         notice = self.settings.take_notice()
-        bar.showMessage(notice or "Ready", NOTICE_MS if notice else 0)
+        if notice:
+            bar.showMessage(notice, NOTICE_MS)
+        self.set_background_note("")
+        bar.messageChanged.connect(lambda _message: self._say_ready())
 
     def show_home_problem(self, text: str) -> None:
         """A problem with the studio's home (it is read-only) that stays in the status bar."""
@@ -377,6 +380,17 @@ class MainWindow(QMainWindow):
         self.background_label.setText(text)
         self.background_label.setVisible(bool(text))
         self.background_busy.setVisible(bool(text))
+        self._say_ready()
+
+    def _say_ready(self) -> None:
+        """"Ready" when the status bar says nothing else and no work goes on in the background;
+        never beside a note of such work (it said "Ready" and "Loading the training libraries…" at once)."""
+        bar = self.statusBar()
+        busy = bool(self.background_label.text())
+        if busy and bar.currentMessage() == READY:
+            bar.clearMessage()
+        elif not busy and not bar.currentMessage():
+            bar.showMessage(READY)
 
     def _fill_recent_runs(self) -> None:
         self.recent_menu.clear()

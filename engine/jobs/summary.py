@@ -39,6 +39,12 @@ class RunSummary:
     model_output: Optional[str] = None  # full fine-tuning: the new model's folder
 
     @property
+    def loss_is_final(self) -> bool:
+        """``final_loss`` (the last step's loss) is the run's final loss: the run no longer trains.
+        While it trains it is only its latest."""
+        return self.status != RunStatus.RUNNING
+
+    @property
     def resumable(self) -> bool:
         """A run with a checkpoint to go on from that did not end well (a crash, a kill, a full disk
         while saving), or that was stopped before its last step."""

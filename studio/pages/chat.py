@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
+    QApplication,
     QFileDialog,
     QHBoxLayout,
     QLabel,
@@ -471,6 +472,20 @@ class ChatPage(QWidget):
         self._session_adapter_label = adapter_label if loaded.adapter_ref else "base model"
         if loaded.adapter_error:
             self.transcript.add_error(f"The model is loaded, but the adapter is not: {loaded.adapter_error}")
+        self._focus_the_prompt()
+
+    def _focus_the_prompt(self) -> None:
+        """Put the keyboard focus where the user types next, once a model is loaded.
+
+        The Load button is disabled while it loads, and Qt hands a disabled widget's focus
+        to the next one in the chain: the System prompt, where a first message typed went.
+        The focus is moved only when it is on this page (or nowhere), never taken from
+        another page the user went to meanwhile."""
+        focused = QApplication.focusWidget()
+        if not self.isVisible() or (focused is not None and not self.isAncestorOf(focused)):
+            return
+        prompt = self.compare_view.prompt_box if self.tabs.currentWidget() is self.compare_view else self.message_box
+        prompt.setFocus(Qt.FocusReason.OtherFocusReason)
 
     def _load_failed(self, message: str) -> None:
         self.transcript.add_error(f"Could not load {self._session_model_label}: {message}")

@@ -306,6 +306,9 @@ class LengthHistogram(QWidget):
         self.cutoff_line.setValue(self._cutoff)
         empty = not len(self._counts)
         self.cutoff_line.setVisible(not empty)
+        # pyqtgraph's line label skips rewriting its text while hidden, and a line shown again
+        # at an unchanged value does not ask it again: it read "max length 0" beside a line at 512.
+        self.cutoff_line.label.valueChanged()
         self.empty_text.setVisible(empty)
         for axis in ("left", "bottom"):
             self.plot.getPlotItem().showAxis(axis, not empty)
@@ -656,6 +659,7 @@ class DataPage(QWidget):
                 label.setText("–")
             self.counts_label.clear()
             self.histogram.set_lengths(None, "stopped before the end of the file")
+            self._show_selected_row()  # no longer "counting"
         else:
             self._tokenizer, self._tokenizer_model = result.tokenizer, result.model
             if result.tokenizer is not None:
@@ -698,6 +702,18 @@ class DataPage(QWidget):
         if self.tokens_check.isChecked():
             return "no rows to measure"
         return "Tick \u201cCount tokens with\u201d and choose a model\nto see how long the rows are in tokens"
+
+    def _why_no_tokens(self) -> str:
+        """Why the selected row is shown without its tokens: what the checkbox asks and what the
+        count is doing (it said "Tick …" while the box was ticked and the count under way)."""
+        if not self.tokens_check.isChecked():
+            return "Tick \u201cCount tokens with\u201d to see the exact tokens trained on."
+        if not self.model_picker.current_ref():
+            return "Choose a model beside \u201cCount tokens with\u201d to see the exact tokens trained on."
+        if self.busy:
+            return (f"Counting tokens with {self.model_picker.currentText()}\u2026 "
+                    "the exact tokens trained on show here when it is done.")
+        return "Tokens not counted: the reading stopped before the end. Open the file again to count them."
 
     @staticmethod
     def _model_ready(ref: str) -> bool:
@@ -861,8 +877,7 @@ class DataPage(QWidget):
         conversation = self._samples[rows[0].row()].conversation
         if self._tokenizer is None:
             self.conversation_view.setHtml(
-                conversation_html(conversation)
-                + "<p><small>Tick \u201cCount tokens with\u201d to see the exact tokens trained on.</small></p>")
+                conversation_html(conversation) + f"<p><small>{html.escape(self._why_no_tokens())}</small></p>")
             return
         self.conversation_view.setHtml(training_text_html(
             conversation, self._tokenizer, self._template, self.max_length_spin.value(),

@@ -86,6 +86,8 @@ SORT_ROLE = Qt.ItemDataRole.UserRole + 2
 # How often the shown page looks at the runs again; a slow read waits proportionally longer.
 RUNS_POLL_MS = 5000
 RESUME_TIP = "Continue the run from its last checkpoint on the Train page"
+# How often the shown page reads the devices' use and free memory again while a run trains.
+HARDWARE_POLL_MS = 5000
 
 GET_STARTED = (
     "<h2>Welcome to LoRA Studio</h2>"
@@ -148,6 +150,13 @@ def _find_hardware(reporter: TaskReporter) -> tuple[list[Any], dict[str, str]]:
     from engine.hardware import detect_devices, versions
 
     return detect_devices(), versions()
+
+
+def _read_devices(reporter: TaskReporter) -> tuple[list[Any], None]:
+    """The devices again, for their live readings: the versions do not change meanwhile."""
+    from engine.hardware import detect_devices
+
+    return detect_devices(), None
 
 
 def _table(headers: list[str]) -> QTableWidget:
@@ -233,7 +242,9 @@ class RunsModel(QAbstractTableModel):
         if column == "Steps":
             return f"{run.steps} / {run.total_steps}" if run.total_steps else str(run.steps)
         if column == "Final loss":
-            return f"{run.final_loss:.4f}" if run.final_loss is not None else ""
+            if run.final_loss is None:
+                return ""
+            return f"{run.final_loss:.4f}" if run.loss_is_final else f"{run.final_loss:.4f} (now)"
         return ""
 
     @staticmethod
@@ -261,6 +272,7 @@ class HomePage(QWidget):
         self._task: Optional[BackgroundTask] = None
         self._hardware_known = False
         self._detect_on_request = False
+        self._runs_training = False  # the runs list shows a run that is training
         self._runs_task: Optional[BackgroundTask] = None
         self._runs_again = False
         self._runs_stale = False
@@ -312,6 +324,10 @@ class HomePage(QWidget):
         self._poll.setSingleShot(True)
         self._poll.setInterval(RUNS_POLL_MS)
         self._poll.timeout.connect(self.refresh_runs)
+        # The devices' use and free memory move while a run trains: read again while it does.
+        self._readings = QTimer(self)
+        self._readings.setSingleShot(True)
+        self._readings.timeout.connect(self._read_devices_again)
 
     def _build_recovery(self) -> QWidget:
         """The note that offers to watch or resume what the last session left running."""
@@ -464,6 +480,7 @@ class HomePage(QWidget):
             QTimer.singleShot(0, self._refresh_if_stale)
         elif self._runs_task is None:
             self._poll.start()
+        self._schedule_readings()
 
     def _refresh_if_stale(self) -> None:
         if self._runs_stale:
@@ -472,6 +489,7 @@ class HomePage(QWidget):
     def hideEvent(self, event: QHideEvent) -> None:
         super().hideEvent(event)
         self._poll.stop()
+        self._readings.stop()
 
     def _runs_progress(self, done: int, total: int, _message: str) -> None:
         if not self.runs_model.rowCount():
@@ -482,6 +500,8 @@ class HomePage(QWidget):
         self.runs_model.set_records(records)
         self.select_runs(selected)
         running = sum(record.summary.status == RunStatus.RUNNING for record in records)
+        self._runs_training = bool(running)
+        self._schedule_readings()
         if not records:
             self.runs_summary.setText("No runs yet: your training runs will be listed here.")
         else:
@@ -566,8 +586,24 @@ class HomePage(QWidget):
             return
         self.hardware_status.setText("Looking for devices…")
         self.detect_button.setEnabled(False)
+        self._start_hardware_task(_find_hardware)
+
+    def _read_devices_again(self) -> None:
+        """The devices' live readings again, quietly: the table changes, nothing else does."""
+        if self._task is None and self.isVisible():
+            self._start_hardware_task(_read_devices)
+
+    def _schedule_readings(self) -> None:
+        """Read the devices again after a while, if the page is shown and a run trains."""
+        if self._runs_training and self._hardware_known and self.isVisible():
+            if not self._readings.isActive():
+                self._readings.start(HARDWARE_POLL_MS)
+        else:
+            self._readings.stop()
+
+    def _start_hardware_task(self, find: Any) -> None:
         # torch, not transformers: it need not wait while the app imports the training libraries.
-        self._task = BackgroundTask(_find_hardware, parent=self, needs_libraries=False)
+        self._task = BackgroundTask(find, parent=self, needs_libraries=False)
         self._task.succeeded.connect(self._show_hardware)
         self._task.failed.connect(self._show_hardware_error)
         self._task.finished.connect(self._task_done)
@@ -577,7 +613,7 @@ class HomePage(QWidget):
         self._detect_on_request = True
         self.detect_hardware()
 
-    def _show_hardware(self, result: tuple[list[Any], dict[str, str]]) -> None:
+    def _show_hardware(self, result: tuple[list[Any], Optional[dict[str, str]]]) -> None:
         devices, versions = result
         _fill(
             self.devices_table,
@@ -585,15 +621,15 @@ class HomePage(QWidget):
         )
         accelerators = [d for d in devices if d.kind != "cpu"]
         if accelerators:
-            self.hardware_status.setText(f"Training will use {accelerators[0].name}.")
+            found = f"Training will use {accelerators[0].name}."
         else:
-            self.hardware_status.setText(
-                "No GPU found: training runs on the CPU. The starter model and the samples still "
-                "train in minutes."
+            found = "No GPU found: training runs on the CPU. The starter model and the samples still train in minutes."
+        # Use and free memory are a reading at one moment: say which.
+        self.hardware_status.setText(f"{found} Use and free memory measured at {datetime.now():%H:%M:%S}.")
+        if versions is not None:
+            self.versions_label.setText(
+                "Versions: " + " · ".join(f"{name} {version}" for name, version in versions.items())
             )
-        self.versions_label.setText(
-            "Versions: " + " · ".join(f"{name} {version}" for name, version in versions.items())
-        )
         self._hardware_known = True
 
     def _show_hardware_error(self, message: str) -> None:
@@ -609,4 +645,5 @@ class HomePage(QWidget):
             task.deleteLater()
         self._detect_on_request = False
         self.detect_button.setEnabled(True)
+        self._schedule_readings()
         self.hardwareLoaded.emit()

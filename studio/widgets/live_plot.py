@@ -46,6 +46,14 @@ class _Series:
         # Views, not copies: setData keeps a reference, and the buffer only grows past count.
         self.item.setData(self.x[: self.count], self.y[: self.count])
         self.dirty = False
+        self.mark_a_lone_point()
+
+    def mark_a_lone_point(self) -> None:
+        """A dot while the curve has one point (a run's first step, its first evaluation): a line
+        needs two points, so one alone drew nothing. Only then: a dot per point slows long curves."""
+        lone = self.count == 1
+        if lone != (self.item.opts["symbol"] is not None):
+            self.item.setSymbol("o" if lone else None)
 
 
 class _SteppedViewBox(pg.ViewBox):
@@ -154,9 +162,15 @@ class LivePlot(QWidget):
             plot.addLegend(offset=(-10, 10))
         # Two values (lowest, highest) per pixel column are all a line can show.
         self._series: dict[str, _Series] = {
-            name: _Series(plot.plot(name=name, antialias=True, autoDownsampleFactor=1.0)) for name in curves
+            name: _Series(plot.plot(name=name, antialias=True, autoDownsampleFactor=1.0, symbol=None,
+                                    symbolSize=6))
+            for name in curves
         }
         self._first = curves[0]
+        self._labels = {name: name for name in curves}  # the curves shown, and their names in the legend
+        for depth, series in enumerate(self._series.values()):
+            # The first curve is the main one: drawn over the others where they meet, never hidden by them.
+            series.item.setZValue(len(curves) - depth)
         # One reference line, made here hidden and later moved: adding an item to a plot at a
         # run's start laid the plot out again in the same repaint as the run's first points.
         self._reference = pg.InfiniteLine(angle=0, labelOpts={"position": 0.05, "anchors": [(0, 1), (0, 1)]},
@@ -209,6 +223,22 @@ class LivePlot(QWidget):
         x_data, _y_data = self._series[curve or self._first].item.getOriginalDataset()
         return 0 if x_data is None else len(x_data)
 
+    def label_curves(self, labels: dict[str, str]) -> None:
+        """Show only the curves in ``labels``, each under its label in the legend (a device that
+        measures fewer things than another: a CPU has no "reserved" memory apart from what is in use)."""
+        if labels == self._labels:
+            return  # a legend changed lays the plot out again
+        self._labels = dict(labels)
+        legend = self.plot_item.legend
+        for name, series in self._series.items():
+            series.item.setVisible(name in labels)
+            if legend is not None:
+                legend.removeItem(series.item)
+        if legend is not None:
+            for name, series in self._series.items():
+                if name in labels:
+                    legend.addItem(series.item, labels[name])
+
     def set_reference(self, value: Optional[float], label: str = "") -> None:
         """A dashed horizontal line at ``value`` (a prediction to read the curves against); None hides it."""
         if value is None:
@@ -230,11 +260,15 @@ class LivePlot(QWidget):
             series.count = 0
             series.dirty = False
             series.item.setData([], [])
+            series.mark_a_lone_point()
 
     def _colour_curves(self, colours: theme.Colours) -> None:
         for index, series in enumerate(self._series.values()):
             # One pixel wide: antialiased wider lines take ten times longer to draw.
-            series.item.setPen(pg.mkPen(colours.curves[index % len(colours.curves)], width=1))
+            colour = colours.curves[index % len(colours.curves)]
+            series.item.setPen(pg.mkPen(colour, width=1))
+            series.item.setSymbolPen(pg.mkPen(colour))
+            series.item.setSymbolBrush(pg.mkBrush(colour))
         # Muted reads on light and dark alike.
         self._reference.setPen(pg.mkPen(colours.muted, width=1.5, style=Qt.PenStyle.DashLine))
         self._reference.label.setColor(colours.muted)

@@ -54,7 +54,10 @@ class LogViewer(QDialog):
         text, self._offset = read_tail(self.path, SHOWN_BYTES)
         self.text.setPlainText(text.rstrip("\n") if text else "The log is empty.")
         self._empty = not text
+        # At the newest line, and at its start: the end of the last line is scrolled sideways
+        # past the start of every other line when lines do not wrap.
         self.text.moveCursor(self.text.textCursor().MoveOperation.End)
+        self.text.moveCursor(self.text.textCursor().MoveOperation.StartOfBlock)
         self._timer = QTimer(self)
         self._timer.setInterval(FOLLOW_MS)
         self._timer.timeout.connect(self.follow)

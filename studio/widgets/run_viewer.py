@@ -76,7 +76,7 @@ def _summary(record: RunRecord) -> str:
     if record.duration_s is not None:
         parts.append(format_duration(record.duration_s))
     if run.final_loss is not None:
-        parts.append(f"final loss {run.final_loss:.4f}")
+        parts.append(f"{'final' if run.loss_is_final else 'latest'} loss {run.final_loss:.4f}")
     return " · ".join(parts)
 
 

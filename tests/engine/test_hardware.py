@@ -45,7 +45,7 @@ def test_cpu_memory_in_use_grows_with_a_big_tensor():
     import torch
 
     before, reserved = hardware.memory_in_use("cpu")
-    assert before == reserved and before > 0
+    assert before > 0 and reserved is None  # one number on a CPU: the process's resident memory
     big = torch.ones(64 * 2**20)  # 256 MiB, written so the pages are really resident
     after, _ = hardware.memory_in_use("cpu")
     assert after - before >= 200 * 2**20

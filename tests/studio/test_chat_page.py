@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QEvent, Qt, QTimer
 from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QApplication
 from chat_steps import load_chat_model
 
 from engine.chat.blends import Blend
@@ -97,6 +98,23 @@ class Heartbeat:
     def worst_stall_s(self) -> float:
         assert len(self.ticks) > 20
         return max(later - earlier for earlier, later in zip(self.ticks, self.ticks[1:])) - 0.010
+
+
+# loading ------------------------------------------------------------------------------------------
+def test_after_load_the_keys_typed_go_to_the_message_box(qtbot, shown, tiny_model_dir):
+    page = shown(ChatPage())
+    page.activateWindow()
+    page.model_picker.set_ref(str(tiny_model_dir))
+    with qtbot.waitSignal(page.sessionChanged, timeout=60_000):
+        qtbot.mouseClick(page.load_button, Qt.MouseButton.LeftButton)  # a click focuses the button
+    try:
+        assert page.message_box.hasFocus(), QApplication.focusWidget()
+        qtbot.keyClicks(QApplication.focusWidget(), "Ahoy")
+        assert page.message_box.toPlainText() == "Ahoy"
+        assert page.settings.system_messages() == []
+    finally:
+        page.close_session()
+        qtbot.waitUntil(lambda: not workers.live_tasks(), timeout=10_000)
 
 
 # chatting -----------------------------------------------------------------------------------------

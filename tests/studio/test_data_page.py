@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -78,12 +79,15 @@ def test_token_lengths_are_drawn_with_the_cutoff_and_the_truncation_follows_max_
 
     lengths = page.dataset.token_lengths
     assert len(lengths) == 4 and page.histogram.bars() == (4, 0)  # 512 tokens hold every row
+    # The line's label says where the line is, though the cutoff was set while the line was hidden.
+    assert page.histogram.cutoff_line.label.toPlainText() == f"max length {page.max_length_spin.value()}"
     assert page.truncated_value.text() == "none"
     longest = int(lengths.max())
     page.max_length_spin.setValue(longest - 1)
     assert not page.busy  # applied to the measured lengths, without reading the file again
     assert page.truncated_value.text() == "1 row (25.0%) would be truncated"
     assert page.histogram.cutoff_line.value() == longest - 1
+    assert page.histogram.cutoff_line.label.toPlainText() == f"max length {longest - 1}"
     kept, cut = page.histogram.bars()
     assert kept + cut == 4 and cut >= 1
 
@@ -113,6 +117,32 @@ def test_the_selected_row_shows_prompt_and_learnt_tokens_in_two_colours(qtbot, p
     page.train_on_combo.setCurrentIndex(page.train_on_combo.findData("all"))
     shown = page.conversation_view.toHtml()
     assert _coloured(_READ_ONLY, shown) == [] and "Where is the treasure?" in "".join(_coloured(_TRAINED, shown))
+
+
+def test_the_row_view_says_what_the_token_count_is_doing(qtbot, page, tmp_path, tiny_model_dir, monkeypatch):
+    from studio.pages import data
+
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps({"messages": [{"role": "user", "content": "Hi"},
+                                             {"role": "assistant", "content": "Arr."}]}) + "\n", encoding="utf-8")
+    _open(qtbot, page, path)
+    assert "Tick \u201cCount tokens with\u201d" in page.conversation_view.toPlainText()  # unticked: how to get tokens
+    # The tokenizer takes its time to load, as a real model's does: here until the test lets it go.
+    loading = threading.Event()
+    real_load = data._load_tokenizer
+    monkeypatch.setattr(data, "_load_tokenizer", lambda *args: loading.wait(TIMEOUT_MS / 1000) and real_load(*args))
+    page.model_picker.set_ref(str(tiny_model_dir))
+    page.tokens_check.setChecked(True)
+    try:
+        qtbot.waitUntil(lambda: page.progress_bar.format() == "loading the tokenizer", timeout=TIMEOUT_MS)
+        shown = page.conversation_view.toPlainText()
+        assert "Tick" not in shown and "Counting tokens with tiny-llama" in shown, shown
+        page.stop_button.click()
+    finally:
+        loading.set()
+    qtbot.waitUntil(lambda: not page.busy, timeout=TIMEOUT_MS)
+    shown = page.conversation_view.toPlainText()
+    assert "Tick" not in shown and "not counted" in shown, shown
 
 
 def test_columns_no_format_fits_can_be_mapped_by_hand(qtbot, page, tmp_path):

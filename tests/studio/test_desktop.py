@@ -319,6 +319,22 @@ def test_the_log_window_follows_the_log_and_copies_it(qtbot):
         stop_logging()
 
 
+def test_the_log_window_opens_at_the_start_of_the_newest_line(qtbot, tmp_path):
+    log = tmp_path / "studio.log"
+    log.write_text("".join(f"line {n}\n" for n in range(300)) + "the newest line, a long one " * 20 + "\n")
+    viewer = LogViewer(path=log)
+    qtbot.addWidget(viewer)
+    viewer.show()
+    qtbot.waitExposed(viewer)
+    vertical, horizontal = viewer.text.verticalScrollBar(), viewer.text.horizontalScrollBar()
+    assert horizontal.maximum() > 0 and horizontal.value() == 0  # at the left, though the lines are wide
+    assert vertical.maximum() > 0 and vertical.value() == vertical.maximum()  # at the bottom
+    with log.open("a") as file:
+        file.write("a later line " * 40 + "\n")
+    viewer.follow()
+    assert horizontal.value() == 0 and vertical.value() == vertical.maximum()
+
+
 # --- looks --------------------------------------------------------------------------------------
 
 def test_the_sidebar_icons_are_sharp_at_any_pixel_density_and_in_the_palettes_colours(window):

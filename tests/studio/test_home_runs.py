@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -11,7 +12,7 @@ from pixels import pixels_of
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QApplication, QMessageBox
-from run_folders import T0, completed_run, started, step, write_run
+from run_folders import T0, completed_run, started, step, training_process, write_run
 
 from engine.run.events import RunFinished
 from engine.paths import runs_dir
@@ -112,6 +113,46 @@ def test_opening_a_run_shows_its_curves_and_config(qtbot, home):
     assert viewer.lr_plot.point_count() == 5
     assert json.loads(viewer.config_view.toPlainText())["rank"] == 8
     assert "completed · step 5 / 5 · 30 s · final loss 0.5000" in viewer.status_label.text()
+
+
+def test_a_running_run_shows_its_latest_loss_and_not_a_final_one(qtbot, home):
+    folder = write_run("20260103-100000-live-lora", [started(T0, total=10), step(T0 + 1, 1, 2.0),
+                                                      step(T0 + 2, 2, 1.8)])
+    with training_process(folder):
+        _look(qtbot, home)
+        assert _column(home, "Status") == ["running"]
+        assert _column(home, "Final loss") == ["1.8000 (now)"]
+        home.runs_view.selectRow(0)
+        viewer = home.open_selected()
+        qtbot.addWidget(viewer)
+        with qtbot.waitSignal(viewer.loaded, timeout=TIMEOUT_MS):
+            pass
+    assert "running · step 2 / 10" in viewer.status_label.text()
+    assert "latest loss 1.8000" in viewer.status_label.text() and "final" not in viewer.status_label.text()
+
+
+def test_the_devices_use_and_free_memory_are_read_again_while_a_run_trains(qtbot, home, monkeypatch):
+    from studio.pages import home as home_module
+
+    monkeypatch.setattr(home_module, "HARDWARE_POLL_MS", 100)
+    with qtbot.waitSignal(home.hardwareLoaded, timeout=TIMEOUT_MS):
+        home.detect_hardware()
+    assert re.search(r"measured at \d\d:\d\d:\d\d", home.hardware_status.text()), home.hardware_status.text()
+    with pytest.raises(qtbot.TimeoutError):  # no run trains: read once, on request
+        with qtbot.waitSignal(home.hardwareLoaded, timeout=300):
+            pass
+    folder = write_run("20260103-100000-live-lora", [started(T0, total=10), step(T0 + 1, 1, 2.0)])
+    with training_process(folder):
+        _look(qtbot, home)
+        for _reading in range(2):  # read again and again, without a click, while it trains
+            with qtbot.waitSignal(home.hardwareLoaded, timeout=TIMEOUT_MS):
+                pass
+        assert home.detect_button.isEnabled()  # quietly: the page never said "Looking for devices…"
+        assert "measured at" in home.hardware_status.text()
+        home.hide()
+        with pytest.raises(qtbot.TimeoutError):  # nor while the page is not shown
+            with qtbot.waitSignal(home.hardwareLoaded, timeout=300):
+                pass
 
 
 def test_selected_runs_are_compared_on_one_plot_with_the_settings_that_differ(qtbot, home):

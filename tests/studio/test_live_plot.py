@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import pytest
 from pixels import pixels_of
 
+from engine.run.events import RunStarted, StepMetrics
+from studio.pages.train.monitor import RunMonitor
 from studio.widgets.live_plot import LivePlot
 
 
@@ -140,3 +144,61 @@ def test_a_reference_line_shows_its_value_and_label_and_can_be_moved_or_hidden(q
     assert plot.reference is None and not line.isVisible()
     plot.set_reference(1200.0, "limit")  # the next run's: the same line, moved and relabelled
     assert plot.reference == 1200.0 and line.label.toPlainText() == "limit"
+
+
+def test_a_curve_of_one_point_is_drawn_as_a_dot_and_a_longer_one_as_a_line(qtbot, plot):
+    plot.resize(400, 300)
+    plot.show()
+    qtbot.waitExposed(plot)
+    train, evaluation = plot.plot_item.listDataItems()
+    colour = train.opts["pen"].color()
+    assert train.opts["symbol"] is None and evaluation.opts["symbol"] is None  # no points: lines in the legend
+    plot.append(1, 2.0)  # a run's first step
+    plot.redraw()
+    assert pixels_of(plot.plot_widget.grab().toImage(), colour) >= 9  # a dot, not nothing
+    plot.append(1, 2.5, "eval loss")
+    plot.redraw()
+    assert pixels_of(plot.plot_widget.grab().toImage(), evaluation.opts["pen"].color()) >= 9
+
+    plot.append(2, 1.0)
+    plot.redraw()
+    assert train.opts["symbol"] is None  # a line from two points on: a dot per point would slow long runs
+    assert evaluation.opts["symbol"] is not None
+
+
+def _memory_run(qtbot, device: str, steps: list[tuple[int, int, Optional[int]]]) -> RunMonitor:
+    """A run monitor shown with a run on ``device`` whose steps used (allocated, reserved) MB."""
+    monitor = RunMonitor()
+    qtbot.addWidget(monitor)
+    monitor.resize(1000, 400)
+    monitor.show()
+    qtbot.waitExposed(monitor)
+    monitor.show_started(RunStarted(run_dir="run", model="tiny", method="lora", device=device, total_steps=3,
+                                    trainable_params=1, total_params=2, train_examples=3))
+    for step, allocated, reserved in steps:
+        monitor.show_step(StepMetrics(step=step, total_steps=3, epoch=0.0, loss=1.0, learning_rate=0.0,
+                                      memory_allocated=allocated * 2**20,
+                                      memory_reserved=None if reserved is None else reserved * 2**20))
+    monitor.memory_plot.redraw()
+    return monitor
+
+
+def _legend(plot: LivePlot) -> list[str]:
+    return [label.text for _sample, label in plot.plot_item.legend.items]
+
+
+def test_memory_in_use_is_not_hidden_by_memory_reserved_where_they_are_the_same(qtbot):
+    monitor = _memory_run(qtbot, "cuda:0", [(1, 500, 500), (2, 600, 600), (3, 700, 700)])
+    allocated = monitor.memory_plot.plot_item.listDataItems()[0]
+    assert _legend(monitor.memory_plot) == ["allocated", "reserved"]
+    assert pixels_of(monitor.memory_plot.plot_widget.grab().toImage(), allocated.opts["pen"].color()) > 100
+
+
+def test_a_cpu_run_shows_one_memory_curve_named_for_what_it_measures(qtbot):
+    monitor = _memory_run(qtbot, "cpu", [(1, 500, None), (2, 600, None)])
+    assert monitor.memory_plot.plot_item.titleLabel.text == "Memory (whole process)"
+    assert _legend(monitor.memory_plot) == ["in use"]
+    allocated, reserved = monitor.memory_plot.plot_item.listDataItems()
+    assert allocated.isVisible() and not reserved.isVisible()
+    monitor.set_memory_title("cuda:0")  # the next run on a GPU: both again
+    assert _legend(monitor.memory_plot) == ["allocated", "reserved"] and reserved.isVisible()

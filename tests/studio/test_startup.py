@@ -33,6 +33,7 @@ class FirstPaint(QObject):
 
 def shown():
     print("note=" + (window.background_label.text() if window.background_label.isVisible() else ""))
+    print("message=" + window.statusBar().currentMessage())
     sys.stdout.flush()
     os._exit(0)  # not waiting for the libraries that are loading
 
@@ -44,6 +45,8 @@ app.exec()
 
 
 def test_the_window_is_painted_before_the_heavy_libraries_load(tmp_path):
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "settings.json").write_text("{}")  # a second start: no notice about new settings
     env = dict(os.environ, LORA_STUDIO_HOME=str(tmp_path / "home"), QT_QPA_PLATFORM="offscreen")
     result = subprocess.run([sys.executable, "-c", _FIRST_PAINT], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=120)
@@ -51,6 +54,7 @@ def test_the_window_is_painted_before_the_heavy_libraries_load(tmp_path):
     lines = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
     assert lines["heavy"] == ""
     assert lines["note"] == LOADING_NOTE
+    assert lines["message"] == ""  # not "Ready" beside "Loading the training libraries…"
 
 
 def _first_run_guide(window) -> FirstRunGuide | None:
@@ -77,6 +81,7 @@ def test_the_libraries_load_then_the_note_goes_and_the_guide_greets_only_a_first
         assert _first_run_guide(again) is None
         assert again.settings.get(DISMISSED_KEY) is True
         qtbot.waitUntil(lambda: not again.background_label.isVisible(), timeout=TIMEOUT_MS)
+        assert again.statusBar().currentMessage() == "Ready"  # once the libraries are loaded, not before
         again.close()
         qtbot.waitUntil(lambda: not workers.live_tasks(), timeout=TIMEOUT_MS)
     finally:

@@ -39,6 +39,12 @@ def memory_title(device: str) -> str:
     return "Memory (whole process)" if device == "cpu" else f"Memory on {device}"
 
 
+def memory_curves(device: str) -> dict[str, str]:
+    """The memory plot's curves on ``device`` and their names in its legend: a CPU measures one
+    thing (engine.hardware.memory_in_use), an accelerator both what tensors use and what PyTorch holds."""
+    return {"allocated": "in use"} if device == "cpu" else {"allocated": "allocated", "reserved": "reserved"}
+
+
 class RunMonitor(QWidget):
     """Progress, the loss and memory plots, and the log of one run."""
 
@@ -98,7 +104,7 @@ class RunMonitor(QWidget):
         self.progress_bar.setRange(0, max(1, event.total_steps))
         self.progress_bar.setValue(event.resumed_from_step)
         self._set_progress_text(event.resumed_from_step, None)
-        self.memory_plot.set_title(memory_title(event.device))
+        self.set_memory_title(event.device)
         self._cover_steps()
         predicted = event.predicted_peak_bytes
         self.memory_plot.set_reference(predicted / _MB if predicted else None, "predicted peak")
@@ -151,7 +157,9 @@ class RunMonitor(QWidget):
                 self.loss_plot.set_points([step for step, _ in kept], [value for _, value in kept], name)
 
     def set_memory_title(self, device: str) -> None:
+        """Title and legend the memory plot with what is measured on ``device``."""
         self.memory_plot.set_title(memory_title(device))
+        self.memory_plot.label_curves(memory_curves(device))
 
     def set_status(self, text: str) -> None:
         """A line in the progress bar while no step is counted yet ("starting: loading the model…")."""
