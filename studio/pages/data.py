@@ -333,6 +333,7 @@ class DataPage(QWidget):
         self._source: Optional[DatasetSource] = None
         self._samples: list[Sample] = []
         self._report: Optional[DatasetReport] = None
+        self._run_max_length: Optional[int] = None  # the Train page's, as last shown here
         self._tokenizer: Any = None
         self._tokenizer_model: Optional[str] = None
         self._template = ""
@@ -564,18 +565,23 @@ class DataPage(QWidget):
         if not path:
             return None
         options = self._options(keep_mapping=True)
-        return {
+        settings = {
             "dataset": path,
             "data_format": options.format,
             "columns": dict(options.columns),
             "text_split": options.text_split,
-            "max_length": self.max_length_spin.value(),
             "train_on": self.train_on_combo.currentData(),
             "val_fraction": self.val_spin.value() / 100,
         }
+        # The max length goes back only when it was changed here: the Train page's own value may
+        # have moved since it was shown here (a fit to the device ending meanwhile) and must win.
+        if self.max_length_spin.value() != self._run_max_length:
+            settings["max_length"] = self.max_length_spin.value()
+        return settings
 
     def set_run_settings(self, max_length: int, train_on: str, val_fraction: float) -> None:
         """Show the Train page's max length, loss and validation share (what the next run uses)."""
+        self._run_max_length = max_length
         self.max_length_spin.setValue(max_length)
         self.train_on_combo.setCurrentIndex(max(0, self.train_on_combo.findData(train_on)))
         self.val_spin.setValue(round(val_fraction * 100))

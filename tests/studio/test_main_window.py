@@ -275,6 +275,11 @@ def test_max_length_is_one_setting_of_both_pages_and_the_data_page_counts_what_t
     window.show_page("Data")
     assert data.max_length_spin.value() == short + 100
     assert data.counts_label.text() == data.dataset.row_counts(short + 100).sentence()
+    # The Train page's value moving while the Data page is shown (a fit to the device ending)
+    # is not undone by the Data page's copy when the user comes back.
+    train.form.max_length_spin.setValue(short + 200)
+    window.show_page("Train")
+    assert train.form.max_length_spin.value() == short + 200
 
 
 def test_a_dataset_picked_on_the_train_page_is_kept_when_the_data_page_was_not_used(qtbot, window, tmp_path):

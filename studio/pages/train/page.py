@@ -326,7 +326,7 @@ class TrainPage(QWidget):
             if settings and settings["dataset"] != self.dataset_picker.current_path():
                 self._show_data_change(f"Chosen on the Data page: {Path(settings['dataset']).name}. "
                                        "The run going now keeps its dataset; the next run uses this one.")
-            elif settings and settings["max_length"] != self.form.max_length_spin.value():
+            elif settings and settings.get("max_length") not in (None, self.form.max_length_spin.value()):
                 self._show_data_change(f"Max length {settings['max_length']:,} chosen on the Data page. "
                                        "The run going now keeps its own; the next run uses this one.")
             return
@@ -338,7 +338,7 @@ class TrainPage(QWidget):
         if settings:
             settings = dict(settings)
             # The max length lives in the settings form, the rest in the line under the dataset.
-            changes += self._apply_max_length(settings.pop("max_length"))
+            changes += self._apply_max_length(settings.pop("max_length", None))
         self._data_settings = settings
         if settings and settings["dataset"] != before:
             self.dataset_picker.set_path(settings["dataset"])
@@ -348,11 +348,11 @@ class TrainPage(QWidget):
             self._show_data_change(" ".join(changes))
         self._show_data_settings()
 
-    def _apply_max_length(self, max_length: int) -> list[str]:
-        """Set the max length chosen on the Data page as a user would (a preset it no longer
-        matches then reads Custom); the change, in words."""
+    def _apply_max_length(self, max_length: Optional[int]) -> list[str]:
+        """Set the max length chosen on the Data page (None: not changed there) as a user would
+        (a preset it no longer matches then reads Custom); the change, in words."""
         before = self.form.max_length_spin.value()
-        if max_length == before:
+        if max_length is None or max_length == before:
             return []
         self.form.max_length_spin.setValue(max_length)
         return [f"Max length changed on the Data page: now {max_length:,} (was {before:,})."]
@@ -362,7 +362,8 @@ class TrainPage(QWidget):
         for the running one to end, if any): what the Data page previews with."""
         waiting = self._waiting_data_settings[0] if self._waiting_data_settings else None
         if waiting:
-            return {key: waiting[key] for key in ("max_length", "train_on", "val_fraction")}
+            return {"max_length": waiting.get("max_length", self.form.max_length_spin.value()),
+                    "train_on": waiting["train_on"], "val_fraction": waiting["val_fraction"]}
         settings = self._reading_settings(self.dataset_picker.current_path())
         defaults = RunConfig(model="-", dataset="-")
         return {"max_length": self.form.max_length_spin.value(),
