@@ -10,6 +10,7 @@ highest value per pixel column (peak downsampling); ``bench/plot_fps.py`` measur
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import numpy as np
@@ -170,12 +171,20 @@ class LivePlot(QWidget):
         theme.style_plot(self.plot_widget)
         self._colour_curves(theme.colours())
         theme.on_change(self._colour_curves)
+        self._keep_room_for_the_plot()
 
     def set_title(self, title: str) -> None:
         """Change the title, in the scheme's text colour."""
         if title == self.plot_item.titleLabel.text:
             return  # a new title lays the whole plot out again
         self.plot_item.setTitle(title, color=theme.colours().text)
+        self._keep_room_for_the_plot()
+
+    def _keep_room_for_the_plot(self) -> None:
+        # pyqtgraph lays out its axes and title at no less than their own minimum width, and
+        # past the widget's right edge if it is narrower: the layouts holding the plot must know.
+        needed = self.plot_item.effectiveSizeHint(Qt.SizeHint.MinimumSize)
+        self.setMinimumWidth(math.ceil(needed.width()) + 2 * self.plot_widget.frameWidth())
 
     def append(self, x: float, y: float, curve: Optional[str] = None) -> None:
         """Store a point on ``curve`` (the first curve when omitted); the next tick draws it."""
