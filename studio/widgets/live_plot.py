@@ -160,7 +160,9 @@ class LivePlot(QWidget):
         self._first = curves[0]
         # One reference line, made here hidden and later moved: adding an item to a plot at a
         # run's start laid the plot out again in the same repaint as the run's first points.
-        self._reference = pg.InfiniteLine(angle=0, labelOpts={"position": 0.05, "anchors": [(0, 1), (0, 1)]},
+        # Its label hangs below the line: a prediction above the curves sits at the top of the view,
+        # where a label above the line was cut off.
+        self._reference = pg.InfiniteLine(angle=0, labelOpts={"position": 0.05, "anchors": [(0, 0), (0, 0)]},
                                           label="")
         self._reference.hide()
         plot.addItem(self._reference)
