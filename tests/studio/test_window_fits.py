@@ -49,7 +49,7 @@ def _part_of_another_control(widget: QWidget, top: QWidget) -> bool:
     return False
 
 
-def _text_cut(widget: QWidget) -> bool:
+def _cuts_what_it_shows(widget: QWidget) -> bool:
     """Whether a label's or button's text is wider (or, wrapped, taller) than the widget shows, or a
     plot's axes and title are laid out wider than the plot."""
     if isinstance(widget, QLabel) and widget.wordWrap():
@@ -81,7 +81,7 @@ def clipped(area: QWidget, within: QWidget) -> list[str]:
             found.append(f"{_name(widget)} at {where.getRect()} is outside {bounds.getRect()}")
         elif not widget.visibleRegion().contains(widget.rect()) and not widget.visibleRegion().isEmpty():
             found.append(f"{_name(widget)} at {where.getRect()} is partly hidden")
-        elif _text_cut(widget):
+        elif _cuts_what_it_shows(widget):
             found.append(f"{_name(widget)} ({widget.width()}x{widget.height()}) cuts what it shows")
     return found
 
