@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from PySide6.QtCore import QEvent, QObject, QSize, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtCore import QByteArray, QEvent, QObject, QRect, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
     QHBoxLayout,
@@ -45,7 +45,7 @@ from studio import workers
 from studio.icons import page_icon
 from studio.settings import app_settings
 from studio.widgets.error_dialog import show_error
-from studio.window_state import from_text, remember_header, remember_splitter, to_text
+from studio.window_state import fit_to_screen, from_text, remember_header, remember_splitter, room_on_screen, to_text
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,10 @@ _STATE_MESSAGES = {
     "stopping": "Stopping the run and saving the adapter…",
 }
 RECENT_RUNS = 10
+# Every page fits the minimum size (tests/studio/test_window_fits.py); the default, on a screen
+# with room for it, shows the tables and plots more comfortably.
+MINIMUM_SIZE = QSize(1024, 680)
+DEFAULT_SIZE = QSize(1280, 800)
 NOTICE_MS = 15_000
 READY = "Ready"  # what the status bar says while nothing goes on
 
@@ -104,8 +108,6 @@ class MainWindow(QMainWindow):
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("LoRA Studio")
-        self.setMinimumSize(1024, 680)
-        self.resize(1280, 800)
         self.settings = app_settings()
         self._pages: dict[str, QWidget] = {}
         self._painted = False
@@ -137,12 +139,32 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._build_status_bar()
 
-        saved = from_text(self.settings.get("window.geometry"))
-        if not saved.isEmpty():
-            self.restoreGeometry(saved)
+        self._open_on_screen(from_text(self.settings.get("window.geometry")))
         self.sidebar.currentRowChanged.connect(self._show_page)
         self.sidebar.setCurrentRow(0)
         self.installEventFilter(self)  # until the first paint (see eventFilter)
+
+    # ------------------------------------------------------------------ screen
+    def _open_on_screen(self, saved: QByteArray) -> None:
+        """Open as the window was last left, or at the default size, either way within the screen
+        it opens on (the screen the remembered place is on, if it is still connected)."""
+        restored = not saved.isEmpty() and self.restoreGeometry(saved)
+        if not restored:
+            self.resize(DEFAULT_SIZE)
+        screen = QGuiApplication.screenAt(self.geometry().center()) if restored else None
+        self.fit_into((screen or self.screen()).availableGeometry())
+
+    def fit_into(self, available: QRect) -> None:
+        """Keep the window, frame included, within ``available`` (a screen's free area): no bigger,
+        and wholly on it. A screen smaller than the minimum size lowers the minimum to fit."""
+        self.setMinimumSize(MINIMUM_SIZE.boundedTo(room_on_screen(available).size()))
+        if self.windowState() & (Qt.WindowState.WindowMaximized | Qt.WindowState.WindowFullScreen):
+            return  # the window manager fits it to the screen
+        fitted = fit_to_screen(self.geometry(), available)
+        if self.testAttribute(Qt.WidgetAttribute.WA_Moved):
+            self.setGeometry(fitted)  # a remembered place: kept on the screen
+        else:
+            self.resize(fitted.size())  # where a new window opens is the window manager's choice
 
     # ------------------------------------------------------------------ pages
     @property

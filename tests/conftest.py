@@ -15,6 +15,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 from tiny_model import build_tiny_model  # noqa: E402
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+if os.environ["QT_QPA_PLATFORM"] == "offscreen":
+    # The offscreen platform's screen is 800x800 unless configured, smaller than the window's
+    # minimum (which the window would then shrink to fit): test on a common desktop screen.
+    _SCREEN = Path(tempfile.mkdtemp(prefix="qt-screen-")) / "screen.json"
+    _SCREEN.write_text('{"screens": [{"name": "test", "x": 0, "y": 0, "width": 1920, "height": 1080, '
+                       '"logicalDpi": 96, "dpr": 1}]}', encoding="utf-8")
+    os.environ["QT_QPA_PLATFORM"] = f"offscreen:configfile={_SCREEN}"
 # A model's own code, once trusted, is copied into transformers' modules cache: keep it out of the user's.
 os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="hf-modules-"))
 # Two cores on CI: keep torch from oversubscribing them in the test process.

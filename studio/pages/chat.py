@@ -118,6 +118,7 @@ class ChatPage(QWidget):
         self.busy_bar.hide()
         self.session_label = QLabel(self)
         self.session_label.setAccessibleName("Loaded model")
+        self.session_label.setWordWrap(True)  # a long model and adapter name takes two lines, not more width
         self.settings = GenerationSettings(self)
         self.settings.setFixedWidth(300)
         self.compare_view = CompareView(self)

@@ -24,7 +24,7 @@ from typing import Any, Optional
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QPalette
+from PySide6.QtGui import QPalette, QResizeEvent, QTextOption
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -94,7 +94,8 @@ COLUMN_HELP = {
 FACT_HELP = {
     "Format:": "How the rows are read: the layout found (or chosen under How to read it) and the file's type.",
     "Rows in the file:": "Every row the file holds, usable or not.",
-    "Usable rows:": "Rows that can be trained on: the rows in the file less those with problems.",
+    "Usable rows:": "The examples the run makes: the rows in the file less the bad ones and those whose prompt "
+                    "alone fills the max length (the line below the summary says how many of each).",
     "Problems:": "Rows that cannot be used, listed below with where they are in the file. Fix them there, or let "
                  "the Train page's Bad rows setting skip them.",
     "Duplicates:": "Rows that repeat an earlier row exactly. They are trained on again, so they weigh more: remove "
@@ -106,6 +107,7 @@ FACT_HELP = {
                                "never learned. Raise the max length (more memory) or shorten those rows.",
 }
 _PROGRESS_STEPS = 1000
+_LONGEST_PROGRESS = "measuring tokens 100%"
 _NOT_USED = "(not used)"
 _CHOOSE = "(choose a column)"
 _ROLE_COLOURS = {"system": "#8e44ad", "user": "#1f5fbf", "assistant": "#2e7d32"}  # other roles: the text colour
@@ -269,6 +271,7 @@ class LengthHistogram(QWidget):
                                            labelOpts={"position": 0.9, "color": "#c0392b", "anchors": [(1, 0), (1, 0)]})
         self.empty_text = pg.TextItem("", color="#777", anchor=(0.5, 0.5))
         self.empty_text.setPos(0.5, 0.5)
+        self.empty_text.textItem.document().setDefaultTextOption(QTextOption(Qt.AlignmentFlag.AlignHCenter))
         for item in (self.kept_bars, self.cut_bars, self.cutoff_line, self.empty_text):
             self.plot.addItem(item)
         layout = QVBoxLayout(self)
@@ -278,6 +281,11 @@ class LengthHistogram(QWidget):
         self._counts = np.zeros(0)
         self._edges = np.zeros(1)
         self._cutoff = 0
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        # The note shown in place of the bars wraps within the plot rather than running past its edges.
+        self.empty_text.setTextWidth(max(80, event.size().width() - 24))
 
     def set_lengths(self, lengths: Optional[np.ndarray], why_empty: str = "") -> None:
         """Show these lengths; with none, show ``why_empty`` in their place."""
@@ -353,6 +361,8 @@ class DataPage(QWidget):
         self.folder_button.clicked.connect(self._choose_folder)
         self.progress_bar = QProgressBar(self)
         self.progress_bar.setMaximumWidth(260)
+        # Wide enough for its longest usual text; a longer one (a model being prepared) is elided.
+        self.progress_bar.setMinimumWidth(self.progress_bar.fontMetrics().horizontalAdvance(_LONGEST_PROGRESS) + 24)
         self.progress_bar.setAccessibleName("Reading the dataset")
         self.progress_bar.hide()
         self.stop_button = QPushButton("Stop", self)
@@ -484,10 +494,12 @@ class DataPage(QWidget):
                 ("Validation split:", self.split_value), ("Longer than max length:", self.truncated_value))):
             value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             value.setToolTip(FACT_HELP[label])
+            value.setWordWrap(True)  # a long value takes two lines rather than widening the page
             name = QLabel(label, self)
             name.setToolTip(FACT_HELP[label])
-            facts.addWidget(name, index // 2, 2 * (index % 2))
-            facts.addWidget(value, index // 2, 2 * (index % 2) + 1)
+            top = Qt.AlignmentFlag.AlignTop  # beside a value wrapped onto two lines, the name stays on its first
+            facts.addWidget(name, index // 2, 2 * (index % 2), top)
+            facts.addWidget(value, index // 2, 2 * (index % 2) + 1, top)
         facts.setColumnStretch(1, 1)
         facts.setColumnStretch(3, 1)
         self.problems_list = QListWidget(self)
@@ -643,7 +655,10 @@ class DataPage(QWidget):
             return
         self.progress_bar.setRange(0, total)
         self.progress_bar.setValue(done)
-        self.progress_bar.setFormat(message)
+        shown = self.progress_bar.fontMetrics().elidedText(message, Qt.TextElideMode.ElideRight,
+                                                           self.progress_bar.minimumWidth() - 24)
+        self.progress_bar.setFormat(shown)
+        self.progress_bar.setToolTip(message if shown != message else "")
 
     def _opened(self, ticket: int, messages: list) -> None:
         if ticket != self._ticket:

@@ -371,6 +371,7 @@ class HomePage(QWidget):
         self.runs_view.selectionModel().selectionChanged.connect(lambda *_: self._update_buttons())
 
         self.runs_summary = QLabel()
+        self.runs_summary.setWordWrap(True)  # beside six buttons: wraps instead of widening the page
         self.open_button = QPushButton("Open")
         self.open_button.setToolTip("Show the run's loss, eval loss and learning rate curves and its settings "
                                     "(or double-click it)")

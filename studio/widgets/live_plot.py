@@ -10,6 +10,7 @@ highest value per pixel column (peak downsampling); ``bench/plot_fps.py`` measur
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import numpy as np
@@ -173,7 +174,9 @@ class LivePlot(QWidget):
             series.item.setZValue(len(curves) - depth)
         # One reference line, made here hidden and later moved: adding an item to a plot at a
         # run's start laid the plot out again in the same repaint as the run's first points.
-        self._reference = pg.InfiniteLine(angle=0, labelOpts={"position": 0.05, "anchors": [(0, 1), (0, 1)]},
+        # Its label hangs below the line: a prediction above the curves sits at the top of the view,
+        # where a label above the line was cut off.
+        self._reference = pg.InfiniteLine(angle=0, labelOpts={"position": 0.05, "anchors": [(0, 0), (0, 0)]},
                                           label="")
         self._reference.hide()
         plot.addItem(self._reference)
@@ -184,12 +187,20 @@ class LivePlot(QWidget):
         theme.style_plot(self.plot_widget)
         self._colour_curves(theme.colours())
         theme.on_change(self._colour_curves)
+        self._keep_room_for_the_plot()
 
     def set_title(self, title: str) -> None:
         """Change the title, in the scheme's text colour."""
         if title == self.plot_item.titleLabel.text:
             return  # a new title lays the whole plot out again
         self.plot_item.setTitle(title, color=theme.colours().text)
+        self._keep_room_for_the_plot()
+
+    def _keep_room_for_the_plot(self) -> None:
+        # pyqtgraph lays out its axes and title at no less than their own minimum width, and
+        # past the widget's right edge if it is narrower: the layouts holding the plot must know.
+        needed = self.plot_item.effectiveSizeHint(Qt.SizeHint.MinimumSize)
+        self.setMinimumWidth(math.ceil(needed.width()) + 2 * self.plot_widget.frameWidth())
 
     def append(self, x: float, y: float, curve: Optional[str] = None) -> None:
         """Store a point on ``curve`` (the first curve when omitted); the next tick draws it."""

@@ -7,6 +7,7 @@ import html
 from typing import Any, Optional
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QResizeEvent
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QSplitter, QVBoxLayout, QWidget
 
 from engine.core.choices import RunStatus
@@ -14,6 +15,7 @@ from engine.run.events import RunFinished, RunStarted, StepMetrics
 from studio.widgets.live_plot import LivePlot
 
 _MB = 1024 * 1024
+_PLOT_WIDTH = 280  # a comfortable width for one plot
 _LEVEL_COLOURS = {"error": "#c0392b", "warning": "#b9770e"}
 
 
@@ -70,7 +72,7 @@ class RunMonitor(QWidget):
         self.log_view.setMaximumBlockCount(5000)
         self.log_view.setAccessibleName("Training log")
 
-        plots = QSplitter(Qt.Orientation.Horizontal)
+        self.plots = plots = QSplitter(Qt.Orientation.Horizontal)
         plots.addWidget(self.loss_plot)
         plots.addWidget(self.memory_plot)
         log_box = QWidget()
@@ -96,6 +98,15 @@ class RunMonitor(QWidget):
         layout.addLayout(progress_row)
         layout.addWidget(self.monitor_split, 1)
         self.reset_progress()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        # Side by side where each plot has room for its axes, title and a readable curve; one
+        # above the other in a narrower window (1024 pixels wide, beside the settings).
+        wide = event.size().width() >= 2 * _PLOT_WIDTH
+        orientation = Qt.Orientation.Horizontal if wide else Qt.Orientation.Vertical
+        if self.plots.orientation() != orientation:
+            self.plots.setOrientation(orientation)
 
     # ------------------------------------------------------------- drawing
     def show_started(self, event: RunStarted) -> None:
