@@ -4,7 +4,7 @@ Finding devices imports torch (seconds on a cold start), so it runs in a
 ``BackgroundTask``; the page shows "Looking for devices…" until it answers.
 
 The runs history lists every run folder, running or not, with its status, time spent,
-final loss and a mini loss curve. Reading runs is ``engine.jobs.history.RunHistory`` on a worker
+last loss and a mini loss curve. Reading runs is ``engine.jobs.history.RunHistory`` on a worker
 thread: the first look at hundreds of runs takes a moment, later ones re-read only the
 runs that changed. While the page is shown it looks again every few seconds, so a run
 going on elsewhere (the command line) moves along, and a folder deleted behind the
@@ -55,7 +55,7 @@ from studio.widgets.error_dialog import show_error
 from studio.widgets.sparkline import SPARK_ROLE, SparklineDelegate
 from studio.workers import BackgroundTask, TaskReporter
 
-RUN_COLUMNS = ("Run", "Status", "Started", "Duration", "Steps", "Final loss", "Loss")
+RUN_COLUMNS = ("Run", "Status", "Started", "Duration", "Steps", "Last loss", "Loss")
 # What each column of the two tables means to the user, and what is good: the headers' tooltips.
 RUN_COLUMN_HELP = {
     "Run": "The run's folder name: the date, the dataset and the method. Double-click to see its curves.",
@@ -63,8 +63,8 @@ RUN_COLUMN_HELP = {
     "Started": "When the run started; the list puts the newest first.",
     "Duration": "Time spent training, added up over its sessions when it was resumed.",
     "Steps": "Training steps done of the run's total; each step learns from one batch.",
-    "Final loss": "The training loss at its last step so far (lower is better). Compare it between runs on the "
-                  "same dataset only.",
+    "Last loss": "The training loss at the run's last step: its final loss once it has ended, the loss now "
+                 "(marked so) while it trains. Lower is better; compare it between runs on the same dataset only.",
     "Loss": "The training loss over the run: it should fall and level off.",
 }
 DEVICE_COLUMN_HELP = {
@@ -224,7 +224,7 @@ class RunsModel(QAbstractTableModel):
             return f"{run.error}\n{run.run_dir}" if run.error else run.run_dir
         if role == Qt.ItemDataRole.ForegroundRole and column == "Status" and run.status == RunStatus.FAILED:
             return QColor(theme.colours().error)
-        if role == Qt.ItemDataRole.TextAlignmentRole and column in ("Duration", "Steps", "Final loss"):
+        if role == Qt.ItemDataRole.TextAlignmentRole and column in ("Duration", "Steps", "Last loss"):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
@@ -241,7 +241,7 @@ class RunsModel(QAbstractTableModel):
             return format_duration(record.duration_s)
         if column == "Steps":
             return f"{run.steps} / {run.total_steps}" if run.total_steps else str(run.steps)
-        if column == "Final loss":
+        if column == "Last loss":
             if run.final_loss is None:
                 return ""
             return f"{run.final_loss:.4f}" if run.loss_is_final else f"{run.final_loss:.4f} (now)"
@@ -251,7 +251,7 @@ class RunsModel(QAbstractTableModel):
     def _sort_key(record: Any, column: str) -> Any:
         run = record.summary
         numbers = {"Started": run.started, "Duration": record.duration_s, "Steps": run.steps,
-                   "Final loss": run.final_loss, "Loss": run.final_loss}
+                   "Last loss": run.final_loss, "Loss": run.final_loss}
         if column in numbers:
             value = numbers[column]
             return float(value) if value is not None else -1.0

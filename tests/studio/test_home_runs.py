@@ -54,7 +54,7 @@ def test_runs_are_listed_with_status_time_final_loss_and_a_mini_curve(qtbot, hom
     assert _column(home, "Status") == ["failed", "completed"]
     assert _column(home, "Duration") == ["1 min 20 s", "30 s"]
     assert _column(home, "Steps") == ["2 / 20", "5 / 5"]
-    assert _column(home, "Final loss") == ["1.9000", "0.5000"]
+    assert _column(home, "Last loss") == ["1.9000", "0.5000"]
     tooltip = home.runs_view.model().index(0, 0).data(Qt.ItemDataRole.ToolTipRole)
     assert "out of memory" in tooltip  # the tooltip says why it failed
     assert home.runs_summary.text() == "2 runs"
@@ -121,7 +121,7 @@ def test_a_running_run_shows_its_latest_loss_and_not_a_final_one(qtbot, home):
     with training_process(folder):
         _look(qtbot, home)
         assert _column(home, "Status") == ["running"]
-        assert _column(home, "Final loss") == ["1.8000 (now)"]
+        assert _column(home, "Last loss") == ["1.8000 (now)"]
         home.runs_view.selectRow(0)
         viewer = home.open_selected()
         qtbot.addWidget(viewer)
@@ -177,8 +177,8 @@ def test_runs_sort_by_final_loss_as_numbers(qtbot, home):
     for name, steps in (("20260101-100000-a", 2), ("20260102-100000-b", 5), ("20260103-100000-c", 3)):
         completed_run(name, steps=steps)  # final loss 3 - 0.5 * steps: 2.0, 0.5, 1.5
     _look(qtbot, home)
-    home.runs_view.sortByColumn(RUN_COLUMNS.index("Final loss"), Qt.SortOrder.AscendingOrder)
-    assert _column(home, "Final loss") == ["0.5000", "1.5000", "2.0000"]
+    home.runs_view.sortByColumn(RUN_COLUMNS.index("Last loss"), Qt.SortOrder.AscendingOrder)
+    assert _column(home, "Last loss") == ["0.5000", "1.5000", "2.0000"]
 
 
 def test_a_run_whose_events_were_edited_opens_with_the_good_events_only(qtbot, home):
@@ -189,7 +189,7 @@ def test_a_run_whose_events_were_edited_opens_with_the_good_events_only(qtbot, h
             events.write(json.dumps({**bad, "loss": 0}).replace('"loss": 0', f'"loss": {loss}') + "\n")
         events.write('{"event": "Explode"}\n[1, 2]\n')
     _look(qtbot, home)
-    assert _column(home, "Final loss") == ["1.5000"]
+    assert _column(home, "Last loss") == ["1.5000"]
     home.runs_view.selectRow(0)
     viewer = home.open_selected()
     qtbot.addWidget(viewer)
