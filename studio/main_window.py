@@ -243,7 +243,8 @@ class MainWindow(QMainWindow):
         train = self.train_page
         self.show_page("Train")
         if train.busy:
-            self.statusBar().showMessage("The Train page is busy with a run: stop it or wait for it to end first.")
+            self.statusBar().showMessage("The Train page is busy with a run: stop it or wait for it to end first.",
+                                         NOTICE_MS)
             return
         act(train)
 
@@ -471,7 +472,7 @@ class MainWindow(QMainWindow):
     def _on_adapter_saved(self, path: str) -> None:
         self._refresh_if_built("Adapters")
         self._refresh_if_built("Chat")
-        self.statusBar().showMessage(f"New adapter in the library: {path}")
+        self.statusBar().showMessage(f"New adapter in the library: {path}", NOTICE_MS)
 
     def _on_models_changed(self) -> None:
         train = self.built("Train")

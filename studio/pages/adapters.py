@@ -77,6 +77,9 @@ COLUMN_HELP = {
 }
 # Long paths and damage reasons are cut at this width; the tooltip and the details show them whole.
 _MAX_COLUMN_WIDTH = 150
+# The name is what a user looks for, and run names are long ("20261206-204732-pirate_persona-lora"):
+# its column may take twice the others' room before it is cut.
+_MAX_NAME_WIDTH = 2 * _MAX_COLUMN_WIDTH
 _SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 _PATH_ROLE = Qt.ItemDataRole.UserRole + 2
 _ERROR_COLOUR = "#c0392b"
@@ -497,8 +500,9 @@ class AdaptersPage(QWidget):
         self.table.setSortingEnabled(True)
         self.table.resizeColumnsToContents()
         for column in range(self.table.columnCount()):
-            if self.table.columnWidth(column) > _MAX_COLUMN_WIDTH:
-                self.table.setColumnWidth(column, _MAX_COLUMN_WIDTH)
+            widest = _MAX_NAME_WIDTH if COLUMNS[column] == "Name" else _MAX_COLUMN_WIDTH
+            if self.table.columnWidth(column) > widest:
+                self.table.setColumnWidth(column, widest)
 
     def _apply_filter(self) -> None:
         words = self.search_edit.text().lower().split()

@@ -104,8 +104,9 @@ class ElidingComboBox(QComboBox):
         self.setToolTip("\n\n".join(dict.fromkeys(part for part in parts if part)))
 
 
-class ModelPicker(QComboBox):
-    """The base models the studio knows about, plus any local folder the user pointed at.
+class ModelPicker(ElidingComboBox):
+    """The base models the studio knows about, plus any local folder the user pointed at; a name
+    too long for the box is shortened in the middle, whole in the tooltip.
 
     An item's data is the model reference ``engine.models.store.resolve_model`` accepts: the
     name in the model store (``"starter"`` for the starter model) or a folder path.
@@ -115,7 +116,7 @@ class ModelPicker(QComboBox):
         super().__init__(parent)
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setMinimumContentsLength(28)
-        self.setToolTip(
+        self.set_about(
             "The base model the adapter is trained on (or chatted with). The starter model is small "
             "enough to train on a CPU; it is converted the first time it is used."
         )
@@ -232,43 +233,3 @@ class DatasetPicker(QWidget):
         )
         if path:
             self.set_path(path)
-
-
-class AdapterPicker(ElidingComboBox):
-    """"No adapter (base model)" followed by the usable adapters in the library."""
-
-    def __init__(self, parent: Optional[QWidget] = None) -> None:
-        super().__init__(parent)
-        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.setMinimumContentsLength(24)
-        self.set_about("The adapter to apply on top of the base model, or none to use the base model as it is")
-        self.refresh()
-
-    def refresh(self) -> None:
-        from engine.adapters.library import list_adapters
-
-        keep = self.current_ref()
-        self.blockSignals(True)
-        self.clear()
-        self.addItem("No adapter (base model)", None)
-        for record in list_adapters():
-            if record.damaged:
-                continue
-            self.addItem(record.name, record.name)
-            self.setItemData(self.count() - 1, record.path, Qt.ItemDataRole.ToolTipRole)
-        if keep is not None:
-            _select_data(self, keep)
-        self.blockSignals(False)
-        if self.current_ref() != keep:
-            self.currentIndexChanged.emit(self.currentIndex())
-
-    def current_ref(self) -> Optional[str]:
-        ref = self.currentData(_REF_ROLE)
-        return str(ref) if ref else None
-
-    def set_ref(self, ref: Optional[str]) -> None:
-        """Select a library adapter by name; None selects the base model."""
-        if ref is None:
-            self.setCurrentIndex(0)
-        else:
-            _select_data(self, ref)

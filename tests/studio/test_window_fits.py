@@ -16,6 +16,8 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QMainWindow,
     QProgressBar,
+    QStyle,
+    QStyleOptionComboBox,
     QTabBar,
     QWidget,
 )
@@ -24,6 +26,7 @@ from engine.run.events import RunStarted, StepMetrics
 from studio import workers
 from studio.main_window import PAGES, MainWindow
 from studio.settings import app_settings
+from studio.widgets.pickers import ElidingComboBox
 from studio.window_state import FRAME_ALLOWANCE, fit_to_screen, to_text
 
 SIZES = [(1024, 680), (1280, 720)]
@@ -61,11 +64,24 @@ def _cuts_what_it_shows(widget: QWidget) -> bool:
         return widget.fontMetrics().horizontalAdvance(widget.text()) > widget.contentsRect().width() - 8
     if isinstance(widget, QAbstractButton):
         return widget.sizeHint().width() > widget.width()
+    if isinstance(widget, ElidingComboBox):
+        return False  # shortens a long name in the middle on purpose, and its tooltip gives it whole
+    if isinstance(widget, QComboBox) and not widget.isEditable():
+        return widget.fontMetrics().horizontalAdvance(widget.currentText()) > _combo_field_width(widget)
     if isinstance(widget, QGraphicsView) and widget.scene() is not None:  # a plot
         room = widget.viewport().width()
         return any(item.size().width() > room + 0.5 for item in widget.scene().items()
                    if isinstance(item, QGraphicsWidget) and item.parentItem() is None)
     return False
+
+
+def _combo_field_width(combo: QComboBox) -> int:
+    """The room a closed combo box has for its current text."""
+    option = QStyleOptionComboBox()
+    combo.initStyleOption(option)
+    field = combo.style().subControlRect(QStyle.ComplexControl.CC_ComboBox, option,
+                                         QStyle.SubControl.SC_ComboBoxEditField, combo)
+    return field.width() - 2  # the style draws the label 1 px in from either side
 
 
 def clipped(area: QWidget, within: QWidget) -> list[str]:
