@@ -160,15 +160,18 @@ def _read_devices(reporter: TaskReporter) -> tuple[list[Any], None]:
 
 
 def _table(headers: list[str]) -> QTableWidget:
-    """A read-only table whose first column (the name) takes the spare width."""
+    """A read-only table whose columns fit what they hold, the last one taking the spare width.
+    In a narrow window it scrolls sideways rather than squeeze the device's name to "A… E…"
+    (a stretched first column is the one Qt shrinks when the others need the room)."""
     table = QTableWidget(0, len(headers))
     table.setHorizontalHeaderLabels(headers)
     table.verticalHeader().setVisible(False)
     table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
     table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    table.setWordWrap(False)
     header = table.horizontalHeader()
     header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-    header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+    header.setStretchLastSection(True)
     return table
 
 
