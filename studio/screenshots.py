@@ -2,6 +2,7 @@
 
     python -m studio.screenshots [OUT_DIR]            (default: docs/; about ten minutes on two cores)
     python -m studio.screenshots --pages [OUT_DIR]    (a minute: the pages as they open, no training)
+    python -m studio.screenshots --size 1024x680 OUT_DIR   (another window size; default 1280x800)
 
 Plays the first-run demo through the real widgets, offscreen, in a scratch
 LORA_STUDIO_HOME: starts a run of the starter model on the pirate sample from
@@ -17,6 +18,7 @@ training or chatting: Home then has no runs to list.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -166,12 +168,32 @@ class DemoTour:
         self.pages.start()
 
 
+def offscreen_platform(size: tuple[int, int]) -> str:
+    """Qt's offscreen platform with a screen room enough for a window of ``size`` and its frame:
+    its own screen is 800x800, and the window shrinks to fit the screen it opens on."""
+    width, height = size[0] + 100, size[1] + 100
+    screen = Path(tempfile.mkdtemp(prefix="lora-studio-screen-")) / "screen.json"
+    screen.write_text(json.dumps({"screens": [{"name": "shots", "x": 0, "y": 0, "width": width, "height": height,
+                                               "logicalDpi": 96, "dpr": 1}]}), encoding="utf-8")
+    return f"offscreen:configfile={screen}"
+
+
+def _size(text: str) -> tuple[int, int]:
+    width, _x, height = text.partition("x")
+    return int(width), int(height)
+
+
 def main(argv: list[str]) -> int:
     pages_only = "--pages" in argv
     args = [arg for arg in argv if arg != "--pages"]
+    size = SIZE
+    if "--size" in args:
+        at = args.index("--size")
+        size = _size(args[at + 1])
+        del args[at:at + 2]
     out = Path(args[0] if args else "docs").resolve()
     out.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    os.environ.setdefault("QT_QPA_PLATFORM", offscreen_platform(size))
     os.environ["LORA_STUDIO_HOME"] = tempfile.mkdtemp(prefix="lora-studio-shots-")
 
     from PySide6.QtCore import QTimer
@@ -182,7 +204,7 @@ def main(argv: list[str]) -> int:
 
     app_settings().set(DISMISSED_KEY, True)  # the guide is a panel over part of the page, not part of it
     app, window = start(sys.argv[:1])
-    window.resize(*SIZE)
+    window.resize(*size)
     camera = Camera(window, out)
     tour = PagesTour(window, camera, app.quit) if pages_only else DemoTour(window, camera, app.quit)
     window.librariesLoaded.connect(tour.start)  # the status bar has nothing to say any more

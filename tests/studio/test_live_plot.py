@@ -202,3 +202,23 @@ def test_a_cpu_run_shows_one_memory_curve_named_for_what_it_measures(qtbot):
     assert allocated.isVisible() and not reserved.isVisible()
     monitor.set_memory_title("cuda:0")  # the next run on a GPU: both again
     assert _legend(monitor.memory_plot) == ["allocated", "reserved"] and reserved.isVisible()
+
+
+def test_the_log_keeps_its_newest_line_in_view_unless_the_user_scrolled_up(qtbot):
+    monitor = RunMonitor()
+    qtbot.addWidget(monitor)
+    monitor.resize(1000, 900)
+    monitor.show()
+    qtbot.waitExposed(monitor)
+    for line in range(6):
+        monitor.log(f"line {line}")
+    bar = monitor.log_view.verticalScrollBar()
+    monitor.resize(500, 300)  # a narrow window: the plots stack and the log gets a few lines' room
+    qtbot.waitUntil(lambda: bar.maximum() > 0)
+    assert bar.value() == bar.maximum()  # the newest line, not the first ones
+    monitor.log("line 6")
+    assert bar.value() == bar.maximum()
+
+    bar.setValue(0)  # the user scrolls up to read
+    monitor.log("line 7")
+    assert bar.value() == 0

@@ -71,6 +71,13 @@ class RunMonitor(QWidget):
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(5000)
         self.log_view.setAccessibleName("Training log")
+        # The log follows its newest line, unless the user scrolled up to read: through new lines and
+        # through the view getting smaller (the plots stacking in a narrow window), where a text
+        # view on its own keeps its top line and the newest ones drop out of sight.
+        self._follow_log = True
+        bar = self.log_view.verticalScrollBar()
+        bar.valueChanged.connect(lambda value: setattr(self, "_follow_log", value >= bar.maximum()))
+        bar.rangeChanged.connect(lambda _low, high: bar.setValue(high) if self._follow_log else None)
 
         self.plots = plots = QSplitter(Qt.Orientation.Horizontal)
         plots.addWidget(self.loss_plot)
