@@ -74,6 +74,22 @@ FIDELITY_MEASURES = {
 }
 
 
+# The GGUF check's number in plain words (engine.adapters.gguf.GgufResult.max_abs_error), in the
+# merge check's style: the name shown, then what it means and what each type makes of it (the
+# bounds engine.adapters.gguf checks every tensor against).
+GGUF_ROUNDING = (
+    "Largest rounding change",
+    "Every weight was read back from the file and compared with its source: this is the biggest change any one "
+    "weight got from being rounded to {quant}. {expected} A tensor changed by more than its type allows would "
+    "have stopped the export.")
+GGUF_ROUNDING_EXPECTED = {
+    "f16": "f16 rounding gives about 1e-3 (up to a 2048th of a tensor's largest weight): expected, and harmless.",
+    "q8_0": "q8_0 rounding gives up to a 127th of a tensor's largest weight, often about 1e-2: expected for an "
+            "8-bit file, at a small cost in quality.",
+    "f32": "f32 keeps every weight as it is, so this is 0.",
+}
+
+
 def _measure_cell(field: str) -> str:
     """A merge-check number's plain name, with what it means in small grey text under it."""
     name, meaning = FIDELITY_MEASURES[field]
@@ -324,8 +340,7 @@ class GgufDialog(_TaskDialog):
         kind = "GGUF LoRA" if result.kind == "lora" else "GGUF model"
         parts = [_paragraph(f"Wrote {kind} {result.path} ({result.quant}, {_size(result.size_bytes)}).",
                             _OK_COLOUR, bold=True),
-                 _paragraph(f"Read back and checked: {result.tensors} tensors, largest difference from the source "
-                            f"{result.max_abs_error:.3g} ({result.worst_tensor}).")]
+                 _paragraph(f"Read back and checked: {result.tensors} tensors."), _rounding(result)]
         if result.merge is not None:
             merge = result.merge
             colour = None if merge["within_tolerance"] else _ERROR_COLOUR
@@ -339,6 +354,14 @@ class GgufDialog(_TaskDialog):
         parts.append(_paragraph(f"Ollama Modelfile: {result.modelfile}"))
         parts += [_paragraph(f"Warning: {warning}", _WARN_COLOUR, bold=True) for warning in result.warnings]
         self.result_view.setHtml("".join(parts))
+
+
+def _rounding(result: Any) -> str:
+    """The GGUF check's largest rounding change, with what it means in small grey text under it."""
+    name, meaning = GGUF_ROUNDING
+    meaning = meaning.format(quant=result.quant, expected=GGUF_ROUNDING_EXPECTED.get(result.quant, ""))
+    return (f"<p><b>{html.escape(name)}</b>: {result.max_abs_error:.3g} (in {html.escape(result.worst_tensor)})<br>"
+            f"<span style='color:#555'>{html.escape(meaning)}</span></p>")
 
 
 class _PreviewChat:

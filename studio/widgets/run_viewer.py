@@ -1,6 +1,7 @@
 """A run, or several side by side: the full curves and the configuration, opened from Home.
 
-One run shows its training and eval loss, its learning rate and its ``config.json``.
+One run shows its training and eval loss, its learning rate and its settings (``config.json``),
+named as the Train page's form names them.
 Several runs show their loss curves overlaid and the settings in which they differ.
 The run folders are read in a ``BackgroundTask`` (a long run's events take a moment);
 a folder deleted meanwhile is reported in the window, and through ``runsGone`` so the
@@ -13,7 +14,7 @@ import html
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -21,7 +22,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
-    QPlainTextEdit,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
 from engine.errors import StudioError
 from engine.jobs.history import RunCurves, RunRecord, format_duration, read_config, read_curves, read_record
 from studio.widgets.live_plot import LivePlot
+from studio.widgets.train_settings import setting_label, setting_tip
 from studio.workers import BackgroundTask
 
 
@@ -59,14 +60,46 @@ def read_details(run_dir: str) -> RunDetails:
 
 
 def differing_settings(configs: list[dict]) -> list[tuple[str, list[str]]]:
-    """The settings whose values are not the same in every config, with each config's value."""
-    keys = sorted({key for config in configs for key in config})
+    """The settings whose values are not the same in every config, with each config's value
+    as shown (``–`` where a config lacks the setting), in the configs' own order."""
+    keys = list(dict.fromkeys(key for config in configs for key in config))
     rows = []
     for key in keys:
-        values = [json.dumps(config[key]) if key in config else "–" for config in configs]
+        values = [setting_text(config[key]) if key in config else "–" for config in configs]
         if len(set(values)) > 1:
             rows.append((key, values))
     return rows
+
+
+def setting_text(value: Any) -> str:
+    """A setting's value in words: yes/no for switches, "none" for unset, text without quotes."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return "none"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def fill_settings(table: QTableWidget, rows: list[tuple[str, list[str]]]) -> None:
+    """One row per setting: its name as the Train page's form says it (its tip as tooltip), then the values."""
+    table.setRowCount(len(rows))
+    for row, (key, values) in enumerate(rows):
+        for column, text in enumerate([setting_label(key), *values]):
+            item = QTableWidgetItem(text)
+            item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
+            item.setToolTip(setting_tip(key) if column == 0 else text)
+            table.setItem(row, column, item)
+
+
+def _settings_table(columns: list[str], parent: QWidget) -> QTableWidget:
+    table = QTableWidget(0, len(columns) + 1, parent)
+    table.setHorizontalHeaderLabels(["Setting", *columns])
+    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    table.horizontalHeader().setStretchLastSection(True)
+    table.verticalHeader().setVisible(False)
+    return table
 
 
 def _summary(record: RunRecord) -> str:
@@ -98,10 +131,7 @@ class RunViewer(QDialog):
         if comparing:
             self.loss_plot = LivePlot(self.names, x_label="step", y_label="loss", title="Training loss")
             self.eval_plot = LivePlot(self.names, x_label="step", y_label="loss", title="Eval loss")
-            self.settings_table = QTableWidget(0, len(self.names) + 1, self)
-            self.settings_table.setHorizontalHeaderLabels(["Setting", *self.names])
-            self.settings_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-            self.settings_table.verticalHeader().setVisible(False)
+            self.settings_table = _settings_table(self.names, self)
             self.tabs.addTab(self.loss_plot, "Loss")
             self.tabs.addTab(self.eval_plot, "Eval loss")
             self.tabs.addTab(self.settings_table, "Settings that differ")
@@ -109,16 +139,15 @@ class RunViewer(QDialog):
             self.loss_plot = LivePlot(("train loss", "eval loss"), x_label="step", y_label="loss", title="Loss")
             self.lr_plot = LivePlot(("learning rate",), x_label="step", y_label="learning rate",
                                     title="Learning rate")
-            self.config_view = QPlainTextEdit(self)
-            self.config_view.setReadOnly(True)
-            self.config_view.setAccessibleName("Run configuration")
+            self.settings_table = _settings_table(["Value"], self)
+            self.settings_table.setAccessibleName("Run settings")
             curves = QWidget(self)
             curves_layout = QHBoxLayout(curves)
             curves_layout.setContentsMargins(0, 0, 0, 0)
             curves_layout.addWidget(self.loss_plot, 3)
             curves_layout.addWidget(self.lr_plot, 2)
             self.tabs.addTab(curves, "Curves")
-            self.tabs.addTab(self.config_view, "Config")
+            self.tabs.addTab(self.settings_table, "Settings")
         close_button = QPushButton("Close", self)
         close_button.clicked.connect(self.close)
         buttons = QHBoxLayout()
@@ -164,9 +193,9 @@ class RunViewer(QDialog):
         self.loss_plot.set_points(curves.eval_loss.steps, curves.eval_loss.values, "eval loss")
         self.lr_plot.set_points(curves.learning_rate.steps, curves.learning_rate.values)
         if detail.config is not None:
-            self.config_view.setPlainText(json.dumps(detail.config, indent=2))
+            fill_settings(self.settings_table, [(key, [setting_text(value)]) for key, value in detail.config.items()])
         else:
-            self.config_view.setPlainText(detail.config_error)
+            self.status_label.setText(f"{text}<br>Its settings could not be read: {html.escape(detail.config_error)}")
 
     def _show_many(self, present: list[RunDetails], gone: list[str]) -> None:
         lines = [f"{Path(detail.run_dir).name}: {_summary(detail.record)}" for detail in present]
@@ -180,10 +209,7 @@ class RunViewer(QDialog):
         rows = differing_settings(configs)
         self.settings_table.setColumnCount(len(present) + 1)
         self.settings_table.setHorizontalHeaderLabels(["Setting", *(Path(d.run_dir).name for d in present)])
-        self.settings_table.setRowCount(len(rows))
-        for row, (key, values) in enumerate(rows):
-            for column, text in enumerate([key, *values]):
-                self.settings_table.setItem(row, column, QTableWidgetItem(text))
+        fill_settings(self.settings_table, rows)
 
     def _failed(self, message: str) -> None:
         self.tabs.hide()

@@ -118,6 +118,60 @@ TIPS = {
             "date, the dataset and the method.",
 }
 
+# Each setting's label on the form and its key in TIPS, by the RunConfig field it sets (and the
+# preset, which is no field): the form and the run window, which lists a run's settings, both
+# name settings from here.
+SETTINGS: dict[str, tuple[str, str]] = {
+    "preset": ("Preset", "preset"),
+    "method": ("Method", "method"),
+    "rank": ("LoRA rank", "rank"),
+    "alpha": ("LoRA alpha", "alpha"),
+    "dropout": ("LoRA dropout", "dropout"),
+    "use_rslora": ("Scaling", "rslora"),
+    "targets": ("Target layers", "targets"),
+    "quant": ("Base in", "quant"),
+    "double_quant": ("Scales", "double_quant"),
+    "compute_dtype": ("Compute in", "compute_dtype"),
+    "num_virtual_tokens": ("Virtual tokens", "virtual_tokens"),
+    "prompt_init": ("Start from", "prompt_init"),
+    "prompt_init_text": ("Init text", "prompt_text"),
+    "prefix_projection": ("Prefix", "prefix_projection"),
+    "lr": ("Learning rate", "lr"),
+    "max_steps": ("Steps", "steps"),
+    "epochs": ("Epochs", "epochs"),
+    "batch_size": ("Batch size", "batch"),
+    "grad_accum": ("Accumulation", "grad_accum"),
+    "max_length": ("Max length", "max_length"),
+    "lr_scheduler": ("Schedule", "scheduler"),
+    "warmup_steps": ("Warm-up", "warmup"),
+    "optimizer": ("Optimizer", "optimizer"),
+    "weight_decay": ("Weight decay", "weight_decay"),
+    "max_grad_norm": ("Max grad norm", "max_grad_norm"),
+    "seed": ("Seed", "seed"),
+    "precision": ("Precision", "precision"),
+    "batching": ("Batches", "batching"),
+    "group_by_length": ("Order", "group_by_length"),
+    "grad_checkpointing": ("Activations", "grad_checkpointing"),
+    "eval_every": ("Evaluate every", "eval_every"),
+    "early_stopping_patience": ("Early stopping", "early_stopping"),
+    "save_every": ("Checkpoints", "save_every"),
+    "keep_checkpoints": ("Keep", "keep_checkpoints"),
+    "name": ("Adapter name", "name"),
+}
+
+
+def setting_label(field: str) -> str:
+    """A RunConfig field as the user reads it: the form's label, else the field in plain words."""
+    if field in SETTINGS:
+        return SETTINGS[field][0]
+    return field.replace("_", " ").capitalize()
+
+
+def setting_tip(field: str) -> str:
+    """What a RunConfig field does, as the form's tooltip says it; empty for fields the form lacks."""
+    return TIPS[SETTINGS[field][1]] if field in SETTINGS else ""
+
+
 # Settings every preset sets; the rest keep their values.
 PRESETS: dict[str, dict[str, Any]] = {
     # The first-run demo: a style change of a small model, in minutes on a CPU.
@@ -297,7 +351,8 @@ class SettingsForm(QWidget):
         self.name_edit = QLineEdit()
         self.name_edit.setPlaceholderText("automatic")
 
-    def _labelled(self, form: QFormLayout, text: str, widget: QWidget, tip: str) -> None:
+    def _labelled(self, form: QFormLayout, field: str, widget: QWidget) -> None:
+        text, tip = SETTINGS[field]
         label = QLabel(text)
         label.setBuddy(widget)
         widget.setAccessibleName(text)
@@ -322,29 +377,29 @@ class SettingsForm(QWidget):
         self.method_box = QGroupBox("Method")
         self.method_form = QFormLayout(self.method_box)
         f = self.method_form
-        self._labelled(f, "Preset", self.preset_combo, "preset")
-        self._labelled(f, "Method", self.method_combo, "method")
-        self._labelled(f, "LoRA rank", self.rank_spin, "rank")
-        self._labelled(f, "LoRA alpha", self.alpha_spin, "alpha")
-        self._labelled(f, "LoRA dropout", self.dropout_spin, "dropout")
-        self._labelled(f, "Scaling", self.rslora_check, "rslora")
-        self._labelled(f, "Target layers", self.targets_combo, "targets")
+        self._labelled(f, "preset", self.preset_combo)
+        self._labelled(f, "method", self.method_combo)
+        self._labelled(f, "rank", self.rank_spin)
+        self._labelled(f, "alpha", self.alpha_spin)
+        self._labelled(f, "dropout", self.dropout_spin)
+        self._labelled(f, "use_rslora", self.rslora_check)
+        self._labelled(f, "targets", self.targets_combo)
         self.modules_row = self._row(self.modules_edit, self.modules_button)
         self.modules_edit.setToolTip(TIPS["targets"])
         self.modules_edit.setAccessibleName("Target modules")
         f.addRow("Modules", self.modules_row)
-        self._labelled(f, "Base in", self.quant_combo, "quant")
-        self._labelled(f, "Scales", self.double_quant_check, "double_quant")
-        self._labelled(f, "Compute in", self.compute_combo, "compute_dtype")
-        self._labelled(f, "Virtual tokens", self.virtual_spin, "virtual_tokens")
-        self._labelled(f, "Start from", self.prompt_init_combo, "prompt_init")
-        self._labelled(f, "Init text", self.prompt_text_edit, "prompt_text")
-        self._labelled(f, "Prefix", self.prefix_projection_check, "prefix_projection")
+        self._labelled(f, "quant", self.quant_combo)
+        self._labelled(f, "double_quant", self.double_quant_check)
+        self._labelled(f, "compute_dtype", self.compute_combo)
+        self._labelled(f, "num_virtual_tokens", self.virtual_spin)
+        self._labelled(f, "prompt_init", self.prompt_init_combo)
+        self._labelled(f, "prompt_init_text", self.prompt_text_edit)
+        self._labelled(f, "prefix_projection", self.prefix_projection_check)
 
         self.training_box = QGroupBox("Training")
         self.training_form = QFormLayout(self.training_box)
         f = self.training_form
-        self._labelled(f, "Learning rate", self.lr_spin, "lr")
+        self._labelled(f, "lr", self.lr_spin)
         length_row = self._row(self.by_steps_radio, self.steps_spin, self.by_epochs_radio, self.epochs_spin,
                                stretch_first=False)
         for widget, tip in ((self.by_steps_radio, "steps"), (self.steps_spin, "steps"),
@@ -353,32 +408,32 @@ class SettingsForm(QWidget):
         self.steps_spin.setAccessibleName("Train for steps")
         self.epochs_spin.setAccessibleName("Train for epochs")
         f.addRow("Train for", length_row)
-        self._labelled(f, "Batch size", self.batch_spin, "batch")
-        self._labelled(f, "Accumulation", self.accum_spin, "grad_accum")
-        self._labelled(f, "Max length", self.max_length_spin, "max_length")
-        self._labelled(f, "Schedule", self.scheduler_combo, "scheduler")
-        self._labelled(f, "Warm-up", self.warmup_spin, "warmup")
-        self._labelled(f, "Optimizer", self.optimizer_combo, "optimizer")
-        self._labelled(f, "Weight decay", self.weight_decay_spin, "weight_decay")
-        self._labelled(f, "Max grad norm", self.grad_norm_spin, "max_grad_norm")
-        self._labelled(f, "Seed", self.seed_spin, "seed")
+        self._labelled(f, "batch_size", self.batch_spin)
+        self._labelled(f, "grad_accum", self.accum_spin)
+        self._labelled(f, "max_length", self.max_length_spin)
+        self._labelled(f, "lr_scheduler", self.scheduler_combo)
+        self._labelled(f, "warmup_steps", self.warmup_spin)
+        self._labelled(f, "optimizer", self.optimizer_combo)
+        self._labelled(f, "weight_decay", self.weight_decay_spin)
+        self._labelled(f, "max_grad_norm", self.grad_norm_spin)
+        self._labelled(f, "seed", self.seed_spin)
 
         self.memory_box = QGroupBox("Speed and memory")
         self.memory_form = QFormLayout(self.memory_box)
         f = self.memory_form
-        self._labelled(f, "Precision", self.precision_combo, "precision")
-        self._labelled(f, "Batches", self.batching_combo, "batching")
-        self._labelled(f, "Order", self.group_check, "group_by_length")
-        self._labelled(f, "Activations", self.checkpointing_check, "grad_checkpointing")
+        self._labelled(f, "precision", self.precision_combo)
+        self._labelled(f, "batching", self.batching_combo)
+        self._labelled(f, "group_by_length", self.group_check)
+        self._labelled(f, "grad_checkpointing", self.checkpointing_check)
 
         self.output_box = QGroupBox("Evaluation and saving")
         self.output_form = QFormLayout(self.output_box)
         f = self.output_form
-        self._labelled(f, "Evaluate every", self.eval_every_spin, "eval_every")
-        self._labelled(f, "Early stopping", self.early_stop_spin, "early_stopping")
-        self._labelled(f, "Checkpoints", self.save_every_spin, "save_every")
-        self._labelled(f, "Keep", self.keep_spin, "keep_checkpoints")
-        self._labelled(f, "Adapter name", self.name_edit, "name")
+        self._labelled(f, "eval_every", self.eval_every_spin)
+        self._labelled(f, "early_stopping_patience", self.early_stop_spin)
+        self._labelled(f, "save_every", self.save_every_spin)
+        self._labelled(f, "keep_checkpoints", self.keep_spin)
+        self._labelled(f, "name", self.name_edit)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)

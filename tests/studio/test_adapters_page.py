@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import zipfile
 from pathlib import Path
@@ -191,6 +192,9 @@ def test_gguf_dialog_writes_a_checked_file_and_a_modelfile(qtbot, tiny_model_dir
     text = dialog.result_view.toPlainText()
     assert "Read back and checked: 20 tensors" in text and "within float tolerance" in text
     assert "largest drift from base+adapter" in text
+    # The read-back's number says what it is: each weight's change from rounding to the chosen type.
+    assert re.search(r"Largest rounding change: [\d.e-]+ \(in \S+\)", text), text
+    assert "biggest change any one weight got from being rounded to q8_0" in text
     assert (folder / "pirate.gguf").is_file() and (folder / "pirate.Modelfile").is_file()
 
 

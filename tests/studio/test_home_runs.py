@@ -18,6 +18,7 @@ from engine.run.events import RunFinished
 from engine.paths import runs_dir
 from studio import theme
 from studio.pages.home import RUN_COLUMNS, HomePage
+from studio.widgets.train_settings import TIPS
 
 TIMEOUT_MS = 60_000
 
@@ -37,6 +38,11 @@ def _look(qtbot, page: HomePage) -> None:
 def _column(page: HomePage, name: str) -> list[str]:
     model, column = page.runs_view.model(), RUN_COLUMNS.index(name)
     return [model.index(row, column).data() for row in range(model.rowCount())]
+
+
+def _settings(table) -> dict[str, str]:
+    """A run window's settings table as {name shown: value shown}."""
+    return {table.item(row, 0).text(): table.item(row, 1).text() for row in range(table.rowCount())}
 
 
 def _no_dialog_open() -> bool:
@@ -95,8 +101,9 @@ def test_a_run_deleted_behind_the_studios_back_drops_out_quietly(qtbot, home):
 
 
 def test_opening_a_run_shows_its_curves_and_config(qtbot, home):
-    folder = completed_run("20260101-100000-pirate-lora", config={"model": "tiny", "dataset": "/d/pirate.jsonl",
-                                                                   "rank": 8, "lr": 0.001})
+    folder = completed_run("20260101-100000-pirate-lora", config={
+        "model": "tiny", "dataset": "/d/pirate.jsonl", "rank": 8, "lr": 0.001, "max_length": 256, "grad_accum": 2,
+        "use_rslora": True, "name": None, "val_fraction": 0.1})
     _look(qtbot, home)
     opened: list[list[str]] = []
     home.runsOpened.connect(opened.append)
@@ -111,7 +118,15 @@ def test_opening_a_run_shows_its_curves_and_config(qtbot, home):
     assert viewer.loss_plot.point_count("train loss") == 5
     assert viewer.loss_plot.point_count("eval loss") == 1
     assert viewer.lr_plot.point_count() == 5
-    assert json.loads(viewer.config_view.toPlainText())["rank"] == 8
+    # The settings by the Train page form's names, with its tips; values in words, no raw keys.
+    settings = _settings(viewer.settings_table)
+    assert settings["LoRA rank"] == "8" and settings["Learning rate"] == "0.001"
+    assert settings["Max length"] == "256" and settings["Accumulation"] == "2" and settings["Scaling"] == "yes"
+    assert settings["Adapter name"] == "none" and settings["Dataset"] == "/d/pirate.jsonl"
+    assert settings["Val fraction"] == "0.1"  # a setting the form lacks: in plain words
+    assert not any(re.search(r"[a-z]_[a-z]", name) for name in settings), settings
+    rank_row = list(settings).index("LoRA rank")
+    assert viewer.settings_table.item(rank_row, 0).toolTip() == TIPS["rank"]
     assert "completed · step 5 / 5 · 30 s · final loss 0.5000" in viewer.status_label.text()
 
 
@@ -158,7 +173,7 @@ def test_the_devices_use_and_free_memory_are_read_again_while_a_run_trains(qtbot
 def test_selected_runs_are_compared_on_one_plot_with_the_settings_that_differ(qtbot, home):
     base = {"model": "tiny", "dataset": "/d/pirate.jsonl", "rank": 8}
     completed_run("20260101-100000-r8", steps=5, config=base)
-    completed_run("20260102-100000-r16", steps=7, config={**base, "rank": 16})
+    completed_run("20260102-100000-r16", steps=7, config={**base, "rank": 16, "grad_accum": 4})
     _look(qtbot, home)
     home.select_runs([str(runs_dir() / "20260101-100000-r8"), str(runs_dir() / "20260102-100000-r16")])
     assert home.compare_button.isEnabled() and not home.open_button.isEnabled()
@@ -169,8 +184,9 @@ def test_selected_runs_are_compared_on_one_plot_with_the_settings_that_differ(qt
     assert viewer.loss_plot.point_count("20260101-100000-r8") == 5
     assert viewer.loss_plot.point_count("20260102-100000-r16") == 7
     table = viewer.settings_table
-    assert table.rowCount() == 1  # only the rank differs
-    assert [table.item(0, column).text() for column in range(3)] == ["rank", "16", "8"]
+    assert table.rowCount() == 2  # only the rank and the accumulation differ, named as the Train page names them
+    assert [table.item(0, column).text() for column in range(3)] == ["LoRA rank", "16", "8"]
+    assert [table.item(1, column).text() for column in range(3)] == ["Accumulation", "4", "–"]
 
 
 def test_runs_sort_by_final_loss_as_numbers(qtbot, home):
