@@ -368,7 +368,8 @@ class HomePage(QWidget):
         header = self.runs_view.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setStretchLastSection(True)
-        for column, width in zip(RUN_COLUMNS, (300, 90, 130, 100, 90, 90)):
+        # Widths that leave the loss curve room in the smallest window (1024 px: the table is ~810 wide).
+        for column, width in zip(RUN_COLUMNS, (240, 90, 120, 90, 80, 90)):
             header.resizeSection(RUN_COLUMNS.index(column), width)
         self.runs_view.doubleClicked.connect(lambda _index: self.open_selected())
         self.runs_view.selectionModel().selectionChanged.connect(lambda *_: self._update_buttons())
