@@ -42,8 +42,8 @@ def _pyproject_with(tmp_path, old: str, new: str) -> Path:
 
 
 def test_a_dependency_added_to_pyproject_only_is_named(tmp_path):
-    pyproject = _pyproject_with(tmp_path, '"psutil>=5.9",', '"psutil>=5.9",\n    "sacrebleu>=2.4",')
-    assert lockcheck.problem(LOCKS[0], pyproject) == ("cpu.txt has no pin for sacrebleu, which pyproject.toml "
+    pyproject = _pyproject_with(tmp_path, '"psutil>=5.9",', '"psutil>=5.9",\n    "scikit-learn>=1.4",')
+    assert lockcheck.problem(LOCKS[0], pyproject) == ("cpu.txt has no pin for scikit-learn, which pyproject.toml "
                                                       "asks for: run make lock")
 
 
