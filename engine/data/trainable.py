@@ -151,3 +151,10 @@ def empty_validation(name: str, usable: int, val_fraction: float) -> str:
     (``engine.data.split`` keeps at least one row for training)."""
     return (f"a validation share of {val_fraction:g} holds out no row: only {usable} row of {name} can train, "
             "and training needs it; set the validation share to 0, or add rows")
+
+
+def all_copies(name: str, usable: int) -> str:
+    """Why a validation share holds out nothing from rows that are all one conversation: every copy
+    of a held-out row is held out with it (``engine.data.split``), which would leave none to train."""
+    return (f"a validation share holds out no row: the {usable:,} rows of {name} that can train are all the same "
+            "conversation, and a copy held out would also be trained on; set the validation share to 0, or add rows")

@@ -1,6 +1,10 @@
 """Writing a dataset's tokenised examples for training: one streaming pass into an Arrow
 file of token ids and labels, holding one small batch in memory at a time, the file in
 place only once complete.
+
+Each example also carries where its row is in the dataset and a hash of its conversation
+(``SOURCE_COLUMNS``): the run splits by that hash and records the rows it held out
+(``engine.data.heldout``); the training child drops those columns before training.
 """
 
 from __future__ import annotations
@@ -14,12 +18,16 @@ from engine.core.atomic import staging_path
 from engine.data.counts import RowCounts
 from engine.data.dataset import DatasetSource
 from engine.data.examples import ExampleStats
+from engine.data.heldout import content_hash
 from engine.data.passes import Cancelled, DatasetPass, Progress
 from engine.data.readers import RowProblem
 from engine.data.rendering import chat_template_for
 from engine.data.trainable import CUT_BY_LENGTH, example_of
 
 _WRITE_BATCH = 1000
+# Where each example's row is (its place in the reader's pass, and the line/row and file the
+# reader names it by) and its conversation's hash.
+SOURCE_COLUMNS = ("source_row", "source_line", "source_file", "source_unit", "source_hash")
 
 
 @dataclass
@@ -59,19 +67,21 @@ def write_examples(
     template, _fallback = chat_template_for(tokenizer)
     counts = DatasetPass(source, progress, cancelled)
     stats = ExampleStats()
-    schema = pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32()))])
+    tokens = pa.list_(pa.int32())
+    kinds = (tokens, tokens, pa.int64(), pa.int64(), pa.string(), pa.string(), pa.string())
+    names = ("input_ids", "labels", *SOURCE_COLUMNS)
+    schema = pa.schema(list(zip(names, kinds)))
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = staging_path(path, "partial")
-    ids_batch: list[list[int]] = []
-    labels_batch: list[list[int]] = []
+    batch: list[list[Any]] = [[] for _ in names]
     stopped = False
     try:
         with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
             def flush() -> None:
-                writer.write_batch(pa.record_batch([pa.array(ids_batch, pa.list_(pa.int32())),
-                                                    pa.array(labels_batch, pa.list_(pa.int32()))], schema=schema))
-                ids_batch.clear()
-                labels_batch.clear()
+                writer.write_batch(pa.record_batch([pa.array(values, kind) for values, kind in zip(batch, kinds)],
+                                                   schema=schema))
+                for values in batch:
+                    values.clear()
 
             for number, item in enumerate(source.items()):
                 if number % 512 == 0 and not counts.tick():
@@ -83,11 +93,13 @@ def write_examples(
                 example = example_of(item, counts, tokenizer, template, max_length, train_on)
                 if example is not None:
                     stats.add(example)
-                    ids_batch.append(example.input_ids)
-                    labels_batch.append(example.labels)
-                    if len(ids_batch) == _WRITE_BATCH:
+                    row = (example.input_ids, example.labels, number, item.line, item.file, item.unit,
+                           content_hash(item.conversation))
+                    for values, value in zip(batch, row):
+                        values.append(value)
+                    if len(batch[0]) == _WRITE_BATCH:
                         flush()
-            if ids_batch and not stopped:
+            if batch[0] and not stopped:
                 flush()
         if stopped:
             return None

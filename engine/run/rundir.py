@@ -7,6 +7,7 @@
     RUN_DIR/pid              the child's pid and start time, while it runs
     RUN_DIR/lock             the OS lock its one owner holds, and that owner's pid (engine.run.owner)
     RUN_DIR/checkpoints/     checkpoint-STEP folders (engine.run.checkpoints)
+    RUN_DIR/heldout.json     the dataset rows held out for validation, when any (engine.data.heldout)
 """
 
 from __future__ import annotations
@@ -50,3 +51,7 @@ class RunDir:
     @property
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
+
+    @property
+    def heldout(self) -> Path:
+        return self.path / "heldout.json"

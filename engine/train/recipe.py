@@ -317,8 +317,9 @@ def _load_examples(run: Run, config: RunConfig, tokenizer: Any) -> Optional[Exam
 
     from engine.data.dataset import DataOptions, dataset_fingerprint, open_dataset
     from engine.data.rendering import CHATML_TEMPLATE
-    from engine.data.split import split_indices
-    from engine.data.trainable import empty_validation
+    from engine.data.split import split_by_content
+    from engine.data.trainable import all_copies, empty_validation
+    from engine.data.write import SOURCE_COLUMNS
     from engine.train.batching import with_lengths
 
     source = open_dataset(config.dataset, DataOptions(config.data_format, config.columns or {}, config.text_split))
@@ -332,14 +333,42 @@ def _load_examples(run: Run, config: RunConfig, tokenizer: Any) -> Optional[Exam
             _tokenise(run, config, source, tokenizer, path)
     if run.stop_requested():  # rank 0 may have stopped tokenising half-way: every rank stops
         return None
-    examples = with_lengths(Dataset.from_file(str(path)))
-    train_rows, eval_rows = split_indices(len(examples), config.val_fraction, config.seed)
+    stored = Dataset.from_file(str(path))
+    # Split by content, so no copy of a held-out row trains (engine.data.split).
+    train_rows, eval_rows = split_by_content(stored["source_hash"], config.val_fraction, config.seed)
     dataset_hash = dataset_fingerprint(config.dataset)
+    examples = with_lengths(stored.remove_columns(list(SOURCE_COLUMNS)))
     if not len(eval_rows):
         if config.val_fraction > 0:  # asked for, but too few rows to spare one: as the parent's check says
-            raise StudioError(empty_validation(source.name, len(examples), config.val_fraction))
+            raise StudioError(empty_validation(source.name, len(examples), config.val_fraction)
+                              if len(examples) < 2 else all_copies(source.name, len(examples)))
+        if run.is_main:
+            RunDir(run.run_dir).heldout.unlink(missing_ok=True)  # a record only where rows are held out
         return Examples(examples, None, dataset_hash)
+    if run.is_main:
+        _record_heldout(run, config, source, stored.select(eval_rows), len(train_rows), dataset_hash)
     return Examples(examples.select(train_rows), examples.select(eval_rows), dataset_hash)
+
+
+def _record_heldout(run: Run, config: RunConfig, source: Any, held_out: Any, train_examples: int,
+                    dataset_hash: str) -> None:
+    """Write the run's record of the rows it held out (``engine.data.heldout``), and say when
+    copies held out together made the share differ from the count the Data page showed."""
+    from engine.data.dataset import DataOptions
+    from engine.data.heldout import write_heldout
+    from engine.data.split import split_counts
+    from engine.data.write import SOURCE_COLUMNS
+
+    columns = held_out.select_columns(list(SOURCE_COLUMNS)).to_dict()
+    rows = [{"row": row, "line": line, "file": file, "unit": unit, "hash": digest}
+            for row, line, file, unit, digest in zip(*(columns[name] for name in SOURCE_COLUMNS))]
+    options = DataOptions(source.format, dict(source.mapping), source.text_split or config.text_split)
+    write_heldout(run.run_dir, dataset=str(config.dataset), options=options, sha256=dataset_hash, seed=config.seed,
+                  val_fraction=config.val_fraction, train_examples=train_examples, rows=rows)
+    expected = split_counts(train_examples + len(rows), config.val_fraction)[1]
+    if len(rows) != expected:
+        run.log(f"Held out {len(rows):,} rows rather than {expected:,}: copies of a row are held out together, "
+                "so none of them is trained on")
 
 
 def _tokenise(run: Run, config: RunConfig, source: Any, tokenizer: Any, path: Path) -> None:
