@@ -40,6 +40,15 @@ def _column(page: HomePage, name: str) -> list[str]:
     return [model.index(row, column).data() for row in range(model.rowCount())]
 
 
+def _open_selected(qtbot, page: HomePage):
+    """The run window of the selected runs, once it has read them."""
+    viewer = page.open_selected()
+    qtbot.addWidget(viewer)
+    with qtbot.waitSignal(viewer.loaded, timeout=TIMEOUT_MS):
+        pass
+    return viewer
+
+
 def _settings(table) -> dict[str, str]:
     """A run window's settings table as {name shown: value shown}."""
     return {table.item(row, 0).text(): table.item(row, 1).text() for row in range(table.rowCount())}
@@ -110,10 +119,7 @@ def test_opening_a_run_shows_its_curves_and_config(qtbot, home):
     home.runs_view.selectRow(0)
     assert home.open_button.isEnabled() and not home.compare_button.isEnabled()
     with qtbot.waitSignal(home.runsOpened):
-        viewer = home.open_selected()
-    qtbot.addWidget(viewer)
-    with qtbot.waitSignal(viewer.loaded, timeout=TIMEOUT_MS):
-        pass
+        viewer = _open_selected(qtbot, home)
     assert opened == [[str(folder)]]
     assert viewer.loss_plot.point_count("train loss") == 5
     assert viewer.loss_plot.point_count("eval loss") == 1
@@ -138,10 +144,7 @@ def test_a_running_run_shows_its_latest_loss_and_not_a_final_one(qtbot, home):
         assert _column(home, "Status") == ["running"]
         assert _column(home, "Last loss") == ["1.8000 (now)"]
         home.runs_view.selectRow(0)
-        viewer = home.open_selected()
-        qtbot.addWidget(viewer)
-        with qtbot.waitSignal(viewer.loaded, timeout=TIMEOUT_MS):
-            pass
+        viewer = _open_selected(qtbot, home)
     assert "running · step 2 / 10" in viewer.status_label.text()
     assert "latest loss 1.8000" in viewer.status_label.text() and "final" not in viewer.status_label.text()
 
@@ -177,10 +180,7 @@ def test_selected_runs_are_compared_on_one_plot_with_the_settings_that_differ(qt
     _look(qtbot, home)
     home.select_runs([str(runs_dir() / "20260101-100000-r8"), str(runs_dir() / "20260102-100000-r16")])
     assert home.compare_button.isEnabled() and not home.open_button.isEnabled()
-    viewer = home.open_selected()
-    qtbot.addWidget(viewer)
-    with qtbot.waitSignal(viewer.loaded, timeout=TIMEOUT_MS):
-        pass
+    viewer = _open_selected(qtbot, home)
     assert viewer.loss_plot.point_count("20260101-100000-r8") == 5
     assert viewer.loss_plot.point_count("20260102-100000-r16") == 7
     table = viewer.settings_table
@@ -207,10 +207,7 @@ def test_a_run_whose_events_were_edited_opens_with_the_good_events_only(qtbot, h
     _look(qtbot, home)
     assert _column(home, "Last loss") == ["1.5000"]
     home.runs_view.selectRow(0)
-    viewer = home.open_selected()
-    qtbot.addWidget(viewer)
-    with qtbot.waitSignal(viewer.loaded, timeout=TIMEOUT_MS):
-        pass
+    viewer = _open_selected(qtbot, home)
     assert viewer.loss_plot.point_count("train loss") == 2
     assert "step 2 / 5" in viewer.status_label.text()
     assert _no_dialog_open()
