@@ -49,6 +49,12 @@ class _StopWhenSet:
         return torch.full((input_ids.shape[0],), self.triggered, dtype=torch.bool, device=input_ids.device)
 
 
+def stop_when_set(*events: Optional[threading.Event]) -> _StopWhenSet:
+    """A stopping criterion for ``generate`` that ends it after the current token once any of
+    ``events`` is set (None entries are ignored)."""
+    return _StopWhenSet(*events)
+
+
 class _TokenStream:
     """What ``generate`` hands each new token to (its ``streamer``), for the reading thread.
 
