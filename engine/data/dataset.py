@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 from engine.data.formats import BadRow, Layout, choose_layout, converter, row_columns
 from engine.data.readers import (FolderReader, HubReader, RawRow, Reader, RowProblem, check_width, json_type,
@@ -43,6 +43,7 @@ class Sample:
     conversation: list[dict]
     file: str = ""
     unit: str = "line"  # what ``line`` counts: a line of the file, or a row of a table (Parquet, the Hub)
+    fields: dict[str, Any] = field(default_factory=dict)  # raw columns asked for by name (``items(keep=...)``)
 
 
 @dataclass
@@ -89,14 +90,18 @@ class DatasetSource:
         used = set(self.mapping.values())
         return [column for column in self.columns if column not in used]
 
-    def items(self) -> Iterator[Union[Sample, RowProblem]]:
+    def items(self, keep: tuple[str, ...] = ()) -> Iterator[Union[Sample, RowProblem]]:
+        """The rows as samples and problems; ``keep`` names raw columns each sample carries in
+        ``fields`` beside its conversation (an evaluation's label column)."""
         reader = self._active = self._reader.fresh()
         for item in reader.items():
             if isinstance(item, RowProblem):
                 yield item
                 continue
             try:
-                yield Sample(item.line, self._convert(item.value), item.file, item.unit)
+                raw = item.value if isinstance(item.value, dict) else {}
+                kept = {name: raw.get(name) for name in keep}
+                yield Sample(item.line, self._convert(item.value), item.file, item.unit, kept)
             except BadRow as exc:
                 yield RowProblem(item.line, str(exc), item.file, item.unit, exc.code)
 
