@@ -97,7 +97,7 @@ def _rouge_scorer():
 def rouge_l(prediction: str, reference: str) -> float:
     """ROUGE-L F-measure by rouge-score, stemmed (0 when either side has no words: its tokenizer keeps
     only lower-cased letters and digits)."""
-    return _rouge_scorer().score(reference, prediction)["rougeL"].fmeasure
+    return float(_rouge_scorer().score(reference, prediction)["rougeL"].fmeasure)
 
 
 @dataclass(frozen=True)
