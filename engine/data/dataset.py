@@ -90,9 +90,10 @@ class DatasetSource:
         used = set(self.mapping.values())
         return [column for column in self.columns if column not in used]
 
-    def items(self, keep: tuple[str, ...] = ()) -> Iterator[Union[Sample, RowProblem]]:
+    def items(self, keep: tuple[str, ...] = (), prompts: bool = False) -> Iterator[Union[Sample, RowProblem]]:
         """The rows as samples and problems; ``keep`` names raw columns each sample carries in
-        ``fields`` beside its conversation (an evaluation's label column)."""
+        ``fields`` beside its conversation (an evaluation's label column). With ``prompts``, a row
+        whose only fault is that no answer ends it is a sample too (an evaluation's prompt)."""
         reader = self._active = self._reader.fresh()
         for item in reader.items():
             if isinstance(item, RowProblem):
@@ -103,7 +104,10 @@ class DatasetSource:
                 kept = {name: raw.get(name) for name in keep}
                 yield Sample(item.line, self._convert(item.value), item.file, item.unit, kept)
             except BadRow as exc:
-                yield RowProblem(item.line, str(exc), item.file, item.unit, exc.code)
+                if prompts and exc.prompt is not None:
+                    yield Sample(item.line, exc.prompt, item.file, item.unit, kept)
+                else:
+                    yield RowProblem(item.line, str(exc), item.file, item.unit, exc.code)
 
     def bytes_read(self) -> int:
         """How much of the file the current ``items()`` pass has read."""

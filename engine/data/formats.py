@@ -68,11 +68,16 @@ _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assista
 
 
 class BadRow(Exception):
-    """A row that cannot be used; its message becomes a RowProblem's reason."""
+    """A row that cannot be used; its message becomes a RowProblem's reason.
 
-    def __init__(self, reason: str, code: str = "bad_row") -> None:
+    ``prompt`` is the row's conversation when its only fault is that no answer ends it: nothing
+    to train on, but a prompt an evaluation can still put to a model (``DatasetSource.items``).
+    """
+
+    def __init__(self, reason: str, code: str = "bad_row", prompt: Optional[list[dict]] = None) -> None:
         super().__init__(reason)
         self.code = code
+        self.prompt = prompt
 
 
 @dataclass(frozen=True)
@@ -301,7 +306,7 @@ def _check_conversation(conversation: list[dict]) -> list[dict]:
         raise BadRow("the conversation holds only a system message", SYSTEM_ONLY)
     if turns == ["user"]:
         # A question alone has no answer to learn from.
-        raise BadRow("the conversation must end with an assistant reply, and has none", NO_ANSWER)
+        raise BadRow("the conversation must end with an assistant reply, and has none", NO_ANSWER, conversation)
     if turns[0] != "user" or turns[-1] != "assistant":
         raise BadRow(f"the roles go {_roles(turns)}: a conversation must start with a user message (after an "
                      "optional system message) and end with an assistant reply", ROLE_ORDER)
@@ -366,12 +371,13 @@ def _alpaca_row(row: dict, mapping: dict[str, str]) -> list[dict]:
     system = _field_text(row, mapping, "system", required=False)
     if not instruction.strip():
         raise BadRow(f"{quoted(mapping['instruction'])} is empty", EMPTY)
-    if not output.strip():
-        raise BadRow(f"{quoted(mapping['output'])} is empty", EMPTY_ANSWER)
     conversation = [{"role": "system", "content": system}] if system.strip() else []
     conversation += _alpaca_history(row, mapping)
     prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
-    conversation += [{"role": "user", "content": prompt}, {"role": "assistant", "content": output}]
+    conversation.append({"role": "user", "content": prompt})
+    if not output.strip():
+        raise BadRow(f"{quoted(mapping['output'])} is empty", EMPTY_ANSWER, conversation)
+    conversation.append({"role": "assistant", "content": output})
     return _check_conversation(conversation)
 
 
@@ -414,10 +420,11 @@ def _pair(row: dict, mapping: dict[str, str], ask: str, reply: str) -> list[dict
     system = _field_text(row, mapping, "system", required=False)
     if not question.strip():
         raise BadRow(f"{quoted(mapping[ask])} is empty", EMPTY)
-    if not answer.strip():
-        raise BadRow(f"{quoted(mapping[reply])} is empty", EMPTY_ANSWER)
     conversation = [{"role": "system", "content": system}] if system.strip() else []
-    return conversation + [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    conversation.append({"role": "user", "content": question})
+    if not answer.strip():
+        raise BadRow(f"{quoted(mapping[reply])} is empty", EMPTY_ANSWER, conversation)
+    return conversation + [{"role": "assistant", "content": answer}]
 
 
 def _text_row(row: dict, mapping: dict[str, str]) -> list[dict]:

@@ -100,7 +100,7 @@ def _dataset_samples(dataset: Union[str, Path], options: DataOptions, label_colu
         raise StudioError(f"{source.label} is plain text, which holds no prompts to answer: evaluate on "
                           "conversations, instructions or question-answer rows")
     samples: list[Sample] = []
-    items = source.items(keep=(label_column,) if label_column else ())
+    items = source.items(keep=(label_column,) if label_column else (), prompts=True)
     try:
         for item in items:
             if isinstance(item, Sample):
