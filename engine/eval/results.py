@@ -32,8 +32,6 @@ from engine.errors import StudioError
 from engine.eval.metrics import METRICS, metric_label
 from engine.paths import adapters_dir, evaluations_dir, writable_home
 
-RESULTS_VERSION = 1
-BASE_LABEL = "base"
 # The judge's win rate against the base heads an evaluation that has no reference answers to score.
 JUDGE_WIN_RATE = "judge_win_rate"
 
