@@ -61,6 +61,12 @@ def runs_dir() -> Path:
     return _subdir("runs")
 
 
+def evaluations_dir() -> Path:
+    """Where each evaluation's full results (every example's answers and scores) are kept, one JSON
+    file per evaluation; an adapter's studio.json keeps only its summary and this file's path."""
+    return _subdir("evaluations")
+
+
 # What the studio makes from an adapter goes, unless the user picks another place, into a folder
 # of its own home per kind (the file or folder name: the adapter's, marked): one rule for every
 # export, so a user finds them together, never scattered in their home folder.
@@ -91,8 +97,9 @@ def writable_home() -> Path:
 
 
 # Where temporary siblings are staged in the home (engine.core.atomic): the store, the library
-# and its trash, the runs folder, each run's folder and what the training child writes in it.
-_STAGING_FOLDERS = ("models", "adapters", "adapters/.trash", "runs")
+# and its trash, the runs folder, the evaluations' results, each run's folder and what the training
+# child writes in it.
+_STAGING_FOLDERS = ("models", "adapters", "adapters/.trash", "runs", "evaluations")
 _RUN_STAGING_FOLDERS = (".", "checkpoints", "data")
 
 

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from engine.adapters.evaluations import EVALUATIONS, EvalHeadline, newest_headline
 from engine.core.atomic import read_json_object, staged_directory, write_json, write_text
 from engine.core.checks import MAX_RANK, MAX_VIRTUAL_TOKENS, is_number, shown
 from engine.core.fields import text_field, whole_field
@@ -50,6 +51,7 @@ class AdapterRecord:
     damaged: Optional[str] = None  # why the folder cannot be used, when it cannot
     eval_loss: Optional[float] = None
     tags: list[str] = field(default_factory=list)
+    evaluation: Optional[EvalHeadline] = None  # the newest evaluation's headline score, when it was evaluated
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -192,6 +194,7 @@ def _record(path: Path) -> AdapterRecord:
         damaged=damage(path),
         eval_loss=final_eval_loss(meta),
         tags=[str(tag) for tag in tags] if isinstance(tags, list) else [],
+        evaluation=newest_headline(meta),
     )
 
 
@@ -338,19 +341,25 @@ def retitle_card(folder: Path, old: str, new: str) -> None:
         write_text(card, f"# {new}\n" + text[len(old) + 3:])
 
 
+def editable_meta(path: Path) -> dict[str, Any]:
+    """The ``studio.json`` of the adapter folder ``path``, to be changed and written back: empty when
+    there is none; a StudioError when it is damaged, which is then never written over."""
+    meta_file = Path(path) / ADAPTER_META
+    if not meta_file.is_file():
+        return {}
+    meta = read_json_object(meta_file)
+    if meta is None:
+        # Writing over it would lose whatever it still holds; the user can look at it first.
+        raise StudioError(f"{meta_file} is damaged (not a JSON object): fix or remove it, then try again")
+    return meta
+
+
 def _update_meta(ref: str, change: Callable[[dict[str, Any]], None]) -> Path:
     writable_home()
     path = library_entry(ref)
-    meta_file = path / ADAPTER_META
-    if meta_file.is_file():
-        meta = read_json_object(meta_file)
-        if meta is None:
-            # Writing over it would lose whatever it still holds; the user can look at it first.
-            raise StudioError(f"{meta_file} is damaged (not a JSON object): fix or remove it, then try again")
-    else:
-        meta = {}
+    meta = editable_meta(path)
     change(meta)
-    write_json(meta_file, meta)
+    write_json(path / ADAPTER_META, meta)
     return path
 
 
@@ -372,6 +381,18 @@ def set_tags(ref: str, tags: list[str]) -> list[str]:
 
 def set_notes(ref: str, notes: str) -> None:
     _update_meta(ref, lambda meta: meta.__setitem__("notes", notes.rstrip()))
+
+
+def record_evaluation(ref: str, key: str, summary: dict[str, Any]) -> Path:
+    """Keep an evaluation's ``summary`` (engine.adapters.evaluations gives its shape) in the library
+    entry's studio.json under ``key``, the evaluation set's hash: the same set again replaces its
+    entry, another set adds one. Library entries only (``library_entry``): a PEFT folder elsewhere or a
+    run's checkpoint is not the library's to change. A damaged studio.json is refused and left as it is."""
+    def change(meta: dict[str, Any]) -> None:
+        stored = meta.get(EVALUATIONS)
+        meta[EVALUATIONS] = {**(stored if isinstance(stored, dict) else {}), key: summary}
+
+    return _update_meta(ref, change)
 
 
 def duplicate_adapter(ref: str, new_name: Optional[str] = None) -> Path:

@@ -45,6 +45,16 @@ METRICS: dict[str, MetricInfo] = {
                            "regex where one is given (0-1)", True, True),
 }
 
+# What a table or a plot calls each metric (the names above are keys in files and on the command line).
+METRIC_LABELS: dict[str, str] = {"loss": "loss", "perplexity": "perplexity", "exact_match": "exact match",
+                                 "token_f1": "token F1", "rouge_l": "ROUGE-L", "bleu": "BLEU", "chrf": "chrF",
+                                 "answer_length": "answer length", "accuracy": "accuracy"}
+
+
+def metric_label(name: str) -> str:
+    """The name a reader knows ``name`` by ("ROUGE-L" for rouge_l); an unknown one as it is."""
+    return METRIC_LABELS.get(name, name)
+
 
 def check_metrics(names: Sequence[str]) -> list[str]:
     """``names`` as given, once each; an unknown one is refused with a line listing the known ones."""

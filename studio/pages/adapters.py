@@ -41,6 +41,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.errors import StudioError
+from engine.adapters.evaluations import EVALUATIONS, EvalHeadline, headline, read_evaluations
 from engine.adapters.library import (
     ADAPTER_META,
     AdapterRecord,
@@ -58,7 +59,7 @@ from studio.widgets.live_plot import LivePlot
 from studio.workers import BackgroundTask, TaskReporter, TaskSlot
 
 COLUMNS = ("Name", "Status", "Base model", "Method", "Rank", "Dataset", "Steps", "Final loss", "Eval loss",
-           "Created", "Size", "Tags")
+           "Evaluation", "Created", "Size", "Tags")
 # What each column means to the user: the headers' tooltips.
 COLUMN_HELP = {
     "Name": "The adapter's name in the library; Chat and Compare list it by this name.",
@@ -71,6 +72,8 @@ COLUMN_HELP = {
     "Final loss": "The training loss at its last step (lower is better); compare adapters on the same dataset only.",
     "Eval loss": "The loss on validation rows it never learned from, at the last evaluation: lower is better, and "
                  "far above the final loss means it memorised its rows.",
+    "Evaluation": "The newest evaluation's headline score (ROUGE-L where it was scored; higher is better) and the "
+                  "rows it was scored on; point at a cell for the set and the base model's score before training.",
     "Created": "When it was saved; the list puts the newest first.",
     "Size": "The size of its files on disk.",
     "Tags": "Your own labels, to find and group adapters.",
@@ -86,7 +89,7 @@ _ERROR_COLOUR = "#c0392b"
 # Shown in the detail pane's plot or editors, not in its field list.
 _LOSS_HISTORY = "loss_history"
 _EVAL_HISTORY = "eval_history"
-_NOT_LISTED = (_LOSS_HISTORY, _EVAL_HISTORY, "chat_template", "tags", "notes", "versions")
+_NOT_LISTED = (_LOSS_HISTORY, _EVAL_HISTORY, EVALUATIONS, "chat_template", "tags", "notes", "versions")
 # The fields a reader looks for first, in this order; the rest follow.
 _SECTIONS = (
     ("Made from", ("base_model", "base_model_path", "base_model_fingerprint", "dataset", "dataset_sha256",
@@ -130,6 +133,32 @@ def _number(value: Any) -> Optional[float]:
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def evaluation_text(evaluation: EvalHeadline) -> str:
+    """An evaluation's headline in a few words: "ROUGE-L 0.58 (30 rows)"."""
+    rows = f" ({evaluation.examples} rows)" if evaluation.examples is not None else ""
+    return f"{evaluation.label} {evaluation.score:.2f}{rows}"
+
+
+def evaluation_tip(evaluation: EvalHeadline) -> str:
+    """Which set, when, and the score before training (the base model's) -> after (the adapter's)."""
+    when = evaluation.created.replace("T", " ")[:16]
+    if evaluation.base_score is None:
+        scores = f"{evaluation.label} {evaluation.score:.3f} (the base model was not scored beside it)"
+    else:
+        scores = (f"{evaluation.label} {evaluation.base_score:.3f} → {evaluation.score:.3f} "
+                  "(base model → this adapter)")
+    rows = f" on {evaluation.examples} rows" if evaluation.examples is not None else ""
+    return f"{evaluation.set_name}{rows}, {when}: {scores}"
+
+
+def _evaluation_item(record: AdapterRecord) -> SortItem:
+    if record.evaluation is None:
+        return SortItem("")
+    item = SortItem(evaluation_text(record.evaluation), record.evaluation.score)
+    item.setToolTip(evaluation_tip(record.evaluation))
+    return item
+
+
 def _row_items(record: AdapterRecord) -> list[SortItem]:
     created = (record.created or "").replace("T", " ")[:16]
     loss = f"{record.final_loss:.4f}" if record.final_loss is not None else ""
@@ -145,6 +174,7 @@ def _row_items(record: AdapterRecord) -> list[SortItem]:
         SortItem(_text(record.steps), _number(record.steps)),
         SortItem(loss, record.final_loss),
         SortItem(eval_loss, record.eval_loss),
+        _evaluation_item(record),
         SortItem(created),
         SortItem(format_size(record.size_bytes), record.size_bytes),
         SortItem(", ".join(record.tags)),
@@ -181,6 +211,17 @@ def _field_row(key: str, value: str) -> str:
     meaning = html.escape(field_meaning(key), quote=True)
     return (f"<tr><td valign='top' style='color:#555'><span title=\"{meaning}\">{html.escape(field_name(key))}"
             f"</span></td><td><span title=\"{meaning}\">{html.escape(value)}</span></td></tr>")
+
+
+def _evaluations_section(meta: dict[str, Any]) -> list[str]:
+    """One line per evaluation set the adapter was scored on, newest first, with its headline."""
+    lines = []
+    for summary in read_evaluations(meta):
+        found = headline(summary)
+        text = evaluation_tip(found) if found is not None else (
+            f"{summary['set'].get('name', '?')}, {str(summary['created']).replace('T', ' ')[:16]}: no score to show")
+        lines.append(f"<li>{html.escape(text)}</li>")
+    return ["<p><b>Evaluations</b></p><ul>", *lines, "</ul>"] if lines else []
 
 
 class AdapterDetails(QWidget):
@@ -274,6 +315,8 @@ class AdapterDetails(QWidget):
         sections.append(("Other", [k for k in meta if k not in shown]))
         sections.append(("Files", []))
         for title, keys in sections:
+            if title == "Other":  # what it scored follows how it was made
+                parts += _evaluations_section(meta)
             rows = [(key, _describe_value(meta[key])) for key in keys]
             if title == "Files":
                 rows = [("folder", record.path), ("size", format_size(record.size_bytes))]
@@ -493,7 +536,9 @@ class AdaptersPage(QWidget):
             items = _row_items(record)
             items[0].setData(_PATH_ROLE, record.path)
             for column, item in enumerate(items):
-                item.setToolTip(f"Damaged: {record.damaged}" if record.damaged else record.path)
+                # A cell with its own tip (the evaluation's set and scores) keeps it; the others show the folder.
+                if record.damaged or not item.toolTip():
+                    item.setToolTip(f"Damaged: {record.damaged}" if record.damaged else record.path)
                 if record.damaged:
                     item.setForeground(QColor(_ERROR_COLOUR))
                 self.table.setItem(row, column, item)

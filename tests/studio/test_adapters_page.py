@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from eval_documents import candidate, results_document
 from lora_adapters import empty_safetensors, library_adapter
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
@@ -16,6 +17,7 @@ from PySide6.QtWidgets import QMessageBox
 from engine.adapters.library import list_adapters, read_adapter_meta
 from engine.adapters.trash import list_trash
 from engine.adapters.combine import preview_dir
+from engine.eval.results import store_results
 from engine.models.store import list_models
 from engine.paths import adapters_dir
 from studio.pages.adapters import COLUMNS, AdaptersPage
@@ -78,6 +80,25 @@ def test_table_search_sort_and_details(page, tiny_model_dir):
     assert read_adapter_meta(adapters_dir() / "pirate")["tags"] == ["sea", "fun"]
     assert read_adapter_meta(adapters_dir() / "pirate")["notes"] == "Arr."
     assert _cell(shown, "pirate", "Tags") == "sea, fun" and shown.selected_record().name == "pirate"
+
+
+def test_evaluation_column_shows_and_sorts_by_the_newest_score(page, tiny_model_dir):
+    pirate, poet = library_adapter(tiny_model_dir, "pirate"), library_adapter(tiny_model_dir, "poet")
+    library_adapter(tiny_model_dir, "untested")
+    base = candidate("base", None, {"rouge_l": 0.21})
+    store_results(results_document([base, candidate("pirate", pirate, {"rouge_l": 0.58}),
+                                    candidate("poet", poet, {"rouge_l": 0.34})]))
+    shown = page()
+    assert _cell(shown, "pirate", "Evaluation") == "ROUGE-L 0.58 (30 rows)"
+    assert _cell(shown, "untested", "Evaluation") == ""
+    shown.table.sortByColumn(COLUMNS.index("Evaluation"), Qt.SortOrder.DescendingOrder)
+    assert shown.visible_names() == ["pirate", "poet", "untested"]  # by the number, not the text
+    row = shown.visible_names().index("pirate")
+    tip = shown.table.item(row, COLUMNS.index("Evaluation")).toolTip()
+    assert "pirate_persona.jsonl on 30 rows" in tip and "0.210 → 0.580" in tip
+    shown.select_name("pirate")
+    details = shown.details.fields.toPlainText()
+    assert "Evaluations" in details and "pirate_persona.jsonl" in details and "0.210 → 0.580" in details
 
 
 @pytest.mark.alone
