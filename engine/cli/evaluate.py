@@ -34,11 +34,19 @@ def register(sub: Any) -> None:
     evaluate.add_argument("--limit", type=whole_number, default=500, help="evaluate on the first N rows (default 500)")
     evaluate.add_argument("--batch-size", type=whole_number)
     evaluate.add_argument("--device", default="auto")
+    evaluate.set_defaults(eval_command=None)
+    reports = evaluate.add_subparsers(dest="eval_command")
+    report = add_command(reports, "report", cmd_eval_report,
+                         "write the comparison report of evaluation results (HTML or Markdown)")
+    report.add_argument("results", nargs="+",
+                        help="library adapters (their newest results on each set) or results .json files")
+    report.add_argument("--output", required=True, help="the report: a .html or .md file")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from engine.eval.candidates import resolve_candidates
     from engine.eval.evalset import load_evalset
+    from engine.eval.results import check_storable, store_results
     from engine.eval.runner import EvalSettings, evaluate
     from engine.eval.scoring import plan_scores
 
@@ -52,9 +60,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     plan_scores(evalset, settings.metrics, settings.answer_regex)  # a bad metric or regex fails before loading
     candidates = resolve_candidates(model, adapters, include_base=args.include_base or bool(args.run),
                                     models=args.other_model)
+    check_storable(candidate.path for candidate in candidates)  # a damaged studio.json fails now, not after
     quiet_libraries()
     document = evaluate(model, candidates, evalset, settings, progress=_progress_line())
+    stored = store_results(document)
     _print_results(document, args.json)
+    print(f"results: {stored.results_file}" + (f" (kept with {', '.join(stored.adapters)})" if stored.adapters else ""),
+          file=sys.stderr)
     return 0
 
 
@@ -131,3 +143,15 @@ def _number(value: Any) -> str:
     if value is None:
         return "-"
     return f"{value:.4g}" if abs(value) < 1000 else f"{value:.0f}"
+
+
+def cmd_eval_report(args: argparse.Namespace) -> int:
+    from engine.eval.report import write_report
+    from engine.eval.results import gather_results
+
+    output = write_report(gather_results(args.results), Path(args.output).expanduser())
+    if args.json:
+        print_json({"report": str(output)})
+    else:
+        print(f"report: {output}")
+    return 0

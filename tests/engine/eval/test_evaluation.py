@@ -129,7 +129,8 @@ def test_stopping_an_evaluation_keeps_nothing(tiny_model_dir, dataset):
                  EvalSettings(max_new_tokens=4), stop_event=stop)
 
 
-def test_cli_prints_a_json_line_per_example_then_the_scoreboard(tiny_model_dir, dataset, tmp_path, capsys):
+def test_cli_prints_a_json_line_per_example_then_the_scoreboard(tiny_model_dir, dataset, tmp_path, capsys,
+                                                              studio_home):
     adapter = write_peft_adapter(tiny_model_dir, tmp_path / "folder-adapter")
     code = main(["eval", "--model", str(tiny_model_dir), "--adapter", str(adapter), "--include-base",
                  "--dataset", str(dataset), "--metrics", "rouge_l", "exact_match", "--max-new-tokens", "6", "--json"])
@@ -139,6 +140,11 @@ def test_cli_prints_a_json_line_per_example_then_the_scoreboard(tiny_model_dir, 
     board = lines[-1]["scoreboard"]
     assert [c["label"] for c in board["candidates"]] == ["base", "folder-adapter"]
     assert set(board["candidates"][0]["scores"]) == {"rouge_l", "exact_match"}
+    # The whole document is kept, and the report is written from it.
+    (results,) = (studio_home / "evaluations").glob("*.json")
+    assert json.loads(results.read_text())["candidates"][1]["scores"] == board["candidates"][1]["scores"]
+    assert main(["eval", "report", str(results), "--output", str(tmp_path / "report.html")]) == 0
+    assert "folder-adapter" in (tmp_path / "report.html").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("extra, message", [
