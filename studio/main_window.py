@@ -1,5 +1,5 @@
-"""The main window: a sidebar of pages (Home, Models, Data, Train, Adapters, Chat), the
-menus and keyboard shortcuts, the status bar, and what the window remembers.
+"""The main window: a sidebar of pages (Home, Models, Data, Train, Adapters, Chat, Evaluate),
+the menus and keyboard shortcuts, the status bar, and what the window remembers.
 
 Pages know nothing of each other; this window connects them: a new adapter from
 Train refreshes Adapters and Chat, a model added on Models refreshes the pickers
@@ -82,6 +82,7 @@ PAGES = (
     PageSpec("Train", "train", "studio.pages.train.page", "TrainPage"),
     PageSpec("Adapters", "adapters", "studio.pages.adapters", "AdaptersPage", "table"),
     PageSpec("Chat", "chat", "studio.pages.chat", "ChatPage"),
+    PageSpec("Evaluate", "evaluate", "studio.pages.evaluate", "EvaluatePage"),
 )
 
 
@@ -191,6 +192,10 @@ class MainWindow(QMainWindow):
     def chat_page(self) -> QWidget:
         return self.page("Chat")
 
+    @property
+    def evaluate_page(self) -> QWidget:
+        return self.page("Evaluate")
+
     def page(self, title: str) -> QWidget:
         """The page with this sidebar title, built now if it was not yet."""
         if title not in self._pages:
@@ -290,6 +295,7 @@ class MainWindow(QMainWindow):
 
     def _connect_adapters(self, adapters: QWidget) -> None:
         adapters.adaptersChanged.connect(lambda: self._refresh_if_built("Chat"))
+        adapters.adaptersChanged.connect(lambda: self._refresh_if_built("Evaluate"))
         adapters.modelsChanged.connect(self._on_models_changed)
 
     def _connect_chat(self, chat: QWidget) -> None:
@@ -318,10 +324,20 @@ class MainWindow(QMainWindow):
             if self.train_page.dataset_picker.current_path():
                 page.picker.set_path(self.train_page.dataset_picker.current_path())
             page.set_run_settings(**self.train_page.next_run_data_settings())
+        elif title == "Evaluate" and self.built("Data") is not None:
+            self._offer_data_page_dataset(page)
         self.stack.setCurrentIndex(row)
         self.start_action.setEnabled(title == "Train")
         if self._painted:
             page.refresh()
+
+    def _offer_data_page_dataset(self, evaluate: QWidget) -> None:
+        """The dataset open on the Data page, read as it reads it, is one the Evaluate page offers."""
+        settings = self.data_page.training_settings()
+        if settings:
+            evaluate.offer_dataset(settings["dataset"], {"format": settings["data_format"],
+                                                         "columns": settings["columns"],
+                                                         "text_split": settings["text_split"]})
 
     def _refresh_if_built(self, title: str) -> None:
         page = self.built(title)
@@ -472,6 +488,7 @@ class MainWindow(QMainWindow):
     def _on_adapter_saved(self, path: str) -> None:
         self._refresh_if_built("Adapters")
         self._refresh_if_built("Chat")
+        self._refresh_if_built("Evaluate")
         self.statusBar().showMessage(f"New adapter in the library: {path}", NOTICE_MS)
 
     def _on_models_changed(self) -> None:
@@ -479,6 +496,7 @@ class MainWindow(QMainWindow):
         if train is not None:
             train.model_picker.refresh()
         self._refresh_if_built("Chat")
+        self._refresh_if_built("Evaluate")
 
     def _on_run_state(self, state: str) -> None:
         if state == "starting" and self._run_state == "idle":

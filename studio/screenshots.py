@@ -8,9 +8,11 @@ Plays the first-run demo through the real widgets, offscreen, in a scratch
 LORA_STUDIO_HOME: starts a run of the starter model on the pirate sample from
 the Train page and grabs the page once the loss curve has some points; lets the
 run finish and grabs the Adapters page; then loads the starter on the Chat page,
-asks one question without and one with the new adapter, and grabs the replies.
-Last it grabs Home with the run in its history, the Models page with the starter
-prepared, and the Data page measuring the pirate sample in the starter's tokens.
+asks one question without and one with the new adapter, and grabs the replies; then
+evaluates the base and the new adapter on the first rows of the pirate sample on the
+Evaluate page and grabs the scoreboard and the answers side by side. Last it grabs
+Home with the run in its history, the Models page with the starter prepared, and
+the Data page measuring the pirate sample in the starter's tokens.
 
 ``--pages`` grabs Home, Models and Data in the same way on a fresh start, without
 training or chatting: Home then has no runs to list.
@@ -30,6 +32,7 @@ from engine.core.choices import RunStatus
 MID_RUN_STEPS = 12
 DEMO_STEPS = 60
 QUESTION = "What is the capital of France?"
+EVAL_ROWS, EVAL_TOKENS = 16, 48  # the evaluation's examples and answer length: a minute on two cores
 TIMEOUT_MS = 30 * 60 * 1000
 SIZE = (1280, 800)
 
@@ -165,6 +168,22 @@ class DemoTour:
 
     def _chat_done(self) -> None:
         self.camera.grab("chat-page.png")
+        evaluate = self.window.evaluate_page
+        self.window.show_page("Evaluate")
+        evaluate.model_picker.set_ref("starter")
+        evaluate.setup.set_checked([self.adapter_name])
+        evaluate.setup.use_dataset(self.train.dataset_picker.current_path())  # the pirate sample it trained on
+        evaluate.setup.limit_spin.setValue(EVAL_ROWS)
+        evaluate.setup.max_tokens_spin.setValue(EVAL_TOKENS)
+        evaluate.evaluationEnded.connect(self._evaluated)
+        evaluate.run_button.click()
+
+    def _evaluated(self, outcome: str) -> None:
+        evaluate = self.window.evaluate_page
+        if outcome == "finished":
+            self.camera.grab("evaluate-page.png")
+        else:
+            print(f"the demo evaluation did not finish: {evaluate.message_label.text()}", file=sys.stderr)
         self.pages.start()
 
 
@@ -214,7 +233,7 @@ def main(argv: list[str]) -> int:
     window.close()
     wanted = {"home-page.png", "models-page.png", "data-page.png"}
     if not pages_only:
-        wanted |= {"train-page.png", "adapters-page.png", "chat-page.png"}
+        wanted |= {"train-page.png", "adapters-page.png", "chat-page.png", "evaluate-page.png"}
     missing = wanted - camera.written
     if missing:
         print(f"not taken: {', '.join(sorted(missing))}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""The first-run guide: the demo in five steps, each opening the page it talks about.
+"""The first-run guide: the demo in six steps, each opening the page it talks about.
 
 It is a small panel inside the main window, not a window in front of it: each step names
 the controls it talks about (``GuideStep.controls``), draws a frame around the first of
@@ -54,8 +54,8 @@ class GuideStep:
 STEPS = (
     GuideStep("Welcome", "Home",
               "LoRA Studio teaches a language model a new style or task with a small add-on, an adapter. "
-              "This guide walks through the demo: a starter model, a sample dataset, a short training run "
-              "and a chat with the result. Each step opens the page it talks about. The Hardware table "
+              "This guide walks through the demo: a starter model, a sample dataset, a short training run, "
+              "a chat with the result and its scores. Each step opens the page it talks about. The Hardware table "
               "says what this computer trains on.",
               ("devices_table",)),
     GuideStep("The starter model", "Models",
@@ -76,6 +76,11 @@ STEPS = (
               "made in the Adapter list and ask again: the answer now comes from a pirate. Home lists every "
               "run with its curves.",
               ("load_button", "adapter_picker", "message_box", "transcript")),
+    GuideStep("Evaluate", "Evaluate",
+              "Did it work? Check the run's adapter among the Candidates, pick a dataset or the rows a run held "
+              "out, and press Run: the scoreboard compares the adapter with the base model, and the examples "
+              "below show their answers side by side.",
+              ("candidates_list", "run_button", "scoreboard")),
 )
 
 # What a user clicks or types into: the panel covers as little of these as it can.

@@ -164,7 +164,7 @@ def test_the_first_run_guide_walks_through_the_demo_and_can_be_dismissed_for_goo
     for _step in STEPS:
         visited.append(window.current_title())
         guide.next_button.click()
-    assert visited == ["Home", "Models", "Data", "Train", "Chat"]
+    assert visited == ["Home", "Models", "Data", "Train", "Chat", "Evaluate"]
     assert not guide.isVisible()  # Finish closes it
 
     window.show_guide()
@@ -182,6 +182,7 @@ GUIDE_CONTROLS = {
     "Data": ("picker", "table", "conversation_view"),
     "Train": ("start_button", "loss_plot", "model_picker", "dataset_picker"),
     "Chat": ("load_button", "adapter_picker", "message_box", "transcript"),
+    "Evaluate": ("candidates_list", "run_button", "scoreboard"),
 }
 
 
