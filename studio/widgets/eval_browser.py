@@ -82,9 +82,9 @@ class ExampleBrowser(QWidget):
         super().__init__(parent)
         self._document: Optional[dict[str, Any]] = None
         # Combos that shorten what does not fit: the example list leaves most of the width to the answers.
-        self.show_combo = _combo("Show", "Every example, or only those where the adapter's answer was better (or "
-                                 "worse) than the base model's", self)
-        for text, data in (("All examples", ALL), ("Where it beat the base", WON), ("Where it lost to the base", LOST)):
+        self.show_combo = _combo("Show", "Every example, or only those where the adapter won against the base model "
+                                 "(its answer was better) or lost (worse)", self)
+        for text, data in (("All examples", ALL), ("Where it won", WON), ("Where it lost", LOST)):
             self.show_combo.addItem(text, data)
         self.rival_combo = _combo("Adapter", "The candidate compared with the base model", self)
         self.by_combo = _combo("Judged by", "What decides which answer is better: the judge's verdict, or the "
@@ -131,6 +131,9 @@ class ExampleBrowser(QWidget):
         for label in rivals(document):
             self.rival_combo.addItem(label, label)
         self.rival_combo.blockSignals(False)
+        self.by_combo.blockSignals(True)
+        self.by_combo.clear()  # a new document: judged the default way (the judge's verdict where it gave them)
+        self.by_combo.blockSignals(False)
         self._fill_by()
         self._enable_filters()
         self._fill_list()
@@ -268,8 +271,8 @@ _AGAINST_THE_BASE = {WON: "beat the base", LOST: "lost to the base", "tie": "tie
 def _list_text(example: dict[str, Any], verdict: Optional[str]) -> str:
     words = " ".join(_prompt_text(example["prompt"])[:200].split())
     words = words if len(words) <= 60 else words[:59] + "…"
-    mark = f"  ({_VERDICT_WORDS[verdict]})" if verdict in (WON, LOST) else ""
-    return f"{example['index'] + 1}. {words}{mark}"
+    mark = f"{_VERDICT_WORDS[verdict]} · " if verdict in (WON, LOST) else ""  # first: a long prompt is cut
+    return f"{example['index'] + 1}. {mark}{words}"
 
 
 def _prompt_text(prompt: list[dict]) -> str:

@@ -19,14 +19,15 @@ from studio.widgets.column_tips import set_column_tips
 from studio.widgets.eval_words import explanation, heading, higher_is_better
 
 CANDIDATE = "Candidate"
-JUDGE = "Judge win rate ↑"
+# Short headings, whole in their tooltips: with the judge and the forgetting check the table is wide.
+JUDGE = "Win rate ↑"
 KL = "Forgetting KL ↓"
-CHANGED = "Answers changed ↓"
+CHANGED = "Changed ↓"
 SPEED = "Answers/s"
 COLUMN_HELP = {
     CANDIDATE: "The base model as it is, an adapter from the library or a run's checkpoint, each answering the "
                "same examples.",
-    JUDGE: "How often the judge model preferred this candidate's answer to the base's, a tie counting half, "
+    JUDGE: "The judge's win rate: how often the judge model preferred this candidate's answer to the base's, a tie counting half, "
            "with its 95% interval in brackets. Higher is better.",
     KL: "How far this candidate's next-word guesses moved from the base's on general prompts unrelated to "
         "your data (mean KL divergence per token): what the adapter costs elsewhere. Lower is better.",
