@@ -3,7 +3,7 @@ candidate's answer side by side, each with its scores; filterable to the example
 adapter won or lost against the base model.
 
 Won or lost is the judge's verdict where the judge compared the answers, else the answer's score
-by a per-example metric (ROUGE-L first, as the results list it) against the base's answer's.
+by a per-example metric (the headline one first: ROUGE-L where it was scored) against the base's.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.eval.results import base_candidate, headline_metric
 from studio import theme
 from studio.widgets.eval_scoreboard import score_text
 from studio.widgets.eval_words import higher_is_better, title
@@ -39,10 +40,8 @@ _INDEX_ROLE = Qt.ItemDataRole.UserRole
 
 def base_label(document: dict[str, Any]) -> Optional[str]:
     """The label of the base model among the candidates; None when it was not evaluated."""
-    for candidate in document["candidates"]:
-        if candidate.get("kind", "base" if candidate["label"] == "base" else None) == "base":
-            return candidate["label"]
-    return None
+    base = base_candidate(document)
+    return base["label"] if base is not None else None
 
 
 def rivals(document: dict[str, Any]) -> list[str]:
@@ -53,13 +52,16 @@ def rivals(document: dict[str, Any]) -> list[str]:
 
 def judged_by(document: dict[str, Any], rival: str) -> list[str]:
     """What ``rival``'s answers can be compared with the base's by: the judge's verdicts when it gave
-    them, then each per-example metric with a better direction (higher-is-better ones first)."""
+    them, then each per-example metric with a better direction (the headline metric, then the other
+    higher-is-better ones)."""
     examples = document["examples"]
     ways = [JUDGE] if any(example["answers"].get(rival, {}).get("judge") for example in examples) else []
     scored = [name for name in document["metrics"]
               if higher_is_better(name) is not None
               and any(name in example["answers"].get(rival, {}).get("scores", {}) for example in examples)]
-    return ways + sorted(scored, key=lambda name: not higher_is_better(name))
+    # The headline metric first (ROUGE-L where it was scored), as the Adapters page and the report head with it.
+    headline = headline_metric(document["metrics"], document["candidates"])
+    return ways + sorted(scored, key=lambda name: (name != headline, not higher_is_better(name)))
 
 
 def outcome(example: dict[str, Any], rival: str, base: str, by: str) -> Optional[str]:

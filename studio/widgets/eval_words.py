@@ -1,28 +1,18 @@
 """What the Evaluate page calls the metrics: a title a user reads (never the engine's key, such as
-``rouge_l``), the metric's description and which way is better (``engine.eval.metrics.METRICS``)."""
+``rouge_l``), the metric's description and which way is better (``engine.eval.metrics``)."""
 
 from __future__ import annotations
 
 from typing import Optional
 
-from engine.eval.metrics import METRICS
-
-TITLES = {
-    "loss": "Loss",
-    "perplexity": "Perplexity",
-    "exact_match": "Exact match",
-    "token_f1": "Token F1",
-    "rouge_l": "ROUGE-L",
-    "bleu": "BLEU",
-    "chrf": "chrF",
-    "answer_length": "Answer length",
-    "accuracy": "Accuracy",
-}
+from engine.eval.metrics import METRICS, metric_label
 
 
 def title(name: str) -> str:
-    """The metric's title; a metric added to the engine later reads as words until it has one."""
-    return TITLES.get(name) or name.replace("_", " ").capitalize()
+    """The metric's label (``engine.eval.metrics.metric_label``) as a heading: "Token F1", "chrF"; a
+    metric the engine has no label for reads as words."""
+    label = metric_label(name).replace("_", " ")
+    return label[:1].upper() + label[1:] if label.split()[0].islower() else label
 
 
 def higher_is_better(name: str) -> Optional[bool]:
