@@ -44,26 +44,20 @@ def register(sub: Any) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from engine.eval.candidates import resolve_candidates
-    from engine.eval.evalset import load_evalset
-    from engine.eval.results import check_storable, store_results
-    from engine.eval.runner import EvalSettings, evaluate
-    from engine.eval.scoring import plan_scores
+    from engine.eval.request import EvalRequest, prepare, run_request
 
     model, adapters = _model_and_adapters(args)
-    evalset = load_evalset(dataset=dataset_reference(args.dataset) if args.dataset else None, run_dir=args.run,
-                           options=_data_options(args), label_column=args.label_column, limit=args.limit)
-    settings = EvalSettings(metrics=args.metrics, max_new_tokens=args.max_new_tokens, answer_regex=args.answer_regex,
-                            label_column=args.label_column, device=args.device)
+    request = EvalRequest(model=model, adapters=adapters, include_base=args.include_base or bool(args.run),
+                          other_models=args.other_model, run_dir=args.run,
+                          dataset=dataset_reference(args.dataset) if args.dataset else None,
+                          data_options=_data_options(args), limit=args.limit, max_new_tokens=args.max_new_tokens,
+                          metrics=args.metrics, answer_regex=args.answer_regex, label_column=args.label_column,
+                          device=args.device)
     if args.batch_size:
-        settings.batch_size = args.batch_size
-    plan_scores(evalset, settings.metrics, settings.answer_regex)  # a bad metric or regex fails before loading
-    candidates = resolve_candidates(model, adapters, include_base=args.include_base or bool(args.run),
-                                    models=args.other_model)
-    check_storable(candidate.path for candidate in candidates)  # a damaged studio.json fails now, not after
+        request.batch_size = args.batch_size
+    prepared = prepare(request)  # every refusal before the libraries load
     quiet_libraries()
-    document = evaluate(model, candidates, evalset, settings, progress=_progress_line())
-    stored = store_results(document)
+    document, stored = run_request(request, prepared=prepared, progress=_progress_line())
     _print_results(document, args.json)
     print(f"results: {stored.results_file}" + (f" (kept with {', '.join(stored.adapters)})" if stored.adapters else ""),
           file=sys.stderr)

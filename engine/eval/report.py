@@ -60,6 +60,11 @@ _LEGEND = ("↑ higher is better, ↓ lower is better; bold is the best of its c
            f"from the base on general prompts, and the share of their answers that changed. {MISSING} not measured.")
 
 
+# Said where the plot would be, so that a report without one does not look cut short.
+NO_PLOT = ("No plot of quality against training memory: no candidate here has a measured peak memory "
+           "(an adapter trained elsewhere, or imported, has no run folder to read it from).")
+
+
 def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
@@ -77,6 +82,8 @@ def render_html(tables: list[Table], examples: int = EXAMPLES_SHOWN) -> str:
         plot = quality_plot(table)
         if plot is not None:
             parts.append(f"<figure>{plot.svg}<figcaption>{_e(plot.caption)}</figcaption></figure>")
+        else:
+            parts.append(f'<p class="note">{_e(NO_PLOT)}</p>')
         parts.append(_html_examples(table, examples))
         parts.append("</section>")
     parts.append("</body></html>")
@@ -159,6 +166,8 @@ def render_markdown(tables: list[Table], plots: dict[int, tuple[str, Plot]], exa
             name, plot = plots[index]
             # The <...> form of a link takes a file name with spaces.
             parts += [f"![quality against peak training memory](<{name}>)", "", _md_cell(plot.caption), ""]
+        else:
+            parts += [_md_cell(NO_PLOT), ""]
         parts += _md_examples(table, examples)
     return "\n".join(parts).rstrip() + "\n"
 

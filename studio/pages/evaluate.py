@@ -14,9 +14,10 @@ with it starts.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QFileDialog,
     QFrame,
@@ -34,46 +35,40 @@ from studio import theme
 from studio.widgets.eval_browser import ExampleBrowser
 from studio.widgets.eval_progress import EvalProgress
 from studio.widgets.eval_scoreboard import Scoreboard
-from studio.widgets.eval_setup import EvalRequest, EvalSetup
+from studio.widgets.eval_setup import EvalSetup
 from studio.widgets.pickers import ModelPicker
 from studio.widgets.trust_dialog import confirm_model_code
 from studio.workers import TaskReporter, TaskSlot
 
+if TYPE_CHECKING:
+    from engine.eval.request import EvalRequest
+
 _SETUP_WIDTH = 300
 
 
-def run_evaluation(request: EvalRequest, reporter: TaskReporter) -> Optional[dict[str, Any]]:
-    """The results document of ``request`` (on the worker thread); None when the user stopped it."""
-    from engine.data.dataset import DataOptions
-    from engine.eval.candidates import resolve_candidates
-    from engine.eval.evalset import load_evalset
-    from engine.eval.runner import EvalSettings, EvalStopped, evaluate
-    from engine.eval.scoring import plan_scores
+def run_evaluation(request: "EvalRequest", reporter: TaskReporter) -> Optional[dict[str, Any]]:
+    """The results document of ``request`` (on the worker thread), kept with the evaluated adapters;
+    None when the user stopped it (nothing is kept)."""
+    from engine.eval.request import run_request
+    from engine.eval.runner import EvalStopped
 
-    options = request.data_options
-    evalset = load_evalset(dataset=request.dataset, run_dir=request.run_dir, limit=request.limit,
-                           options=DataOptions(options.get("format"), dict(options.get("columns") or {}),
-                                               options.get("text_split") or "auto"),
-                           label_column=request.label_column)
-    settings = EvalSettings(metrics=request.metrics, max_new_tokens=request.max_new_tokens,
-                            answer_regex=request.answer_regex, label_column=request.label_column)
-    plan_scores(evalset, settings.metrics, settings.answer_regex)  # refused before any model loads
-    candidates = resolve_candidates(request.model, request.adapters, include_base=request.include_base)
     try:
-        return evaluate(request.model, candidates, evalset, settings, progress=reporter.progress,
-                        stop_event=reporter.cancel_event)
+        document, _stored = run_request(request, progress=reporter.progress, stop_event=reporter.cancel_event)
     except EvalStopped:
         return None
+    return document
 
 
 class EvaluatePage(QWidget):
     """Choose candidates, a set and metrics; run; compare on the scoreboard and in the examples."""
 
     evaluationEnded = Signal(str)  # "finished", "stopped" or "failed", once the page shows the outcome
+    reportWritten = Signal(str)  # the report's path
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
         self._task = TaskSlot(self._update_controls)
+        self._report_task = TaskSlot(self._update_controls)
         self._document: Optional[dict[str, Any]] = None
         self._stopping = False
         self._build()
@@ -89,6 +84,9 @@ class EvaluatePage(QWidget):
         self.stop_button.setToolTip("Stop the evaluation now; nothing it computed is kept")
         self.save_results_button = QPushButton("Save results…", self)
         self.save_results_button.setToolTip("Save the last evaluation's results (every answer and score) as JSON")
+        self.report_button = QPushButton("Report…", self)
+        self.report_button.setToolTip("Write the comparison report (HTML or Markdown: the table, the plot of "
+                                      "quality against training memory, examples) and open it")
         self.progress = EvalProgress(self)
         self.message_label = QLabel(self)
         self.message_label.setAccessibleName("Message")
@@ -106,9 +104,9 @@ class EvaluatePage(QWidget):
         top.addWidget(self.model_picker, 1)
         top.addWidget(self.run_button)
         top.addWidget(self.stop_button)
-        # The lead's report button goes here, beside the other results action.
         self.result_actions = QHBoxLayout()
         self.result_actions.addWidget(self.save_results_button)
+        self.result_actions.addWidget(self.report_button)
         top.addLayout(self.result_actions)
 
         scroll = QScrollArea(self)
@@ -138,6 +136,7 @@ class EvaluatePage(QWidget):
         self.run_button.clicked.connect(self.run)
         self.stop_button.clicked.connect(self.stop)
         self.save_results_button.clicked.connect(self._save_results_dialog)
+        self.report_button.clicked.connect(self._report_dialog)
 
     # ------------------------------------------------------------------ api
     @property
@@ -199,6 +198,25 @@ class EvaluatePage(QWidget):
         self._say(f"Saved the results to {path}")
         return Path(path)
 
+    def write_report_to(self, path: str, *, open_it: bool = True) -> None:
+        """Write the last evaluation's comparison report to ``path`` (.html or .md) on a worker (the
+        training costs come from the runs' event files), then open it; a failure is said on the page."""
+        from engine.eval.report import write_report
+
+        if self._document is None or self._report_task.busy:
+            return
+        document = self._document
+
+        def written(output: Path) -> None:
+            self._say(f"Wrote the report to {output}")
+            self.reportWritten.emit(str(output))
+            if open_it:
+                QDesktopServices.openUrl(QUrl.fromLocalFile(str(output)))
+
+        self._report_task.start(lambda _reporter: write_report([document], Path(path)), written,
+                                lambda message: self._say(f"Could not write the report: {message}", error=True))
+        self._update_controls()
+
     # ------------------------------------------------------------------ outcomes
     def _ended(self, document: Optional[dict[str, Any]]) -> None:
         if document is None:
@@ -245,6 +263,7 @@ class EvaluatePage(QWidget):
         self.run_button.setToolTip(missing or "Evaluate every candidate on the set with the checked metrics")
         self.stop_button.setEnabled(not idle and not self._stopping)
         self.save_results_button.setEnabled(idle and self._document is not None)
+        self.report_button.setEnabled(idle and self._document is not None and not self._report_task.busy)
 
     def _save_results_dialog(self) -> None:
         if self._document is None:
@@ -253,6 +272,16 @@ class EvaluatePage(QWidget):
         path, _chosen = QFileDialog.getSaveFileName(self, "Save the results", str(start), "JSON (*.json)")
         if path:
             self.save_results_to(path if Path(path).suffix else path + ".json")
+
+
+    def _report_dialog(self) -> None:
+        if self._document is None:
+            return
+        start = Path.home() / f"{Path(self._document['set']['name']).stem or 'evaluation'}-report.html"
+        path, _chosen = QFileDialog.getSaveFileName(self, "Write the report", str(start),
+                                                    "HTML (*.html);;Markdown (*.md)")
+        if path:
+            self.write_report_to(path if Path(path).suffix else path + ".html")
 
 
 def _answer_regex_problem(regex: Optional[str]) -> Optional[str]:

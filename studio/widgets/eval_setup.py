@@ -9,8 +9,7 @@ evaluation runs, on its worker thread, and said on the page in one line.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -29,33 +28,19 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.eval.evalset import DEFAULT_LIMIT
 from engine.eval.metrics import METRICS
 from engine.eval.scoring import DEFAULT_METRICS
 from studio.widgets.chat_widgets import adapter_entries
 from studio.widgets.eval_words import explanation, title
 from studio.widgets.pickers import DatasetPicker, ElidingComboBox
 
-DEFAULT_LIMIT = 500  # as engine.eval.evalset's: more makes hours of answers on a CPU
+if TYPE_CHECKING:
+    from engine.eval.request import EvalRequest
+
 DEFAULT_MAX_NEW_TOKENS = 128
 _REF_ROLE = Qt.ItemDataRole.UserRole
 _HELDOUT_HELP = "The rows a run kept out of its training (its validation split): the adapter never learned from them."
-
-
-@dataclass
-class EvalRequest:
-    """Everything an evaluation needs, read from the controls on the UI thread."""
-
-    model: str
-    adapters: list[str]  # library names and checkpoint folders
-    include_base: bool
-    run_dir: Optional[str]  # evaluate on this run's held-out rows...
-    dataset: Optional[str]  # ...or on this dataset file
-    data_options: dict[str, Any] = field(default_factory=dict)  # how to read it (engine.data DataOptions' fields)
-    limit: Optional[int] = DEFAULT_LIMIT
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    metrics: list[str] = field(default_factory=list)
-    answer_regex: Optional[str] = None
-    label_column: Optional[str] = None
 
 
 def heldout_runs() -> list[tuple[str, str, str]]:
@@ -317,14 +302,23 @@ class EvalSetup(QWidget):
             return "Check at least one metric."
         return None
 
-    def request(self) -> EvalRequest:
+    def request(self) -> "EvalRequest":
         on_run = self.heldout_radio.isChecked()
         dataset = None if on_run else self.dataset_picker.current_path()
+        from engine.eval.request import EvalRequest
+
         return EvalRequest(
             model=self._model, adapters=self.checked_adapters(), include_base=self.include_base_check.isChecked(),
             run_dir=self.heldout_combo.currentData(_REF_ROLE) if on_run else None, dataset=dataset,
-            data_options=self._data_options.get(dataset or "", {}),
+            data_options=_data_options(self._data_options.get(dataset or "", {})),
             limit=self.limit_spin.value() or None, max_new_tokens=self.max_tokens_spin.value(),
             metrics=self.checked_metrics(), answer_regex=self.regex_edit.text().strip() or None,
             label_column=(self.label_edit.text().strip() or None) if not on_run else None)
 
+
+
+def _data_options(options: dict[str, Any]) -> Any:
+    """How to read the dataset (the Data page's read options, as a DataOptions)."""
+    from engine.data.dataset import DataOptions
+
+    return DataOptions(options.get("format"), dict(options.get("columns") or {}), options.get("text_split") or "auto")

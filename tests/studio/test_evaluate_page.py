@@ -13,6 +13,8 @@ from lora_adapters import library_adapter
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QTextTable
 
+from engine.adapters.library import read_adapter_meta
+from engine.paths import adapters_dir
 from studio import workers
 from studio.main_window import MainWindow
 from studio.pages.evaluate import EvaluatePage
@@ -106,6 +108,13 @@ def test_the_base_and_an_adapter_are_scored_and_their_answers_shown_side_by_side
 
     saved = page.save_results_to(str(tmp_path / "results.json"))
     assert json.loads(saved.read_text(encoding="utf-8"))["set"]["hash"] == document["set"]["hash"]
+    # The results are kept with the library adapter, by the set's hash, for the Adapters page.
+    stored = read_adapter_meta(adapters_dir() / "pirate")["evaluations"]
+    assert document["set"]["hash"] in stored
+    with qtbot.waitSignal(page.reportWritten, timeout=TIMEOUT_MS) as written:
+        page.write_report_to(str(tmp_path / "report.html"), open_it=False)
+    report = Path(written.args[0]).read_text(encoding="utf-8")
+    assert "pirate" in report and "<table" in report and "No plot of quality" in report  # pirate has no run
 
 
 def test_stop_ends_an_evaluation_and_keeps_nothing(qtbot, shown, tiny_model_dir, tmp_path):
