@@ -53,7 +53,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     candidates = resolve_candidates(model, adapters, include_base=args.include_base or bool(args.run),
                                     models=args.other_model)
     quiet_libraries()
-    document = evaluate(model, candidates, evalset, settings, progress=_progress_line())
+    document = evaluate(model, candidates, evalset, settings, progress=progress_line())
     _print_results(document, args.json)
     return 0
 
@@ -88,7 +88,7 @@ def _data_options(args: argparse.Namespace) -> Any:
     return DataOptions(args.format, parse_columns(args.columns or ""), args.text_split or "auto")
 
 
-def _progress_line() -> Any:
+def progress_line() -> Any:
     """Progress on standard error: one line each time the step changes, with the share done."""
     shown: dict[str, Any] = {"message": None}
 
