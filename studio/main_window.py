@@ -116,6 +116,7 @@ class MainWindow(QMainWindow):
         self._run_state = "idle"
         self._keep_frozen = False
         self._tray: Optional[QSystemTrayIcon] = None
+        self._evaluated_name = "the adapter"  # the run whose evaluation of itself the notice waits for
         self._dialogs: dict[str, QWidget] = {}
 
         self.sidebar = QListWidget()
@@ -263,6 +264,7 @@ class MainWindow(QMainWindow):
         train.runStateChanged.connect(self._on_run_state)
         train.progressChanged.connect(self.statusBar().showMessage)
         train.runFinished.connect(self._on_run_finished)
+        train.evaluationFinished.connect(self._on_run_evaluated)
         self._restore_last_choices(train)
         self._train_model = train.model_picker.current_ref()
         self._apply_model_settings(train)
@@ -521,11 +523,20 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("Training failed: see the Train page")
             show_error(self, f"Training failed: {error.splitlines()[0][:200]}", fix_for_run_error(error), error)
             self.notify("Training failed", error.splitlines()[0][:200])
+        elif self.train_page.evaluating:
+            # The run scores itself against the base now: the notice waits for that line.
+            self._evaluated_name = name
+            self.statusBar().showMessage(f"Training {event.status}: evaluating {name} against the base…")
         else:
             self.statusBar().showMessage(f"Training {event.status}")
             loss = f", final loss {event.final_loss:.4f}" if event.final_loss is not None else ""
             self.notify(f"Training {event.status}", f"{name} is in the library{loss}." if event.adapter
                         else f"The run {event.status} at step {event.step}.")
+
+    def _on_run_evaluated(self, line: str) -> None:
+        """A completed run's evaluation of itself ended: the finished-run notice, with its score."""
+        self.statusBar().showMessage(line)
+        self.notify("Training completed", f"{self._evaluated_name} is in the library. {line}")
 
     def _refresh_runs(self) -> None:
         home = self.built("Home")

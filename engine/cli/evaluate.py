@@ -57,7 +57,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         request.batch_size = args.batch_size
     prepared = prepare(request)  # every refusal before the libraries load
     quiet_libraries()
-    document, stored = run_request(request, prepared=prepared, progress=_progress_line())
+    document, stored = run_request(request, prepared=prepared, progress=progress_line())
     _print_results(document, args.json)
     print(f"results: {stored.results_file}" + (f" (kept with {', '.join(stored.adapters)})" if stored.adapters else ""),
           file=sys.stderr)
@@ -94,7 +94,7 @@ def _data_options(args: argparse.Namespace) -> Any:
     return DataOptions(args.format, parse_columns(args.columns or ""), args.text_split or "auto")
 
 
-def _progress_line() -> Any:
+def progress_line() -> Any:
     """Progress on standard error: one line each time the step changes, with the share done."""
     shown: dict[str, Any] = {"message": None}
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.cli.inputs import add_data_reading_flags, dataset_reference, open_data
-from engine.cli.output import print_error, print_json, print_progress
+from engine.cli.evaluate import progress_line
+from engine.cli.output import print_error, print_json, print_progress, quiet_libraries
 from engine.cli.parsing import add_command, number, whole_number
 from engine.core.choices import RunStatus
 from engine.errors import StudioError
@@ -33,6 +34,9 @@ def _add_input_and_method_flags(train: argparse.ArgumentParser) -> None:
     train.add_argument("--train-on", choices=TRAIN_ON, help="the loss on the assistant's replies only, or all tokens")
     train.add_argument("--val-fraction", type=number, help="share of rows held out to measure the eval loss")
     train.add_argument("--bad-rows", choices=BAD_ROWS, help="train on the good rows, or stop when any row is bad")
+    train.add_argument("--evaluate-at-end", action=argparse.BooleanOptionalAction, default=None,
+                       help="with --val-fraction: when the run completes, score its adapter against the base on "
+                            "the held-out rows and print the change (default on)")
     train.add_argument("--method", choices=METHODS)
     train.add_argument("--rank", type=whole_number)
     train.add_argument("--alpha", type=number)
@@ -103,7 +107,7 @@ _TRAIN_FLAGS = {  # CLI flag -> RunConfig field
     "scheduler": "lr_scheduler", "weight_decay": "weight_decay", "max_grad_norm": "max_grad_norm",
     "grad_checkpointing": "grad_checkpointing", "batching": "batching", "group_by_length": "group_by_length",
     "keep_checkpoints": "keep_checkpoints", "early_stopping": "early_stopping_patience",
-    "memory_limit": "memory_limit",
+    "memory_limit": "memory_limit", "evaluate_at_end": "evaluate_at_end",
 }
 
 
@@ -169,7 +173,58 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"{finished.status}: model {finished.model}")
     else:
         print(f"{finished.status}: adapter {finished.adapter or '(not saved)'}")
-    return 1 if finished.status == RunStatus.FAILED else 0
+    if finished.status == RunStatus.FAILED:
+        return 1
+    _evaluate_at_end(job.run_dir, finished, args)
+    return 0
+
+
+def _evaluate_at_end(run_dir: Path, finished: Any, args: argparse.Namespace) -> None:
+    """A completed run with held-out rows scores its adapter against the base on them, as the
+    studio's does (``engine.eval.after_run``), unless --no-evaluate-at-end or its config said not
+    to. The run stays completed whatever happens here: a failure is one line on standard error."""
+    from engine.eval.after_run import evaluate_run, evaluates_itself, rows_to_evaluate
+    from engine.run.config import RunConfig
+    from engine.run.rundir import RunDir
+
+    try:
+        config = RunConfig.load(RunDir(run_dir).config)  # a resumed run's own, as the run used it
+        if args.evaluate_at_end is not None:
+            config.evaluate_at_end = args.evaluate_at_end
+        if not evaluates_itself(config, finished):
+            return
+        rows = rows_to_evaluate(run_dir)
+        if not args.json:
+            print(f"evaluating the adapter against the base on {rows} held-out rows (Ctrl-C skips it)",
+                  file=sys.stderr, flush=True)
+        quiet_libraries()
+        document = evaluate_run(run_dir, progress=None if args.json else progress_line(), device=config.device)
+    except KeyboardInterrupt:
+        _evaluation_failed("evaluation stopped: the run completed, its adapter is saved", args.json)
+        return
+    except StudioError as exc:
+        _evaluation_failed(f"evaluation failed: {exc}", args.json)
+        return
+    _evaluation_done(document, args.json)
+
+
+def _evaluation_done(document: dict[str, Any], as_json: bool) -> None:
+    """The run's evaluation of itself ended: say how the adapter did against the base."""
+    from engine.eval.after_run import headline
+
+    line = headline(document)
+    if as_json:
+        scores = {candidate["label"]: candidate["scores"] for candidate in document["candidates"]}
+        print_json({"evaluation": {"headline": line, "scores": scores}})
+    else:
+        print(line or "evaluation: no score both the base and the adapter have", flush=True)
+
+
+def _evaluation_failed(message: str, as_json: bool) -> None:
+    if as_json:
+        print_json({"evaluation": {"error": message}})
+    else:
+        print_error(message)
 
 
 def _check_inputs(config: Any) -> None:

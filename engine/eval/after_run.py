@@ -12,11 +12,15 @@ import threading
 from pathlib import Path
 from typing import Any, Optional
 
+from engine.core.choices import RunStatus
+from engine.data.heldout import heldout_record
 from engine.errors import StudioError
 from engine.eval.candidates import BASE_LABEL, resolve_candidates
 from engine.eval.evalset import load_evalset
 from engine.eval.metrics import METRICS
 from engine.eval.runner import EvalSettings, ProgressFn, evaluate
+from engine.run.config import RunConfig
+from engine.run.events import RunFinished
 
 # The metric a headline names first, of those the evaluation computed.
 HEADLINE_ORDER = ("rouge_l", "accuracy", "token_f1", "exact_match", "chrf", "bleu", "loss")
@@ -30,6 +34,20 @@ AFTER_RUN_NEW_TOKENS = 128
 def metric_title(name: str) -> str:
     """A metric's name as people write it (ROUGE-L, BLEU, chrF)."""
     return _TITLES.get(name, name.replace("_", " "))
+
+
+def evaluates_itself(config: RunConfig, finished: RunFinished) -> bool:
+    """Whether a run that ended so goes on to evaluate itself: it completed (a stopped run is
+    half-trained, a failed one has nothing to score), saved an adapter, was asked to, and held
+    rows out. The studio's Train page and ``lora-studio train`` both ask here."""
+    return (finished.status == RunStatus.COMPLETED and bool(finished.adapter) and config.evaluate_at_end
+            and config.val_fraction > 0)
+
+
+def rows_to_evaluate(run_dir: Path) -> int:
+    """How many held-out rows the run's evaluation of itself answers: those it held out, up to
+    ``AFTER_RUN_LIMIT``. StudioError when the run records none."""
+    return min(len(heldout_record(run_dir)["rows"]), AFTER_RUN_LIMIT)
 
 
 def evaluate_run(run_dir: Path, *, progress: Optional[ProgressFn] = None,

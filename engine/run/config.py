@@ -102,6 +102,10 @@ class RunConfig:
     text_split: str = "auto"
     train_on: str = "assistant"  # the loss on the assistant's replies only, or on every token
     val_fraction: float = 0.0  # share of the rows held out to measure the eval loss
+    # When the run completes with an adapter, score it against the base on the held-out rows
+    # (engine.eval.after_run), started by the studio or the CLI that ran it, never by the
+    # training child. Applies only with a validation share: with none, nothing is held out.
+    evaluate_at_end: bool = True
     bad_rows: str = "skip"  # train on the good rows, or stop when any row is bad
 
     def to_dict(self) -> dict[str, Any]:

@@ -114,6 +114,9 @@ TIPS = {
                   "every run is checkpointed anyway.",
     "keep_checkpoints": "How many of the newest checkpoints to keep on disk (the best one is always kept). 0 keeps "
                         "them all.",
+    "evaluate_at_end": "When the run completes, its adapter and the base answer the rows held out for validation "
+                       "(up to 100), and the finished run says how the score changed, e.g. ROUGE-L 0.21 → 0.58 on "
+                       "30 held-out rows. It takes about as long as two chat replies per row; Stop ends it.",
     "name": "The adapter's name in the library: letters, digits, '.', '_' and '-'. Left empty, it is named after the "
             "date, the dataset and the method.",
 }
@@ -157,6 +160,8 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "save_every": ("Checkpoints", "save_every"),
     "keep_checkpoints": ("Keep", "keep_checkpoints"),
     "name": ("Adapter name", "name"),
+    # On the Train page beside the validation share it needs, not in this form.
+    "evaluate_at_end": ("Evaluate at the end", "evaluate_at_end"),
 }
 
 

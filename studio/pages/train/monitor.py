@@ -8,7 +8,8 @@ from typing import Any, Optional
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QResizeEvent
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QSplitter, QVBoxLayout,
+                               QWidget)
 
 from engine.core.choices import RunStatus
 from engine.run.events import RunFinished, RunStarted, StepMetrics
@@ -65,6 +66,19 @@ class RunMonitor(QWidget):
         self.memory_plot = LivePlot(("allocated", "reserved"), x_label="step", y_label="memory (MB)",
                                     title="Memory", redraw_ms=90)
         self.progress_bar.setToolTip(PROGRESS_HELP)
+        # The finished-run notice: how the run ended and, once the run has evaluated itself, the
+        # change against the base ("ROUGE-L 0.21 → 0.58 on 30 held-out rows").
+        self.notice = QLabel()
+        self.notice.setWordWrap(True)
+        self.notice.setAccessibleName("Run result")
+        self.notice.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.notice.setStyleSheet("font-weight: 600;")
+        self.notice.hide()
+        self.stop_evaluation_button = QPushButton("Stop evaluating")
+        self.stop_evaluation_button.setToolTip("Stop scoring the adapter against the base: the run and its "
+                                               "adapter stay as they are")
+        self.stop_evaluation_button.hide()
+        self._finished_text = ""
         self.loss_plot.setToolTip(LOSS_HELP)
         self.memory_plot.setToolTip(MEMORY_HELP)
         self.log_view = QPlainTextEdit()
@@ -102,7 +116,9 @@ class RunMonitor(QWidget):
         progress_row = QHBoxLayout()
         progress_row.addWidget(progress_label)
         progress_row.addWidget(self.progress_bar, 1)
+        progress_row.addWidget(self.stop_evaluation_button)
         layout.addLayout(progress_row)
+        layout.addWidget(self.notice)
         layout.addWidget(self.monitor_split, 1)
         self.reset_progress()
 
@@ -124,6 +140,7 @@ class RunMonitor(QWidget):
         self._set_progress_text(event.resumed_from_step, None)
         self.set_memory_title(event.device)
         self._cover_steps()
+        self._set_notice("")  # a resumed run's page still shows how its last part ended
         predicted = event.predicted_peak_bytes
         self.memory_plot.set_reference(predicted / _MB if predicted else None, "predicted peak")
         self.log(f"Training on {event.device}: {event.train_examples} examples, {event.total_steps} steps.")
@@ -154,10 +171,12 @@ class RunMonitor(QWidget):
         if event.status == RunStatus.COMPLETED:
             self.progress_bar.setValue(self.progress_bar.maximum())
             self.progress_bar.setFormat(f"step {self._total_steps} / {self._total_steps} · done")
-            self.log(f"Finished at step {event.step}, final loss {_loss_text(event)}.")
+            self._set_notice(f"Finished at step {event.step}, final loss {_loss_text(event)}.")
+            self.log(self.notice.text())
         elif event.status == RunStatus.STOPPED:
             self.progress_bar.setFormat(f"stopped at step {event.step} / {self._total_steps}")
-            self.log(f"Stopped at step {event.step}.")
+            self._set_notice(f"Stopped at step {event.step}.")
+            self.log(self.notice.text())
         else:
             self.progress_bar.setFormat(f"failed at step {event.step}")
             self.log(f"Training failed: {failure_message(event)}", "error")
@@ -166,6 +185,38 @@ class RunMonitor(QWidget):
         if event.model:
             self.log(f"Fine-tuned model saved to the model store: {event.model}")
         self.progressChanged.emit(self.progress_bar.text())
+
+    def show_evaluation_progress(self, done: int, total: int, text: str) -> None:
+        """The run's evaluation of itself, in the progress bar the run used ("Evaluating on 4
+        held-out rows… 3/8"), with its Stop beside it."""
+        if self.stop_evaluation_button.isHidden():
+            self._finished_text = self.progress_bar.text()
+            self.stop_evaluation_button.setEnabled(True)
+            self.stop_evaluation_button.show()
+        self.progress_bar.setRange(0, max(1, total))
+        self.progress_bar.setValue(min(done, max(1, total)))
+        self.progress_bar.setFormat(text)
+        self.progressChanged.emit(text)
+
+    def show_evaluation(self, line: str) -> None:
+        """The evaluation ended: its line joins the finished-run notice and the log."""
+        self.end_evaluation()
+        self._set_notice(f"{self.notice.text()} {line}".strip())
+        self.log(line)
+
+    def end_evaluation(self) -> None:
+        """No evaluation goes on (it ended, or another run starts): the progress bar says the run's end again."""
+        if self.stop_evaluation_button.isHidden():
+            return
+        self.stop_evaluation_button.hide()
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(1)
+        self.progress_bar.setFormat(self._finished_text)
+        self.progressChanged.emit(self._finished_text)
+
+    def _set_notice(self, text: str) -> None:
+        self.notice.setText(text)
+        self.notice.setVisible(bool(text))
 
     def draw_history(self, curves: Any, until: int) -> None:
         """The run's curve so far, up to the checkpoint it goes on from (later steps are redone)."""
@@ -196,6 +247,8 @@ class RunMonitor(QWidget):
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
         self.progress_bar.setFormat("no run yet")
+        self._set_notice("")
+        self.stop_evaluation_button.hide()
 
     def log(self, message: str, level: str = "info") -> None:
         text = html.escape(message).replace("\n", "<br>")

@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QFormLayout,
@@ -54,18 +55,21 @@ from engine.run.events import (
     StepMetrics,
 )
 from studio.pages.train.controller import RunController, RunState
+from studio.pages.train.evaluation import RunEvaluation
 from studio.pages.train.fitting import auto_fit, best_device
 from studio.pages.train.monitor import RunMonitor, failure_message
 from studio.widgets.memory_bar import MemoryBar
 from studio.widgets.pickers import DatasetPicker, ModelPicker
 from studio.widgets.run_dialogs import ExportRunDialog, ModulePickerDialog, TrainMoreDialog
-from studio.widgets.train_settings import SettingsForm
+from studio.widgets.train_settings import SettingsForm, setting_label, setting_tip
 from studio.widgets.trust_dialog import confirm_model_code
 from studio.workers import BackgroundTask, TaskReporter, TaskSlot, TrainingRunner, describe_error
 
 _ERROR_STYLE = "color: #c0392b; font-weight: 600;"
 _ESTIMATE_DELAY_MS = 150
 RESUME_TIP = "Continue the last run from its newest checkpoint"
+NO_HELD_OUT_TIP = ("Needs a validation share: with no validation split no rows are held out to score the adapter "
+                   "on. Hold some out on the Data page.")
 
 
 class TrainPage(QWidget):
@@ -74,6 +78,7 @@ class TrainPage(QWidget):
     modelSaved = Signal(str)  # a full fine-tune's folder in the model store
     runStateChanged = Signal(str)  # a RunState's value: idle | starting | running | pausing | paused | resuming | stopping
     progressChanged = Signal(str)  # "step N / M · ETA m:ss", for the status bar
+    evaluationFinished = Signal(str)  # a finished run's evaluation of itself, in one line (headline or why none)
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
@@ -83,6 +88,11 @@ class TrainPage(QWidget):
         self.controller.finished.connect(self._on_finished)
         self.monitor = RunMonitor()
         self.monitor.progressChanged.connect(self.progressChanged)
+        # A completed run's evaluation of itself against the base (engine.eval.after_run).
+        self.evaluation = RunEvaluation(self)
+        self.evaluation.progress.connect(self.monitor.show_evaluation_progress)
+        self.evaluation.ended.connect(self._on_evaluated)
+        self.monitor.stop_evaluation_button.clicked.connect(self.stop_evaluation)
         # The monitor's parts, by the names the window and the tests use.
         self.progress_bar = self.monitor.progress_bar
         self.loss_plot = self.monitor.loss_plot
@@ -97,6 +107,7 @@ class TrainPage(QWidget):
         self._device: Any = None  # engine.hardware.DeviceInfo, once found
         self._specs: dict[str, Any] = {}
         self._last_config: Optional[RunConfig] = None
+        self._run_config: Optional[RunConfig] = None  # the settings of the run followed now
         self._oom_plan: Optional[dict] = None
         self._warming_up = False
         self._estimate_timer = QTimer(self, singleShot=True, interval=_ESTIMATE_DELAY_MS, timeout=self.update_estimate)
@@ -151,6 +162,12 @@ class TrainPage(QWidget):
         self.data_settings_label.setToolTip("Set on the Data page: the run reads the file the way it is previewed there")
         self.dataset_picker.changed.connect(lambda _path: self._show_data_settings())
         source_form.addRow(self.data_settings_label)
+        # Beside the validation share it needs: with none, nothing is held out to score on.
+        self.evaluate_check = QCheckBox("Score the adapter against the base on the held-out rows at the end")
+        self.evaluate_check.setAccessibleName(setting_label("evaluate_at_end"))
+        self._evaluate_wanted = True  # the user's choice, kept while no rows are held out
+        self.evaluate_check.toggled.connect(self._evaluate_toggled)
+        source_form.addRow(self.evaluate_check)
         # A dataset chosen on the Data page shows here as a change until the next Start, and
         # waits for a run that is going to end: what this page shows is what it runs.
         self._waiting_data_settings: Optional[tuple[Optional[dict]]] = None
@@ -314,7 +331,23 @@ class TrainPage(QWidget):
 
     def _config(self, model: str, dataset: str) -> RunConfig:
         return RunConfig(model=model, dataset=dataset, bad_rows=self.bad_rows_combo.currentData(),
-                         **self.form.values(), **self._reading_settings(dataset))
+                         evaluate_at_end=self._evaluate_wanted, **self.form.values(), **self._reading_settings(dataset))
+
+    def _evaluate_toggled(self, checked: bool) -> None:
+        if self.evaluate_check.isEnabled():  # the user's click, not the box following the validation share
+            self._evaluate_wanted = checked
+
+    def _show_evaluate_option(self, held_out: bool) -> None:
+        """The option applies only with a validation share: without one it is off and says why."""
+        check = self.evaluate_check
+        if held_out:
+            check.setChecked(self._evaluate_wanted)
+            check.setEnabled(True)
+            check.setToolTip(setting_tip("evaluate_at_end"))
+        else:
+            check.setEnabled(False)
+            check.setChecked(False)
+            check.setToolTip(NO_HELD_OUT_TIP)
 
     def set_data_settings(self, settings: Optional[dict]) -> None:
         """Take the dataset, the reading choices and the max length, loss and validation share
@@ -383,6 +416,7 @@ class TrainPage(QWidget):
 
     def _show_data_settings(self) -> None:
         settings = self._reading_settings(self.dataset_picker.current_path())
+        self._show_evaluate_option(bool(settings.get("val_fraction")))
         if not settings:
             self.data_settings_label.setText("Format and columns: detected (adjust them on the Data page)")
             return
@@ -525,11 +559,13 @@ class TrainPage(QWidget):
             return
         from engine.jobs.training_job import TrainingJob
 
-        def attached(job: Any) -> None:
+        def attached(outcome: tuple[Any, Optional[RunConfig]]) -> None:
+            job, self._run_config = outcome
             self.monitor.clear()
             self._follow(job)
 
-        self._start_task.start(lambda reporter: TrainingJob.attach(Path(run_dir)), attached,
+        self.evaluation.abandon()
+        self._start_task.start(lambda reporter: _with_settings(TrainingJob.attach(Path(run_dir)), None), attached,
                                lambda message: self._refuse(StudioError(message)), needs_libraries=False)
 
     def train_more(self, run_dir: Path, **amount: Any) -> None:
@@ -562,10 +598,13 @@ class TrainPage(QWidget):
         self._show_error("")
         self.oom_panel.hide()
         self._last_config = config
+        self.evaluation.abandon()  # the last run's evaluation of itself, if it still goes on
+        self.monitor.end_evaluation()
         self.controller.set_state(RunState.STARTING)
         self.monitor.set_status("checking the run against this machine…")
 
-        def started(result: Any) -> None:
+        def started(outcome: tuple[Any, Optional[RunConfig]]) -> None:
+            result, self._run_config = outcome
             job, history = result if isinstance(result, tuple) else (result, None)
             if clear or history is not None:
                 self.monitor.clear()
@@ -578,7 +617,7 @@ class TrainPage(QWidget):
             self.monitor.reset_progress()
             self._refuse(StudioError(message))
 
-        self._start_task.start(start, started, refused)
+        self._start_task.start(lambda reporter: _with_settings(start(reporter), config), started, refused)
 
     def _follow(self, job: Any) -> None:
         self.monitor.set_status("starting: loading the model…")
@@ -696,15 +735,36 @@ class TrainPage(QWidget):
         self.oom_panel.show()
 
     def _on_finished(self, event: RunFinished) -> None:
+        from engine.eval.after_run import evaluates_itself
+
         self.monitor.show_finished(event)
         if event.status not in (RunStatus.COMPLETED, RunStatus.STOPPED):
             self._show_error(f"Training failed: {failure_message(event)}")
         self.controller.set_state(RunState.IDLE)
+        config, run_dir = self._run_config, self.controller.last_run
+        if config is not None and run_dir is not None and evaluates_itself(config, event):
+            # Before runFinished, so that the window knows a result is still to come (``evaluating``).
+            self.monitor.show_evaluation_progress(0, 0, "Evaluating the adapter against the base…")
+            self.evaluation.start(run_dir, config.device)
         self.runFinished.emit(event)
         if event.adapter:
             self.adapterSaved.emit(event.adapter)
         if event.model:
             self.modelSaved.emit(event.model)
+
+    # ------------------------------------------------------------- evaluation
+    @property
+    def evaluating(self) -> bool:
+        """A finished run is being scored against its base."""
+        return self.evaluation.running
+
+    def stop_evaluation(self) -> None:
+        self.monitor.stop_evaluation_button.setEnabled(False)
+        self.evaluation.stop()
+
+    def _on_evaluated(self, line: str) -> None:
+        self.monitor.show_evaluation(line)
+        self.evaluationFinished.emit(line)
 
     # -------------------------------------------------------------- state
     def _show_state(self, value: str) -> None:
@@ -743,3 +803,22 @@ class TrainPage(QWidget):
 
     def _log(self, message: str, level: str = "info") -> None:
         self.monitor.log(message, level)
+
+
+def _with_settings(result: Any, config: Optional[RunConfig]) -> tuple[Any, Optional[RunConfig]]:
+    """On the start's worker thread: what started the run, and the settings it runs with (those
+    the page gave, else the ones in its folder: a resumed, continued or watched run's), which say
+    at its end whether it evaluates itself."""
+    import importlib
+
+    from engine.run.rundir import RunDir
+
+    # Imported here, off the UI thread, for the run's end (it reads the evaluation rule there).
+    importlib.import_module("engine.eval.after_run")
+    if config is None:
+        job = result[0] if isinstance(result, tuple) else result
+        try:
+            config = RunConfig.load(RunDir(job.run_dir).config)
+        except StudioError:  # the run goes on all the same; it just does not evaluate itself
+            config = None
+    return result, config

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,18 +24,26 @@ def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def test_train_json_streams_events_then_adapters_list_and_chat_use_the_result(tiny_model_dir, tmp_path):
+def test_train_json_streams_events_evaluates_the_run_then_adapters_list_and_chat_use_the_result(tiny_model_dir,
+                                                                                                 tmp_path):
     dataset = write_messages_dataset(tmp_path / "data.jsonl")
     result = lora_studio("train", "--model", str(tiny_model_dir), "--dataset", str(dataset), "--max-steps", "3",
-                         "--batch", "2", "--rank", "4", "--max-length", "64", "--name", "cli-run", "--json")
+                         "--batch", "2", "--rank", "4", "--max-length", "64", "--name", "cli-run",
+                         "--val-fraction", "0.25", "--json")
     assert result.returncode == 0, result.stderr
     lines = json_lines(result.stdout)
-    kinds = [line.get("event") for line in lines[:-1]]
+    kinds = [line.get("event") for line in lines[:-2]]
     assert kinds[0] == "LogLine" and "RunStarted" in kinds and "StepMetrics" in kinds
     assert kinds[-1] == "RunFinished"
-    summary = lines[-1]
+    summary = lines[-2]
     assert summary["status"] == "completed" and Path(summary["run_dir"]).is_dir()
     assert Path(summary["adapter"]).name == "cli-run"
+    # With a validation share the run scores itself against the base on the rows it held out, last.
+    evaluation = lines[-1]["evaluation"]
+    held_out = json.loads((Path(summary["run_dir"]) / "heldout.json").read_text())["rows"]
+    assert re.fullmatch(rf"ROUGE-L \d\.\d\d → \d\.\d\d on {len(held_out)} held-out rows", evaluation["headline"])
+    assert len(held_out) == 4 and set(evaluation["scores"]) == {"base", "cli-run"}
+    assert 0 <= evaluation["scores"]["cli-run"]["rouge_l"] <= 1
 
     listed = json.loads(lora_studio("adapters", "list", "--json").stdout)
     assert [a["name"] for a in listed["adapters"]] == ["cli-run"]
