@@ -15,25 +15,16 @@ from typing import Any, Optional
 from engine.core.choices import RunStatus
 from engine.data.heldout import heldout_record
 from engine.errors import StudioError
-from engine.eval.candidates import BASE_LABEL, resolve_candidates
-from engine.eval.evalset import load_evalset
-from engine.eval.metrics import METRICS
-from engine.eval.runner import EvalSettings, ProgressFn, evaluate
+from engine.eval.candidates import BASE_LABEL
+from engine.eval.request import EvalRequest, run_request
+from engine.eval.results import headline_label, headline_metric, score
+from engine.eval.runner import ProgressFn
 from engine.run.config import RunConfig
 from engine.run.events import RunFinished
 
-# The metric a headline names first, of those the evaluation computed.
-HEADLINE_ORDER = ("rouge_l", "accuracy", "token_f1", "exact_match", "chrf", "bleu", "loss")
-_TITLES = {"rouge_l": "ROUGE-L", "accuracy": "accuracy", "token_f1": "token F1", "exact_match": "exact match",
-           "chrf": "chrF", "bleu": "BLEU", "loss": "held-out loss", "perplexity": "perplexity"}
 # The held-out rows of a large dataset can be thousands; the notice needs a measure, not all of them.
 AFTER_RUN_LIMIT = 100
 AFTER_RUN_NEW_TOKENS = 128
-
-
-def metric_title(name: str) -> str:
-    """A metric's name as people write it (ROUGE-L, BLEU, chrF)."""
-    return _TITLES.get(name, name.replace("_", " "))
 
 
 def evaluates_itself(config: RunConfig, finished: RunFinished) -> bool:
@@ -52,7 +43,8 @@ def rows_to_evaluate(run_dir: Path) -> int:
 
 def evaluate_run(run_dir: Path, *, progress: Optional[ProgressFn] = None,
                  stop_event: Optional[threading.Event] = None, device: str = "auto") -> dict[str, Any]:
-    """The results document of the run's adapter against its base on the run's held-out rows."""
+    """The results document of the run's adapter against its base on the run's held-out rows, kept
+    with the adapter as any evaluation's results are (``engine.eval.request``)."""
     from engine.jobs.summary import summarize_run
 
     summary = summarize_run(Path(run_dir))
@@ -60,25 +52,25 @@ def evaluate_run(run_dir: Path, *, progress: Optional[ProgressFn] = None,
         raise StudioError(f"{run_dir} is not a run folder")
     if not summary.adapter:
         raise StudioError(f"run {summary.name} saved no adapter to evaluate")
-    evalset = load_evalset(run_dir=run_dir, limit=AFTER_RUN_LIMIT)
-    candidates = resolve_candidates(summary.model, [summary.adapter], include_base=True)
-    settings = EvalSettings(max_new_tokens=AFTER_RUN_NEW_TOKENS, device=device, measure_speed=False)
-    return evaluate(summary.model, candidates, evalset, settings, progress=progress, stop_event=stop_event)
+    request = EvalRequest(model=summary.model, adapters=[summary.adapter], include_base=True, run_dir=str(run_dir),
+                          limit=AFTER_RUN_LIMIT, max_new_tokens=AFTER_RUN_NEW_TOKENS, device=device,
+                          measure_speed=False)
+    document, _stored = run_request(request, progress=progress, stop_event=stop_event)
+    return document
 
 
 def headline(document: dict[str, Any]) -> Optional[str]:
-    """The change from the base to the (first) adapter in one line, by the first metric of
-    ``HEADLINE_ORDER`` both were scored on: "ROUGE-L 0.21 → 0.58 on 30 held-out rows"."""
-    by_label = {candidate["label"]: candidate for candidate in document["candidates"]}
-    base = by_label.get(BASE_LABEL)
-    tuned = next((candidate for candidate in document["candidates"] if candidate["label"] != BASE_LABEL), None)
+    """The change from the base to the (first) adapter in one line, by the metric that heads the
+    results (``engine.eval.results.headline_metric``): "ROUGE-L 0.21 → 0.58 on 30 held-out rows"."""
+    base = next((c for c in document["candidates"] if c["label"] == BASE_LABEL), None)
+    tuned = next((c for c in document["candidates"] if c["label"] != BASE_LABEL), None)
     if base is None or tuned is None:
         return None
-    name = next((name for name in HEADLINE_ORDER if name in base["scores"] and name in tuned["scores"]), None)
-    if name is None:
+    name = headline_metric(document["metrics"], [base, tuned])
+    before, after = (score(base, name), score(tuned, name)) if name else (None, None)
+    if before is None or after is None:
         return None
     rows = document["set"]["examples"]
     where = "held-out rows" if document["set"]["kind"] == "heldout" else f"rows of {document['set']['name']}"
-    before, after = base["scores"][name], tuned["scores"][name]
-    digits = 1 if name in ("bleu", "chrf") else 2 if METRICS[name].higher_is_better else 3
-    return f"{metric_title(name)} {before:.{digits}f} → {after:.{digits}f} on {rows} {where}"
+    digits = 1 if name in ("bleu", "chrf") else 2
+    return f"{headline_label(name)} {before:.{digits}f} → {after:.{digits}f} on {rows} {where}"
