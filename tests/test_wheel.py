@@ -31,6 +31,7 @@ PACKAGE_DATA = [
     "engine/resources/datasets/pirate_persona.jsonl",
     "engine/resources/datasets/robot_alpaca.json",
     "engine/resources/datasets/README.md",
+    "engine/resources/eval/general_prompts.jsonl",
     "studio/resources/icons/lora-studio.svg",
     "studio/resources/icons/pages/home.svg",
     "studio/resources/icons/pages/chat.svg",
