@@ -30,6 +30,12 @@ def register(sub: Any) -> None:
     evaluate.add_argument("--metrics", nargs="+", metavar="METRIC", help="the metrics (default: all that apply)")
     evaluate.add_argument("--label-column", help="the dataset column with each row's expected choice or number")
     evaluate.add_argument("--answer-regex", help="finds the answer (its first group) in answers and references")
+    evaluate.add_argument("--judge", metavar="MODEL", help="the judge model (default: the base model itself)")
+    evaluate.add_argument("--no-judge", action="store_true", help="do not judge the answers against the base's")
+    evaluate.add_argument("--no-forgetting", action="store_true",
+                          help="skip the forgetting check (the drift from the base on 100 general prompts)")
+    evaluate.add_argument("--forgetting-prompts", type=whole_number, metavar="N",
+                          help="the forgetting check on the first N general prompts (default: all 100)")
     evaluate.add_argument("--max-new-tokens", type=whole_number, default=128)
     evaluate.add_argument("--limit", type=whole_number, default=500, help="evaluate on the first N rows (default 500)")
     evaluate.add_argument("--batch-size", type=whole_number)
@@ -52,7 +58,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                           dataset=dataset_reference(args.dataset) if args.dataset else None,
                           data_options=_data_options(args), limit=args.limit, max_new_tokens=args.max_new_tokens,
                           metrics=args.metrics, answer_regex=args.answer_regex, label_column=args.label_column,
-                          device=args.device)
+                          judge=not args.no_judge, judge_model=args.judge, forgetting=not args.no_forgetting,
+                          forgetting_prompts=args.forgetting_prompts, device=args.device)
     if args.batch_size:
         request.batch_size = args.batch_size
     prepared = prepare(request)  # every refusal before the libraries load

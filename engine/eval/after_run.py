@@ -54,7 +54,7 @@ def evaluate_run(run_dir: Path, *, progress: Optional[ProgressFn] = None,
         raise StudioError(f"run {summary.name} saved no adapter to evaluate")
     request = EvalRequest(model=summary.model, adapters=[summary.adapter], include_base=True, run_dir=str(run_dir),
                           limit=AFTER_RUN_LIMIT, max_new_tokens=AFTER_RUN_NEW_TOKENS, device=device,
-                          measure_speed=False)
+                          judge=False, forgetting=False, measure_speed=False)
     document, _stored = run_request(request, progress=progress, stop_event=stop_event)
     return document
 

@@ -22,6 +22,8 @@ from engine.data.dataset import DataOptions, Sample, open_dataset
 from engine.data.formats import TEXT_ROLE
 from engine.data.heldout import read_heldout
 from engine.errors import StudioError
+from engine.run.config import RunConfig
+from engine.run.rundir import RunDir
 
 # More prompts than this make an evaluation of hours on a CPU; a user who wants more sets a limit.
 DEFAULT_LIMIT = 500
@@ -52,6 +54,9 @@ class EvalSet:
     kind: str  # "dataset" or "heldout"
     examples: list[EvalExample]
     hash: str
+    # A run's held-out rows are scored for loss as the run tokenised them: its max length and masking.
+    max_length: Optional[int] = None
+    train_on: Optional[str] = None
 
     @property
     def has_references(self) -> bool:
@@ -81,13 +86,16 @@ def load_evalset(*, dataset: Union[str, Path, None] = None, run_dir: Union[str, 
             raise StudioError("a label column is read from a dataset file: give --dataset with it, not --run")
         samples = read_heldout(run_dir)
         name, source, kind = f"{Path(run_dir).name}: held-out rows", str(Path(run_dir).resolve()), "heldout"
+        config = RunConfig.load(RunDir(run_dir).config)
+        training = {"max_length": config.max_length, "train_on": config.train_on}
     else:
         samples, name = _dataset_samples(dataset, options or DataOptions(), label_column, limit)
         source, kind = str(Path(dataset).resolve()) if Path(dataset).exists() else str(dataset), "dataset"
+        training = {}
     examples = _examples(samples[:limit] if limit else samples, label_column)
     if not examples:
         raise StudioError(f"{name} has no prompts to evaluate on")
-    return EvalSet(name, source, kind, examples, _set_hash(examples))
+    return EvalSet(name, source, kind, examples, _set_hash(examples), **training)
 
 
 def _dataset_samples(dataset: Union[str, Path], options: DataOptions, label_column: Optional[str],

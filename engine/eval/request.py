@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from engine.data.dataset import DataOptions
+from engine.errors import StudioError
 from engine.eval.candidates import Candidate, resolve_candidates
 from engine.eval.evalset import DEFAULT_LIMIT, EvalSet, load_evalset
+from engine.eval.judge import check_judge
 from engine.eval.runner import DEFAULT_BATCH_SIZE, EvalSettings, ProgressFn, evaluate
 from engine.eval.scoring import plan_scores
 
@@ -31,6 +33,10 @@ class EvalRequest:
     metrics: Optional[list[str]] = None  # None: every metric that applies
     answer_regex: Optional[str] = None
     label_column: Optional[str] = None
+    judge: bool = True
+    judge_model: Optional[str] = None  # None: the base model judges
+    forgetting: bool = True
+    forgetting_prompts: Optional[int] = None  # the first N general prompts; None: all of them
     device: str = "auto"
     measure_speed: bool = True
 
@@ -52,11 +58,17 @@ def prepare(request: EvalRequest) -> PreparedEval:
                            label_column=request.label_column, limit=request.limit)
     settings = EvalSettings(metrics=request.metrics, max_new_tokens=request.max_new_tokens,
                             batch_size=request.batch_size, answer_regex=request.answer_regex,
-                            label_column=request.label_column, device=request.device,
+                            label_column=request.label_column, judge=request.judge,
+                            judge_model=request.judge_model, forgetting=request.forgetting,
+                            forgetting_prompts=request.forgetting_prompts, device=request.device,
                             measure_speed=request.measure_speed)
     plan_scores(evalset, settings.metrics, settings.answer_regex)
+    if request.judge and request.judge_model:
+        check_judge(request.judge_model)
     candidates = resolve_candidates(request.model, request.adapters, include_base=request.include_base,
                                     models=request.other_models)
+    if request.forgetting_prompts is not None and request.forgetting_prompts < 1:
+        raise StudioError(f"the forgetting check needs at least one prompt, got {request.forgetting_prompts}")
     check_storable(candidate.path for candidate in candidates)
     return PreparedEval(evalset, candidates, settings)
 

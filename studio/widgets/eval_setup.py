@@ -80,6 +80,7 @@ class EvalSetup(QWidget):
         layout.addWidget(self._build_candidates())
         layout.addWidget(self._build_set())
         layout.addWidget(self._build_metrics())
+        layout.addWidget(self._build_beyond())
         layout.addWidget(self._build_advanced())
         layout.addStretch(1)
         self._source_changed(False)
@@ -154,6 +155,40 @@ class EvalSetup(QWidget):
             self.metric_checks[name] = check
         return box
 
+    def _build_beyond(self) -> QGroupBox:
+        """The judge and the forgetting check: what the references cannot tell."""
+        box = QGroupBox("Judge and forgetting", self)
+        self.judge_check = QCheckBox("Judge each answer against the base's", box)
+        self.judge_check.setChecked(True)
+        self.judge_check.setToolTip("A judge model compares each candidate's answer with the base model's, in both "
+                                    "orders, by a fixed rubric: win, tie or loss with a 95% interval")
+        self.judge_combo = ElidingComboBox(box)
+        self.judge_combo.setAccessibleName("Judge model")
+        self.judge_combo.setToolTip("The judge: the base model itself, or another model from the store (loaded "
+                                    "beside the base when both fit, else in turn)")
+        self.forgetting_check = QCheckBox("Forgetting check (100 general prompts)", box)
+        self.forgetting_check.setChecked(True)
+        self.forgetting_check.setToolTip("How far each adapter moved the model on prompts unrelated to its training: "
+                                         "the mean per-token KL divergence from the base, and the share of answers "
+                                         "that changed")
+        layout = QFormLayout(box)
+        layout.addRow(self.judge_check)
+        layout.addRow("Judge:", self.judge_combo)
+        layout.addRow(self.forgetting_check)
+        self.judge_check.toggled.connect(self.judge_combo.setEnabled)
+        return box
+
+    def _fill_judges(self) -> None:
+        from engine.models.store import list_models
+
+        current = self.judge_combo.currentData(_REF_ROLE)
+        self.judge_combo.clear()
+        self.judge_combo.addItem("the base model", None)
+        for record in list_models():
+            if record.ready:
+                self.judge_combo.addItem(record.name, record.name)
+        self.judge_combo.setCurrentIndex(max(0, self.judge_combo.findData(current, _REF_ROLE)))
+
     def _build_advanced(self) -> QWidget:
         holder = QWidget(self)
         self.advanced_button = QToolButton(holder)
@@ -209,6 +244,7 @@ class EvalSetup(QWidget):
         self._model = model
         self._fill_candidates(model)
         self._fill_runs()
+        self._fill_judges()
         self.dataset_picker.refresh()
         self.changed.emit()
 
@@ -313,7 +349,9 @@ class EvalSetup(QWidget):
             data_options=_data_options(self._data_options.get(dataset or "", {})),
             limit=self.limit_spin.value() or None, max_new_tokens=self.max_tokens_spin.value(),
             metrics=self.checked_metrics(), answer_regex=self.regex_edit.text().strip() or None,
-            label_column=(self.label_edit.text().strip() or None) if not on_run else None)
+            label_column=(self.label_edit.text().strip() or None) if not on_run else None,
+            judge=self.judge_check.isChecked(), judge_model=self.judge_combo.currentData(_REF_ROLE),
+            forgetting=self.forgetting_check.isChecked())
 
 
 

@@ -50,6 +50,7 @@ def _choose(page: EvaluatePage, model: Path, dataset: Path, *, adapters=(), max_
     page.setup.set_checked(list(adapters))
     page.setup.use_dataset(str(dataset))
     page.setup.max_tokens_spin.setValue(max_new_tokens)
+    page.setup.forgetting_check.setChecked(False)  # the engine's tests check it; here it would only cost time
 
 
 def _run(qtbot, page: EvaluatePage) -> str:

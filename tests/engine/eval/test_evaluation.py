@@ -4,6 +4,7 @@ checked before loading, every candidate's answers scored, the document and the C
 from __future__ import annotations
 
 import json
+import math
 import threading
 
 import pytest
@@ -103,10 +104,21 @@ def test_each_candidate_answers_every_prompt_and_is_scored_on_its_answers(tiny_m
     evalset = load_evalset(dataset=dataset)
     candidates = resolve_candidates(str(tiny_model_dir), ["pirate"])
     progress: list[tuple[int, int]] = []
-    document = evaluate(str(tiny_model_dir), candidates, evalset, EvalSettings(max_new_tokens=12, batch_size=3),
+    settings = EvalSettings(max_new_tokens=12, batch_size=3, forgetting_prompts=3)
+    document = evaluate(str(tiny_model_dir), candidates, evalset, settings,
                         progress=lambda done, total, _message: progress.append((done, total)))
     assert [c["label"] for c in document["candidates"]] == ["base", "pirate"]
-    assert document["set"]["hash"] == evalset.hash and progress[-1] == (8, 8)
+    # 2 x (4 answers + 4 loss rows), 3 base answers + 2 x 3 forgetting steps, 2 x 4 judgements.
+    assert document["set"]["hash"] == evalset.hash and progress[-1] == (33, 33)
+    assert all(done <= total for done, total in progress) and [d for d, _t in progress] == sorted(d for d, _t in progress)
+    base, tuned = document["candidates"]
+    assert base["judge"] is None and base["forgetting"] is None
+    assert tuned["judge"]["comparisons"] == 4 and tuned["judge"]["low"] <= tuned["judge"]["win_rate"] <= tuned["judge"]["high"]
+    assert [e["answers"]["pirate"]["judge"] for e in document["examples"]].count(None) == 0
+    assert tuned["forgetting"]["prompts"] == 3 and tuned["forgetting"]["kl"] > 0
+    for candidate in document["candidates"]:
+        assert candidate["scores"]["perplexity"] == pytest.approx(math.exp(candidate["scores"]["loss"]))
+    assert base["scores"]["loss"] != tuned["scores"]["loss"]
     # The answers are the ones a chat with each candidate gives; their scores are computed from them.
     chat = ChatSession(str(tiny_model_dir))
     chat.set_adapter("pirate")
@@ -133,13 +145,15 @@ def test_cli_prints_a_json_line_per_example_then_the_scoreboard(tiny_model_dir, 
                                                               studio_home):
     adapter = write_peft_adapter(tiny_model_dir, tmp_path / "folder-adapter")
     code = main(["eval", "--model", str(tiny_model_dir), "--adapter", str(adapter), "--include-base",
-                 "--dataset", str(dataset), "--metrics", "rouge_l", "exact_match", "--max-new-tokens", "6", "--json"])
+                 "--dataset", str(dataset), "--metrics", "rouge_l", "exact_match", "--max-new-tokens", "6",
+                 "--forgetting-prompts", "2", "--json"])
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert code == 0 and len(lines) == len(ROWS) + 1
     assert set(lines[0]["example"]["answers"]) == {"base", "folder-adapter"}
     board = lines[-1]["scoreboard"]
     assert [c["label"] for c in board["candidates"]] == ["base", "folder-adapter"]
     assert set(board["candidates"][0]["scores"]) == {"rouge_l", "exact_match"}
+    assert board["candidates"][1]["forgetting"]["prompts"] == 2 and board["candidates"][1]["judge"]["comparisons"] == 4
     # The whole document is kept, and the report is written from it.
     (results,) = (studio_home / "evaluations").glob("*.json")
     assert json.loads(results.read_text())["candidates"][1]["scores"] == board["candidates"][1]["scores"]
