@@ -115,8 +115,9 @@ class ForgettingBaseline:
     def check(self, candidate: AdapterChoice, *, session: Optional[ChatSession] = None,
               stop_event: Optional[threading.Event] = None,
               on_done: Optional[Callable[[int], None]] = None) -> Optional[ForgettingScore]:
-        """The drift and the changed answers of ``candidate``: an adapter choice on the base's own
-        session, or (with ``session``, another model's) that session's choice, None for its model.
+        """The drift and the changed answers of ``candidate``, the adapter choice that answers: on
+        the base's own session (an adapter, a combination), or, given ``session`` (another model's
+        session), that session's choice, None for that model itself.
 
         ``on_done(n)`` counts steps out of twice the prompts (each is answered, then compared);
         None when ``stop_event`` was set before the end. The adapters active before are active again.
