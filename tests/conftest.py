@@ -24,7 +24,9 @@ if os.environ["QT_QPA_PLATFORM"] == "offscreen":
     os.environ["QT_QPA_PLATFORM"] = f"offscreen:configfile={_SCREEN}"
 # A model's own code, once trusted, is copied into transformers' modules cache: keep it out of the user's.
 os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="hf-modules-"))
-# Two cores on CI: keep torch from oversubscribing them in the test process.
+# Two cores on CI: keep torch from oversubscribing them in the test process (one thread under
+# xdist: see pytest_configure).
+_THREADS_GIVEN = "OMP_NUM_THREADS" in os.environ
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
@@ -93,11 +95,17 @@ def _starter_store_folder(config) -> Path:
 
 @pytest.hookimpl(trylast=True)  # after pytest's tmpdir plugin has set up the base folder
 def pytest_configure(config):
-    """Under xdist the controller starts converting the starter (about 16 s on two cores) in the
-    background at once, so that the workers find it ready by the time a test needs it, instead of one of them
-    converting while the other waits."""
+    """Under xdist the workers get one torch thread each, and the controller starts converting the
+    starter (about 16 s on two cores) in the background at once, so that the workers find it ready
+    by the time a test needs it, instead of one of them converting while the other waits."""
     if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
         return
+    if not _THREADS_GIVEN:
+        # Two workers (and their training children) share the two cores: one torch thread each,
+        # set here so that the workers started after this inherit it. With two each, torch's
+        # OpenMP threads spin waiting for a thread that has no core: a tiny model's training
+        # step took 10 to 50 times as long (test_training_options: 280 s of calls against 57 s).
+        os.environ["OMP_NUM_THREADS"] = "1"
     from engine.models import store as models
 
     if models.starter_gguf() is not None:
