@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,6 +16,8 @@ import tarfile
 import time
 import zipfile
 from pathlib import Path
+
+from helpers import write_messages_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 STEP_TIMEOUT_S = 240  # one build, install or command; the whole test takes under a minute on two cores
@@ -37,11 +40,16 @@ PACKAGE_DATA = [
     "studio/resources/icons/pages/chat.svg",
 ]
 
-# Run by the installed interpreter: where the packages and the sample datasets come from.
+# Run by the installed interpreter: where the packages and the sample datasets come from, and
+# what the installed engine reads in a sample.
 _WHERE = """
 import json, engine, studio
+from engine.data.dataset import open_dataset
+from engine.data.scan import scan_dataset
 from engine.paths import SAMPLE_DATASETS
-print(json.dumps({"engine": engine.__file__, "studio": studio.__file__, "datasets": str(SAMPLE_DATASETS)}))
+sample = scan_dataset(open_dataset(SAMPLE_DATASETS / "pirate_persona.jsonl"))
+print(json.dumps({"engine": engine.__file__, "studio": studio.__file__, "datasets": str(SAMPLE_DATASETS),
+                  "sample": [sample.format, sample.good_rows, sample.bad_rows]}))
 """
 
 # Run by the installed interpreter: the window's icon and the sidebar's, as drawn on screen.
@@ -83,8 +91,10 @@ def test_the_wheel_installs_and_runs_outside_the_checkout(tmp_path, tiny_model_d
     for name in ("engine", "studio"):
         assert Path(where[name]).is_relative_to(venv), f"{name} comes from {where[name]}, not the installed wheel"
     assert Path(where["datasets"]).is_relative_to(Path(where["engine"]).parent), where
+    format_, good_rows, bad_rows = where["sample"]
+    assert format_ == "messages" and good_rows > 100 and bad_rows == 0, where["sample"]
 
-    _check_the_command_line(user, home, Path(where["datasets"]), tiny_model_dir)
+    _check_the_command_line(user, home, tiny_model_dir, tmp_path)
     _check_the_window(user, home)
 
 
@@ -172,26 +182,43 @@ def _run(command: list, cwd: Path, env: dict | None = None) -> subprocess.Comple
 
 
 # using ---------------------------------------------------------------------------------------
-def _check_the_command_line(user: _UserShell, home: Path, datasets: Path, model: Path) -> None:
+def _check_the_command_line(user: _UserShell, home: Path, model: Path, tmp_path: Path) -> None:
+    """The commands a user types first, and their --json output as a script reads it. (These are
+    also the command line's own end-to-end checks: each command costs a process start of several
+    seconds, so the suite runs them once, here, rather than again from the checkout.)"""
     [doctor] = user.lora_studio_json("doctor")
     assert doctor["home"] == str(home) and doctor["devices"][-1]["kind"] == "cpu"
+    assert doctor["devices"][-1]["total_bytes"] > 0 and "torch" in doctor["versions"]
 
+    [added] = user.lora_studio_json("models", "add", str(model), "--name", "tiny")
+    assert added["name"] == "tiny" and added["ready"]
     [listed] = user.lora_studio_json("models", "list")
-    assert [m["name"] for m in listed["models"]] == ["starter"]
+    assert [m["name"] for m in listed["models"]] == ["starter", "tiny"]
     # The catalog is read from the package data: a catalog name is a model the estimate knows.
     [estimate] = user.lora_studio_json("estimate", "--model", "Llama-3.1-8B", "--method", "lora")
     assert estimate["model"] == "Llama-3.1-8B" and estimate["total_params"] > 7e9
 
-    *events, summary = user.lora_studio_json(
-        "train", "--model", str(model), "--dataset", str(datasets / "pirate_persona.jsonl"), "--max-steps", "2",
-        "--batch", "2", "--rank", "4", "--max-length", "64", "--name", "wheel-run")
-    assert "StepMetrics" in [event.get("event") for event in events]
-    assert summary["status"] == "completed" and Path(summary["adapter"]).name == "wheel-run"
-    assert Path(summary["adapter"]).is_relative_to(home)
+    dataset = write_messages_dataset(tmp_path / "data.jsonl")  # 16 rows
+    *events, summary, evaluated = user.lora_studio_json(
+        "train", "--model", str(model), "--dataset", str(dataset), "--max-steps", "3", "--batch", "2", "--rank", "4",
+        "--max-length", "64", "--name", "wheel-run", "--val-fraction", "0.25")
+    kinds = [event.get("event") for event in events]  # the events stream first, then the summary
+    assert kinds[0] == "LogLine" and "RunStarted" in kinds and "StepMetrics" in kinds and kinds[-1] == "RunFinished"
+    assert summary["status"] == "completed" and Path(summary["run_dir"]).is_dir()
+    assert Path(summary["adapter"]).name == "wheel-run" and Path(summary["adapter"]).is_relative_to(home)
+    # With a validation share the run scores itself against the base on the rows it held out, last.
+    evaluation = evaluated["evaluation"]
+    held_out = json.loads((Path(summary["run_dir"]) / "heldout.json").read_text())["rows"]
+    assert re.fullmatch(rf"ROUGE-L \d\.\d\d → \d\.\d\d on {len(held_out)} held-out rows", evaluation["headline"])
+    assert len(held_out) == 4 and set(evaluation["scores"]) == {"base", "wheel-run"}
+    assert 0 <= evaluation["scores"]["wheel-run"]["rouge_l"] <= 1
 
+    [library] = user.lora_studio_json("adapters", "list")
+    assert [a["name"] for a in library["adapters"]] == ["wheel-run"]
     [reply] = user.lora_studio_json("chat", "--model", str(model), "--adapter", "wheel-run", "--prompt", "Hello",
-                                    "--max-new-tokens", "4")
-    assert 0 < reply["tokens"] <= 4 and isinstance(reply["reply"], str)
+                                    "--max-new-tokens", "8")
+    assert set(reply) >= {"reply", "tokens", "tokens_per_second", "time_to_first_token_s"}
+    assert 0 < reply["tokens"] <= 8 and isinstance(reply["reply"], str)
 
 
 def _check_the_window(user: _UserShell, home: Path) -> None:
