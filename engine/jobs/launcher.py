@@ -324,11 +324,11 @@ def _become_the_run(request: dict) -> int:
     os.environ.update(request["env"])
     os.chdir(request["cwd"])
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    from engine.train import recipe
+    from engine.train import command, recipe
 
     sys.argv = [recipe.__file__, request["run_dir"]]
     try:
-        return recipe.main([request["run_dir"]])
+        return command.main([request["run_dir"]])
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
 

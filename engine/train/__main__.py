@@ -1,5 +1,5 @@
 import sys
 
-from engine.train.recipe import main
+from engine.train.command import main
 
 sys.exit(main(sys.argv[1:]))

@@ -5,31 +5,28 @@ save the adapter (or, for full fine-tuning, the model) into the library.
 Everything the user should know is emitted as an event; the run ends with exactly
 one ``RunFinished``. Started again on the same run directory it resumes from the
 newest complete checkpoint. The same file runs alone or on every rank under
-``torchrun`` / ``accelerate launch``, where rank 0 speaks and saves.
+``torchrun`` / ``accelerate launch``, where rank 0 speaks and saves; ``engine.train.command``
+takes the run folder and refuses what it must before this module (the stack) is imported.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import sys
 import time
 import traceback
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from engine.core.choices import RunStatus
 from engine.run.rundir import RunDir
-from engine.run.checkpoints import (checkpoint_folders, checkpoint_problem, checkpoint_step, clear_checkpoint_staging,
-                                    trained_to_its_end)
+from engine.run.checkpoints import checkpoint_folders, checkpoint_problem, checkpoint_step, clear_checkpoint_staging
 from engine.core.units import gib
 from engine.run.config import RunConfig
 from engine.run.control import ControlReader
 from engine.errors import REFUSED_PICKLE, StudioError, is_refused_pickle
 from engine.run.events import Event, EventWriter, LogLine, RunFinished, RunStarted
-from engine.run.owner import take_over_run
 from engine.run.priority import yield_cpu_to_the_desktop
 from engine.train import distributed
 # At import, not lazily: this brings in the whole training stack (transformers' Trainer, torch), which
@@ -70,46 +67,14 @@ class Examples:
     dataset_hash: str
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m engine.train RUN_DIR", file=sys.stderr)
-        return 2
-    run_dir = Path(argv[0]).resolve()
-    try:
-        owner = _own(run_dir)
-    except StudioError as exc:  # trained by another process: this one leaves the run as it is
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    with owner:
-        ended = _trained_to_its_end(run_dir)
-        if ended:  # a finished run started again by hand: nothing to train, no second adapter
-            print(f"error: {ended}", file=sys.stderr)
-            return 2
-        return _train_owned(run_dir)
-
-
-def _trained_to_its_end(run_dir: Path) -> Optional[str]:
-    """Why this run has nothing left to train (``engine.run.checkpoints.trained_to_its_end``), or None."""
-    try:
-        return trained_to_its_end(run_dir, RunConfig.load(RunDir(run_dir).config).schedule_start)
-    except StudioError:
-        return None  # an unreadable config or record: the run reports it as it starts, as an event
-
-
-def _train_owned(run_dir: Path) -> int:
+def train_owned(run_dir: Path) -> int:
+    """Train the run in RUN_DIR, which this process holds (``engine.train.command.main``); the exit code."""
     yield_cpu_to_the_desktop()
     # Belt and braces: every torch.load in this process (a resumed checkpoint's optimizer, scheduler and
     # RNG state are pickles) reads plain tensors only, even where a library leaves weights_only unset.
     os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
     finished = run_and_report(Run(run_dir))
     return 0 if finished.status != RunStatus.FAILED else 1
-
-
-def _own(run_dir: Path) -> Any:
-    """This process's hold on the run folder (``engine.run.owner``), before anything is written
-    to it. Under torchrun the ranks share the folder and rank 0 alone writes to it: it holds
-    the lock for them all."""
-    return take_over_run(run_dir) if distributed.is_main() else nullcontext()
 
 
 def run_and_report(run: Run) -> RunFinished:

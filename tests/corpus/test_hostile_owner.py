@@ -56,7 +56,7 @@ def _events(job: TrainingJob) -> bytes:
 
 def test_a_second_resume_while_a_run_trains_is_refused_and_the_run_ends_at_its_step_count(tiny_model_dir, tmp_path,
                                                                                          capsys):
-    from engine.train import recipe
+    from engine.train import command
 
     job = _start(tiny_model_dir, tmp_path, max_steps=6)
     _wait_for(job, StepMetrics)
@@ -71,7 +71,7 @@ def test_a_second_resume_while_a_run_trains_is_refused_and_the_run_ends_at_its_s
     with pytest.raises(StudioError, match=f"is being trained by process {job.pid}"):
         TrainingJob.resume(job.run_dir)  # the studio's Resume, from another window
     # What ``python -m engine.train RUN_DIR`` (or a second torchrun's rank 0) runs: it refuses at once.
-    assert recipe.main([str(job.run_dir)]) == 2
+    assert command.main([str(job.run_dir)]) == 2
     assert f"error: run {job.run_dir.name} is being trained by process {job.pid}" in capsys.readouterr().err
     assert _events(job) == before  # nothing written into the run by the refused ones
     assert json.loads(RunDir(job.run_dir).config.read_text())["max_steps"] == 6  # no train-more planned
