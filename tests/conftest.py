@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import tempfile
@@ -154,6 +155,34 @@ def warm_starts():
     launcher.enable(warm_up=False)
     yield
     launcher.disable()
+
+
+_full_collections = [0, 0]  # full garbage collections so far, and the count when the last test started
+
+
+def _count_full_collections(phase: str, info: dict) -> None:
+    if phase == "stop" and info["generation"] == 2:
+        _full_collections[0] += 1
+
+
+gc.callbacks.append(_count_full_collections)
+
+
+@pytest.fixture(autouse=True)
+def long_lived_objects_frozen(request):
+    """A full garbage collection scans every object in the process: in a test process, torch's,
+    transformers' and Qt's hundreds of thousands, 0.5 s a time. The Trainer collects at the end of
+    every run, a chat session when it closes, a merge twice: half a minute in a module of such
+    tests. The studio freezes its long-lived objects out of the collector's sight
+    (``MainWindow.keep_long_lived_objects_frozen``); the suite does the same before a test, again
+    after a chat page unloading a model thawed them all. What is garbage by then is collected
+    first, unless a full collection ran since (the unload's own). Tests that bound a stall
+    (``-m alone``) get only what the studio itself freezes."""
+    if gc.get_freeze_count() == 0 and request.node.get_closest_marker("alone") is None:
+        if _full_collections[0] == _full_collections[1]:
+            gc.collect()
+        gc.freeze()
+    _full_collections[1] = _full_collections[0]
 
 
 @pytest.fixture(autouse=True)
