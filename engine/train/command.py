@@ -9,6 +9,7 @@ the end of training, so nobody can take it in between.
 
 from __future__ import annotations
 
+import gc
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -39,6 +40,7 @@ def main(argv: list[str]) -> int:
             return 2
         from engine.train import recipe  # the training stack (already imported in a warm start)
 
+        gc.freeze()  # the stack's objects live as long as the run: no full collection need scan them (0.5 s each)
         return recipe.train_owned(run_dir)
 
 
