@@ -18,11 +18,15 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from engine.chat.batches import length_batches
 from engine.core.checks import whole
 from engine.core.choices import TRAIN_ON
 from engine.data.examples import IGNORE_INDEX, TokenizedExample, tokenize_conversation
 from engine.errors import StudioError
+
+# A batch's logits are rows x tokens x vocabulary floats: on the starter (49,152 tokens) 8 rows of
+# 2,048 tokens would be 3 GB. Long rows go in smaller batches so that a batch stays near this many
+# tokens (8 rows of 512; a row longer than this runs alone).
+TOKENS_PER_BATCH = 4096
 
 
 @dataclass
@@ -46,8 +50,8 @@ def heldout_loss(session: Any, examples: list[Any], *, max_length: int, batch_si
                  on_done: Optional[Callable[[int], None]] = None) -> HeldoutLoss:
     """The teacher-forced loss of ``examples``' reference answers under the session's active choice.
 
-    ``examples`` are ``engine.eval.evalset.EvalExample``s. Rows are run ``batch_size`` at a time,
-    padded on the right (the padding is masked and never attended to, so a row's loss does not
+    ``examples`` are ``engine.eval.evalset.EvalExample``s. Rows are run up to ``batch_size`` at a
+    time (fewer when they are long: ``loss_batches``), padded on the right (the padding is masked and never attended to, so a row's loss does not
     depend on its batch). ``on_done(n)`` is called after each batch with how many examples are
     done (skipped ones included); once ``stop_event`` is set, no further batch starts.
     """
@@ -73,7 +77,7 @@ def heldout_loss(session: Any, examples: list[Any], *, max_length: int, batch_si
         done = len(examples) - len(tokenized)
         positions = list(tokenized)
         summed = 0.0
-        for batch in length_batches([len(tokenized[p].input_ids) for p in positions], batch_size):
+        for batch in loss_batches([len(tokenized[p].input_ids) for p in positions], batch_size):
             if stop_event is not None and stop_event.is_set():
                 result.stopped = True
                 break
@@ -96,6 +100,21 @@ def heldout_loss(session: Any, examples: list[Any], *, max_length: int, batch_si
         result.loss = summed / result.tokens
         result.perplexity = _exp(result.loss)
     return result
+
+
+def loss_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """The indices of ``lengths`` in batches, longest first (like lengths together, little padding;
+    a row too long for the device fails at once), of at most ``batch_size`` rows and, past one
+    row, ``TOKENS_PER_BATCH`` tokens of padded width."""
+    batches: list[list[int]] = []
+    for index in sorted(range(len(lengths)), key=lambda index: (-lengths[index], index)):
+        # Longest first: a batch's first row sets its width.
+        if batches and len(batches[-1]) < batch_size and \
+                (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= TOKENS_PER_BATCH:
+            batches[-1].append(index)
+        else:
+            batches.append([index])
+    return batches
 
 
 def _batch_losses(model: Any, rows: list[TokenizedExample], device: Optional[str],

@@ -540,3 +540,15 @@ def test_a_literal_chatml_turn_end_never_reaches_the_reply(pieces, reply):
 
     turn_end = TurnEndFilter("<|im_end|>")
     assert "".join(turn_end.push(p) for p in pieces) + turn_end.flush() == reply
+
+
+def test_the_chatml_turn_end_is_cut_as_text_only_for_a_tokenizer_that_lacks_its_token(tiny_model_dir):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from engine.chat.streaming import literal_turn_end
+
+    words = Tokenizer(models.WordLevel({"[UNK]": 0, "hello": 1}, unk_token="[UNK]"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    assert literal_turn_end(PreTrainedTokenizerFast(tokenizer_object=words, unk_token="[UNK]")) == "<|im_end|>"
+    assert literal_turn_end(AutoTokenizer.from_pretrained(tiny_model_dir)) is None

@@ -12,7 +12,7 @@ from engine.chat.session import ChatSession
 from engine.data.examples import tokenize_conversation
 from engine.errors import StudioError
 from engine.eval.evalset import EvalExample
-from engine.eval.heldout_loss import heldout_loss
+from engine.eval.heldout_loss import TOKENS_PER_BATCH, heldout_loss, loss_batches
 from lora_adapters import write_peft_adapter
 
 PAIRS = [("What is the capital of France?", "Paris is the capital of France."),
@@ -100,6 +100,12 @@ def test_a_set_stop_event_leaves_the_rest_unscored(session):
                           on_done=lambda _done: stop.set())
     assert result.stopped
     assert sum(loss is not None for loss in result.losses) == 2
+
+
+def test_long_rows_go_in_smaller_batches_longest_first():
+    half = TOKENS_PER_BATCH // 2
+    assert loss_batches([30, 10, 20, 40], 3) == [[3, 0, 2], [1]]
+    assert loss_batches([half + 1, 5, half, 7], 8) == [[0], [2, 3], [1]]
 
 
 def test_bad_settings_are_refused_in_one_line(session):
