@@ -51,8 +51,8 @@ def heldout_loss(session: Any, examples: list[Any], *, max_length: int, batch_si
     """The teacher-forced loss of ``examples``' reference answers under the session's active choice.
 
     ``examples`` are ``engine.eval.evalset.EvalExample``s. Rows are run up to ``batch_size`` at a
-    time (fewer when they are long: ``loss_batches``), padded on the right (the padding is masked and never attended to, so a row's loss does not
-    depend on its batch). ``on_done(n)`` is called after each batch with how many examples are
+    time (fewer when they are long: ``loss_batches``), padded on the right (the padding is masked
+    and never attended to, so a row's loss does not depend on its batch). ``on_done(n)`` is called after each batch with how many examples are
     done (skipped ones included); once ``stop_event`` is set, no further batch starts.
     """
     whole("max length", max_length, 1, 10**7)
