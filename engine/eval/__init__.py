@@ -1,1 +1,2 @@
-"""Scoring candidates on an evaluation set: generation in batches, metrics, the judge, the forgetting check, the comparison report."""
+"""Scoring candidates on an evaluation set: generation in batches, metrics, the judge, the forgetting
+check, the comparison report."""

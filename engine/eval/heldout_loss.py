@@ -52,8 +52,9 @@ def heldout_loss(session: Any, examples: list[Any], *, max_length: int, batch_si
 
     ``examples`` are ``engine.eval.evalset.EvalExample``s. Rows are run up to ``batch_size`` at a
     time (fewer when they are long: ``loss_batches``), padded on the right (the padding is masked
-    and never attended to, so a row's loss does not depend on its batch). ``on_done(n)`` is called after each batch with how many examples are
-    done (skipped ones included); once ``stop_event`` is set, no further batch starts.
+    and never attended to, so a row's loss does not depend on its batch). ``on_done(n)`` is called
+    after each batch with how many examples are done (skipped ones included); once ``stop_event``
+    is set, no further batch starts.
     """
     whole("max length", max_length, 1, 10**7)
     whole("batch size", batch_size, 1, 4096)
