@@ -34,7 +34,6 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSplitter,
     QTableWidget,
-    QTableWidgetItem,
     QTextBrowser,
     QVBoxLayout,
     QWidget,
@@ -56,6 +55,7 @@ from engine.paths import adapters_dir
 from studio.pages.adapter_fields import field_meaning, field_name
 from studio.widgets.column_tips import set_column_tips
 from studio.widgets.live_plot import LivePlot
+from studio.widgets.sort_item import SortItem
 from studio.workers import BackgroundTask, TaskReporter, TaskSlot
 
 COLUMNS = ("Name", "Status", "Base model", "Method", "Rank", "Dataset", "Steps", "Final loss", "Eval loss",
@@ -83,7 +83,6 @@ _MAX_COLUMN_WIDTH = 150
 # The name is what a user looks for, and run names are long ("20261206-204732-pirate_persona-lora"):
 # its column may take twice the others' room before it is cut.
 _MAX_NAME_WIDTH = 2 * _MAX_COLUMN_WIDTH
-_SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 _PATH_ROLE = Qt.ItemDataRole.UserRole + 2
 _ERROR_COLOUR = "#c0392b"
 # Shown in the detail pane's plot or editors, not in its field list.
@@ -98,27 +97,6 @@ _SECTIONS = (
                   "max_length", "max_steps", "epochs", "seed")),
     ("Result", ("steps", "final_loss", "final_eval_loss", "duration_s", "created", "hardware", "run_dir")),
 )
-
-
-class SortItem(QTableWidgetItem):
-    """A cell that sorts by a number when it has one (size in bytes, not "1.2 MiB").
-
-    Cells without a number (an adapter made elsewhere has no step count) sort first.
-    """
-
-    def __init__(self, text: str, sort_key: Optional[float] = None) -> None:
-        super().__init__(text)
-        self.setFlags(self.flags() & ~Qt.ItemFlag.ItemIsEditable)
-        if sort_key is not None:
-            self.setData(_SORT_ROLE, float(sort_key))
-
-    def __lt__(self, other: QTableWidgetItem) -> bool:
-        mine, theirs = self.data(_SORT_ROLE), other.data(_SORT_ROLE)
-        if mine is None or theirs is None:
-            if mine is None and theirs is None:
-                return self.text().lower() < other.text().lower()
-            return mine is None
-        return mine < theirs
 
 
 def format_size(size_bytes: int) -> str:

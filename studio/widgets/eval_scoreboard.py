@@ -13,10 +13,11 @@ from typing import Any, Optional
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QFont
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QWidget
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QWidget
 
 from studio.widgets.column_tips import set_column_tips
 from studio.widgets.eval_words import explanation, heading, higher_is_better
+from studio.widgets.sort_item import SORT_ROLE, SortItem
 
 CANDIDATE = "Candidate"
 # Short headings, whole in their tooltips: with the judge and the forgetting check the table is wide.
@@ -35,30 +36,18 @@ COLUMN_HELP = {
              "Lower means less forgotten.",
     SPEED: "Answers written per second while this candidate answered the set, in batches.",
 }
-_SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
-class ScoreItem(QTableWidgetItem):
-    """A cell that sorts by its number; a cell without one sorts first."""
+class ScoreItem(SortItem):
+    """A score's cell: sorts by its number (a cell without one, or with nan, sorts first), right aligned."""
 
     def __init__(self, text: str, number: Optional[float] = None) -> None:
-        super().__init__(text)
-        self.setFlags(self.flags() & ~Qt.ItemFlag.ItemIsEditable)
-        if number is not None and math.isfinite(number):
-            self.setData(_SORT_ROLE, float(number))
+        super().__init__(text, number if number is not None and math.isfinite(number) else None)
         if number is not None:
             self.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
 
     def number(self) -> Optional[float]:
-        return self.data(_SORT_ROLE)
-
-    def __lt__(self, other: QTableWidgetItem) -> bool:
-        mine, theirs = self.data(_SORT_ROLE), other.data(_SORT_ROLE)
-        if mine is None or theirs is None:
-            if mine is None and theirs is None:
-                return self.text().lower() < other.text().lower()
-            return mine is None
-        return mine < theirs
+        return self.data(SORT_ROLE)
 
 
 def score_text(value: Optional[float]) -> str:

@@ -19,7 +19,7 @@ CONVERSATIONS = [[{"role": "user", "content": question}] for question in QUESTIO
 
 @pytest.fixture(scope="module")
 def session(tiny_model_dir, tmp_path_factory):
-    chat = ChatSession(str(tiny_model_dir), device="cpu", threads=2)
+    chat = ChatSession(str(tiny_model_dir), device="cpu")
     chat.load()
     yield chat
     chat.close()

@@ -13,14 +13,6 @@ from lora_adapters import write_peft_adapter
 
 
 @pytest.fixture(scope="module")
-def session(tiny_model_dir):
-    chat = ChatSession(str(tiny_model_dir), device="cpu", threads=2)
-    chat.load()
-    yield chat
-    chat.close()
-
-
-@pytest.fixture(scope="module")
 def adapter(tiny_model_dir, tmp_path_factory):
     return write_peft_adapter(tiny_model_dir, tmp_path_factory.mktemp("forgetting") / "pirate", seed=3)
 

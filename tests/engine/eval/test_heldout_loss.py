@@ -8,7 +8,6 @@ import threading
 
 import pytest
 
-from engine.chat.session import ChatSession
 from engine.data.examples import tokenize_conversation
 from engine.errors import StudioError
 from engine.eval.evalset import EvalExample
@@ -23,14 +22,6 @@ PAIRS = [("What is the capital of France?", "Paris is the capital of France."),
 EXAMPLES = [EvalExample(index, [{"role": "user", "content": question}], answer, None, f"line {index + 1}")
             for index, (question, answer) in enumerate(PAIRS)]
 MAX_LENGTH = 64
-
-
-@pytest.fixture(scope="module")
-def session(tiny_model_dir):
-    chat = ChatSession(str(tiny_model_dir), device="cpu", threads=2)
-    chat.load()
-    yield chat
-    chat.close()
 
 
 @pytest.fixture(scope="module")

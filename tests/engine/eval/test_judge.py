@@ -21,14 +21,6 @@ def _examples(questions: list[str]) -> list[EvalExample]:
             for index, question in enumerate(questions)]
 
 
-@pytest.fixture(scope="module")
-def session(tiny_model_dir):
-    chat = ChatSession(str(tiny_model_dir), device="cpu", threads=2)
-    chat.load()
-    yield chat
-    chat.close()
-
-
 def test_both_orders_combine_into_one_verdict_and_a_preference_for_a_place_is_a_tie():
     table = {  # (base's answer first, candidate's answer first) -> the candidate's verdict
         (WIN, WIN): WIN, (WIN, TIE): WIN, (TIE, WIN): WIN,
