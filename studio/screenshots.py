@@ -10,7 +10,9 @@ the Train page and grabs the page once the loss curve has some points; lets the
 run finish and grabs the Adapters page; then loads the starter on the Chat page,
 asks one question without and one with the new adapter, and grabs the replies; then
 evaluates the base and the new adapter on the first rows of the pirate sample on the
-Evaluate page and grabs the scoreboard and the answers side by side. Last it grabs
+Evaluate page and grabs the scoreboard and the answers side by side (rows the run trained on:
+the tour's run has no validation split, so that picture shows the page, not a fair score; the
+README's figures are an evaluation on a run's held-out rows). Last it grabs
 Home with the run in its history, the Models page with the starter prepared, and
 the Data page measuring the pirate sample in the starter's tokens.
 
