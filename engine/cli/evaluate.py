@@ -22,6 +22,9 @@ def register(sub: Any) -> None:
                           help="a library name, PEFT folder or run checkpoint (repeat for several)")
     evaluate.add_argument("--other-model", action="append", default=[], metavar="MODEL",
                           help="another model to compare, e.g. a merged adapter or a full fine-tune (repeatable)")
+    evaluate.add_argument("--combination", action="append", nargs="+", default=[], metavar="ADAPTER",
+                          help="the combination of these adapters (their changes added, weight 1 each) as one "
+                               "candidate (repeatable)")
     evaluate.add_argument("--include-base", action="store_true", help="score the base model too (always, with --run)")
     source = evaluate.add_mutually_exclusive_group()
     source.add_argument("--dataset", help="a dataset file or folder the Data page reads")
@@ -54,7 +57,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     model, adapters = _model_and_adapters(args)
     request = EvalRequest(model=model, adapters=adapters, include_base=args.include_base or bool(args.run),
-                          other_models=args.other_model, run_dir=args.run,
+                          other_models=args.other_model, combinations=args.combination, run_dir=args.run,
                           dataset=dataset_reference(args.dataset) if args.dataset else None,
                           data_options=_data_options(args), limit=args.limit, max_new_tokens=args.max_new_tokens,
                           metrics=args.metrics, answer_regex=args.answer_regex, label_column=args.label_column,
@@ -83,14 +86,14 @@ def _model_and_adapters(args: argparse.Namespace) -> tuple[str, list[str]]:
         if summary is None:
             raise StudioError(f"{args.run} is not a run folder")
         model = model or summary.model
-        if not adapters and not args.other_model:
+        if not adapters and not args.other_model and not args.combination:
             if not summary.adapter:
                 raise StudioError(f"run {summary.name} saved no adapter: name one with --adapter")
             adapters = [summary.adapter]
     if not model:
         raise StudioError("which base model? give --model")
-    if not adapters and not args.other_model and not args.include_base:
-        raise StudioError("nothing to evaluate: give --adapter, --other-model or --include-base")
+    if not adapters and not args.other_model and not args.combination and not args.include_base:
+        raise StudioError("nothing to evaluate: give --adapter, --combination, --other-model or --include-base")
     return model, adapters
 
 

@@ -9,6 +9,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from engine.chat.blends import Blend
 from engine.data.dataset import DataOptions
 from engine.errors import StudioError
 from engine.eval.candidates import Candidate, resolve_candidates
@@ -24,6 +25,7 @@ class EvalRequest:
     adapters: list[str] = field(default_factory=list)  # library names, PEFT folders, run checkpoints
     include_base: bool = True
     other_models: list[str] = field(default_factory=list)  # models that answer on their own (merged, full)
+    combinations: list[list[str]] = field(default_factory=list)  # adapters applied together, weight 1 each
     run_dir: Optional[str] = None  # evaluate on this run's held-out rows...
     dataset: Optional[str] = None  # ...or on this dataset
     data_options: DataOptions = field(default_factory=DataOptions)
@@ -65,8 +67,9 @@ def prepare(request: EvalRequest) -> PreparedEval:
     plan_scores(evalset, settings.metrics, settings.answer_regex)
     if request.judge and request.judge_model:
         check_judge(request.judge_model)
+    blends = [Blend(tuple((ref, 1.0) for ref in refs)) for refs in request.combinations]
     candidates = resolve_candidates(request.model, request.adapters, include_base=request.include_base,
-                                    models=request.other_models)
+                                    blends=blends, models=request.other_models)
     if request.forgetting_prompts is not None and request.forgetting_prompts < 1:
         raise StudioError(f"the forgetting check needs at least one prompt, got {request.forgetting_prompts}")
     check_storable(candidate.path for candidate in candidates)

@@ -144,14 +144,19 @@ def test_stopping_an_evaluation_keeps_nothing(tiny_model_dir, dataset):
 def test_cli_prints_a_json_line_per_example_then_the_scoreboard(tiny_model_dir, dataset, tmp_path, capsys,
                                                               studio_home):
     adapter = write_peft_adapter(tiny_model_dir, tmp_path / "folder-adapter")
+    other = write_peft_adapter(tiny_model_dir, tmp_path / "other-adapter", seed=9)
     code = main(["eval", "--model", str(tiny_model_dir), "--adapter", str(adapter), "--include-base",
+                 "--combination", str(adapter), str(other),
                  "--dataset", str(dataset), "--metrics", "rouge_l", "exact_match", "--max-new-tokens", "6",
                  "--forgetting-prompts", "2", "--json"])
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert code == 0 and len(lines) == len(ROWS) + 1
-    assert set(lines[0]["example"]["answers"]) == {"base", "folder-adapter"}
+    assert set(lines[0]["example"]["answers"]) == {"base", "folder-adapter", "folder-adapter + other-adapter"}
     board = lines[-1]["scoreboard"]
-    assert [c["label"] for c in board["candidates"]] == ["base", "folder-adapter"]
+    assert [(c["label"], c["kind"]) for c in board["candidates"]] == [
+        ("base", "base"), ("folder-adapter", "adapter"), ("folder-adapter + other-adapter", "combination")]
+    combined = (line["example"]["answers"] for line in lines[:-1])
+    assert any(a["folder-adapter + other-adapter"]["text"] != a["folder-adapter"]["text"] for a in combined)
     assert set(board["candidates"][0]["scores"]) == {"rouge_l", "exact_match"}
     assert board["candidates"][1]["forgetting"]["prompts"] == 2 and board["candidates"][1]["judge"]["comparisons"] == 4
     # The whole document is kept, and the report is written from it.
