@@ -30,6 +30,21 @@ def length_batches(lengths: list[int], batch_size: int) -> Iterator[list[int]]:
         yield order[start:start + batch_size]
 
 
+def left_padded(rows: list[list[int]], pad_id: int) -> tuple[Any, Any]:
+    """Token rows as one batch, padded on the left: ``input_ids`` and ``attention_mask`` (torch
+    tensors on the CPU). Every row ends in the last column, so generation adds one column for all
+    and the positions a caller reads (a verdict, an answer's tokens) line up at the right."""
+    import torch
+
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for index, row in enumerate(rows):
+        input_ids[index, width - len(row):] = torch.tensor(row, dtype=torch.long)
+        attention_mask[index, width - len(row):] = 1
+    return input_ids, attention_mask
+
+
 def reply_from_ids(tokenizer: Any, ids: list[int], ends: set[int]) -> BatchReply:
     """The reply in one row of generated ids: up to and including its first end-of-sequence token
     (the rest is padding, added while the batch's other rows went on), decoded as a streamed

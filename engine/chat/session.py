@@ -36,7 +36,7 @@ from engine.chat.failures import explain_adapter_failure
 from engine.chat.loaded_adapters import LoadedAdapter, saved_chat_template, strip_adapter_layers
 from engine.chat.room import MemoryRoom, room_to_load
 from engine.chat.sampling import check_sampling, generation_config
-from engine.chat.batches import BatchReply, length_batches, reply_from_ids
+from engine.chat.batches import BatchReply, left_padded, length_batches, reply_from_ids
 from engine.chat.failures import readable_generation_error
 from engine.chat.streaming import ChatReply, stop_when_set, stream_reply
 from engine.data.rendering import chat_template_for, render_conversation
@@ -352,11 +352,7 @@ class ChatSession:
         reply_tokens = self._room_for_reply(width, max_new_tokens)
         config = generation_config(self._base.generation_config, self._tokenizer, reply_tokens, 0.0, 1.0, 0, 1.0)
         # Left padding: every prompt ends where its reply starts, so one new column per step serves all.
-        input_ids = torch.full((len(prompts), width), config.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, ids in enumerate(prompts):
-            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[row, width - len(ids):] = 1
+        input_ids, attention_mask = left_padded(prompts, config.pad_token_id)
         stop = StoppingCriteriaList([stop_when_set(stop_event)])
         try:
             with self._adapters_off(), torch.inference_mode():

@@ -15,9 +15,8 @@ from typing import Any, Optional
 from engine.core.choices import RunStatus
 from engine.data.heldout import heldout_record
 from engine.errors import StudioError
-from engine.eval.candidates import BASE_LABEL
 from engine.eval.request import EvalRequest, run_request
-from engine.eval.results import headline_label, headline_metric, score
+from engine.eval.results import base_candidate, headline_label, headline_metric, score
 from engine.eval.runner import ProgressFn
 from engine.run.config import RunConfig
 from engine.run.events import RunFinished
@@ -62,8 +61,8 @@ def evaluate_run(run_dir: Path, *, progress: Optional[ProgressFn] = None,
 def headline(document: dict[str, Any]) -> Optional[str]:
     """The change from the base to the (first) adapter in one line, by the metric that heads the
     results (``engine.eval.results.headline_metric``): "ROUGE-L 0.21 → 0.58 on 30 held-out rows"."""
-    base = next((c for c in document["candidates"] if c["label"] == BASE_LABEL), None)
-    tuned = next((c for c in document["candidates"] if c["label"] != BASE_LABEL), None)
+    base = base_candidate(document)
+    tuned = next((c for c in document["candidates"] if c is not base), None)
     if base is None or tuned is None:
         return None
     name = headline_metric(document["metrics"], [base, tuned])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from engine.chat.batches import left_padded
 from engine.errors import StudioError
 
 
@@ -26,13 +27,9 @@ def last_logits(session: Any, rows: list[list[int]], keep: int) -> Any:
 
     session.load()
     tokenizer = session.tokenizer
-    width = max(len(row) for row in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for index, row in enumerate(rows):
-        input_ids[index, width - len(row):] = torch.tensor(row, dtype=torch.long)
-        attention_mask[index, width - len(row):] = 1
+    input_ids, attention_mask = left_padded(rows, pad)
+    width = input_ids.shape[1]
     # Positions counted from each row's first real token, as generate counts them for a left
     # padded batch: a row's outputs do not depend on how much padding the batch gave it.
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
