@@ -19,6 +19,17 @@ def shown(qtbot):
     return show
 
 
+@pytest.fixture
+def train_page(qtbot, shown):
+    """The Train page, shown, once it has found the device it trains on."""
+    from studio.pages.train.page import TrainPage
+
+    page = shown(TrainPage())
+    page.find_device()
+    qtbot.waitUntil(lambda: page._device is not None, timeout=30_000)
+    return page
+
+
 @pytest.fixture(autouse=True)
 def no_dangling_workers(qapp):
     """Fail a test that leaves a BackgroundTask or TrainingRunner running.

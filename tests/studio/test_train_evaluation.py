@@ -7,7 +7,6 @@ import json
 import re
 from pathlib import Path
 
-import pytest
 from PySide6.QtCore import Qt
 
 from engine.run.config import RunConfig
@@ -17,14 +16,6 @@ from studio.pages.train.page import TrainPage
 
 RUN_TIMEOUT_MS = 120_000
 HEADLINE = re.compile(r"ROUGE-L \d\.\d\d → \d\.\d\d on (\d+) held-out rows")
-
-
-@pytest.fixture
-def page(qtbot, shown) -> TrainPage:
-    page = shown(TrainPage())
-    page.find_device()
-    qtbot.waitUntil(lambda: page._device is not None, timeout=30_000)
-    return page
 
 
 def _hold_out(page: TrainPage, dataset: Path, share: float) -> None:
@@ -40,59 +31,60 @@ def _run(qtbot, page: TrainPage):
     return finished.args[0]
 
 
-def test_a_run_with_held_out_rows_scores_itself_against_the_base_unless_asked_not_to(qtbot, page, tiny_model_dir,
+def test_a_run_with_held_out_rows_scores_itself_against_the_base_unless_asked_not_to(qtbot, train_page, tiny_model_dir,
                                                                                      tmp_path):
     dataset = write_messages_dataset(tmp_path / "pirate.jsonl", rows=8)
-    page.model_picker.set_ref(str(tiny_model_dir))
-    _hold_out(page, dataset, 0.5)
-    form = page.form
+    train_page.model_picker.set_ref(str(tiny_model_dir))
+    _hold_out(train_page, dataset, 0.5)
+    form = train_page.form
     form.rank_spin.setValue(4)
     form.steps_spin.setValue(2)
     form.batch_spin.setValue(2)
     form.max_length_spin.setValue(64)
-    assert page.evaluate_check.isEnabled() and page.evaluate_check.isChecked()  # on by default
+    assert train_page.evaluate_check.isEnabled() and train_page.evaluate_check.isChecked()  # on by default
 
     ended: list[str] = []
-    page.evaluationFinished.connect(ended.append)
-    _run(qtbot, page)
+    train_page.evaluationFinished.connect(ended.append)
+    _run(qtbot, train_page)
     # The run is over; its evaluation shows where its progress did, with a Stop.
-    assert page.evaluating and page.monitor.stop_evaluation_button.isVisible()
-    assert page.progress_bar.text().startswith("Evaluating")
-    assert page.start_button.isEnabled()
+    assert train_page.evaluating and train_page.monitor.stop_evaluation_button.isVisible()
+    assert train_page.progress_bar.text().startswith("Evaluating")
+    assert train_page.start_button.isEnabled()
     qtbot.waitUntil(lambda: bool(ended), timeout=RUN_TIMEOUT_MS)
 
-    held_out = json.loads(RunDir(page._last_run).heldout.read_text())["rows"]
+    held_out = json.loads(RunDir(train_page._last_run).heldout.read_text())["rows"]
     match = HEADLINE.fullmatch(ended[0])
     assert match and int(match.group(1)) == len(held_out) == 4, ended
-    notice = page.monitor.notice
+    notice = train_page.monitor.notice
     assert notice.isVisible() and notice.text().startswith("Finished at step 2, final loss")
     assert notice.text().endswith(ended[0])
-    assert page.progress_bar.text() == "step 2 / 2 · done" and not page.monitor.stop_evaluation_button.isVisible()
-    assert not page.evaluating and page.error_label.isHidden()
+    assert train_page.progress_bar.text() == "step 2 / 2 · done"
+    assert not train_page.monitor.stop_evaluation_button.isVisible()
+    assert not train_page.evaluating and train_page.error_label.isHidden()
 
     # Asked not to: the run ends with its loss alone.
-    qtbot.mouseClick(page.evaluate_check, Qt.MouseButton.LeftButton)
-    assert not page.evaluate_check.isChecked()
-    _run(qtbot, page)
-    assert not page.evaluating and not page.monitor.stop_evaluation_button.isVisible()
-    assert "→" not in page.monitor.notice.text() and "held-out rows" not in page.log_view.toPlainText()
-    assert RunConfig.load(RunDir(page._last_run).config).evaluate_at_end is False
+    qtbot.mouseClick(train_page.evaluate_check, Qt.MouseButton.LeftButton)
+    assert not train_page.evaluate_check.isChecked()
+    _run(qtbot, train_page)
+    assert not train_page.evaluating and not train_page.monitor.stop_evaluation_button.isVisible()
+    assert "→" not in train_page.monitor.notice.text() and "held-out rows" not in train_page.log_view.toPlainText()
+    assert RunConfig.load(RunDir(train_page._last_run).config).evaluate_at_end is False
     assert len(ended) == 1
 
 
-def test_without_a_validation_split_the_option_is_off_and_says_why(page, tiny_model_dir, tmp_path):
+def test_without_a_validation_split_the_option_is_off_and_says_why(train_page, tiny_model_dir, tmp_path):
     dataset = write_messages_dataset(tmp_path / "pirate.jsonl", rows=8)
-    page.model_picker.set_ref(str(tiny_model_dir))
-    check = page.evaluate_check
-    _hold_out(page, dataset, 0.0)
+    train_page.model_picker.set_ref(str(tiny_model_dir))
+    check = train_page.evaluate_check
+    _hold_out(train_page, dataset, 0.0)
     assert not check.isEnabled() and not check.isChecked()
     assert "validation" in check.toolTip() and "Data page" in check.toolTip()
 
-    _hold_out(page, dataset, 0.25)
+    _hold_out(train_page, dataset, 0.25)
     assert check.isEnabled() and check.isChecked() and "held out" in check.toolTip()
     check.setChecked(False)
-    assert page.build_config().evaluate_at_end is False
+    assert train_page.build_config().evaluate_at_end is False
     # The choice is kept through a change of the validation share.
-    _hold_out(page, dataset, 0.0)
-    _hold_out(page, dataset, 0.25)
+    _hold_out(train_page, dataset, 0.0)
+    _hold_out(train_page, dataset, 0.25)
     assert check.isEnabled() and not check.isChecked()

@@ -22,11 +22,8 @@ RUN_TIMEOUT_MS = 120_000
 
 
 @pytest.fixture
-def page(qtbot, shown) -> TrainPage:
-    page = shown(TrainPage())
-    page.find_device()
-    qtbot.waitUntil(lambda: page._device is not None, timeout=30_000)
-    return page
+def page(train_page) -> TrainPage:
+    return train_page
 
 
 @pytest.fixture
