@@ -23,7 +23,11 @@ def write_peft_adapter(base: Path, folder: Path, *, rank: int = 4, alpha: Option
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     config = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, target_modules=list(targets), task_type="CAUSAL_LM",
                         **lora_options)
-    peft_model = get_peft_model(model, config)
+    # lora_A is drawn by PEFT from torch's global generator: seeded here (and the caller's state
+    # kept), so that an adapter is the same whatever tests ran before it in the process.
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        peft_model = get_peft_model(model, config)
     generator = torch.Generator().manual_seed(seed)
     for name, parameter in peft_model.named_parameters():
         if "lora_B" in name:
