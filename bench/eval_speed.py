@@ -44,7 +44,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=24, help="prompts per candidate")
     parser.add_argument("--tokens", type=int, default=64, help="max new tokens per reply")
-    parser.add_argument("--batch-size", type=int, help="the batched path's (default: generate_batch's own)")
+    parser.add_argument("--batch-size", type=int, help="the batched path's (default: generate_batch's for a CPU)")
     parser.add_argument("--sizes", default="", help="more batch sizes to time, comma separated")
     parser.add_argument("--threads", type=int, help="torch threads (default: the Chat page's, chat_threads())")
     parser.add_argument("--home", help="a scratch LORA_STUDIO_HOME to reuse (the starter is converted once)")
@@ -57,17 +57,16 @@ def main() -> int:
 
 def measure(args: argparse.Namespace, home: Path) -> int:
     os.environ["LORA_STUDIO_HOME"] = str(home)
-    import inspect
-
     import torch
 
+    from engine.chat.batches import CPU_BATCH_SIZE
     from engine.chat.devices import chat_threads
     from engine.chat.session import ChatSession
     from engine.eval.evalset import load_evalset
     from engine.models.store import resolve_model
 
     threads = args.threads or chat_threads()
-    batch_size = args.batch_size or inspect.signature(ChatSession.generate_batch).parameters["batch_size"].default
+    batch_size = args.batch_size  # None: generate_batch's default for the device
     base = resolve_model("starter")
     session = ChatSession("starter", device="cpu", threads=threads)
     session.load()
@@ -75,8 +74,9 @@ def measure(args: argparse.Namespace, home: Path) -> int:
     with tempfile.TemporaryDirectory(prefix="eval-speed-adapter-") as scratch:
         adapter = make_adapter(base, Path(scratch) / "pirate-random")
         candidates: list[tuple[str, Optional[str]]] = [("base", None), ("lora", adapter)]
+        shown_size = batch_size or f"{CPU_BATCH_SIZE} (the CPU default)"
         print(f"model: starter on {session.device}, {torch.get_num_threads()} torch threads, {len(prompts)} prompts "
-              f"x {len(candidates)} candidates, up to {args.tokens} new tokens, batch size {batch_size}", flush=True)
+              f"x {len(candidates)} candidates, up to {args.tokens} new tokens, batch size {shown_size}", flush=True)
         session.set_adapter(adapter)  # loaded once (not timed), as an evaluation loads it before generating
         session.generate(prompts[0], max_new_tokens=4)  # warm-up: the first call pays one-off costs
         session.set_adapter(None)
@@ -110,7 +110,7 @@ def measure(args: argparse.Namespace, home: Path) -> int:
 
     examples = len(prompts) * len(candidates)
     print(f"one by one: {single.total(examples)}")
-    print(f"batched:    {batched.total(examples)} (batch size {batch_size})")
+    print(f"batched:    {batched.total(examples)} (batch size {shown_size})")
     print(f"replies that differ: {differ}")
     # CPU seconds (this process's, every thread) are what a busy machine disturbs least: shown beside.
     print(f"cpu_ratio={single.cpu / batched.cpu:.2f}")

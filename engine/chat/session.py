@@ -36,7 +36,7 @@ from engine.chat.failures import explain_adapter_failure
 from engine.chat.loaded_adapters import LoadedAdapter, saved_chat_template, strip_adapter_layers
 from engine.chat.room import MemoryRoom, room_to_load
 from engine.chat.sampling import check_sampling, generation_config
-from engine.chat.batches import BatchReply, left_padded, length_batches, reply_from_ids
+from engine.chat.batches import BatchReply, default_batch_size, left_padded, length_batches, reply_from_ids
 from engine.chat.failures import readable_generation_error
 from engine.chat.streaming import ChatReply, stop_when_set, stream_reply
 from engine.data.rendering import chat_template_for, render_conversation
@@ -310,7 +310,7 @@ class ChatSession:
         conversations: list[list[dict]],
         *,
         max_new_tokens: int = 256,
-        batch_size: int = 8,
+        batch_size: Optional[int] = None,
         stop_event: Optional[threading.Event] = None,
         on_done: Optional[Callable[[int], None]] = None,
     ) -> list[BatchReply]:
@@ -322,14 +322,18 @@ class ChatSession:
         with the same replies (``bench/eval_speed.py`` measures both). ``on_done(n)`` is called
         after each batch with how many replies are done; once ``stop_event`` is set, the batch
         in progress ends after its current token and the rest are not started: their replies
-        are None.
+        are None. ``batch_size`` None is the device's (``engine.chat.batches.default_batch_size``).
         """
         check_sampling(max_new_tokens, 0.0, 1.0, 0, 1.0)
-        whole("batch size", batch_size, 1, 4096)
+        if batch_size is not None:
+            whole("batch size", batch_size, 1, 4096)
         with self._lock:
             self.load()
             prompts = [self._tokenizer(self.render_prompt(messages), add_special_tokens=False)["input_ids"]
                        for messages in conversations]
+            if batch_size is None:
+                longest = max((len(ids) for ids in prompts), default=0)
+                batch_size = default_batch_size(self.device, self._kv_bytes_per_token(), longest + max_new_tokens)
             replies: list[Optional[BatchReply]] = [None] * len(prompts)
             done = 0
             for batch in length_batches([len(ids) for ids in prompts], batch_size):
@@ -363,6 +367,16 @@ class ChatSession:
             raise readable_generation_error(exc) from None
         ends = set(config.eos_token_id or [])
         return [reply_from_ids(self._tokenizer, row[width:].tolist(), ends) for row in output.cpu()]
+
+    def _kv_bytes_per_token(self) -> int:
+        """The key/value cache one token of one row takes (0 when the config does not say)."""
+        from engine.models.spec import load_model_spec
+
+        try:
+            spec = load_model_spec(self.model_path)
+        except StudioError:
+            return 0
+        return 2 * spec.num_layers * spec.num_kv_heads * spec.head_dim * self._base.dtype.itemsize
 
     @contextmanager
     def forward_context(self) -> Iterator[Any]:

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from engine.chat.batches import length_batches
+from engine.chat.batches import CPU_BATCH_SIZE, GPU_BATCH_SIZE, default_batch_size, length_batches
 from engine.chat.session import ChatSession
 from engine.errors import StudioError
 from lora_adapters import write_peft_adapter
@@ -43,7 +43,9 @@ def test_batched_replies_are_the_replies_of_one_chat_at_a_time(session, adapter,
 
 def test_the_adapter_changes_the_batched_replies(session, adapter):
     session.set_adapter(None)
-    base = [reply.reply for reply in session.generate_batch(CONVERSATIONS, max_new_tokens=8)]
+    done: list[int] = []
+    base = [reply.reply for reply in session.generate_batch(CONVERSATIONS, max_new_tokens=8, on_done=done.append)]
+    assert done == [5]  # the CPU's default batch holds them all
     session.set_adapter(str(adapter))
     tuned = [reply.reply for reply in session.generate_batch(CONVERSATIONS, max_new_tokens=8)]
     assert base != tuned
@@ -59,6 +61,14 @@ def test_a_set_stop_event_leaves_the_remaining_replies_unanswered(session):
 
 def test_batches_group_prompts_of_like_length_longest_first():
     assert list(length_batches([3, 9, 1, 7, 5], 2)) == [[1, 3], [4, 0], [2]]
+
+
+def test_the_default_batch_is_bigger_on_a_cpu_and_kept_within_its_key_value_cache():
+    starter, larger = 46_080, 393_216  # bytes of cache a token: SmolLM2-135M and -1.7B in float32
+    assert default_batch_size("cpu", starter, 320) == CPU_BATCH_SIZE
+    assert default_batch_size("cuda:0", starter, 320) == GPU_BATCH_SIZE
+    assert default_batch_size("cpu", larger, 320) == 8
+    assert default_batch_size("cpu", larger, 100_000) == 1
 
 
 def test_a_bad_batch_size_or_an_empty_conversation_is_refused(session):
