@@ -17,6 +17,9 @@ class LoadedAdapter:
     chat_template: Optional[str]
     uses_dora: bool
     template_of: str = "the adapter"  # whose chat template it is, for a refusal ("adapter 'x'")
+    # A plain LoRA adapter shares a batch with other adapters and the base (PEFT's mixed batches);
+    # DoRA and prompt-learning adapters answer in batches of their own.
+    mixes: bool = False
 
 
 def saved_chat_template(path: Path, meta: dict[str, Any]) -> Optional[str]:

@@ -35,6 +35,7 @@ from engine.chat.devices import dtype_for, pick_device
 from engine.chat.failures import explain_adapter_failure
 from engine.chat.loaded_adapters import LoadedAdapter, saved_chat_template, strip_adapter_layers
 from engine.chat.room import MemoryRoom, room_to_load
+from engine.chat.rows import RowRequest, RowResult, RowSampler, RowTracker
 from engine.chat.sampling import check_sampling, generation_config
 from engine.chat.batches import BatchReply, default_batch_size, left_padded, length_batches, reply_from_ids
 from engine.chat.failures import readable_generation_error
@@ -167,8 +168,10 @@ class ChatSession:
             self._discard_partial_adapter(name)
             raise StudioError(explain_adapter_failure(ref, self.model, exc)) from None
         self._peft.eval()  # new adapter modules start in training mode, with their dropout on
-        return LoadedAdapter(peft_name=name, chat_template=saved_chat_template(path, meta),
-                              uses_dora=bool(read_peft_config(path).get("use_dora")), template_of=f"adapter {ref!r}")
+        config = read_peft_config(path)
+        uses_dora = bool(config.get("use_dora"))
+        return LoadedAdapter(peft_name=name, chat_template=saved_chat_template(path, meta), uses_dora=uses_dora,
+                             template_of=f"adapter {ref!r}", mixes=config.get("peft_type") == "LORA" and not uses_dora)
 
     def _blend(self, blend: Blend) -> LoadedAdapter:
         paths = [resolve_adapter(ref) for ref, _weight in blend.parts]
@@ -261,6 +264,22 @@ class ChatSession:
             template, owner = self.chat_template()
             return render_conversation(messages, self._tokenizer, add_generation_prompt=True, chat_template=template,
                                        template_of=owner)
+
+    def template_for(self, adapter: Optional[str]) -> tuple[str, Optional[str]]:
+        """The chat template ``adapter`` (None: the base) answers with, and whose it is, as
+        ``chat_template`` says for the active choice, without making it active: a server's rows
+        each have their own. Loads the adapter when it is not loaded yet."""
+        with self._lock:
+            self.load()
+            loaded = None if adapter is None else self._adapter(adapter, resolve_adapter(adapter), keep=())
+            if loaded is not None and loaded.chat_template:
+                return loaded.chat_template, loaded.template_of
+            return chat_template_for(self._tokenizer)[0], None
+
+    @property
+    def context_tokens(self) -> Optional[int]:
+        """The model's context length in tokens (None when its config does not say)."""
+        return getattr(self._base.config, "max_position_embeddings", None) if self._base is not None else None
 
     def generate(
         self,
@@ -431,6 +450,70 @@ class ChatSession:
             finally:
                 self.set_adapter(before)
             return results
+
+    def shares_batches(self, adapters: set[Optional[str]]) -> bool:
+        """Whether replies for all of ``adapters`` (None: the base) can be generated in one batch:
+        one choice always can; several only when each is the base or a plain LoRA adapter."""
+        if len(adapters) <= 1:
+            return True
+        with self._lock:
+            self.load()
+            return all(adapter is None or self._adapter(adapter, resolve_adapter(adapter), keep=()).mixes
+                       for adapter in adapters)
+
+    def generate_rows(self, rows: list[RowRequest], adapters: list[Optional[str]],
+                      on_tokens: Callable[[int, list[int]], None]) -> list[RowResult]:
+        """Replies to many prompts in one batch, row ``i`` answered by ``adapters[i]`` (None: the base)
+        with its own sampling settings; ``on_tokens(i, ids)`` gets each row's new token ids as they
+        come (on this thread). A row ends at its end-of-sequence token, its ``max_new_tokens`` or
+        when its ``cancel`` event is set; the batch ends when every row has.
+
+        Rows for different adapters share the batch through PEFT's mixed-adapter batches
+        (``shares_batches`` says when they can); each row's reply is the one it would get alone,
+        sampled rows included (``engine.chat.rows``).
+        """
+        import torch
+        from transformers import LogitsProcessorList, StoppingCriteriaList
+
+        for row in rows:
+            row.check()
+        with self._lock:
+            self.load()
+            if not self.shares_batches(set(adapters)):
+                raise StudioError("these adapters cannot answer in one batch: DoRA and prompt-learning adapters "
+                                  "answer in batches of their own")
+            width = max(len(row.prompt_ids) for row in rows)
+            limits = [self._room_for_reply(len(row.prompt_ids), row.max_new_tokens) for row in rows]
+            config = generation_config(self._base.generation_config, self._tokenizer, max(limits), 0.0, 1.0, 0, 1.0)
+            for row in rows:
+                if row.temperature > 0 and row.seed is None:
+                    row.seed = secrets.randbelow(2**31)
+            input_ids, attention_mask = left_padded([row.prompt_ids for row in rows], config.pad_token_id)
+            tracker = RowTracker(rows, width, limits, set(config.eos_token_id or []), on_tokens)
+            sampler = RowSampler(rows, [width - len(row.prompt_ids) for row in rows], self.device)
+            options, context = self._batch_adapters(adapters)
+            try:
+                with context, torch.inference_mode():
+                    self._model_to_run().generate(
+                        input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
+                        generation_config=config, logits_processor=LogitsProcessorList([sampler]),
+                        stopping_criteria=StoppingCriteriaList([tracker]), streamer=tracker, **options)
+            except Exception as exc:
+                raise readable_generation_error(exc) from None
+            return tracker.results()
+
+    def _batch_adapters(self, adapters: list[Optional[str]]) -> tuple[dict[str, Any], Any]:
+        """What ``generate`` needs to answer each row with its adapter: the adapter made active when
+        all rows share one, else PEFT's per-row ``adapter_names``; and the context to run it in."""
+        distinct = set(adapters)
+        if len(distinct) == 1:
+            self.set_adapter(adapters[0])
+            return {}, self._adapters_off()
+        paths = {adapter: resolve_adapter(adapter) for adapter in distinct if adapter is not None}
+        names = {adapter: self._adapter(adapter, path, keep=tuple(paths.values())).peft_name
+                 for adapter, path in paths.items()}
+        names[None] = "__base__"  # PEFT's name for rows the adapters leave alone
+        return {"adapter_names": [names[adapter] for adapter in adapters]}, nullcontext()
 
     def _room_for_reply(self, prompt_tokens: int, wanted: int) -> int:
         """``wanted``, cut to what fits in the model's context after the prompt."""

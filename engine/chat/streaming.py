@@ -85,7 +85,7 @@ class _TokenStream:
             yield ids
 
 
-class _Detokenizer:
+class Detokenizer:
     """Turns a growing list of token ids into text pieces in constant time per token.
 
     Decoding the whole reply at every token costs quadratic time. Instead it decodes a
@@ -147,6 +147,11 @@ class TurnEndFilter:
         held, self._held = ("" if self._ended else self._held), ""
         return held
 
+    @property
+    def ended(self) -> bool:
+        """Whether the marker was met: everything from it on is dropped."""
+        return self._ended
+
 
 def literal_turn_end(tokenizer: Any) -> Optional[str]:
     """ChatML's end-of-turn marker when this tokenizer spells it as plain text.
@@ -198,7 +203,7 @@ def stream_reply(
 
     worker = threading.Thread(target=run, name="chat-generate", daemon=True)
     worker.start()
-    text = _Detokenizer(tokenizer)
+    text = Detokenizer(tokenizer)
     turn_end = TurnEndFilter(literal_turn_end(tokenizer))
     pieces: list[str] = []
 

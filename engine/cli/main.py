@@ -10,14 +10,14 @@ import sys
 import traceback
 from typing import Optional
 
-from engine.cli import adapters, chat, data, doctor, estimate, evaluate, models, runs, train
+from engine.cli import adapters, chat, data, doctor, estimate, evaluate, models, runs, serve, train
 from engine.cli.output import print_error
 from engine.cli.parsing import Parser, UsageError
 from engine.errors import StudioError
 from engine.paths import sweep_home
 
 # In the order ``lora-studio --help`` lists them.
-COMMAND_GROUPS = (doctor, models, data, estimate, train, runs, adapters, chat, evaluate)
+COMMAND_GROUPS = (doctor, models, data, estimate, train, runs, adapters, chat, evaluate, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
