@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from engine.chat.sampling import check_sampling
+from engine.core.checks import in_range, whole
 
 # How a row ended, as the OpenAI API names it: its end-of-sequence token, its token limit, or
 # the caller (a client that went away).
@@ -34,11 +35,16 @@ class RowRequest:
     top_k: int = 0
     repetition_penalty: float = 1.0
     seed: Optional[int] = None  # None: greedy rows need none; sampled rows draw one
+    # Added to these tokens' logits before anything else (OpenAI's logit_bias): -100 bans a token.
+    logit_bias: dict[int, float] = field(default_factory=dict)
     cancel: threading.Event = field(default_factory=threading.Event)
 
     def check(self) -> None:
         check_sampling(self.max_new_tokens, self.temperature, self.top_p, self.top_k, self.repetition_penalty,
                        self.seed)
+        for token, bias in self.logit_bias.items():
+            whole("a logit bias's token id", token, 0, None)
+            in_range(f"the logit bias of token {token}", bias, -100, 100)
 
 
 @dataclass
@@ -79,6 +85,10 @@ class RowSampler:
         for index, row in enumerate(self.rows):
             row_scores = scores[index:index + 1]
             own_ids = input_ids[index:index + 1, self.pad_widths[index]:]
+            if row.logit_bias:
+                row_scores = row_scores.clone()
+                for token, bias in row.logit_bias.items():
+                    row_scores[0, token] += bias
             for processor in self.processors[index]:
                 row_scores = processor(own_ids, row_scores)
             if self.generators[index] is None:

@@ -277,6 +277,11 @@ class ChatSession:
             return chat_template_for(self._tokenizer)[0], None
 
     @property
+    def vocabulary(self) -> int:
+        """How many token ids the loaded model scores (its output layer's width)."""
+        return int(self._base.get_output_embeddings().weight.shape[0])
+
+    @property
     def context_tokens(self) -> Optional[int]:
         """The model's context length in tokens (None when its config does not say)."""
         return getattr(self._base.config, "max_position_embeddings", None) if self._base is not None else None

@@ -117,8 +117,10 @@ async def _read_json(request: Request) -> Any:
             raise ApiError(413, f"the request is over {MAX_BODY_BYTES // (1024 * 1024)} MiB")
     try:
         return json.loads(body)
-    except ValueError as exc:
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError both are
         raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "the request body is not valid JSON: nested too deeply") from None
 
 
 async def _complete(state: ServeState, request: Request, endpoint: str, *, chat: bool) -> Any:
@@ -137,7 +139,7 @@ async def _complete(state: ServeState, request: Request, endpoint: str, *, chat:
             prompt_ids = await run_in_threadpool(state.served.text_ids, body.prompt_text())
         record.event.prompt_tokens = len(prompt_ids)
         state.served.check_length(len(prompt_ids))
-        row = _row(body, prompt_ids)
+        row = _row(body, prompt_ids, state.served.vocabulary)
         reply = _Reply(state, row, adapter, stops, chat=chat)
     except ApiError as exc:
         record.finish(exc.status, exc.message)
@@ -149,13 +151,13 @@ async def _complete(state: ServeState, request: Request, endpoint: str, *, chat:
     return await _whole(reply, answer, record, request)
 
 
-def _row(body: Any, prompt_ids: list[int]) -> RowRequest:
+def _row(body: Any, prompt_ids: list[int], vocabulary: int) -> RowRequest:
     top_k = body.top_k if body.top_k not in (None, -1) else 0  # vLLM's -1, like 0, is off
     row = RowRequest(prompt_ids=prompt_ids, max_new_tokens=body.wanted_tokens(),
                      temperature=DEFAULT_TEMPERATURE if body.temperature is None else body.temperature,
                      top_p=DEFAULT_TOP_P if body.top_p is None else body.top_p, top_k=top_k,
                      repetition_penalty=1.0 if body.repetition_penalty is None else body.repetition_penalty,
-                     seed=body.seed)
+                     seed=body.seed, logit_bias=body.token_biases(vocabulary))
     try:
         row.check()
     except StudioError as exc:

@@ -54,6 +54,16 @@ class _Request(BaseModel):
     logprobs: Optional[Union[bool, int]] = None
     presence_penalty: Optional[float] = None
     frequency_penalty: Optional[float] = None
+    logit_bias: Optional[dict[str, float]] = None  # token id (as text, JSON keys are) -> -100..100
+
+    def token_biases(self, vocabulary: int) -> dict[int, float]:
+        biases = {}
+        for key, bias in (self.logit_bias or {}).items():
+            if not key.isdigit() or int(key) >= vocabulary:
+                raise ApiError(400, f"logit_bias: {key!r} is not a token id of this model (0 to {vocabulary - 1})",
+                               param="logit_bias")
+            biases[int(key)] = bias
+        return biases
 
     def refuse_unsupported(self) -> None:
         if self.n not in (None, 1):

@@ -47,7 +47,7 @@ class Scheduler:
     """Answers submitted jobs on one worker thread, in batches of up to ``max_batch`` rows."""
 
     def __init__(self, session: Any, *, max_queue: int, max_batch: int, mixes: dict[Optional[str], bool],
-                 on_batch: Optional[Callable[[int, float], None]] = None) -> None:
+                 on_batch: Optional[Callable[[list[RowResult]], None]] = None) -> None:
         self.session = session
         self.max_queue, self.max_batch = max_queue, max_batch
         self._mixes = mixes  # for each served adapter: can it share a batch with the others
@@ -144,7 +144,6 @@ class Scheduler:
             return
         for job, result in zip(batch, results):
             job.deliver((DONE, result))
-        seconds = time.monotonic() - started
-        self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * seconds
+        self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * (time.monotonic() - started)
         if self._on_batch is not None:
-            self._on_batch(len(batch), seconds)
+            self._on_batch(results)

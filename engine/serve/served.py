@@ -35,17 +35,21 @@ class ServedModels:
     """The names clients may put in ``model``, and the prompts and texts for each."""
 
     def __init__(self, session: Any, model: str, adapters: list[str]) -> None:
+        from engine.adapters.library import resolve_adapter
         from engine.models.tokenizer import load_tokenizer
 
+        # Each name maps to its adapter's folder, found once: renaming it in the library while
+        # serving changes nothing for clients.
         self.refs: dict[str, Optional[str]] = {base_name(model): None}
         for ref in adapters:
             name = adapter_name(ref)
             if name in self.refs:
                 raise StudioError(f"two served models would both be called {name!r}: rename one adapter")
-            self.refs[name] = ref
+            self.refs[name] = str(resolve_adapter(ref))
         # Each adapter is loaded here, so a bad one is refused before the server opens.
         self.templates = {name: session.template_for(ref) for name, ref in self.refs.items()}
         self.context_tokens: Optional[int] = session.context_tokens
+        self.vocabulary: int = session.vocabulary
         self._tokenizer = load_tokenizer(session.model_path)
         self._turn_end = literal_turn_end(self._tokenizer)
         self._lock = threading.Lock()

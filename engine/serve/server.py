@@ -138,9 +138,10 @@ class LocalServer:
         self._session = session
         session.load()
         self._served = ServedModels(session, settings.model, settings.adapters)
-        mixes = {ref: session.shares_batches({ref, None}) for ref in settings.adapters}
+        served = [ref for ref in self._served.refs.values() if ref is not None]
+        mixes = {ref: session.shares_batches({ref, None}) for ref in served}
         self._scheduler = Scheduler(session, max_queue=settings.max_queue, max_batch=settings.max_batch,
-                                    mixes=mixes)
+                                    mixes=mixes, on_batch=self._stats.record_batch)
 
     def _serve(self, sock: socket.socket) -> None:
         import uvicorn
