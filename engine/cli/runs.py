@@ -18,7 +18,10 @@ def register(sub: Any) -> None:
                              "write a run's config and the commands that run it elsewhere")
     run_export.add_argument("run", help="a run directory, or a run config JSON")
     run_export.add_argument("--output", required=True, metavar="DIR")
-    run_export.add_argument("--gpus", type=whole_number, default=1, help="processes for the torchrun/accelerate lines")
+    run_export.add_argument("--gpus", "--gpus-per-node", dest="gpus", type=whole_number, default=1, metavar="G",
+                            help="processes (GPUs) on each machine, for the torchrun/accelerate lines")
+    run_export.add_argument("--nodes", type=whole_number, default=1, metavar="N",
+                            help="machines for launch-nodes.sh and train.sbatch to train on together")
 
 
 def cmd_runs_list(args: argparse.Namespace) -> int:
@@ -46,10 +49,11 @@ def cmd_runs_export(args: argparse.Namespace) -> int:
     config_file = source / "config.json" if source.is_dir() else source
     if not config_file.is_file():
         raise StudioError(f"{source} is neither a run directory nor a run config JSON")
-    if args.gpus < 1:
-        raise StudioError(f"--gpus must be at least 1, got {args.gpus}")
-    out = export_run(RunConfig.load(config_file), Path(args.output), args.gpus)
-    commands = launch_commands(out.resolve(), args.gpus)
+    for flag, count in (("--gpus-per-node", args.gpus), ("--nodes", args.nodes)):
+        if count < 1:
+            raise StudioError(f"{flag} must be at least 1, got {count}")
+    out = export_run(RunConfig.load(config_file), Path(args.output), args.gpus, args.nodes)
+    commands = launch_commands(out.resolve(), args.gpus, args.nodes)
     if args.json:
         print_json({"run_dir": str(out), "config": str(out / "config.json"), "commands": commands})
     else:

@@ -8,6 +8,8 @@
     RUN_DIR/lock             the OS lock its one owner holds, and that owner's pid (engine.run.owner)
     RUN_DIR/checkpoints/     checkpoint-STEP folders (engine.run.checkpoints)
     RUN_DIR/heldout.json     the dataset rows held out for validation, when any (engine.data.heldout)
+    RUN_DIR/.shared-check    rank 0's token, for a moment as a run on several processes starts, that every
+                             rank reads back to show the folder is shared (engine.train.distributed)
 """
 
 from __future__ import annotations
@@ -55,3 +57,7 @@ class RunDir:
     @property
     def heldout(self) -> Path:
         return self.path / "heldout.json"
+
+    @property
+    def shared_check(self) -> Path:
+        return self.path / ".shared-check"

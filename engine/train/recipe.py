@@ -134,6 +134,7 @@ def setup(run: Run) -> Optional[Setup]:
         from accelerate import PartialState
 
         PartialState()  # joins the process group now: the ranks must wait for rank 0's data
+        distributed.check_shared_folder(run.run_dir)  # several nodes must share the one folder
     from engine.models.store import resolve_model
     from engine.train import memory_guard, preflight
 

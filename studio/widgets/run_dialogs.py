@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 
 from engine.run.config import RunConfig
 from engine.errors import StudioError
-from engine.jobs.export import export_run, launch_commands
+from engine.jobs.export import SCRIPTS, export_run, launch_commands
 
 
 class ModulePickerDialog(QDialog):
@@ -116,15 +116,23 @@ class ExportRunDialog(QDialog):
         self.exported: Optional[Path] = None
         intro = QLabel("The same run runs headless, on this machine or on a bigger one: write its folder "
                        "(config.json and launch.sh), copy it there with the dataset, and start it with one of "
-                       "these lines. Progress goes to events.jsonl in the folder.")
+                       "these lines. Progress goes to events.jsonl in the folder. On several machines the "
+                       "folder must be on a file system they all mount: start launch-nodes.sh on each, or "
+                       "submit train.sbatch to Slurm.")
         intro.setWordWrap(True)
+        self.nodes_spin = QSpinBox()
+        self.nodes_spin.setRange(1, 1024)
+        self.nodes_spin.setPrefix("Nodes: ")
+        self.nodes_spin.setAccessibleName("Nodes")
+        self.nodes_spin.setToolTip("Machines that train the run together (launch-nodes.sh, train.sbatch)")
         self.gpus_spin = QSpinBox()
         self.gpus_spin.setRange(1, 64)
-        self.gpus_spin.setPrefix("GPUs: ")
-        self.gpus_spin.setAccessibleName("GPUs")
+        self.gpus_spin.setPrefix("GPUs per node: ")
+        self.gpus_spin.setAccessibleName("GPUs per node")
         self.commands = QPlainTextEdit()
         self.commands.setReadOnly(True)
         self.commands.setAccessibleName("Command lines")
+        self.nodes_spin.valueChanged.connect(self._show_commands)
         self.gpus_spin.valueChanged.connect(self._show_commands)
         copy = QPushButton("Copy")
         copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.commands.toPlainText()))
@@ -135,6 +143,7 @@ class ExportRunDialog(QDialog):
         close = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         close.rejected.connect(self.reject)
         row = QHBoxLayout()
+        row.addWidget(self.nodes_spin)
         row.addWidget(self.gpus_spin)
         row.addStretch(1)
         row.addWidget(copy)
@@ -145,12 +154,12 @@ class ExportRunDialog(QDialog):
         layout.addWidget(self.commands)
         layout.addWidget(self.status)
         layout.addWidget(close)
-        self.resize(720, 320)
+        self.resize(720, 380)
         self._folder = Path("RUN_DIR")
         self._show_commands()
 
     def _show_commands(self) -> None:
-        lines = launch_commands(self._folder, self.gpus_spin.value())
+        lines = launch_commands(self._folder, self.gpus_spin.value(), self.nodes_spin.value())
         self.commands.setPlainText("\n".join(f"# {label}\n{line}" for label, line in lines.items()))
 
     def _choose_folder(self) -> None:
@@ -160,10 +169,10 @@ class ExportRunDialog(QDialog):
 
     def export_to(self, folder: Path) -> None:
         try:
-            self.exported = export_run(self._config, folder, self.gpus_spin.value())
+            self.exported = export_run(self._config, folder, self.gpus_spin.value(), self.nodes_spin.value())
         except (StudioError, OSError) as exc:
             self.status.setText(f"Could not write the run folder: {exc}")
             return
         self._folder = self.exported.resolve()
         self._show_commands()
-        self.status.setText(f"Written: {self.exported / 'config.json'} and launch.sh")
+        self.status.setText(f"Written: {self.exported / 'config.json'}, {', '.join(SCRIPTS[:-1])} and {SCRIPTS[-1]}")

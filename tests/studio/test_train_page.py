@@ -316,9 +316,17 @@ def test_run_elsewhere_writes_a_run_folder_and_its_command_lines(qtbot, page, ti
     dialog = ExportRunDialog(page.build_config(), page)
     qtbot.addWidget(dialog)
     dialog.gpus_spin.setValue(4)
+    assert "launch-nodes.sh" not in dialog.commands.toPlainText()  # one machine: nothing to start on others
+    dialog.nodes_spin.setValue(2)
+    assert "NODE_RANK=<0 to 1> RUN_DIR/launch-nodes.sh" in dialog.commands.toPlainText()  # shown as it changes
     dialog.export_to(tmp_path / "elsewhere")
-    config = json.loads((tmp_path / "elsewhere" / "config.json").read_text())
+    folder = tmp_path / "elsewhere"
+    config = json.loads((folder / "config.json").read_text())
     assert config["model"] == str(tiny_model_dir) and config["max_steps"] == 4
     text = dialog.commands.toPlainText()
-    assert f"torchrun --standalone --nproc_per_node 4 -m engine.train {tmp_path / 'elsewhere'}" in text
-    assert "accelerate launch --num_processes 4" in text and (tmp_path / "elsewhere" / "launch.sh").is_file()
+    assert f"torchrun --standalone --nproc_per_node 4 -m engine.train {folder}" in text
+    assert "accelerate launch --num_processes 4" in text and (folder / "launch.sh").is_file()
+    assert f"NODE_RANK=<0 to 1> {folder / 'launch-nodes.sh'}" in text and f"sbatch {folder / 'train.sbatch'}" in text
+    assert "--nnodes 2 --nproc_per_node 4" in (folder / "launch-nodes.sh").read_text()
+    assert "#SBATCH --nodes=2" in (folder / "train.sbatch").read_text()
+    assert dialog.status.text().endswith("launch.sh, launch-nodes.sh and train.sbatch")

@@ -318,3 +318,46 @@ def test_an_exported_run_trains_on_two_processes_under_torchrun_into_one_adapter
     assert isinstance(finished, RunFinished) and finished.status == "completed" and finished.step == 4
     assert [a.name for a in list_adapters()] == ["two-ranks"]
     assert len([e for e in events if isinstance(e, StepMetrics)]) == 4
+
+
+def test_an_exported_run_trains_on_two_nodes_of_one_process_each_into_one_adapter(tiny_model_dir, tmp_path):
+    """launch-nodes.sh as a user starts it on each of two machines, here both on localhost (gloo):
+    node 1's process is rank 1 but local rank 0, and still only rank 0 writes and saves."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from engine.run.events import read_events
+    from engine.jobs.export import export_run
+
+    dataset = write_messages_dataset(tmp_path / "pirate.jsonl")
+    run_dir = export_run(_config(tiny_model_dir, dataset, max_steps=4, name="two-nodes"), tmp_path / "exported",
+                         gpus=1, nodes=2)
+    with socket.socket() as probe:  # a port free now, for node 0's rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # torchrun from this interpreter's environment, as an installed LoRA Studio has it on PATH.
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), MASTER_ADDR="127.0.0.1",
+               MASTER_PORT=str(port), PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    started = time.monotonic()
+    # Each node in its own session, so that a hang is ended with every rank, not only the launcher.
+    nodes = [subprocess.Popen([str(run_dir / "launch-nodes.sh")], env=dict(env, NODE_RANK=str(rank)),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+             for rank in (0, 1)]
+    try:
+        outputs = [node.communicate(timeout=TIMEOUT)[0] for node in nodes]
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                os.killpg(node.pid, signal.SIGKILL)
+    print(f"two nodes trained 4 steps in {time.monotonic() - started:.1f} s")
+    for node, output in zip(nodes, outputs):
+        assert node.returncode == 0, output[-2000:]
+    events = read_events(run_dir / "events.jsonl")
+    assert sum(isinstance(e, RunStarted) for e in events) == 1
+    finished = events[-1]
+    assert isinstance(finished, RunFinished) and finished.status == "completed" and finished.step == 4
+    assert [a.name for a in list_adapters()] == ["two-nodes"]
+    assert len([e for e in events if isinstance(e, StepMetrics)]) == 4
+    assert not (run_dir / ".shared-check").exists()  # the nodes' check that they share the folder, gone
