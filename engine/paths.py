@@ -70,13 +70,14 @@ def evaluations_dir() -> Path:
 # What the studio makes from an adapter goes, unless the user picks another place, into a folder
 # of its own home per kind (the file or folder name: the adapter's, marked): one rule for every
 # export, so a user finds them together, never scattered in their home folder.
-ExportKind = Literal["merged", "gguf"]
-_EXPORTS: dict[str, str] = {"merged": "{adapter}-merged", "gguf": "{adapter}.gguf"}
+ExportKind = Literal["merged", "gguf", "vllm"]
+_EXPORTS: dict[str, str] = {"merged": "{adapter}-merged", "gguf": "{adapter}.gguf", "vllm": "{adapter}-vllm"}
 
 
 def export_path(adapter: str, kind: ExportKind) -> Path:
     """The default destination of an adapter's export of ``kind`` ("merged": a model folder,
-    "gguf": a GGUF file), in ``studio_home()/<kind>``, which is created here."""
+    "gguf": a GGUF file, "vllm": a folder that serves it on vLLM), in ``studio_home()/<kind>``,
+    which is created here."""
     return _subdir(kind) / _EXPORTS[kind].format(adapter=adapter)
 
 

@@ -45,6 +45,9 @@ from engine.paths import folder_entries, models_dir, writable_home
 
 STARTER = "starter"
 STARTER_NAME = "SmolLM2-135M-Instruct"
+# The Hugging Face repository the shipped starter GGUF was quantised from: what another machine
+# downloads to serve the starter's adapters (engine.serve.vllm_export).
+STARTER_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 MANIFEST = "studio_model.json"
 SOURCES = ("starter", "folder", "gguf", "trained")  # trained: a full fine-tune made by a run
@@ -334,6 +337,13 @@ def resolve_model(ref: str | Path, progress: Optional[ProgressFn] = None) -> Pat
         raise StudioError(f"{path} is a file but not a .gguf model: give a model folder or a .gguf file")
     known = ", ".join(record.name for record in list_models())
     raise StudioError(f"unknown model {text!r}: not in the model store ({known}) and no such folder or .gguf file")
+
+
+def hub_id(folder: str | Path) -> Optional[str]:
+    """The Hugging Face id of the model in a resolved folder, when the store knows it (the
+    starter's); None for any other folder, which only its path names."""
+    manifest = read_json_object(Path(folder) / MANIFEST) or {}
+    return STARTER_HUB_ID if manifest.get("source") == "starter" else None
 
 
 def model_folder(ref: str | Path) -> Path:
