@@ -95,6 +95,7 @@ def test_the_wheel_installs_and_runs_outside_the_checkout(tmp_path, tiny_model_d
     assert format_ == "messages" and good_rows > 100 and bad_rows == 0, where["sample"]
 
     _check_the_command_line(user, home, tiny_model_dir, tmp_path)
+    _check_serving(user, tiny_model_dir, tmp_path)
     _check_the_window(user, home)
 
 
@@ -219,6 +220,35 @@ def _check_the_command_line(user: _UserShell, home: Path, model: Path, tmp_path:
                                     "--max-new-tokens", "8")
     assert set(reply) >= {"reply", "tokens", "tokens_per_second", "time_to_first_token_s"}
     assert 0 < reply["tokens"] <= 8 and isinstance(reply["reply"], str)
+
+
+def _check_serving(user: _UserShell, model: Path, tmp_path: Path) -> None:
+    """``lora-studio serve`` with the adapter just trained, called by the official client, then
+    stopped as a service manager stops it; and the folder that serves the same adapter on vLLM."""
+    import openai
+
+    server = subprocess.Popen(user.command("lora-studio", "serve", "--model", str(model), "--adapter", "wheel-run",
+                                           "--port", "0", "--json"),
+                              cwd=user.cwd, env=user.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        serving = json.loads(server.stdout.readline())
+        assert serving["event"] == "serving" and serving["models"] == ["tiny-llama", "wheel-run"], serving
+        client = openai.OpenAI(base_url=serving["url"], api_key="unused", max_retries=0)
+        reply = client.chat.completions.create(model="wheel-run", messages=[{"role": "user", "content": "Hello"}],
+                                               max_tokens=4, temperature=0)
+        assert 0 < reply.usage.completion_tokens <= 4
+        logged = json.loads(server.stdout.readline())
+        assert logged["event"] == "request" and logged["model"] == "wheel-run" and logged["status"] == 200
+    finally:
+        server.send_signal(signal.SIGTERM)
+        out, err = server.communicate(timeout=60)
+    assert server.returncode == 0, err[-2000:]
+    assert json.loads(out.splitlines()[-1]) == {"event": "stopped"}
+
+    [export] = user.lora_studio_json("serve", "--model", str(model), "--adapter", "wheel-run",
+                                     "--export-vllm", str(tmp_path / "vllm"))
+    assert export["command"][:2] == ["vllm", "serve"] and "wheel-run=adapters/wheel-run" in export["command"]
+    assert (tmp_path / "vllm" / "serve.sh").is_file()
 
 
 def _check_the_window(user: _UserShell, home: Path) -> None:

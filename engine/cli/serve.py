@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from engine.cli.output import print_json, quiet_libraries
@@ -29,9 +30,14 @@ def register(sub: Any) -> None:
     serve.add_argument("--max-queue", type=whole_number, default=64,
                        help="requests waiting beyond these are answered 429 (try again later)")
     serve.add_argument("--max-batch", type=whole_number, default=8, help="requests generated together")
+    serve.add_argument("--export-vllm", metavar="DIR",
+                       help="instead of serving: write into the new folder DIR what serves these adapters on "
+                            "vLLM's multi-LoRA server (serve.sh, the adapters, the chat template)")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if args.export_vllm:
+        return _export_vllm(args)
     from engine.adapters.library import resolve_adapter
     from engine.serve.server import LocalServer, ServeSettings
 
@@ -70,3 +76,14 @@ def _print_request(event: RequestLogged, as_json: bool) -> None:
     line = (f"{clock} {event.client} {event.endpoint} {event.model or '-'} {event.status} "
             f"{event.prompt_tokens}+{event.completion_tokens} tokens {event.seconds:.2f} s")
     print(line + (f" ({event.error})" if event.error else ""), flush=True)
+
+
+def _export_vllm(args: argparse.Namespace) -> int:
+    from engine.serve.vllm_export import export_vllm
+
+    export = export_vllm(args.model, args.adapter, Path(args.export_vllm))
+    if args.json:
+        print_json({"folder": str(export.folder), "command": export.command})
+    else:
+        print(f"Wrote {export.folder}; on a machine with vLLM, run its serve.sh:\n{export.shell_command}")
+    return 0
