@@ -1,4 +1,4 @@
-"""The main window: a sidebar of pages (Home, Models, Data, Train, Adapters, Chat, Evaluate),
+"""The main window: a sidebar of pages (Home, Models, Data, Train, Adapters, Chat, Evaluate, Serve),
 the menus and keyboard shortcuts, the status bar, and what the window remembers.
 
 Pages know nothing of each other; this window connects them: a new adapter from
@@ -83,6 +83,7 @@ PAGES = (
     PageSpec("Adapters", "adapters", "studio.pages.adapters", "AdaptersPage", "table"),
     PageSpec("Chat", "chat", "studio.pages.chat", "ChatPage"),
     PageSpec("Evaluate", "evaluate", "studio.pages.evaluate", "EvaluatePage"),
+    PageSpec("Serve", "serve", "studio.pages.serve", "ServePage", "log_view"),
 )
 
 
@@ -197,6 +198,10 @@ class MainWindow(QMainWindow):
     def evaluate_page(self) -> QWidget:
         return self.page("Evaluate")
 
+    @property
+    def serve_page(self) -> QWidget:
+        return self.page("Serve")
+
     def page(self, title: str) -> QWidget:
         """The page with this sidebar title, built now if it was not yet."""
         if title not in self._pages:
@@ -298,6 +303,7 @@ class MainWindow(QMainWindow):
     def _connect_adapters(self, adapters: QWidget) -> None:
         adapters.adaptersChanged.connect(lambda: self._refresh_if_built("Chat"))
         adapters.adaptersChanged.connect(lambda: self._refresh_if_built("Evaluate"))
+        adapters.adaptersChanged.connect(lambda: self._refresh_if_built("Serve"))
         adapters.modelsChanged.connect(self._on_models_changed)
 
     def _connect_chat(self, chat: QWidget) -> None:
@@ -491,6 +497,7 @@ class MainWindow(QMainWindow):
         self._refresh_if_built("Adapters")
         self._refresh_if_built("Chat")
         self._refresh_if_built("Evaluate")
+        self._refresh_if_built("Serve")
         self.statusBar().showMessage(f"New adapter in the library: {path}", NOTICE_MS)
 
     def _on_models_changed(self) -> None:
@@ -499,6 +506,7 @@ class MainWindow(QMainWindow):
             train.model_picker.refresh()
         self._refresh_if_built("Chat")
         self._refresh_if_built("Evaluate")
+        self._refresh_if_built("Serve")
 
     def _on_run_state(self, state: str) -> None:
         if state == "starting" and self._run_state == "idle":

@@ -12,7 +12,9 @@ asks one question without and one with the new adapter, and grabs the replies; t
 evaluates the base and the new adapter on the first rows of the pirate sample on the
 Evaluate page and grabs the scoreboard and the answers side by side (rows the run trained on:
 the tour's run has no validation split, so that picture shows the page, not a fair score; the
-README's figures are an evaluation on a run's held-out rows). Last it grabs
+README's figures are an evaluation on a run's held-out rows); then serves the starter with the new
+adapter from the Serve page, asks the question once through HTTP naming the adapter, and grabs the
+page with the request in its log. Last it grabs
 Home with the run in its history, the Models page with the starter prepared, and
 the Data page measuring the pirate sample in the starter's tokens.
 
@@ -186,7 +188,62 @@ class DemoTour:
             self.camera.grab("evaluate-page.png")
         else:
             print(f"the demo evaluation did not finish: {evaluate.message_label.text()}", file=sys.stderr)
+        self.serve()
+
+    def serve(self) -> None:
+        serve = self.window.serve_page
+        self.window.show_page("Serve")  # lists the adapters made for the starter
+        serve.adaptersListed.connect(self._serve_listed)
+        serve.model_picker.set_ref("starter")
+
+    def _serve_listed(self) -> None:
+        serve = self.window.serve_page
+        serve.adaptersListed.disconnect(self._serve_listed)
+        serve.form.set_checked([self.adapter_name])
+        serve.form.port_spin.setValue(0)  # any free port
+        serve.servingChanged.connect(self._serving)
+        serve.start_button.click()
+
+    def _serving(self, state: str) -> None:
+        import threading
+
+        serve = self.window.serve_page
+        serve.servingChanged.disconnect(self._serving)
+        if state != "serving":
+            print(f"the demo server did not start: {serve.error_label.text()}", file=sys.stderr)
+            self.pages.start()
+            return
+        serve.requestsLogged.connect(self._served)
+        # A client of its own, as an editor or a script is: the UI thread never waits for the reply.
+        threading.Thread(target=ask_server, args=(serve.server.url, self.adapter_name), daemon=True).start()
+
+    def _served(self, _events: list) -> None:
+        from PySide6.QtCore import QTimer
+
+        self.window.serve_page.requestsLogged.disconnect(self._served)
+        QTimer.singleShot(1500, self._serve_done)  # the live figures are polled once a second
+
+    def _serve_done(self) -> None:
+        serve = self.window.serve_page
+        serve.connect_panel.model_combo.setCurrentText(self.adapter_name)  # the snippets ask the adapter
+        self.camera.grab("serve-page.png")
+        serve.servingChanged.connect(self._served_and_stopped)
+        serve.stop_button.click()
+
+    def _served_and_stopped(self, _state: str) -> None:
+        self.window.serve_page.servingChanged.disconnect(self._served_and_stopped)
         self.pages.start()
+
+
+def ask_server(url: str, model: str) -> None:
+    """Ask the demo's question through the server's chat endpoint, as any HTTP client does."""
+    import urllib.request
+
+    body = {"model": model, "max_tokens": EVAL_TOKENS, "messages": [{"role": "user", "content": QUESTION}]}
+    request = urllib.request.Request(f"{url}/chat/completions", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=300) as answer:
+        answer.read()
 
 
 def offscreen_platform(size: tuple[int, int]) -> str:
@@ -235,7 +292,7 @@ def main(argv: list[str]) -> int:
     window.close()
     wanted = {"home-page.png", "models-page.png", "data-page.png"}
     if not pages_only:
-        wanted |= {"train-page.png", "adapters-page.png", "chat-page.png", "evaluate-page.png"}
+        wanted |= {"train-page.png", "adapters-page.png", "chat-page.png", "evaluate-page.png", "serve-page.png"}
     missing = wanted - camera.written
     if missing:
         print(f"not taken: {', '.join(sorted(missing))}", file=sys.stderr)

@@ -267,15 +267,15 @@ class TaskSlot:
               on_messages: Optional[Callable[[list], None]] = None,
               on_finished: Optional[Callable[[], None]] = None,
               on_disowned: Optional[Callable[[Any], None]] = None,
-              needs_libraries: bool = True) -> BackgroundTask:
+              needs_libraries: bool = True, poll_ms: int = 33) -> BackgroundTask:
         """Run ``fn(reporter)`` on a worker thread, replacing (and cancelling) the task held.
 
         ``on_done`` / ``on_error`` / ``on_progress`` / ``on_messages`` / ``on_finished`` reach
         this task's caller only while it is the slot's own; ``on_disowned`` gets the result of
         one that succeeded after it was disowned or replaced (to free what it loaded);
-        ``needs_libraries``: see ``BackgroundTask``."""
+        ``needs_libraries``, ``poll_ms`` (how often its messages are delivered): see ``BackgroundTask``."""
         self.disown()
-        task = BackgroundTask(fn, needs_libraries=needs_libraries)
+        task = BackgroundTask(fn, needs_libraries=needs_libraries, poll_ms=poll_ms)
         delivery = _Delivery(self, {"on_done": on_done, "on_error": on_error, "on_progress": on_progress,
                                     "on_messages": on_messages, "on_finished": on_finished,
                                     "on_disowned": on_disowned})

@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 from engine.core.patterns import matching_names
 from engine.core.progress import ProgressFn
-from engine.adapters.library import read_adapter_meta, read_peft_config
+from engine.adapters.library import AdapterRecord, list_adapters, read_adapter_meta, read_peft_config
 from engine.errors import StudioError, first_line
 from engine.models.weights import model_options
 from engine.models.tokenizer import load_tokenizer
@@ -58,6 +58,18 @@ def base_warnings(adapter: Path, base_path: Path) -> list[str]:
         return [f"adapter {adapter.name} was trained on {made_for} (fingerprint {recorded}), not on "
                 f"{base_path.name} (fingerprint {actual}): the result applies it to a base it was not trained on"]
     return []
+
+
+def adapters_for(model_path: Path) -> list[AdapterRecord]:
+    """The library's usable adapters that go on the model in ``model_path``: those
+    trained on it, and those that record no base fingerprint (made elsewhere), which may be; an
+    adapter that records another base's fingerprint is left out, as the chat session refuses it."""
+    from engine.models.store import model_fingerprint
+
+    fingerprint = model_fingerprint(model_path)
+    return [record for record in list_adapters() if not record.damaged
+            and read_adapter_meta(Path(record.path)).get("base_model_fingerprint") in (None, "", fingerprint)]
+
 
 # loading -----------------------------------------------------------------------------------------
 def load_base(base_path: Path) -> tuple[Any, Any]:

@@ -1,4 +1,4 @@
-"""The main window: seven pages in a sidebar, switched by click or Ctrl+1..7, and wired together."""
+"""The main window: eight pages in a sidebar, switched by click or Ctrl+1..8, and wired together."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from studio import workers
 from helpers import training_processes, write_messages_dataset
 from studio.main_window import MainWindow
 
-PAGES = ["Home", "Models", "Data", "Train", "Adapters", "Chat", "Evaluate"]
+PAGES = ["Home", "Models", "Data", "Train", "Adapters", "Chat", "Evaluate", "Serve"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -53,7 +53,7 @@ def _fake_adapter(name: str) -> Path:
     return folder
 
 
-def test_seven_pages_in_the_sidebar(window):
+def test_eight_pages_in_the_sidebar(window):
     assert window.windowTitle() == "LoRA Studio"
     assert [window.sidebar.item(i).text() for i in range(window.sidebar.count())] == PAGES
     assert window.stack.count() == len(PAGES)
@@ -77,7 +77,7 @@ def test_home_shows_the_hardware_found(window):
 
 def test_clicking_the_sidebar_switches_pages(qtbot, window):
     expected = [window.home_page, window.models_page, window.data_page,
-                window.train_page, window.adapters_page, window.chat_page, window.evaluate_page]
+                window.train_page, window.adapters_page, window.chat_page, window.evaluate_page, window.serve_page]
     for row, page in enumerate(expected):
         item = window.sidebar.item(row)
         qtbot.mouseClick(window.sidebar.viewport(), Qt.MouseButton.LeftButton,
