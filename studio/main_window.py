@@ -309,6 +309,9 @@ class MainWindow(QMainWindow):
     def _connect_chat(self, chat: QWidget) -> None:
         chat.sessionChanged.connect(self._refreeze_after_unload)
 
+    def _connect_serve(self, serve: QWidget) -> None:
+        serve.servingChanged.connect(self._refreeze_after_unload)
+
     def _restore_last_choices(self, train: QWidget) -> None:
         """The model and dataset of the last session, when they are still there."""
         model = self.settings.get("last.model")
@@ -581,10 +584,10 @@ class MainWindow(QMainWindow):
         self._keep_frozen = True
 
     def _refreeze_after_unload(self) -> None:
-        # Unloading a chat model unfreezes everything so that the model's reference cycles can be
-        # collected. Collect them now, at the end of the unload the user asked for, and freeze again.
-        chat = self.built("Chat")
-        if self._keep_frozen and chat is not None and chat.session is None and gc.get_freeze_count() == 0:
+        # Unloading a chat model or stopping a server unfreezes everything so that the model's reference
+        # cycles can be collected. Collect them now, at the end of the unload the user asked for, and
+        # freeze again (a model still loaded on the other page is frozen with the rest).
+        if self._keep_frozen and gc.get_freeze_count() == 0:
             gc.collect()
             gc.freeze()
 

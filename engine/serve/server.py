@@ -45,8 +45,8 @@ class ServeSettings:
         if self.api_key is not None and not self.api_key.strip():
             raise StudioError("the API key is empty: give one, or leave --api-key out")
         if not is_loopback(self.host) and self.api_key is None:
-            raise StudioError(f"serving on {self.host} lets other machines in: give an --api-key they must send "
-                              "(or serve on 127.0.0.1)")
+            raise StudioError(f"serving on {self.host} lets other machines in: give an API key (--api-key) they "
+                              "must send, or serve on 127.0.0.1")
 
 
 def is_loopback(host: str) -> bool:

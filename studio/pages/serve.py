@@ -12,6 +12,8 @@ cheap ``stats()`` once a second for the live rates.
 
 from __future__ import annotations
 
+import gc
+
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -214,6 +216,7 @@ class ServePage(QWidget):
         if self.serving and not self._stopping:
             self._stopping = True
             self._stats_timer.stop()
+            gc.unfreeze()
             self._task.cancel()
             self._show_state("Stopping…", busy=True)
             self._update_controls()
@@ -244,6 +247,10 @@ class ServePage(QWidget):
     def _started(self, serving: _Serving) -> None:
         if self._stopping:
             return  # Stop was pressed while the model loaded: the task stops it right away
+        # The served model's objects live as long as it serves: frozen, the full collections that
+        # requests' garbage sets off skip them (a scan of them all stalled the window 300 ms; see the
+        # Chat page). Stop thaws them, so that closing the model can collect its reference cycles.
+        gc.freeze()
         self._server = serving.server
         self.connect_panel.show_serving(serving.url, serving.model_names, self.form.api_key)
         self._show_state(f"Serving at {serving.url}", busy=False)

@@ -189,7 +189,7 @@ def test_a_full_queue_answers_429_with_retry_after(home, tiny_model_dir, endless
 def test_refusals_before_serving(server, tiny_model_dir):
     from engine.errors import StudioError
 
-    with pytest.raises(StudioError, match="other machines in: give an --api-key"):
+    with pytest.raises(StudioError, match=r"other machines in: give an API key \(--api-key\)"):
         LocalServer(ServeSettings(model=str(tiny_model_dir), host="0.0.0.0"))
     port = int(server.url.rsplit(":", 1)[1].split("/")[0])
     with pytest.raises(StudioError, match=f"port {port} on 127.0.0.1 is in use"):
