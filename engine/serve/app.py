@@ -28,7 +28,7 @@ from engine.errors import StudioError
 from engine.serve.events import RequestLogged
 from engine.serve.protocol import (DEFAULT_TEMPERATURE, DEFAULT_TOP_P, Answer, ApiError, ChatRequest,
                                    CompletionRequest, parse, usage)
-from engine.serve.scheduler import DONE, FAILED, Job, QueueFull, Scheduler
+from engine.serve.scheduler import DONE, FAILED, STOPPING, Job, QueueFull, Scheduler
 from engine.serve.served import ServedModels
 from engine.serve.stats import StatsRecorder
 
@@ -202,6 +202,8 @@ class _Reply:
                 continue
             if kind == FAILED:
                 raise ApiError(500, value, kind="server_error")
+            if kind == STOPPING:
+                raise ApiError(503, value, kind="server_error")
             if kind == DONE:
                 self.tokens = value.tokens
                 self.finish_reason = "stop" if self.text.stopped else value.finish_reason

@@ -23,8 +23,9 @@ from engine.chat.rows import FINISH_CANCELLED, RowRequest, RowResult
 from engine.errors import StudioError, first_line
 
 # What a job's deliver callback receives, in this order: ("tokens", ids) any number of times,
-# then ("done", RowResult) or ("failed", message).
-TOKENS, DONE, FAILED = "tokens", "done", "failed"
+# then ("done", RowResult), ("failed", message) when its batch failed, or ("stopping", message)
+# when the server stopped before its turn.
+TOKENS, DONE, FAILED, STOPPING = "tokens", "done", "failed", "stopping"
 
 
 @dataclass
@@ -90,7 +91,7 @@ class Scheduler:
             waiting, self._waiting = list(self._waiting), deque()
             self._cond.notify()
         for job in waiting:
-            job.deliver((FAILED, "the server is stopping"))
+            job.deliver((STOPPING, "the server stopped before this request's turn"))
         if self._thread.is_alive():
             self._thread.join()
 

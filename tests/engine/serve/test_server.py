@@ -194,3 +194,24 @@ def test_refusals_before_serving(server, tiny_model_dir):
     port = int(server.url.rsplit(":", 1)[1].split("/")[0])
     with pytest.raises(StudioError, match=f"port {port} on 127.0.0.1 is in use"):
         LocalServer(ServeSettings(model=str(tiny_model_dir), port=port, device="cpu")).start()
+
+
+def test_stopping_ends_the_replies_in_progress_with_an_error_the_client_reads(home, tiny_model_dir, endless):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LORA_STUDIO_HOME", str(home))
+        stopping = LocalServer(ServeSettings(model=str(tiny_model_dir), port=0, device="cpu"))
+        stopping.start()
+    lines: list[str] = []
+
+    def listen() -> None:
+        body = {"model": "tiny-llama", "messages": QUESTION, "max_tokens": 900, "stream": True, **endless}
+        with httpx.stream("POST", f"{stopping.url}/chat/completions", json=body, timeout=60) as response:
+            lines.extend(line for line in response.iter_lines() if line)
+
+    client = threading.Thread(target=listen)
+    client.start()
+    wait_for(lambda: stopping.stats().running == 1)
+    stopping.stop()
+    client.join()
+    assert not stopping.running
+    assert '"server_error"' in lines[-2] and "stopped" in lines[-2] and lines[-1] == "data: [DONE]"
