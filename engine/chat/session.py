@@ -35,6 +35,7 @@ from engine.chat.devices import dtype_for, pick_device
 from engine.chat.failures import explain_adapter_failure
 from engine.chat.loaded_adapters import LoadedAdapter, saved_chat_template, strip_adapter_layers
 from engine.chat.room import MemoryRoom, room_to_load
+from engine.chat.mixed_rows import RowMix
 from engine.chat.rows import RowRequest, RowResult, RowSampler, RowTracker
 from engine.chat.sampling import check_sampling, generation_config
 from engine.chat.batches import BatchReply, default_batch_size, left_padded, length_batches, reply_from_ids
@@ -76,6 +77,7 @@ class ChatSession:
         self._active_choice: AdapterChoice = None
         self._names = itertools.count()
         self._fingerprint: Optional[str] = None  # of the loaded base, computed when first needed
+        self._mix: Optional[RowMix] = None  # the loaded LoRA adapters as one, for batches that mix them
 
     # loading ---------------------------------------------------------------------------------
     def load(self) -> None:
@@ -170,8 +172,11 @@ class ChatSession:
         self._peft.eval()  # new adapter modules start in training mode, with their dropout on
         config = read_peft_config(path)
         uses_dora = bool(config.get("use_dora"))
+        # What a batch of rows for several adapters can combine exactly (engine.chat.mixed_rows).
+        mixes = (config.get("peft_type") == "LORA" and not uses_dora and config.get("bias", "none") == "none"
+                 and not config.get("modules_to_save"))
         return LoadedAdapter(peft_name=name, chat_template=saved_chat_template(path, meta), uses_dora=uses_dora,
-                             template_of=f"adapter {ref!r}", mixes=config.get("peft_type") == "LORA" and not uses_dora)
+                             template_of=f"adapter {ref!r}", mixes=mixes)
 
     def _blend(self, blend: Blend) -> LoadedAdapter:
         paths = [resolve_adapter(ref) for ref, _weight in blend.parts]
@@ -517,8 +522,18 @@ class ChatSession:
         paths = {adapter: resolve_adapter(adapter) for adapter in distinct if adapter is not None}
         names = {adapter: self._adapter(adapter, path, keep=tuple(paths.values())).peft_name
                  for adapter, path in paths.items()}
-        names[None] = "__base__"  # PEFT's name for rows the adapters leave alone
-        return {"adapter_names": [names[adapter] for adapter in adapters]}, nullcontext()
+        names[None] = None  # a row the adapters leave alone
+        return {}, self._row_mix().rows([names[adapter] for adapter in adapters], self.device)
+
+    def _row_mix(self) -> RowMix:
+        """The combination of every loaded plain LoRA adapter that a batch's rows share
+        (``engine.chat.mixed_rows``), made again when the loaded adapters have changed."""
+        parts = tuple(loaded.peft_name for loaded in self._adapters.values() if loaded.mixes)
+        if self._mix is None or self._mix.parts != parts:
+            if self._mix is not None:
+                self._mix.close()
+            self._mix = RowMix(self._peft, parts)
+        return self._mix
 
     def _room_for_reply(self, prompt_tokens: int, wanted: int) -> int:
         """``wanted``, cut to what fits in the model's context after the prompt."""
@@ -547,7 +562,7 @@ class ChatSession:
         """Drop the model and every adapter and give their memory back."""
         with self._lock:
             on_cuda = bool(self.device and self.device.startswith("cuda"))
-            self._peft = self._base = self._tokenizer = None
+            self._peft = self._base = self._tokenizer = self._mix = None
             self._adapters.clear()
             self._active, self._active_choice = None, None
             self._fingerprint = None

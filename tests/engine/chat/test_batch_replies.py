@@ -76,3 +76,41 @@ def test_a_bad_batch_size_or_an_empty_conversation_is_refused(session):
         session.generate_batch(CONVERSATIONS, batch_size=0)
     with pytest.raises(StudioError, match="nothing to answer"):
         session.generate_batch([[]])
+
+
+@pytest.fixture(scope="module")
+def second_adapter(tiny_model_dir, tmp_path_factory):
+    return write_peft_adapter(tiny_model_dir, tmp_path_factory.mktemp("batch") / "poet", seed=4, rank=8,
+                              targets=("q_proj", "v_proj", "o_proj"))
+
+
+def test_rows_for_different_adapters_in_one_batch_answer_as_each_would_alone(session, adapter, second_adapter):
+    from engine.chat.rows import RowRequest
+    from engine.data.rendering import render_conversation
+
+    first, second = str(adapter), str(second_adapter)
+    conversations = [[{"role": "user", "content": "hello " * n}] for n in (1, 4, 2, 6, 3)]
+    choices = [first, None, second, first, second]
+    settings = [dict(temperature=0.0), dict(temperature=0.9, top_p=0.9, seed=3),
+                dict(temperature=1.0, top_k=20, repetition_penalty=1.2, seed=8, top_p=1.0),
+                dict(temperature=0.7, seed=5, top_p=0.95), dict(temperature=0.0, repetition_penalty=1.3)]
+    alone = []
+    for messages, choice, options in zip(conversations, choices, settings):
+        session.set_adapter(choice)
+        alone.append(session.generate(messages, max_new_tokens=10, **{"top_p": 1.0, **options}))
+
+    def prompt(choice, messages):
+        template, owner = session.template_for(choice)
+        text = render_conversation(messages, session.tokenizer, add_generation_prompt=True, chat_template=template,
+                                   template_of=owner)
+        return session.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    rows = [RowRequest(prompt(choice, messages), max_new_tokens=10, **{"top_p": 1.0, **options})
+            for messages, choice, options in zip(conversations, choices, settings)]
+    tokens: dict[int, list[int]] = {index: [] for index in range(len(rows))}
+    results = session.generate_rows(rows, choices, lambda index, ids: tokens[index].extend(ids))
+    for index, reply in enumerate(alone):
+        assert session.tokenizer.decode(tokens[index], skip_special_tokens=True) == reply.reply, index
+        assert results[index].tokens == reply.tokens
+    # The rows differ from each other: the adapters (and the base) each had their say.
+    assert len({reply.reply for reply in alone}) == len(alone)

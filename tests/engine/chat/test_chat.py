@@ -217,11 +217,11 @@ def test_streamed_pieces_make_up_the_reply_one_call_per_token(session):
 
 
 def test_streaming_never_shows_half_a_character(session):
-    from engine.chat.streaming import _Detokenizer
+    from engine.chat.streaming import Detokenizer
 
     text = "Arr, héllo wörld 🏴‍☠️ naïve café — 東京 ok"
     ids = session.tokenizer(text, add_special_tokens=False)["input_ids"]
-    stream = _Detokenizer(session.tokenizer)
+    stream = Detokenizer(session.tokenizer)
     pieces = [stream.push([token]) for token in ids] + [stream.flush()]
     assert "".join(pieces) == text
     assert not any("\ufffd" in piece for piece in pieces)
