@@ -127,12 +127,14 @@ class RowTracker:
     """
 
     def __init__(self, rows: list[RowRequest], width: int, limits: list[int], ends: set[int],
-                 on_tokens: Callable[[int, list[int]], None]) -> None:
+                 on_tokens: Callable[[int, list[int]], None],
+                 on_finished: Optional[Callable[[int, RowResult], None]] = None) -> None:
         self.rows = rows
         self.width = width  # the padded prompts' width: what input_ids holds beyond it was generated
         self.limits = limits
         self.ends = ends
         self.on_tokens = on_tokens
+        self.on_finished = on_finished
         self.counts = [0] * len(rows)
         self.finish: list[Optional[str]] = [None] * len(rows)
         self._prompt_seen = False
@@ -148,9 +150,15 @@ class RowTracker:
             self.counts[index] += 1
             self.on_tokens(index, [token])
             if token in self.ends:
-                self.finish[index] = FINISH_STOP
+                self._finished(index, FINISH_STOP)
             elif self.counts[index] >= self.limits[index]:
-                self.finish[index] = FINISH_LENGTH
+                self._finished(index, FINISH_LENGTH)
+
+    def _finished(self, index: int, reason: str) -> None:
+        # Told at once, while the batch's longer rows go on: its client need not wait for them.
+        self.finish[index] = reason
+        if self.on_finished is not None:
+            self.on_finished(index, RowResult(tokens=self.counts[index], finish_reason=reason))
 
     def end(self) -> None:
         for index, row in enumerate(self.rows):

@@ -472,11 +472,13 @@ class ChatSession:
                        for adapter in adapters)
 
     def generate_rows(self, rows: list[RowRequest], adapters: list[Optional[str]],
-                      on_tokens: Callable[[int, list[int]], None]) -> list[RowResult]:
+                      on_tokens: Callable[[int, list[int]], None],
+                      on_finished: Optional[Callable[[int, RowResult], None]] = None) -> list[RowResult]:
         """Replies to many prompts in one batch, row ``i`` answered by ``adapters[i]`` (None: the base)
         with its own sampling settings; ``on_tokens(i, ids)`` gets each row's new token ids as they
-        come (on this thread). A row ends at its end-of-sequence token, its ``max_new_tokens`` or
-        when its ``cancel`` event is set; the batch ends when every row has.
+        come (on this thread). A row ends at its end-of-sequence token or its ``max_new_tokens``
+        (``on_finished(i, result)`` is called then, while longer rows go on), or when its ``cancel``
+        event is set; the batch ends when every row has.
 
         Rows for different adapters share the batch through PEFT's mixed-adapter batches
         (``shares_batches`` says when they can); each row's reply is the one it would get alone,
@@ -499,7 +501,7 @@ class ChatSession:
                 if row.temperature > 0 and row.seed is None:
                     row.seed = secrets.randbelow(2**31)
             input_ids, attention_mask = left_padded([row.prompt_ids for row in rows], config.pad_token_id)
-            tracker = RowTracker(rows, width, limits, set(config.eos_token_id or []), on_tokens)
+            tracker = RowTracker(rows, width, limits, set(config.eos_token_id or []), on_tokens, on_finished)
             sampler = RowSampler(rows, [width - len(row.prompt_ids) for row in rows], self.device)
             options, context = self._batch_adapters(adapters)
             try:

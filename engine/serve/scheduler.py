@@ -132,19 +132,27 @@ class Scheduler:
     def _answer(self, batch: list[Job]) -> None:
         started = time.monotonic()
 
+        answered: set[int] = set()
+
         def on_tokens(index: int, ids: list[int]) -> None:
             batch[index].deliver((TOKENS, ids))
 
+        def on_finished(index: int, result: RowResult) -> None:
+            answered.add(index)
+            batch[index].deliver((DONE, result))
+
         try:
             results = self.session.generate_rows([job.row for job in batch], [job.adapter for job in batch],
-                                                 on_tokens)
+                                                 on_tokens, on_finished)
         except Exception as exc:  # one batch failing must not end the server: its clients are told why
             message = str(exc) if isinstance(exc, StudioError) else f"generation failed: {first_line(exc)}"
-            for job in batch:
-                job.deliver((FAILED, message))
+            for index, job in enumerate(batch):
+                if index not in answered:
+                    job.deliver((FAILED, message))
             return
-        for job, result in zip(batch, results):
-            job.deliver((DONE, result))
+        for index, (job, result) in enumerate(zip(batch, results)):
+            if index not in answered:  # cancelled rows, told when the batch ends
+                job.deliver((DONE, result))
         self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * (time.monotonic() - started)
         if self._on_batch is not None:
             self._on_batch(results)
