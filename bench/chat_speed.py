@@ -9,7 +9,12 @@ render the template, tokenise, ``model.generate``. Both are called from a worker
 as the page calls them: on a busy machine OpenMP in the main thread was measured two to
 three times slower than in any other thread, which would flatter the chat path.
 
-    python bench/chat_speed.py [--rounds 5] [--tokens 96] [--home DIR]
+Tokens per second come from the full replies. Time to first token comes from one-token
+replies, many more of them (``--ttft-rounds``), each pair in turn led by either path: a
+first token takes a quarter of a second, and on a shared machine the median of five
+samples per path varied by 20% from run to run, more than any difference between the paths.
+
+    python bench/chat_speed.py [--rounds 5] [--tokens 96] [--ttft-rounds 20] [--home DIR]
 
 Last line: ``tps_ratio=… ttft_ratio=… switch_ms=… reload_ms=…`` (ratios are chat/plain:
 tokens/s above 1 is faster, time to first token below 1 is faster).
@@ -38,6 +43,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=96, help="new tokens per reply")
+    parser.add_argument("--ttft-rounds", type=int, default=20, help="one-token replies per path, for the first token")
     parser.add_argument("--home", help="a scratch LORA_STUDIO_HOME to reuse (the starter is converted once)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, help="torch threads (default: the Chat page's, chat_threads())")
@@ -62,7 +68,7 @@ def measure(args: argparse.Namespace, home: Path) -> int:
     session = ChatSession("starter", device=args.device, threads=threads)
     session.load()
     print(f"model: starter on {session.device}, {torch.get_num_threads()} torch threads, {args.tokens} new tokens, "
-          f"{args.rounds} rounds", flush=True)
+          f"{args.rounds} rounds, {args.ttft_rounds} first-token rounds", flush=True)
 
     plain_runs, chat_runs = [], []
     on_worker(plain_generate, session, args.tokens), on_worker(chat_generate, session, args.tokens)  # warm-up
@@ -72,7 +78,13 @@ def measure(args: argparse.Namespace, home: Path) -> int:
         print(f"round {round_number + 1}: plain {describe(plain_runs[-1])} | chat {describe(chat_runs[-1])}",
               flush=True)
     plain_tps, chat_tps = median(plain_runs, "tps"), median(chat_runs, "tps")
-    plain_ttft, chat_ttft = median(plain_runs, "ttft"), median(chat_runs, "ttft")
+    plain_firsts, chat_firsts = [], []
+    for round_number in range(args.ttft_rounds):
+        # Each path leads every other pair: whatever the one before leaves behind is shared out.
+        pair = [(plain_generate, plain_firsts), (chat_generate, chat_firsts)]
+        for generate, firsts in (pair if round_number % 2 == 0 else reversed(pair)):
+            firsts.append(on_worker(generate, session, 1))
+    plain_ttft, chat_ttft = median(plain_firsts, "ttft"), median(chat_firsts, "ttft")
 
     adapters = [make_adapter(session.base_model, home / "adapters" / name, seed) for name, seed in
                 (("bench-a", 1), ("bench-b", 2))]

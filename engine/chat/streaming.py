@@ -183,16 +183,26 @@ def stream_reply(
 
     ``started`` is when the caller began (the time to first token counts from it).
     """
+    import torch
     from transformers import StoppingCriteriaList
 
     stream = _TokenStream()
     abandoned = threading.Event()  # the caller's on_token raised: stop generating for nobody
     stop = _StopWhenSet(stop_event, abandoned)
     outcome: dict[str, Any] = {}
+    # The reader is ready before generation starts: once it starts, this thread only waits for
+    # tokens. Work here meanwhile holds the interpreter lock that generation needs between its
+    # tensor operations (building the vocabulary here, 50 ms a reply, once made the starter's
+    # first token come 17% later than plain generate's).
+    text = Detokenizer(tokenizer)
+    turn_end = TurnEndFilter(literal_turn_end(tokenizer))
+    pieces: list[str] = []
 
     def run() -> None:
         try:
-            with adapters_off:
+            # Inference mode, as batched replies use: none of the autograd bookkeeping that
+            # generate's own no_grad still does (a decoding step of the starter took 4% less CPU).
+            with adapters_off, torch.inference_mode():
                 outcome["ids"] = model.generate(
                     **inputs, generation_config=config, streamer=stream,
                     stopping_criteria=StoppingCriteriaList([stop]),
@@ -203,9 +213,6 @@ def stream_reply(
 
     worker = threading.Thread(target=run, name="chat-generate", daemon=True)
     worker.start()
-    text = Detokenizer(tokenizer)
-    turn_end = TurnEndFilter(literal_turn_end(tokenizer))
-    pieces: list[str] = []
 
     def deliver(piece: str) -> None:
         if piece:
