@@ -229,13 +229,24 @@ def first_token_times(base: Path, adapter: Path, messages: list[dict], threads: 
                            pad_token_id=tokenizer.eos_token_id)
         times["plain"].append(streamer.at - started)
 
+    # Plain generate runs on one long-lived worker thread, as the server's batches do (a new thread
+    # per call would pay for starting its own OpenMP threads).
+    asked, answered = threading.Semaphore(0), threading.Semaphore(0)
+
+    def plain_worker() -> None:
+        for _ in range(rounds + 1):
+            asked.acquire()
+            plain()
+            answered.release()
+
+    worker = threading.Thread(target=plain_worker, daemon=True)
+    worker.start()
     try:
         with httpx2.Client(timeout=600) as client:
             body = {"model": adapter.name, "messages": messages, "max_tokens": 8, "temperature": 0, "stream": True}
             for _ in range(rounds + 1):  # the first round of each warms up, and is not counted
-                worker = threading.Thread(target=plain)
-                worker.start()
-                worker.join()
+                asked.release()
+                answered.acquire()
                 started = time.perf_counter()
                 with client.stream("POST", f"{server.url}/chat/completions", json=body) as response:
                     for line in response.iter_lines():
