@@ -608,6 +608,9 @@ class MainWindow(QMainWindow):
         chat = self.built("Chat")
         if chat is not None:
             chat.close_session()
+        serve = self.built("Serve")
+        if serve is not None:
+            serve.stop()  # thaws the served model, so that closing it collects its reference cycles
         workers.shutdown_all(keep_training=keep_training)
         event.accept()
 

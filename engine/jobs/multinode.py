@@ -80,7 +80,7 @@ def sbatch_script(run_dir: Path, nodes: int, gpus: int, name: str) -> str:
         "# paths in config.json must exist on every node. Add your cluster's #SBATCH --partition / --time above.",
         "set -euo pipefail",
         "# Node 0, the first of the job's nodes, hosts the rendezvous; the port is the job's own.",
-        'MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)"',
+        'MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)"',
         f'MASTER_PORT="${{MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}}"',
         f"RUN_DIR={shlex.quote(str(run_dir))}",
         "export MASTER_ADDR MASTER_PORT RUN_DIR",

@@ -98,6 +98,7 @@ class ServePage(QWidget):
         self._list_task = TaskSlot()
         self._server: Optional["LocalServer"] = None
         self._stopping = False
+        self._froze = False  # this page froze the garbage collector's view when its server started
         self._stats_timer = QTimer(self)
         self._stats_timer.setInterval(_STATS_MS)
         self._stats_timer.timeout.connect(self._show_stats)
@@ -216,7 +217,9 @@ class ServePage(QWidget):
         if self.serving and not self._stopping:
             self._stopping = True
             self._stats_timer.stop()
-            gc.unfreeze()
+            if self._froze:
+                gc.unfreeze()
+                self._froze = False
             self._task.cancel()
             self._show_state("Stopping…", busy=True)
             self._update_controls()
@@ -251,6 +254,7 @@ class ServePage(QWidget):
         # requests' garbage sets off skip them (a scan of them all stalled the window 300 ms; see the
         # Chat page). Stop thaws them, so that closing the model can collect its reference cycles.
         gc.freeze()
+        self._froze = True
         self._server = serving.server
         self.connect_panel.show_serving(serving.url, serving.model_names, self.form.api_key)
         self._show_state(f"Serving at {serving.url}", busy=False)

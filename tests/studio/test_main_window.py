@@ -188,6 +188,8 @@ def test_quitting_can_leave_the_run_training_for_the_next_start_to_find(qtbot, w
     finally:
         send_command(run_dir, "stop", save=False)
         child.wait(120)
+        # The first window's runner, left following the run at quit, ends when it reads the run's end.
+        qtbot.waitUntil(lambda: not workers.live_runners(), timeout=30_000)
     assert not list_adapters()
 
 
