@@ -88,9 +88,11 @@ class ServedModels:
                                 f"{self.context_tokens} tokens", param="messages", code="context_length_exceeded")
 
     def reply_text(self, stops: list[str], *, chat: bool) -> "ReplyText":
-        return ReplyText(self, stops, self._turn_end if chat else None)
+        """A reply's text as its tokens come; a chat reply also ends at a literal end-of-turn marker."""
+        return ReplyText(self, Detokenizer(self._tokenizer), stops, self._turn_end if chat else None)
 
     def decode(self, detokenizer: Detokenizer, ids: Optional[list[int]]) -> str:
+        """The text ``ids`` complete (None: what is left), decoded under the tokenizer's lock."""
         with self._lock:
             return detokenizer.push(ids) if ids is not None else detokenizer.flush()
 
@@ -99,9 +101,10 @@ class ReplyText:
     """A reply's token ids turned into text as they come, cut at the first stop string (the
     client's, or a literal end-of-turn marker) with what follows it."""
 
-    def __init__(self, served: ServedModels, stops: list[str], turn_end: Optional[str]) -> None:
+    def __init__(self, served: ServedModels, detokenizer: Detokenizer, stops: list[str],
+                 turn_end: Optional[str]) -> None:
         self._served = served
-        self._detokenizer = Detokenizer(served._tokenizer)
+        self._detokenizer = detokenizer
         self._filters = [TurnEndFilter(marker) for marker in ([turn_end] if turn_end else []) + stops]
         self.stopped = False  # a stop string was met: the rest of the reply is not wanted
 
