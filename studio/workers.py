@@ -237,8 +237,9 @@ class TaskSlot:
     ``start`` cancels the task the slot holds (its outcome is then never delivered) and runs
     the new one; ``busy`` and ``task`` say whether one is running. The tasks have no Qt parent
     and are never ``deleteLater``-ed: with PySide 6.12 that crashed now and then on a finished
-    task. The slot keeps the last two alive instead, because a task may be started from its
-    predecessor's ``finished`` signal, and dropping a QObject inside its own signal is not safe.
+    task. The slot keeps alive instead every task still running and the last one, because a task
+    may be started from its predecessor's ``finished`` signal, and dropping a QObject inside its
+    own signal is not safe.
     """
 
     def __init__(self, on_finished: Optional[Callable[[], None]] = None) -> None:
@@ -285,7 +286,11 @@ class TaskSlot:
         task.failed.connect(delivery.failed)
         task.finished.connect(delivery.finished)
         self._task = task
-        self._kept = [*self._kept[-1:], (task, delivery)]
+        # Kept: every task still running (dropping one deletes its timer under its thread: three list
+        # tasks started in quick succession crashed the window) and the last one, which may be
+        # delivering the signal this start was made from.
+        still_running = [entry for entry in self._kept[:-1] if entry[0].running]
+        self._kept = [*still_running, *self._kept[-1:], (task, delivery)]
         return task.start()
 
     def cancel(self) -> None:
