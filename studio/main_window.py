@@ -513,11 +513,12 @@ class MainWindow(QMainWindow):
 
     def _on_run_state(self, state: str) -> None:
         if state == "starting" and self._run_state == "idle":
-            # A run is starting: its child loads the model in a few seconds; a chat model that
-            # would leave it too little memory goes first.
-            chat = self.built("Chat")
-            if chat is not None:
-                chat.make_room_for_training(self.train_page.build_config())
+            # A run is starting: its child loads the model in a few seconds; a chat or served model
+            # that would leave it too little memory goes first.
+            for title in ("Chat", "Serve"):
+                page = self.built(title)
+                if page is not None:
+                    page.make_room_for_training(self.train_page.build_config())
             self._remember_model_settings(self.train_page)
         elif state == "running" and self._run_state == "starting":
             self._refresh_runs()  # the run has its folder now: Home lists it as running

@@ -118,6 +118,12 @@ class LocalServer:
         return f"http://{host}:{self._port or self.settings.port}/v1"
 
     @property
+    def session(self):  # -> Optional[ChatSession]
+        """The chat session the server answers with (None until started): whether a training run
+        fits beside it is ``engine.chat.room.room_for_training``'s to say."""
+        return self._session
+
+    @property
     def model_names(self) -> list[str]:
         return self._served.names if self._served is not None else []
 

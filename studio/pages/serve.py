@@ -99,6 +99,7 @@ class ServePage(QWidget):
         self._server: Optional["LocalServer"] = None
         self._stopping = False
         self._froze = False  # this page froze the garbage collector's view when its server started
+        self._stop_notice: Optional[str] = None  # why the server was stopped, when the page stopped it
         self._stats_timer = QTimer(self)
         self._stats_timer.setInterval(_STATS_MS)
         self._stats_timer.timeout.connect(self._show_stats)
@@ -224,6 +225,24 @@ class ServePage(QWidget):
             self._show_state("Stopping…", busy=True)
             self._update_controls()
 
+    def make_room_for_training(self, config: Any) -> None:
+        """A training run (a RunConfig) is starting: stop serving, saying why, when the memory
+        estimator says the run would not fit beside the served model (as the Chat page unloads)."""
+        from engine.chat.room import room_for_training
+
+        server = self._server
+        if server is None or self._stopping or server.session is None:
+            return
+        try:
+            room = room_for_training(server.session, config)
+        except StudioError:
+            return  # whether it fits is unknown: the server keeps serving, as Chat keeps its model
+        if room is None or room.fits:
+            return
+        self._stop_notice = (f"Stopped serving to make room for training: {room.describe()}, counting the "
+                             "served model. Start it again when the run is over.")
+        self.stop()
+
     def serve_elsewhere(self) -> QDialog:
         """Open the dialog that exports the picked model's checked adapters for vLLM."""
         from studio.widgets.serve_elsewhere import ServeElsewhereDialog
@@ -265,7 +284,8 @@ class ServePage(QWidget):
 
     def _stopped(self, _result: None) -> None:
         self._forget_server()
-        self._show_state("Stopped.", busy=False)
+        notice, self._stop_notice = self._stop_notice, None
+        self._show_state(notice or "Stopped.", busy=False)
         self._update_controls()
         self.servingChanged.emit("stopped")
 

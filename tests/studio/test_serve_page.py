@@ -142,3 +142,24 @@ def test_closing_the_window_stops_the_server(qtbot, tiny_model_dir):
     url = page.server.url
     window.close()
     assert not workers.live_tasks() and _refused(url)
+
+
+def test_a_run_that_would_not_fit_beside_the_served_model_stops_the_server_with_a_notice(qtbot, shown,
+                                                                                          tiny_model_dir):
+    from engine.run.config import RunConfig
+
+    page = shown(ServePage())
+    _pick(qtbot, page, tiny_model_dir)
+    assert _start(qtbot, page) == "serving", page.error_label.text()
+    url = page.server.url
+    fits = RunConfig(model=str(tiny_model_dir), dataset="d.jsonl", batch_size=1, max_length=64, device="cpu")
+    page.make_room_for_training(fits)
+    assert page.server is not None and not _refused(url)
+
+    too_big = RunConfig(model=str(tiny_model_dir), dataset="d.jsonl", batch_size=4096, max_length=1 << 20,
+                        device="cpu")
+    with qtbot.waitSignal(page.servingChanged, timeout=TIMEOUT_MS) as stopped:
+        page.make_room_for_training(too_big)
+    assert stopped.args[0] == "stopped" and _refused(url)
+    assert page.state_label.text().startswith("Stopped serving to make room for training: training")
+    assert page.start_button.isEnabled()
