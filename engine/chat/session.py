@@ -257,10 +257,13 @@ class ChatSession:
         the adapter's saved template, else the tokenizer's (or the ChatML fallback)."""
         with self._lock:
             self.load()
-            if self._active is not None and self._active.chat_template:
-                return self._active.chat_template, self._active.template_of
-            (template, _fallback) = chat_template_for(self._tokenizer)
-            return template, None
+            return self._template_of(self._active)
+
+    def _template_of(self, loaded: Optional[LoadedAdapter]) -> tuple[str, Optional[str]]:
+        """The template ``loaded`` (None: the base) answers with: its saved one, else the model's."""
+        if loaded is not None and loaded.chat_template:
+            return loaded.chat_template, loaded.template_of
+        return chat_template_for(self._tokenizer)[0], None
 
     def render_prompt(self, messages: list[dict]) -> str:
         """The exact text the model is given for ``messages``, ending with the reply prompt."""
@@ -276,10 +279,8 @@ class ChatSession:
         each have their own. Loads the adapter when it is not loaded yet."""
         with self._lock:
             self.load()
-            loaded = None if adapter is None else self._adapter(adapter, resolve_adapter(adapter), keep=())
-            if loaded is not None and loaded.chat_template:
-                return loaded.chat_template, loaded.template_of
-            return chat_template_for(self._tokenizer)[0], None
+            return self._template_of(None if adapter is None else
+                                     self._adapter(adapter, resolve_adapter(adapter), keep=()))
 
     @property
     def vocabulary(self) -> int:
@@ -480,9 +481,9 @@ class ChatSession:
         (``on_finished(i, result)`` is called then, while longer rows go on), or when its ``cancel``
         event is set; the batch ends when every row has.
 
-        Rows for different adapters share the batch through PEFT's mixed-adapter batches
-        (``shares_batches`` says when they can); each row's reply is the one it would get alone,
-        sampled rows included (``engine.chat.rows``).
+        Rows for different adapters share the batch through the loaded adapters' masked combination
+        (``engine.chat.mixed_rows``; ``shares_batches`` says when they can); each row's reply is the
+        one it would get alone, sampled rows included (``engine.chat.rows``).
         """
         import torch
         from transformers import LogitsProcessorList, StoppingCriteriaList
@@ -503,29 +504,28 @@ class ChatSession:
             input_ids, attention_mask = left_padded([row.prompt_ids for row in rows], config.pad_token_id)
             tracker = RowTracker(rows, width, limits, set(config.eos_token_id or []), on_tokens, on_finished)
             sampler = RowSampler(rows, [width - len(row.prompt_ids) for row in rows], self.device)
-            options, context = self._batch_adapters(adapters)
             try:
-                with context, torch.inference_mode():
+                with self._batch_adapters(adapters), torch.inference_mode():
                     self._model_to_run().generate(
                         input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
                         generation_config=config, logits_processor=LogitsProcessorList([sampler]),
-                        stopping_criteria=StoppingCriteriaList([tracker]), streamer=tracker, **options)
+                        stopping_criteria=StoppingCriteriaList([tracker]), streamer=tracker)
             except Exception as exc:
                 raise readable_generation_error(exc) from None
             return tracker.results()
 
-    def _batch_adapters(self, adapters: list[Optional[str]]) -> tuple[dict[str, Any], Any]:
-        """What ``generate`` needs to answer each row with its adapter: the adapter made active when
-        all rows share one, else PEFT's per-row ``adapter_names``; and the context to run it in."""
+    def _batch_adapters(self, adapters: list[Optional[str]]) -> Any:
+        """The context ``generate`` runs in to answer each row with its adapter: the adapter made
+        active when all rows share one, else the masked combination of the loaded adapters."""
         distinct = set(adapters)
         if len(distinct) == 1:
             self.set_adapter(adapters[0])
-            return {}, self._adapters_off()
+            return self._adapters_off()
         paths = {adapter: resolve_adapter(adapter) for adapter in distinct if adapter is not None}
         names = {adapter: self._adapter(adapter, path, keep=tuple(paths.values())).peft_name
                  for adapter, path in paths.items()}
         names[None] = None  # a row the adapters leave alone
-        return {}, self._row_mix().rows([names[adapter] for adapter in adapters], self.device)
+        return self._row_mix().rows([names[adapter] for adapter in adapters], self.device)
 
     def _row_mix(self) -> RowMix:
         """The combination of every loaded plain LoRA adapter that a batch's rows share
@@ -539,7 +539,7 @@ class ChatSession:
 
     def _room_for_reply(self, prompt_tokens: int, wanted: int) -> int:
         """``wanted``, cut to what fits in the model's context after the prompt."""
-        context = getattr(self._base.config, "max_position_embeddings", None)
+        context = self.context_tokens
         if not context:
             return wanted
         if prompt_tokens >= context:

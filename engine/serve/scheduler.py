@@ -2,8 +2,8 @@
 thread answers them in batches (``ChatSession.generate_rows``), each batch taking the oldest
 requests that can share it.
 
-Requests for the base and for plain LoRA adapters share a batch whatever their adapter (PEFT's
-mixed-adapter batches), so clients alternating between adapters cost no switching; a DoRA or
+Requests for the base and for plain LoRA adapters share a batch whatever their adapter (the
+adapters' masked combination, ``engine.chat.mixed_rows``), so clients alternating between adapters cost no switching; a DoRA or
 prompt-learning adapter's requests share batches only with requests for the same adapter. A
 request that cannot join the batch being formed keeps its place at the head of the queue, so
 none waits behind later ones for long. The queue is bounded: when it is full, ``submit``
