@@ -201,9 +201,11 @@ def _grow_batch(spec: ModelSpec, budget: int, device: str, prefs: Preferences, p
             low = middle
         else:
             high = middle - 1
-    # A micro-batch that divides the effective batch keeps it exact; worth up to a quarter of the micro-batch.
+    # A micro-batch that divides the effective batch keeps it exact; worth an eighth of the
+    # micro-batch (a quarter would leave a fifth of the memory unused: 4 of 5 rows). Otherwise
+    # the accumulation that reaches at least the effective batch.
     divisor = max(d for d in range(1, low + 1) if prefs.effective_batch % d == 0)
-    if 4 * divisor >= 3 * low:
+    if 8 * divisor >= 7 * low:
         low = divisor
     return replace(plan, batch=low, grad_accum=max(1, -(-prefs.effective_batch // low)))
 

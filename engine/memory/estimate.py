@@ -116,6 +116,10 @@ class _Run:
     trainable_base: bool
     frozen_first_input: bool  # layer 0's input needs no gradient (frozen embeddings, no prompt)
 
+    @property
+    def int8_base(self) -> bool:
+        return self.plan.method == "qlora" and self.plan.quant == "int8"
+
     def mask_bytes(self, element: int) -> int:
         """A dropout mask: CUDA's fused dropout keeps a bool, elsewhere torch keeps a noise tensor."""
         return 1 if self.device == "cuda" else element
@@ -364,9 +368,10 @@ def _group_saved(run: _Run, linears: list[Optional[LinearShape]], input_bytes: i
             kept += len(linears) * c * width if run.casts and input_bytes != c else input_bytes * width
         return kept
     adapted = [lin for lin in linears if lin in run.adapted]
-    if not adapted:
+    # bitsandbytes' LLM.int8 matmul keeps its input for the backward pass, adapted or not.
+    shared_input = run.int8_base and not quiet
+    if not adapted and not shared_input:
         return 0.0
-    shared_input = False
     for lin in adapted:
         kept += c * plan.rank  # lora_A's output, kept by lora_B
         if plan.method == "dora":
@@ -422,7 +427,19 @@ def _checkpoints(run: _Run) -> float:
     """With gradient checkpointing each layer keeps its input hidden state; the checkpoints
     also hold the attention mask, so it lives until the backward pass."""
     mask = run.tokens * run.kv_len * (4 if run.eager else 1) if run.padded or run.eager else 0
-    return run.tokens * run.r * run.spec.hidden_size * run.spec.num_layers + mask
+    kept = run.tokens * run.r * run.spec.hidden_size * run.spec.num_layers + mask
+    return kept + run.tokens * run.spec.num_layers * _int8_inputs(run)
+
+
+def _int8_inputs(run: _Run) -> float:
+    """bitsandbytes' 8-bit matmuls keep their input on the autograd context as a plain
+    attribute (``ctx.A``, ``ctx.tensors``), out of reach of checkpointing's saved-tensor
+    hooks: under gradient checkpointing every layer still keeps the inputs of its four
+    linear groups (q/k/v, o_proj, gate/up, down_proj), per token."""
+    if not run.int8_base:
+        return 0.0
+    spec, c, r = run.spec, run.c, run.r
+    return 2 * r * spec.hidden_size + c * spec.q_dim + c * spec.intermediate_size
 
 
 def _weight_copies(run: _Run, layers: int) -> float:
@@ -458,24 +475,80 @@ def _logits(run: _Run, moment: str) -> float:
 
 
 def _layer_transient(run: _Run, backward: bool) -> float:
-    """Short-lived tensors while one layer runs.
+    """Short-lived tensors while one layer runs, without gradient checkpointing.
 
-    Forward: the MLP's widest temporaries (with LoRA, peft's fp32 cast of down_proj's input
-    and its dropped copy); eager attention adds its fp32 scores and the model's float mask.
-    Backward (or the recomputation gradient checkpointing runs first) holds the incoming
-    gradient of the hidden state and either the MLP's temporaries while all the layer is
-    still kept, or, for eager attention, the softmax's gradient and its fp32 input gradient
-    (two score-sized tensors) once the MLP half has been freed.
+    Forward: what the frames hold while down_proj runs (``_mlp_frame``); eager attention adds
+    its fp32 scores and the model's float mask. Backward holds the incoming gradient of the
+    hidden state and either the MLP's temporaries while all the layer is still kept, or, for
+    eager attention, the softmax's gradient and its fp32 input gradient (two score-sized
+    tensors) once the MLP half has been freed.
     """
     spec, c = run.spec, run.c
     ffn, heads = spec.intermediate_size, spec.num_heads
-    forward = 2 * 4 * ffn if run.plan.uses_lora else 2 * c * ffn
     if not backward:
         per_key = 4 * heads + 4 if run.eager else 0
-        return run.tokens * (forward + per_key * run.kv_len) + _dora_transient(run)
-    mlp = max(forward, 2 * c * ffn)
+        return run.tokens * (_mlp_frame(run) + per_key * run.kv_len) + _dora_transient(run) + _dequantised_weight(run)
+    mlp = 2 * 4 * ffn if run.plan.uses_lora else 2 * c * ffn
     attention = 8 * heads * run.kv_len - _mlp_saved(run) if run.eager else 0
-    return run.tokens * (run.r * spec.hidden_size + max(mlp, attention)) + _dora_transient(run)
+    return (run.tokens * (run.r * spec.hidden_size + max(mlp, attention)) + _dora_transient(run)
+            + _dequantised_weight(run))
+
+
+def _recompute_transient(run: _Run) -> float:
+    """Gradient checkpointing's peak: the backward pass of the last layer unpacks its first
+    saved tensor, and the layer's forward runs again up to down_proj's adapter, the last
+    tensor backward needs (torch stops recomputing there). Beside what the layer saves, the
+    recomputation's frames hold what ``_mlp_frame`` counts, and backward holds two gradients
+    of the hidden state: the residual branch's, waiting for the layer's input, and the MLP
+    branch's. In an fp32 base the input norm saves the checkpoint itself, counted once.
+    (Measured with the profiler's allocator events on CPU, bf16 and fp32: ``bench/memory_calibration.py``.)"""
+    spec = run.spec
+    if run.trainable_base:  # full fine-tuning: the older, calibrated account
+        return _layer_transient(run, backward=True)
+    gradients = 2 * run.r * spec.hidden_size
+    shared_checkpoint = (4 * spec.hidden_size + 4) if run.r == 4 else 0
+    attention = 8 * spec.num_heads * run.kv_len - _mlp_saved(run) if run.eager else 0
+    per_token = gradients + max(_mlp_frame(run), attention) - shared_checkpoint
+    return run.tokens * per_token + _dora_transient(run) + _dequantised_weight(run)
+
+
+def _mlp_frame(run: _Run) -> float:
+    """Bytes per token the decoder layer's and the MLP's frames hold while down_proj runs,
+    beyond what autograd saves.
+
+    Full fine-tuning: the MLP's two widest temporaries. A frozen base: the residual stream
+    (unless fp32, when the MLP's norm saves it), the MLP's input (unless gate/up keep it),
+    down_proj's input act(gate) * up (unless its adapter keeps it), peft's fp32 cast of that
+    input and its dropped copy on the way to lora_A (where they differ from what lora_A
+    keeps), and down_proj's frozen result, to which the adapter's is added.
+    """
+    spec, plan, c, r = run.spec, run.plan, run.c, run.r
+    hidden, ffn = spec.hidden_size, spec.intermediate_size
+    if run.trainable_base:
+        return 2 * c * ffn
+    in_adapter_dtype = run.adapter_in == c  # what lora_A keeps is then the input or its dropped copy
+    keeps_input = run.int8_base or (plan.lora_dropout == 0 and in_adapter_dtype)
+    gate_up = [lin for lin in run.adapted if lin.name in ("gate_proj", "up_proj", "gate_up_proj")]
+    down_adapted = any(lin.name == "down_proj" for lin in run.adapted)
+    held = (r * hidden if r != 4 else 0) + (0 if (gate_up or run.int8_base) and keeps_input else r * hidden)
+    held += c * hidden
+    held += 0 if (down_adapted or run.int8_base) and keeps_input else c * ffn
+    if down_adapted and not in_adapter_dtype:
+        held += run.adapter_in * ffn * (2 if plan.lora_dropout > 0 else 1)
+    return held
+
+
+def _dequantised_weight(run: _Run) -> float:
+    """A quantised linear computes on a dequantised copy of its weight: bitsandbytes' 4-bit
+    matmul dequantises the whole weight in the compute dtype for a training-sized input, in
+    forward and again in backward, as does its 8-bit CPU path; on CUDA the 8-bit path
+    instead quantises the input (an fp16 copy and its int8 codes, per token)."""
+    if run.plan.method != "qlora":
+        return 0.0
+    spec = run.spec
+    if run.int8_base and run.device == "cuda":
+        return run.tokens * 3 * max(lin.in_features for lin in spec.layer_linears)
+    return run.c * max(lin.params for lin in spec.layer_linears)
 
 
 def _dora_transient(run: _Run) -> float:
@@ -503,7 +576,7 @@ def _fwd_bwd_moments(run: _Run, persistent: dict[str, int]) -> list[tuple[str, d
                                         "activations": kept, "logits_and_loss": _logits(run, "forward_end")}))
         moments.append(("backward_start", {**base, "autocast_weight_copies": _weight_copies(run, 0),
                                            "activations": kept, "logits_and_loss": _logits(run, "backward_start")}))
-        recompute = _checkpoints(run) + _one_layer_saved(run) + _layer_transient(run, backward=True)
+        recompute = _checkpoints(run) + _one_layer_saved(run) + _recompute_transient(run)
         moments.append(("layer_backward", {**base, "autocast_weight_copies": _weight_copies(run, 1) - _lm_head_copy(run),
                                            "activations": recompute}))
     else:
