@@ -3,7 +3,7 @@
 Each grid point (method x batch x length x gradient checkpointing x optimizer, on the
 tiny test model and, when installed, the starter) trains two steps the way
 ``engine/train/recipe.py`` does (its model loading and method attachment, the stock
-Trainer, the same collator), in a fresh process, and records the measured peak beside
+Trainer with the engine's optimizer and autocast choice for pure bf16, the same collator), in a fresh process, and records the measured peak beside
 ``engine.memory.estimate.estimate_memory`` in ``bench/results/<host>-<date>.json`` with the
 hardware and library versions. Tests re-check every recorded row on any machine.
 
@@ -75,6 +75,9 @@ def grid(cuda: bool, starter: bool, quick: bool) -> list[dict[str, Any]]:
         dict(method="qlora", batch=8, seq=512), dict(method="qlora", batch=4, seq=1024, quant="int8"),
         dict(method="prompt", batch=8, seq=512), dict(method="prefix", batch=8, seq=512),
         dict(method="ptuning", batch=8, seq=512),
+        # Full fine-tuning in bf16 over fp32 masters, and in pure bf16: the same batch, about half the memory.
+        dict(method="full", batch=8, seq=512, precision="bf16"),
+        dict(method="full", batch=8, seq=512, precision="bf16", pure_bf16=True),
     ]
     # QLoRA's per-token terms at several batch x length points, in the 16-bit compute a GPU
     # runs (the CPU's bf16 autocast), beside LoRA at the same points.
@@ -90,6 +93,7 @@ def grid(cuda: bool, starter: bool, quick: bool) -> list[dict[str, Any]]:
     starter_points = [
         dict(method="lora", batch=2, seq=128), dict(method="lora", batch=1, seq=256, grad_checkpointing=True),
         dict(method="full", batch=1, seq=128), dict(method="dora", batch=1, seq=128, targets="attention"),
+        dict(method="full", batch=1, seq=128, precision="bf16", pure_bf16=True),
     ]
     if quick:
         tiny, starter_points, sixteen_bit = tiny[:3], starter_points[:1], sixteen_bit[:1]
@@ -186,7 +190,7 @@ def _train(model_dir: str, plan: Any, measure: bool, own_weights: bool = False) 
     from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     from engine.run.config import RunConfig
-    from engine.train import loading, methods
+    from engine.train import loading, methods, pure_bf16
     from engine.train.trainer import OPTIMIZERS
 
     class InOrder(Trainer):  # batches in dataset order, so every one is padded as built
@@ -200,7 +204,8 @@ def _train(model_dir: str, plan: Any, measure: bool, own_weights: bool = False) 
     # The engine's own loading and method: a 16-bit or 4-bit frozen base, fp32 adapters.
     config = RunConfig(model=model_dir, dataset="-", method=plan.method, rank=plan.rank, alpha=2 * plan.rank,
                        dropout=plan.lora_dropout, targets=plan.targets, quant=plan.quant, double_quant=plan.double_quant,
-                       num_virtual_tokens=plan.num_virtual_tokens, prefix_projection=plan.prefix_projection)
+                       num_virtual_tokens=plan.num_virtual_tokens, prefix_projection=plan.prefix_projection,
+                       optimizer=plan.optimizer, pure_bf16="on" if plan.pure_bf16 else "off")
     device = "cuda:0" if torch.cuda.is_available() else "cpu"
     model = loading.load_model(Path(model_dir), config, plan.precision, device)
     if own_weights and plan.method != "qlora":  # quantising already made allocator copies of the linears
@@ -216,7 +221,7 @@ def _train(model_dir: str, plan: Any, measure: bool, own_weights: bool = False) 
         args = TrainingArguments(
             output_dir=out, max_steps=STEPS, per_device_train_batch_size=plan.batch,
             gradient_accumulation_steps=plan.grad_accum, learning_rate=1e-4, logging_steps=1, save_strategy="no",
-            report_to="none", bf16=plan.precision == "bf16", fp16=plan.precision == "fp16",
+            report_to="none", bf16=plan.precision == "bf16" and not plan.pure_bf16, fp16=plan.precision == "fp16",
             use_cpu=not torch.cuda.is_available(), disable_tqdm=True, dataloader_num_workers=0,
             remove_unused_columns=False, optim=OPTIMIZERS[plan.optimizer], **{checkpointing: plan.grad_checkpointing},
             gradient_checkpointing_kwargs={"use_reentrant": False} if plan.grad_checkpointing else None,
@@ -225,6 +230,7 @@ def _train(model_dir: str, plan: Any, measure: bool, own_weights: bool = False) 
             model=model, args=args, train_dataset=Dataset.from_list(_rows(model.config.vocab_size, plan.batch, plan.seq)),
             data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
             processing_class=tokenizer,
+            optimizer_cls_and_kwargs=pure_bf16.optimizer_cls_and_kwargs(config, plan.precision, args),
         )
         if measure:
             _reset_high_water_mark()

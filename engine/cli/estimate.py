@@ -8,6 +8,7 @@ from typing import Any, Optional
 from engine.cli.inputs import open_data, tokenizer_for
 from engine.cli.output import print_json
 from engine.cli.parsing import add_command, whole_number
+from engine.core.choices import PURE_BF16_CHOICES
 from engine.core.units import human_bytes
 from engine.errors import StudioError
 
@@ -25,6 +26,9 @@ def register(sub: Any) -> None:
     estimate.add_argument("--grad-checkpointing", action="store_true")
     estimate.add_argument("--optimizer", help="adamw, adamw_8bit, paged_adamw_8bit, paged_adamw_32bit or sgd")
     estimate.add_argument("--precision", help="bf16, fp16 or fp32 (default: what training would pick here)")
+    estimate.add_argument("--pure-bf16", choices=PURE_BF16_CHOICES, default="auto",
+                          help="full fine-tuning with bf16 weights and optimizer states, no fp32 masters "
+                               "(auto: whenever it trains in bf16)")
     estimate.add_argument("--device-memory", help="free GPU memory, e.g. 24GiB, 24GB, 8000MiB "
                                                   "(default: the detected device's free memory)")
     estimate.add_argument("--fit", action="store_true", help="find the best plan that fits the device")
@@ -36,7 +40,7 @@ _ESTIMATE_NUMBERS = {"rank": "rank", "batch": "batch", "seq": "seq"}
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    from engine.core.choices import resolve_precision
+    from engine.core.choices import pure_bf16_problem, resolve_precision, resolve_pure_bf16
     from engine.memory.estimate import estimate_memory
     from engine.memory.plan import Plan
     from engine.memory.planning import fit_plan
@@ -44,8 +48,12 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
     spec = load_model_spec(args.model)
     device, free, bf16 = _estimate_device(args.device_memory)
-    settings: dict[str, Any] = {"method": args.method,
-                                "precision": resolve_precision(args.precision or "auto", device, bf16)}
+    precision = resolve_precision(args.precision or "auto", device, bf16)
+    problem = pure_bf16_problem(args.pure_bf16, args.method, precision)
+    if problem:
+        raise StudioError(problem)
+    settings: dict[str, Any] = {"method": args.method, "precision": precision,
+                                "pure_bf16": resolve_pure_bf16(args.pure_bf16, args.method, precision)}
     for flag, field_name in _ESTIMATE_NUMBERS.items():
         if getattr(args, flag) is not None:
             settings[field_name] = getattr(args, flag)

@@ -74,7 +74,7 @@ def _add_optimisation_flags(train: argparse.ArgumentParser) -> None:
 
 
 def _add_run_flags(train: argparse.ArgumentParser) -> None:
-    from engine.core.choices import PRECISION_CHOICES
+    from engine.core.choices import PRECISION_CHOICES, PURE_BF16_CHOICES
 
     train.add_argument("--save-every", type=whole_number)
     train.add_argument("--keep-checkpoints", type=whole_number, help="keep the newest N checkpoints (0: all)")
@@ -85,6 +85,9 @@ def _add_run_flags(train: argparse.ArgumentParser) -> None:
     train.add_argument("--seed", type=whole_number)
     train.add_argument("--name")
     train.add_argument("--precision", choices=PRECISION_CHOICES)
+    train.add_argument("--pure-bf16", choices=PURE_BF16_CHOICES,
+                       help="full fine-tuning with bf16 weights and optimizer states, no fp32 masters "
+                            "(auto: whenever it trains in bf16)")
     train.add_argument("--device")
     train.add_argument("--memory-limit", help="cap the run's memory, e.g. 6GiB")
     train.add_argument("--config", help="a run config JSON (flags override it)")
@@ -99,7 +102,8 @@ _TRAIN_FLAGS = {  # CLI flag -> RunConfig field
     "dropout": "dropout", "targets": "targets", "max_steps": "max_steps", "epochs": "epochs",
     "batch": "batch_size", "grad_accum": "grad_accum", "max_length": "max_length", "lr": "lr",
     "warmup_steps": "warmup_steps", "save_every": "save_every", "eval_every": "eval_every",
-    "log_every": "log_every", "seed": "seed", "name": "name", "precision": "precision", "device": "device",
+    "log_every": "log_every", "seed": "seed", "name": "name", "precision": "precision", "pure_bf16": "pure_bf16",
+    "device": "device",
     "format": "data_format", "columns": "columns", "text_split": "text_split", "train_on": "train_on",
     "val_fraction": "val_fraction", "bad_rows": "bad_rows", "rslora": "use_rslora", "quant": "quant",
     "double_quant": "double_quant", "compute_dtype": "compute_dtype", "virtual_tokens": "num_virtual_tokens",

@@ -26,6 +26,9 @@ PRECISIONS: tuple[str, ...] = get_args(Precision)
 PrecisionChoice = Literal["auto", Precision]  # what a user may ask for
 PRECISION_CHOICES: tuple[str, ...] = get_args(PrecisionChoice)
 COMPUTE_DTYPES = ("auto", "bf16", "fp16", "fp32")  # what QLoRA's 4-bit layers compute in
+# Full fine-tuning with bf16 weights, gradients and optimizer states (engine.train.pure_bf16).
+PureBf16 = Literal["auto", "on", "off"]
+PURE_BF16_CHOICES: tuple[str, ...] = get_args(PureBf16)
 
 Quant = Literal["nf4", "fp4", "int8"]  # 4-bit NormalFloat or FloatingPoint (QLoRA), or LLM.int8 loading
 QUANTS: tuple[str, ...] = get_args(Quant)
@@ -59,6 +62,27 @@ def resolve_precision(requested: str, device_kind: str, bf16: bool) -> str:
     if device_kind == "cuda":
         return "bf16" if bf16 else "fp16"
     return "fp32"
+
+
+def resolve_pure_bf16(requested: str, method: str, precision: str) -> bool:
+    """Whether a run trains in pure bf16 (bf16 weights, gradients and optimizer states, no fp32
+    masters): ``auto`` wherever it can, that is full fine-tuning whose precision resolved to bf16.
+    ``on`` anywhere else is refused before this is asked (``pure_bf16_problem``)."""
+    return requested != "off" and method == "full" and precision == "bf16"
+
+
+def pure_bf16_problem(requested: str, method: str, precision: str) -> str | None:
+    """Why pure bf16 cannot be ``requested`` with this method and precision (as asked, or as
+    resolved on the machine), or None. One rule for the config's check and the preflight's."""
+    if requested != "on":
+        return None
+    if method != "full":
+        return (f"pure bf16 applies to full fine-tuning only ({METHOD_LABELS.get(method, method)} trains fp32 "
+                "weights beside a frozen base): set pure_bf16 to auto or off")
+    if precision not in ("bf16", "auto"):
+        return (f"pure bf16 trains in bf16 and this run computes in {precision}: set the precision to bf16, "
+                "or pure_bf16 to auto or off")
+    return None
 
 
 class RunStatus(str, Enum):

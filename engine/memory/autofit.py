@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping, Optional
 
+from engine.core.choices import PURE_BF16_CHOICES, resolve_pure_bf16
 from engine.core.units import MAX_DEVICE_BYTES, human_bytes
 from engine.errors import StudioError
 from engine.memory.estimate import DEFAULT_MARGIN, MemoryEstimate, estimate_memory
@@ -42,11 +43,13 @@ class LengthStats:
 @dataclass(frozen=True)
 class Preferences:
     """What the user asked for; auto-fit chooses the rest. ``effective_batch`` is the batch
-    the optimizer should see (micro-batch x accumulation)."""
+    the optimizer should see (micro-batch x accumulation). ``pure_bf16`` is a run's setting
+    (auto, on, off): by default full fine-tuning in bf16 is planned in pure bf16."""
 
     method: str = "lora"
     precision: str = "bf16"
     targets: str = "all-linear"
+    pure_bf16: str = "auto"
     effective_batch: int = 16
     max_rank: int = 64
     margin: float = DEFAULT_MARGIN
@@ -65,6 +68,9 @@ class Preferences:
         prefs = cls(**data)
         Plan(method=prefs.method, precision=prefs.precision, targets=prefs.targets,
              rank=prefs.max_rank, batch=prefs.effective_batch).validate()
+        if prefs.pure_bf16 not in PURE_BF16_CHOICES:
+            raise StudioError(f"unknown pure bf16 setting {prefs.pure_bf16!r}; choose one of "
+                              f"{', '.join(PURE_BF16_CHOICES)}")
         if not 0 <= prefs.margin < 1:
             raise StudioError(f"safety margin must be a fraction in [0, 1), got {prefs.margin!r}")
         return prefs
@@ -175,6 +181,7 @@ def _saver_ladder(prefs: Preferences) -> list[dict[str, Any]]:
 def _savers_plan(prefs: Preferences, savers: dict[str, Any], seq: int, rank: int, batch: int) -> Plan:
     settings = {"method": prefs.method, "precision": prefs.precision, "targets": prefs.targets,
                 "seq": seq, "rank": rank, "batch": batch, **savers}
+    settings["pure_bf16"] = resolve_pure_bf16(prefs.pure_bf16, settings["method"], prefs.precision)
     return Plan(**settings)
 
 
@@ -186,7 +193,7 @@ def _first_fitting(spec: ModelSpec, budget: int, device: str, prefs: Preferences
                    seq: int) -> Optional[Plan]:
     """Batch 1 at this length and these savers, with the base rank or failing that the smallest."""
     for rank in (_BASE_RANK, _RANKS[0]):
-        plan = _savers_plan(prefs, savers, seq, min(rank, prefs.max_rank), 1)
+        plan = _with_batch(_savers_plan(prefs, savers, seq, min(rank, prefs.max_rank), 1), 1, prefs)
         if _fits(spec, plan, budget, device):
             return plan
     return None
@@ -197,7 +204,7 @@ def _grow_batch(spec: ModelSpec, budget: int, device: str, prefs: Preferences, p
     low, high = plan.batch, max(plan.batch, prefs.effective_batch)
     while low < high:  # memory grows with the batch, so the largest fitting one is found by bisection
         middle = (low + high + 1) // 2
-        if _fits(spec, replace(plan, batch=middle), budget, device):
+        if _fits(spec, _with_batch(plan, middle, prefs), budget, device):
             low = middle
         else:
             high = middle - 1
@@ -207,7 +214,13 @@ def _grow_batch(spec: ModelSpec, budget: int, device: str, prefs: Preferences, p
     divisor = max(d for d in range(1, low + 1) if prefs.effective_batch % d == 0)
     if 8 * divisor >= 7 * low:
         low = divisor
-    return replace(plan, batch=low, grad_accum=max(1, -(-prefs.effective_batch // low)))
+    return _with_batch(plan, low, prefs)
+
+
+def _with_batch(plan: Plan, batch: int, prefs: Preferences) -> Plan:
+    """``plan`` at this micro-batch with the accumulation that keeps the effective batch. Sized
+    with it: accumulating full fine-tuning keeps every gradient through the next forward pass."""
+    return replace(plan, batch=batch, grad_accum=max(1, -(-prefs.effective_batch // batch)))
 
 
 def _grow_rank(spec: ModelSpec, budget: int, device: str, prefs: Preferences, plan: Plan) -> Plan:
@@ -245,6 +258,9 @@ def _explain(spec: ModelSpec, plan: Plan, estimate: MemoryEstimate, free: int, s
         lines.append(f"Rank {plan.rank} on {plan.targets} layers"
                      + (" is the highest rank allowed." if plan.rank >= prefs.max_rank else
                         " is the highest that fits with this batch."))
+    if plan.pure_bf16:
+        lines.append("Every weight trains in pure bf16: bf16 weights and gradients (and AdamW's states, with "
+                     "Kahan-compensated updates) instead of fp32 master weights, about half the memory.")
     if plan.grad_checkpointing:
         lines.append("Gradient checkpointing is on: it recomputes each layer in the backward pass (about a third "
                      "more compute) so only one hidden state per layer is kept.")

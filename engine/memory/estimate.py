@@ -8,7 +8,8 @@ The model follows what this engine runs (``engine/train/recipe.py``) tensor by t
 - full fine-tuning loads fp32 weights and bf16/fp16 is the Trainer's autocast. Every linear
   then runs on a 16-bit *copy* of its weight that autograd keeps for the backward pass,
   so until the backward pass frees them a whole 16-bit copy of the weights sits beside
-  the fp32 ones ("autocast_weight_copies");
+  the fp32 ones ("autocast_weight_copies"). In pure bf16 (``Plan.pure_bf16``) the weights,
+  their gradients and the optimizer's states are bf16 and autocast copies nothing;
 - LoRA comes from peft (fp32 adapters, dropout before ``lora_A``), attention is sdpa
   unless asked otherwise, the collator pads each batch to its longest row, the loss
   is transformers' ``ForCausalLMLoss`` and the optimizer the Trainer's fused AdamW.
@@ -107,6 +108,7 @@ class _Run:
     c: int  # bytes of matmul outputs: 2 under 16-bit compute, 4 in fp32
     r: int  # bytes of the residual stream and norm outputs: the base weights' dtype
     casts: bool  # autocast over fp32 weights: inputs and weights are cast to 16 bits per op
+    master: int  # bytes of a trainable parameter and its gradient: 4, or 2 for pure bf16's weights
     adapter_in: int  # bytes of what reaches a LoRA adapter's dropout: peft casts it to the fp32 adapter's dtype
     tokens: int  # tokens through the decoder layers per micro-batch
     kv_len: int  # keys each query attends to
@@ -158,6 +160,7 @@ def _resolve(spec: ModelSpec, plan: Plan, device: str) -> _Run:
     quantised = plan.method == "qlora"
     # A frozen base loads in the compute dtype; only full fine-tuning keeps fp32 weights under autocast.
     sixteen_bit_base = quantised or plan.method != "full"
+    sixteen_bit_base = sixteen_bit_base or plan.pure_bf16  # pure bf16 trains the bf16 weights themselves
     seq = plan.seq + (plan.virtual_tokens if plan.method in ("prompt", "ptuning") else 0)
     kv_len = seq + (plan.virtual_tokens if plan.method == "prefix" else 0)
     eager = plan.attention == "eager" or spec.attn_logit_softcapping is not None
@@ -166,7 +169,8 @@ def _resolve(spec: ModelSpec, plan: Plan, device: str) -> _Run:
     return _Run(
         spec=spec, plan=plan, device=device, c=c,
         r=c if sixteen_bit_base else 4,
-        casts=plan.method == "full" and c == 2,
+        casts=plan.method == "full" and c == 2 and not plan.pure_bf16,
+        master=2 if plan.pure_bf16 else 4,
         # peft casts what reaches a 4-bit layer's adapter to fp32 unless autocast is on, which
         # it tests with torch.is_autocast_enabled(): CUDA's autocast only.
         adapter_in=c if quantised and device == "cuda" else 4,
@@ -200,7 +204,7 @@ def _adapted_linears(spec: ModelSpec, plan: Plan) -> tuple[LinearShape, ...]:
 def _weights_bytes(run: _Run) -> int:
     spec, plan = run.spec, run.plan
     if plan.method != "qlora":
-        return (4 if plan.method == "full" else run.c) * spec.total_params
+        return (run.master if plan.method == "full" else run.c) * spec.total_params
     # bitsandbytes quantises every nn.Linear but the output layer; embeddings, norms and
     # lm_head stay in the compute dtype. The vision tower, if any, is linear layers too.
     quantised = [(linear.in_features * linear.out_features, linear.out_features)
@@ -265,8 +269,11 @@ def _optimizer_bytes(run: _Run) -> int:
     optimizer = run.plan.optimizer
     if optimizer == "sgd":
         return 0  # the Trainer's SGD has no momentum unless optim_args asks for it
+    if optimizer == "adamw" and run.plan.pure_bf16:
+        # torch-optimi's AdamW over bf16 weights: two bf16 moments and the Kahan compensation.
+        return 6 * _trainable_count(run)
     if optimizer in ("adamw", "paged_adamw_32bit"):
-        return 8 * _trainable_count(run)  # two fp32 moments
+        return 8 * _trainable_count(run)  # two fp32 moments (bitsandbytes' 32-bit ones whatever the weights)
     # Two 8-bit moments with an fp32 absmax per 256-value block each; small tensors stay 32-bit.
     return sum(2 * n + 2 * 4 * math.ceil(n / _BNB_8BIT_BLOCK) if n >= _BNB_MIN_8BIT_SIZE else 8 * n
                for n in _trainable_tensors(run))
@@ -282,7 +289,7 @@ def _persistent(run: _Run) -> tuple[dict[str, int], int]:
         # Adapters and virtual tokens are fp32 (peft upcasts adapters even over a 16-bit base);
         # full fine-tuning trains the weights themselves, already counted.
         "trainable_params": 0 if run.trainable_base else 4 * trainable,
-        "gradients": 4 * trainable,  # gradients take their parameter's dtype: fp32
+        "gradients": run.master * trainable,  # gradients take their parameter's dtype
         "optimizer_states": 0 if paged else states,
     }, (states if paged else 0)
 
@@ -337,8 +344,8 @@ def _layer_saved(run: _Run, first: bool) -> tuple[float, float]:
 
 def _norm_saved(run: _Run) -> float:
     """RMSNorm upcasts its input to fp32 and keeps it plus one fp32 rsqrt per token; a
-    trainable norm weight also needs the normalised tensor (fp32 for the engine)."""
-    return 4 * run.spec.hidden_size + 4 + (4 * run.spec.hidden_size if run.trainable_base else 0)
+    trainable norm weight also needs the normalised tensor, cast back to the weights' dtype."""
+    return 4 * run.spec.hidden_size + 4 + (run.r * run.spec.hidden_size if run.trainable_base else 0)
 
 
 def _mlp_saved(run: _Run) -> float:
@@ -406,7 +413,7 @@ def _head_saved(run: _Run) -> float:
     spec = run.spec
     per_token = 4 * spec.hidden_size + 4 + 8
     if run.trainable_base:
-        per_token += 4 * spec.hidden_size + (run.c if run.casts else run.r) * spec.hidden_size
+        per_token += run.r * spec.hidden_size + (run.c if run.casts else run.r) * spec.hidden_size
     return run.tokens * per_token
 
 
@@ -596,7 +603,7 @@ def _fwd_bwd_moments(run: _Run, persistent: dict[str, int]) -> list[tuple[str, d
         moments.append(_lm_head_backward(run, base, moments))
         # A tied embedding's second gradient (from the embedding lookup) is added to the first
         # (from lm_head) out of place: both and their sum exist at once.
-        tied_grad = 2 * 4 * spec.embedding_params if spec.tie_word_embeddings else 0
+        tied_grad = 2 * run.master * spec.embedding_params if spec.tie_word_embeddings else 0
         moments.append(("backward_end", {**base, "gradients": persistent["gradients"] + tied_grad}))
     return moments
 
@@ -612,20 +619,23 @@ def _lm_head_backward(run: _Run, base: dict[str, float],
     spec, c = run.spec, run.c
     start = dict(next(items for name, items in moments if name == "backward_start"))
     grad_logits = run.tokens * spec.vocab_size * c
-    head_grad = spec.vocab_size * spec.hidden_size * (4 + (c if run.casts else 0))
+    head_grad = spec.vocab_size * spec.hidden_size * (run.master + (c if run.casts else 0))
     start["logits_and_loss"] = grad_logits
     start["gradients"] = start.get("gradients", 0) + head_grad
     return "lm_head_backward", start
 
 
 def _step_moment(run: _Run, persistent: dict[str, int]) -> tuple[str, dict[str, float]]:
-    """The optimizer step: weights, gradients and states; the fused AdamW needs no temporaries."""
+    """The optimizer step: weights, gradients and states; the fused AdamW needs no temporaries,
+    nor does pure bf16's (torch-optimi's foreach AdamW works in place, the gradients its scratch)."""
     return "optimizer_step", dict(persistent)
 
 
 def _notes(run: _Run) -> list[str]:
     notes = []
-    if run.casts:
+    if run.plan.pure_bf16:
+        notes.append("full fine-tuning in pure bf16: bf16 weights, gradients and optimizer states, no fp32 master copy")
+    elif run.casts:
         notes.append("full fine-tuning keeps fp32 weights and autocast computes in "
                      f"{run.plan.precision}: each linear keeps a 16-bit copy of its weight for backward")
     elif run.c == 2 and run.plan.method != "qlora":

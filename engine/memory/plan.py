@@ -23,7 +23,9 @@ class Plan:
     ``quant`` and ``double_quant`` apply to QLoRA only (nf4/fp4 4-bit, or LLM.int8 loading);
     ``num_virtual_tokens`` and ``prefix_projection`` to prompt, prefix and P-tuning;
     ``lora_dropout`` to LoRA-family methods (the engine's default is 0.05, and a dropout
-    above zero saves a mask and a dropped copy of every adapted input).
+    above zero saves a mask and a dropped copy of every adapted input);
+    ``pure_bf16`` to full fine-tuning in bf16: bf16 weights, gradients and optimizer states
+    instead of fp32 masters under autocast (resolved: ``engine.core.choices.resolve_pure_bf16``).
     """
 
     method: Method = "lora"
@@ -43,6 +45,7 @@ class Plan:
     prefix_projection: bool = False
     # The model's own module names (q_proj, gate_proj...) instead of a targets preset.
     target_modules: Optional[tuple[str, ...]] = None
+    pure_bf16: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -87,13 +90,15 @@ class Plan:
         ):
             whole(name, value, 1, ceiling)
         fraction("LoRA dropout", self.lora_dropout, high_open=True)
-        for name in ("grad_checkpointing", "double_quant", "prefix_projection"):
+        for name in ("grad_checkpointing", "double_quant", "prefix_projection", "pure_bf16"):
             if not isinstance(getattr(self, name), bool):
                 raise StudioError(f"{name.replace('_', ' ')} must be true or false")
         modules = self.target_modules
         if modules is not None and (not isinstance(modules, tuple) or not modules
                                     or not all(isinstance(name, str) and name for name in modules)):
             raise StudioError("target modules must be a list of module names such as q_proj, v_proj")
+        if self.pure_bf16 and (self.method, self.precision) != ("full", "bf16"):
+            raise StudioError("pure bf16 applies to full fine-tuning in bf16 only")
 
     def describe(self) -> str:
         parts = [self.method]
@@ -106,7 +111,7 @@ class Plan:
         parts.append(f"batch {self.batch} x {self.seq} tokens")
         if self.grad_accum > 1:
             parts.append(f"x{self.grad_accum} accumulation")
-        parts += [self.precision, self.attention, self.optimizer]
+        parts += ["pure bf16" if self.pure_bf16 else self.precision, self.attention, self.optimizer]
         if self.grad_checkpointing:
             parts.append("gradient checkpointing")
         return ", ".join(parts)

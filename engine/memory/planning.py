@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Optional
 
-from engine.core.choices import resolve_precision
+from engine.core.choices import resolve_precision, resolve_pure_bf16
 from engine.run.config import RunConfig
 from engine.memory.plan import Plan
 
@@ -39,6 +39,7 @@ def plan_for(config: RunConfig, device_kind: str, bf16: bool = True, precision: 
         num_virtual_tokens=config.num_virtual_tokens, lora_dropout=config.dropout if config.uses_lora else 0.0,
         prefix_projection=config.prefix_projection,
         target_modules=tuple(config.target_modules) if config.target_modules is not None else None,
+        pure_bf16=resolve_pure_bf16(config.pure_bf16, config.method, precision),
     )
 
 
@@ -63,7 +64,8 @@ def fit_plan(plan: Plan, spec: Any, device_kind: str, free_bytes: int, lengths: 
     or the method to keep instead): what ``fit_run`` and the CLI's ``estimate --fit`` call."""
     from engine.memory.autofit import auto_fit
 
-    preferences = {"method": plan.method, "precision": plan.precision, "targets": plan.targets, **keep}
+    preferences = {"method": plan.method, "precision": plan.precision, "targets": plan.targets,
+                   "pure_bf16": "on" if plan.pure_bf16 else "off", **keep}
     return auto_fit(spec, free_bytes, lengths, preferences, device=device_kind)
 
 

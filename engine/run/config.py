@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
 
-from engine.core.choices import (Batching, Method, Optimizer, PrecisionChoice, Quant, Scheduler,
+from engine.core.choices import (Batching, Method, Optimizer, PrecisionChoice, PureBf16, Quant, Scheduler,
                                  BAD_ROWS, BATCHING, COMPUTE_DTYPES, DATASET_FORMATS, LORA_METHODS, METHODS,
-                                 OPTIMIZERS, PRECISION_CHOICES, PROMPT_INITS, PROMPT_METHODS, QUANTS, SCHEDULERS,
-                                 TARGET_PRESETS, TEXT_SPLITS, TRAIN_ON)
+                                 OPTIMIZERS, PRECISION_CHOICES, PROMPT_INITS, PROMPT_METHODS, PURE_BF16_CHOICES,
+                                 QUANTS, SCHEDULERS, TARGET_PRESETS, TEXT_SPLITS, TRAIN_ON, pure_bf16_problem)
 from engine.core.checks import (MAX_BATCH, MAX_LENGTH, MAX_RANK, MAX_SEED, MAX_STEPS, MAX_VIRTUAL_TOKENS, fraction,
                                 in_range, positive, shown, text, whole)
 from engine.core.names import is_valid_name
@@ -87,6 +87,10 @@ class RunConfig:
     seed: int = 42
     name: Optional[str] = None
     precision: PrecisionChoice = "auto"
+    # Full fine-tuning in bf16 without fp32 master weights: bf16 weights, gradients and AdamW
+    # states with Kahan-compensated updates, about half the memory. auto: on for full
+    # fine-tuning whenever the precision resolves to bf16 (engine.core.choices.resolve_pure_bf16).
+    pure_bf16: PureBf16 = "auto"
     device: str = "auto"
     # Cap this run's memory (e.g. "6GiB") to leave room for other programs; None: all there is.
     memory_limit: Optional[str] = None
@@ -175,6 +179,7 @@ class RunConfig:
             ("quantisation", self.quant, QUANTS), ("compute dtype", self.compute_dtype, COMPUTE_DTYPES),
             ("optimizer", self.optimizer, OPTIMIZERS), ("learning-rate schedule", self.lr_scheduler, SCHEDULERS),
             ("batching", self.batching, BATCHING), ("prompt init", self.prompt_init, PROMPT_INITS),
+            ("pure bf16 setting", self.pure_bf16, PURE_BF16_CHOICES),
         ):
             if value not in allowed:
                 raise StudioError(f"unknown {label} {value!r}; choose one of {', '.join(allowed)}")
@@ -228,6 +233,9 @@ class RunConfig:
             raise StudioError(f"rsLoRA scales a LoRA update; {self.method} has none: turn rsLoRA off")
         if self.method == "prompt" and self.prompt_init == "text" and not (self.prompt_init_text or "").strip():
             raise StudioError("prompt tuning from a text needs the text: give prompt_init_text, or init random")
+        problem = pure_bf16_problem(self.pure_bf16, self.method, self.precision)
+        if problem:
+            raise StudioError(problem)
         if self.uses_prompt and self.batching == "padding_free":
             raise StudioError(f"{self.method} tuning puts virtual tokens in front of every row, which padding-free "
                               "batching cannot do: use padded batches")

@@ -3,7 +3,8 @@
 - A frozen base (LoRA, DoRA, prompt methods) loads in the compute precision: bf16/fp16 on
   a GPU halves the weights' memory, and the fp32 adapters carry the updates.
 - Full fine-tuning loads fp32 weights: the optimizer updates full-precision masters and
-  the Trainer's autocast computes in 16 bits (standard mixed precision).
+  the Trainer's autocast computes in 16 bits (standard mixed precision). In pure bf16
+  (``engine.train.pure_bf16``) it loads bf16 weights and trains them as they are.
 - QLoRA loads the linear layers through bitsandbytes in 4 bits (NF4 or FP4, optionally
   double-quantised) or 8 bits; embeddings, norms and the head stay in the compute dtype.
   peft's ``prepare_model_for_kbit_training`` is not called: it would upcast every
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from engine.run.config import RunConfig
-from engine.train import batching
+from engine.train import batching, pure_bf16
 
 DTYPES = ("fp32", "bf16", "fp16")
 
@@ -29,8 +30,11 @@ def torch_dtype(name: str) -> Any:
 
 
 def weights_dtype(config: RunConfig, precision: str) -> str:
-    """The dtype of the base weights as loaded: fp32 for full fine-tuning or fp32 runs, else the precision."""
-    return "fp32" if config.method == "full" else precision
+    """The dtype of the base weights as loaded: fp32 for full fine-tuning (bf16 in pure bf16) or
+    fp32 runs, else the precision."""
+    if config.method == "full":
+        return "bf16" if pure_bf16.applies(config, precision) else "fp32"
+    return precision
 
 
 def quantised_compute_dtype(config: RunConfig, precision: str) -> str:

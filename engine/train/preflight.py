@@ -57,6 +57,10 @@ def resolve_precision(config: RunConfig, device: str) -> str:
     if config.precision == "auto":
         return choices.resolve_precision("auto", "cuda" if on_gpu else "cpu",
                                          on_gpu and torch.cuda.is_bf16_supported())
+    if config.precision == "bf16" and device == "cpu":
+        # CPU autocast computes in bf16 (slowly where the CPU lacks bf16 instructions), and pure
+        # bf16 full fine-tuning halves what a run holds in memory there.
+        return "bf16"
     if config.precision in ("fp16", "bf16") and not on_gpu:
         raise StudioError(f"{config.precision} mixed precision needs a CUDA GPU; on {device} use fp32 (or auto)")
     if config.precision == "bf16" and not torch.cuda.is_bf16_supported():
@@ -71,11 +75,15 @@ def check(config: RunConfig, model_path: Optional[Path] = None) -> Resolved:
     config.validate()
     device = resolve_device(config)
     precision = resolve_precision(config, device)
+    problem = choices.pure_bf16_problem(config.pure_bf16, config.method, precision)
+    if problem:
+        raise StudioError(problem)
     if config.method == "qlora":
         _check_quantised_layers(config.quant, device)
-        if config.compute_dtype in ("bf16", "fp16") and not device.startswith("cuda"):
-            raise StudioError(f"4-bit layers computing in {config.compute_dtype} need a CUDA GPU; on {device} "
-                              "set the compute dtype to fp32 (or auto)")
+        compute = precision if config.compute_dtype == "auto" else config.compute_dtype
+        if compute in ("bf16", "fp16") and not device.startswith("cuda"):
+            raise StudioError(f"4-bit layers computing in {compute} need a CUDA GPU; on {device} "
+                              "set the compute dtype to fp32 (or the precision to auto)")
     if config.optimizer in ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"):
         _check_bnb_optimizer(config.optimizer, device)
     if config.deepspeed is not None:

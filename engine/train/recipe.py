@@ -419,6 +419,7 @@ def build_trainer(run: Run, ready: Setup, on_train_begin: Callable[[int], None])
     """The Trainer for a set-up run, with the callback that reports it and obeys pause/stop."""
     from transformers import EarlyStoppingCallback
 
+    from engine.train import pure_bf16
     from engine.train.batching import make_collator
     from engine.train.callback import EventCallback
 
@@ -437,6 +438,7 @@ def build_trainer(run: Run, ready: Setup, on_train_begin: Callable[[int], None])
         data_collator=make_collator(ready.tokenizer, config.batching),
         processing_class=ready.tokenizer,
         callbacks=callbacks,
+        optimizer_cls_and_kwargs=pure_bf16.optimizer_cls_and_kwargs(config, ready.precision, args),
         schedule_start=config.schedule_start,
     )
     return trainer, callback

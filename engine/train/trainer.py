@@ -15,6 +15,7 @@ from engine.core.atomic import staging_path
 from engine.run.rundir import RunDir
 from engine.run.checkpoints import CHECKPOINT_PREFIX, STAGING, TRAINER_STATE
 from engine.run.config import RunConfig
+from engine.train import pure_bf16
 
 # The studio's optimizer names -> the Trainer's.
 OPTIMIZERS = {"adamw": "adamw_torch_fused", "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8bit": "paged_adamw_8bit",
@@ -75,7 +76,8 @@ def training_arguments(config: RunConfig, run_dir: Path, *, examples: int, has_e
         report_to="none",
         seed=config.seed,
         data_seed=config.seed,
-        bf16=precision == "bf16",
+        # Autocast over fp32 masters; pure bf16 trains bf16 weights as they are (engine.train.pure_bf16).
+        bf16=precision == "bf16" and not pure_bf16.applies(config, precision),
         fp16=precision == "fp16",
         use_cpu=device == "cpu",
         disable_tqdm=True,

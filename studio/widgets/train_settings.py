@@ -106,6 +106,10 @@ TIPS = {
                        "random order; harmless for most data.",
     "precision": "The number format training computes in. Auto picks bf16 on GPUs that have it, fp16 (with loss "
                  "scaling) on older GPUs, and fp32 on a CPU.",
+    "pure_bf16": "Full fine-tuning only: train the weights themselves in bf16, with bf16 gradients and AdamW states "
+                 "(Kahan-compensated so small updates are not rounded away), instead of fp32 master weights under "
+                 "bf16 autocast: about half the memory, with the same loss curve. Auto: on whenever the run trains "
+                 "in bf16.",
     "eval_every": "Measure the loss on the held-out rows every N steps (set the validation share on the Data page). "
                   "Auto: about ten times a run.",
     "early_stopping": "Stop when the eval loss has not improved for this many evaluations, and keep the best "
@@ -152,6 +156,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "max_grad_norm": ("Max grad norm", "max_grad_norm"),
     "seed": ("Seed", "seed"),
     "precision": ("Precision", "precision"),
+    "pure_bf16": ("Pure bf16", "pure_bf16"),
     "batching": ("Batches", "batching"),
     "group_by_length": ("Order", "group_by_length"),
     "grad_checkpointing": ("Activations", "grad_checkpointing"),
@@ -348,6 +353,7 @@ class SettingsForm(QWidget):
         self.batching_combo = _combo([("Padded", "padded"), ("Padding-free", "padding_free")])
         self.group_check = QCheckBox("Group rows of similar length")
         self.precision_combo = _combo([("Auto", "auto"), ("bf16", "bf16"), ("fp16", "fp16"), ("fp32", "fp32")])
+        self.pure_bf16_combo = _combo([("Auto", "auto"), ("On", "on"), ("Off", "off")])
 
         self.eval_every_spin = _spin(0, 1_000_000, 0, step=10, special="auto", suffix=" steps")
         self.early_stop_spin = _spin(0, 1000, 0, special="off", suffix=" evaluations")
@@ -427,6 +433,7 @@ class SettingsForm(QWidget):
         self.memory_form = QFormLayout(self.memory_box)
         f = self.memory_form
         self._labelled(f, "precision", self.precision_combo)
+        self._labelled(f, "pure_bf16", self.pure_bf16_combo)
         self._labelled(f, "batching", self.batching_combo)
         self._labelled(f, "group_by_length", self.group_check)
         self._labelled(f, "grad_checkpointing", self.checkpointing_check)
@@ -462,7 +469,7 @@ class SettingsForm(QWidget):
                 self.lr_spin, self.scheduler_combo, self.warmup_spin, self.optimizer_combo, self.weight_decay_spin,
                 self.grad_norm_spin, self.seed_spin, self.by_steps_radio, self.steps_spin, self.epochs_spin,
                 self.batch_spin, self.accum_spin, self.max_length_spin, self.checkpointing_check,
-                self.batching_combo, self.group_check, self.precision_combo, self.eval_every_spin,
+                self.batching_combo, self.group_check, self.precision_combo, self.pure_bf16_combo, self.eval_every_spin,
                 self.early_stop_spin, self.save_every_spin, self.keep_spin, self.name_edit]
 
     def _on_change(self, *_args: Any) -> None:
@@ -519,6 +526,11 @@ class SettingsForm(QWidget):
         by_steps = self.by_steps_radio.isChecked()
         self.steps_spin.setEnabled(by_steps)
         self.epochs_spin.setEnabled(not by_steps)
+        # Only full fine-tuning trains the model's own weights; the other methods train fp32 adapters.
+        self.pure_bf16_combo.setEnabled(method == "full")
+        self.pure_bf16_combo.setToolTip(TIPS["pure_bf16"] if method == "full" else
+                                        "Applies to full fine-tuning only: the other methods train fp32 adapters "
+                                        "or virtual tokens beside a frozen base.")
 
     def apply_preset(self, name: str) -> None:
         if name in PRESETS:
@@ -551,7 +563,10 @@ class SettingsForm(QWidget):
             "batch_size": self.batch_spin.value(), "grad_accum": self.accum_spin.value(),
             "max_length": self.max_length_spin.value(), "grad_checkpointing": self.checkpointing_check.isChecked(),
             "batching": self.batching_combo.currentData(), "group_by_length": self.group_check.isChecked(),
-            "precision": self.precision_combo.currentData(), "eval_every": self.eval_every_spin.value(),
+            "precision": self.precision_combo.currentData(),
+            # Off full fine-tuning the control is disabled, and its setting means nothing: auto.
+            "pure_bf16": self.pure_bf16_combo.currentData() if self.method_combo.currentData() == "full" else "auto",
+            "eval_every": self.eval_every_spin.value(),
             "early_stopping_patience": self.early_stop_spin.value(), "save_every": self.save_every_spin.value(),
             "keep_checkpoints": self.keep_spin.value(), "name": self.name_edit.text().strip() or None,
         }
@@ -601,7 +616,8 @@ class SettingsForm(QWidget):
             "grad_accum": self.accum_spin.setValue, "max_length": self.max_length_spin.setValue,
             "grad_checkpointing": self.checkpointing_check.setChecked,
             "batching": lambda v: _set_combo(self.batching_combo, v), "group_by_length": self.group_check.setChecked,
-            "precision": lambda v: _set_combo(self.precision_combo, v), "eval_every": self.eval_every_spin.setValue,
+            "precision": lambda v: _set_combo(self.precision_combo, v),
+            "pure_bf16": lambda v: _set_combo(self.pure_bf16_combo, v), "eval_every": self.eval_every_spin.setValue,
             "early_stopping_patience": self.early_stop_spin.setValue, "save_every": self.save_every_spin.setValue,
             "keep_checkpoints": self.keep_spin.setValue, "name": lambda v: self.name_edit.setText(v or ""),
         }

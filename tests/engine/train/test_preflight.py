@@ -23,8 +23,10 @@ def _config(model_dir, dataset, **settings) -> RunConfig:
 
 @pytest.mark.parametrize("settings, message", [
     (dict(precision="fp16"), "fp16 mixed precision needs a CUDA GPU; on cpu use fp32"),
-    (dict(precision="bf16"), "bf16 mixed precision needs a CUDA GPU"),
     (dict(method="qlora", compute_dtype="bf16"), "4-bit layers computing in bf16 need a CUDA GPU"),
+    # A CPU computes bf16 (pure bf16 full fine-tuning runs there), but bitsandbytes' 4-bit layers do not.
+    (dict(method="qlora", precision="bf16"), "4-bit layers computing in bf16 need a CUDA GPU"),
+    (dict(method="full", pure_bf16="on"), "pure bf16 trains in bf16 and this run computes in fp32"),
     (dict(targets="q_proj,wqkv"), "the model has no module named wqkv; its linear layers are q_proj, k_proj"),
     (dict(targets="q_proj;v_proj"), "unknown targets"),
     (dict(method="prompt", batching="padding_free"), "padding-free batching cannot do: use padded batches"),
