@@ -2,8 +2,9 @@
 
 Each grid point (method x batch x length x gradient checkpointing x optimizer, on the
 tiny test model and, when installed, the starter) trains two steps the way
-``engine/train/recipe.py`` does (its model loading and method attachment, the stock
-Trainer with the engine's optimizer and autocast choice for pure bf16, the same collator), in a fresh process, and records the measured peak beside
+``engine/train/recipe.py`` does (its model loading and method attachment, its Trainer and
+loss, its optimizer and autocast choice for pure bf16, the same collator), in a fresh process,
+and records the measured peak beside
 ``engine.memory.estimate.estimate_memory`` in ``bench/results/<host>-<date>.json`` with the
 hardware and library versions. Tests re-check every recorded row on any machine.
 
@@ -188,13 +189,13 @@ def _train(model_dir: str, plan: Any, measure: bool, own_weights: bool = False) 
     import torch
     from datasets import Dataset
     from torch.utils.data import SequentialSampler
-    from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
+    from transformers import AutoTokenizer, DataCollatorForSeq2Seq, TrainingArguments
 
     from engine.run.config import RunConfig
     from engine.train import loading, methods, pure_bf16
-    from engine.train.trainer import OPTIMIZERS
+    from engine.train.trainer import OPTIMIZERS, StudioTrainer
 
-    class InOrder(Trainer):  # batches in dataset order, so every one is padded as built
+    class InOrder(StudioTrainer):  # the engine's Trainer and loss; batches in dataset order, padded as built
         def _get_train_sampler(self, *args: Any, **kwargs: Any) -> SequentialSampler:
             return SequentialSampler(self.train_dataset)
 

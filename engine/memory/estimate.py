@@ -11,8 +11,9 @@ The model follows what this engine runs (``engine/train/recipe.py``) tensor by t
   the fp32 ones ("autocast_weight_copies"). In pure bf16 (``Plan.pure_bf16``) the weights,
   their gradients and the optimizer's states are bf16 and autocast copies nothing;
 - LoRA comes from peft (fp32 adapters, dropout before ``lora_A``), attention is sdpa
-  unless asked otherwise, the collator pads each batch to its longest row, the loss
-  is transformers' ``ForCausalLMLoss`` and the optimizer the Trainer's fused AdamW.
+  unless asked otherwise, the collator pads each batch to its longest row, the loss is
+  the engine's chunked one (``engine.train.lean_loss``: never the batch's logits) and the
+  optimizer the Trainer's fused AdamW.
 
 Activations count every tensor autograd saves for backward, per decoder layer, as
 derived from the modeling code and checked against ``saved_tensors_hooks`` on real
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from engine.errors import StudioError
+from engine.memory.loss_chunk import chunk_rows
 from engine.memory.plan import Plan
 from engine.models.spec import LinearShape, ModelSpec
 
@@ -467,18 +469,40 @@ def _weight_copies(run: _Run, layers: int) -> float:
 
 # the logits ------------------------------------------------------------------------------------
 def _logits(run: _Run, moment: str) -> float:
-    """Vocabulary-sized tensors: ForCausalLMLoss upcasts the logits to fp32 and log_softmax
-    keeps its fp32 output. At the start of backward nll_loss's dense gradient and
-    log_softmax's gradient join the kept output: three fp32 copies at once."""
-    spec, c = run.spec, run.c
-    per_token = 0.0
+    """What the loss holds (``engine.train.lean_loss``): never the batch's logits, one chunk's.
+
+    The loss reads the model's last hidden states in fp32 (accelerate upcasts a 16-bit model's
+    outputs), gathers the rows that have a label (a copy), and during its forward pass computes
+    their gradient (kept until backward, hidden-sized) a chunk of rows at a time: each chunk
+    holds its fp32 logits and log-probabilities, 8 bytes per vocabulary entry. When the head
+    trains, its weight gradient is summed in fp32 during the forward pass too (with a 16-bit
+    product per chunk under autocast; the 16-bit copy of the weight is autocast's, counted with
+    the copies). At the start of backward the rows' gradient is scattered back into a
+    hidden-sized gradient of every token: two fp32 hidden states per token.
+    """
+    spec = run.spec
+    hidden = 4 * spec.hidden_size
     if moment == "forward_end":
-        per_token = c + (4 if c != 4 else 0) + 4
-    elif moment == "backward_start":
-        per_token = 12
-    if spec.final_logit_softcapping is not None:
-        per_token += 2 * c if moment == "forward_end" else c  # tanh(logits / cap) keeps its output
-    return run.tokens * spec.vocab_size * per_token
+        # The model's output (a trainable final norm already keeps it), the gathered rows and
+        # their gradient, and the kept rows' indices and labels (int64).
+        per_token = (0 if run.trainable_base else hidden) + 2 * hidden + 16
+        chunk = min(run.tokens, chunk_rows(spec.vocab_size)) * spec.vocab_size * 8
+        return run.tokens * per_token + chunk + _head_gradient(run, forward=True)
+    if moment == "backward_start":
+        return run.tokens * 2 * hidden + _head_gradient(run, forward=False)
+    return 0.0
+
+
+def _head_gradient(run: _Run, forward: bool) -> float:
+    """The output head's weight gradient while the loss holds it (full fine-tuning only): summed
+    in fp32 during the forward pass, beside each chunk's 16-bit product under autocast and, at
+    its end, the cast to the weight's dtype where that is not fp32; then kept in that dtype."""
+    if not run.trainable_base:
+        return 0.0
+    weight = run.spec.vocab_size * run.spec.hidden_size
+    if not forward:
+        return weight * run.r
+    return weight * (4 + (run.c if run.c != 4 else 0) + (run.r if run.r != 4 else 0))
 
 
 def _layer_transient(run: _Run, backward: bool) -> float:
@@ -614,14 +638,12 @@ def _lm_head_copy(run: _Run) -> float:
 
 def _lm_head_backward(run: _Run, base: dict[str, float],
                       moments: list[tuple[str, dict[str, float]]]) -> tuple[str, dict[str, float]]:
-    """Full fine-tuning: lm_head's weight gradient arrives while every activation is still kept
-    (under autocast as a 16-bit gradient and its fp32 cast at once)."""
-    spec, c = run.spec, run.c
+    """Full fine-tuning: when the backward pass reaches the loss, the head's weight gradient (made
+    during the forward pass) becomes the parameter's gradient while the hidden states' gradient
+    is scattered back; every activation is still kept."""
     start = dict(next(items for name, items in moments if name == "backward_start"))
-    grad_logits = run.tokens * spec.vocab_size * c
-    head_grad = spec.vocab_size * spec.hidden_size * (run.master + (c if run.casts else 0))
-    start["logits_and_loss"] = grad_logits
-    start["gradients"] = start.get("gradients", 0) + head_grad
+    start["logits_and_loss"] = _logits(run, "backward_start") - _head_gradient(run, forward=False)
+    start["gradients"] = start.get("gradients", 0) + _head_gradient(run, forward=False)
     return "lm_head_backward", start
 
 

@@ -1,5 +1,6 @@
 """The transformers Trainer as the studio runs it: its arguments from a RunConfig, atomic
-checkpoints, and the learning-rate schedule of a continued ("train more") run.
+checkpoints, the learning-rate schedule of a continued ("train more") run, and a loss that
+never holds the batch's logits (``engine.train.lean_loss``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any, Optional
 from transformers import Trainer
 
 from engine.core.atomic import staging_path
+from engine.train import lean_loss
 from engine.run.rundir import RunDir
 from engine.run.checkpoints import CHECKPOINT_PREFIX, STAGING, TRAINER_STATE
 from engine.run.config import RunConfig
@@ -107,8 +109,11 @@ def _world_size() -> int:
 
 
 class StudioTrainer(Trainer):
-    """The stock Trainer with two changes.
+    """The stock Trainer with three changes.
 
+    - The loss is ``engine.train.lean_loss``'s: the model's own loss, computed a chunk of tokens at a
+      time, so the whole batch's fp32 logits never exist (for every method; not where FSDP or
+      DeepSpeed shard the head's weight, which is whole only inside its own forward pass).
     - Checkpoints are written into ``checkpoints/.staging`` and renamed into place once
       complete, so a crash or a full disk never leaves a half-written ``checkpoint-N``
       that looks usable; the Trainer's own rotation then applies to the real folder.
@@ -120,6 +125,36 @@ class StudioTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self._schedule_start = schedule_start
         self._staging: Optional[Path] = None
+        self._logits_wanted = False
+
+    # the loss -------------------------------------------------------------------------------
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        if not self._lean_loss_applies(model, inputs):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        owner = self.accelerator.unwrap_model(model)
+
+        def forward(labels: Any, num_items_in_batch: Any = None, **rest: Any) -> dict[str, Any]:
+            return {"loss": lean_loss.model_loss(model, owner, rest, labels, num_items_in_batch)}
+
+        # The stock method runs as is around a forward that returns the model's loss computed leanly:
+        # it passes num_items_in_batch exactly when the model would get it, and scales the loss after.
+        return super().compute_loss(forward, inputs, return_outputs, num_items_in_batch)
+
+    def _lean_loss_applies(self, model: Any, inputs: dict[str, Any]) -> bool:
+        return ("labels" in inputs and self.label_smoother is None and self.compute_loss_func is None
+                and not self.is_fsdp_enabled and not self.is_deepspeed_enabled and not self._logits_wanted
+                and lean_loss.output_head(self.accelerator.unwrap_model(model)) is not None)
+
+    def prediction_step(self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool,
+                        ignore_keys: Optional[list[str]] = None) -> Any:
+        # Evaluation wants the loss only (the studio has no compute_metrics); a prediction that
+        # returns logits computes them the stock way.
+        self._logits_wanted = not prediction_loss_only
+        try:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        finally:
+            self._logits_wanted = False
 
     # the schedule ---------------------------------------------------------------------------
     def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
