@@ -99,7 +99,7 @@ def scale_for(cuda: bool, quick: bool) -> Scale:
             train=dict(max_steps=1, batch_size=2, max_length=64),
             rows={},  # each row is a fresh process, some 30 s on two cores: more than the whole quick run
             row_methods=(),
-            throughput=dict(models=("tiny",), steps=1, rounds=1, memory_steps=1, dataset="sample"),
+            throughput=dict(models=("tiny",), steps=1, rounds=1, memory_steps=1, dataset="sample", batch_size=2),
             chat=dict(model="tiny", tokens=8, rounds=1, ttft_rounds=1),
             budget=150,
         )
@@ -162,12 +162,13 @@ class PartTimeout(Exception):
 @contextmanager
 def time_limit(seconds: float) -> Iterator[None]:
     """Raise PartTimeout in the main thread once ``seconds`` have passed (a training step, a
-    reply, a child process's wait: wherever Python next runs)."""
+    reply, a child process's wait: wherever Python next runs), and again every few seconds
+    after, in case library code swallows the first."""
     def expire(signum: int, frame: Any) -> None:
         raise PartTimeout(f"over its {seconds:.0f} s limit")
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 5)
     try:
         yield
     finally:
@@ -239,11 +240,12 @@ class Check:
 
 
 def error_line(exc: BaseException) -> str:
-    """The line that says what went wrong: a child process's last error line when it printed one."""
+    """The line that says what went wrong; for a message of many lines (a child process's
+    output) its first and its last, where the child's own error is."""
     from engine.errors import first_line
 
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if len(lines) > 1 and "Traceback" in str(exc):
+    if len(lines) > 1:
         return f"{type(exc).__name__}: {lines[0][:200]} ... {lines[-1][:300]}"
     return f"{type(exc).__name__}: {first_line(exc, 400)}"
 
@@ -413,10 +415,12 @@ def throughput(settings: dict[str, Any], tiny: Optional[Path], data: Optional[Pa
     per_model = {}
     for name, model in models.items():
         results = bench.compare(model, sets, settings["steps"], settings["rounds"], settings["memory_steps"],
-                                scratch / f"runs-{name}")
+                                scratch / f"runs-{name}", {**bench.SETTINGS, "batch_size": settings.get(
+                                    "batch_size", bench.SETTINGS["batch_size"])})
         per_model[name] = bench.headline(results)
     print(bench.last_line(per_model, suffixed=len(per_model) > 1), flush=True)
     figures: dict[str, Any] = {"dataset": next(iter(sets)), "steps": settings["steps"], "rounds": settings["rounds"],
+                               "batch_size": settings.get("batch_size", bench.SETTINGS["batch_size"]),
                                "ratio_padded": min(s["ratio_padded"] for s in per_model.values()),
                                "ratio_padding_free": min(s["ratio_padding_free"] for s in per_model.values()),
                                "peak_memory_ratio": max(s["peak_memory_ratio"] for s in per_model.values())}

@@ -157,17 +157,19 @@ def tokenizer_folder(scratch: Path) -> Path:
     return build_tiny_model(scratch / "tiny")
 
 
-def compare(model: Path, sets: dict[str, Path], steps: int, rounds: int, memory_steps: int,
-            scratch: Path) -> dict[str, dict[str, Any]]:
-    """Timed runs of every kind in turn, then one memory run of each: a summary per dataset."""
+def compare(model: Path, sets: dict[str, Path], steps: int, rounds: int, memory_steps: int, scratch: Path,
+            settings: dict[str, Any] = SETTINGS) -> dict[str, dict[str, Any]]:
+    """Timed runs of every kind in turn, then one memory run of each: a summary per dataset.
+    ``settings``: the runs' (the engine's and the plain script's alike), SETTINGS unless changed."""
     results: dict[str, dict[str, Any]] = {}
     for label, dataset in sets.items():
         runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
         for round_number in range(rounds):
             for kind in KINDS:
-                runs[kind].append(timed_run(kind, model, dataset, steps, _folder(scratch, label, kind, round_number)))
-        peaks = {kind: peak_memory(kind, model, dataset, memory_steps, _folder(scratch, label, kind, "memory"))
-                 for kind in KINDS} if memory_steps else {}
+                folder = _folder(scratch, label, kind, round_number)
+                runs[kind].append(timed_run(kind, model, dataset, steps, folder, settings))
+        peaks = {kind: peak_memory(kind, model, dataset, memory_steps, _folder(scratch, label, kind, "memory"),
+                                   settings) for kind in KINDS} if memory_steps else {}
         results[label] = _summarise(label, runs, peaks)
     return results
 
@@ -200,25 +202,26 @@ def _folder(scratch: Path, label: str, kind: str, run: Any) -> Path:
     return scratch / f"{label}-{kind}-{run}".replace(" ", "_")
 
 
-def _new_run(kind: str, model: Path, dataset: Path, steps: int, folder: Path) -> Any:
+def _new_run(kind: str, model: Path, dataset: Path, steps: int, folder: Path, settings: dict[str, Any]) -> Any:
     from engine.core.atomic import write_json
     from engine.run.config import RunConfig
     from engine.train import recipe
 
     folder.mkdir(parents=True)
     batching = "padding_free" if kind == "engine padding-free" else "padded"
-    config = RunConfig(model=str(model), dataset=str(dataset), max_steps=steps, batching=batching, **SETTINGS)
+    config = RunConfig(model=str(model), dataset=str(dataset), max_steps=steps, batching=batching, **settings)
     write_json(folder / "config.json", config.to_dict())
     return recipe.Run(folder)
 
 
-def timed_run(kind: str, model: Path, dataset: Path, steps: int, folder: Path) -> dict[str, Any]:
+def timed_run(kind: str, model: Path, dataset: Path, steps: int, folder: Path,
+              settings: dict[str, Any] = SETTINGS) -> dict[str, Any]:
     from engine.train import recipe
 
-    run = _new_run(kind, model, dataset, steps, folder)
+    run = _new_run(kind, model, dataset, steps, folder, settings)
     ready = recipe.setup(run)
     if kind == "plain":
-        trainer = _plain_trainer(model, ready.examples.train, ready.tokenizer, steps, folder)
+        trainer = _plain_trainer(model, ready.examples.train, ready.tokenizer, steps, folder, settings)
     else:
         trainer, _callback = recipe.build_trainer(run, ready, lambda total_steps: None)
     started = time.perf_counter()
@@ -228,16 +231,18 @@ def timed_run(kind: str, model: Path, dataset: Path, steps: int, folder: Path) -
     return {"tokens": trainer.state.num_input_tokens_seen, "seconds": seconds, "losses": losses}
 
 
-def peak_memory(kind: str, model: Path, dataset: Path, steps: int, folder: Path) -> int:
+def peak_memory(kind: str, model: Path, dataset: Path, steps: int, folder: Path,
+                settings: dict[str, Any] = SETTINGS) -> int:
     """Peak bytes of one run of ``kind``, from loading the model to the end of training."""
     from engine.train import recipe
 
-    run = _new_run(kind, model, dataset, steps, folder)
+    run = _new_run(kind, model, dataset, steps, folder, settings)
     if kind == "plain":
         ready = recipe.setup(run)  # for its rows; the plain script loads a model of its own
         rows, tokenizer = ready.examples.train, ready.tokenizer
         del ready
-        return peak_bytes(lambda: _plain_trainer(model, rows, tokenizer, steps, folder, own_weights=True).train())
+        return peak_bytes(lambda: _plain_trainer(model, rows, tokenizer, steps, folder, settings,
+                                                   own_weights=True).train())
 
     def engine_run() -> None:
         ready = recipe.setup(run)
@@ -272,23 +277,23 @@ def _own_weights(model: Any) -> None:
         own_tensors(model)
 
 
-def _plain_trainer(model: Path, rows: Any, tokenizer: Any, steps: int, folder: Path,
+def _plain_trainer(model: Path, rows: Any, tokenizer: Any, steps: int, folder: Path, settings: dict[str, Any],
                    own_weights: bool = False) -> Any:
     """The plain script: stock classes, the usual arguments, the same seed and rows."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
 
-    set_seed(SETTINGS["seed"])
+    set_seed(settings["seed"])
     base = AutoModelForCausalLM.from_pretrained(model, dtype="bfloat16" if _cuda() else "float32")
     if own_weights:
         _own_weights(base)
-    peft_model = get_peft_model(base, LoraConfig(r=SETTINGS["rank"], lora_alpha=SETTINGS["alpha"],
-                                                 lora_dropout=SETTINGS["dropout"], target_modules="all-linear",
+    peft_model = get_peft_model(base, LoraConfig(r=settings["rank"], lora_alpha=settings["alpha"],
+                                                 lora_dropout=settings["dropout"], target_modules="all-linear",
                                                  task_type="CAUSAL_LM"))
     args = TrainingArguments(
-        output_dir=str(folder / "plain"), max_steps=steps, per_device_train_batch_size=SETTINGS["batch_size"],
-        learning_rate=SETTINGS["lr"], lr_scheduler_type="linear", optim="adamw_torch_fused", logging_steps=1,
-        save_strategy="no", report_to="none", seed=SETTINGS["seed"], use_cpu=not _cuda(), disable_tqdm=True,
+        output_dir=str(folder / "plain"), max_steps=steps, per_device_train_batch_size=settings["batch_size"],
+        learning_rate=settings["lr"], lr_scheduler_type="linear", optim="adamw_torch_fused", logging_steps=1,
+        save_strategy="no", report_to="none", seed=settings["seed"], use_cpu=not _cuda(), disable_tqdm=True,
         dataloader_num_workers=0, remove_unused_columns=False, include_num_input_tokens_seen="non_padding",
         bf16=_cuda(),
     )
