@@ -148,10 +148,25 @@ def row_settings(method: str, base: dict[str, Any], cuda: bool) -> dict[str, Any
 
 
 def method_skip(method: str, cuda: bool) -> Optional[str]:
-    """Why ``method`` cannot be checked by this engine, or None."""
+    """Why ``method`` cannot be checked with this engine and these libraries, or None."""
+    import importlib.util
+
     if method == "full" and cuda and not has_pure_bf16():
         return "this engine has no pure-bf16 full fine-tuning yet (RunConfig.pure_bf16, branch h21-bf16)"
+    if method == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
+        return "bitsandbytes is not installed here (the 4-bit layers and paged optimizers are its)"
     return None
+
+
+def unavailable_models(scale: Scale) -> dict[str, str]:
+    """The models this scale skips, and the ones that cannot be had here: the starter comes
+    with the project's set-up (a GGUF package), which a bare GPU machine may lack."""
+    from engine.models.store import starter_gguf
+
+    skipped = dict(scale.skipped_models)
+    if "starter" in scale.models and starter_gguf() is None:
+        skipped["starter"] = "the starter model is not installed here (make setup installs it)"
+    return skipped
 
 
 # recording parts ---------------------------------------------------------------------------------
@@ -242,8 +257,12 @@ class Check:
 def error_line(exc: BaseException) -> str:
     """The line that says what went wrong; for a message of many lines (a child process's
     output) its first and its last, where the child's own error is."""
+    import subprocess
+
     from engine.errors import first_line
 
+    if isinstance(exc, subprocess.TimeoutExpired):  # its message is the whole command line
+        return f"TimeoutExpired: the child process ran past its {exc.timeout:.0f} s limit"
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     if len(lines) > 1:
         return f"{type(exc).__name__}: {lines[0][:200]} ... {lines[-1][:300]}"
@@ -301,10 +320,8 @@ def doctor(cuda: bool) -> dict[str, Any]:
 def prepare_model(name: str, scratch: Path) -> dict[str, Any]:
     """The folder of a model the parts train: the starter, the tiny test model, or the 1B one."""
     if name == "starter":
-        from engine.models.store import resolve_model, starter_gguf
+        from engine.models.store import resolve_model
 
-        if starter_gguf() is None:
-            raise RuntimeError("the starter model is not installed (make setup installs it)")
         folder = resolve_model("starter")
     elif name == "tiny":
         from tiny_model import build_tiny_model
@@ -343,9 +360,9 @@ def build_catalog_model(folder: Path, catalog_name: str) -> Path:
     return folder
 
 
-def train(model: Path, method: str, settings: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """A few steps of ``method`` through the engine's recipe, as the studio starts a run (its
-    preflight, loading, method, Trainer and saving), on the pirate sample."""
+def train(model: Path, settings: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A few steps of the run ``settings`` describe through the engine's recipe, as the studio
+    starts one (its preflight, loading, method, Trainer and saving), on the pirate sample."""
     import torch
 
     from engine.core.atomic import write_json
@@ -462,59 +479,64 @@ def chat(model: str, settings: dict[str, Any]) -> dict[str, Any]:
 
 # the run -----------------------------------------------------------------------------------------
 def check_all(check: Check, scale: Scale, cuda: bool, scratch: Path, data: Optional[Path]) -> None:
-    device = "cuda" if cuda else "cpu"
     check.run("doctor", "doctor", lambda limit: doctor(cuda))
     folders: dict[str, Path] = {}
+    skipped = unavailable_models(scale)
     for model in ("tiny", "starter", "llama-1b"):
-        if model not in scale.models and model not in scale.skipped_models:
-            continue
-        if model in scale.skipped_models:
-            reason = scale.skipped_models[model]
-            for name in [f"model {model}", *(f"{what} {model} {method}" for what in ("train", "memory")
-                                            for method in METHODS)]:
-                check.skip(name, reason)
-            continue
-        users = [f"{what} {model} {method}" for what in ("train", "memory") for method in METHODS]
-        users += ["chat"] * (model == scale.chat["model"]) + ["throughput"] * (model in scale.throughput["models"])
-        prepared = check.run(f"model {model}", "model", lambda limit, model=model: prepare_model(model, scratch),
-                             needed=any(check.wanted(user) for user in users))
-        for method in METHODS:
-            skip = (f"the model was not prepared ({check.status(f'model {model}')})" if prepared is None
-                    else method_skip(method, cuda))
-            if skip:
-                check.skip(f"train {model} {method}", skip)
-                continue
-            folder = Path(prepared["path"])
-            settings = {**scale.train, **method_settings(method, cuda)}
-            check.run(f"train {model} {method}", "train",
-                      lambda limit, m=method, s=settings, f=folder: train(f, m, s, scratch / "runs" / f"{f.name}-{m}"))
-        for method in METHODS:
-            name = f"memory {model} {method}"
-            skip = (f"the model was not prepared ({check.status(f'model {model}')})" if prepared is None
-                    else method_skip(method, cuda))
-            if not skip and method not in scale.row_methods:
-                skip = ("--quick measures no calibration row: each trains in a fresh process, some 30 s on two CPU "
-                        "cores (bench/memory_calibration.py measures the CPU's)")
-            if skip:
-                check.skip(name, skip)
-                continue
-            plan = row_settings(method, scale.rows[model], cuda)
-            check.run(name, "memory", lambda limit, m=model, p=plan, f=Path(prepared["path"]):
-                      memory_row(check, m, f, p, device, limit))
-        if prepared is not None:
-            folders[model] = Path(prepared["path"])
+        if model in skipped:
+            for name in [f"model {model}", *model_parts(model)]:
+                check.skip(name, skipped[model])
+        elif model in scale.models:
+            folder = check_model(check, scale, model, cuda, scratch)
+            if folder is not None:
+                folders[model] = folder
         if model == scale.chat["model"]:  # before the larger model's parts, which may use up the budget
-            run_chat(check, scale, folders)
+            if model in folders:
+                check.run("chat", "chat", lambda limit: chat(str(folders[scale.chat["model"]]), scale.chat))
+            else:
+                check.skip("chat", skipped.get(model) or f"the {model} model was not prepared")
     check.run("throughput", "throughput",
               lambda limit: throughput(scale.throughput, folders.get("tiny"), data, scratch / "throughput"))
 
 
-def run_chat(check: Check, scale: Scale, folders: dict[str, Path]) -> None:
-    model = scale.chat["model"]
-    if model not in folders:
-        check.skip("chat", f"the {model} model was not prepared")
-        return
-    check.run("chat", "chat", lambda limit: chat(str(folders[model]), scale.chat))
+def model_parts(model: str) -> list[str]:
+    return [f"{what} {model} {method}" for what in ("train", "memory") for method in METHODS]
+
+
+def check_model(check: Check, scale: Scale, model: str, cuda: bool, scratch: Path) -> Optional[Path]:
+    """Prepare ``model``, then train every method on it and measure a calibration row of each;
+    its folder, or None when it could not be prepared."""
+    users = model_parts(model) + ["chat"] * (model == scale.chat["model"])
+    users += ["throughput"] * (model in scale.throughput["models"])
+    prepared = check.run(f"model {model}", "model", lambda limit: prepare_model(model, scratch),
+                         needed=any(check.wanted(user) for user in users))
+    folder = Path(prepared["path"]) if prepared is not None else None
+
+    def why_not(method: str) -> Optional[str]:
+        if folder is None:
+            return f"the model was not prepared ({check.status(f'model {model}')})"
+        return method_skip(method, cuda)
+
+    for method in METHODS:
+        name, skip = f"train {model} {method}", why_not(method)
+        settings = {**scale.train, **method_settings(method, cuda)}
+        if skip:
+            check.skip(name, skip)
+        else:
+            check.run(name, "train", lambda limit, s=settings, run=scratch / "runs" / f"{model}-{method}":
+                      train(folder, s, run))
+    for method in METHODS:
+        name, skip = f"memory {model} {method}", why_not(method)
+        if not skip and method not in scale.row_methods:
+            skip = ("--quick measures no calibration row: each trains in a fresh process, some 30 s on two CPU "
+                    "cores (bench/memory_calibration.py measures the CPU's)")
+        if skip:
+            check.skip(name, skip)
+        else:
+            plan = row_settings(method, scale.rows[model], cuda)
+            device = "cuda" if cuda else "cpu"
+            check.run(name, "memory", lambda limit, p=plan: memory_row(check, model, folder, p, device, limit))
+    return folder
 
 
 def main(argv: list[str]) -> int:

@@ -338,7 +338,8 @@ def measure_row(name: str, folder: Path, plan_settings: dict[str, Any], device: 
 def describe_row(row: dict[str, Any]) -> str:
     from engine.memory.plan import Plan
 
-    return (f"{row['model']:8} {Plan(**row['plan']).describe():84} estimated {row['estimated_bytes'] / 2**20:8.1f} MiB; "
+    estimated = row["estimated_bytes"] / 2**20
+    return (f"{row['model']:8} {Plan(**row['plan']).describe():84} estimated {estimated:8.1f} MiB; "
             + ", ".join(f"{metric} {value / 2**20:.1f} MiB ({row['errors'][metric]:+.1%})"
                         for metric, value in row["measured"].items()))
 
