@@ -22,7 +22,7 @@ SETUP_OPTIONS := --starter $(STARTER) \
 	                $(if $(TORCH_CPU_INDEX),--torch-index $(TORCH_CPU_INDEX)))
 PYTEST := QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider
 
-.PHONY: setup run test lock test-latest clean
+.PHONY: setup run test gpu-check lock test-latest clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,12 @@ run: setup
 # time on their own, so that no other test's training steals their cores. Both phases always run.
 test: setup
 	@$(PY) tools/test_phases.py $(PY)
+
+# Everything never run on CUDA, in one pass of under 8 minutes on one GPU (bench/gpu_check.py):
+# doctor, every method on the starter and a 1B model, memory calibration, throughput and chat
+# speed, written to bench/results/gpu-<date>.json. On a CPU it skips the CUDA parts, saying so.
+gpu-check: setup
+	$(PY) bench/gpu_check.py
 
 # The locks pin every package for CPython 3.11 on Linux x86-64 with glibc 2.34 or later (manylinux_2_34:
 # PySide6 from 6.10 on ships no older wheels; with 2.28 the lock held Qt back at 6.9). uv resolves both against torch's

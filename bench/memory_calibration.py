@@ -47,7 +47,7 @@ import time
 from dataclasses import asdict
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -161,17 +161,19 @@ def run_point(model_dir: str, plan_settings: dict[str, Any]) -> dict[str, Any]:
         result["cuda_max_allocated_bytes"] = torch.cuda.max_memory_allocated()
         result["cuda_max_reserved_bytes"] = torch.cuda.max_memory_reserved()
     else:
-        result["cpu_allocated_bytes"] = _profiled_peak(model_dir, plan)
+        result["cpu_allocated_bytes"] = profiled_peak(
+            lambda: _train(model_dir, plan, measure=False, own_weights=True))
     return result
 
 
-def _profiled_peak(model_dir: str, plan: Any) -> int:
-    """The peak of live tensor bytes over the same run, from the torch profiler's allocator
-    events: on the CPU, the counterpart of torch.cuda.max_memory_allocated."""
+def profiled_peak(action: Callable[[], Any]) -> int:
+    """The peak of live tensor bytes while ``action`` runs, from the torch profiler's allocator
+    events: on the CPU, the counterpart of torch.cuda.max_memory_allocated. Only tensors
+    allocated inside ``action`` count (the profiler sees no earlier allocation)."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
-        _train(model_dir, plan, measure=False, own_weights=True)
+        action()
     with tempfile.TemporaryDirectory() as folder:
         trace = Path(folder) / "trace.json"
         profiler.export_chrome_trace(str(trace))
@@ -211,9 +213,7 @@ def _train(model_dir: str, plan: Any, measure: bool, own_weights: bool = False) 
     device = "cuda:0" if torch.cuda.is_available() else "cpu"
     model = loading.load_model(Path(model_dir), config, plan.precision, device)
     if own_weights and plan.method != "qlora":  # quantising already made allocator copies of the linears
-        with torch.no_grad():
-            for tensor in [*model.parameters(), *model.buffers()]:
-                tensor.data = tensor.data.clone()
+        own_tensors(model)
     if plan.attention == "eager":
         model.set_attn_implementation("eager")
     model = methods.attach(model, config, tokenizer)
@@ -241,12 +241,23 @@ def _train(model_dir: str, plan: Any, measure: bool, own_weights: bool = False) 
         return time.perf_counter() - started
 
 
-def measure_in_child(model_dir: Path, plan: dict[str, Any]) -> dict[str, Any]:
+def own_tensors(model: Any) -> None:
+    """Copy the model's weights and buffers into allocator memory: loaded from safetensors they
+    are views of the mapped file, which the profiler's allocator events never see (on a GPU
+    they are allocator memory already)."""
+    import torch
+
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            tensor.data = tensor.data.clone()
+
+
+def measure_in_child(model_dir: Path, plan: dict[str, Any], timeout: float = 900) -> dict[str, Any]:
     # Freed blocks go straight back to the system, so resident memory tracks live tensors.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0",
            "MALLOC_ARENA_MAX": "2", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, __file__, "--point", json.dumps({"model_dir": str(model_dir), "plan": plan})],
-                          capture_output=True, text=True, env=env, timeout=900)
+                          capture_output=True, text=True, env=env, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"grid point {plan} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -297,10 +308,6 @@ def main(argv: list[str]) -> int:
 
     import torch
 
-    from engine.memory.estimate import estimate_memory
-    from engine.memory.plan import Plan
-    from engine.models.spec import spec_from_config
-
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     headline = "cuda_max_allocated" if cuda else "cpu_allocated"
@@ -309,21 +316,8 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as work:
         folders = model_folders(Path(work), not args.no_starter)
         for point in grid(cuda, "starter" in folders, args.quick):
-            folder = folders[point["model"]]
-            config = json.loads((folder / "config.json").read_text())
-            plan = Plan(**point["plan"])
-            estimate = estimate_memory(spec_from_config(config, point["model"]), plan, device)
-            raw = measure_in_child(folder, point["plan"])
-            measured = _measurements(raw)
-            errors = {metric: round((estimate.peak_allocated_bytes - value) / value, 4)
-                      for metric, value in measured.items()}
-            rows.append({"model": point["model"], "config": config, "plan": asdict(plan), "device": device,
-                         "estimated_bytes": estimate.peak_allocated_bytes, "peak_moment": estimate.peak_moment,
-                         "measured": measured, "errors": errors, "seconds": raw["seconds"],
-                         **({"cuda_max_reserved_bytes": raw["cuda_max_reserved_bytes"]} if cuda else {})})
-            print(f"{point['model']:8} {plan.describe():84} estimated {estimate.peak_allocated_bytes / 2**20:8.1f} MiB; "
-                  + ", ".join(f"{metric} {value / 2**20:.1f} MiB ({errors[metric]:+.1%})"
-                              for metric, value in measured.items()), flush=True)
+            rows.append(measure_row(point["model"], folders[point["model"]], point["plan"], device))
+            print(describe_row(rows[-1]), flush=True)
     report = {"host": host, "device": device, "steps": STEPS, "date": date.today().isoformat(),
               "tolerance": {metric: TOLERANCE[metric] for metric in rows[0]["measured"]}, "never_low": NEVER_LOW,
               "rows": rows}
@@ -339,6 +333,42 @@ def main(argv: list[str]) -> int:
         summary += f" rss_median_error={statistics.median(rss):.3f} rss_max_error={max(rss):.3f}"
     print(summary + f" estimate_ms={estimate_milliseconds():.3f}")
     return 0
+
+
+def measure_row(name: str, folder: Path, plan_settings: dict[str, Any], device: str,
+                timeout: float = 900) -> dict[str, Any]:
+    """One calibration row: the estimate for ``plan_settings`` on the model in ``folder`` beside
+    what a fresh process measures while training it (``measure_in_child``). Errors are relative
+    to the measurement: below zero, the estimate ran low. On CUDA the estimate less the CUDA
+    context is also held against ``max_memory_reserved`` (``reserved_error``)."""
+    from engine.memory.estimate import estimate_memory
+    from engine.memory.plan import Plan
+    from engine.models.spec import spec_from_config
+
+    config = json.loads((folder / "config.json").read_text())
+    plan = Plan(**plan_settings)
+    estimate = estimate_memory(spec_from_config(config, name), plan, device)
+    raw = measure_in_child(folder, plan_settings, timeout)
+    measured = _measurements(raw)
+    row = {"model": name, "config": config, "plan": asdict(plan), "device": device,
+           "estimated_bytes": estimate.peak_allocated_bytes, "peak_moment": estimate.peak_moment,
+           "measured": measured, "errors": {metric: round((estimate.peak_allocated_bytes - value) / value, 4)
+                                            for metric, value in measured.items()},
+           "seconds": raw["seconds"]}
+    if "cuda_max_reserved_bytes" in raw:
+        reserved, estimated = raw["cuda_max_reserved_bytes"], estimate.device_bytes - estimate.items["cuda_context"]
+        row.update(cuda_max_reserved_bytes=reserved, estimated_reserved_bytes=estimated,
+                   reserved_error=round((estimated - reserved) / reserved, 4))
+    return row
+
+
+def describe_row(row: dict[str, Any]) -> str:
+    from engine.memory.plan import Plan
+
+    estimated = row["estimated_bytes"] / 2**20
+    return (f"{row['model']:8} {Plan(**row['plan']).describe():84} estimated {estimated:8.1f} MiB; "
+            + ", ".join(f"{metric} {value / 2**20:.1f} MiB ({row['errors'][metric]:+.1%})"
+                        for metric, value in row["measured"].items()))
 
 
 def estimate_milliseconds(repeats: int = 1000) -> float:
