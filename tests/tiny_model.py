@@ -23,9 +23,10 @@ _CORPUS = [
 ]
 
 
-def build_tiny_model(folder: Path, *, seed: int = 0, vocab_size: int = 0) -> Path:
+def build_tiny_model(folder: Path, *, seed: int = 0, vocab_size: int = 0, layers: int = 2) -> Path:
     """The tiny model; ``vocab_size`` widens its embeddings and head past the tokenizer's
-    400 tokens (the extra rows are never read), for runs whose logits must be large."""
+    400 tokens (the extra rows are never read), for runs whose logits must be large, and
+    ``layers`` deepens it, for runs whose activations must be large."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -57,7 +58,7 @@ def build_tiny_model(folder: Path, *, seed: int = 0, vocab_size: int = 0) -> Pat
         vocab_size=vocab_size or len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=1024,

@@ -94,26 +94,10 @@ class _HeadCrossEntropy(torch.autograd.Function):
         grad_bias = torch.zeros_like(bias, dtype=torch.float32) if want_bias else None
         for start in range(0, rows.shape[0], chunk):
             inputs = rows[start:start + chunk].to(dtype)
-            target = targets[start:start + chunk, None]
-            logits = torch.nn.functional.linear(inputs, head_weight, head_bias)
-            if softcap is not None:  # as Gemma 2 caps its logits: in the head's dtype, before the upcast
-                logits = logits.div_(softcap).tanh_().mul_(softcap)
-            logits = logits.float()
-            log_probs = torch.log_softmax(logits, dim=-1)
-            total -= log_probs.gather(1, target).sum()
-            if not gradients:
+            loss, grad = _chunk(inputs, targets[start:start + chunk, None], head_weight, head_bias, softcap, gradients)
+            total += loss
+            if grad is None:
                 continue
-            # Through the cap, d(cap * tanh(x / cap))/dx = 1 - (capped / cap)^2, built in the logits' buffer.
-            slope = logits.div_(softcap).square_().neg_().add_(1) if softcap is not None else None
-            del logits
-            # d(sum of losses)/d(logits) = softmax - onehot, built in log_probs' buffer.
-            grad = log_probs.exp_()
-            del log_probs  # the name only: the buffer goes with the cast to a 16-bit dtype below
-            grad.scatter_add_(1, target, torch.full(target.shape, -1.0, device=grad.device))
-            if slope is not None:
-                grad.mul_(slope)
-                del slope
-            grad = grad.to(dtype)
             if want_rows:
                 grad_rows[start:start + chunk] = grad @ head_weight
             if want_weight:
@@ -123,6 +107,7 @@ class _HeadCrossEntropy(torch.autograd.Function):
                     grad_weight.add_(grad.t() @ inputs)
             if want_bias:
                 grad_bias.add_(grad.sum(0))
+            del grad  # before the next chunk's logits: one chunk's vocabulary-sized tensors at a time
         ctx.denominator = denominator
         # Summed in fp32, kept in the parameter's dtype (a pure-bf16 head's gradient is bf16).
         ctx.gradients = (grad_rows, None if grad_weight is None else grad_weight.to(weight.dtype),
@@ -136,6 +121,30 @@ class _HeadCrossEntropy(torch.autograd.Function):
         ctx.gradients = None  # scaled in place and handed on: autograd keeps no second copy
         scaled = [None if grad is None else grad.mul_(scale.to(grad.dtype)) for grad in grads]
         return scaled[0], scaled[1], scaled[2], None, None, None, None, None, None
+
+
+def _chunk(inputs: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+           softcap: Optional[float], gradients: bool) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """One chunk's summed loss and, when ``gradients``, its d(loss)/d(logits) (softmax - onehot) in
+    the compute dtype. At most two fp32 vocabulary-sized tensors exist at once: the logits and their
+    log-softmax, whose buffer becomes the gradient."""
+    logits = torch.nn.functional.linear(inputs, weight, bias)
+    if softcap is not None:  # as Gemma 2 caps its logits: in the head's dtype, before the upcast
+        logits = logits.div_(softcap).tanh_().mul_(softcap)
+    logits = logits.float()
+    log_probs = torch.log_softmax(logits, dim=-1)
+    loss = -log_probs.gather(1, target).sum()
+    if not gradients:
+        return loss, None
+    # Through the cap, d(cap * tanh(x / cap))/dx = 1 - (capped / cap)^2, built in the logits' buffer.
+    slope = logits.div_(softcap).square_().neg_().add_(1) if softcap is not None else None
+    del logits
+    grad = log_probs.exp_()
+    del log_probs  # the name only: the buffer goes with the cast to a 16-bit dtype below
+    grad.scatter_add_(1, target, torch.full(target.shape, -1.0, device=grad.device))
+    if slope is not None:
+        grad.mul_(slope)
+    return loss, grad.to(inputs.dtype)
 
 
 class _PassThrough(torch.nn.Module):

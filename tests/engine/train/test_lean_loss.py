@@ -140,16 +140,38 @@ def test_gemma2_soft_capped_logits_give_the_stock_loss_and_gradients(small_chunk
     assert model.config.final_logit_softcapping == 1.5  # set aside for the forward pass only
 
 
+def test_under_bf16_autocast_the_head_computes_in_bf16_as_the_stock_one(tiny_model_dir):
+    model, _ = engine_model(tiny_model_dir, "full")
+    ids = torch.tensor([row["input_ids"][:16] for row in rows()])
+
+    def under_autocast(compute):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return compute()
+
+    stock = loss_and_gradients(lambda: under_autocast(lambda: model(input_ids=ids, labels=ids).loss), model)
+    lean = loss_and_gradients(lambda: under_autocast(lambda: lean_loss.model_loss(model, model, {"input_ids": ids}, ids)),
+                              model)
+    in_fp32 = loss_and_gradients(lambda: model(input_ids=ids, labels=ids).loss, model)
+    # The same bf16 logits, upcast for the loss: equal to the last bit, where fp32 logits differ.
+    assert lean[0] == pytest.approx(stock[0], abs=1e-6) and abs(in_fp32[0] - stock[0]) > 1e-6
+    for name, grad in stock[1].items():  # bf16 matmuls summed in another order: within bf16's rounding
+        assert (lean[1][name] - grad).abs().max() <= 0.02 * grad.abs().max(), name
+
+
 def test_eval_loss_is_the_stock_trainers(tiny_model_dir, tmp_path):
     from datasets import Dataset
 
     model, tokenizer = engine_model(tiny_model_dir, "lora")
     data = Dataset.from_list(rows(seed=1, count=5))
     collate = make_collator(tokenizer, "padded")
-    lean = trainer_for(model, tokenizer, str(tmp_path), eval_dataset=data, data_collator=collate).evaluate()
+    trainer = trainer_for(model, tokenizer, str(tmp_path), eval_dataset=data, data_collator=collate)
     stock = trainer_for(model, tokenizer, str(tmp_path), cls=Trainer, eval_dataset=data,
                         data_collator=collate).evaluate()
-    assert lean["eval_loss"] == pytest.approx(stock["eval_loss"], abs=TOLERANCE)
+    assert trainer.evaluate()["eval_loss"] == pytest.approx(stock["eval_loss"], abs=TOLERANCE)
+    # A prediction that returns the logits still gets them, with the same loss.
+    predicted = trainer.predict(data)
+    assert predicted.predictions.shape[-1] == len(tokenizer)
+    assert predicted.metrics["test_loss"] == pytest.approx(stock["eval_loss"], abs=TOLERANCE)
 
 
 def profiled_peak(step) -> int:
@@ -181,6 +203,7 @@ def test_a_large_vocabulary_trains_without_the_batchs_logits(tmp_path):
 
     stock = profiled_peak(step(lambda m, b: Trainer.compute_loss(trainer, m, b)))
     lean = profiled_peak(step(trainer.compute_loss))
-    # The stock loss holds the fp32 logits two or three times over; the lean one a chunk's worth.
+    # The stock loss holds the fp32 logits two or three times over; the lean one two fp32 tensors
+    # of a chunk's rows at a time (its logits and their log-softmax), whatever the batch.
     assert stock - lean > 1.5 * logits_bytes
-    assert lean < logits_bytes
+    assert lean < 2.5 * loss_chunk.chunk_rows(65536) * 65536 * 4
