@@ -625,9 +625,9 @@ def _fwd_bwd_moments(run: _Run, persistent: dict[str, int]) -> list[tuple[str, d
                                            + _layer_transient(run, backward=True)}))
     if run.trainable_base:
         moments.append(_lm_head_backward(run, base, moments))
-        # A tied embedding's second gradient (from the embedding lookup) is added to the first
-        # (from lm_head) out of place: both and their sum exist at once.
-        tied_grad = 2 * run.master * spec.embedding_params if spec.tie_word_embeddings else 0
+        # A tied embedding's second gradient (from the embedding lookup) exists beside the first (the
+        # chunked loss's head gradient), which it is then added into in place.
+        tied_grad = run.master * spec.embedding_params if spec.tie_word_embeddings else 0
         moments.append(("backward_end", {**base, "gradients": persistent["gradients"] + tied_grad}))
     return moments
 

@@ -218,7 +218,7 @@ def test_the_loss_holds_one_chunk_of_vocabulary_rows_not_the_whole_batchs():
     # Beside the chunk: fp32 hidden states, their gathered rows and the rows' gradient, per token.
     assert small.items["logits_and_loss"] == chunk + 2 * 512 * (3 * 4 * spec.hidden_size + 16)
     assert large.items["logits_and_loss"] - small.items["logits_and_loss"] == 2 * 512 * (3 * 4 * spec.hidden_size + 16)
-    assert large.items["logits_and_loss"] < 4 * 512 * spec.vocab_size * 4 / 4  # a quarter of the batch's fp32 logits
+    assert large.items["logits_and_loss"] < 4 * 512 * spec.vocab_size * 4 / 2  # under half the batch's fp32 logits
 
 
 def test_trainable_parameters_of_each_method():
