@@ -13,11 +13,10 @@ from typing import Any, Optional
 from transformers import Trainer
 
 from engine.core.atomic import staging_path
-from engine.train import lean_loss
 from engine.run.rundir import RunDir
 from engine.run.checkpoints import CHECKPOINT_PREFIX, STAGING, TRAINER_STATE
 from engine.run.config import RunConfig
-from engine.train import pure_bf16
+from engine.train import lean_loss, pure_bf16
 
 # The studio's optimizer names -> the Trainer's.
 OPTIMIZERS = {"adamw": "adamw_torch_fused", "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8bit": "paged_adamw_8bit",
