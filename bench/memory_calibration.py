@@ -212,7 +212,7 @@ def _train(model_dir: str, plan: Any, measure: bool, own_weights: bool = False) 
                        optimizer=plan.optimizer, pure_bf16="on" if plan.pure_bf16 else "off")
     device = "cuda:0" if torch.cuda.is_available() else "cpu"
     model = loading.load_model(Path(model_dir), config, plan.precision, device)
-    if own_weights and plan.method != "qlora":  # quantising already made allocator copies of the linears
+    if own_weights:
         own_tensors(model)
     if plan.attention == "eager":
         model.set_attn_implementation("eager")
@@ -249,7 +249,10 @@ def own_tensors(model: Any) -> None:
 
     with torch.no_grad():
         for tensor in [*model.parameters(), *model.buffers()]:
-            tensor.data = tensor.data.clone()
+            # Quantising already made allocator copies of the linears (and bitsandbytes' 8-bit
+            # weights keep references to their data); the embeddings, norms and head still map the file.
+            if type(tensor).__name__ not in ("Params4bit", "Int8Params"):
+                tensor.data = tensor.data.clone()
 
 
 def measure_in_child(model_dir: Path, plan: dict[str, Any], timeout: float = 900) -> dict[str, Any]:
