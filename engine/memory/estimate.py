@@ -160,9 +160,9 @@ def estimate_memory(spec: ModelSpec, plan: Plan, device: str = "cuda") -> Memory
 def _resolve(spec: ModelSpec, plan: Plan, device: str) -> _Run:
     c = 4 if plan.precision == "fp32" else 2
     quantised = plan.method == "qlora"
-    # A frozen base loads in the compute dtype; only full fine-tuning keeps fp32 weights under autocast.
-    sixteen_bit_base = quantised or plan.method != "full"
-    sixteen_bit_base = sixteen_bit_base or plan.pure_bf16  # pure bf16 trains the bf16 weights themselves
+    # A frozen base loads in the compute dtype; only full fine-tuning keeps fp32 weights under
+    # autocast, unless it trains in pure bf16 (the bf16 weights themselves).
+    sixteen_bit_base = plan.method != "full" or plan.pure_bf16
     seq = plan.seq + (plan.virtual_tokens if plan.method in ("prompt", "ptuning") else 0)
     kv_len = seq + (plan.virtual_tokens if plan.method == "prefix" else 0)
     eager = plan.attention == "eager" or spec.attn_logit_softcapping is not None
@@ -558,12 +558,14 @@ def _mlp_frame(run: _Run) -> float:
     if run.trainable_base:
         return 2 * c * ffn
     in_adapter_dtype = run.adapter_in == c  # what lora_A keeps is then the input or its dropped copy
-    keeps_input = run.int8_base or (plan.lora_dropout == 0 and in_adapter_dtype)
-    gate_up = [lin for lin in run.adapted if lin.name in ("gate_proj", "up_proj", "gate_up_proj")]
+    adapter_keeps_input = plan.lora_dropout == 0 and in_adapter_dtype
+    gate_up_adapted = any(lin.name in ("gate_proj", "up_proj", "gate_up_proj") for lin in run.adapted)
     down_adapted = any(lin.name == "down_proj" for lin in run.adapted)
-    held = (r * hidden if r != 4 else 0) + (0 if (gate_up or run.int8_base) and keeps_input else r * hidden)
-    held += c * hidden
-    held += 0 if (down_adapted or run.int8_base) and keeps_input else c * ffn
+    # An 8-bit base keeps every linear's input itself (``_int8_inputs``).
+    mlp_input_kept = run.int8_base or (gate_up_adapted and adapter_keeps_input)
+    down_input_kept = run.int8_base or (down_adapted and adapter_keeps_input)
+    held = (r * hidden if r != 4 else 0) + (0 if mlp_input_kept else r * hidden) + c * hidden
+    held += 0 if down_input_kept else c * ffn
     if down_adapted and not in_adapter_dtype:
         held += run.adapter_in * ffn * (2 if plan.lora_dropout > 0 else 1)
     return held

@@ -4,7 +4,7 @@ a peak memory without the batch's logits on a model with a large vocabulary."""
 
 from __future__ import annotations
 
-import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -18,6 +18,10 @@ from engine.train import lean_loss, loading, methods
 from engine.train.batching import make_collator
 from engine.train.trainer import StudioTrainer
 from tiny_model import build_tiny_model
+
+# The memory calibration's measure of the peak of live tensor bytes on a CPU (the profiler's allocator events).
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
+from memory_calibration import profiled_peak  # noqa: E402
 
 TOLERANCE = 1e-5
 
@@ -172,20 +176,6 @@ def test_eval_loss_is_the_stock_trainers(tiny_model_dir, tmp_path):
     predicted = trainer.predict(data)
     assert predicted.predictions.shape[-1] == len(tokenizer)
     assert predicted.metrics["test_loss"] == pytest.approx(stock["eval_loss"], abs=TOLERANCE)
-
-
-def profiled_peak(step) -> int:
-    """The peak of live tensor bytes while ``step`` runs (the profiler's allocator events)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
-        step()
-    with tempfile.TemporaryDirectory() as folder:
-        trace = Path(folder) / "trace.json"
-        profiler.export_chrome_trace(str(trace))
-        events = json.loads(trace.read_text())["traceEvents"]
-    allocated = [event["args"]["Total Allocated"] for event in events if event.get("name") == "[memory]"]
-    return max(allocated) - allocated[0]
 
 
 def test_a_large_vocabulary_trains_without_the_batchs_logits(tmp_path):
