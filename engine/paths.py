@@ -61,6 +61,11 @@ def runs_dir() -> Path:
     return _subdir("runs")
 
 
+def preferences_dir() -> Path:
+    """Preference datasets made in the studio (Compare's "A is better"), one JSONL file each."""
+    return _subdir("preferences")
+
+
 def evaluations_dir() -> Path:
     """Where each evaluation's full results (every example's answers and scores) are kept, one JSON
     file per evaluation; an adapter's studio.json keeps only its summary and this file's path."""

@@ -17,6 +17,21 @@ PROMPT_METHODS = ("prompt", "prefix", "ptuning")  # the methods that train virtu
 METHOD_LABELS = {"lora": "LoRA", "dora": "DoRA", "qlora": "QLoRA", "full": "full fine-tuning",
                  "prompt": "prompt tuning", "prefix": "prefix tuning", "ptuning": "P-tuning"}
 
+# What a run learns from: supervised replies (SFT), or preferences between answers, each run
+# with TRL's trainer of that name (engine.train.preference). SimPO is TRL's CPO trainer with
+# its SimPO loss. Every objective trains over LoRA, DoRA, QLoRA or full fine-tuning.
+Objective = Literal["sft", "dpo", "orpo", "kto", "simpo"]
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
+PREFERENCE_OBJECTIVES = ("dpo", "orpo", "kto", "simpo")
+PAIRED_OBJECTIVES = ("dpo", "orpo", "simpo")  # these read chosen / rejected pairs; KTO reads one labelled answer
+REFERENCE_OBJECTIVES = ("dpo", "kto")  # these compare against a frozen reference model; ORPO and SimPO do not
+OBJECTIVE_LABELS = {"sft": "supervised (SFT)", "dpo": "DPO", "orpo": "ORPO", "kto": "KTO", "simpo": "SimPO"}
+PREFERENCE_METHODS = ("lora", "dora", "qlora", "full")  # what a preference objective can train
+# DPO's losses offered (TRL's loss_type): the paper's sigmoid, IPO, hinge (SLiC), and robust DPO
+# (which reads the label smoothing as the share of pairs thought mislabelled).
+DpoLoss = Literal["sigmoid", "ipo", "hinge", "robust"]
+DPO_LOSSES: tuple[str, ...] = get_args(DpoLoss)
+
 TargetPreset = Literal["q,v", "attention", "all-linear"]
 TARGET_PRESETS: tuple[str, ...] = get_args(TargetPreset)
 
@@ -46,8 +61,15 @@ PROMPT_INITS = ("random", "text")
 BAD_ROWS = ("skip", "stop")  # train on the good rows, or stop at the first bad one
 
 # Datasets: the row layouts engine.data.formats reads, and how plain text is split.
-DatasetFormat = Literal["messages", "sharegpt", "alpaca", "prompt_completion", "qa", "text"]
+DatasetFormat = Literal["messages", "sharegpt", "alpaca", "prompt_completion", "qa", "text",
+                        "preference", "preference_conversations", "sharegpt_preference", "unpaired_preference"]
 DATASET_FORMATS: tuple[str, ...] = get_args(DatasetFormat)
+# The preference layouts (engine.data.preference): prompt / chosen / rejected (strings or message
+# lists); whole chosen / rejected conversations sharing a prefix (HH-RLHF); ShareGPT conversations
+# with chosen / rejected turns; and KTO's prompt / completion / label.
+PAIRED_FORMATS = ("preference", "preference_conversations", "sharegpt_preference")
+PREFERENCE_FORMATS = (*PAIRED_FORMATS, "unpaired_preference")
+SFT_FORMATS = tuple(name for name in DATASET_FORMATS if name not in PREFERENCE_FORMATS)
 TRAIN_ON = ("assistant", "all")  # the loss on the replies only, or on every token
 TEXT_SPLITS = ("auto", "lines", "chunks")
 

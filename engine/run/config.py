@@ -15,10 +15,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
 
-from engine.core.choices import (Batching, Method, Optimizer, PrecisionChoice, PureBf16, Quant, Scheduler,
-                                 BAD_ROWS, BATCHING, COMPUTE_DTYPES, DATASET_FORMATS, LORA_METHODS, METHODS,
-                                 OPTIMIZERS, PRECISION_CHOICES, PROMPT_INITS, PROMPT_METHODS, PURE_BF16_CHOICES,
-                                 QUANTS, SCHEDULERS, TARGET_PRESETS, TEXT_SPLITS, TRAIN_ON, pure_bf16_problem)
+from engine.core.choices import (Batching, DpoLoss, Method, Objective, Optimizer, PrecisionChoice, PureBf16, Quant,
+                                 Scheduler, BAD_ROWS, BATCHING, COMPUTE_DTYPES, DATASET_FORMATS, DPO_LOSSES,
+                                 LORA_METHODS, METHOD_LABELS, METHODS, OBJECTIVE_LABELS, OBJECTIVES, OPTIMIZERS,
+                                 PRECISION_CHOICES, PREFERENCE_METHODS, PREFERENCE_OBJECTIVES, PROMPT_INITS,
+                                 PROMPT_METHODS, PURE_BF16_CHOICES, QUANTS, SCHEDULERS, TARGET_PRESETS, TEXT_SPLITS,
+                                 TRAIN_ON, pure_bf16_problem)
 from engine.core.checks import (MAX_BATCH, MAX_LENGTH, MAX_RANK, MAX_SEED, MAX_STEPS, MAX_VIRTUAL_TOKENS, fraction,
                                 in_range, positive, shown, text, whole)
 from engine.core.names import is_valid_name
@@ -33,6 +35,8 @@ _MAX_ALPHA = 65536.0
 _MAX_EPOCHS = 10_000.0
 _MAX_GRAD_NORM = 1e6
 _MAX_PROMPT_TEXT = 100_000
+_MAX_BETA = 100.0  # preference objectives' beta: 0.01 to 1 in practice
+_MAX_PREFERENCE_WEIGHT = 100.0  # KTO's desirable / undesirable weights
 _MAX_CONFIG_BYTES = 1 << 20  # a run's config.json is a few KiB; its longest field is the prompt init text
 
 
@@ -46,6 +50,20 @@ class RunConfig:
     model: str
     dataset: str
     method: Method = "lora"
+    # What it learns from: supervised replies, or preferences (engine.train.preference) ---------
+    objective: Objective = "sft"
+    beta: float = 0.1  # how far the trained model may move from the reference (DPO, KTO) or the odds weight (ORPO)
+    dpo_loss: DpoLoss = "sigmoid"
+    # DPO against a uniform reference (the reference's log-probabilities read as 0): no
+    # reference forward pass, and no reference copy for full fine-tuning.
+    reference_free: bool = False
+    label_smoothing: float = 0.0  # robust DPO: the share of pairs thought mislabelled, below 0.5
+    simpo_gamma: float = 0.5  # SimPO: the reward margin it aims for between chosen and rejected
+    desirable_weight: float = 1.0  # KTO: the weight of the answers labelled good
+    undesirable_weight: float = 1.0  # KTO: the weight of the answers labelled bad
+    # Start from a trained adapter (a library name or a PEFT folder), e.g. SFT then DPO; it
+    # is also the reference a preference run is measured against.
+    from_adapter: Optional[str] = None
     # LoRA family ------------------------------------------------------------------------------
     rank: int = 16
     alpha: float = 32.0
@@ -146,6 +164,10 @@ class RunConfig:
 
     # what kind of run -------------------------------------------------------------------------
     @property
+    def is_preference(self) -> bool:
+        return self.objective in PREFERENCE_OBJECTIVES
+
+    @property
     def uses_lora(self) -> bool:
         return self.method in LORA_METHODS
 
@@ -166,6 +188,7 @@ class RunConfig:
         self._validate_choices()
         self._validate_numbers()
         self._validate_method_settings()
+        self._validate_objective()
         self._validate_schedule()
         self._validate_data_settings()
         if self.name is not None and not is_valid_name(self.name):
@@ -179,7 +202,8 @@ class RunConfig:
             ("quantisation", self.quant, QUANTS), ("compute dtype", self.compute_dtype, COMPUTE_DTYPES),
             ("optimizer", self.optimizer, OPTIMIZERS), ("learning-rate schedule", self.lr_scheduler, SCHEDULERS),
             ("batching", self.batching, BATCHING), ("prompt init", self.prompt_init, PROMPT_INITS),
-            ("pure bf16 setting", self.pure_bf16, PURE_BF16_CHOICES),
+            ("pure bf16 setting", self.pure_bf16, PURE_BF16_CHOICES), ("objective", self.objective, OBJECTIVES),
+            ("DPO loss", self.dpo_loss, DPO_LOSSES),
         ):
             if value not in allowed:
                 raise StudioError(f"unknown {label} {value!r}; choose one of {', '.join(allowed)}")
@@ -239,6 +263,36 @@ class RunConfig:
         if self.uses_prompt and self.batching == "padding_free":
             raise StudioError(f"{self.method} tuning puts virtual tokens in front of every row, which padding-free "
                               "batching cannot do: use padded batches")
+
+    def _validate_objective(self) -> None:
+        positive("beta", self.beta, float)
+        in_range("beta", self.beta, high=_MAX_BETA)
+        in_range("label smoothing", self.label_smoothing, 0, 0.5)
+        if self.label_smoothing >= 0.5:
+            raise StudioError("label smoothing is the share of pairs thought mislabelled: give a value below 0.5")
+        in_range("SimPO gamma", self.simpo_gamma, 0, _MAX_BETA)
+        for name in ("desirable_weight", "undesirable_weight"):
+            positive(name.replace("_", " "), getattr(self, name), float)
+            in_range(name.replace("_", " "), getattr(self, name), high=_MAX_PREFERENCE_WEIGHT)
+        if self.from_adapter is not None:
+            text("from adapter", self.from_adapter)
+        if not self.is_preference:
+            return
+        label = OBJECTIVE_LABELS[self.objective]
+        if self.method not in PREFERENCE_METHODS:
+            raise StudioError(f"{label} trains LoRA, DoRA, QLoRA or full fine-tuning, not "
+                              f"{METHOD_LABELS[self.method]}: pick one of those methods")
+        if self.reference_free and self.objective != "dpo":
+            raise StudioError(f"reference-free is a DPO setting; {label} has "
+                              f"{'no reference to drop' if self.objective in ('orpo', 'simpo') else 'its own reference'}"
+                              ": turn reference-free off")
+        if self.label_smoothing and not (self.objective == "dpo" and self.dpo_loss == "robust"):
+            raise StudioError("label smoothing applies to DPO's robust loss only: set it to 0, or pick dpo_loss robust")
+        if self.batching == "padding_free":
+            raise StudioError(f"{label} batches each prompt with its answers, which padding-free batching cannot "
+                              "do: use padded batches")
+        if self.train_on != "assistant":
+            raise StudioError(f"{label} learns from the answers only: set train on to assistant")
 
     def _validate_schedule(self) -> None:
         if self.early_stopping_patience and not self.val_fraction:

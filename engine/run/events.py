@@ -53,6 +53,13 @@ class StepMetrics(Event):
     memory_allocated: Optional[int] = None
     memory_reserved: Optional[int] = None
     elapsed_s: float = 0.0
+    # Preference objectives (engine.train.preference), averaged over the logged steps: the
+    # implicit rewards of the chosen and rejected answers, their margin, and the share of
+    # pairs whose chosen answer scores above the rejected one. None for SFT.
+    rewards_chosen: Optional[float] = None
+    rewards_rejected: Optional[float] = None
+    reward_margin: Optional[float] = None
+    reward_accuracy: Optional[float] = None
 
 
 @dataclass(kw_only=True)
