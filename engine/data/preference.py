@@ -196,12 +196,17 @@ class PreferenceCounts:
     total_rows: int
     bad_rows: int
     identical: int
-    prompt_cut: int
+    prompt_cut: Optional[int]  # None: not measured (no tokenizer)
     rows: int
     max_length: int
     problems: list[RowProblem] = field(default_factory=list)
     first_cut: Optional[RowProblem] = None
     first_identical: Optional[RowProblem] = None
+
+    @property
+    def pairs(self) -> int:
+        """The rows read as pairs (KTO's files: as labelled answers), identical ones not counted."""
+        return self.total_rows - self.bad_rows - self.identical
 
     def sentence(self) -> str:
         noun = "row" if self.objective == "kto" else "pair"
@@ -215,7 +220,8 @@ class PreferenceCounts:
 
     def to_dict(self) -> dict:
         return {"layout": self.layout, "layout_title": FORMATS[self.layout].title, "objective": self.objective,
-                "rows": self.total_rows, "bad_rows": self.bad_rows, "identical_pairs": self.identical,
+                "rows": self.total_rows, "bad_rows": self.bad_rows, "pairs": self.pairs,
+                "identical_pairs": self.identical,
                 "prompts_cut_off": self.prompt_cut, "trained_rows": self.rows, "max_length": self.max_length,
                 "summary": self.sentence(),
                 "problems": [{"line": p.line, "file": p.file, "unit": p.unit, "reason": p.reason}
@@ -230,8 +236,12 @@ def default_objective(source_format: str) -> str:
 def check_preferences(source: DatasetSource, tokenizer: Any, *, objective: str, max_length: int,
                       bad_rows: str = "skip") -> PreferenceCounts:
     """The counts of a preference file for ``objective`` and ``max_length``; raises StudioError
-    (one line) when nothing can train: ``read_preferences``' refusals, or every prompt filling max length."""
+    (one line) when nothing can train: ``read_preferences``' refusals, or every prompt filling max length.
+    Without a tokenizer (None) the prompts are not measured: ``prompt_cut`` is None."""
     read = read_preferences(source, objective=objective, bad_rows=bad_rows)
+    if tokenizer is None:
+        return PreferenceCounts(source.format, objective, read.total_rows, read.bad_rows, read.identical, None,
+                                len(read.rows), max_length, read.problems, None, read.first_identical)
     cut, first_cut, kept = 0, None, 0
     for row, line in zip(read.rows, read.lines):
         prompt_ids = (tokenise_pair(tokenizer, row) if "chosen" in row else tokenise_answer(tokenizer, row))[0]
