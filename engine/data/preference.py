@@ -180,16 +180,12 @@ def _common_prefix(ids: list[int], other: list[int]) -> int:
     return length
 
 
-def prompt_cut(prompt_ids: list[int], max_length: int) -> bool:
-    """Whether max length leaves a row nothing to learn: its prompt alone fills it, and TRL drops it."""
-    return len(prompt_ids) >= max_length
-
-
 # ------------------------------------------------------------------ counts
 @dataclass
 class PreferenceCounts:
     """What a preference run makes of a file: its rows, the bad ones, the identical pairs, and the
-    rows whose prompt fills max length (dropped); ``rows`` is what trains (KTO: two per pair read)."""
+    rows whose prompt fills max length (TRL's trainers drop a row whose prompt alone fills it: nothing
+    is left to learn); ``rows`` is what trains (KTO: two per pair read)."""
 
     layout: str
     objective: str
@@ -233,26 +229,51 @@ def default_objective(source_format: str) -> str:
     return "kto" if source_format == "unpaired_preference" else "dpo"
 
 
+@dataclass
+class PreferenceScan:
+    """A preference file read once for an objective, each row's prompt measured in tokens (when a
+    tokenizer was given): its counts for any max length without reading it again (the Data page)."""
+
+    layout: str
+    objective: str
+    read: PreferenceRows
+    prompt_lengths: Optional[list[int]]  # one per row of ``read.rows``; None: not measured
+
+    def counts(self, max_length: int) -> PreferenceCounts:
+        read = self.read
+        cut = kept = None
+        first_cut = None
+        if self.prompt_lengths is not None:
+            cut_rows = [index for index, length in enumerate(self.prompt_lengths) if length >= max_length]
+            cut, kept = len(cut_rows), len(read.rows) - len(cut_rows)
+            if cut_rows:
+                first = cut_rows[0]
+                first_cut = RowProblem(read.lines[first], f"its prompt alone takes {self.prompt_lengths[first]:,} "
+                                                          "tokens", code=PROMPT_CUT)
+        return PreferenceCounts(self.layout, self.objective, read.total_rows, read.bad_rows, read.identical, cut,
+                                len(read.rows) if kept is None else kept, max_length, read.problems, first_cut,
+                                read.first_identical)
+
+
+def scan_preferences(source: DatasetSource, tokenizer: Any, *, objective: str, bad_rows: str = "skip") -> PreferenceScan:
+    """``source`` read for ``objective`` and, given a tokenizer, every row's prompt measured as TRL
+    tokenises it (``read_preferences``' refusals raise here)."""
+    read = read_preferences(source, objective=objective, bad_rows=bad_rows)
+    lengths = None
+    if tokenizer is not None:
+        lengths = [len((tokenise_pair(tokenizer, row) if "chosen" in row else tokenise_answer(tokenizer, row))[0])
+                   for row in read.rows]
+    return PreferenceScan(source.format, objective, read, lengths)
+
+
 def check_preferences(source: DatasetSource, tokenizer: Any, *, objective: str, max_length: int,
                       bad_rows: str = "skip") -> PreferenceCounts:
     """The counts of a preference file for ``objective`` and ``max_length``; raises StudioError
     (one line) when nothing can train: ``read_preferences``' refusals, or every prompt filling max length.
     Without a tokenizer (None) the prompts are not measured: ``prompt_cut`` is None."""
-    read = read_preferences(source, objective=objective, bad_rows=bad_rows)
-    if tokenizer is None:
-        return PreferenceCounts(source.format, objective, read.total_rows, read.bad_rows, read.identical, None,
-                                len(read.rows), max_length, read.problems, None, read.first_identical)
-    cut, first_cut, kept = 0, None, 0
-    for row, line in zip(read.rows, read.lines):
-        prompt_ids = (tokenise_pair(tokenizer, row) if "chosen" in row else tokenise_answer(tokenizer, row))[0]
-        if prompt_cut(prompt_ids, max_length):
-            cut += 1
-            if first_cut is None:
-                first_cut = RowProblem(line, f"its prompt alone takes {len(prompt_ids):,} tokens", code=PROMPT_CUT)
-        else:
-            kept += 1
-    if not kept:
+    counts = scan_preferences(source, tokenizer, objective=objective, bad_rows=bad_rows).counts(max_length)
+    if counts.rows == 0:
         raise StudioError(f"no row of {source.name} can train: the prompt of every one fills max length "
-                          f"{max_length:,} (first at {first_cut.where()}: {first_cut.reason}); raise max length")
-    return PreferenceCounts(source.format, objective, read.total_rows, read.bad_rows, read.identical, cut, kept,
-                            max_length, read.problems, first_cut, read.first_identical)
+                          f"{max_length:,} (first at {counts.first_cut.where()}: {counts.first_cut.reason}); "
+                          "raise max length")
+    return counts

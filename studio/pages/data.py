@@ -7,6 +7,10 @@ duplicate and empty rows and, when a model is chosen, measuring every row's leng
 tokens. The page shows the detected format and lets the user override it with a
 column mapping; the selected row's exact training text, with the tokens the loss is
 taken on in another colour; and a histogram of lengths with the max-length cutoff.
+A preference file (chosen / rejected answers, or KTO's labelled ones) is read as its pairs: the
+selected pair's prompt (read, not learnt) above its two answers side by side, and the counts of
+identical pairs and of prompts the max length cuts off; the preference sets made in Compare are
+listed with their pair counts, and open here.
 Max length, validation share and "train on" are applied to the measured lengths at
 once, without reading the file again. They are the Train page's settings, shown and set here
 (the window hands them between the pages): the counts shown are what the next run makes of the
@@ -37,6 +41,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QListWidget,
+    QListWidgetItem,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -59,6 +64,9 @@ from engine.data.dataset import (
 )
 from engine.data.examples import training_view
 from engine.data.formats import FORMATS
+from engine.data.preference import (PreferenceScan, default_objective, scan_preferences, tokenise_answer,
+                                    tokenise_pair)
+from engine.data.preference_store import preference_sets
 from engine.data.readers import RowProblem
 from engine.data.rendering import chat_template_for
 from engine.data.scan import DatasetReport, scan_dataset
@@ -76,6 +84,8 @@ SHOWN_PROBLEMS = 20
 # for a folder, the file too, as the problems list names it.
 WHERE_TITLES = {"line": "Line in file", "row": "Row in file", "folder": "File and place"}
 CHAT_COLUMNS = (WHERE_TITLES["line"], "Turns", "First user message", "First assistant reply")
+PAIR_COLUMNS = (WHERE_TITLES["line"], "Prompt", "Chosen", "Rejected")
+LABELLED_COLUMNS = (WHERE_TITLES["line"], "Prompt", "Completion", "Label")
 TEXT_COLUMNS = (WHERE_TITLES["line"], "Characters", "Text")
 COLUMN_HELP = {
     "Line in file": "The line of the file where this row starts, as a text editor numbers the lines: go there to "
@@ -89,6 +99,11 @@ COLUMN_HELP = {
     "First user message": "The conversation's first question, on one line; select the row to read it all below.",
     "First assistant reply": "The first answer, what the model learns to write; select the row to read it all.",
     "Text": "The row's text on one line; select the row to read it all below.",
+    "Prompt": "The last message the answers reply to; select the row to see the whole prompt below.",
+    "Chosen": "The better answer: preference training makes it more likely than the rejected one.",
+    "Rejected": "The worse answer: preference training makes it less likely than the chosen one.",
+    "Completion": "An answer KTO learns from: made more likely when its label is true, less when false.",
+    "Label": "True: a good answer to learn towards; false: a bad one to learn away from.",
 }
 # What each value of the summary above the rows means, and what is good.
 FACT_HELP = {
@@ -105,7 +120,14 @@ FACT_HELP = {
                          "Validation rows measure the eval loss on rows the model never learns from.",
     "Longer than max length:": "Rows with more tokens than the max length: their end is cut off in training and "
                                "never learned. Raise the max length (more memory) or shorten those rows.",
+    "Identical pairs:": "Pairs whose chosen and rejected answers are the same: there is nothing to prefer, so "
+                        "they are skipped.",
+    "Prompts cut off:": "Rows whose prompt alone fills the max length: no answer would be left to learn from, so "
+                        "they are skipped. Raise the max length or shorten those prompts.",
 }
+# The facts of a conversation file, and those of a preference file, each shown only for its kind.
+_SFT_FACTS = ("Duplicates:", "Empty answers:", "Validation split:", "Longer than max length:")
+_PAIR_FACTS = ("Identical pairs:", "Prompts cut off:")
 _PROGRESS_STEPS = 1000
 _LONGEST_PROGRESS = "measuring tokens 100%"
 _NOT_USED = "(not used)"
@@ -179,6 +201,44 @@ def training_text_html(conversation: list[dict], tokenizer: Any, template: str, 
             f'<pre style="white-space:pre-wrap; font-family:monospace">{body}</pre>')
 
 
+def pair_html(pair: dict, tokenizer: Any, max_length: int) -> tuple[str, list[str]]:
+    """A pair (or KTO's labelled answer) as its trainer reads it: the prompt rendered through the
+    template, read and not learnt, and each answer, learnt; what max length cuts off, struck out.
+    Without a tokenizer, the messages as written."""
+    answers = [pair["chosen"], pair["rejected"]] if "chosen" in pair else [pair["completion"]]
+    if tokenizer is None:
+        return conversation_html(pair["prompt"]), [conversation_html(answer) for answer in answers]
+    try:
+        if "chosen" in pair:
+            prompt_ids, *answer_ids = tokenise_pair(tokenizer, pair)
+        else:
+            prompt_ids, completion_ids = tokenise_answer(tokenizer, pair)
+            answer_ids = [completion_ids]
+    except StudioError as exc:
+        error = f'<p style="{_ERROR_STYLE}">{html.escape(str(exc))}</p>'
+        return error, [error for _answer in answers]
+
+    def span(ids: list[int], style: str) -> str:
+        text = tokenizer.decode(ids, skip_special_tokens=False) if ids else ""
+        return f'<span style="{style}">{html.escape(_shown(text))}</span>' if text else ""
+
+    def block(body: str, note: str) -> str:
+        return f'<p><small>{note}</small></p><pre style="white-space:pre-wrap; font-family:monospace">{body}</pre>'
+
+    cut = len(prompt_ids) >= max_length  # TRL's trainers skip the row: no answer is left to learn
+    prompt_note = f"{len(prompt_ids):,} tokens, read only (masked out of the loss)"
+    if cut:
+        prompt_note += f' <b style="{_ERROR_STYLE}">fills the max length of {max_length:,}: this row is skipped</b>'
+    room = max(0, max_length - len(prompt_ids))  # the answer is cut where prompt + answer pass max length
+    shown = []
+    for ids in answer_ids:
+        left = len(ids) - room
+        note = (f"{len(ids):,} tokens, not learnt: the prompt fills the max length" if cut else
+                f"{len(ids):,} tokens, learnt" + (f", the last {left:,} cut off by the max length" if left > 0 else ""))
+        shown.append(block(span(ids[:room], _TRAINED_STYLE) + span(ids[room:], _CUT_STYLE), note))
+    return block(span(prompt_ids, _PROMPT_STYLE), prompt_note), shown
+
+
 def _rows(count: int) -> str:
     return f"{count:,} row{'' if count == 1 else 's'}"
 
@@ -213,6 +273,7 @@ class _Scanned:
     report: Optional[DatasetReport]
     tokenizer: Any
     model: Optional[str]
+    pairs: Optional[PreferenceScan] = None  # a preference file's rows, read for its objective
 
 
 def _inspect(reference: str, options: DataOptions, model: Optional[str], reporter: TaskReporter) -> _Scanned:
@@ -227,6 +288,10 @@ def _inspect(reference: str, options: DataOptions, model: Optional[str], reporte
     if model:
         reporter.progress(0, 0, "loading the tokenizer")
         tokenizer = _load_tokenizer(model, reporter)
+    if source.is_preference:
+        reporter.progress(0, 0, "measuring prompts" if tokenizer is not None else "reading the pairs")
+        scan = scan_preferences(source, tokenizer, objective=default_objective(source.format))
+        return _Scanned(None, tokenizer, model, scan)
 
     def progress(fraction: float) -> None:
         reporter.progress(int(fraction * _PROGRESS_STEPS), _PROGRESS_STEPS,
@@ -341,6 +406,7 @@ class DataPage(QWidget):
         self._source: Optional[DatasetSource] = None
         self._samples: list[Sample] = []
         self._report: Optional[DatasetReport] = None
+        self._pairs: Optional[PreferenceScan] = None
         self._run_max_length: Optional[int] = None  # the Train page's, as last shown here
         self._tokenizer: Any = None
         self._tokenizer_model: Optional[str] = None
@@ -352,6 +418,7 @@ class DataPage(QWidget):
         self._inspected: Optional[tuple] = None
         self._build()
         self._show_nothing()
+        self._list_preference_sets()
 
     # ----------------------------------------------------------------- layout
     def _build(self) -> None:
@@ -469,8 +536,25 @@ class DataPage(QWidget):
         column_layout.setContentsMargins(0, 0, 0, 0)
         column_layout.addWidget(reading)
         column_layout.addWidget(training)
+        column_layout.addWidget(self._build_preference_sets())
         column_layout.addStretch(1)
         return column
+
+    def _build_preference_sets(self) -> QWidget:
+        self.sets_list = QListWidget(self)
+        self.sets_list.setAccessibleName("Preference sets")
+        self.sets_list.setToolTip("The pairs you marked in Compare (A is better, B is better), one set per name. "
+                                  "Double-click one to look inside it here.")
+        self.sets_list.setMaximumHeight(110)
+        self.sets_list.itemActivated.connect(self._open_set)
+        self.sets_note = QLabel(self)
+        self.sets_note.setWordWrap(True)
+        self.sets_note.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        box = QGroupBox("Your preference sets", self)
+        layout = QVBoxLayout(box)
+        layout.addWidget(self.sets_list)
+        layout.addWidget(self.sets_note)
+        return box
 
     def _build_results(self) -> QWidget:
         self.format_value = QLabel(self)
@@ -481,21 +565,26 @@ class DataPage(QWidget):
         self.empty_value = QLabel(self)
         self.split_value = QLabel(self)
         self.truncated_value = QLabel(self)
+        self.identical_value = QLabel(self)
+        self.prompt_cut_value = QLabel(self)
         # Every count in one line with the reason for each difference: the line the run's log will say.
         self.counts_label = QLabel(self)
         self.counts_label.setWordWrap(True)
         self.counts_label.setAccessibleName("What training makes of the rows")
         self.counts_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         facts = QGridLayout()
+        self._facts: dict[str, tuple[QLabel, QLabel]] = {}
         for index, (label, value) in enumerate((
                 ("Format:", self.format_value), ("Rows in the file:", self.rows_value),
                 ("Usable rows:", self.usable_value), ("Problems:", self.problems_value),
                 ("Duplicates:", self.duplicates_value), ("Empty answers:", self.empty_value),
-                ("Validation split:", self.split_value), ("Longer than max length:", self.truncated_value))):
+                ("Validation split:", self.split_value), ("Longer than max length:", self.truncated_value),
+                ("Identical pairs:", self.identical_value), ("Prompts cut off:", self.prompt_cut_value))):
+            name = QLabel(label, self)
+            self._facts[label] = (name, value)
             value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             value.setToolTip(FACT_HELP[label])
             value.setWordWrap(True)  # a long value takes two lines rather than widening the page
-            name = QLabel(label, self)
             name.setToolTip(FACT_HELP[label])
             top = Qt.AlignmentFlag.AlignTop  # beside a value wrapped onto two lines, the name stays on its first
             facts.addWidget(name, index // 2, 2 * (index % 2), top)
@@ -522,11 +611,13 @@ class DataPage(QWidget):
         self.histogram = LengthHistogram(self)
         self.histogram.setMinimumHeight(170)
         self.preview_label = QLabel(self)
+        self.pair_view = self._build_pair_view()
 
         below = QSplitter(Qt.Orientation.Horizontal, self)
         below.addWidget(self.conversation_view)
         below.addWidget(self.histogram)
-        below.setSizes([440, 340])
+        below.addWidget(self.pair_view)
+        below.setSizes([440, 340, 780])
         rows = QWidget(self)
         rows_layout = QVBoxLayout(rows)
         rows_layout.setContentsMargins(0, 0, 0, 0)
@@ -544,6 +635,44 @@ class DataPage(QWidget):
         layout.addWidget(self.problems_list)
         layout.addWidget(splitter, 1)
         return results
+
+    def _build_pair_view(self) -> QWidget:
+        """The selected pair: its prompt above, the chosen and the rejected answers side by side."""
+        view = QWidget(self)
+        self.prompt_view = QTextBrowser(view)
+        self.prompt_view.setAccessibleName("Prompt")
+        self.answer_views: list[QTextBrowser] = []
+        self.answer_titles: list[QLabel] = []
+        answers = QSplitter(Qt.Orientation.Horizontal, view)
+        for name in ("Chosen", "Rejected"):
+            box = QWidget(answers)
+            box_layout = QVBoxLayout(box)
+            box_layout.setContentsMargins(0, 0, 0, 0)
+            title = QLabel(box)
+            browser = QTextBrowser(box)
+            browser.setAccessibleName(f"{name} answer")
+            box_layout.addWidget(title)
+            box_layout.addWidget(browser, 1)
+            answers.addWidget(box)
+            self.answer_titles.append(title)
+            self.answer_views.append(browser)
+        self.prompt_title = QLabel("<b>Prompt</b> (the template rendered; read, not learnt)", view)
+        self.pair_legend = QLabel(f'<span style="{_PROMPT_STYLE}">&nbsp;read only&nbsp;</span> '
+                                  f'<span style="{_TRAINED_STYLE}">&nbsp;learnt&nbsp;</span> '
+                                  f'<span style="{_CUT_STYLE}">&nbsp;cut off&nbsp;</span>', view)
+        heading = QHBoxLayout()
+        heading.addWidget(self.prompt_title, 1)
+        heading.addWidget(self.pair_legend)
+        split = QSplitter(Qt.Orientation.Vertical, view)
+        split.addWidget(self.prompt_view)
+        split.addWidget(answers)
+        split.setSizes([140, 260])
+        layout = QVBoxLayout(view)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(heading)
+        layout.addWidget(split, 1)
+        view.hide()
+        return view
 
     # ------------------------------------------------------------ page api
     @property
@@ -563,6 +692,7 @@ class DataPage(QWidget):
         """
         self.picker.refresh()
         self.model_picker.refresh()
+        self._list_preference_sets()
         if self._wanted() != self._inspected:
             self._reopen(keep_mapping=True)
 
@@ -673,7 +803,10 @@ class DataPage(QWidget):
         if ticket != self._ticket:
             return
         self._set_busy(False)
-        if result.report is None:
+        if result.pairs is not None:
+            self._tokenizer, self._tokenizer_model = result.tokenizer, result.model
+            self._show_pairs(result.pairs)
+        elif result.report is None:
             self.rows_value.setText("not counted (stopped)")
             for label in (self.usable_value, self.problems_value, self.duplicates_value, self.empty_value,
                           self.split_value, self.truncated_value):
@@ -744,7 +877,8 @@ class DataPage(QWidget):
 
     # --------------------------------------------------------------- showing
     def _show_nothing(self) -> None:
-        self._source, self._samples, self._report = None, [], None
+        self._source, self._samples, self._report, self._pairs = None, [], None, None
+        self._show_kind(preference=False)
         self.problems_list.clear()
         self.problems_list.hide()
         self.table.setRowCount(0)
@@ -764,7 +898,8 @@ class DataPage(QWidget):
         self.counts_label.clear()
 
     def _show_preview(self, source: DatasetSource, preview: DatasetPreview) -> None:
-        self._source, self._samples, self._report = source, preview.samples, None
+        self._source, self._samples, self._report, self._pairs = source, preview.samples, None, None
+        self._show_kind(source.is_preference)
         kind = "folder" if source.kind == "folder" else f"{source.kind.upper()} file"
         self.format_value.setText(f"{source.layout.title} · {kind}")
         chosen = self.format_combo.currentData() is not None
@@ -778,8 +913,9 @@ class DataPage(QWidget):
         self.text_split_combo.setVisible(is_text)
         waiting = "reading…"
         for label in (self.rows_value, self.usable_value, self.problems_value, self.duplicates_value,
-                      self.empty_value, self.split_value):
+                      self.empty_value, self.split_value, self.identical_value):
             label.setText(waiting)
+        self.prompt_cut_value.setText(waiting if self.tokens_check.isChecked() else "choose a model to count tokens")
         self.truncated_value.setText(waiting if self.tokens_check.isChecked() else "choose a model to count tokens")
         self.counts_label.clear()
         self.histogram.set_lengths(None, "measuring…" if self.tokens_check.isChecked() else self._no_lengths_reason())
@@ -808,7 +944,9 @@ class DataPage(QWidget):
 
     def _fill_table(self, source: DatasetSource, samples: list[Sample], complete: bool) -> None:
         is_text = source.format == "text"
-        headers = list(TEXT_COLUMNS if is_text else CHAT_COLUMNS)
+        labelled = source.format == "unpaired_preference"
+        headers = list(TEXT_COLUMNS if is_text else LABELLED_COLUMNS if labelled else PAIR_COLUMNS
+                       if source.is_preference else CHAT_COLUMNS)
         in_folder = any(sample.file for sample in samples)
         headers[0] = WHERE_TITLES["folder" if in_folder else samples[0].unit if samples else "line"]
         self.table.clearSelection()
@@ -817,8 +955,9 @@ class DataPage(QWidget):
         self.table.setHorizontalHeaderLabels(headers)
         set_column_tips(self.table, COLUMN_HELP)
         header = self.table.horizontalHeader()
+        narrow = 1 if source.is_preference else 2  # a pair's prompt and answers share the width
         for column in range(len(headers)):
-            mode = QHeaderView.ResizeMode.ResizeToContents if column < 2 else QHeaderView.ResizeMode.Stretch
+            mode = QHeaderView.ResizeMode.ResizeToContents if column < narrow else QHeaderView.ResizeMode.Stretch
             header.setSectionResizeMode(column, mode)
         self.table.setRowCount(len(samples))
         for row, sample in enumerate(samples):
@@ -826,6 +965,12 @@ class DataPage(QWidget):
             if is_text:
                 content = sample.conversation[0]["content"]
                 cells = (where, f"{len(content):,}", _one_line(content))
+            elif sample.pair is not None:
+                pair = sample.pair
+                prompt = _one_line(pair["prompt"][-1]["content"])
+                cells = ((where, prompt, first_content(pair["completion"], "assistant"), str(pair["label"]).lower())
+                         if labelled else (where, prompt, first_content(pair["chosen"], "assistant"),
+                                           first_content(pair["rejected"], "assistant")))
             else:
                 cells = (where, str(sum(m["role"] != "system" for m in sample.conversation)),
                          first_content(sample.conversation, "user"), first_content(sample.conversation, "assistant"))
@@ -863,8 +1008,43 @@ class DataPage(QWidget):
             self.detected_label.setText(self.detected_label.text() + "\nThe model has no chat template: "
                                         "training uses ChatML and saves it with the adapter.")
 
+    def _show_pairs(self, scan: PreferenceScan) -> None:
+        self._pairs = scan
+        self.rows_value.setText(f"{scan.read.total_rows:,}")
+        first = scan.read.first_identical
+        self.identical_value.setText(f"{scan.read.identical:,}" + (f" (first at {first.where()}; skipped)"
+                                                                  if first else ""))
+        self._apply_cutoff()
+
+    def _show_kind(self, preference: bool) -> None:
+        """The facts and views of a preference file, or those of a conversation file."""
+        for label, (name, value) in self._facts.items():
+            visible = (label not in _SFT_FACTS or not preference) and (label not in _PAIR_FACTS or preference)
+            name.setVisible(visible)
+            value.setVisible(visible)
+        self.conversation_view.setVisible(not preference)
+        self.histogram.setVisible(not preference)
+        self.pair_view.setVisible(preference)
+
+    def _show_pair_counts(self) -> None:
+        counts = self._pairs.counts(self.max_length_spin.value())
+        objective = counts.objective.upper()
+        self.counts_label.setText(f"As {objective} trains on it: {counts.sentence()}")
+        self.usable_value.setText(f"{counts.rows:,}")
+        self.problems_value.setText(f"{_rows(counts.bad_rows)} will be skipped" if counts.bad_rows else "none")
+        self._show_problems(counts.problems, total=counts.bad_rows)
+        if counts.prompt_cut is None:
+            self.prompt_cut_value.setText("choose a model to count tokens")
+        else:
+            first = counts.first_cut
+            self.prompt_cut_value.setText(f"{counts.prompt_cut:,}" + (f" (first at {first.where()}; skipped)"
+                                                                      if first else ""))
+
     def _show_counts(self) -> None:
         """What the next run makes of the rows with these settings: the engine's counts, as its log says them."""
+        if self._pairs is not None:
+            self._show_pair_counts()
+            return
         if self._report is None:
             return
         counts = self._report.row_counts(self.max_length_spin.value(), self.train_on_combo.currentData(),
@@ -895,7 +1075,11 @@ class DataPage(QWidget):
         if not rows or rows[0].row() >= len(self._samples):
             self.conversation_view.clear()
             return
-        conversation = self._samples[rows[0].row()].conversation
+        sample = self._samples[rows[0].row()]
+        if sample.pair is not None:
+            self._show_pair(sample.pair)
+            return
+        conversation = sample.conversation
         if self._tokenizer is None:
             self.conversation_view.setHtml(
                 conversation_html(conversation) + f"<p><small>{html.escape(self._why_no_tokens())}</small></p>")
@@ -903,3 +1087,35 @@ class DataPage(QWidget):
         self.conversation_view.setHtml(training_text_html(
             conversation, self._tokenizer, self._template, self.max_length_spin.value(),
             self.train_on_combo.currentData()))
+
+    def _show_pair(self, pair: dict) -> None:
+        prompt, answers = pair_html(pair, self._tokenizer, self.max_length_spin.value())
+        if self._tokenizer is None:
+            prompt += f"<p><small>{html.escape(self._why_no_tokens())}</small></p>"
+        self.prompt_view.setHtml(prompt)
+        titles = (["<b>Chosen</b> (the better answer)", "<b>Rejected</b> (the worse answer)"] if "chosen" in pair
+                  else [f"<b>Completion</b>, labelled {'good' if pair['label'] else 'bad'}"])
+        for index, (title, view) in enumerate(zip(self.answer_titles, self.answer_views)):
+            shown = index < len(answers)
+            title.parentWidget().setVisible(shown)
+            if shown:
+                title.setText(titles[index])
+                view.setHtml(answers[index])
+
+    # ------------------------------------------------------------ preference sets
+    def _list_preference_sets(self) -> None:
+        self.sets_list.clear()
+        sets = preference_sets()
+        for preference_set in sets:
+            item = QListWidgetItem(f"{preference_set.name} — {preference_set.pairs:,} "
+                                   f"pair{'' if preference_set.pairs == 1 else 's'}")
+            item.setData(Qt.ItemDataRole.UserRole, str(preference_set.path))
+            item.setToolTip(str(preference_set.path))
+            self.sets_list.addItem(item)
+        self.sets_list.setVisible(bool(sets))
+        self.sets_note.setText("Double-click a set to look inside it." if sets else
+                               "None yet: mark the better answer in Compare (A is better, B is better) and each "
+                               "choice is kept here as a pair to train on.")
+
+    def _open_set(self, item: QListWidgetItem) -> None:
+        self.picker.set_path(item.data(Qt.ItemDataRole.UserRole))
