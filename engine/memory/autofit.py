@@ -145,7 +145,8 @@ def _choose(options: list[tuple[dict[str, Any], Plan]], seq: int, prefs: Prefere
     """The fewest savers whose micro-batch holds enough tokens to keep a GPU busy; when none
     does, the fewest savers within three quarters of the largest micro-batch: another saver
     (a 4-bit base above all) is not worth one more row per micro-batch."""
-    busy = min(prefs.effective_batch, max(1, _BUSY_TOKENS // seq))
+    rows_per_example = Plan(batch=1, objective=prefs.objective).rows  # a pair is two rows
+    busy = min(prefs.effective_batch, max(1, _BUSY_TOKENS // (seq * rows_per_example)))
     for savers, plan in options:
         if plan.batch >= busy:
             return savers, plan
