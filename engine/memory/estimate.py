@@ -142,7 +142,9 @@ def estimate_memory(spec: ModelSpec, plan: Plan, device: str = "cuda") -> Memory
     plan.validate()
     if device not in DEVICES:
         raise StudioError(f"unknown device kind {device!r}; choose one of {', '.join(DEVICES)}")
-    run = _resolve(spec, plan, device)
+    # TRL's preference trainers switch every dropout off (their disable_dropout=True), the
+    # adapters' included: no mask and no dropped copy of each adapted input is kept.
+    run = _resolve(spec, replace(plan, lora_dropout=0.0) if plan.is_preference else plan, device)
     persistent, paged = _persistent(run)
     moments = _fwd_bwd_moments(run, persistent)
     step = _step_moment(run, persistent)
@@ -795,6 +797,8 @@ def _preference_notes(run: _Run) -> list[str]:
     if plan.rows > plan.batch:
         notes.append(f"{plan.objective} runs each pair's chosen and rejected answers in one batch: "
                      f"{plan.rows} rows of up to {plan.seq} tokens")
+    if plan.uses_lora:
+        notes.append(f"TRL's {plan.objective} trainer switches dropout off, the adapters' included")
     if run.fused_head:
         notes.append(f"{plan.objective} scores log-probabilities with TRL's fused head, in tiles of "
                      f"{preference_head.TOKEN_TILE} tokens x {preference_head.VOCAB_TILE} vocabulary entries: "
