@@ -27,6 +27,10 @@ measured (an estimate that runs low is the one that lets auto-fit pick a plan th
 of memory), none more than ``TOLERANCE`` above, and the median within ``NEVER_LOW``.
 
     .venv/bin/python bench/memory_calibration.py [--quick] [--no-starter] [--out bench/results]
+    .venv/bin/python bench/memory_calibration.py --preference --no-starter   # DPO, KTO, ORPO, SimPO rows
+
+Preference points train with TRL's own trainers (``_train_preference``) over the engine's model
+and settings, into ``bench/results/<host>-preference-<date>.json``.
 
 Last line: ``median_error=... max_error=... max_low=... rows=...`` for the allocator metric
 (relative to measured; ``max_low`` the largest underestimate, 0 if none), on the CPU

@@ -19,9 +19,11 @@ TOKEN_TILE = 4096  # trl.kernels.chunked_logprob.TOKEN_CHUNK_SIZE
 VOCAB_TILE = 32768  # trl.trainer.utils._CHUNKED_LOGPROB_CHUNK_SIZE
 # Off a GPU, the widest moments of the torch fold, in fp32 tiles of the real width: forward z,
 # z - max and exp(z - max) (with the entropy's e * z); backward y, z, log p, p, the gradient,
-# the label one-hot as floats, (one-hot - p) and its product with the incoming gradient.
+# (one-hot - p) and its product with the incoming gradient, beside the boolean one-hot
+# (measured: 7.25 tiles at an 8192-entry vocabulary, bench/results/cpu-preference-*.json).
 CPU_FORWARD_TILES = 4
-CPU_BACKWARD_TILES = 8
+CPU_BACKWARD_TILES = 7
+CPU_BACKWARD_BOOLS = 1
 # Bytes per scored position the fused head keeps or returns beside its input: the int64 labels
 # and clamped targets, the label mask, the fp32 log-normaliser, entropy and log-probabilities,
 # and their masked copies the model returns.
@@ -37,5 +39,5 @@ def tile_bytes(positions: int, element: int) -> int:
 
 def cpu_temporaries(positions: int, vocab: int, backward: bool) -> int:
     """The torch fold's whole-tile temporaries (none on a GPU, where Triton folds in place)."""
-    tiles = CPU_BACKWARD_TILES if backward else CPU_FORWARD_TILES
-    return tiles * 4 * min(positions, TOKEN_TILE) * min(vocab, VOCAB_TILE)
+    per_entry = 4 * CPU_BACKWARD_TILES + CPU_BACKWARD_BOOLS if backward else 4 * CPU_FORWARD_TILES
+    return per_entry * min(positions, TOKEN_TILE) * min(vocab, VOCAB_TILE)
