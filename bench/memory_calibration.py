@@ -27,6 +27,10 @@ measured (an estimate that runs low is the one that lets auto-fit pick a plan th
 of memory), none more than ``TOLERANCE`` above, and the median within ``NEVER_LOW``.
 
     .venv/bin/python bench/memory_calibration.py [--quick] [--no-starter] [--out bench/results]
+    .venv/bin/python bench/memory_calibration.py --preference --no-starter   # DPO, KTO, ORPO, SimPO rows
+
+Preference points train with TRL's own trainers (``_train_preference``) over the engine's model
+and settings, into ``bench/results/<host>-preference-<date>.json``.
 
 Last line: ``median_error=... max_error=... max_low=... rows=...`` for the allocator metric
 (relative to measured; ``max_low`` the largest underestimate, 0 if none), on the CPU
@@ -111,6 +115,31 @@ def grid(cuda: bool, starter: bool, quick: bool) -> list[dict[str, Any]]:
     return points
 
 
+def preference_grid(cuda: bool) -> list[dict[str, Any]]:
+    """Preference objectives on the tiny model, each run by its TRL trainer. The tiny vocabulary
+    (some 400 tokens) leaves the fused head's fixed tile and the layers' activations to be
+    measured; the same model widened to an 8192-token vocabulary (``tiny-wide``) makes the
+    vocabulary-sized terms the bulk: ORPO's and SimPO's full logits, the head's CPU temporaries."""
+    precision = "bf16" if cuda else "fp32"
+    tiny = [
+        dict(objective="dpo", method="lora", batch=4, seq=512),
+        dict(objective="dpo", method="lora", batch=4, seq=512, grad_checkpointing=True),
+        dict(objective="dpo", method="full", batch=4, seq=512),
+        dict(objective="kto", method="lora", batch=8, seq=512),
+        dict(objective="kto", method="full", batch=4, seq=512),
+        dict(objective="orpo", method="lora", batch=4, seq=512),
+        dict(objective="simpo", method="lora", batch=4, seq=512),
+    ]
+    wide = [dict(objective="dpo", method="lora", batch=2, seq=512), dict(objective="orpo", method="lora", batch=2, seq=512),
+            dict(objective="simpo", method="lora", batch=2, seq=512)]
+    points = [{"model": "tiny", "plan": {"precision": precision, **p}} for p in tiny]
+    if not cuda:  # the 16-bit compute a GPU runs, in the CPU's bf16 autocast
+        points.append({"model": "tiny", "plan": {"precision": "bf16", "objective": "dpo", "method": "lora",
+                                                 "batch": 4, "seq": 512}})
+    points += [{"model": "tiny-wide", "plan": {"precision": precision, **p}} for p in wide]
+    return points
+
+
 # one point, in its own process -------------------------------------------------------------------
 def _status_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -148,7 +177,7 @@ def run_point(model_dir: str, plan_settings: dict[str, Any]) -> dict[str, Any]:
     from engine.memory.plan import Plan
 
     plan = Plan(**plan_settings)
-    _train(model_dir, Plan(**{**plan_settings, "batch": 1, "seq": 16}), measure=False)
+    _train(model_dir, Plan(**{**plan_settings, "batch": 2 if plan.objective == "kto" else 1, "seq": 16}), measure=False)
     gc.collect()
     cuda = torch.cuda.is_available()
     if cuda:
@@ -217,6 +246,14 @@ def _train(model_dir: str, plan: Any, measure: bool, own_weights: bool = False) 
     if plan.attention == "eager":
         model.set_attn_implementation("eager")
     model = methods.attach(model, config, tokenizer)
+    if plan.is_preference:
+        reference = None
+        if plan.reference_copy:  # full fine-tuning: a second, frozen copy, loaded as the first
+            reference = loading.load_model(Path(model_dir), config, plan.precision, device)
+            if own_weights:
+                own_tensors(reference)
+            reference.eval().requires_grad_(False)
+        return _train_preference(model, reference, tokenizer, plan, measure)
     fields = TrainingArguments.__dataclass_fields__
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
     with tempfile.TemporaryDirectory() as out:
@@ -234,6 +271,94 @@ def _train(model_dir: str, plan: Any, measure: bool, own_weights: bool = False) 
             processing_class=tokenizer,
             optimizer_cls_and_kwargs=pure_bf16.optimizer_cls_and_kwargs(config, plan.precision, args),
         )
+        if measure:
+            _reset_high_water_mark()
+        started = time.perf_counter()
+        trainer.train()
+        return time.perf_counter() - started
+
+
+def _preference_rows(vocab: int, plan: Any) -> list[dict[str, Any]]:
+    """STEPS micro-batches of token ids in the layout each TRL trainer reads after its own
+    tokenisation. Every prompt takes a quarter of the length; in each micro-batch the first
+    example's prompt and answer fill ``plan.seq`` exactly and the others' answers are shorter,
+    so the collator pads every row to ``plan.seq`` as the longest pair of real data makes it.
+    KTO's KL batch pairs each prompt with the previous example's answer (TRL rotates them
+    within the micro-batch), so its longest row is ``plan.seq`` too."""
+    import random
+
+    rng = random.Random(0)
+    prompt_length = max(1, plan.seq // 4)
+    longest = plan.seq - prompt_length
+    rows = []
+    for index in range(STEPS * plan.batch):
+        first = index % plan.batch == 0
+        prompt = [rng.randrange(4, vocab) for _ in range(prompt_length)]
+        lengths = [longest if first else max(1, longest - 1 - rng.randrange(longest // 4 + 1)),
+                   max(1, longest - 1 - rng.randrange(longest // 4 + 1))]
+        chosen, rejected = ([rng.randrange(4, vocab) for _ in range(n)] for n in lengths)
+        rows.append((prompt, chosen, rejected))
+    if plan.objective == "dpo":
+        return [{"prompt_ids": p, "chosen_ids": c, "rejected_ids": r} for p, c, r in rows]
+    if plan.objective == "kto":
+        examples = [{"prompt_ids": p, "completion_ids": c, "label": i % 2 == 0} for i, (p, c, _r) in enumerate(rows)]
+        for start in range(0, len(examples), plan.batch):
+            block = examples[start:start + plan.batch]
+            answers = [example["completion_ids"] for example in block]
+            for example, answer in zip(block, answers[-1:] + answers[:-1]):
+                example["KL_completion_ids"] = answer
+        return examples
+    # ORPO and CPO/SimPO: their own tokenisation's columns, labels masking the prompt.
+    return [{"prompt_input_ids": p, "prompt_attention_mask": [1] * len(p),
+             **{f"{side}_{key}": value for side, answer in (("chosen", c), ("rejected", r)) for key, value in
+                (("input_ids", p + answer), ("attention_mask", [1] * (len(p) + len(answer))),
+                 ("labels", [-100] * len(p) + answer))}} for p, c, r in rows]
+
+
+def _train_preference(model: Any, reference: Any, tokenizer: Any, plan: Any, measure: bool) -> float:
+    """Train STEPS steps of a preference objective with TRL's own trainer, configured as the
+    engine configures it: the engine's model (a PeftModel for adapters, so TRL's reference is
+    the frozen adapter copy it adds; a reference copy for full fine-tuning), its optimizer,
+    precision and checkpointing, and TRL's collator over the pre-tokenised rows."""
+    import torch
+    from datasets import Dataset
+
+    from engine.train.trainer import OPTIMIZERS
+
+    cuda = torch.cuda.is_available()
+    common = dict(max_steps=STEPS, per_device_train_batch_size=plan.batch, gradient_accumulation_steps=plan.grad_accum,
+                  learning_rate=1e-4, logging_steps=1, save_strategy="no", report_to="none",
+                  bf16=plan.precision == "bf16" and not plan.pure_bf16, fp16=plan.precision == "fp16", use_cpu=not cuda,
+                  disable_tqdm=True, dataloader_num_workers=0, optim=OPTIMIZERS[plan.optimizer],
+                  gradient_checkpointing=plan.grad_checkpointing, train_sampling_strategy="sequential",
+                  gradient_checkpointing_kwargs={"use_reentrant": False} if plan.grad_checkpointing else None,
+                  max_length=plan.seq, beta=0.1)
+    text = Dataset.from_list([{"prompt": "Hello", "chosen": " yes", "rejected": " no"}] * 2)
+    with tempfile.TemporaryDirectory() as out:
+        if plan.objective == "dpo":
+            from trl import DPOConfig, DPOTrainer
+
+            trainer = DPOTrainer(model=model, ref_model=reference, processing_class=tokenizer, train_dataset=text,
+                                 args=DPOConfig(output_dir=out, **common))
+        elif plan.objective == "kto":
+            from trl import KTOConfig, KTOTrainer
+
+            unpaired = Dataset.from_list([{"prompt": "Hello", "completion": " yes", "label": True},
+                                          {"prompt": "Hi", "completion": " no", "label": False}])
+            trainer = KTOTrainer(model=model, ref_model=reference, processing_class=tokenizer, train_dataset=unpaired,
+                                 args=KTOConfig(output_dir=out, **common))
+        elif plan.objective == "orpo":
+            from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+            trainer = ORPOTrainer(model=model, processing_class=tokenizer, train_dataset=text,
+                                  args=ORPOConfig(output_dir=out, remove_unused_columns=False, **common))
+        else:
+            from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+            trainer = CPOTrainer(model=model, processing_class=tokenizer, train_dataset=text,
+                                 args=CPOConfig(output_dir=out, remove_unused_columns=False, loss_type="simpo",
+                                                cpo_alpha=0.0, simpo_gamma=0.5, **common))
+        trainer.train_dataset = Dataset.from_list(_preference_rows(len(tokenizer), plan))
         if measure:
             _reset_high_water_mark()
         started = time.perf_counter()
@@ -288,7 +413,7 @@ def host_kind(host: dict[str, Any]) -> str:
 def model_folders(work: Path, want_starter: bool) -> dict[str, Path]:
     from tiny_model import build_tiny_model
 
-    folders = {"tiny": build_tiny_model(work / "tiny")}
+    folders = {"tiny": build_tiny_model(work / "tiny"), "tiny-wide": build_tiny_model(work / "tiny-wide", vocab_size=8192)}
     if want_starter:
         from engine.models import store as models
 
@@ -302,6 +427,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true", help="a few points only")
     parser.add_argument("--no-starter", action="store_true", help="skip the starter model")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--preference", action="store_true",
+                        help="the preference objectives' points (DPO, KTO, ORPO, SimPO), recorded in their own file")
     parser.add_argument("--point", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.point:
@@ -318,20 +445,22 @@ def main(argv: list[str]) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as work:
         folders = model_folders(Path(work), not args.no_starter)
-        for point in grid(cuda, "starter" in folders, args.quick):
+        points = preference_grid(cuda) if args.preference else grid(cuda, "starter" in folders, args.quick)
+        for point in points:
             rows.append(measure_row(point["model"], folders[point["model"]], point["plan"], device))
             print(describe_row(rows[-1]), flush=True)
     report = {"host": host, "device": device, "steps": STEPS, "date": date.today().isoformat(),
               "tolerance": {metric: TOLERANCE[metric] for metric in rows[0]["measured"]}, "never_low": NEVER_LOW,
               "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{host_kind(host)}-{date.today().isoformat()}.json"
+    kind = host_kind(host) + ("-preference" if args.preference else "")
+    path = args.out / f"{kind}-{date.today().isoformat()}.json"
     path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     errors = [row["errors"][headline] for row in rows]
     summary = (f"median_error={statistics.median(map(abs, errors)):.3f} max_error={max(map(abs, errors)):.3f} "
                f"max_low={max(0.0, -min(errors)):.3f} rows={len(rows)}")
-    if not cuda:
+    if not cuda and not args.preference:
         rss = [abs(row["errors"]["cpu_rss_growth"]) for row in rows]
         summary += f" rss_median_error={statistics.median(rss):.3f} rss_max_error={max(rss):.3f}"
     print(summary + f" estimate_ms={estimate_milliseconds():.3f}")
@@ -352,7 +481,7 @@ def measure_row(name: str, folder: Path, plan_settings: dict[str, Any], device: 
     plan = Plan(**plan_settings)
     estimate = estimate_memory(spec_from_config(config, name), plan, device)
     raw = measure_in_child(folder, plan_settings, timeout)
-    measured = _measurements(raw)
+    measured = _measurements(raw, plan.is_preference)
     row = {"model": name, "config": config, "plan": asdict(plan), "device": device,
            "estimated_bytes": estimate.peak_allocated_bytes, "peak_moment": estimate.peak_moment,
            "measured": measured, "errors": {metric: round((estimate.peak_allocated_bytes - value) / value, 4)
@@ -387,10 +516,16 @@ def estimate_milliseconds(repeats: int = 1000) -> float:
     return (time.perf_counter() - started) * 1000 / repeats
 
 
-def _measurements(raw: dict[str, Any]) -> dict[str, int]:
-    """The measured peaks by metric name, the headline metric first."""
+def _measurements(raw: dict[str, Any], preference: bool = False) -> dict[str, int]:
+    """The measured peaks by metric name, the headline metric first. Preference rows record no
+    resident memory: TRL's fused head allocates its tile buffer at the full 32768-entry width
+    and writes only the vocabulary's columns, so the pages it never touches never become
+    resident (on the tiny model some 500 of its 512 MiB), while the allocator counts them as a
+    GPU's would."""
     if "cuda_max_allocated_bytes" in raw:
         return {"cuda_max_allocated": raw["cuda_max_allocated_bytes"]}
+    if preference:
+        return {"cpu_allocated": raw["cpu_allocated_bytes"]}
     return {"cpu_allocated": raw["cpu_allocated_bytes"], "cpu_rss_growth": raw["rss_growth_bytes"]}
 
 

@@ -8,7 +8,7 @@ from typing import Any, Optional
 from engine.cli.inputs import open_data, tokenizer_for
 from engine.cli.output import print_json
 from engine.cli.parsing import add_command, whole_number
-from engine.core.choices import PURE_BF16_CHOICES
+from engine.core.choices import OBJECTIVES, PURE_BF16_CHOICES
 from engine.core.units import human_bytes
 from engine.errors import StudioError
 
@@ -19,6 +19,11 @@ def register(sub: Any) -> None:
     estimate.add_argument("--model", required=True, help="a catalog name, starter, a model store name, a local folder "
                                                          "or a config.json")
     estimate.add_argument("--method", required=True, help="full, lora, dora, qlora, prompt, prefix or ptuning")
+    estimate.add_argument("--objective", choices=OBJECTIVES, default="sft",
+                          help="what the run teaches: sft, or a preference objective (dpo, orpo, kto, simpo), whose "
+                               "--batch counts pairs (dpo, orpo, simpo) or labelled answers (kto)")
+    estimate.add_argument("--reference-free", action="store_true",
+                          help="dpo only: no reference model (no reference pass, no reference copy)")
     estimate.add_argument("--rank", type=whole_number)
     estimate.add_argument("--targets", help="q,v, attention or all-linear")
     estimate.add_argument("--batch", type=whole_number)
@@ -53,7 +58,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     if problem:
         raise StudioError(problem)
     settings: dict[str, Any] = {"method": args.method, "precision": precision,
-                                "pure_bf16": resolve_pure_bf16(args.pure_bf16, args.method, precision)}
+                                "pure_bf16": resolve_pure_bf16(args.pure_bf16, args.method, precision),
+                                "objective": args.objective, "reference_free": args.reference_free}
     for flag, field_name in _ESTIMATE_NUMBERS.items():
         if getattr(args, flag) is not None:
             settings[field_name] = getattr(args, flag)

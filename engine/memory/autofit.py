@@ -54,6 +54,8 @@ class Preferences:
     max_rank: int = 64
     margin: float = DEFAULT_MARGIN
     default_length: int = 2048
+    objective: str = "sft"
+    reference_free: bool = False
 
     @classmethod
     def from_mapping(cls, data: Optional[Mapping[str, Any]]) -> "Preferences":
@@ -66,8 +68,9 @@ class Preferences:
         if unknown:
             raise StudioError(f"unknown preference(s): {', '.join(unknown)}")
         prefs = cls(**data)
-        Plan(method=prefs.method, precision=prefs.precision, targets=prefs.targets,
-             rank=prefs.max_rank, batch=prefs.effective_batch).validate()
+        Plan(method=prefs.method, precision=prefs.precision, targets=prefs.targets, rank=prefs.max_rank,
+             batch=max(prefs.effective_batch, _min_batch(prefs)), objective=prefs.objective,
+             reference_free=prefs.reference_free).validate()
         if prefs.pure_bf16 not in PURE_BF16_CHOICES:
             raise StudioError(f"unknown pure bf16 setting {prefs.pure_bf16!r}; choose one of "
                               f"{', '.join(PURE_BF16_CHOICES)}")
@@ -142,7 +145,8 @@ def _choose(options: list[tuple[dict[str, Any], Plan]], seq: int, prefs: Prefere
     """The fewest savers whose micro-batch holds enough tokens to keep a GPU busy; when none
     does, the fewest savers within three quarters of the largest micro-batch: another saver
     (a 4-bit base above all) is not worth one more row per micro-batch."""
-    busy = min(prefs.effective_batch, max(1, _BUSY_TOKENS // seq))
+    rows_per_example = Plan(batch=1, objective=prefs.objective).rows  # a pair is two rows
+    busy = min(prefs.effective_batch, max(1, _BUSY_TOKENS // (seq * rows_per_example)))
     for savers, plan in options:
         if plan.batch >= busy:
             return savers, plan
@@ -180,9 +184,16 @@ def _saver_ladder(prefs: Preferences) -> list[dict[str, Any]]:
 
 def _savers_plan(prefs: Preferences, savers: dict[str, Any], seq: int, rank: int, batch: int) -> Plan:
     settings = {"method": prefs.method, "precision": prefs.precision, "targets": prefs.targets,
-                "seq": seq, "rank": rank, "batch": batch, **savers}
+                "seq": seq, "rank": rank, "batch": max(batch, _min_batch(prefs)), "objective": prefs.objective,
+                "reference_free": prefs.reference_free, **savers}
     settings["pure_bf16"] = resolve_pure_bf16(prefs.pure_bf16, settings["method"], prefs.precision)
     return Plan(**settings)
+
+
+def _min_batch(prefs: Preferences) -> int:
+    """The smallest micro-batch the objective trains with: KTO estimates its KL term from the
+    other answers of the same micro-batch, so TRL refuses it one example at a time."""
+    return 2 if prefs.objective == "kto" else 1
 
 
 def _fits(spec: ModelSpec, plan: Plan, budget: int, device: str) -> bool:
@@ -193,7 +204,8 @@ def _first_fitting(spec: ModelSpec, budget: int, device: str, prefs: Preferences
                    seq: int) -> Optional[Plan]:
     """Batch 1 at this length and these savers, with the base rank or failing that the smallest."""
     for rank in (_BASE_RANK, _RANKS[0]):
-        plan = _with_batch(_savers_plan(prefs, savers, seq, min(rank, prefs.max_rank), 1), 1, prefs)
+        batch = _min_batch(prefs)
+        plan = _with_batch(_savers_plan(prefs, savers, seq, min(rank, prefs.max_rank), batch), batch, prefs)
         if _fits(spec, plan, budget, device):
             return plan
     return None

@@ -35,12 +35,13 @@ from typing import Any, Optional
 
 from engine.errors import StudioError
 from engine.memory.loss_chunk import chunk_rows
+from engine.memory import preference_head
 from engine.memory.plan import Plan
 from engine.models.spec import LinearShape, ModelSpec
 
 DEVICES = ("cuda", "mps", "cpu")
-ITEMS = ("weights", "autocast_weight_copies", "trainable_params", "gradients", "optimizer_states",
-         "activations", "logits_and_loss", "cuda_context", "allocator_reserve")
+ITEMS = ("weights", "reference_model", "autocast_weight_copies", "trainable_params", "gradients", "optimizer_states",
+         "activations", "logits_and_loss", "reference_pass", "cuda_context", "allocator_reserve")
 
 # What a process's CUDA context takes before the first tensor: driver state and the lazily
 # loaded cuBLAS/cuDNN kernels of CUDA 12. nvidia-smi shows it, torch's allocator does not.
@@ -119,6 +120,13 @@ class _Run:
     adapted: tuple[LinearShape, ...]
     trainable_base: bool
     frozen_first_input: bool  # layer 0's input needs no gradient (frozen embeddings, no prompt)
+    fused_head: bool  # TRL's tiled log-probability head (DPO, KTO) instead of the engine's chunked loss
+    full_logits: bool  # the model's whole logits, as TRL's ORPO and CPO/SimPO take them
+
+    @property
+    def positions(self) -> int:
+        """Positions the loss scores: every token with a next one."""
+        return self.tokens - self.plan.rows
 
     @property
     def int8_base(self) -> bool:
@@ -134,7 +142,9 @@ def estimate_memory(spec: ModelSpec, plan: Plan, device: str = "cuda") -> Memory
     plan.validate()
     if device not in DEVICES:
         raise StudioError(f"unknown device kind {device!r}; choose one of {', '.join(DEVICES)}")
-    run = _resolve(spec, plan, device)
+    # TRL's preference trainers switch every dropout off (their disable_dropout=True), the
+    # adapters' included: no mask and no dropped copy of each adapted input is kept.
+    run = _resolve(spec, replace(plan, lora_dropout=0.0) if plan.is_preference else plan, device)
     persistent, paged = _persistent(run)
     moments = _fwd_bwd_moments(run, persistent)
     step = _step_moment(run, persistent)
@@ -166,7 +176,7 @@ def _resolve(spec: ModelSpec, plan: Plan, device: str) -> _Run:
     seq = plan.seq + (plan.virtual_tokens if plan.method in ("prompt", "ptuning") else 0)
     kv_len = seq + (plan.virtual_tokens if plan.method == "prefix" else 0)
     eager = plan.attention == "eager" or spec.attn_logit_softcapping is not None
-    padded = (plan.batch > 1 or plan.method == "prefix"
+    padded = (plan.rows > 1 or plan.method == "prefix"
               or (spec.sliding_window is not None and kv_len > spec.sliding_window))
     return _Run(
         spec=spec, plan=plan, device=device, c=c,
@@ -176,9 +186,10 @@ def _resolve(spec: ModelSpec, plan: Plan, device: str) -> _Run:
         # peft casts what reaches a 4-bit layer's adapter to fp32 unless autocast is on, which
         # it tests with torch.is_autocast_enabled(): CUDA's autocast only.
         adapter_in=c if quantised and device == "cuda" else 4,
-        tokens=plan.batch * seq, kv_len=kv_len, padded=padded, eager=eager,
+        tokens=plan.rows * seq, kv_len=kv_len, padded=padded, eager=eager,
         adapted=_adapted_linears(spec, plan), trainable_base=plan.method == "full",
         frozen_first_input=plan.method in ("lora", "dora", "qlora", "prefix"),
+        fused_head=plan.objective in ("dpo", "kto"), full_logits=plan.objective in ("orpo", "simpo"),
     )
 
 
@@ -293,7 +304,20 @@ def _persistent(run: _Run) -> tuple[dict[str, int], int]:
         "trainable_params": 0 if run.trainable_base else 4 * trainable,
         "gradients": run.master * trainable,  # gradients take their parameter's dtype
         "optimizer_states": 0 if paged else states,
+        "reference_model": _reference_model_bytes(run),
     }, (states if paged else 0)
+
+
+def _reference_model_bytes(run: _Run) -> int:
+    """The frozen reference DPO and KTO compare against. Full fine-tuning holds a second copy
+    of the model in the compute dtype. Given an adapter, TRL adds a frozen copy of it named
+    "ref" (the adapter the run starts from, or a fresh one, which leaves the base unchanged) and
+    switches to it for the reference pass: fp32 adapter weights, the size of what trains."""
+    if not run.plan.reference_passes:
+        return 0
+    if run.plan.reference_copy:
+        return run.c * run.spec.total_params
+    return 4 * _trainable_count(run) if run.plan.uses_lora else 0
 
 
 # activations -----------------------------------------------------------------------------------
@@ -415,7 +439,9 @@ def _head_saved(run: _Run) -> float:
     spec = run.spec
     per_token = 4 * spec.hidden_size + 4 + 8
     if run.trainable_base:
-        per_token += run.r * spec.hidden_size + (run.c if run.casts else run.r) * spec.hidden_size
+        per_token += run.r * spec.hidden_size  # the trainable final norm's output
+        if not run.fused_head:  # lm_head's input: the fused head keeps its own copy (``_fused_head_kept``)
+            per_token += (run.c if run.casts else run.r) * spec.hidden_size
     return run.tokens * per_token
 
 
@@ -491,6 +517,78 @@ def _logits(run: _Run, moment: str) -> float:
     if moment == "backward_start":
         return run.tokens * 2 * hidden + _head_gradient(run, forward=False)
     return 0.0
+
+
+def _loss_head(run: _Run, moment: str) -> float:
+    """What the loss holds at ``moment``: the engine's chunked loss for SFT, TRL's fused head
+    for DPO and KTO, the model's full logits for ORPO and SimPO."""
+    if run.fused_head:
+        return _fused_head(run, moment)
+    if run.full_logits:
+        return _full_logits(run, moment)
+    return _logits(run, moment)
+
+
+def _fused_head_kept(run: _Run) -> float:
+    """What TRL's fused head keeps for backward and returns (``engine.memory.preference_head``):
+    a contiguous copy of the scored positions' hidden states, and a few numbers per position."""
+    return run.positions * (run.r * run.spec.hidden_size + preference_head.PER_POSITION)
+
+
+def _fused_head(run: _Run, moment: str) -> float:
+    """TRL's fused head: while it runs, its tile buffer, the model's last hidden states (until the
+    head returns) and its running statistics; off a GPU the fold's whole-tile temporaries. Its
+    backward pass fills a new tile buffer, sums the hidden states' gradient in fp32 and, when the
+    head trains, its weight's gradient in fp32 (cast to the weight's dtype at the end)."""
+    spec, positions = run.spec, run.positions
+    hidden = spec.hidden_size
+    backward = moment == "backward_start"
+    if moment not in ("forward_end", "backward_start"):
+        return 0.0
+    held = _fused_head_kept(run) + preference_head.tile_bytes(positions, run.c)
+    if run.device != "cuda":
+        held += preference_head.cpu_temporaries(positions, spec.vocab_size, backward)
+    tile_rows = min(positions, preference_head.TOKEN_TILE)
+    if run.c != run.r:  # each tile's hidden states cast to the compute dtype
+        held += tile_rows * hidden * run.c
+    if not backward:
+        return held + positions * (run.r * hidden + preference_head.RUNNING_STATS)
+    held += positions * 4 * hidden + (positions * run.r * hidden if run.r != 4 else 0)
+    if run.trainable_base:
+        weight = spec.vocab_size * hidden
+        held += 4 * weight + (run.master * weight if run.master != 4 else 0)
+    return held
+
+
+def _full_logits(run: _Run, moment: str) -> float:
+    """ORPO and SimPO take log-probabilities from the model's whole logits, in the compute dtype,
+    kept until backward (TRL's per-row log-sum-exp saves them). ORPO's NLL term on the chosen
+    half adds a contiguous copy of that half and its log-softmax, which it keeps. Backward
+    builds the logits' gradient from both terms: each a logits-sized fp32 tensor."""
+    logits = run.tokens * run.spec.vocab_size
+    chosen_half = 0.5 * logits * 4 if run.plan.objective == "orpo" else 0.0
+    if moment == "forward_end":
+        return logits * run.c + 2 * chosen_half
+    if moment == "backward_start":
+        return logits * run.c + chosen_half + 2 * logits * 4
+    return 0.0
+
+
+def _no_grad_layer(run: _Run) -> float:
+    """A decoder layer's forward without gradients: the residual stream and its normed copy,
+    and the MLP's gate, up and activation (nothing is kept once the layer is done)."""
+    spec = run.spec
+    scores = run.tokens * run.kv_len * 4 * spec.num_heads if run.eager else 0
+    return run.tokens * (2 * run.r * spec.hidden_size + 3 * run.c * spec.intermediate_size) + scores
+
+
+def _reference_pass(run: _Run) -> float:
+    """A reference forward (no gradients) while the policy's activations and its head's outputs
+    are kept: one layer at a time, then the fused head's transient without anything to keep."""
+    if not run.plan.reference_passes:
+        return 0.0
+    head = _fused_head(run, "forward_end") if run.fused_head else 0.0
+    return max(_no_grad_layer(run), head)
 
 
 def _head_gradient(run: _Run, forward: bool) -> float:
@@ -606,32 +704,50 @@ def _fwd_bwd_moments(run: _Run, persistent: dict[str, int]) -> list[tuple[str, d
         # autocast caches the copies of trainable weights until the forward pass ends
         forward_copies = _weight_copies(run, spec.num_layers) if run.trainable_base else _weight_copies(run, 0)
         moments.append(("forward_end", {**base, "autocast_weight_copies": forward_copies,
-                                        "activations": kept, "logits_and_loss": _logits(run, "forward_end")}))
+                                        "activations": kept, "logits_and_loss": _loss_head(run, "forward_end")}))
+        moments += _reference_moment(run, base, _weight_copies(run, 0), kept)
         moments.append(("backward_start", {**base, "autocast_weight_copies": _weight_copies(run, 0),
-                                           "activations": kept, "logits_and_loss": _logits(run, "backward_start")}))
+                                           "activations": kept, "logits_and_loss": _loss_head(run, "backward_start")}))
         recompute = _checkpoints(run) + _one_layer_saved(run) + _recompute_transient(run)
         moments.append(("layer_backward", {**base, "autocast_weight_copies": _weight_copies(run, 1) - _lm_head_copy(run),
                                            "activations": recompute}))
     else:
         layers = _layers_saved(run) + extra
-        copies = _weight_copies(run, spec.num_layers)
+        copies = _weight_copies(run, spec.num_layers) - _lm_head_copy(run) + _kept_head_copy(run)
         before_last = _layers_saved(run) + _prompt_saved(run) - _one_layer_saved(run)
         moments.append(("layer_forward", {**base, "autocast_weight_copies": copies,
                                           "activations": before_last + _layer_transient(run, backward=False)}))
         moments.append(("forward_end", {**base, "autocast_weight_copies": copies, "activations": layers,
-                                        "logits_and_loss": _logits(run, "forward_end")}))
+                                        "logits_and_loss": _loss_head(run, "forward_end")}))
+        moments += _reference_moment(run, base, copies, layers)
         moments.append(("backward_start", {**base, "autocast_weight_copies": copies, "activations": layers,
-                                           "logits_and_loss": _logits(run, "backward_start")}))
-        moments.append(("layer_backward", {**base, "autocast_weight_copies": copies - _lm_head_copy(run),
+                                           "logits_and_loss": _loss_head(run, "backward_start")}))
+        moments.append(("layer_backward", {**base, "autocast_weight_copies": copies - _kept_head_copy(run),
                                            "activations": _layers_saved(run) + _prompt_saved(run)
                                            + _layer_transient(run, backward=True)}))
     if run.trainable_base:
-        moments.append(_lm_head_backward(run, base, moments))
+        if not run.plan.is_preference:  # the chunked loss made the head's gradient during the forward pass
+            moments.append(_lm_head_backward(run, base, moments))
         # A tied embedding's second gradient (from the embedding lookup) exists beside the first (the
         # chunked loss's head gradient), which it is then added into in place.
         tied_grad = run.master * spec.embedding_params if spec.tie_word_embeddings else 0
         moments.append(("backward_end", {**base, "gradients": persistent["gradients"] + tied_grad}))
     return moments
+
+
+def _reference_moment(run: _Run, base: dict[str, float], copies: float,
+                      activations: float) -> list[tuple[str, dict[str, float]]]:
+    """DPO and KTO run the reference after the policy's forward pass: its activations and its
+    head's outputs wait beside the reference pass."""
+    if not run.plan.reference_passes:
+        return []
+    return [("reference_pass", {**base, "autocast_weight_copies": copies, "activations": activations,
+                                "logits_and_loss": _fused_head_kept(run), "reference_pass": _reference_pass(run)})]
+
+
+def _kept_head_copy(run: _Run) -> float:
+    """lm_head's 16-bit autocast copy, kept for backward unless TRL's fused head casts it a tile at a time."""
+    return 0.0 if run.fused_head else _lm_head_copy(run)
 
 
 def _lm_head_copy(run: _Run) -> float:
@@ -670,4 +786,29 @@ def _notes(run: _Run) -> list[str]:
         notes.append("paged optimizer states live in unified memory and page out under pressure")
     if run.spec.extra_params:
         notes.append("the vision tower is loaded but not trained: weights only")
+    return notes + _preference_notes(run)
+
+
+def _preference_notes(run: _Run) -> list[str]:
+    plan = run.plan
+    if not plan.is_preference:
+        return []
+    notes = []
+    if plan.rows > plan.batch:
+        notes.append(f"{plan.objective} runs each pair's chosen and rejected answers in one batch: "
+                     f"{plan.rows} rows of up to {plan.seq} tokens")
+    if plan.uses_lora:
+        notes.append(f"TRL's {plan.objective} trainer switches dropout off, the adapters' included")
+    if run.fused_head:
+        notes.append(f"{plan.objective} scores log-probabilities with TRL's fused head, in tiles of "
+                     f"{preference_head.TOKEN_TILE} tokens x {preference_head.VOCAB_TILE} vocabulary entries: "
+                     "no whole logits")
+    if run.full_logits:
+        notes.append(f"{plan.objective} takes log-probabilities from the whole logits (rows x length x vocabulary)")
+    if plan.reference_copy:
+        notes.append(f"full fine-tuning with {plan.objective} holds a frozen reference copy of the model in "
+                     f"{plan.precision}")
+    elif plan.reference_passes:
+        notes.append(f"the reference is the frozen starting adapter (TRL's copy of it): {plan.reference_passes} "
+                     "forward pass(es) without gradients a step, no second model")
     return notes

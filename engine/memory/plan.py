@@ -7,8 +7,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping, Optional
 
-from engine.core.choices import (METHODS, OPTIMIZERS, PRECISIONS, QUANTS, TARGET_PRESETS, Method, Optimizer, Precision,
-                                 Quant, TargetPreset)
+from engine.core.choices import (METHODS, OBJECTIVES, OPTIMIZERS, PAIRED_OBJECTIVES, PRECISIONS, PREFERENCE_METHODS,
+                                 PREFERENCE_OBJECTIVES, QUANTS, REFERENCE_OBJECTIVES, TARGET_PRESETS, Method, Objective,
+                                 Optimizer, Precision, Quant, TargetPreset)
 from engine.core.checks import MAX_BATCH, MAX_LENGTH, MAX_RANK, MAX_VIRTUAL_TOKENS, fraction, whole
 from engine.errors import StudioError
 
@@ -25,7 +26,11 @@ class Plan:
     ``lora_dropout`` to LoRA-family methods (the engine's default is 0.05, and a dropout
     above zero saves a mask and a dropped copy of every adapted input);
     ``pure_bf16`` to full fine-tuning in bf16: bf16 weights, gradients and optimizer states
-    instead of fp32 masters under autocast (resolved: ``engine.core.choices.resolve_pure_bf16``).
+    instead of fp32 masters under autocast (resolved: ``engine.core.choices.resolve_pure_bf16``);
+    ``objective`` is what the loss teaches (SFT, or a preference objective run by TRL's trainer),
+    and ``reference_free`` DPO's setting that reads the reference log-probabilities as zero
+    (no reference pass, no reference copy). ``batch`` counts examples: a pair for DPO, ORPO
+    and SimPO, which run chosen and rejected side by side (``rows``).
     """
 
     method: Method = "lora"
@@ -46,6 +51,8 @@ class Plan:
     # The model's own module names (q_proj, gate_proj...) instead of a targets preset.
     target_modules: Optional[tuple[str, ...]] = None
     pure_bf16: bool = False
+    objective: Objective = "sft"
+    reference_free: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -71,6 +78,33 @@ class Plan:
         return self.method in ("lora", "dora", "qlora")
 
     @property
+    def is_preference(self) -> bool:
+        return self.objective in PREFERENCE_OBJECTIVES
+
+    @property
+    def rows(self) -> int:
+        """Sequences a micro-batch runs through the model with gradients: TRL stacks each pair's
+        chosen and rejected answers (prompt included) into one batch of twice the pairs, every
+        row padded to the batch's longest; KTO's rows are single labelled answers."""
+        return 2 * self.batch if self.objective in PAIRED_OBJECTIVES else self.batch
+
+    @property
+    def reference_passes(self) -> int:
+        """Forward passes without gradients through the reference per micro-batch (each over
+        ``rows`` rows): DPO one, over the pairs; KTO two, over its answers and over its KL batch
+        (each prompt with the next example's answer, which estimates the KL term). With an
+        adapter the reference is the same model with the adapter switched off."""
+        if self.objective not in REFERENCE_OBJECTIVES or self.reference_free:
+            return 0
+        return 2 if self.objective == "kto" else 1
+
+    @property
+    def reference_copy(self) -> bool:
+        """Whether a second, frozen copy of the model is held as the reference: full fine-tuning
+        changes the weights themselves, so no adapter can be switched off to get the start back."""
+        return self.method == "full" and self.reference_passes > 0
+
+    @property
     def virtual_tokens(self) -> int:
         return self.num_virtual_tokens if self.method in ("prompt", "prefix", "ptuning") else 0
 
@@ -80,6 +114,7 @@ class Plan:
             ("method", self.method, METHODS), ("targets", self.targets, TARGET_PRESETS),
             ("optimizer", self.optimizer, OPTIMIZERS), ("precision", self.precision, PRECISIONS),
             ("quant", self.quant, QUANTS), ("attention", self.attention, ATTENTIONS),
+            ("objective", self.objective, OBJECTIVES),
         ):
             if value not in choices:
                 raise StudioError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
@@ -90,7 +125,7 @@ class Plan:
         ):
             whole(name, value, 1, ceiling)
         fraction("LoRA dropout", self.lora_dropout, high_open=True)
-        for name in ("grad_checkpointing", "double_quant", "prefix_projection", "pure_bf16"):
+        for name in ("grad_checkpointing", "double_quant", "prefix_projection", "pure_bf16", "reference_free"):
             if not isinstance(getattr(self, name), bool):
                 raise StudioError(f"{name.replace('_', ' ')} must be true or false")
         modules = self.target_modules
@@ -99,16 +134,22 @@ class Plan:
             raise StudioError("target modules must be a list of module names such as q_proj, v_proj")
         if self.pure_bf16 and (self.method, self.precision) != ("full", "bf16"):
             raise StudioError("pure bf16 applies to full fine-tuning in bf16 only")
+        if self.is_preference and self.method not in PREFERENCE_METHODS:
+            raise StudioError(f"{self.objective} trains {', '.join(PREFERENCE_METHODS)}, not {self.method}")
+        if self.reference_free and self.objective != "dpo":
+            raise StudioError("reference-free is a DPO setting")
 
     def describe(self) -> str:
-        parts = [self.method]
+        parts = [self.method] if not self.is_preference else [
+            f"{self.objective}{' reference-free' if self.reference_free else ''} {self.method}"]
         if self.uses_lora:
             parts.append(f"r{self.rank} {','.join(self.target_modules) if self.target_modules else self.targets}")
         if self.method == "qlora":
             parts.append(self.quant + (" double-quant" if self.double_quant and self.quant != "int8" else ""))
         if self.virtual_tokens:
             parts.append(f"{self.num_virtual_tokens} virtual tokens")
-        parts.append(f"batch {self.batch} x {self.seq} tokens")
+        pairs = " pairs" if self.rows > self.batch else ""
+        parts.append(f"batch {self.batch}{pairs} x {self.seq} tokens")
         if self.grad_accum > 1:
             parts.append(f"x{self.grad_accum} accumulation")
         parts += ["pure bf16" if self.pure_bf16 else self.precision, self.attention, self.optimizer]

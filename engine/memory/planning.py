@@ -40,6 +40,7 @@ def plan_for(config: RunConfig, device_kind: str, bf16: bool = True, precision: 
         prefix_projection=config.prefix_projection,
         target_modules=tuple(config.target_modules) if config.target_modules is not None else None,
         pure_bf16=resolve_pure_bf16(config.pure_bf16, config.method, precision),
+        objective=config.objective, reference_free=config.reference_free,
     )
 
 
@@ -65,7 +66,8 @@ def fit_plan(plan: Plan, spec: Any, device_kind: str, free_bytes: int, lengths: 
     from engine.memory.autofit import auto_fit
 
     preferences = {"method": plan.method, "precision": plan.precision, "targets": plan.targets,
-                   "pure_bf16": "on" if plan.pure_bf16 else "off", **keep}
+                   "pure_bf16": "on" if plan.pure_bf16 else "off", "objective": plan.objective,
+                   "reference_free": plan.reference_free, **keep}
     return auto_fit(spec, free_bytes, lengths, preferences, device=device_kind)
 
 
