@@ -229,6 +229,12 @@ class LivePlot(QWidget):
         self._view.cover(0, low, high)
         self._view.updateAutoRange()
 
+    def cover_y(self, low: float, high: float) -> None:
+        """Keep ``low``..``high`` in view along y (a share from 0 to 100%): the axis then says at a
+        glance where the curve stands, and moves only if a value falls outside."""
+        self._view.cover(1, low, high)
+        self._view.updateAutoRange()
+
     def point_count(self, curve: Optional[str] = None) -> int:
         """How many points ``curve`` has handed to pyqtgraph (stored points wait for the next tick)."""
         x_data, _y_data = self._series[curve or self._first].item.getOriginalDataset()
