@@ -32,11 +32,14 @@ class PreferencePlots(QSplitter):
         super().__init__(Qt.Orientation.Horizontal, parent)
         # Redrawn apart from each other and from the loss and memory plots (50 and 90 ms): one plot
         # per repaint keeps the window answering during a run.
+        # The legend bottom left: the curves start together at 0 and part from there, the margin
+        # climbing to the top right, where the other plots keep their legends; the rejected
+        # answers' falling curve may pass under it.
         self.reward_plot = LivePlot(tuple(REWARD_CURVES.values()), x_label="step", y_label="reward",
-                                    title="Rewards", redraw_ms=70)
+                                    title="Rewards", redraw_ms=70, legend_offset=(10, -10), legend_shade=True)
         self.accuracy_plot = LivePlot(("accuracy",), x_label="step", y_label="pairs ranked right (%)",
                                       title="Preference accuracy", redraw_ms=110)
-        self.accuracy_plot.cover_y(0, 100)
+        self._cover_shares()
         self.reward_plot.setToolTip(REWARD_HELP)
         self.accuracy_plot.setToolTip(ACCURACY_HELP)
         self.addWidget(self.reward_plot)
@@ -79,3 +82,8 @@ class PreferencePlots(QSplitter):
     def clear(self) -> None:
         for plot in self.plots:
             plot.clear()
+        self._cover_shares()  # clearing forgets what the axes cover
+
+    def _cover_shares(self) -> None:
+        # 0 to 100% whatever the values: where the accuracy stands reads at a glance.
+        self.accuracy_plot.cover_y(0, 100)

@@ -5,16 +5,17 @@ an SFT adapter to go on training, and the rewards plotted live from a run's even
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from lora_adapters import library_adapter
 from run_folders import T0, started, write_run
 
 from engine.core.choices import PROMPT_METHODS
+from engine.data.preference_store import DEFAULT_SET, append_pair
 from engine.run.config import RunConfig
 from engine.run.events import EventTail, EventWriter, RunFinished, StepMetrics
 from engine.run.rundir import RunDir
-from helpers import write_messages_dataset
 from studio.pages.adapters import AdaptersPage
 from studio.pages.train.page import TrainPage
 from studio.widgets.memory_bar import FITS, TIGHT, TOO_BIG
@@ -26,6 +27,12 @@ def _pick(combo, data) -> None:
     combo.setCurrentIndex(combo.findData(data))
 
 
+def _pairs() -> Path:
+    """The library's preference set with a pair in it, as Compare makes one."""
+    return append_pair(DEFAULT_SET, [{"role": "user", "content": "Where is the treasure?"}],
+                       "Arr, buried on Skull Island, matey!", "It is on an island.").path
+
+
 def _shown(page: TrainPage, *widgets) -> list[bool]:
     return [widget.isVisibleTo(page) for widget in widgets]
 
@@ -34,7 +41,7 @@ def test_each_objective_shows_its_own_settings_which_explain_themselves_and_reac
                                                                                             tiny_model_dir, tmp_path):
     page, form = train_page, train_page.form
     page.model_picker.set_ref(str(tiny_model_dir))
-    page.dataset_picker.set_path(str(write_messages_dataset(tmp_path / "pairs.jsonl", rows=4)))
+    page.dataset_picker.set_path(str(_pairs()))
     form.advanced_radio.click()
     dpo_rows = (form.beta_spin, form.dpo_loss_combo, form.reference_free_check, form.label_smoothing_spin)
     assert form.objective_combo.currentText() == "supervised (SFT)"
@@ -90,13 +97,13 @@ def test_each_objective_shows_its_own_settings_which_explain_themselves_and_reac
 
 
 def test_train_on_my_preferences_goes_on_from_the_sft_adapter_with_its_method_and_rank(train_page, shown,
-                                                                                       tiny_model_dir, tmp_path):
+                                                                                       tiny_model_dir):
     library_adapter(tiny_model_dir, "pirate-sft", rank=8, meta={"method": "dora", "rank": 8, "alpha": 16.0})
     library_adapter(tiny_model_dir, "pirate-dpo", meta={"objective": "dpo", "beta": 0.25})
     page, form = train_page, train_page.form
     page.refresh()
     _pick(form.method_combo, "prefix")  # a method that cannot learn from pairs gives way
-    pairs = write_messages_dataset(tmp_path / "my-preferences.jsonl", rows=2)
+    pairs = _pairs()
 
     assert page.start_preference_setup(str(pairs), "pirate-sft")
     assert form.objective_combo.currentData() == "dpo" and form.adapter_combo.currentText() == "pirate-sft"
@@ -135,6 +142,7 @@ def test_a_preference_run_plots_its_rewards_and_accuracy_live_and_an_sft_run_doe
     folder = write_run("20260101-100000-prefs-dpo", events,
                        config={"model": "tiny", "dataset": "/d/prefs.jsonl", "objective": "dpo"})
     tail = EventTail(RunDir(folder).events)
+    monitor.clear()  # as at a run's start
     page.controller.events.emit(tail.read_new())  # as the run's runner hands them over
     assert monitor.preference_plots.isVisibleTo(page)
     qtbot.waitUntil(lambda: monitor.reward_plot.point_count("margin") == 3, timeout=2000)
@@ -148,7 +156,8 @@ def test_a_preference_run_plots_its_rewards_and_accuracy_live_and_an_sft_run_doe
                     + [monitor.accuracy_plot.point_count()] == [6] * 4, timeout=2000)
     _x, accuracy = monitor.accuracy_plot.plot_item.listDataItems()[0].getOriginalDataset()
     assert accuracy[0] == pytest.approx(60.0) and accuracy[-1] == pytest.approx(100.0)  # percent of pairs
-    assert monitor.accuracy_plot.plot_item.viewRange()[1][1] >= 100
+    low, high = monitor.accuracy_plot.plot_item.viewRange()[1]
+    assert low <= 0 and high >= 100  # the share's whole scale, whatever the values
 
     # The finished run in the run viewer: its rewards replotted from its events.
     viewer = RunViewer([str(folder)])
@@ -157,7 +166,7 @@ def test_a_preference_run_plots_its_rewards_and_accuracy_live_and_an_sft_run_doe
     assert viewer.preference_plots.accuracy_plot.point_count() == 6
     assert [viewer.tabs.tabText(i) for i in range(viewer.tabs.count())] == ["Curves", "Rewards", "Settings"]
 
-    # An SFT run: the loss and memory as before, no reward plots.
+    # An SFT run (the page hides the reward plots as it starts one): the loss as before, no rewards.
     monitor.clear()
     monitor.show_preference(False)
     monitor.show_step(StepMetrics(step=1, total_steps=2, epoch=0.5, loss=2.0, learning_rate=1e-3))
