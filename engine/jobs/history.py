@@ -47,13 +47,19 @@ class Curve:
     values: list[float] = field(default_factory=list)
 
 
+# A preference run's step metrics beyond the loss (engine.run.events.StepMetrics), plotted beside it.
+REWARD_FIELDS = ("rewards_chosen", "rewards_rejected", "reward_margin", "reward_accuracy")
+
+
 @dataclass
 class RunCurves:
-    """Everything a run plotted: training loss, eval loss and learning rate, by step."""
+    """Everything a run plotted: training loss, eval loss and learning rate, by step; and for a
+    preference run its rewards, margin and accuracy (``REWARD_FIELDS``; empty curves for SFT)."""
 
     loss: Curve
     eval_loss: Curve
     learning_rate: Curve
+    rewards: dict[str, Curve] = field(default_factory=dict)
 
 
 def spark_line(values: list[float], buckets: int = SPARK_BUCKETS) -> tuple[float, ...]:
@@ -215,6 +221,7 @@ def _scan(path: Path, running: bool) -> _Scan:
     loss: dict[int, float] = {}
     learning_rate: dict[int, float] = {}
     eval_loss: dict[int, float] = {}
+    rewards: dict[str, dict[int, float]] = {name: {} for name in REWARD_FIELDS}
     sessions = _Sessions()
     previous = b""
     for line in data.split(b"\n"):
@@ -225,6 +232,10 @@ def _scan(path: Path, running: bool) -> _Scan:
             if event is not None:
                 loss[event["step"]] = event["loss"]
                 learning_rate[event["step"]] = event["learning_rate"]
+                for name in REWARD_FIELDS:
+                    value = number_field(event, name)  # None for SFT, and for anything not a number
+                    if value is not None:
+                        rewards[name][event["step"]] = value
         elif _EVAL in line:
             event = _parse(line, EvalMetrics, ("step", "eval_loss"))
             if event is not None:
@@ -234,7 +245,8 @@ def _scan(path: Path, running: bool) -> _Scan:
             if event is not None:
                 sessions.start(event["time"], _event_time(previous))
         previous = line
-    curves = RunCurves(_by_step(loss), _by_step(eval_loss), _by_step(learning_rate))
+    curves = RunCurves(_by_step(loss), _by_step(eval_loss), _by_step(learning_rate),
+                       {name: _by_step(values) for name, values in rewards.items()})
     return _Scan(curves, sessions.total(time.time() if running else _event_time(previous)))
 
 

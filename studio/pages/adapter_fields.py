@@ -28,6 +28,10 @@ FIELDS: dict[str, tuple[str, str]] = {
     "duplicated_from": ("Copied from", "The library adapter this one is a copy of."),
     # settings
     "method": ("Method", "How it was trained: LoRA, QLoRA, DoRA, prompt tuning, prefix tuning or P-tuning."),
+    "objective": ("Objective", "What it learned from: supervised replies (SFT), or preferences between answers "
+                               "(DPO, ORPO, KTO or SimPO: which of two answers is better)."),
+    "beta": ("Beta", "How far preference training could move the model from where it started: lower let it change "
+                     "more (0.1 is usual)."),
     "rank": ("Rank", "The size of the LoRA matrices: a higher rank can learn more, and takes more memory."),
     "alpha": ("Alpha", "LoRA's scale: the adapter's change to the model is multiplied by alpha / rank."),
     "dropout": ("Dropout", "The fraction of the adapter's inputs left out at random in training, against "

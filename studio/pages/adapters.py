@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.core.choices import OBJECTIVE_LABELS
 from engine.errors import StudioError
 from engine.adapters.evaluations import EVALUATIONS, EvalHeadline, headline, read_evaluations
 from engine.adapters.library import (
@@ -93,7 +94,7 @@ _NOT_LISTED = (_LOSS_HISTORY, _EVAL_HISTORY, EVALUATIONS, "chat_template", "tags
 _SECTIONS = (
     ("Made from", ("base_model", "base_model_path", "base_model_fingerprint", "dataset", "dataset_sha256",
                    "combined_from", "combination", "density", "imported_from", "duplicated_from")),
-    ("Settings", ("method", "rank", "alpha", "dropout", "targets", "learning_rate", "batch_size", "grad_accum",
+    ("Settings", ("method", "objective", "beta", "rank", "alpha", "dropout", "targets", "learning_rate", "batch_size", "grad_accum",
                   "max_length", "max_steps", "epochs", "seed")),
     ("Result", ("steps", "final_loss", "final_eval_loss", "duration_s", "created", "hardware", "run_dir")),
 )
@@ -182,6 +183,13 @@ def _describe_value(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False)
     return _text(value)
+
+
+def _describe_field(key: str, value: Any) -> str:
+    """A field's value as shown: an objective by its name ("DPO"), the rest as they are."""
+    if key == "objective" and isinstance(value, str):
+        return OBJECTIVE_LABELS.get(value, value)
+    return _describe_value(value)
 
 
 def _field_row(key: str, value: str) -> str:
@@ -295,7 +303,7 @@ class AdapterDetails(QWidget):
         for title, keys in sections:
             if title == "Other":  # what it scored follows how it was made
                 parts += _evaluations_section(meta)
-            rows = [(key, _describe_value(meta[key])) for key in keys]
+            rows = [(key, _describe_field(key, meta[key])) for key in keys]
             if title == "Files":
                 rows = [("folder", record.path), ("size", format_size(record.size_bytes))]
             if not rows:

@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from studio import theme
@@ -132,8 +133,11 @@ class LivePlot(QWidget):
         title: str = "",
         parent: Optional[QWidget] = None,
         redraw_ms: int = 50,
+        legend_offset: tuple[int, int] = (-10, 10),
+        legend_shade: bool = False,
     ) -> None:
         super().__init__(parent)
+        self._legend_shade = legend_shade
         self._view = _SteppedViewBox()
         self.plot_widget = pg.PlotWidget(viewBox=self._view)
         layout = QVBoxLayout(self)
@@ -160,7 +164,8 @@ class LivePlot(QWidget):
         plot.setDownsampling(auto=True, mode="peak")
         plot.setClipToView(True)
         if len(curves) > 1:
-            plot.addLegend(offset=(-10, 10))
+            # Top right by default (a falling loss leaves it empty); a negative x counts from the right.
+            plot.addLegend(offset=legend_offset)
         # Two values (lowest, highest) per pixel column are all a line can show.
         self._series: dict[str, _Series] = {
             name: _Series(plot.plot(name=name, antialias=True, autoDownsampleFactor=1.0, symbol=None,
@@ -229,6 +234,12 @@ class LivePlot(QWidget):
         self._view.cover(0, low, high)
         self._view.updateAutoRange()
 
+    def cover_y(self, low: float, high: float) -> None:
+        """Keep ``low``..``high`` in view along y (a share from 0 to 100%): the axis then says at a
+        glance where the curve stands, and moves only if a value falls outside."""
+        self._view.cover(1, low, high)
+        self._view.updateAutoRange()
+
     def point_count(self, curve: Optional[str] = None) -> int:
         """How many points ``curve`` has handed to pyqtgraph (stored points wait for the next tick)."""
         x_data, _y_data = self._series[curve or self._first].item.getOriginalDataset()
@@ -280,6 +291,13 @@ class LivePlot(QWidget):
             series.item.setPen(pg.mkPen(colour, width=1))
             series.item.setSymbolPen(pg.mkPen(colour))
             series.item.setSymbolBrush(pg.mkBrush(colour))
+        legend = self.plot_item.legend
+        if legend is not None and self._legend_shade:
+            # Where curves cross the legend: the plot's background, a little see-through, behind the
+            # names, so that a curve passing under it neither hides them nor vanishes.
+            shade = QColor(colours.plot_background)
+            shade.setAlpha(200)
+            legend.setBrush(pg.mkBrush(shade))
         # Muted reads on light and dark alike.
         self._reference.setPen(pg.mkPen(colours.muted, width=1.5, style=Qt.PenStyle.DashLine))
         self._reference.label.setColor(colours.muted)

@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
 from engine.errors import StudioError
 from engine.jobs.history import RunCurves, RunRecord, format_duration, read_config, read_curves, read_record
 from studio.widgets.live_plot import LivePlot
+from studio.widgets.preference_plots import PreferencePlots
 from studio.widgets.train_settings import setting_label, setting_tip
 from studio.workers import BackgroundTask
 
@@ -147,6 +148,9 @@ class RunViewer(QDialog):
             curves_layout.addWidget(self.loss_plot, 3)
             curves_layout.addWidget(self.lr_plot, 2)
             self.tabs.addTab(curves, "Curves")
+            # A preference run's rewards and accuracy: a tab of their own, added once the run shows some.
+            self.preference_plots = PreferencePlots(self)
+            self.preference_plots.hide()
             self.tabs.addTab(self.settings_table, "Settings")
         close_button = QPushButton("Close", self)
         close_button.clicked.connect(self.close)
@@ -192,6 +196,8 @@ class RunViewer(QDialog):
         self.loss_plot.set_points(curves.loss.steps, curves.loss.values, "train loss")
         self.loss_plot.set_points(curves.eval_loss.steps, curves.eval_loss.values, "eval loss")
         self.lr_plot.set_points(curves.learning_rate.steps, curves.learning_rate.values)
+        if self.preference_plots.set_curves(curves):
+            self.tabs.insertTab(1, self.preference_plots, "Rewards")
         if detail.config is not None:
             fill_settings(self.settings_table, [(key, [setting_text(value)]) for key, value in detail.config.items()])
         else:

@@ -9,10 +9,13 @@ through the same two calls.
 
 from __future__ import annotations
 
+import functools
 import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import (
     QButtonGroup,
@@ -31,14 +34,51 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.core.choices import METHOD_LABELS, METHODS, PROMPT_METHODS, TARGET_PRESETS
+from engine.core.choices import (DPO_LOSSES, LORA_METHODS, METHOD_LABELS, METHODS, OBJECTIVE_LABELS, OBJECTIVES,
+                                 PREFERENCE_OBJECTIVES, PROMPT_METHODS, TARGET_PRESETS)
+from engine.errors import StudioError
+from engine.run.config import RunConfig
 
 # What may stand in a learning-rate box while it is typed: digits, a point, an exponent.
 _NUMBER_PREFIX = re.compile(r"\d*\.?\d*(?:[eE][-+]?\d*)?")
 CUSTOM_TARGETS = "custom"
+NEW_ADAPTER = "None: a new adapter on the base"
 MAX_LENGTH_RANGE = (16, 1_048_576)  # tokens; the Data page's max length is the same setting
 
 TIPS = {
+    "objective": "What the run learns from. Supervised (SFT) learns to write the replies in your data. The others "
+                 "learn which of two answers is better, from preference pairs (a chosen and a rejected answer, e.g. "
+                 "made in Compare): DPO is the standard one and compares against the model it starts from; ORPO "
+                 "learns the chosen answers and the preference in one pass, with no reference model (less memory); "
+                 "SimPO needs no reference either and scores answers by their average word likelihood; KTO learns "
+                 "from single answers marked good or bad, no pairs needed. The usual recipe: SFT first, then DPO "
+                 "from that adapter.",
+    "from_adapter": "Go on training an adapter from the library instead of a new one on the bare base: the usual "
+                    "recipe trains SFT first, then DPO from that adapter. The run keeps the adapter's method, rank "
+                    "and layers, and a preference run measures its progress against the adapter as it was.",
+    "beta": "How far training may move the model from where it started. Low values (0.01-0.1) let it change more to "
+            "favour the chosen answers; higher ones (0.3-0.5) keep it closer to the start, safer against drifting "
+            "into odd text. 0.1 is the usual value for DPO, KTO and ORPO (where it weighs the preference against "
+            "learning the chosen answers); SimPO's paper uses about 2.",
+    "dpo_loss": "The formula DPO trains with. Sigmoid is the original DPO and the usual choice. IPO keeps the model "
+                "from overfitting when the pairs are few or very clear-cut. Hinge (SLiC) stops pushing a pair once "
+                "its chosen answer leads by enough. Robust expects some pairs to be the wrong way round (say how "
+                "many with the label smoothing).",
+    "reference_free": "Score the answers without a reference model: each is measured against a flat baseline "
+                      "instead of the model the run started from. Saves the reference's pass over every batch "
+                      "(faster) and, for full fine-tuning, its copy in memory; the model may drift further. "
+                      "DPO only.",
+    "label_smoothing": "Robust DPO: the share of your pairs you think are the wrong way round (the 'chosen' answer "
+                       "is really the worse), from 0 to below 0.5; e.g. 0.1 when about one pair in ten may be "
+                       "mislabelled. Training then does not follow the doubtful pairs blindly.",
+    "simpo_gamma": "SimPO: how much higher the chosen answer's score should be than the rejected one's (the target "
+                   "margin, gamma). Higher asks for a clearer preference; 0.5 is the usual start, the paper goes "
+                   "up to about 1.5.",
+    "desirable_weight": "KTO: how much the answers marked good count. When your data has many more bad answers "
+                        "than good ones, raise this so both kinds count about equally (KTO's authors advise "
+                        "weight x count of good between 1 and 4/3 times weight x count of bad).",
+    "undesirable_weight": "KTO: how much the answers marked bad count. When your data has many more good answers "
+                          "than bad ones, raise this so both kinds count about equally.",
     "preset": "A starting point: Quick try trains a small adapter in minutes; Balanced suits most tasks; "
               "Best quality trains a larger adapter for longer with a validation split and early stopping. "
               "Change any setting afterwards in Advanced mode.",
@@ -130,6 +170,15 @@ TIPS = {
 # name settings from here.
 SETTINGS: dict[str, tuple[str, str]] = {
     "preset": ("Preset", "preset"),
+    "objective": ("Objective", "objective"),
+    "from_adapter": ("Start from adapter", "from_adapter"),
+    "beta": ("Beta", "beta"),
+    "dpo_loss": ("DPO loss", "dpo_loss"),
+    "reference_free": ("Reference", "reference_free"),
+    "label_smoothing": ("Label smoothing", "label_smoothing"),
+    "simpo_gamma": ("Target margin", "simpo_gamma"),
+    "desirable_weight": ("Good answers' weight", "desirable_weight"),
+    "undesirable_weight": ("Bad answers' weight", "undesirable_weight"),
     "method": ("Method", "method"),
     "rank": ("LoRA rank", "rank"),
     "alpha": ("LoRA alpha", "alpha"),
@@ -196,8 +245,72 @@ PRESETS: dict[str, dict[str, Any]] = {
                  max_steps=None, epochs=3.0, lr_scheduler="cosine", warmup_steps=30, max_length=2048, batch_size=4,
                  grad_accum=8, eval_every=0, early_stopping_patience=3),
 }
-# Fields where None means something (train by epochs, an automatic name, no init text).
-_NULLABLE = ("max_steps", "name", "prompt_init_text")
+# Fields where None means something (train by epochs, an automatic name, no init text, a new adapter).
+_NULLABLE = ("max_steps", "name", "prompt_init_text", "from_adapter")
+# The objectives that read each of their settings (TRL's trainers read only their own). Whether a
+# setting is allowed at all with what else is chosen is RunConfig.validate's to say (``refusal``).
+OBJECTIVE_SETTINGS = {"beta": PREFERENCE_OBJECTIVES, "dpo_loss": ("dpo",), "reference_free": ("dpo",),
+                      "label_smoothing": ("dpo",), "simpo_gamma": ("simpo",), "desirable_weight": ("kto",),
+                      "undesirable_weight": ("kto",)}
+# What a run continuing an adapter takes from it (its studio.json), whatever the form said.
+ADAPTER_SHAPE = ("method", "rank", "alpha", "dropout", "use_rslora", "targets")
+DPO_LOSS_TITLES = {"sigmoid": "Sigmoid (DPO)", "ipo": "IPO", "hinge": "Hinge (SLiC)", "robust": "Robust"}
+
+
+def refusal(**settings: Any) -> Optional[str]:
+    """Why a run with these settings (the rest left at their defaults) would be refused, in
+    RunConfig.validate's own words, or None: the form greys out what the config's rules forbid
+    rather than restating them."""
+    return _refusal(tuple(sorted(settings.items())))
+
+
+@functools.lru_cache(maxsize=256)
+def _refusal(settings: tuple[tuple[str, Any], ...]) -> Optional[str]:
+    # Asked a dozen times per change of the form: the few combinations there are, validated once.
+    try:
+        RunConfig(model="-", dataset="-", **dict(settings)).validate()
+    except StudioError as exc:
+        return str(exc)
+    return None
+
+
+@dataclass(frozen=True)
+class AdapterChoice:
+    """A library adapter a run can go on training."""
+
+    name: str
+    shape: dict[str, Any]  # the settings it fixes (``ADAPTER_SHAPE``), from its studio.json
+    about: str  # what it is, in a line: "LoRA, rank 8, on starter, trained by DPO"
+    base_model: Optional[str]  # the model it was trained on, as its run named it
+
+
+def library_adapters() -> list[AdapterChoice]:
+    """The library's adapters a run can go on training (LoRA, DoRA, QLoRA; not damaged).
+    Metadata only: a few milliseconds, on the UI thread."""
+    from engine.adapters.library import list_adapters, read_adapter_meta
+
+    found = []
+    for record in list_adapters():
+        if record.damaged or record.method not in LORA_METHODS:
+            continue
+        meta = read_adapter_meta(Path(record.path))
+        # Only what the config would take: a studio.json edited by hand may hold anything.
+        shape = {key: meta[key] for key in ADAPTER_SHAPE
+                 if key in meta and _hashable(meta[key]) and refusal(**{key: meta[key]}) is None}
+        shape["method"] = record.method
+        if record.rank:
+            shape["rank"] = record.rank
+        about = f"{METHOD_LABELS[record.method]}" + (f", rank {record.rank}" if record.rank else "")
+        if record.base_model:
+            about += f", on {record.base_model}"
+        if isinstance(meta.get("objective"), str) and meta["objective"] in OBJECTIVE_LABELS:
+            about += f", trained by {OBJECTIVE_LABELS[meta['objective']]}"
+        found.append(AdapterChoice(record.name, shape, about, record.base_model))
+    return found
+
+
+def _hashable(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool))
 PRESET_TITLES = {"quick": "Quick try", "balanced": "Balanced", "best": "Best quality", "custom": "Custom"}
 
 
@@ -302,6 +415,17 @@ class SettingsForm(QWidget):
         self.preset_combo = _combo([(PRESET_TITLES[key], key) for key in (*PRESETS, "custom")])
         _set_combo(self.preset_combo, "custom")
 
+        self.objective_combo = _combo([(OBJECTIVE_LABELS[o], o) for o in OBJECTIVES])
+        self.adapter_combo = _combo([(NEW_ADAPTER, None)])
+        self._adapters: dict[str, AdapterChoice] = {}  # by name: the library adapters listed
+        self.beta_spin = _double(0.001, 100.0, 0.1, 3, 0.05)
+        self.dpo_loss_combo = _combo([(DPO_LOSS_TITLES[loss], loss) for loss in DPO_LOSSES])
+        self.reference_free_check = QCheckBox("Reference-free: no reference model")
+        self.label_smoothing_spin = _double(0.0, 0.49, 0.0, 2, 0.05)
+        self.simpo_gamma_spin = _double(0.0, 100.0, 0.5, 2, 0.1)
+        self.desirable_spin = _double(0.01, 100.0, 1.0, 2, 0.1)
+        self.undesirable_spin = _double(0.01, 100.0, 1.0, 2, 0.1)
+
         self.method_combo = _combo([(METHOD_LABELS[m], m) for m in METHODS])
         self.rank_spin = _spin(1, 4096, 16)
         self.alpha_spin = _double(0.5, 8192, 32.0, 1, 1.0)
@@ -385,6 +509,19 @@ class SettingsForm(QWidget):
         for button in (self.simple_radio, self.advanced_radio):
             button.setToolTip(TIPS["mode"])
 
+        self.objective_box = QGroupBox("Objective")
+        self.objective_form = QFormLayout(self.objective_box)
+        f = self.objective_form
+        self._labelled(f, "objective", self.objective_combo)
+        self._labelled(f, "from_adapter", self.adapter_combo)
+        self._labelled(f, "beta", self.beta_spin)
+        self._labelled(f, "dpo_loss", self.dpo_loss_combo)
+        self._labelled(f, "reference_free", self.reference_free_check)
+        self._labelled(f, "label_smoothing", self.label_smoothing_spin)
+        self._labelled(f, "simpo_gamma", self.simpo_gamma_spin)
+        self._labelled(f, "desirable_weight", self.desirable_spin)
+        self._labelled(f, "undesirable_weight", self.undesirable_spin)
+
         self.method_box = QGroupBox("Method")
         self.method_form = QFormLayout(self.method_box)
         f = self.method_form
@@ -450,7 +587,7 @@ class SettingsForm(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(mode_row)
-        for box in (self.method_box, self.training_box, self.memory_box, self.output_box):
+        for box in (self.objective_box, self.method_box, self.training_box, self.memory_box, self.output_box):
             layout.addWidget(box)
 
     # ------------------------------------------------------------------ behaviour
@@ -458,12 +595,16 @@ class SettingsForm(QWidget):
         self.simple_radio.toggled.connect(lambda simple: self.set_simple(simple))
         self.preset_combo.activated.connect(lambda _i: self.apply_preset(self.preset_combo.currentData()))
         self.modules_button.clicked.connect(self.chooseModulesRequested)
+        # Before the change is announced: the adapter's method and rank are in place by then.
+        self.adapter_combo.currentIndexChanged.connect(lambda _i: None if self._applying else self._take_adapter_shape())
         for widget in self._value_widgets():
             signal = _change_signal(widget)
             signal.connect(self._on_change)
 
     def _value_widgets(self) -> list[QWidget]:
-        return [self.method_combo, self.rank_spin, self.alpha_spin, self.dropout_spin, self.rslora_check,
+        return [self.objective_combo, self.adapter_combo, self.beta_spin, self.dpo_loss_combo,
+                self.reference_free_check, self.label_smoothing_spin, self.simpo_gamma_spin, self.desirable_spin,
+                self.undesirable_spin, self.method_combo, self.rank_spin, self.alpha_spin, self.dropout_spin, self.rslora_check,
                 self.targets_combo, self.modules_edit, self.quant_combo, self.double_quant_check, self.compute_combo,
                 self.virtual_spin, self.prompt_init_combo, self.prompt_text_edit, self.prefix_projection_check,
                 self.lr_spin, self.scheduler_combo, self.warmup_spin, self.optimizer_combo, self.weight_decay_spin,
@@ -521,8 +662,13 @@ class SettingsForm(QWidget):
             rows.append((self.training_form, widget, advanced))
         for widget in (self.eval_every_spin, self.early_stop_spin, self.keep_spin):
             rows.append((self.output_form, widget, advanced))
+        objective = self.objective_combo.currentData()
+        for widget, field in self._objective_widgets().items():
+            shown = objective in OBJECTIVE_SETTINGS[field] and (advanced or field == "beta")
+            rows.append((self.objective_form, widget, shown))
         for form, widget, visible in rows:
             form.setRowVisible(widget, visible)
+        self._follow_rules(method, objective)
         by_steps = self.by_steps_radio.isChecked()
         self.steps_spin.setEnabled(by_steps)
         self.epochs_spin.setEnabled(not by_steps)
@@ -531,6 +677,81 @@ class SettingsForm(QWidget):
         self.pure_bf16_combo.setToolTip(TIPS["pure_bf16"] if method == "full" else
                                         "Applies to full fine-tuning only: the other methods train fp32 adapters "
                                         "or virtual tokens beside a frozen base.")
+
+    def _objective_widgets(self) -> dict[QWidget, str]:
+        return {self.beta_spin: "beta", self.dpo_loss_combo: "dpo_loss", self.reference_free_check: "reference_free",
+                self.label_smoothing_spin: "label_smoothing", self.simpo_gamma_spin: "simpo_gamma",
+                self.desirable_spin: "desirable_weight", self.undesirable_spin: "undesirable_weight"}
+
+    def _follow_rules(self, method: str, objective: str) -> None:
+        """Grey out the choices RunConfig would refuse with the rest of the form (prompt tuning under
+        DPO, DPO under prompt tuning, padding-free batches with pairs), each saying why in the
+        config's words; and what a continued adapter fixes."""
+        batching = self.batching_combo.currentData()
+        _allow_items(self.objective_combo, lambda o: refusal(objective=o, method=method, batching=batching))
+        _allow_items(self.method_combo, lambda m: refusal(objective=objective, method=m))
+        _allow_items(self.batching_combo, lambda b: refusal(objective=objective, batching=b))
+        for widget, reason in ((self.reference_free_check, self._reference_free_refusal()),
+                               (self.label_smoothing_spin, self._label_smoothing_refusal())):
+            widget.setEnabled(reason is None)
+            tip = setting_tip("reference_free" if widget is self.reference_free_check else "label_smoothing")
+            widget.setToolTip(tip if reason is None else f"Not used now: {reason}.\n\n{tip}")
+        adapter = self.adapter_combo.currentData()
+        for widget, field in ((self.method_combo, "method"), (self.rank_spin, "rank"), (self.alpha_spin, "alpha"),
+                              (self.dropout_spin, "dropout"), (self.rslora_check, "use_rslora"),
+                              (self.targets_combo, "targets"), (self.modules_edit, "targets")):
+            widget.setEnabled(adapter is None)
+            widget.setToolTip(setting_tip(field) if adapter is None else
+                              f"Kept from {adapter}, the adapter this run goes on training: its method, rank and "
+                              f"layers stay as they are. Pick None under Start from adapter to choose.\n\n"
+                              f"{setting_tip(field)}")
+        self.modules_button.setEnabled(adapter is None)
+
+    def _reference_free_refusal(self) -> Optional[str]:
+        return refusal(objective=self.objective_combo.currentData(), reference_free=True)
+
+    def _label_smoothing_refusal(self) -> Optional[str]:
+        return refusal(objective=self.objective_combo.currentData(), dpo_loss=self.dpo_loss_combo.currentData(),
+                       label_smoothing=0.1)
+
+    # ------------------------------------------------------------------ adapters to go on training
+    def set_adapters(self, adapters: list[AdapterChoice]) -> None:
+        """List the library adapters a run can start from (``library_adapters()``), keeping the one
+        chosen when it is still there (a run's config may also name one by its folder)."""
+        keep = self.adapter_combo.currentData()
+        self._adapters = {choice.name: choice for choice in adapters}
+        self.adapter_combo.blockSignals(True)
+        self.adapter_combo.clear()
+        self.adapter_combo.addItem(NEW_ADAPTER, None)
+        for choice in adapters:
+            self.adapter_combo.addItem(choice.name, choice.name)
+            self.adapter_combo.setItemData(self.adapter_combo.count() - 1, choice.about, Qt.ItemDataRole.ToolTipRole)
+        self.adapter_combo.blockSignals(False)
+        self._set_adapter(keep)
+
+    def _set_adapter(self, ref: Optional[str]) -> None:
+        if ref is not None and self.adapter_combo.findData(ref) < 0:
+            self.adapter_combo.addItem(Path(ref).name, ref)  # a folder outside the library
+            self.adapter_combo.setItemData(self.adapter_combo.count() - 1, ref, Qt.ItemDataRole.ToolTipRole)
+        _set_combo(self.adapter_combo, ref)
+
+    def adapter_choice(self, name: Optional[str]) -> Optional[AdapterChoice]:
+        """A listed library adapter by name (None for a folder outside the library, or none)."""
+        return self._adapters.get(name) if name is not None else None
+
+    def _take_adapter_shape(self) -> None:
+        """The chosen adapter's method, rank and layers into the form: training goes on with them."""
+        choice = self.adapter_choice(self.adapter_combo.currentData())
+        if choice is None:
+            return
+        shape = choice.shape
+        setters = self._setters()
+        applying, self._applying = self._applying, True
+        try:
+            for key, value in shape.items():
+                setters[key](value)
+        finally:
+            self._applying = applying
 
     def apply_preset(self, name: str) -> None:
         if name in PRESETS:
@@ -546,6 +767,15 @@ class SettingsForm(QWidget):
                 or "all-linear"
         by_steps = self.by_steps_radio.isChecked()
         return {
+            "objective": self.objective_combo.currentData(), "from_adapter": self.adapter_combo.currentData(),
+            "beta": round(self.beta_spin.value(), 4), "dpo_loss": self.dpo_loss_combo.currentData(),
+            # Greyed out where the config refuses them (outside DPO, or its robust loss): off there.
+            "reference_free": self.reference_free_check.isChecked() and self._reference_free_refusal() is None,
+            "label_smoothing": round(self.label_smoothing_spin.value(), 4)
+            if self._label_smoothing_refusal() is None else 0.0,
+            "simpo_gamma": round(self.simpo_gamma_spin.value(), 4),
+            "desirable_weight": round(self.desirable_spin.value(), 4),
+            "undesirable_weight": round(self.undesirable_spin.value(), 4),
             "method": self.method_combo.currentData(), "rank": self.rank_spin.value(),
             "alpha": self.alpha_spin.value(), "dropout": round(self.dropout_spin.value(), 4),
             "use_rslora": self.rslora_check.isChecked() and self.method_combo.currentData() in ("lora", "dora",
@@ -580,6 +810,7 @@ class SettingsForm(QWidget):
             for key, value in values.items():
                 if key in setters and (value is not None or key in _NULLABLE):
                     setters[key](value)
+            self._take_adapter_shape()  # a preset's method or rank never replaces the continued adapter's
         finally:
             self._applying = False
         self._update_visibility()
@@ -601,6 +832,11 @@ class SettingsForm(QWidget):
                 self.steps_spin.setValue(int(value))
 
         return {
+            "objective": lambda v: _set_combo(self.objective_combo, v), "from_adapter": self._set_adapter,
+            "beta": self.beta_spin.setValue, "dpo_loss": lambda v: _set_combo(self.dpo_loss_combo, v),
+            "reference_free": self.reference_free_check.setChecked,
+            "label_smoothing": self.label_smoothing_spin.setValue, "simpo_gamma": self.simpo_gamma_spin.setValue,
+            "desirable_weight": self.desirable_spin.setValue, "undesirable_weight": self.undesirable_spin.setValue,
             "method": lambda v: _set_combo(self.method_combo, v), "rank": self.rank_spin.setValue,
             "alpha": self.alpha_spin.setValue, "dropout": self.dropout_spin.setValue,
             "use_rslora": self.rslora_check.setChecked, "targets": targets,
@@ -621,6 +857,15 @@ class SettingsForm(QWidget):
             "early_stopping_patience": self.early_stop_spin.setValue, "save_every": self.save_every_spin.setValue,
             "keep_checkpoints": self.keep_spin.setValue, "name": lambda v: self.name_edit.setText(v or ""),
         }
+
+
+def _allow_items(combo: QComboBox, refused: Any) -> None:
+    """Enable each item of ``combo`` unless ``refused(its data)`` gives a reason, which becomes its tooltip."""
+    model = combo.model()
+    for index in range(combo.count()):
+        reason = refused(combo.itemData(index))
+        model.item(index).setEnabled(reason is None)
+        combo.setItemData(index, reason, Qt.ItemDataRole.ToolTipRole)
 
 
 def _change_signal(widget: QWidget) -> Any:

@@ -4,7 +4,7 @@ the log. It only draws what the run's events say; the page decides when."""
 from __future__ import annotations
 
 import html
-from typing import Any, Optional
+from typing import Optional
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QResizeEvent
@@ -12,8 +12,10 @@ from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar
                                QWidget)
 
 from engine.core.choices import RunStatus
+from engine.jobs.history import RunCurves
 from engine.run.events import RunFinished, RunStarted, StepMetrics
 from studio.widgets.live_plot import LivePlot
+from studio.widgets.preference_plots import PreferencePlots
 
 _MB = 1024 * 1024
 _PLOT_WIDTH = 280  # a comfortable width for one plot
@@ -65,6 +67,10 @@ class RunMonitor(QWidget):
         # each repaint of the window to one plot, half the time the window cannot answer.
         self.memory_plot = LivePlot(("allocated", "reserved"), x_label="step", y_label="memory (MB)",
                                     title="Memory", redraw_ms=90)
+        # A preference run's rewards and accuracy, under the loss and memory: for those runs only.
+        self.preference_plots = PreferencePlots()
+        self.reward_plot, self.accuracy_plot = self.preference_plots.plots
+        self.preference_plots.hide()
         self.progress_bar.setToolTip(PROGRESS_HELP)
         # The finished-run notice: how the run ended and, once the run has evaluated itself, the
         # change against the base ("ROUGE-L 0.21 → 0.58 on 30 held-out rows").
@@ -105,9 +111,11 @@ class RunMonitor(QWidget):
         log_layout.addWidget(self.log_view)
         self.monitor_split = QSplitter(Qt.Orientation.Vertical)
         self.monitor_split.addWidget(plots)
+        self.monitor_split.addWidget(self.preference_plots)
         self.monitor_split.addWidget(log_box)
         self.monitor_split.setStretchFactor(0, 3)
-        self.monitor_split.setStretchFactor(1, 2)
+        self.monitor_split.setStretchFactor(1, 3)
+        self.monitor_split.setStretchFactor(2, 2)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -128,8 +136,9 @@ class RunMonitor(QWidget):
         # above the other in a narrower window (1024 pixels wide, beside the settings).
         wide = event.size().width() >= 2 * _PLOT_WIDTH
         orientation = Qt.Orientation.Horizontal if wide else Qt.Orientation.Vertical
-        if self.plots.orientation() != orientation:
-            self.plots.setOrientation(orientation)
+        for plots in (self.plots, self.preference_plots):
+            if plots.orientation() != orientation:
+                plots.setOrientation(orientation)
 
     # ------------------------------------------------------------- drawing
     def show_started(self, event: RunStarted) -> None:
@@ -145,8 +154,15 @@ class RunMonitor(QWidget):
         self.memory_plot.set_reference(predicted / _MB if predicted else None, "predicted peak")
         self.log(f"Training on {event.device}: {event.train_examples} examples, {event.total_steps} steps.")
 
+    def show_preference(self, shown: bool) -> None:
+        """Show the reward and accuracy plots (a preference run) or hide them (supervised)."""
+        self.preference_plots.setVisible(shown)
+
     def show_step(self, event: StepMetrics) -> None:
         self.loss_plot.append(event.step, event.loss)
+        # A run whose settings could not be read shows its reward plots by its metrics.
+        if self.preference_plots.append(event) and self.preference_plots.isHidden():
+            self.show_preference(True)
         if event.memory_allocated is not None:
             self.memory_plot.append(event.step, event.memory_allocated / _MB, "allocated")
         if event.memory_reserved is not None:
@@ -168,6 +184,7 @@ class RunMonitor(QWidget):
         """The run's end in the progress text and the log (a failure's message too)."""
         # The last points now; the memory plot's own timer draws its own in a later repaint.
         self.loss_plot.redraw()
+        self.preference_plots.redraw()
         if event.status == RunStatus.COMPLETED:
             self.progress_bar.setValue(self.progress_bar.maximum())
             self.progress_bar.setFormat(f"step {self._total_steps} / {self._total_steps} · done")
@@ -218,8 +235,10 @@ class RunMonitor(QWidget):
         self.notice.setText(text)
         self.notice.setVisible(bool(text))
 
-    def draw_history(self, curves: Any, until: int) -> None:
-        """The run's curve so far, up to the checkpoint it goes on from (later steps are redone)."""
+    def draw_history(self, curves: RunCurves, until: int) -> None:
+        """The run's curves so far, up to the checkpoint it goes on from (later steps are redone)."""
+        if self.preference_plots.set_curves(curves, until):
+            self.show_preference(True)
         for name, curve in (("train loss", curves.loss), ("eval loss", curves.eval_loss)):
             kept = [(step, value) for step, value in zip(curve.steps, curve.values) if step <= until]
             if kept:
@@ -237,6 +256,7 @@ class RunMonitor(QWidget):
     def clear(self) -> None:
         self.loss_plot.clear()
         self.memory_plot.clear()
+        self.preference_plots.clear()
         self.memory_plot.set_reference(None)
         self.log_view.clear()
         self.reset_progress()
@@ -261,7 +281,7 @@ class RunMonitor(QWidget):
     def _cover_steps(self) -> None:
         # The plots' x axes span the whole run from its start: a moving axis is redrawn from
         # scratch, and the curves' progress across the plot shows how far the run has come.
-        for plot in (self.loss_plot, self.memory_plot):
+        for plot in (self.loss_plot, self.memory_plot, *self.preference_plots.plots):
             plot.cover_x(0, max(1, self._total_steps))
 
     def _set_progress_text(self, step: int, eta_s: Optional[float]) -> None:

@@ -61,7 +61,7 @@ from studio.pages.train.monitor import RunMonitor, failure_message
 from studio.widgets.memory_bar import MemoryBar
 from studio.widgets.pickers import DatasetPicker, ModelPicker
 from studio.widgets.run_dialogs import ExportRunDialog, ModulePickerDialog, TrainMoreDialog
-from studio.widgets.train_settings import SettingsForm, setting_label, setting_tip
+from studio.widgets.train_settings import SettingsForm, library_adapters, refusal, setting_label, setting_tip
 from studio.widgets.trust_dialog import confirm_model_code
 from studio.workers import BackgroundTask, TaskReporter, TaskSlot, TrainingRunner, describe_error
 
@@ -192,6 +192,7 @@ class TrainPage(QWidget):
         QVBoxLayout(memory_box).addWidget(self.memory_bar)
 
         self.form = SettingsForm()
+        self.form.set_adapters(library_adapters())
         self.form.apply_preset("quick")
         self.form.changed.connect(self._schedule_estimate)
         self.form.chooseModulesRequested.connect(self._choose_modules)
@@ -304,7 +305,34 @@ class TrainPage(QWidget):
         self.model_picker.refresh()
         self.dataset_picker.refresh()
         if not self.busy:
+            self.form.set_adapters(library_adapters())
             self.find_device()
+
+    def start_preference_setup(self, dataset_path: str, from_adapter: Optional[str]) -> bool:
+        """Ready a DPO run on a preference set (Compare's "Train on my preferences"): that dataset
+        picked, the objective DPO, and ``from_adapter`` (a library name) to go on training, on the
+        model it was trained on; None trains a new adapter on the base. Nothing starts until Start.
+        While a run goes on the settings stay as they are, and the page says so (False)."""
+        if self.busy:
+            self._show_data_change("A run is going: stop it or let it end, then ask to train on the "
+                                   "preferences again.")
+            return False
+        self.form.set_adapters(library_adapters())
+        values = self.form.values()
+        settings: dict[str, Any] = {"objective": "dpo", "from_adapter": from_adapter}
+        # A method or batching that cannot learn from pairs gives way to the ones that can.
+        if refusal(objective="dpo", method=values["method"]):
+            settings["method"] = "lora"
+        if refusal(objective="dpo", batching=values["batching"]):
+            settings["batching"] = "padded"
+        self.form.apply(settings)
+        choice = self.form.adapter_choice(from_adapter)
+        if choice is not None and choice.base_model:
+            self.model_picker.set_ref(choice.base_model)
+        self.dataset_picker.set_path(str(dataset_path))
+        self._show_data_change(f"Ready to train DPO on {Path(dataset_path).name}"
+                               + (f", going on from {from_adapter}" if from_adapter else "") + ": press Start.")
+        return True
 
     @property
     def run_active(self) -> bool:
@@ -562,6 +590,7 @@ class TrainPage(QWidget):
         def attached(outcome: tuple[Any, Optional[RunConfig]]) -> None:
             job, self._run_config = outcome
             self.monitor.clear()
+            self.monitor.show_preference(self._run_config is not None and self._run_config.is_preference)
             self._follow(job)
 
         self.evaluation.abandon()
@@ -608,6 +637,8 @@ class TrainPage(QWidget):
             job, history = result if isinstance(result, tuple) else (result, None)
             if clear or history is not None:
                 self.monitor.clear()
+            # The reward plots are laid out before the first step, not in the middle of the run.
+            self.monitor.show_preference(self._run_config is not None and self._run_config.is_preference)
             if history is not None:
                 self.monitor.draw_history(*history)
             self._follow(job)
