@@ -308,6 +308,12 @@ class MainWindow(QMainWindow):
 
     def _connect_chat(self, chat: QWidget) -> None:
         chat.sessionChanged.connect(self._refreeze_after_unload)
+        chat.trainPreferencesRequested.connect(self.train_on_preferences)
+
+    def train_on_preferences(self, dataset_path: str, from_adapter: Optional[str]) -> None:
+        """Compare's "Train on my preferences": the Train page set up for a DPO run on the set,
+        from the adapter that answered in the pairs (the SFT -> DPO recipe) when one did."""
+        self._on_train_page(lambda train: train.start_preference_setup(dataset_path, from_adapter))
 
     def _connect_serve(self, serve: QWidget) -> None:
         serve.servingChanged.connect(self._refreeze_after_unload)

@@ -57,17 +57,24 @@ def count_pairs(path: Path) -> int:
         return sum(1 for line in stream if line.endswith(b"\n") and line.strip())
 
 
-def append_pair(name: str, prompt: list[dict], chosen: str, rejected: str,
-                made_with: Optional[dict[str, Any]] = None) -> PreferenceSet:
-    """Add one pair to the set ``name`` (created when new): ``prompt`` is the conversation up to
-    the answers, ``chosen`` the better answer and ``rejected`` the worse. Refuses a pair a
-    preference trainer could not learn from, before anything is written."""
+def check_pair(prompt: list[dict], chosen: str, rejected: str) -> None:
+    """StudioError (one line) for a pair a preference trainer could not learn from: no user
+    message to answer, an answer without text, or two answers the same. Callers writing
+    several pairs at once check them all first, so that a refused one leaves none written."""
     if not prompt or prompt[-1].get("role") != "user":
         raise StudioError("a preference pair needs the user's message the two answers reply to")
     if not chosen.strip() or not rejected.strip():
         raise StudioError("both answers of a preference pair need text: write the better answer, or skip the pair")
     if chosen.strip() == rejected.strip():
         raise StudioError("the two answers are the same: nothing to prefer, so the pair is skipped")
+
+
+def append_pair(name: str, prompt: list[dict], chosen: str, rejected: str,
+                made_with: Optional[dict[str, Any]] = None) -> PreferenceSet:
+    """Add one pair to the set ``name`` (created when new): ``prompt`` is the conversation up to
+    the answers, ``chosen`` the better answer and ``rejected`` the worse. Refuses a pair a
+    preference trainer could not learn from, before anything is written."""
+    check_pair(prompt, chosen, rejected)
     row = {"prompt": [{"role": message["role"], "content": message["content"]} for message in prompt],
            "chosen": [{"role": "assistant", "content": chosen}],
            "rejected": [{"role": "assistant", "content": rejected}],

@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
 
 from engine.errors import StudioError
 from studio.pages.chat_compare import CompareView
+from studio.pages.chat_preferences import Comparison
 from studio.widgets.chat_widgets import (
     ASSISTANT_COLOUR,
     ERROR_COLOUR,
@@ -75,6 +76,8 @@ class ChatPage(QWidget):
     replyFinished = Signal(object)  # the ChatReply of every chat reply that ended, stopped or not
     compareFinished = Signal(list)  # the ColumnResults of every comparison that ended
     sessionChanged = Signal()  # a load, adapter swap or unload ended, whether or not it worked
+    # "Train on my preferences": the preference set's file, and the adapter to start from (or None)
+    trainPreferencesRequested = Signal(str, object)
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
@@ -145,6 +148,7 @@ class ChatPage(QWidget):
         self.adapter_picker.currentIndexChanged.connect(self._pickers_moved)
         self.compare_view.compareRequested.connect(self.compare)
         self.compare_view.stopRequested.connect(self.stop)
+        self.compare_view.preferences.trainRequested.connect(self.trainPreferencesRequested)
 
     def _build_chat_tab(self) -> QWidget:
         tab = QWidget(self)
@@ -221,6 +225,7 @@ class ChatPage(QWidget):
         """Re-read the model list, the adapter library and the runs' checkpoints."""
         self.model_picker.refresh()
         self._refresh_adapters()
+        self.compare_view.preferences.refresh_sets()
 
     def load(self) -> None:
         """Load the picked model (once), with the picked adapter on top."""
@@ -376,7 +381,7 @@ class ChatPage(QWidget):
                 on_column=lambda index, result: reporter.emit((index, result)),
             )
 
-        view.begin()
+        view.begin(Comparison(messages, settings, self._session_model))
         self._start("compare", "", run, self._compared, self._compare_failed)
 
     def make_room_for_training(self, config: Any) -> None:
@@ -604,10 +609,12 @@ class ChatPage(QWidget):
         stopped = any(result.reply is not None and result.reply.stopped for result in results)
         text = f"Compared {len(results)} columns" + (f" with seed {seeds.pop()}" if seeds else " greedily")
         self.compare_view.show_status(text + (" (stopped)" if stopped else "."))
+        self.compare_view.end()
         self.compareFinished.emit(results)
 
     def _compare_failed(self, message: str) -> None:
         self.compare_view.show_status(message, ERROR_COLOUR)
+        self.compare_view.end()
 
     # --- files ----------------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """Compare: one prompt to two to four columns (the base model, adapters, a combination of
 two adapters), answered with the same seed and settings, side by side.
 
-This module is the view: the columns, their choosers and the prompt. The Chat page
-runs the comparison on its session and feeds the replies in as they stream.
+This module is the view: the columns, their choosers and the prompt, and under them the bars
+that turn a judged pair into a preference pair (``studio.pages.chat_preferences``). The Chat
+page runs the comparison on its session and feeds the replies in as they stream.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from studio.pages.chat_preferences import Comparison, PreferencePanel
 from studio.widgets.chat_widgets import (
     ASSISTANT_COLOUR,
     NOTE_COLOUR,
@@ -131,6 +133,7 @@ class CompareColumn(QWidget):
         self.copy_button.setEnabled(False)
         self.copy_button.clicked.connect(self._copy)
         self.reply_text = ""
+        self.result: Optional["ColumnResult"] = None  # of the latest comparison, once this column ended
         self.rate = LiveRate()
         footer = QHBoxLayout()
         footer.addWidget(self.stats_label, 1)
@@ -155,6 +158,7 @@ class CompareColumn(QWidget):
         self.stats_label.setText(f"Generating… {self.rate.describe()}")
 
     def finish(self, result: "ColumnResult") -> None:
+        self.result = result
         if result.reply is None:
             self.output.add_error(result.error or "no reply")
             self.stats_label.clear()
@@ -198,6 +202,7 @@ class CompareView(QWidget):
         self.status_label = QLabel(self)
         self.status_label.setAccessibleName("Comparison status")
         self.status_label.setWordWrap(True)
+        self.preferences = PreferencePanel(self.columns, self)
 
         top = QHBoxLayout()
         top.addWidget(QLabel("Columns:", self))
@@ -217,6 +222,7 @@ class CompareView(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addLayout(grid, 1)
+        layout.addWidget(self.preferences)
         layout.addLayout(compose)
         layout.addWidget(self.status_label)
 
@@ -224,6 +230,7 @@ class CompareView(QWidget):
         self.compare_button.clicked.connect(self.compareRequested)
         self.prompt_box.submitted.connect(self.compareRequested)
         self.stop_button.clicked.connect(self.stopRequested)
+        self.preferences.said.connect(self.show_status)
         self._show_columns()
 
     def set_entries(self, entries: list[AdapterEntry]) -> None:
@@ -255,9 +262,12 @@ class CompareView(QWidget):
     def prompt(self) -> str:
         return self.prompt_box.toPlainText().strip()
 
-    def begin(self) -> None:
+    def begin(self, comparison: Comparison) -> None:
+        for column in self.columns:
+            column.result = None  # a hidden column has no reply in this comparison
         for column in self.visible_columns():
             column.begin()
+        self.preferences.begin(comparison, [column.chooser.label() for column in self.visible_columns()])
         self.status_label.setText("Comparing…")
 
     def append(self, index: int, pieces: list[str]) -> None:
@@ -265,6 +275,11 @@ class CompareView(QWidget):
 
     def finish_column(self, index: int, result: "ColumnResult") -> None:
         self.columns[index].finish(result)
+        self.preferences.column_finished()
+
+    def end(self) -> None:
+        """The comparison ended, whole or not."""
+        self.preferences.comparison_ended()
 
     def show_status(self, text: str, colour: Optional[str] = None) -> None:
         self.status_label.setStyleSheet(f"color: {colour};" if colour else "")
@@ -281,3 +296,4 @@ class CompareView(QWidget):
     def _show_columns(self, _count: int = 0) -> None:
         for index, column in enumerate(self.columns):
             column.setVisible(index < self.count_box.value())
+        self.preferences.show_columns(self.count_box.value())

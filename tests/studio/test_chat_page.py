@@ -14,7 +14,7 @@ import pytest
 from PySide6.QtCore import QEvent, Qt, QTimer
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QApplication
-from chat_steps import load_chat_model
+from chat_steps import load_chat_model, make_adapter
 
 from engine.chat.blends import Blend
 from engine.run.config import RunConfig
@@ -40,31 +40,10 @@ def _send(qtbot, page: ChatPage, text: str, *, max_new_tokens: int = 40, click=N
     return blocker.args[0]
 
 
-def _make_adapter(model_dir: Path, folder: Path, seed: int = 1) -> Path:
-    """A real PEFT LoRA adapter on the tiny model, with B randomised so that it changes replies."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from engine.models.store import model_fingerprint
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for parameter_name, parameter in peft_model.named_parameters():
-            if "lora_B" in parameter_name:  # zero at creation: the adapter would change nothing
-                parameter.normal_(0.0, 1.0)
-    peft_model.save_pretrained(folder)
-    meta = {"base_model": str(model_dir), "base_model_fingerprint": model_fingerprint(model_dir), "method": "lora"}
-    (folder / "studio.json").write_text(json.dumps(meta), encoding="utf-8")
-    return folder
-
-
 @pytest.fixture(scope="module")
 def made_adapters(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("page-adapters")
-    return {name: _make_adapter(tiny_model_dir, root / name, seed) for name, seed in (("pirate", 1), ("poet", 2))}
+    return {name: make_adapter(tiny_model_dir, root / name, seed) for name, seed in (("pirate", 1), ("poet", 2))}
 
 
 @pytest.fixture
