@@ -22,12 +22,14 @@ from engine.memory.estimate import ALLOCATOR_RESERVE_FRACTION, CUDA_CONTEXT_BYTE
 
 ITEM_LABELS = {
     "weights": "weights",
+    "reference_model": "reference model",
     "autocast_weight_copies": "16-bit weight copies",
     "trainable_params": "trainable parameters",
     "gradients": "gradients",
     "optimizer_states": "optimizer states",
     "activations": "activations",
     "logits_and_loss": "logits and loss",
+    "reference_pass": "reference pass",
     "cuda_context": "CUDA context",
     "allocator_reserve": "allocator reserve",
 }
@@ -36,6 +38,10 @@ ITEM_LABELS = {
 ITEM_HELP = {
     "weights": "The base model itself, loaded once for the whole run. It grows with the model's size; QLoRA "
                "(Method) keeps it in 4 bits, about a quarter of the 16-bit size.",
+    "reference_model": "DPO and KTO measure the model against where it started. Full fine-tuning keeps a frozen "
+                       "copy of the model for that; LoRA, DoRA and QLoRA use the base with the adapter off (a "
+                       "copy of the adapter only, when starting from one). Reference-free DPO, ORPO or SimPO "
+                       "(Objective) need none.",
     "autocast_weight_copies": "Full fine-tuning keeps 32-bit weights and computes with 16-bit copies of them, "
                               "kept until the backward pass. LoRA or QLoRA (Method) have none.",
     "trainable_params": "The weights that learn: the adapter (or every weight, in full fine-tuning). They grow "
@@ -49,6 +55,9 @@ ITEM_HELP = {
                    "checkpointing (Advanced mode, under Activations).",
     "logits_and_loss": "The model's score for every word of its vocabulary at every token of a batch, and the "
                        "loss computed from them: it grows with batch size × max length. Lower either.",
+    "reference_pass": "DPO and KTO run each batch through the reference too, without keeping anything for the "
+                      "backward pass: one layer's working memory and the answers' scores. Reference-free DPO, "
+                      "ORPO or SimPO (Objective) skip it.",
     "cuda_context": f"What the GPU driver and its libraries take before training starts, about "
                     f"{human_bytes(CUDA_CONTEXT_BYTES)}. No setting changes it.",
     "allocator_reserve": f"Memory PyTorch keeps aside to reuse, about {ALLOCATOR_RESERVE_FRACTION:.0%} of the rest at "
@@ -60,7 +69,7 @@ FREE_HELP = ("The upright line on the bar: the memory free on this device now. T
 ITEM_COLOURS = {
     "weights": "#4e79a7", "autocast_weight_copies": "#a0cbe8", "trainable_params": "#f28e2b",
     "gradients": "#ffbe7d", "optimizer_states": "#59a14f", "activations": "#e15759",
-    "logits_and_loss": "#b07aa1", "cuda_context": "#9c755f", "allocator_reserve": "#bab0ac",
+    "logits_and_loss": "#b07aa1", "reference_model": "#76b7b2", "reference_pass": "#edc948", "cuda_context": "#9c755f", "allocator_reserve": "#bab0ac",
 }
 FITS, TIGHT, TOO_BIG = "fits", "tight", "does not fit"
 BADGE_HELP = (f"Fits: the run takes at most {1 - DEFAULT_MARGIN:.0%} of the free memory. Tight: it fits only without "
