@@ -976,8 +976,9 @@ class DataPage(QWidget):
                          first_content(sample.conversation, "user"), first_content(sample.conversation, "assistant"))
             for column, text in enumerate(cells):
                 self.table.setItem(row, column, QTableWidgetItem(text))
-        self.preview_label.setText(f"All {len(samples):,} usable rows:" if complete
-                                   else f"The first {len(samples):,} usable rows:")
+        # Rows read without a problem: the token counts above may still cut some of them.
+        self.preview_label.setText(f"All {len(samples):,} rows read:" if complete
+                                   else f"The first {len(samples):,} rows read:")
         if samples:
             self.table.selectRow(0)
 
