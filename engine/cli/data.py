@@ -12,7 +12,7 @@ from engine.cli.parsing import add_command, number, whole_number
 
 
 def register(sub: Any) -> None:
-    from engine.core.choices import TRAIN_ON
+    from engine.core.choices import PREFERENCE_OBJECTIVES, TRAIN_ON
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
     inspect = add_command(data, "inspect", cmd_data_inspect, "detect a dataset's format and check its rows")
@@ -23,6 +23,9 @@ def register(sub: Any) -> None:
     inspect.add_argument("--train-on", choices=TRAIN_ON, default="assistant",
                          help="the loss on the assistant's replies only, or all tokens (rows whose prompt fills max "
                               "length are skipped only in the first case)")
+    inspect.add_argument("--objective", choices=PREFERENCE_OBJECTIVES,
+                         help="a preference file: count it as this objective reads it (default: DPO, or KTO for "
+                              "labelled answers)")
     add_data_reading_flags(inspect)
 
 
@@ -33,6 +36,8 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
     check_report_options(args.max_length, args.val_fraction)  # before minutes of reading and tokenising
     source = open_data(args.file, args.format, parse_columns(args.columns or ""), args.text_split or "auto")
     tokenizer = tokenizer_for(args.model) if args.model else None
+    if source.is_preference:
+        return _inspect_preferences(args, source, tokenizer)
     show_progress = not args.json and sys.stderr.isatty()
     report = scan_dataset(source, tokenizer, progress=_print_fraction if show_progress else None)
     if show_progress:
@@ -44,6 +49,35 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
         print_json(summary)
         return 0
     _print_data_report(summary)
+    return 0
+
+
+def _inspect_preferences(args: argparse.Namespace, source: Any, tokenizer: Any) -> int:
+    """A preference file: its layout and what a preference run makes of it (pairs, identical pairs,
+    prompts max length cuts off, bad rows), in the words of the run's check."""
+    from engine.data.preference import check_preferences, default_objective
+
+    objective = args.objective or default_objective(source.format)
+    counts = check_preferences(source, tokenizer, objective=objective, max_length=args.max_length)
+    report = {"file": str(source.path), "kind": source.kind, "mapping": source.mapping,
+              "ignored_columns": source.ignored_columns, **counts.to_dict()}
+    if args.model:
+        report["model"] = args.model
+    if args.json:
+        print_json(report)
+        return 0
+    print(f"{report['file']}: {report['kind']}, {report['layout_title']}")
+    print("  columns: " + ", ".join(f"{field} <- {column}" for field, column in report["mapping"].items())
+          + (f"; ignored: {', '.join(report['ignored_columns'])}" if report["ignored_columns"] else ""))
+    cut = report["prompts_cut_off"]
+    pairs = f"{report['pairs']} {'pair' if report['pairs'] == 1 else 'pairs'}"
+    print(f"as {objective.upper()} reads it: {report['rows']} rows ({pairs}, {report['bad_rows']} bad); "
+          f"identical pairs: "
+          f"{report['identical_pairs']}; prompts cut off by max length {args.max_length}: "
+          + (str(cut) if cut is not None else "not measured (give --model)"))
+    print(report["summary"])
+    for problem in report["problems"][:20]:
+        print(f"  {problem['unit']} {problem['line']}: {problem['reason']}")
     return 0
 
 

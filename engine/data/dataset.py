@@ -15,7 +15,9 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
+from engine.core.choices import PREFERENCE_FORMATS
 from engine.data.formats import BadRow, Layout, choose_layout, converter, row_columns
+from engine.data.pair_rows import pair_conversation, pair_converter
 from engine.data.readers import (FolderReader, HubReader, RawRow, Reader, RowProblem, check_width, json_type,
                                   open_reader)
 from engine.errors import StudioError
@@ -44,6 +46,9 @@ class Sample:
     file: str = ""
     unit: str = "line"  # what ``line`` counts: a line of the file, or a row of a table (Parquet, the Hub)
     fields: dict[str, Any] = field(default_factory=dict)  # raw columns asked for by name (``items(keep=...)``)
+    # A preference layout's row as TRL reads it (engine.data.pair_rows); ``conversation`` is then its
+    # preferred answer's conversation (KTO: its one answer's), for the views that read conversations.
+    pair: Optional[dict] = None
 
 
 @dataclass
@@ -67,7 +72,8 @@ class DatasetSource:
     def __init__(self, reader: Reader, layout: Layout, columns: list[str]) -> None:
         self._reader = reader
         self._active = reader
-        self._convert = converter(layout)
+        self.is_preference = layout.format in PREFERENCE_FORMATS
+        self._convert = pair_converter(layout) if self.is_preference else converter(layout)
         self.layout = layout
         self.path = Path(reader.path)
         self.name = reader.name
@@ -102,7 +108,11 @@ class DatasetSource:
             try:
                 raw = item.value if isinstance(item.value, dict) else {}
                 kept = {name: raw.get(name) for name in keep}
-                yield Sample(item.line, self._convert(item.value), item.file, item.unit, kept)
+                if self.is_preference:
+                    pair = self._convert(item.value)
+                    yield Sample(item.line, pair_conversation(pair), item.file, item.unit, kept, pair)
+                else:
+                    yield Sample(item.line, self._convert(item.value), item.file, item.unit, kept)
             except BadRow as exc:
                 if prompts and exc.prompt is not None:
                     yield Sample(item.line, exc.prompt, item.file, item.unit, kept)

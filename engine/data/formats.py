@@ -41,6 +41,9 @@ class RowFormat:
 
 
 _SYSTEM = ("system", "system_prompt", "system_message")
+_PROMPT = ("prompt", "question", "instruction", "input", "query")
+_CHOSEN = ("chosen", "chosen_response", "response_chosen", "preferred")
+_REJECTED = ("rejected", "rejected_response", "response_rejected", "dispreferred")
 FORMATS: dict[str, RowFormat] = {f.name: f for f in (
     RowFormat("messages", "OpenAI chat (messages: role / content)", ("messages",), ("messages",),
               {"messages": ("messages", "conversations", "conversation", "chat", "dialog", "dialogue")}),
@@ -60,6 +63,21 @@ FORMATS: dict[str, RowFormat] = {f.name: f for f in (
                "system": _SYSTEM}),
     RowFormat("text", "Raw text (continued pre-training)", ("text",), ("text",),
               {"text": ("text", "content", "document", "body", "raw_text", "passage")}),
+    # The preference layouts (their rows become pairs in engine.data.pair_rows).
+    RowFormat("preference", "Preference pairs (prompt / chosen / rejected)", ("prompt", "chosen", "rejected", "system"),
+              ("prompt", "chosen", "rejected"),
+              {"prompt": _PROMPT, "chosen": _CHOSEN, "rejected": _REJECTED, "system": _SYSTEM}),
+    RowFormat("preference_conversations", "Preference conversations (chosen / rejected, shared start)",
+              ("chosen", "rejected", "system"), ("chosen", "rejected"),
+              {"chosen": _CHOSEN, "rejected": _REJECTED, "system": _SYSTEM}),
+    RowFormat("sharegpt_preference", "ShareGPT with chosen / rejected turns",
+              ("conversations", "chosen", "rejected", "system"), ("conversations", "chosen", "rejected"),
+              {"conversations": ("conversations", "conversation", "messages", "chat", "items"), "chosen": _CHOSEN,
+               "rejected": _REJECTED, "system": _SYSTEM}),
+    RowFormat("unpaired_preference", "Labelled answers for KTO (prompt / completion / label)",
+              ("prompt", "completion", "label", "system"), ("prompt", "completion", "label"),
+              {"prompt": _PROMPT, "completion": ("completion", "response", "answer", "output"),
+               "label": ("label", "kto_tag", "desirable"), "system": _SYSTEM}),
 )}
 _TURN_COLUMNS = set(FORMATS["messages"].aliases["messages"] + FORMATS["sharegpt"].aliases["conversations"])
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
@@ -168,7 +186,11 @@ def _complete_mapping(spec: RowFormat, given: dict[str, str], present: list[str]
 
 
 def _undetected(rows: list[Any], present: list[str], name: str) -> str:
-    """Why no format fits: a turns column that holds no turns is named as such."""
+    """Why no format fits: a file of one answer where a preference pair needs two, or a turns
+    column that holds no turns, is named as such."""
+    one_answer = _one_answer_message(present, name)
+    if one_answer:
+        return one_answer
     for column in present:
         if column.lower() in _TURN_COLUMNS:
             first = next((row.get(column) for row in rows if isinstance(row, dict)), None)
@@ -179,7 +201,23 @@ def _undetected(rows: list[Any], present: list[str], name: str) -> str:
             "format and map the columns, for example question=COLUMN,answer=COLUMN")
 
 
+def _one_answer_message(present: list[str], name: str) -> Optional[str]:
+    """A chosen column without a rejected one (or the other way round): half a preference pair."""
+    chosen, rejected = _find(present, _CHOSEN, set()), _find(present, _REJECTED, set())
+    if (chosen is None) == (rejected is None):
+        return None
+    has, lacks = ((chosen, "rejected") if chosen else (rejected, "chosen"))
+    return (f"{name} has a {has!r} column and no {lacks} one: its rows hold one answer, and a preference pair "
+            f"needs a chosen and a rejected answer; map the other answer ({lacks}=COLUMN), or train on the answers "
+            f"with SFT (question / answer format, answer={has})")
+
+
 def _detect(rows: list[Any], present: list[str]) -> Optional[Layout]:
+    if _one_answer_message(present, "") is not None:
+        return None  # half a pair: _undetected says so, rather than a guess at another format
+    preference = _preference_layout(rows, present)
+    if preference is not None:
+        return preference
     usual = [column for column in present if column.lower() in _TURN_COLUMNS]
     turns = _turns_layout(rows, usual, present)
     if turns is not None:
@@ -202,6 +240,27 @@ def _detect(rows: list[Any], present: list[str]) -> Optional[Layout]:
                                                   if isinstance(row, dict)):
         text = present[0]
     return Layout("text", {"text": text}) if text else None
+
+
+def _preference_layout(rows: list[Any], present: list[str]) -> Optional[Layout]:
+    """A preference layout: chosen and rejected answers (with ShareGPT turns, a prompt, or neither,
+    when they are whole conversations), or KTO's completions labelled good or bad."""
+    def layout(format_name: str) -> Layout:
+        return Layout(format_name, _complete_mapping(FORMATS[format_name], {}, present, ""))
+
+    if _find(present, _CHOSEN, set()) and _find(present, _REJECTED, set()):
+        turns = _turns_layout(rows, [column for column in present if column.lower() in _TURN_COLUMNS], present)
+        if turns is not None and turns.format == "sharegpt":
+            return layout("sharegpt_preference")
+        return layout("preference" if _find(present, _PROMPT, set()) else "preference_conversations")
+    spec = FORMATS["unpaired_preference"]
+    label = _find(present, spec.aliases["label"], set())
+    # A label column is KTO's only when it holds true / false: an evaluation's question / answer /
+    # label file (a class name) stays question / answer pairs.
+    if label and any(isinstance(row.get(label), bool) for row in rows if isinstance(row, dict)) and all(
+            _find(present, spec.aliases[field], set()) for field in ("prompt", "completion")):
+        return layout("unpaired_preference")
+    return None
 
 
 def _turns_layout(rows: list[Any], candidates: list[str], present: list[str]) -> Optional[Layout]:

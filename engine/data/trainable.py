@@ -17,6 +17,7 @@ from engine.data.dataset import DatasetSource, Sample
 from engine.data.examples import TokenizedExample, tokenize_conversation, tokens_before_learning
 from engine.data.formats import (EMPTY, EMPTY_ANSWER, NO_ANSWER, ROLE_ORDER, SYSTEM_ONLY, TEMPLATE_REFUSED,
                                  UNKNOWN_ROLE)
+from engine.data.pair_rows import BAD_LABEL, ONE_ANSWER
 from engine.data.passes import DatasetPass
 from engine.data.readers import RowProblem
 from engine.data.rendering import chat_template_for
@@ -43,6 +44,8 @@ _PHRASES = {
     "not_utf8": "are not UTF-8 text",
     TEMPLATE_REFUSED: "are refused by the chat template",
     CUT_BY_LENGTH: "have nothing to learn within max length {max_length}",
+    ONE_ANSWER: "have only one answer",  # preference pairs (engine.data.pair_rows)
+    BAD_LABEL: "have a label that is not true or false",
 }
 _OTHER = "are unusable"
 _SINGULAR = {"have": "has", "hold": "holds", "are": "is", "lack": "lacks"}
