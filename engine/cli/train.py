@@ -189,6 +189,7 @@ def _objective_from_method(data: dict[str, Any]) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from engine.jobs.training_job import TrainingJob
 
+    quiet_libraries()  # the pre-run checks try the method on a copy of the model: its libraries' notices stay out
     more = args.more_steps is not None or args.more_epochs is not None
     if more and not args.resume:
         raise StudioError("--more-steps and --more-epochs continue a finished run: give it with --resume RUN_DIR")

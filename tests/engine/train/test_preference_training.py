@@ -13,21 +13,10 @@ import pytest
 from engine.errors import StudioError
 from engine.run.events import StepMetrics
 from engine.train import recipe
-from helpers import PIRATE_ROWS
+from helpers import write_pairs
 from training_runs import fit, new_run, prepare
 
-# Pairs the tiny model can learn: the pirate's answer is always chosen over a plain one.
-PLAIN = "The quick brown fox jumps over the lazy dog."
 STEPS = dict(max_steps=6, batch_size=4, lr=1e-2, log_every=1, max_length=64, val_fraction=0.0)
-
-
-def write_pairs(path, repeats: int = 4):
-    with open(path, "w", encoding="utf-8") as handle:
-        for question, answer in PIRATE_ROWS * repeats:
-            handle.write(json.dumps({"prompt": [{"role": "user", "content": question}],
-                                     "chosen": [{"role": "assistant", "content": answer}],
-                                     "rejected": [{"role": "assistant", "content": PLAIN}]}) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")
