@@ -28,6 +28,20 @@ def write_messages_dataset(path: Path, rows: int = 16) -> Path:
     return path
 
 
+# The answer a preference file rejects in favour of the pirate's: pairs the tiny model can learn.
+PLAIN_ANSWER = "The quick brown fox jumps over the lazy dog."
+
+
+def write_pairs(path: Path, repeats: int = 4) -> Path:
+    """A preference file (prompt / chosen / rejected messages) preferring the pirate's answers."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for question, answer in PIRATE_ROWS * repeats:
+            handle.write(json.dumps({"prompt": [{"role": "user", "content": question}],
+                                     "chosen": [{"role": "assistant", "content": answer}],
+                                     "rejected": [{"role": "assistant", "content": PLAIN_ANSWER}]}) + "\n")
+    return path
+
+
 def training_processes() -> list:
     """This process's training children still alive (psutil.Process objects): started cold
     (``python -m engine.train RUN_DIR``) or forked by a warm-start standby, whose runs carry

@@ -25,7 +25,8 @@ def register(sub: Any) -> None:
 
 
 def _add_input_and_method_flags(train: argparse.ArgumentParser) -> None:
-    from engine.core.choices import BAD_ROWS, COMPUTE_DTYPES, METHODS, QUANTS, TRAIN_ON
+    from engine.core.choices import (BAD_ROWS, COMPUTE_DTYPES, METHODS, OBJECTIVES, PREFERENCE_OBJECTIVES, QUANTS,
+                                     TRAIN_ON)
 
     train.add_argument("--model", help="starter, a model store name, a local folder or a .gguf file")
     train.add_argument("--dataset", help="a dataset file (JSONL, JSON, CSV, TSV, Parquet, text), a folder of them, "
@@ -37,7 +38,10 @@ def _add_input_and_method_flags(train: argparse.ArgumentParser) -> None:
     train.add_argument("--evaluate-at-end", action=argparse.BooleanOptionalAction, default=None,
                        help="with --val-fraction: when the run completes, score its adapter against the base on "
                             "the held-out rows and print the change (default on)")
-    train.add_argument("--method", choices=METHODS)
+    train.add_argument("--objective", choices=OBJECTIVES,
+                       help="learn from replies (sft, the default) or from preferences between answers")
+    train.add_argument("--method", choices=(*METHODS, *PREFERENCE_OBJECTIVES),
+                       help="what trains; dpo, orpo, kto or simpo is short for that objective over LoRA")
     train.add_argument("--rank", type=whole_number)
     train.add_argument("--alpha", type=number)
     train.add_argument("--dropout", type=number)
@@ -51,6 +55,26 @@ def _add_input_and_method_flags(train: argparse.ArgumentParser) -> None:
     train.add_argument("--prompt-init-text", help="prompt tuning: start the virtual tokens from this text")
     train.add_argument("--prefix-projection", action="store_true", default=None,
                        help="prefix tuning: train through a reparametrising MLP")
+    _add_preference_flags(train)
+
+
+def _add_preference_flags(train: argparse.ArgumentParser) -> None:
+    from engine.core.choices import DPO_LOSSES
+
+    train.add_argument("--beta", type=number,
+                       help="dpo, kto: how far the model may move from the reference; orpo: the weight of the "
+                            "preference term; simpo: the reward scale")
+    train.add_argument("--dpo-loss", choices=DPO_LOSSES, help="dpo: the loss (sigmoid is the paper's)")
+    train.add_argument("--reference-free", action="store_true", default=None,
+                       help="dpo: measure against a uniform reference: no reference pass, no reference copy")
+    train.add_argument("--label-smoothing", type=number,
+                       help="dpo with --dpo-loss robust: the share of pairs thought mislabelled")
+    train.add_argument("--simpo-gamma", type=number, help="simpo: the reward margin it aims for")
+    train.add_argument("--desirable-weight", type=number, help="kto: the weight of answers labelled good")
+    train.add_argument("--undesirable-weight", type=number, help="kto: the weight of answers labelled bad")
+    train.add_argument("--from-adapter", metavar="ADAPTER",
+                       help="start from this adapter (library name or PEFT folder), which is also the reference: "
+                            "SFT, then DPO")
 
 
 def _add_optimisation_flags(train: argparse.ArgumentParser) -> None:
@@ -112,6 +136,9 @@ _TRAIN_FLAGS = {  # CLI flag -> RunConfig field
     "grad_checkpointing": "grad_checkpointing", "batching": "batching", "group_by_length": "group_by_length",
     "keep_checkpoints": "keep_checkpoints", "early_stopping": "early_stopping_patience",
     "memory_limit": "memory_limit", "evaluate_at_end": "evaluate_at_end",
+    "objective": "objective", "beta": "beta", "dpo_loss": "dpo_loss", "reference_free": "reference_free",
+    "label_smoothing": "label_smoothing", "simpo_gamma": "simpo_gamma", "desirable_weight": "desirable_weight",
+    "undesirable_weight": "undesirable_weight", "from_adapter": "from_adapter",
 }
 
 
@@ -125,6 +152,7 @@ def _train_config(args: argparse.Namespace) -> Any:
         value = getattr(args, flag)
         if value is not None:
             data[field_name] = value
+    _objective_from_method(data)
     if args.max_steps is not None:
         data["epochs"] = 1.0
     if args.epochs is not None:
@@ -145,9 +173,23 @@ def _train_config(args: argparse.Namespace) -> Any:
     return RunConfig.from_dict(data)
 
 
+def _objective_from_method(data: dict[str, Any]) -> None:
+    """``--method dpo`` (orpo, kto, simpo) is short for ``--objective dpo --method lora``."""
+    from engine.core.choices import PREFERENCE_OBJECTIVES
+
+    method = data.get("method")
+    if method not in PREFERENCE_OBJECTIVES:
+        return
+    if data.get("objective", "sft") not in ("sft", method):
+        raise StudioError(f"--method {method} is short for --objective {method} over LoRA, but the objective is "
+                          f"{data['objective']}: give one of them")
+    data.update(objective=method, method="lora")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from engine.jobs.training_job import TrainingJob
 
+    quiet_libraries()  # the pre-run checks try the method on a copy of the model: its libraries' notices stay out
     more = args.more_steps is not None or args.more_epochs is not None
     if more and not args.resume:
         raise StudioError("--more-steps and --more-epochs continue a finished run: give it with --resume RUN_DIR")
@@ -270,8 +312,10 @@ def _print_event_human(event: Any) -> None:
 
     if isinstance(event, StepMetrics):
         speed = f" {event.tokens_per_second:,.0f} tok/s" if event.tokens_per_second else ""
-        print(f"step {event.step}/{event.total_steps} loss {event.loss:.4f} lr {event.learning_rate:.2e}{speed}",
-              flush=True)
+        margin = f" margin {event.reward_margin:+.3f}" if event.reward_margin is not None else ""
+        accuracy = f" accuracy {event.reward_accuracy:.0%}" if event.reward_accuracy is not None else ""
+        print(f"step {event.step}/{event.total_steps} loss {event.loss:.4f}{margin}{accuracy} "
+              f"lr {event.learning_rate:.2e}{speed}", flush=True)
     elif isinstance(event, RunStarted):
         print(f"training {event.method} on {event.device}: {event.total_steps} steps, "
               f"{event.trainable_params:,} trainable parameters", flush=True)

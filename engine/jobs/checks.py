@@ -25,9 +25,19 @@ def check_data_can_train(config: RunConfig, model_path: Path) -> None:
     "stop"), with the reason the training child would fail with, reading only its first rows
     when it can train (``engine.data.trainable``)."""
     from engine.data.dataset import DataOptions, open_dataset
+    from engine.data.preference import check_preferences
     from engine.data.trainable import check_trainable
     from engine.models.tokenizer import load_tokenizer
+    from engine.train import preflight
 
     source = open_dataset(config.dataset, DataOptions(config.data_format, config.columns or {}, config.text_split))
-    check_trainable(source, load_tokenizer(model_path), max_length=config.max_length, train_on=config.train_on,
+    preflight.check_data_objective(config, source.format)  # a preference file given to SFT, and the reverse
+    tokenizer = load_tokenizer(model_path)
+    if config.is_preference:
+        # Pairs that cannot train (all identical, one answer only, labels that are not booleans, a bad
+        # row under "stop"), in the words the training child would fail with (engine.data.preference).
+        check_preferences(source, tokenizer, objective=config.objective, max_length=config.max_length,
+                          bad_rows=config.bad_rows)
+        return
+    check_trainable(source, tokenizer, max_length=config.max_length, train_on=config.train_on,
                     bad_rows=config.bad_rows, val_fraction=config.val_fraction)

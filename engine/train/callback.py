@@ -20,6 +20,10 @@ from engine.hardware import memory_in_use
 from engine.train import distributed
 
 PAUSE_POLL_S = 0.2
+# TRL's preference trainers log their implicit rewards under these names (DPO, ORPO, SimPO and KTO
+# alike; KTO has no accuracy): StepMetrics' fields -> the log's keys.
+REWARD_LOGS = {"rewards_chosen": "rewards/chosen", "rewards_rejected": "rewards/rejected",
+               "reward_margin": "rewards/margins", "reward_accuracy": "rewards/accuracies"}
 
 
 class EventCallback(TrainerCallback):
@@ -104,8 +108,16 @@ class EventCallback(TrainerCallback):
             memory_allocated=allocated,
             memory_reserved=reserved,
             elapsed_s=now - self._started,
+            **_rewards(logs),
         ))
 
     def on_save(self, args, state, control, **kwargs):
         path = f"{args.output_dir}/checkpoint-{state.global_step}"
         self._emit(CheckpointSaved(step=state.global_step, path=path))
+
+
+def _rewards(logs: dict) -> dict[str, Optional[float]]:
+    """The preference rewards in this log, where finite (an SFT run logs none)."""
+    found = {field: logs.get(key) for field, key in REWARD_LOGS.items()}
+    return {field: float(value) for field, value in found.items()
+            if value is not None and math.isfinite(float(value))}

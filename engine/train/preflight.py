@@ -88,6 +88,9 @@ def check(config: RunConfig, model_path: Optional[Path] = None) -> Resolved:
         _check_bnb_optimizer(config.optimizer, device)
     if config.deepspeed is not None:
         _check_deepspeed(Path(config.deepspeed))
+    if config.objective == "kto" and config.batch_size < 2:
+        raise StudioError("KTO measures each answer against the other answers in its batch: set the batch size "
+                          "to 2 or more")
     if model_path is not None:
         check_model(config, model_path)
     return Resolved(device=device, precision=precision)
@@ -108,6 +111,39 @@ def check_model(config: RunConfig, model_path: Path) -> None:
     if config.method != "full" and not trust.needs_code(model_path):
         # A model with its own code is not rebuilt here: its classes are the user's to run, not the preflight's.
         _check_method_on_architecture(config, model_config)
+    if config.from_adapter:
+        start_adapter(config, model_path)
+
+
+def start_adapter(config: RunConfig, model_path: Path) -> Path:
+    """The folder of the adapter the run starts from (``from_adapter``), once it is known to fit:
+    a LoRA or DoRA adapter, trained on this very base, for a LoRA-family or full run."""
+    from engine.adapters.library import read_adapter_meta, read_peft_config, resolve_adapter
+    from engine.models.store import model_fingerprint
+
+    ref = str(config.from_adapter)
+    folder = resolve_adapter(ref)
+    if not (config.uses_lora or config.method == "full"):
+        raise StudioError(f"a run can start from an adapter with LoRA, DoRA, QLoRA or full fine-tuning, not "
+                          f"{choices.METHOD_LABELS[config.method]}")
+    if read_peft_config(folder).get("peft_type") != "LORA":
+        raise StudioError(f"adapter {ref!r} is not a LoRA or DoRA adapter, so a run cannot start from it")
+    meta = read_adapter_meta(folder)
+    recorded = meta.get("base_model_fingerprint")
+    if recorded and recorded != model_fingerprint(model_path):
+        raise StudioError(f"adapter {ref!r} was trained on {meta.get('base_model') or 'another base model'}, not on "
+                          f"{config.model}: start from it with that model, or train on {config.model} from its base")
+    return folder
+
+
+def check_data_objective(config: RunConfig, source_format: str) -> None:
+    """Refuse data the objective cannot learn from (a preference file given to SFT, an SFT file
+    given to DPO, unpaired answers given to a paired objective), in the data module's words."""
+    from engine.data.preference import objective_problem
+
+    problem = objective_problem(source_format, config.objective)
+    if problem:
+        raise StudioError(problem)
 
 
 # probes ------------------------------------------------------------------------------------------

@@ -286,13 +286,17 @@ def _load_examples(run: Run, config: RunConfig, tokenizer: Any) -> Optional[Exam
     from engine.data.split import split_by_content
     from engine.data.trainable import all_copies, empty_validation
     from engine.data.write import SOURCE_COLUMNS
+    from engine.train import preflight
     from engine.train.batching import with_lengths
 
     source = open_dataset(config.dataset, DataOptions(config.data_format, config.columns or {}, config.text_split))
+    preflight.check_data_objective(config, source.format)
     if source.format != "text" and not getattr(tokenizer, "chat_template", None):
         # Set on the tokenizer, so the checkpoints and the adapter keep the template it was trained with.
         tokenizer.chat_template = CHATML_TEMPLATE
         run.log("The model has no chat template: training with ChatML, which is saved with the adapter")
+    if config.is_preference:
+        return _load_preferences(run, config, source)
     path = run.run_dir / "data" / "examples.arrow"
     with distributed.main_first():
         if run.is_main:
@@ -314,6 +318,40 @@ def _load_examples(run: Run, config: RunConfig, tokenizer: Any) -> Optional[Exam
     if run.is_main:
         _record_heldout(run, config, source, stored.select(eval_rows), len(train_rows), dataset_hash)
     return Examples(examples.select(train_rows), examples.select(eval_rows), dataset_hash)
+
+
+def _load_preferences(run: Run, config: RunConfig, source: Any) -> Examples:
+    """A preference run's rows, in TRL's conversational layout, split by content as SFT rows are.
+    TRL's trainer tokenises them (its own way, which the Data page's preview repeats)."""
+    import random
+
+    from datasets import Dataset
+
+    from engine.data.dataset import dataset_fingerprint
+    from engine.data.preference import read_preferences
+    from engine.data.split import split_by_content
+    from engine.data.trainable import all_copies, empty_validation
+
+    read = read_preferences(source, objective=config.objective, bad_rows=config.bad_rows)
+    if read.bad_rows or read.identical:
+        first = f"; the first is at {read.problems[0].where()}: {read.problems[0].reason}" if read.problems else ""
+        run.log(f"Skipping {read.bad_rows:,} bad and {read.identical:,} identical pairs of {read.total_rows:,}{first}",
+                level="warning")
+    train_rows, eval_rows = split_by_content(read.hashes, config.val_fraction, config.seed)
+    if config.val_fraction > 0 and not len(eval_rows):
+        raise StudioError(empty_validation(source.name, len(read.rows), config.val_fraction)
+                          if len(read.rows) < 2 else all_copies(source.name, len(read.rows)))
+    if config.objective == "kto":
+        # KTO reads its rows in order (engine.train.preference): shuffle them once, with the run's seed,
+        # so a batch mixes good and bad answers however the file is sorted.
+        train_rows = list(train_rows)
+        random.Random(config.seed).shuffle(train_rows)
+    rows = Dataset.from_list(read.rows)
+    noun = "answers" if config.objective == "kto" else "pairs"
+    run.log(f"Dataset {source.name}, read as {source.layout.title}: {len(train_rows):,} {noun} to learn from"
+            + (f", {len(eval_rows):,} held out" if len(eval_rows) else ""))
+    return Examples(rows.select(train_rows), rows.select(eval_rows) if len(eval_rows) else None,
+                    dataset_fingerprint(config.dataset))
 
 
 def _record_heldout(run: Run, config: RunConfig, source: Any, held_out: Any, train_examples: int,
@@ -388,7 +426,14 @@ def _load_and_attach(run: Run, config: RunConfig, model_path: Path, tokenizer: A
     # Seeded before the adapter is made: its random initialisation is part of the run's identity.
     set_seed(config.seed)
     model = loading.load_model(model_path, config, precision, device)
-    model = methods.attach(model, config, tokenizer)
+    if config.from_adapter:
+        from engine.train import preflight, preference
+
+        start = preflight.start_adapter(config, model_path)
+        run.log(f"Starting from adapter {config.from_adapter}: its own rank and targets train on")
+        model = preference.start_from_adapter(model, config, start)
+    else:
+        model = methods.attach(model, config, tokenizer)
     trainable, total = parameter_counts(model)
     run.log(f"{config.method.upper()}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
     return model
@@ -424,6 +469,8 @@ def build_trainer(run: Run, ready: Setup, on_train_begin: Callable[[int], None])
     from engine.train.callback import EventCallback
 
     config, examples = ready.config, ready.examples
+    if config.is_preference:
+        return _preference_trainer(run, ready, on_train_begin)
     args = training_arguments(config, run.run_dir, examples=len(examples.train), has_eval=examples.eval is not None,
                               device=ready.device, precision=ready.precision)
     callback = EventCallback(run.emit, run.control, ready.device, on_train_begin=on_train_begin)
@@ -441,4 +488,28 @@ def build_trainer(run: Run, ready: Setup, on_train_begin: Callable[[int], None])
         optimizer_cls_and_kwargs=pure_bf16.optimizer_cls_and_kwargs(config, ready.precision, args),
         schedule_start=config.schedule_start,
     )
+    return trainer, callback
+
+
+def _preference_trainer(run: Run, ready: Setup, on_train_begin: Callable[[int], None]) -> tuple[Any, Any]:
+    """TRL's trainer for the run's objective, with the same callback, optimizer and checkpoints."""
+    from transformers import EarlyStoppingCallback
+
+    from engine.train import preference, preflight, pure_bf16
+    from engine.train.callback import EventCallback
+
+    config, examples = ready.config, ready.examples
+    args = preference.arguments(config, run.run_dir, examples=len(examples.train), has_eval=examples.eval is not None,
+                                device=ready.device, precision=ready.precision)
+    callback = EventCallback(run.emit, run.control, ready.device, on_train_begin=on_train_begin)
+    callbacks: list[Any] = [callback]
+    if args.load_best_model_at_end:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+    reference = None
+    if preference.needs_reference_copy(config):
+        run.log("Loading a second copy of the model as the reference")
+        start = preflight.start_adapter(config, ready.model_path) if config.from_adapter else None
+        reference = preference.load_reference(config, ready.model_path, ready.precision, ready.device, start)
+    trainer = preference.build(config, args, ready.model, ready.tokenizer, examples.train, examples.eval, callbacks,
+                               pure_bf16.optimizer_cls_and_kwargs(config, ready.precision, args), reference)
     return trainer, callback

@@ -32,6 +32,7 @@ def run_meta(config: RunConfig, model_path: Path, tokenizer: Any, device: str, p
         "base_model_fingerprint": model_fingerprint(model_path),
         **settings,
         **_method_settings(config),
+        **objective_settings(config),
         "precision": precision,
         "dataset": str(Path(config.dataset).resolve()) if Path(config.dataset).exists() else config.dataset,
         "dataset_sha256": dataset_hash,
@@ -51,6 +52,25 @@ def run_meta(config: RunConfig, model_path: Path, tokenizer: Any, device: str, p
     if state.best_global_step and state.best_metric is not None and config.early_stopping_patience:
         meta.update(best_step=state.best_global_step, best_eval_loss=state.best_metric)
     return meta
+
+
+def objective_settings(config: RunConfig) -> dict[str, Any]:
+    """What the result learned from, with the settings of its objective (only those that apply)."""
+    settings: dict[str, Any] = {"objective": config.objective}
+    if config.from_adapter:
+        settings["from_adapter"] = config.from_adapter
+    if not config.is_preference:
+        return settings
+    settings["beta"] = config.beta
+    if config.objective == "dpo":
+        settings.update(dpo_loss=config.dpo_loss, reference_free=config.reference_free)
+        if config.dpo_loss == "robust":
+            settings["label_smoothing"] = config.label_smoothing
+    elif config.objective == "simpo":
+        settings["simpo_gamma"] = config.simpo_gamma
+    elif config.objective == "kto":
+        settings.update(desirable_weight=config.desirable_weight, undesirable_weight=config.undesirable_weight)
+    return settings
 
 
 def _method_settings(config: RunConfig) -> dict[str, Any]:
@@ -81,6 +101,9 @@ def model_card(name: str, meta: dict[str, Any]) -> str:
         rows.append(f"| base quantisation | {meta['quant']}{', double' if meta.get('double_quant') else ''} |")
     if "num_virtual_tokens" in meta:
         rows.append(f"| virtual tokens | {meta['num_virtual_tokens']} |")
+    if meta.get("objective", "sft") != "sft":
+        start = f", from `{meta['from_adapter']}`" if meta.get("from_adapter") else ""
+        rows.append(f"| objective | {meta['objective'].upper()} (beta {meta['beta']:g}){start} |")
     rows += [f"| learning rate | {meta['learning_rate']:g} ({meta['lr_scheduler']}) |",
              f"| steps | {meta['steps']} |",
              f"| final training loss | {loss} |",
@@ -100,7 +123,9 @@ def save_adapter(config: RunConfig, run_dir: Path, model: Any, meta: dict[str, A
     from engine.adapters.library import save_adapter as save_into_library
 
     name = config.name or run_dir.name
-    return save_into_library(name, lambda folder: model.save_pretrained(folder), meta,
+    # Only the adapter that trained: a preference run started from an adapter also holds TRL's frozen
+    # copy of it (engine.train.preference), which is not part of the result.
+    return save_into_library(name, lambda folder: model.save_pretrained(folder, selected_adapters=["default"]), meta,
                              lambda final: model_card(final, meta))
 
 

@@ -39,7 +39,10 @@ def planned_steps(config: RunConfig, examples: int, world_size: int = 1) -> int:
 
 
 def training_arguments(config: RunConfig, run_dir: Path, *, examples: int, has_eval: bool, device: str,
-                       precision: str) -> Any:
+                       precision: str, arguments_class: Any = None, **extra: Any) -> Any:
+    """The Trainer's arguments for this run. A preference run passes TRL's config class (a
+    TrainingArguments subclass) and its objective's settings in ``extra`` (``engine.train.preference``),
+    so every run schedules, saves, logs and computes the same way whatever trains it."""
     from transformers import TrainingArguments
 
     every = log_every(config, examples, _world_size())
@@ -47,7 +50,7 @@ def training_arguments(config: RunConfig, run_dir: Path, *, examples: int, has_e
     early_stopping = bool(config.early_stopping_patience) and has_eval
     # Early stopping keeps the best adapter: it needs a checkpoint at every evaluation.
     save_steps = eval_steps if early_stopping else (config.save_every or 500)
-    return TrainingArguments(
+    values = dict(
         output_dir=str(RunDir(run_dir).checkpoints),
         max_steps=config.max_steps or -1,
         num_train_epochs=config.epochs,
@@ -91,6 +94,7 @@ def training_arguments(config: RunConfig, run_dir: Path, *, examples: int, has_e
         deepspeed=config.deepspeed,
         ddp_find_unused_parameters=False if _world_size() > 1 else None,
     )
+    return (arguments_class or TrainingArguments)(**{**values, **extra})
 
 
 def _checkpointing(enabled: bool) -> dict[str, Any]:
