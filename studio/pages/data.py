@@ -28,7 +28,7 @@ from typing import Any, Optional
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QPalette, QResizeEvent, QTextOption
+from PySide6.QtGui import QAction, QPalette, QResizeEvent, QTextOption
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -41,7 +41,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QListWidget,
-    QListWidgetItem,
+    QMenu,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -49,6 +49,7 @@ from PySide6.QtWidgets import (
     QTableWidget,
     QTableWidgetItem,
     QTextBrowser,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -448,6 +449,7 @@ class DataPage(QWidget):
         top.addWidget(dataset_label)
         top.addWidget(self.picker, 1)
         top.addWidget(self.folder_button)
+        top.addWidget(self._build_preference_sets())
         top.addWidget(self.progress_bar)
         top.addWidget(self.stop_button)
 
@@ -536,25 +538,20 @@ class DataPage(QWidget):
         column_layout.setContentsMargins(0, 0, 0, 0)
         column_layout.addWidget(reading)
         column_layout.addWidget(training)
-        column_layout.addWidget(self._build_preference_sets())
         column_layout.addStretch(1)
         return column
 
     def _build_preference_sets(self) -> QWidget:
-        self.sets_list = QListWidget(self)
-        self.sets_list.setAccessibleName("Preference sets")
-        self.sets_list.setToolTip("The pairs you marked in Compare (A is better, B is better), one set per name. "
-                                  "Double-click one to look inside it here.")
-        self.sets_list.setMaximumHeight(110)
-        self.sets_list.itemActivated.connect(self._open_set)
-        self.sets_note = QLabel(self)
-        self.sets_note.setWordWrap(True)
-        self.sets_note.setForegroundRole(QPalette.ColorRole.PlaceholderText)
-        box = QGroupBox("Your preference sets", self)
-        layout = QVBoxLayout(box)
-        layout.addWidget(self.sets_list)
-        layout.addWidget(self.sets_note)
-        return box
+        """A button in the dataset row whose menu lists the preference sets made in Compare with
+        their pair counts; picking one opens it here. In the top row, so the settings column keeps
+        its height at the smallest window."""
+        self.sets_button = QToolButton(self)
+        self.sets_button.setAccessibleName("Preference sets")
+        self.sets_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.sets_menu = QMenu(self.sets_button)
+        self.sets_menu.triggered.connect(self._open_set)
+        self.sets_button.setMenu(self.sets_menu)
+        return self.sets_button
 
     def _build_results(self) -> QWidget:
         self.format_value = QLabel(self)
@@ -1105,18 +1102,21 @@ class DataPage(QWidget):
 
     # ------------------------------------------------------------ preference sets
     def _list_preference_sets(self) -> None:
-        self.sets_list.clear()
+        self.sets_menu.clear()
         sets = preference_sets()
         for preference_set in sets:
-            item = QListWidgetItem(f"{preference_set.name} — {preference_set.pairs:,} "
-                                   f"pair{'' if preference_set.pairs == 1 else 's'}")
-            item.setData(Qt.ItemDataRole.UserRole, str(preference_set.path))
-            item.setToolTip(str(preference_set.path))
-            self.sets_list.addItem(item)
-        self.sets_list.setVisible(bool(sets))
-        self.sets_note.setText("Double-click a set to look inside it." if sets else
-                               "None yet: mark the better answer in Compare (A is better, B is better) and each "
-                               "choice is kept here as a pair to train on.")
+            action = self.sets_menu.addAction(f"{preference_set.name} — {preference_set.pairs:,} "
+                                              f"pair{'' if preference_set.pairs == 1 else 's'}")
+            action.setData(str(preference_set.path))
+            action.setToolTip(str(preference_set.path))
+        pairs = sum(preference_set.pairs for preference_set in sets)
+        self.sets_button.setText(f"My preferences ({pairs:,} pair{'' if pairs == 1 else 's'})" if sets
+                                 else "My preferences")
+        self.sets_button.setEnabled(bool(sets))
+        self.sets_button.setToolTip(
+            "The pairs you marked in Compare (A is better, B is better), one set per name: pick one to look "
+            "inside it here." if sets else "None yet: mark the better answers in Compare (A is better, B is "
+            "better) and each choice is kept as a pair to train on.")
 
-    def _open_set(self, item: QListWidgetItem) -> None:
-        self.picker.set_path(item.data(Qt.ItemDataRole.UserRole))
+    def _open_set(self, action: QAction) -> None:
+        self.picker.set_path(action.data())

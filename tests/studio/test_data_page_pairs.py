@@ -22,7 +22,7 @@ _READ_ONLY = re.compile(r'<span style="[^"]*background-color:#e3e8ec;[^"]*">(.*?
 def test_a_pair_is_shown_side_by_side_with_its_prompt_masked_and_its_counts(qtbot, shown, tiny_model_dir):
     page = shown(DataPage())
     _open(qtbot, page, DEMO)
-    assert page.format_value.text() == "ShareGPT with chosen / rejected turns · JSON file"
+    assert page.format_value.text() == "ShareGPT with chosen / rejected · JSON file"
     headers = [page.table.horizontalHeaderItem(column).text() for column in range(page.table.columnCount())]
     assert headers == ["Line in file", "Prompt", "Chosen", "Rejected"] and page.table.rowCount() == 20
     assert page.pair_view.isVisible() and not page.conversation_view.isVisible()
@@ -55,10 +55,12 @@ def test_the_preference_sets_are_listed_with_their_counts_and_open(qtbot, shown)
     append_pair("pirate-style", prompt, "Arr, ahoy!", "Hello.")
     append_pair("pirate-style", prompt, "Ahoy, matey!", "Hi.")
     page = shown(DataPage())
-    assert [page.sets_list.item(row).text() for row in range(page.sets_list.count())] == ["pirate-style \u2014 2 pairs"]
+    assert page.sets_button.text() == "My preferences (2 pairs)"
+    actions = page.sets_menu.actions()
+    assert [action.text() for action in actions] == ["pirate-style \u2014 2 pairs"]
 
     with qtbot.waitSignal(page.inspectionFinished, timeout=TIMEOUT_MS):
-        page.sets_list.itemActivated.emit(page.sets_list.item(0))
-    assert page.format_value.text().startswith("Preference pairs (prompt / chosen / rejected)")
+        actions[0].trigger()
+    assert page.format_value.text().startswith("Pairs (prompt / chosen / rejected)")
     assert page.table.item(1, 2).text() == "Ahoy, matey!" and page.table.item(1, 3).text() == "Hi."
     assert page.usable_value.text() == "2" and page.identical_value.text() == "0"

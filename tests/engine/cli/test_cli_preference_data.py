@@ -26,5 +26,5 @@ def test_data_inspect_reports_the_preference_layout_and_its_counts(tiny_model_di
         {"prompt": "Hi", "chosen": "Hello!"})))
     text = lora_studio("data", "inspect", str(pairs))
     assert text.returncode == 0, text.stderr
-    assert "Preference pairs (prompt / chosen / rejected)" in text.stdout
+    assert "Pairs (prompt / chosen / rejected)" in text.stdout
     assert "3 rows (1 pair, 1 bad); identical pairs: 1" in text.stdout and "line 3: 'rejected' is missing" in text.stdout
