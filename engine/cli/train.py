@@ -322,7 +322,8 @@ def _print_event_human(event: Any) -> None:
     elif isinstance(event, LogLine):
         print(event.message, flush=True)
     elif isinstance(event, EvalMetrics):
-        print(f"eval at step {event.step}: loss {event.eval_loss:.4f}", flush=True)
+        accuracy = "" if event.reward_accuracy is None else f", held-out pairs preferred {event.reward_accuracy:.0%}"
+        print(f"eval at step {event.step}: loss {event.eval_loss:.4f}{accuracy}", flush=True)
     elif isinstance(event, CheckpointSaved):
         print(f"checkpoint saved at step {event.step}", flush=True)
     elif isinstance(event, (Paused, Resumed)):

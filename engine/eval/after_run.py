@@ -29,9 +29,11 @@ AFTER_RUN_NEW_TOKENS = 128
 def evaluates_itself(config: RunConfig, finished: RunFinished) -> bool:
     """Whether a run that ended so goes on to evaluate itself: it completed (a stopped run is
     half-trained, a failed one has nothing to score), saved an adapter, was asked to, and held
-    rows out. The studio's Train page and ``lora-studio train`` both ask here."""
+    rows out. The studio's Train page and ``lora-studio train`` both ask here. A preference run
+    scores its held-out pairs itself as it trains (EvalMetrics' reward accuracy): its rows hold two
+    answers, not one reference reply to score a generation against."""
     return (finished.status == RunStatus.COMPLETED and bool(finished.adapter) and config.evaluate_at_end
-            and config.val_fraction > 0)
+            and config.val_fraction > 0 and not config.is_preference)
 
 
 def rows_to_evaluate(run_dir: Path) -> int:

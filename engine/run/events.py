@@ -66,6 +66,9 @@ class StepMetrics(Event):
 class EvalMetrics(Event):
     step: int
     eval_loss: float
+    # Preference runs: the share of held-out pairs whose chosen answer the model now scores
+    # above the rejected one. None for SFT (and for KTO, which scores single answers).
+    reward_accuracy: Optional[float] = None
 
 
 @dataclass(kw_only=True)

@@ -80,7 +80,9 @@ class EventCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
         if "eval_loss" in logs:
-            self._emit(EvalMetrics(step=state.global_step, eval_loss=float(logs["eval_loss"])))
+            held_out = _rewards({key.removeprefix("eval_"): value for key, value in logs.items()})
+            self._emit(EvalMetrics(step=state.global_step, eval_loss=float(logs["eval_loss"]),
+                                   reward_accuracy=held_out.get("reward_accuracy")))
         if "loss" not in logs:
             return
         loss = float(logs["loss"])

@@ -12,13 +12,17 @@ def test_train_method_dpo_streams_reward_fields_and_refuses_an_sft_file(tiny_mod
     pairs = write_pairs(tmp_path / "pairs.jsonl", repeats=2)
     result = lora_studio("train", "--model", str(tiny_model_dir), "--dataset", str(pairs), "--method", "dpo",
                          "--beta", "0.2", "--max-steps", "3", "--batch", "4", "--lr", "1e-2", "--log-every", "1",
-                         "--max-length", "64", "--val-fraction", "0", "--name", "cli-dpo", "--json")
+                         "--max-length", "64", "--val-fraction", "0.25", "--eval-every", "3", "--name", "cli-dpo",
+                         "--json")
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     steps = [line for line in lines if line.get("event") == "StepMetrics"]
     assert len(steps) == 3 and all(step["reward_margin"] is not None and step["reward_accuracy"] is not None
                                    for step in steps)
-    assert lines[-1]["status"] == "completed"
+    # The held-out pairs are scored as it trains: how many the model prefers rightly.
+    evals = [line for line in lines if line.get("event") == "EvalMetrics"]
+    assert evals and all(0 <= line["reward_accuracy"] <= 1 for line in evals)
+    assert lines[-1]["status"] == "completed" and not any("evaluation" in line for line in lines)
     meta = json.loads((studio_home / "adapters" / "cli-dpo" / "studio.json").read_text())
     assert (meta["objective"], meta["beta"], meta["method"]) == ("dpo", 0.2, "lora")
 
