@@ -238,7 +238,7 @@ class MainWindow(QMainWindow):
         if spec.table:
             remember_header(getattr(page, spec.table).horizontalHeader(), f"layout.{spec.icon}.columns",
                             self.settings)
-        connect = getattr(self, f"_connect_{spec.icon}", None)  # the Data page needs nothing: see _show_page
+        connect = getattr(self, f"_connect_{spec.icon}", None)
         if connect is not None:
             connect(page)
 
@@ -258,6 +258,11 @@ class MainWindow(QMainWindow):
                                          NOTICE_MS)
             return
         act(train)
+
+    def _connect_data(self, data: QWidget) -> None:
+        # Its dataset and reading choices go to the Train page when that is shown (_show_page); the
+        # layout of each file it opens goes at once, for the Train page's objective to follow.
+        data.layoutDetected.connect(lambda path, layout: self.train_page.set_dataset_layout(path, layout))
 
     def _connect_models(self, models: QWidget) -> None:
         models.modelsChanged.connect(self._on_models_changed)

@@ -55,10 +55,10 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
 def _inspect_preferences(args: argparse.Namespace, source: Any, tokenizer: Any) -> int:
     """A preference file: its layout and what a preference run makes of it (pairs, identical pairs,
     prompts max length cuts off, bad rows), in the words of the run's check."""
-    from engine.data.preference import check_preferences, default_objective
+    from engine.data.preference import default_objective, preference_counts
 
     objective = args.objective or default_objective(source.format)
-    counts = check_preferences(source, tokenizer, objective=objective, max_length=args.max_length)
+    counts = preference_counts(source, tokenizer, objective=objective, max_length=args.max_length)
     report = {"file": str(source.path), "kind": source.kind, "mapping": source.mapping,
               "ignored_columns": source.ignored_columns, **counts.to_dict()}
     if args.model:

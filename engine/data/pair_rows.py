@@ -117,7 +117,7 @@ def _system(row: dict, mapping: dict[str, str]) -> list[dict]:
 def _prompt(row: dict, mapping: dict[str, str], field: str) -> list[dict]:
     """The prompt: text (the user's message) or a list of messages, the system column in front."""
     column = mapping[field]
-    value = _as_list(_column(row, mapping, field))
+    value = _messages_or_text(_column(row, mapping, field))
     if isinstance(value, list):
         prompt = _messages(value, column)
     else:
@@ -142,9 +142,19 @@ def _messages(value: Any, column: str) -> list[dict]:
     return _role_content_messages(messages, column)
 
 
+def _messages_or_text(value: Any) -> Any:
+    """A table cell's JSON list of messages parsed (``_as_list``); text that only looks like a JSON
+    list, as a code answer may ('[0, 1, 3]', '[{"name": "Jo"}]'), stays the text it is."""
+    parsed = _as_list(value)
+    if isinstance(value, str) and not (isinstance(parsed, list) and parsed and all(
+            isinstance(item, dict) and ("role" in item or "from" in item) for item in parsed)):
+        return value
+    return parsed
+
+
 def _answer(value: Any, column: str) -> list[dict]:
     """An answer: text (one assistant message) or a list of messages (a dict: one)."""
-    value = _as_list(value)
+    value = _messages_or_text(value)
     if isinstance(value, (list, dict)):
         return _messages(value, column)
     return [{"role": "assistant", "content": _text(value, quoted(column))}]
@@ -152,7 +162,7 @@ def _answer(value: Any, column: str) -> list[dict]:
 
 def _sharegpt_answer(value: Any, column: str) -> list[dict]:
     """LLaMA-Factory's answer: one turn {"from": "gpt", "value": ...}, a list of them, or text."""
-    value = _as_list(value)
+    value = _messages_or_text(value)
     if isinstance(value, dict):
         return [_sharegpt_message(value, quoted(column))]
     if isinstance(value, list):

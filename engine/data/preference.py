@@ -20,7 +20,7 @@ from engine.data.pair_rows import BAD_LABEL, ONE_ANSWER
 from engine.data.passes import DatasetPass
 from engine.data.readers import RowProblem
 from engine.data.rendering import chat_template_for, render_conversation
-from engine.data.trainable import bad_rows_stop, untrainable
+from engine.data.trainable import STOP_SCAN_ROWS, bad_rows_stop, untrainable
 from engine.errors import StudioError
 
 IDENTICAL = "identical"  # a pair whose chosen and rejected answers are the same
@@ -79,6 +79,44 @@ class PreferenceRows:
     first_identical: Optional[RowProblem] = None
 
 
+class _Reading:
+    """One pass over a preference file's rows, in order: bad rows counted (with their lines),
+    pairs whose two answers are the same set aside, the rest handed back to train. Both the run
+    (``read_preferences``, every row) and the parent's check (``check_preferences``, as few as it
+    can) read through it, so they sort rows and refuse files by the same rules."""
+
+    def __init__(self, source: DatasetSource) -> None:
+        self.source = source
+        self.counts = DatasetPass(source, None, None)
+        self.identical: list[RowProblem] = []
+        self.usable = 0
+
+    def sort(self, item: Sample | RowProblem) -> Optional[Sample]:
+        """The row when it can train, else None (counted as bad, or as identical)."""
+        if isinstance(item, RowProblem):
+            self.counts.problem(item)
+            return None
+        if "chosen" in item.pair and _same_answer(item.pair):
+            self.identical.append(RowProblem(item.line, "its chosen and rejected answers are the same", item.file,
+                                             item.unit, IDENTICAL))
+            return None
+        self.usable += 1
+        return item
+
+    @property
+    def total(self) -> int:
+        return self.counts.bad + len(self.identical) + self.usable
+
+    def refusal(self, bad_rows: str) -> Optional[str]:
+        """Why the rows read so far cannot train (a bad row under "stop"; no row left to train), or None.
+        Its counts are the whole file's once every row has been read."""
+        if self.counts.bad and bad_rows == "stop":
+            return bad_rows_stop(self.counts.problems[0], bad=self.counts.bad, total=self.total)
+        if not self.usable:
+            return _nothing_trains(self.source, self.counts, self.identical, self.total)
+        return None
+
+
 def read_preferences(source: DatasetSource, *, objective: str, bad_rows: str = "skip") -> PreferenceRows:
     """Every row of ``source`` as ``objective`` trains on it. Raises StudioError (one line) when the
     layout does not suit the objective, when no row can train (every pair identical, every row with
@@ -87,22 +125,11 @@ def read_preferences(source: DatasetSource, *, objective: str, bad_rows: str = "
     problem = objective_problem(source.format, objective)
     if problem:
         raise StudioError(problem)
-    counts = DatasetPass(source, None, None)
-    samples: list[Sample] = []
-    identical: list[RowProblem] = []
-    for item in source.items():
-        if isinstance(item, RowProblem):
-            counts.problem(item)
-        elif "chosen" in item.pair and _same_answer(item.pair):
-            identical.append(RowProblem(item.line, "its chosen and rejected answers are the same", item.file,
-                                        item.unit, IDENTICAL))
-        else:
-            samples.append(item)
-    total = counts.bad + len(identical) + len(samples)
-    if counts.bad and bad_rows == "stop":
-        raise StudioError(bad_rows_stop(counts.problems[0], bad=counts.bad, total=total))
-    if not samples:
-        raise StudioError(_nothing_trains(source, counts, identical, total))
+    reading = _Reading(source)
+    samples = [sample for item in source.items() if (sample := reading.sort(item)) is not None]
+    refusal = reading.refusal(bad_rows)
+    if refusal:
+        raise StudioError(refusal)
     rows, hashes, lines = [], [], []
     for sample in samples:
         digest = content_hash([sample.pair])
@@ -110,7 +137,8 @@ def read_preferences(source: DatasetSource, *, objective: str, bad_rows: str = "
             rows.append(row)
             hashes.append(digest)
             lines.append(sample.line)
-    return PreferenceRows(rows, hashes, lines, total, counts.bad, counts.problems, len(identical),
+    counts, identical = reading.counts, reading.identical
+    return PreferenceRows(rows, hashes, lines, reading.total, counts.bad, counts.problems, len(identical),
                           identical[0] if identical else None)
 
 
@@ -169,6 +197,25 @@ def _tokenise(tokenizer: Any, prompt: list[dict], answers: list[list[dict]]) -> 
     whole = [ids(prompt + answer, False) for answer in answers]
     shared = min(_common_prefix(prompt_ids, sequence) for sequence in whole)
     return prompt_ids[:shared], [sequence[shared:] for sequence in whole]
+
+
+def prompt_length(tokenizer: Any, row: dict) -> int:
+    """The tokens of a trained row's prompt (a pair's, or a KTO answer's), as TRL's trainer cuts it."""
+    return len((tokenise_pair(tokenizer, row) if "chosen" in row else tokenise_answer(tokenizer, row))[0])
+
+
+def _prompt_fills(length: int, max_length: int) -> bool:
+    """TRL's trainers drop a row whose prompt alone fills max length: nothing is left to learn."""
+    return length >= max_length
+
+
+def _cut(line: int, length: int) -> RowProblem:
+    return RowProblem(line, f"its prompt alone takes {length:,} tokens", code=PROMPT_CUT)
+
+
+def _every_prompt_cut(name: str, max_length: int, first: RowProblem) -> str:
+    return (f"no row of {name} can train: the prompt of every one fills max length {max_length:,} (first at "
+            f"{first.where()}: {first.reason}); raise max length")
 
 
 def _common_prefix(ids: list[int], other: list[int]) -> int:
@@ -244,12 +291,11 @@ class PreferenceScan:
         cut = kept = None
         first_cut = None
         if self.prompt_lengths is not None:
-            cut_rows = [index for index, length in enumerate(self.prompt_lengths) if length >= max_length]
+            cut_rows = [index for index, length in enumerate(self.prompt_lengths) if _prompt_fills(length, max_length)]
             cut, kept = len(cut_rows), len(read.rows) - len(cut_rows)
             if cut_rows:
                 first = cut_rows[0]
-                first_cut = RowProblem(read.lines[first], f"its prompt alone takes {self.prompt_lengths[first]:,} "
-                                                          "tokens", code=PROMPT_CUT)
+                first_cut = _cut(read.lines[first], self.prompt_lengths[first])
         return PreferenceCounts(self.layout, self.objective, read.total_rows, read.bad_rows, read.identical, cut,
                                 len(read.rows) if kept is None else kept, max_length, read.problems, first_cut,
                                 read.first_identical)
@@ -259,21 +305,59 @@ def scan_preferences(source: DatasetSource, tokenizer: Any, *, objective: str, b
     """``source`` read for ``objective`` and, given a tokenizer, every row's prompt measured as TRL
     tokenises it (``read_preferences``' refusals raise here)."""
     read = read_preferences(source, objective=objective, bad_rows=bad_rows)
-    lengths = None
-    if tokenizer is not None:
-        lengths = [len((tokenise_pair(tokenizer, row) if "chosen" in row else tokenise_answer(tokenizer, row))[0])
-                   for row in read.rows]
+    lengths = [prompt_length(tokenizer, row) for row in read.rows] if tokenizer is not None else None
     return PreferenceScan(source.format, objective, read, lengths)
 
 
-def check_preferences(source: DatasetSource, tokenizer: Any, *, objective: str, max_length: int,
+def preference_counts(source: DatasetSource, tokenizer: Any, *, objective: str, max_length: int,
                       bad_rows: str = "skip") -> PreferenceCounts:
-    """The counts of a preference file for ``objective`` and ``max_length``; raises StudioError
-    (one line) when nothing can train: ``read_preferences``' refusals, or every prompt filling max length.
-    Without a tokenizer (None) the prompts are not measured: ``prompt_cut`` is None."""
+    """The counts of a whole preference file for ``objective`` and ``max_length`` (``data inspect``);
+    raises StudioError (one line) when nothing can train, as ``check_preferences`` does. Without a
+    tokenizer (None) the prompts are not measured: ``prompt_cut`` is None."""
     counts = scan_preferences(source, tokenizer, objective=objective, bad_rows=bad_rows).counts(max_length)
     if counts.rows == 0:
-        raise StudioError(f"no row of {source.name} can train: the prompt of every one fills max length "
-                          f"{max_length:,} (first at {counts.first_cut.where()}: {counts.first_cut.reason}); "
-                          "raise max length")
+        raise StudioError(_every_prompt_cut(source.name, max_length, counts.first_cut))
     return counts
+
+
+def check_preferences(source: DatasetSource, tokenizer: Any, *, objective: str, max_length: int,
+                      bad_rows: str = "skip") -> None:
+    """The parent's check before a preference run: raise StudioError (one line, in the words the run
+    would fail with) when the layout does not suit ``objective``, when no row can train (every pair
+    identical, one answer only, labels that are not booleans, every prompt filling ``max_length``), or,
+    with ``bad_rows`` "stop", when a bad row turns up in the first ``STOP_SCAN_ROWS`` rows.
+
+    Reads only as far as it must, as SFT's ``check_trainable`` does: rows are tokenised (three
+    template renders a pair) only until one's prompt leaves room to learn, and the file is read to
+    that row (or on to ``STOP_SCAN_ROWS`` rows under "stop"); a file that cannot train is read to its
+    end, so the refusal's counts are whole."""
+    problem = objective_problem(source.format, objective)
+    if problem:
+        raise StudioError(problem)
+    reading = _Reading(source)
+    read_on = STOP_SCAN_ROWS if bad_rows == "stop" else 0  # rows read for a bad one, once a row can train
+    trains = False
+    first_cut: Optional[RowProblem] = None
+    items = source.items()
+    try:
+        for number, item in enumerate(items, start=1):
+            sample = reading.sort(item)
+            if sample is not None and not trains:
+                for row in _as_trained(sample.pair, objective):
+                    length = prompt_length(tokenizer, row)
+                    if not _prompt_fills(length, max_length):
+                        trains = True
+                        break
+                    first_cut = first_cut or _cut(sample.line, length)
+            if read_on and reading.counts.bad and trains:
+                # A bad row where some can train (where none can, why none can is the reason to give).
+                raise StudioError(bad_rows_stop(reading.counts.problems[0], name=source.name))
+            if trains and number >= read_on:
+                return
+    finally:
+        items.close()
+    refusal = reading.refusal(bad_rows)
+    if refusal:
+        raise StudioError(refusal)
+    if not trains:
+        raise StudioError(_every_prompt_cut(source.name, max_length, first_cut))

@@ -34,8 +34,9 @@ def check_data_can_train(config: RunConfig, model_path: Path) -> None:
     preflight.check_data_objective(config, source.format)  # a preference file given to SFT, and the reverse
     tokenizer = load_tokenizer(model_path)
     if config.is_preference:
-        # Pairs that cannot train (all identical, one answer only, labels that are not booleans, a bad
-        # row under "stop"), in the words the training child would fail with (engine.data.preference).
+        # Pairs that cannot train (all identical, one answer only, labels that are not booleans, every
+        # prompt filling max length, a bad row under "stop"), in the words the training child would fail
+        # with, reading up to the first pair that can train (engine.data.preference).
         check_preferences(source, tokenizer, objective=config.objective, max_length=config.max_length,
                           bad_rows=config.bad_rows)
         return

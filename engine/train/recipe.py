@@ -205,8 +205,8 @@ def train(run: Run) -> RunFinished:
     from engine.train import saving
 
     meta = saving.run_meta(config, ready.model_path, ready.tokenizer, ready.device, ready.precision,
-                           examples.dataset_hash, callback.loss_history, step, final_loss, time.time() - started,
-                           run.run_dir, trainer.state)
+                           examples.dataset_hash, _loss_curve(trainer.state, config), step, final_loss,
+                           time.time() - started, run.run_dir, trainer.state)
     if config.method == "full":
         saved = saving.save_model(config, run.run_dir, ready.model, ready.tokenizer, meta)
         run.log(f"Saved the fine-tuned model {saved.name} to the model store")
@@ -443,6 +443,14 @@ def parameter_counts(model: Any) -> tuple[int, int]:
     if hasattr(model, "get_nb_trainable_parameters"):
         return model.get_nb_trainable_parameters()
     return (sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters()))
+
+
+def _loss_curve(state: Any, config: RunConfig) -> list[tuple[int, float]]:
+    """The result's loss curve: every step of the run, from the trainer state, not only this
+    process's steps (the callback's), so a resumed run keeps the steps before its checkpoint.
+    A continued run ("train more") is a new result: its curve starts after ``schedule_start``."""
+    return [(entry["step"], entry["loss"]) for entry in state.log_history
+            if "loss" in entry and entry["step"] > config.schedule_start]
 
 
 def _last_checkpoint(run: Run) -> Optional[str]:

@@ -396,6 +396,9 @@ class DataPage(QWidget):
     """Pick a dataset and see what the trainer will make of it."""
 
     inspectionFinished = Signal()  # the latest inspection ended: read to the end, stopped or failed
+    # A file opened here and the layout it reads as (path, format name): the Train page follows it with
+    # its objective (a preference layout trains with DPO or KTO, any other with SFT).
+    layoutDetected = Signal(str, str)
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
@@ -744,6 +747,10 @@ class DataPage(QWidget):
 
     def _reopen(self, keep_mapping: bool) -> None:
         options = self._options(keep_mapping)
+        if not keep_mapping:
+            # The columns chosen for the last file or format are gone with it, not only from this read:
+            # a refresh before the new preview lands would otherwise read the new file with them.
+            self._mapping_format = None
         self._inspected = self._wanted(options)
         path, model = self._inspected[0], self._inspected[-1]
         self._ticket += 1
@@ -918,6 +925,7 @@ class DataPage(QWidget):
         self.histogram.set_lengths(None, "measuring…" if self.tokens_check.isChecked() else self._no_lengths_reason())
         self._show_problems(preview.problems)
         self._fill_table(source, preview.samples, complete=preview.complete)
+        self.layoutDetected.emit(self._inspected[0], source.format)
 
     def _set_mapping_fields(self, format_name: Optional[str], mapping: dict[str, str]) -> None:
         """One column chooser per field of the format, set to the columns in use."""

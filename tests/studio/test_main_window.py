@@ -291,3 +291,52 @@ def test_a_dataset_picked_on_the_train_page_is_kept_when_the_data_page_was_not_u
     window.show_page("Home")
     window.show_page("Train")
     assert window.train_page.dataset_picker.current_path() == str(dataset)
+
+
+def test_the_train_pages_objective_follows_the_layout_the_data_page_reads_but_never_a_running_run(
+        qtbot, window, tiny_model_dir, tmp_path):
+    from helpers import write_pairs
+
+    train, data = window.train_page, window.data_page
+    chat, pairs = write_messages_dataset(tmp_path / "chat.jsonl"), write_pairs(tmp_path / "pairs.jsonl")
+
+    def objective() -> str:
+        return train.form.objective_combo.currentData()
+
+    # An SFT run going on the chat file while the Data page opens a preference file.
+    train.model_picker.set_ref(str(tiny_model_dir))
+    train.dataset_picker.set_path(str(chat))
+    train.form.steps_spin.setValue(5000)
+    with qtbot.waitSignal(train.runStateChanged, timeout=120_000, check_params_cb=lambda state: state == "running"):
+        train.start_run()
+    with qtbot.waitSignal(data.inspectionFinished, timeout=60_000):
+        window.show_page("Data")  # it opens on the Train page's file: chat, read as messages
+    with qtbot.waitSignal(data.inspectionFinished, timeout=60_000):
+        data.picker.set_path(str(pairs))
+    window.show_page("Train")
+    assert (objective(), train.dataset_picker.current_path()) == ("sft", str(chat))  # the run's, untouched
+    assert "the next run uses this one" in train.data_change_label.text()
+
+    # Once it ends, the next run's dataset is the pairs, and its objective DPO, saying so.
+    with qtbot.waitSignal(train.runFinished, timeout=120_000):
+        train.stop_button.click()
+    assert (objective(), train.dataset_picker.current_path()) == ("dpo", str(pairs))
+    note = train.data_change_label.text()
+    assert "Dataset changed on the Data page: now pairs.jsonl" in note
+    assert "pairs.jsonl reads as Pairs (prompt / chosen / rejected) on the Data page, so the objective is now DPO; " \
+           "it was supervised (SFT)." in note
+
+    # The Train page's own picker on a file the Data page read with one answer a prompt: back to SFT.
+    train.dataset_picker.set_path(str(chat))
+    assert objective() == "sft"
+    assert train.data_change_label.text().startswith("chat.jsonl reads as ")
+    assert train.data_change_label.text().endswith("so the objective is now supervised (SFT); it was DPO.")
+    # A file the Data page has not read keeps the objective until the Data page detects its layout.
+    labelled = tmp_path / "labelled.jsonl"
+    labelled.write_text("".join(json.dumps({"prompt": "Hi?", "completion": answer, "label": good}) + "\n"
+                                for answer, good in (("Ahoy!", True), ("Hello.", False))))
+    train.dataset_picker.set_path(str(labelled))
+    assert objective() == "sft"
+    with qtbot.waitSignal(data.inspectionFinished, timeout=60_000):
+        window.show_page("Data")
+    assert objective() == "kto" and "the objective is now KTO; it was supervised (SFT)." in train.data_change_label.text()

@@ -38,10 +38,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.data.formats import FORMATS
+from engine.data.preference import default_objective, objective_problem
 from engine.errors import StudioError
 from engine.jobs import launcher
 from engine.run.config import RunConfig
-from engine.core.choices import RunStatus
+from engine.core.choices import OBJECTIVE_LABELS, PREFERENCE_FORMATS, RunStatus
 from engine.run.events import (
     CheckpointSaved,
     EvalMetrics,
@@ -160,7 +162,10 @@ class TrainPage(QWidget):
         self.data_settings_label = QLabel()
         self.data_settings_label.setWordWrap(True)
         self.data_settings_label.setToolTip("Set on the Data page: the run reads the file the way it is previewed there")
-        self.dataset_picker.changed.connect(lambda _path: self._show_data_settings())
+        # The layout each file read as on the Data page: the objective follows the picked file's.
+        self._layouts: dict[str, str] = {}
+        self._taking_data_settings = False
+        self.dataset_picker.changed.connect(self._dataset_picked)
         source_form.addRow(self.data_settings_label)
         # Beside the validation share it needs: with none, nothing is held out to score on.
         self.evaluate_check = QCheckBox("Score the adapter against the base on the held-out rows at the end")
@@ -318,14 +323,7 @@ class TrainPage(QWidget):
                                    "preferences again.")
             return False
         self.form.set_adapters(library_adapters())
-        values = self.form.values()
-        settings: dict[str, Any] = {"objective": "dpo", "from_adapter": from_adapter}
-        # A method or batching that cannot learn from pairs gives way to the ones that can.
-        if refusal(objective="dpo", method=values["method"]):
-            settings["method"] = "lora"
-        if refusal(objective="dpo", batching=values["batching"]):
-            settings["batching"] = "padded"
-        self.form.apply(settings)
+        self.form.apply({**self._objective_settings("dpo"), "from_adapter": from_adapter})
         choice = self.form.adapter_choice(from_adapter)
         if choice is not None and choice.base_model:
             self.model_picker.set_ref(choice.base_model)
@@ -333,6 +331,53 @@ class TrainPage(QWidget):
         self._show_data_change(f"Ready to train DPO on {Path(dataset_path).name}"
                                + (f", going on from {from_adapter}" if from_adapter else "") + ": press Start.")
         return True
+
+    def _objective_settings(self, objective: str) -> dict[str, Any]:
+        """The form's settings for ``objective``: a method or batching that cannot learn with it (prompt
+        tuning, padding-free batches under a preference objective) gives way to one that can."""
+        values = self.form.values()
+        settings: dict[str, Any] = {"objective": objective}
+        if refusal(objective=objective, method=values["method"]):
+            settings["method"] = "lora"
+        if refusal(objective=objective, batching=values["batching"]):
+            settings["batching"] = "padded"
+        return settings
+
+    # ------------------------------------------------------------ the objective follows the data
+    def set_dataset_layout(self, path: str, layout: str) -> None:
+        """The layout ``path`` reads as on the Data page (a format name); when that file is the one
+        picked here, the objective follows it at once (``_follow_layout``)."""
+        self._layouts[path] = layout
+        if path == self.dataset_picker.current_path():
+            self._show_objective_change()
+
+    def _dataset_picked(self, _path: str) -> None:
+        self._show_data_settings()
+        if not self._taking_data_settings:  # that says what changed itself, this change included
+            self._show_objective_change()
+
+    def _show_objective_change(self) -> None:
+        change = self._follow_layout()
+        if change:
+            self._show_data_change(change)
+
+    def _follow_layout(self) -> Optional[str]:
+        """Switch the objective to one that learns from the picked file as the Data page read it, and
+        say so: a preference layout under SFT trains with ``default_objective`` (DPO, or KTO for
+        labelled answers), one answer per prompt under a preference objective with SFT, labelled
+        answers under DPO / ORPO / SimPO with KTO (``objective_problem``'s refusals). None when
+        nothing changes: the layout is not known, it suits the objective, or a run is starting or
+        going (its settings stay as they are; the page follows once it ends)."""
+        path = self.dataset_picker.current_path()
+        layout = self._layouts.get(path) if path else None
+        objective = self.form.objective_combo.currentData()
+        if self.busy or layout is None or objective_problem(layout, objective) is None:
+            return None
+        wanted = default_objective(layout) if layout in PREFERENCE_FORMATS else "sft"
+        self.form.apply(self._objective_settings(wanted))
+        title = FORMATS[layout].title if layout in FORMATS else layout
+        return (f"{Path(path).name} reads as {title} on the Data page, so the objective is now "
+                f"{OBJECTIVE_LABELS[wanted]}; it was {OBJECTIVE_LABELS[objective]}.")
 
     @property
     def run_active(self) -> bool:
@@ -402,9 +447,16 @@ class TrainPage(QWidget):
             changes += self._apply_max_length(settings.pop("max_length", None))
         self._data_settings = settings
         if settings and settings["dataset"] != before:
-            self.dataset_picker.set_path(settings["dataset"])
+            self._taking_data_settings = True
+            try:
+                self.dataset_picker.set_path(settings["dataset"])
+            finally:
+                self._taking_data_settings = False
             was = f" (was {Path(before).name})" if before else ""
             changes.insert(0, f"Dataset changed on the Data page: now {Path(settings['dataset']).name}{was}.")
+        objective = self._follow_layout()
+        if objective:
+            changes.append(objective)
         if changes:
             self._show_data_change(" ".join(changes))
         self._show_data_settings()
@@ -815,6 +867,8 @@ class TrainPage(QWidget):
         if not active and self._waiting_data_settings is not None:
             (waiting,), self._waiting_data_settings = self._waiting_data_settings, None
             self._apply_data_settings(waiting)
+        elif not active:
+            self._show_objective_change()  # a layout the Data page read while the run went on
         self._update_after_run_buttons()
         self.runStateChanged.emit(value)
 

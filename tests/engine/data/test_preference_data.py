@@ -11,7 +11,8 @@ import pytest
 from helpers import ROOT
 
 from engine.data.dataset import DataOptions, open_dataset
-from engine.data.preference import check_preferences, objective_problem, read_preferences, tokenise_pair
+from engine.data.preference import (check_preferences, objective_problem, preference_counts, read_preferences,
+                                     tokenise_pair)
 from engine.errors import StudioError
 
 DEMO = ROOT / "tests" / "data" / "preference" / "dpo_en_demo_slice.json"
@@ -64,15 +65,19 @@ def test_each_layout_is_read_as_the_pairs_trl_trains_on(tmp_path):
                                                              "bad": "London, I think."}]),
                           DataOptions(columns={"prompt": "ask", "chosen": "good", "rejected": "bad"}))
     assert mapped.format == "preference" and read_preferences(mapped, objective="orpo").rows == [_PAIR]
+    # Code answers that look like JSON lists are answers, not message lists (code_alpaca has them)
+    code = ['[0, 1, 3]', '[{"name": "Jo", "age": 30}]']
+    coded = open_dataset(_write(tmp_path / "code.jsonl", [{"prompt": "List it.", "chosen": code[0], "rejected": code[1]}]))
+    assert [row["chosen"][0]["content"] for row in read_preferences(coded, objective="dpo").rows] == code[:1]
 
 
 def test_the_public_sharegpt_file_is_detected_and_counted(tokenizer):
     source = open_dataset(DEMO)
     assert source.format == "sharegpt_preference"
-    counts = check_preferences(source, tokenizer, objective="dpo", max_length=256, bad_rows="stop")
+    counts = preference_counts(source, tokenizer, objective="dpo", max_length=256, bad_rows="stop")
     assert (counts.total_rows, counts.bad_rows, counts.identical) == (20, 0, 0)
     assert counts.prompt_cut > 0 and counts.rows == 20 - counts.prompt_cut  # long prompts fill 256 tokens
-    assert check_preferences(source, tokenizer, objective="dpo", max_length=4096).prompt_cut == 0
+    assert preference_counts(source, tokenizer, objective="dpo", max_length=4096).prompt_cut == 0
 
 
 def test_token_ids_are_those_of_trls_dpo_trainer(tiny_model_dir, tokenizer, tmp_path):
@@ -126,3 +131,65 @@ def test_bad_files_are_refused_with_one_line(tmp_path):
     assert (read.bad_rows, [problem.line for problem in read.problems]) == (1, [2])
     with pytest.raises(StudioError, match="1 of 2 rows are bad; first at line 2"):
         read_preferences(source, objective="kto", bad_rows="stop")
+
+
+class _Counting:
+    """The real tokenizer, counting the texts it tokenises (what the pre-run check costs)."""
+
+    def __init__(self, tokenizer):
+        self._tokenizer, self.calls = tokenizer, 0
+
+    def __getattr__(self, name):
+        return getattr(self._tokenizer, name)
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self._tokenizer(*args, **kwargs)
+
+
+def test_the_pre_run_check_tokenises_up_to_the_first_pair_that_trains_and_refuses_as_the_run_would(tokenizer,
+                                                                                                 tmp_path):
+    prompt = _HI[0]["content"]
+    good = {"prompt": prompt, "chosen": "Paris.", "rejected": "London, I think."}
+    counting = _Counting(tokenizer)
+    source = open_dataset(_write(tmp_path / "pairs.jsonl", [good] * 500))
+    check_preferences(source, counting, objective="dpo", max_length=256)
+    assert counting.calls == 3  # one pair: its prompt, and prompt + each answer
+    preference_counts(source, counting, objective="kto", max_length=256)
+    assert counting.calls > 3 * 500  # the counts the Data page and data inspect show read every row
+
+    def refusal(rows: list, objective: str = "dpo", *, max_length: int = 256, bad_rows: str = "skip",
+                **options) -> str:
+        with pytest.raises(StudioError) as caught:  # opening the file may refuse it already (one answer column)
+            check_preferences(open_dataset(_write(tmp_path / "bad.jsonl", rows), DataOptions(**options)), tokenizer,
+                              objective=objective, max_length=max_length, bad_rows=bad_rows)
+        assert "\n" not in str(caught.value)
+        return str(caught.value)
+
+    def read_refusal(rows: list, objective: str = "dpo", **options) -> str:
+        with pytest.raises(StudioError) as caught:
+            preference_counts(open_dataset(_write(tmp_path / "bad.jsonl", rows), DataOptions(**options)), tokenizer,
+                              objective=objective, max_length=256)
+        return str(caught.value)
+
+    # Each file that cannot train: the same line the run (and data inspect) gives.
+    bad_files = [
+        ([{**good, "rejected": "Paris."}] * 3, "dpo", {}),  # identical in every row
+        ([{"prompt": prompt, "chosen": "Paris."}] * 2, "dpo", {}),  # one answer column
+        ([{**good, "rejected": ""}] * 3, "dpo", {}),  # one answer in every row
+        ([{"prompt": prompt, "completion": "Paris.", "label": "good"}] * 2, "kto", {"format": "unpaired_preference"}),
+        ([{"messages": _HI + _PAIR["chosen"]}], "dpo", {}),  # an SFT file given to DPO
+        ([{"prompt": prompt, "completion": "Paris.", "label": True}], "orpo", {}),  # KTO's answers given to ORPO
+        ([good], "sft", {}),  # a preference file given to SFT
+    ]
+    for rows, objective, options in bad_files:
+        assert refusal(rows, objective, **options) == read_refusal(rows, objective, **options)
+    # Every prompt filling max length: read to the end, then refused.
+    assert "the prompt of every one fills max length 4 (first at line 1" in refusal([good] * 3, max_length=4)
+    # A bad row under "stop", past the first pair that trains; under "skip" the file trains.
+    rows = [good, {**good, "rejected": ""}, good]
+    assert "has bad rows; first at line 2: 'rejected' is empty" in refusal(rows, bad_rows="stop")
+    check_preferences(open_dataset(tmp_path / "bad.jsonl"), tokenizer, objective="dpo", max_length=256)
+    # One pair in a file of identical ones is something to learn.
+    check_preferences(open_dataset(_write(tmp_path / "one.jsonl", [{**good, "rejected": "Paris."}] * 3 + [good])),
+                      tokenizer, objective="dpo", max_length=256)
