@@ -29,8 +29,9 @@ of memory), none more than ``TOLERANCE`` above, and the median within ``NEVER_LO
     .venv/bin/python bench/memory_calibration.py [--quick] [--no-starter] [--out bench/results]
     .venv/bin/python bench/memory_calibration.py --preference --no-starter   # DPO, KTO, ORPO, SimPO rows
 
-Preference points train with TRL's own trainers (``_train_preference``) over the engine's model
-and settings, into ``bench/results/<host>-preference-<date>.json``.
+Preference points are runs set up and built by the engine itself (``engine.train.recipe.setup`` and
+``build_trainer``: its model loading, the adapter it starts from, the reference it keeps, its TRL
+trainer), fed pre-tokenised pairs of the point's length, into ``bench/results/<host>-preference-<date>.json``.
 
 Last line: ``median_error=... max_error=... max_low=... rows=...`` for the allocator metric
 (relative to measured; ``max_low`` the largest underestimate, 0 if none), on the CPU
@@ -129,6 +130,10 @@ def preference_grid(cuda: bool) -> list[dict[str, Any]]:
         dict(objective="kto", method="full", batch=4, seq=512),
         dict(objective="orpo", method="lora", batch=4, seq=512),
         dict(objective="simpo", method="lora", batch=4, seq=512),
+        # SFT -> DPO: the adapter the run starts from is also its reference, a frozen copy of it. At a
+        # high rank and a short batch that copy is some 7% of the peak; the same run on a new adapter has none.
+        dict(objective="dpo", method="lora", batch=1, seq=64, rank=256, from_adapter=True),
+        dict(objective="dpo", method="lora", batch=1, seq=64, rank=256),
     ]
     wide = [dict(objective="dpo", method="lora", batch=2, seq=512), dict(objective="orpo", method="lora", batch=2, seq=512),
             dict(objective="simpo", method="lora", batch=2, seq=512)]
@@ -136,6 +141,13 @@ def preference_grid(cuda: bool) -> list[dict[str, Any]]:
     if not cuda:  # the 16-bit compute a GPU runs, in the CPU's bf16 autocast
         points.append({"model": "tiny", "plan": {"precision": "bf16", "objective": "dpo", "method": "lora",
                                                  "batch": 4, "seq": 512}})
+    # QLoRA: TRL casts the adapters to bf16 and the engine back to fp32, over the 4-bit base (which
+    # computes in fp32 off a GPU: engine.train.preflight).
+    points.append({"model": "tiny", "plan": {"precision": precision, "objective": "dpo", "method": "qlora",
+                                             "batch": 4, "seq": 512}})
+    # Full fine-tuning in bf16 over fp32 masters: the reference copy is loaded as the policy is, in fp32.
+    points.append({"model": "tiny", "plan": {"precision": "bf16", "objective": "dpo", "method": "full",
+                                             "batch": 4, "seq": 512}})
     points += [{"model": "tiny-wide", "plan": {"precision": precision, **p}} for p in wide]
     return points
 
@@ -177,6 +189,8 @@ def run_point(model_dir: str, plan_settings: dict[str, Any]) -> dict[str, Any]:
     from engine.memory.plan import Plan
 
     plan = Plan(**plan_settings)
+    if plan.from_adapter:
+        _save_start_adapter(model_dir, plan)
     _train(model_dir, Plan(**{**plan_settings, "batch": 2 if plan.objective == "kto" else 1, "seq": 16}), measure=False)
     gc.collect()
     cuda = torch.cuda.is_available()
@@ -217,6 +231,8 @@ def _train(model_dir: str, plan: Any, measure: bool, own_weights: bool = False) 
     Weights loaded from safetensors are views of the mapped file, which the profiler's
     allocator events never see; ``own_weights`` copies them into allocator memory first
     (the same bytes, now counted, as they are on a GPU)."""
+    if plan.is_preference:
+        return _train_preference(model_dir, plan, measure, own_weights)
     import torch
     from datasets import Dataset
     from torch.utils.data import SequentialSampler
@@ -246,14 +262,6 @@ def _train(model_dir: str, plan: Any, measure: bool, own_weights: bool = False) 
     if plan.attention == "eager":
         model.set_attn_implementation("eager")
     model = methods.attach(model, config, tokenizer)
-    if plan.is_preference:
-        reference = None
-        if plan.reference_copy:  # full fine-tuning: a second, frozen copy, loaded as the first
-            reference = loading.load_model(Path(model_dir), config, plan.precision, device)
-            if own_weights:
-                own_tensors(reference)
-            reference.eval().requires_grad_(False)
-        return _train_preference(model, reference, tokenizer, plan, measure)
     fields = TrainingArguments.__dataclass_fields__
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
     with tempfile.TemporaryDirectory() as out:
@@ -315,55 +323,95 @@ def _preference_rows(vocab: int, plan: Any) -> list[dict[str, Any]]:
                  ("labels", [-100] * len(p) + answer))}} for p, c, r in rows]
 
 
-def _train_preference(model: Any, reference: Any, tokenizer: Any, plan: Any, measure: bool) -> float:
-    """Train STEPS steps of a preference objective with TRL's own trainer, configured as the
-    engine configures it: the engine's model (a PeftModel for adapters, so TRL's reference is
-    the frozen adapter copy it adds; a reference copy for full fine-tuning), its optimizer,
-    precision and checkpointing, and TRL's collator over the pre-tokenised rows."""
+def _start_adapter() -> Path:
+    """Where a from-adapter point's starting adapter is saved: in the point's own studio home."""
+    return Path(os.environ["LORA_STUDIO_HOME"]) / "start-adapter"
+
+
+def _preference_config(model_dir: str, plan: Any, dataset: Path) -> Any:
+    """The run configuration of a preference point: the plan's settings, STEPS steps."""
+    from engine.run.config import RunConfig
+
+    return RunConfig(
+        model=model_dir, dataset=str(dataset), objective=plan.objective, reference_free=plan.reference_free,
+        method=plan.method, rank=plan.rank, alpha=2 * plan.rank, dropout=plan.lora_dropout, targets=plan.targets,
+        quant=plan.quant, double_quant=plan.double_quant, batch_size=plan.batch, grad_accum=plan.grad_accum,
+        max_length=plan.seq, max_steps=STEPS, lr=1e-4, log_every=1, optimizer=plan.optimizer,
+        grad_checkpointing=plan.grad_checkpointing, precision=plan.precision,
+        pure_bf16="on" if plan.pure_bf16 else "off", val_fraction=0.0,
+        from_adapter=str(_start_adapter()) if plan.from_adapter else None)
+
+
+def _save_start_adapter(model_dir: str, plan: Any) -> None:
+    """An adapter of the plan's rank and layers on this base, as an SFT run leaves one: the
+    adapter a from-adapter point goes on training (and measures against)."""
     import torch
+    from transformers import AutoTokenizer
+
+    from engine.train import loading, methods
+
+    config = _preference_config(model_dir, plan, Path("-"))
+    model = methods.attach(loading.load_model(Path(model_dir), config, plan.precision, "cpu"), config,
+                           AutoTokenizer.from_pretrained(model_dir))
+    with torch.no_grad():  # a trained adapter is no longer the identity
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.01)
+    model.save_pretrained(str(_start_adapter()))
+
+
+def _own_loaded_weights() -> None:
+    """Every model the engine loads from here on owns its weights (``own_tensors``): the policy,
+    and full fine-tuning's reference copy, which ``build_trainer`` loads itself."""
+    from engine.train import loading
+
+    if getattr(loading.load_model, "owns_weights", False):
+        return
+    load_model = loading.load_model
+
+    def owning(*args: Any, **kwargs: Any) -> Any:
+        model = load_model(*args, **kwargs)
+        own_tensors(model)
+        return model
+
+    owning.owns_weights = True  # type: ignore[attr-defined]
+    loading.load_model = owning
+
+
+def _train_preference(model_dir: str, plan: Any, measure: bool, own_weights: bool) -> float:
+    """Train STEPS steps of a preference point through the engine: a run folder with the point's
+    configuration, set up (``recipe.setup``: model, method or starting adapter) and built
+    (``recipe.build_trainer``: the reference it keeps, TRL's trainer for the objective) as a real
+    run is. Its rows are then the point's pre-tokenised pairs (``_preference_rows``), read in
+    order so every micro-batch pads to ``plan.seq``."""
     from datasets import Dataset
 
-    from engine.train.trainer import OPTIMIZERS
+    from engine.core.atomic import write_json
+    from engine.run.rundir import RunDir
+    from engine.train import recipe
 
-    cuda = torch.cuda.is_available()
-    common = dict(max_steps=STEPS, per_device_train_batch_size=plan.batch, gradient_accumulation_steps=plan.grad_accum,
-                  learning_rate=1e-4, logging_steps=1, save_strategy="no", report_to="none",
-                  bf16=plan.precision == "bf16" and not plan.pure_bf16, fp16=plan.precision == "fp16", use_cpu=not cuda,
-                  disable_tqdm=True, dataloader_num_workers=0, optim=OPTIMIZERS[plan.optimizer],
-                  gradient_checkpointing=plan.grad_checkpointing, train_sampling_strategy="sequential",
-                  gradient_checkpointing_kwargs={"use_reentrant": False} if plan.grad_checkpointing else None,
-                  max_length=plan.seq, beta=0.1)
-    text = Dataset.from_list([{"prompt": "Hello", "chosen": " yes", "rejected": " no"}] * 2)
-    with tempfile.TemporaryDirectory() as out:
-        if plan.objective == "dpo":
-            from trl import DPOConfig, DPOTrainer
-
-            trainer = DPOTrainer(model=model, ref_model=reference, processing_class=tokenizer, train_dataset=text,
-                                 args=DPOConfig(output_dir=out, **common))
-        elif plan.objective == "kto":
-            from trl import KTOConfig, KTOTrainer
-
-            unpaired = Dataset.from_list([{"prompt": "Hello", "completion": " yes", "label": True},
-                                          {"prompt": "Hi", "completion": " no", "label": False}])
-            trainer = KTOTrainer(model=model, ref_model=reference, processing_class=tokenizer, train_dataset=unpaired,
-                                 args=KTOConfig(output_dir=out, **common))
-        elif plan.objective == "orpo":
-            from trl.experimental.orpo import ORPOConfig, ORPOTrainer
-
-            trainer = ORPOTrainer(model=model, processing_class=tokenizer, train_dataset=text,
-                                  args=ORPOConfig(output_dir=out, remove_unused_columns=False, **common))
-        else:
-            from trl.experimental.cpo import CPOConfig, CPOTrainer
-
-            trainer = CPOTrainer(model=model, processing_class=tokenizer, train_dataset=text,
-                                 args=CPOConfig(output_dir=out, remove_unused_columns=False, loss_type="simpo",
-                                                cpo_alpha=0.0, simpo_gamma=0.5, **common))
-        trainer.train_dataset = Dataset.from_list(_preference_rows(len(tokenizer), plan))
+    if own_weights:
+        _own_loaded_weights()
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        dataset = work / "pairs.jsonl"  # what TRL tokenises while it is built; the point's rows replace it
+        dataset.write_text("".join(json.dumps({"prompt": f"Question {i}?", "chosen": f"Yes, {i}.", "rejected": "No."})
+                                   + "\n" for i in range(8)), encoding="utf-8")
+        run_dir = work / "run"
+        run_dir.mkdir()
+        write_json(RunDir(run_dir).config, _preference_config(model_dir, plan, dataset).to_dict())
+        run = recipe.Run(run_dir)
+        ready = recipe.setup(run)
+        trainer, _callback = recipe.build_trainer(run, ready, lambda total_steps: None)
+        trainer.args.train_sampling_strategy = "sequential"
+        trainer.train_dataset = Dataset.from_list(_preference_rows(len(ready.tokenizer), plan))
         if measure:
             _reset_high_water_mark()
         started = time.perf_counter()
         trainer.train()
-        return time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        run.writer.close()
+        return seconds
 
 
 def own_tensors(model: Any) -> None:
@@ -384,8 +432,11 @@ def measure_in_child(model_dir: Path, plan: dict[str, Any], timeout: float = 900
     # Freed blocks go straight back to the system, so resident memory tracks live tensors.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0",
            "MALLOC_ARENA_MAX": "2", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, __file__, "--point", json.dumps({"model_dir": str(model_dir), "plan": plan})],
-                          capture_output=True, text=True, env=env, timeout=timeout)
+    with tempfile.TemporaryDirectory() as home:
+        env["LORA_STUDIO_HOME"] = home  # the engine's runs (preference points) get a library of their own
+        done = subprocess.run([sys.executable, __file__, "--point",
+                               json.dumps({"model_dir": str(model_dir), "plan": plan})],
+                              capture_output=True, text=True, env=env, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"grid point {plan} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -24,6 +24,9 @@ def register(sub: Any) -> None:
                                "--batch counts pairs (dpo, orpo, simpo) or labelled answers (kto)")
     estimate.add_argument("--reference-free", action="store_true",
                           help="dpo only: no reference model (no reference pass, no reference copy)")
+    estimate.add_argument("--from-adapter", action="store_true",
+                          help="dpo, kto: the run goes on training a trained adapter of --rank, which is then the "
+                               "reference (a frozen copy of it is kept)")
     estimate.add_argument("--rank", type=whole_number)
     estimate.add_argument("--targets", help="q,v, attention or all-linear")
     estimate.add_argument("--batch", type=whole_number)
@@ -59,7 +62,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         raise StudioError(problem)
     settings: dict[str, Any] = {"method": args.method, "precision": precision,
                                 "pure_bf16": resolve_pure_bf16(args.pure_bf16, args.method, precision),
-                                "objective": args.objective, "reference_free": args.reference_free}
+                                "objective": args.objective, "reference_free": args.reference_free,
+                                "from_adapter": args.from_adapter}
     for flag, field_name in _ESTIMATE_NUMBERS.items():
         if getattr(args, flag) is not None:
             settings[field_name] = getattr(args, flag)

@@ -56,6 +56,7 @@ class Preferences:
     default_length: int = 2048
     objective: str = "sft"
     reference_free: bool = False
+    from_adapter: bool = False  # going on from a trained adapter (the reference, its rank ``max_rank``)
 
     @classmethod
     def from_mapping(cls, data: Optional[Mapping[str, Any]]) -> "Preferences":
@@ -70,7 +71,7 @@ class Preferences:
         prefs = cls(**data)
         Plan(method=prefs.method, precision=prefs.precision, targets=prefs.targets, rank=prefs.max_rank,
              batch=max(prefs.effective_batch, _min_batch(prefs)), objective=prefs.objective,
-             reference_free=prefs.reference_free).validate()
+             reference_free=prefs.reference_free, from_adapter=prefs.from_adapter).validate()
         if prefs.pure_bf16 not in PURE_BF16_CHOICES:
             raise StudioError(f"unknown pure bf16 setting {prefs.pure_bf16!r}; choose one of "
                               f"{', '.join(PURE_BF16_CHOICES)}")
@@ -185,7 +186,7 @@ def _saver_ladder(prefs: Preferences) -> list[dict[str, Any]]:
 def _savers_plan(prefs: Preferences, savers: dict[str, Any], seq: int, rank: int, batch: int) -> Plan:
     settings = {"method": prefs.method, "precision": prefs.precision, "targets": prefs.targets,
                 "seq": seq, "rank": rank, "batch": max(batch, _min_batch(prefs)), "objective": prefs.objective,
-                "reference_free": prefs.reference_free, **savers}
+                "reference_free": prefs.reference_free, "from_adapter": prefs.from_adapter, **savers}
     settings["pure_bf16"] = resolve_pure_bf16(prefs.pure_bf16, settings["method"], prefs.precision)
     return Plan(**settings)
 
@@ -202,10 +203,13 @@ def _fits(spec: ModelSpec, plan: Plan, budget: int, device: str) -> bool:
 
 def _first_fitting(spec: ModelSpec, budget: int, device: str, prefs: Preferences, savers: dict[str, Any],
                    seq: int) -> Optional[Plan]:
-    """Batch 1 at this length and these savers, with the base rank or failing that the smallest."""
-    for rank in (_BASE_RANK, _RANKS[0]):
+    """Batch 1 at this length and these savers, with the base rank or failing that the smallest
+    (going on from an adapter, its own rank: ``max_rank``)."""
+    ranks = (prefs.max_rank,) if prefs.from_adapter else (min(_BASE_RANK, prefs.max_rank),
+                                                          min(_RANKS[0], prefs.max_rank))
+    for rank in ranks:
         batch = _min_batch(prefs)
-        plan = _with_batch(_savers_plan(prefs, savers, seq, min(rank, prefs.max_rank), batch), batch, prefs)
+        plan = _with_batch(_savers_plan(prefs, savers, seq, rank, batch), batch, prefs)
         if _fits(spec, plan, budget, device):
             return plan
     return None
@@ -266,7 +270,9 @@ def _explain(spec: ModelSpec, plan: Plan, estimate: MemoryEstimate, free: int, s
     lines.append(f"Micro-batch {plan.batch} with {plan.grad_accum} accumulation step(s) keeps the effective batch "
                  f"at {plan.batch * plan.grad_accum} (you asked for {prefs.effective_batch})"
                  + ("." if plan.batch >= prefs.effective_batch else "; a larger micro-batch does not fit."))
-    if plan.uses_lora:
+    if plan.uses_lora and prefs.from_adapter:
+        lines.append(f"Rank {plan.rank} is the rank of the adapter the run goes on training.")
+    elif plan.uses_lora:
         lines.append(f"Rank {plan.rank} on {plan.targets} layers"
                      + (" is the highest rank allowed." if plan.rank >= prefs.max_rank else
                         " is the highest that fits with this batch."))

@@ -309,15 +309,14 @@ def _persistent(run: _Run) -> tuple[dict[str, int], int]:
 
 
 def _reference_model_bytes(run: _Run) -> int:
-    """The frozen reference DPO and KTO compare against. Full fine-tuning holds a second copy
-    of the model in the compute dtype. Given an adapter, TRL adds a frozen copy of it named
-    "ref" (the adapter the run starts from, or a fresh one, which leaves the base unchanged) and
-    switches to it for the reference pass: fp32 adapter weights, the size of what trains."""
-    if not run.plan.reference_passes:
-        return 0
+    """The frozen reference DPO and KTO compare against (``engine.train.preference``). Full
+    fine-tuning holds a second copy of the model, loaded as the policy was (fp32 weights under
+    autocast, bf16 in pure bf16), so both start from the same numbers. A run started from a
+    trained adapter holds TRL's frozen copy of it, named "ref": fp32 adapter weights, the size of
+    what trains. A new adapter holds none: the reference is the base with the adapter off."""
     if run.plan.reference_copy:
-        return run.c * run.spec.total_params
-    return 4 * _trainable_count(run) if run.plan.uses_lora else 0
+        return _weights_bytes(run)
+    return 4 * _trainable_count(run) if run.plan.reference_adapter else 0
 
 
 # activations -----------------------------------------------------------------------------------
@@ -695,8 +694,13 @@ def _fwd_bwd_moments(run: _Run, persistent: dict[str, int]) -> list[tuple[str, d
     """Candidate peaks of the forward and backward pass, each as the items alive then."""
     spec, plan = run.spec, run.plan
     base = dict(persistent)
-    if run.trainable_base and plan.grad_accum == 1:
-        base["gradients"] = 0  # set to None after every step; they return during backward
+    if plan.grad_accum == 1:
+        # The Trainer sets every gradient to None after each step (model.zero_grad()): none exist
+        # through the forward pass; the backward pass makes them again.
+        base["gradients"] = 0
+    # An adapter's gradients are all made by the time backward reaches the first layers (full
+    # fine-tuning's, far larger, are counted at backward_end instead).
+    backward = base if run.trainable_base else {**base, "gradients": persistent["gradients"]}
     extra = _prompt_saved(run) + _head_saved(run)
     moments: list[tuple[str, dict[str, float]]] = []
     if plan.grad_checkpointing:
@@ -709,7 +713,8 @@ def _fwd_bwd_moments(run: _Run, persistent: dict[str, int]) -> list[tuple[str, d
         moments.append(("backward_start", {**base, "autocast_weight_copies": _weight_copies(run, 0),
                                            "activations": kept, "logits_and_loss": _loss_head(run, "backward_start")}))
         recompute = _checkpoints(run) + _one_layer_saved(run) + _recompute_transient(run)
-        moments.append(("layer_backward", {**base, "autocast_weight_copies": _weight_copies(run, 1) - _lm_head_copy(run),
+        moments.append(("layer_backward", {**backward,
+                                           "autocast_weight_copies": _weight_copies(run, 1) - _lm_head_copy(run),
                                            "activations": recompute}))
     else:
         layers = _layers_saved(run) + extra
@@ -722,7 +727,7 @@ def _fwd_bwd_moments(run: _Run, persistent: dict[str, int]) -> list[tuple[str, d
         moments += _reference_moment(run, base, copies, layers)
         moments.append(("backward_start", {**base, "autocast_weight_copies": copies, "activations": layers,
                                            "logits_and_loss": _loss_head(run, "backward_start")}))
-        moments.append(("layer_backward", {**base, "autocast_weight_copies": copies - _kept_head_copy(run),
+        moments.append(("layer_backward", {**backward, "autocast_weight_copies": copies - _kept_head_copy(run),
                                            "activations": _layers_saved(run) + _prompt_saved(run)
                                            + _layer_transient(run, backward=True)}))
     if run.trainable_base:
@@ -806,9 +811,12 @@ def _preference_notes(run: _Run) -> list[str]:
     if run.full_logits:
         notes.append(f"{plan.objective} takes log-probabilities from the whole logits (rows x length x vocabulary)")
     if plan.reference_copy:
-        notes.append(f"full fine-tuning with {plan.objective} holds a frozen reference copy of the model in "
-                     f"{plan.precision}")
-    elif plan.reference_passes:
-        notes.append(f"the reference is the frozen starting adapter (TRL's copy of it): {plan.reference_passes} "
+        notes.append(f"full fine-tuning with {plan.objective} holds a frozen reference copy of the model, loaded "
+                     f"as the trained one is (in {'bf16' if plan.pure_bf16 else 'fp32'})")
+    elif plan.reference_adapter:
+        notes.append(f"the reference is the adapter the run starts from, a frozen copy of it: {plan.reference_passes} "
                      "forward pass(es) without gradients a step, no second model")
+    elif plan.reference_passes:
+        notes.append(f"the reference is the base with the adapter switched off: {plan.reference_passes} forward "
+                     "pass(es) without gradients a step, no copy of anything")
     return notes

@@ -29,7 +29,8 @@ class Plan:
     instead of fp32 masters under autocast (resolved: ``engine.core.choices.resolve_pure_bf16``);
     ``objective`` is what the loss teaches (SFT, or a preference objective run by TRL's trainer),
     and ``reference_free`` DPO's setting that reads the reference log-probabilities as zero
-    (no reference pass, no reference copy). ``batch`` counts examples: a pair for DPO, ORPO
+    (no reference pass, no reference copy); ``from_adapter`` whether the run goes on training a
+    trained adapter (``RunConfig.from_adapter``), which is then also its reference. ``batch`` counts examples: a pair for DPO, ORPO
     and SimPO, which run chosen and rejected side by side (``rows``).
     """
 
@@ -53,6 +54,7 @@ class Plan:
     pure_bf16: bool = False
     objective: Objective = "sft"
     reference_free: bool = False
+    from_adapter: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -105,6 +107,14 @@ class Plan:
         return self.method == "full" and self.reference_passes > 0
 
     @property
+    def reference_adapter(self) -> bool:
+        """Whether a frozen copy of the adapter is held as the reference (TRL's "ref" adapter):
+        only for a run started from a trained adapter. A new adapter starts as the identity, so
+        the engine drops TRL's copy of it and the reference is the base with the adapter off
+        (``engine.train.preference.build``)."""
+        return self.uses_lora and self.from_adapter and self.reference_passes > 0
+
+    @property
     def virtual_tokens(self) -> int:
         return self.num_virtual_tokens if self.method in ("prompt", "prefix", "ptuning") else 0
 
@@ -125,7 +135,8 @@ class Plan:
         ):
             whole(name, value, 1, ceiling)
         fraction("LoRA dropout", self.lora_dropout, high_open=True)
-        for name in ("grad_checkpointing", "double_quant", "prefix_projection", "pure_bf16", "reference_free"):
+        for name in ("grad_checkpointing", "double_quant", "prefix_projection", "pure_bf16", "reference_free",
+                     "from_adapter"):
             if not isinstance(getattr(self, name), bool):
                 raise StudioError(f"{name.replace('_', ' ')} must be true or false")
         modules = self.target_modules
@@ -138,10 +149,15 @@ class Plan:
             raise StudioError(f"{self.objective} trains {', '.join(PREFERENCE_METHODS)}, not {self.method}")
         if self.reference_free and self.objective != "dpo":
             raise StudioError("reference-free is a DPO setting")
+        if self.from_adapter and not (self.uses_lora or self.method == "full"):
+            raise StudioError(f"a run can start from an adapter with LoRA, DoRA, QLoRA or full fine-tuning, "
+                              f"not {self.method}")
 
     def describe(self) -> str:
         parts = [self.method] if not self.is_preference else [
             f"{self.objective}{' reference-free' if self.reference_free else ''} {self.method}"]
+        if self.from_adapter:
+            parts[0] += " from an adapter"
         if self.uses_lora:
             parts.append(f"r{self.rank} {','.join(self.target_modules) if self.target_modules else self.targets}")
         if self.method == "qlora":

@@ -40,7 +40,7 @@ def plan_for(config: RunConfig, device_kind: str, bf16: bool = True, precision: 
         prefix_projection=config.prefix_projection,
         target_modules=tuple(config.target_modules) if config.target_modules is not None else None,
         pure_bf16=resolve_pure_bf16(config.pure_bf16, config.method, precision),
-        objective=config.objective, reference_free=config.reference_free,
+        objective=config.objective, reference_free=config.reference_free, from_adapter=config.from_adapter is not None,
     )
 
 
@@ -67,7 +67,10 @@ def fit_plan(plan: Plan, spec: Any, device_kind: str, free_bytes: int, lengths: 
 
     preferences = {"method": plan.method, "precision": plan.precision, "targets": plan.targets,
                    "pure_bf16": "on" if plan.pure_bf16 else "off", "objective": plan.objective,
-                   "reference_free": plan.reference_free, **keep}
+                   "reference_free": plan.reference_free, "from_adapter": plan.from_adapter}
+    if plan.from_adapter and plan.uses_lora:
+        preferences["max_rank"] = plan.rank  # the starting adapter's own rank trains on
+    preferences.update(keep)
     return auto_fit(spec, free_bytes, lengths, preferences, device=device_kind)
 
 
@@ -83,7 +86,8 @@ def config_with_plan(config: RunConfig, plan: Plan | dict[str, Any]) -> RunConfi
         changes.pop("targets")  # the user's own module list stands; the plan was sized for all-linear
     if plan.method != config.method:
         changes["method"] = plan.method
-    if plan.method not in ("lora", "dora", "qlora"):
+    if plan.method not in ("lora", "dora", "qlora") or config.from_adapter:
+        # (A run started from an adapter trains that adapter's own rank and layers.)
         changes.pop("rank", None)
         changes.pop("targets", None)
     updated = replace(config, **changes)

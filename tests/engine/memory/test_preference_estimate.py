@@ -38,9 +38,13 @@ def test_each_objective_counts_what_its_trainer_holds(spec):
     # Pairs run chosen and rejected side by side: twice the rows' activations of SFT at the same batch.
     assert dpo.items["activations"] == pytest.approx(2 * sft.items["activations"], rel=0.05)
     assert kto.items["activations"] == pytest.approx(sft.items["activations"], rel=0.05)
-    # With an adapter the reference is TRL's frozen copy of it, not a second model; it runs a pass.
-    assert dpo.items["reference_model"] == 4 * dpo.trainable_params
+    # A new adapter's reference is the base with the adapter off: a pass, and no copy of anything.
+    assert dpo.items["reference_model"] == 0 and any("adapter switched off" in note for note in dpo.notes)
     assert dpo.peak_moment == "reference_pass" or dpo.items["reference_pass"] == 0
+    # Going on from a trained adapter (SFT -> DPO), TRL keeps a frozen copy of it as the reference.
+    started = estimate_memory(spec, replace(plan, objective="dpo", from_adapter=True))
+    assert started.items["reference_model"] == 4 * started.trainable_params
+    assert started.peak_allocated_bytes - dpo.peak_allocated_bytes == 4 * started.trainable_params
     assert orpo.items["reference_model"] == orpo.items["reference_pass"] == 0
     # ORPO holds the whole logits (4 rows x 1024 x 128k in bf16, 1 GiB); DPO's fused head one tile.
     assert orpo.items["logits_and_loss"] >= 4 * 1024 * spec.vocab_size * 2
@@ -54,7 +58,10 @@ def test_full_fine_tuning_holds_a_reference_copy_unless_reference_free(spec):
     plan = Plan(method="full", batch=1, seq=512, objective="dpo", pure_bf16=True)
     dpo = estimate_memory(spec, plan)
     free = estimate_memory(spec, replace(plan, reference_free=True))
-    assert dpo.items["reference_model"] == 2 * spec.total_params  # the compute dtype's copy
+    # The reference is loaded as the policy is: bf16 weights in pure bf16, fp32 under autocast.
+    assert dpo.items["reference_model"] == 2 * spec.total_params
+    masters = estimate_memory(spec, replace(plan, pure_bf16=False))
+    assert masters.items["reference_model"] == 4 * spec.total_params
     assert free.items["reference_model"] == 0 and free.items["reference_pass"] == 0
     assert dpo.phases["optimizer_step"] - free.phases["optimizer_step"] == 2 * spec.total_params
     with pytest.raises(StudioError, match="reference-free is a DPO setting"):
@@ -66,7 +73,13 @@ def test_full_fine_tuning_holds_a_reference_copy_unless_reference_free(spec):
 def test_auto_fit_sizes_a_preference_run_from_its_config(spec):
     config = RunConfig(model="m", dataset="d", method="lora", batch_size=8, objective="dpo", max_length=2048)
     plan = plan_for(config, "cuda")
-    assert (plan.objective, plan.rows) == ("dpo", 16)
+    assert (plan.objective, plan.rows, plan.from_adapter) == ("dpo", 16, False)
+    started = replace(config, from_adapter="pirate-sft", rank=32)
+    assert plan_for(started, "cuda").reference_adapter
+    # Auto-fit sizes the starting adapter's rank and layers, and never changes them.
+    kept = fit_run(started, spec, "cuda", 12 * GiB)
+    assert kept.plan.from_adapter and kept.plan.rank == 32 and kept.estimate.items["reference_model"] > 0
+    assert config_with_plan(started, kept.plan).rank == 32
     fit = fit_run(config, spec, "cuda", 12 * GiB)
     sft = fit_run(replace(config, objective="sft"), spec, "cuda", 12 * GiB)
     assert fit.fits and fit.plan.objective == "dpo" and fit.estimate.device_bytes <= 0.9 * 12 * GiB

@@ -31,6 +31,20 @@ def _metrics(run) -> list[StepMetrics]:
     return [event for event in read_events(RunDir(run.run_dir).events) if isinstance(event, StepMetrics)]
 
 
+def _estimated_reference(ready) -> int:
+    """The memory estimate's reference item for the run ``ready`` was set up for."""
+    from engine.memory.estimate import estimate_memory
+    from engine.memory.planning import plan_for
+    from engine.models.spec import load_model_spec
+
+    plan = plan_for(ready.config, "cpu", precision=ready.precision)
+    return estimate_memory(load_model_spec(ready.model_path), plan, "cpu").items["reference_model"]
+
+
+def _held_bytes(parameters) -> int:
+    return sum(parameter.numel() * parameter.element_size() for parameter in parameters)
+
+
 def _train(tmp_path, model_dir, pairs, **settings):
     run, ready = prepare(tmp_path, model_dir, dataset=str(pairs), **{**STEPS, **settings})
     trainer, callback = fit(run, ready)
@@ -53,6 +67,7 @@ def test_each_objective_trains_over_lora_and_the_reward_margin_grows(tiny_model_
     assert all(step.tokens_per_second for step in steps[1:])
     # A new adapter is measured against the base with the adapter off: no copy of it, no reference model.
     assert list(ready.model.peft_config) == ["default"] and getattr(trainer, "ref_model", None) is None
+    assert _estimated_reference(ready) == 0  # and the memory estimate counts none
 
 
 def test_full_fine_tuning_trains_against_a_frozen_reference_copy(tiny_model_dir, tmp_path, pairs):
@@ -62,6 +77,7 @@ def test_full_fine_tuning_trains_against_a_frozen_reference_copy(tiny_model_dir,
     reference = trainer.ref_model
     assert reference is not None and reference is not ready.model
     assert not any(p.requires_grad for p in reference.parameters())
+    assert _estimated_reference(ready) == _held_bytes(reference.parameters())  # loaded as the policy was
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
@@ -102,6 +118,8 @@ def test_dpo_from_an_sft_adapter_saves_a_stock_adapter_that_reloads_with_identic
     run, ready, trainer, steps = _train(tmp_path, tiny_model_dir, pairs, objective="dpo", beta=0.2,
                                         from_adapter=str(sft_adapter), name="pirate-dpo", max_steps=3)
     assert "ref" in ready.model.peft_config  # the starting adapter, frozen, is the reference
+    copy = [parameter for name, parameter in ready.model.named_parameters() if ".ref." in name]
+    assert _estimated_reference(ready) == _held_bytes(copy) > 0  # which the memory estimate counts
     config = ready.config
     meta = saving.run_meta(config, ready.model_path, ready.tokenizer, ready.device, ready.precision,
                            ready.examples.dataset_hash, [(s.step, s.loss) for s in steps], 3, steps[-1].loss, 1.0,
