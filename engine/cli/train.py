@@ -69,6 +69,8 @@ def _add_preference_flags(train: argparse.ArgumentParser) -> None:
                        help="dpo: measure against a uniform reference: no reference pass, no reference copy")
     train.add_argument("--label-smoothing", type=number,
                        help="dpo with --dpo-loss robust: the share of pairs thought mislabelled")
+    train.add_argument("--sft-weight", type=number,
+                       help="dpo: the weight of a supervised loss on the chosen answers beside DPO's (RPO); 0: none")
     train.add_argument("--simpo-gamma", type=number, help="simpo: the reward margin it aims for")
     train.add_argument("--desirable-weight", type=number, help="kto: the weight of answers labelled good")
     train.add_argument("--undesirable-weight", type=number, help="kto: the weight of answers labelled bad")
@@ -137,7 +139,7 @@ _TRAIN_FLAGS = {  # CLI flag -> RunConfig field
     "keep_checkpoints": "keep_checkpoints", "early_stopping": "early_stopping_patience",
     "memory_limit": "memory_limit", "evaluate_at_end": "evaluate_at_end",
     "objective": "objective", "beta": "beta", "dpo_loss": "dpo_loss", "reference_free": "reference_free",
-    "label_smoothing": "label_smoothing", "simpo_gamma": "simpo_gamma", "desirable_weight": "desirable_weight",
+    "label_smoothing": "label_smoothing", "sft_weight": "sft_weight", "simpo_gamma": "simpo_gamma", "desirable_weight": "desirable_weight",
     "undesirable_weight": "undesirable_weight", "from_adapter": "from_adapter",
 }
 

@@ -58,6 +58,10 @@ class RunConfig:
     # reference forward pass, and no reference copy for full fine-tuning.
     reference_free: bool = False
     label_smoothing: float = 0.0  # robust DPO: the share of pairs thought mislabelled, below 0.5
+    # DPO: the weight of a supervised loss on the chosen answers beside DPO's (RPO; LLaMA-Factory's
+    # pref_ftx). DPO alone may lower the chosen answers' likelihood along with the rejected ones';
+    # this keeps the model writing what was chosen. 0 is plain DPO.
+    sft_weight: float = 0.0
     simpo_gamma: float = 0.5  # SimPO: the reward margin it aims for between chosen and rejected
     desirable_weight: float = 1.0  # KTO: the weight of the answers labelled good
     undesirable_weight: float = 1.0  # KTO: the weight of the answers labelled bad
@@ -271,6 +275,7 @@ class RunConfig:
         if self.label_smoothing >= 0.5:
             raise StudioError("label smoothing is the share of pairs thought mislabelled: give a value below 0.5")
         in_range("SimPO gamma", self.simpo_gamma, 0, _MAX_BETA)
+        in_range("SFT weight", self.sft_weight, 0, _MAX_PREFERENCE_WEIGHT)
         for name in ("desirable_weight", "undesirable_weight"):
             positive(name.replace("_", " "), getattr(self, name), float)
             in_range(name.replace("_", " "), getattr(self, name), high=_MAX_PREFERENCE_WEIGHT)
@@ -288,6 +293,9 @@ class RunConfig:
                               ": turn reference-free off")
         if self.label_smoothing and not (self.objective == "dpo" and self.dpo_loss == "robust"):
             raise StudioError("label smoothing applies to DPO's robust loss only: set it to 0, or pick dpo_loss robust")
+        if self.sft_weight and self.objective != "dpo":
+            raise StudioError(f"the SFT weight adds a supervised loss to DPO's; {label} "
+                              f"{'has its own' if self.objective in ('orpo', 'simpo') else 'has none'}: set it to 0")
         if self.batching == "padding_free":
             raise StudioError(f"{label} batches each prompt with its answers, which padding-free batching cannot "
                               "do: use padded batches")

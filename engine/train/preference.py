@@ -87,8 +87,10 @@ def arguments(config: RunConfig, run_dir: Path, *, examples: int, has_eval: bool
     common = dict(examples=examples, has_eval=has_eval, device=device, precision=precision,
                   max_length=config.max_length, beta=config.beta)
     if config.objective == "dpo":
-        return training_arguments(config, run_dir, arguments_class=DPOConfig, **common, loss_type=[config.dpo_loss],
-                                  label_smoothing=config.label_smoothing,
+        # The SFT weight is TRL's "sft" loss term beside the chosen DPO loss (RPO).
+        losses = ([config.dpo_loss, "sft"], [1.0, config.sft_weight]) if config.sft_weight else ([config.dpo_loss], None)
+        return training_arguments(config, run_dir, arguments_class=DPOConfig, **common, loss_type=losses[0],
+                                  loss_weights=losses[1], label_smoothing=config.label_smoothing,
                                   precompute_ref_log_probs=config.reference_free)
     if config.objective == "kto":
         # KTO estimates its KL term from the other answers of the same batch, in order: TRL samples

@@ -63,7 +63,7 @@ def objective_settings(config: RunConfig) -> dict[str, Any]:
         return settings
     settings["beta"] = config.beta
     if config.objective == "dpo":
-        settings.update(dpo_loss=config.dpo_loss, reference_free=config.reference_free)
+        settings.update(dpo_loss=config.dpo_loss, reference_free=config.reference_free, sft_weight=config.sft_weight)
         if config.dpo_loss == "robust":
             settings["label_smoothing"] = config.label_smoothing
     elif config.objective == "simpo":

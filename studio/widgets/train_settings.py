@@ -71,6 +71,10 @@ TIPS = {
     "label_smoothing": "Robust DPO: the share of your pairs you think are the wrong way round (the 'chosen' answer "
                        "is really the worse), from 0 to below 0.5; e.g. 0.1 when about one pair in ten may be "
                        "mislabelled. Training then does not follow the doubtful pairs blindly.",
+    "sft_weight": "DPO: also learn to write the chosen answers, with this weight beside DPO's own loss (RPO). "
+                  "DPO alone can lower the chosen answers' likelihood along with the rejected ones' while it "
+                  "widens the gap between them, and then the model writes neither; this keeps it writing what you "
+                  "chose. 0 is plain DPO; 0.5-1 when the chosen answers are what you want the model to say.",
     "simpo_gamma": "SimPO: how much higher the chosen answer's score should be than the rejected one's (the target "
                    "margin, gamma). Higher asks for a clearer preference; 0.5 is the usual start, the paper goes "
                    "up to about 1.5.",
@@ -176,6 +180,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "dpo_loss": ("DPO loss", "dpo_loss"),
     "reference_free": ("Reference", "reference_free"),
     "label_smoothing": ("Label smoothing", "label_smoothing"),
+    "sft_weight": ("SFT weight", "sft_weight"),
     "simpo_gamma": ("Target margin", "simpo_gamma"),
     "desirable_weight": ("Good answers' weight", "desirable_weight"),
     "undesirable_weight": ("Bad answers' weight", "undesirable_weight"),
@@ -250,7 +255,7 @@ _NULLABLE = ("max_steps", "name", "prompt_init_text", "from_adapter")
 # The objectives that read each of their settings (TRL's trainers read only their own). Whether a
 # setting is allowed at all with what else is chosen is RunConfig.validate's to say (``refusal``).
 OBJECTIVE_SETTINGS = {"beta": PREFERENCE_OBJECTIVES, "dpo_loss": ("dpo",), "reference_free": ("dpo",),
-                      "label_smoothing": ("dpo",), "simpo_gamma": ("simpo",), "desirable_weight": ("kto",),
+                      "label_smoothing": ("dpo",), "sft_weight": ("dpo",), "simpo_gamma": ("simpo",), "desirable_weight": ("kto",),
                       "undesirable_weight": ("kto",)}
 # What a run continuing an adapter takes from it (its studio.json), whatever the form said.
 ADAPTER_SHAPE = ("method", "rank", "alpha", "dropout", "use_rslora", "targets")
@@ -422,6 +427,7 @@ class SettingsForm(QWidget):
         self.dpo_loss_combo = _combo([(DPO_LOSS_TITLES[loss], loss) for loss in DPO_LOSSES])
         self.reference_free_check = QCheckBox("Reference-free: no reference model")
         self.label_smoothing_spin = _double(0.0, 0.49, 0.0, 2, 0.05)
+        self.sft_weight_spin = _double(0.0, 100.0, 0.0, 2, 0.1)
         self.simpo_gamma_spin = _double(0.0, 100.0, 0.5, 2, 0.1)
         self.desirable_spin = _double(0.01, 100.0, 1.0, 2, 0.1)
         self.undesirable_spin = _double(0.01, 100.0, 1.0, 2, 0.1)
@@ -518,6 +524,7 @@ class SettingsForm(QWidget):
         self._labelled(f, "dpo_loss", self.dpo_loss_combo)
         self._labelled(f, "reference_free", self.reference_free_check)
         self._labelled(f, "label_smoothing", self.label_smoothing_spin)
+        self._labelled(f, "sft_weight", self.sft_weight_spin)
         self._labelled(f, "simpo_gamma", self.simpo_gamma_spin)
         self._labelled(f, "desirable_weight", self.desirable_spin)
         self._labelled(f, "undesirable_weight", self.undesirable_spin)
@@ -603,7 +610,8 @@ class SettingsForm(QWidget):
 
     def _value_widgets(self) -> list[QWidget]:
         return [self.objective_combo, self.adapter_combo, self.beta_spin, self.dpo_loss_combo,
-                self.reference_free_check, self.label_smoothing_spin, self.simpo_gamma_spin, self.desirable_spin,
+                self.reference_free_check, self.label_smoothing_spin, self.sft_weight_spin, self.simpo_gamma_spin,
+                self.desirable_spin,
                 self.undesirable_spin, self.method_combo, self.rank_spin, self.alpha_spin, self.dropout_spin, self.rslora_check,
                 self.targets_combo, self.modules_edit, self.quant_combo, self.double_quant_check, self.compute_combo,
                 self.virtual_spin, self.prompt_init_combo, self.prompt_text_edit, self.prefix_projection_check,
@@ -680,7 +688,8 @@ class SettingsForm(QWidget):
 
     def _objective_widgets(self) -> dict[QWidget, str]:
         return {self.beta_spin: "beta", self.dpo_loss_combo: "dpo_loss", self.reference_free_check: "reference_free",
-                self.label_smoothing_spin: "label_smoothing", self.simpo_gamma_spin: "simpo_gamma",
+                self.label_smoothing_spin: "label_smoothing", self.sft_weight_spin: "sft_weight",
+                self.simpo_gamma_spin: "simpo_gamma",
                 self.desirable_spin: "desirable_weight", self.undesirable_spin: "undesirable_weight"}
 
     def _follow_rules(self, method: str, objective: str) -> None:
@@ -773,6 +782,7 @@ class SettingsForm(QWidget):
             "reference_free": self.reference_free_check.isChecked() and self._reference_free_refusal() is None,
             "label_smoothing": round(self.label_smoothing_spin.value(), 4)
             if self._label_smoothing_refusal() is None else 0.0,
+            "sft_weight": round(self.sft_weight_spin.value(), 4) if self.objective_combo.currentData() == "dpo" else 0.0,
             "simpo_gamma": round(self.simpo_gamma_spin.value(), 4),
             "desirable_weight": round(self.desirable_spin.value(), 4),
             "undesirable_weight": round(self.undesirable_spin.value(), 4),
@@ -835,7 +845,8 @@ class SettingsForm(QWidget):
             "objective": lambda v: _set_combo(self.objective_combo, v), "from_adapter": self._set_adapter,
             "beta": self.beta_spin.setValue, "dpo_loss": lambda v: _set_combo(self.dpo_loss_combo, v),
             "reference_free": self.reference_free_check.setChecked,
-            "label_smoothing": self.label_smoothing_spin.setValue, "simpo_gamma": self.simpo_gamma_spin.setValue,
+            "label_smoothing": self.label_smoothing_spin.setValue, "sft_weight": self.sft_weight_spin.setValue,
+            "simpo_gamma": self.simpo_gamma_spin.setValue,
             "desirable_weight": self.desirable_spin.setValue, "undesirable_weight": self.undesirable_spin.setValue,
             "method": lambda v: _set_combo(self.method_combo, v), "rank": self.rank_spin.setValue,
             "alpha": self.alpha_spin.setValue, "dropout": self.dropout_spin.setValue,

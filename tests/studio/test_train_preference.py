@@ -43,7 +43,8 @@ def test_each_objective_shows_its_own_settings_which_explain_themselves_and_reac
     page.model_picker.set_ref(str(tiny_model_dir))
     page.dataset_picker.set_path(str(_pairs()))
     form.advanced_radio.click()
-    dpo_rows = (form.beta_spin, form.dpo_loss_combo, form.reference_free_check, form.label_smoothing_spin)
+    dpo_rows = (form.beta_spin, form.dpo_loss_combo, form.reference_free_check, form.label_smoothing_spin,
+                form.sft_weight_spin)
     assert form.objective_combo.currentText() == "supervised (SFT)"
     assert not any(_shown(page, *dpo_rows, form.simpo_gamma_spin, form.desirable_spin))
 
@@ -52,7 +53,7 @@ def test_each_objective_shows_its_own_settings_which_explain_themselves_and_reac
     for widget, words in ((form.objective_combo, "which of two answers is better"),
                           (form.beta_spin, "How far training may move the model"),
                           (form.dpo_loss_combo, "wrong way round"), (form.reference_free_check, "reference"),
-                          (form.simpo_gamma_spin, "margin"), (form.desirable_spin, "marked good"),
+                          (form.simpo_gamma_spin, "margin"), (form.sft_weight_spin, "keeps it writing what you chose"), (form.desirable_spin, "marked good"),
                           (form.undesirable_spin, "marked bad")):
         assert words in widget.toolTip(), widget.accessibleName()
     # Label smoothing belongs to the robust loss: greyed out, in the config's words, until it is picked.
@@ -61,8 +62,10 @@ def test_each_objective_shows_its_own_settings_which_explain_themselves_and_reac
     _pick(form.dpo_loss_combo, "robust")
     form.label_smoothing_spin.setValue(0.1)
     form.beta_spin.setValue(0.25)
+    form.sft_weight_spin.setValue(0.5)
     config = page.build_config()
-    assert (config.objective, config.dpo_loss, config.label_smoothing, config.beta) == ("dpo", "robust", 0.1, 0.25)
+    assert (config.objective, config.dpo_loss, config.label_smoothing, config.beta, config.sft_weight) == \
+        ("dpo", "robust", 0.1, 0.25, 0.5)
 
     # Prompt methods (and padding-free batches) cannot learn from pairs: greyed out, saying why
     # in RunConfig.validate's own line; and under prompt tuning the preference objectives are.
@@ -81,7 +84,8 @@ def test_each_objective_shows_its_own_settings_which_explain_themselves_and_reac
     _pick(form.objective_combo, "simpo")
     assert _shown(page, form.simpo_gamma_spin, form.dpo_loss_combo, form.desirable_spin) == [True, False, False]
     form.simpo_gamma_spin.setValue(1.2)
-    assert page.build_config().label_smoothing == 0.0  # robust DPO's setting does not follow it to SimPO
+    config = page.build_config()  # robust DPO's settings do not follow it to SimPO
+    assert (config.label_smoothing, config.sft_weight) == (0.0, 0.0)
     _pick(form.objective_combo, "kto")
     assert _shown(page, form.desirable_spin, form.undesirable_spin, form.simpo_gamma_spin) == [True, True, False]
     form.undesirable_spin.setValue(1.5)
