@@ -11,7 +11,7 @@ from test_cli import _assert_one_line_error, lora_studio
 def test_train_method_dpo_streams_reward_fields_and_refuses_an_sft_file(tiny_model_dir, tmp_path, studio_home):
     pairs = write_pairs(tmp_path / "pairs.jsonl", repeats=2)
     result = lora_studio("train", "--model", str(tiny_model_dir), "--dataset", str(pairs), "--method", "dpo",
-                         "--beta", "0.2", "--max-steps", "3", "--batch", "4", "--lr", "1e-2", "--log-every", "1",
+                         "--beta", "0.2", "--sft-weight", "0.5", "--max-steps", "3", "--batch", "4", "--lr", "1e-2", "--log-every", "1",
                          "--max-length", "64", "--val-fraction", "0.25", "--eval-every", "3", "--name", "cli-dpo",
                          "--json")
     assert result.returncode == 0, result.stderr
@@ -24,7 +24,7 @@ def test_train_method_dpo_streams_reward_fields_and_refuses_an_sft_file(tiny_mod
     assert evals and all(0 <= line["reward_accuracy"] <= 1 for line in evals)
     assert lines[-1]["status"] == "completed" and not any("evaluation" in line for line in lines)
     meta = json.loads((studio_home / "adapters" / "cli-dpo" / "studio.json").read_text())
-    assert (meta["objective"], meta["beta"], meta["method"]) == ("dpo", 0.2, "lora")
+    assert (meta["objective"], meta["beta"], meta["sft_weight"], meta["method"]) == ("dpo", 0.2, 0.5, "lora")
 
     # An SFT file given to DPO: one line before any run exists, nothing in the library.
     sft = write_messages_dataset(tmp_path / "sft.jsonl")
