@@ -98,8 +98,10 @@ def cmd_adapters_show(args: argparse.Namespace) -> int:
         print_json(report)
         return 0
     print(f"{path.name} ({path})")
-    for key in ("base_model", "method", "rank", "alpha", "targets", "dataset", "steps", "final_loss",
-                "final_eval_loss", "created", "tags", "notes"):
+    # A preference-trained adapter's objective and its settings follow the method (engine.train.saving).
+    for key in ("base_model", "method", "objective", "from_adapter", "beta", "dpo_loss", "sft_weight", "reference_free",
+                "label_smoothing", "simpo_gamma", "desirable_weight", "undesirable_weight", "rank", "alpha", "targets",
+                "dataset", "steps", "final_loss", "final_eval_loss", "created", "tags", "notes"):
         if meta.get(key) not in (None, "", []):
             print(f"  {key:15} {meta[key]}")
     return 0

@@ -25,6 +25,9 @@ def test_train_method_dpo_streams_reward_fields_and_refuses_an_sft_file(tiny_mod
     assert lines[-1]["status"] == "completed" and not any("evaluation" in line for line in lines)
     meta = json.loads((studio_home / "adapters" / "cli-dpo" / "studio.json").read_text())
     assert (meta["objective"], meta["beta"], meta["sft_weight"], meta["method"]) == ("dpo", 0.2, 0.5, "lora")
+    shown = lora_studio("adapters", "show", "cli-dpo").stdout.splitlines()
+    assert [line.split() for line in shown[1:5]] == [["base_model", str(tiny_model_dir)], ["method", "lora"],
+                                                     ["objective", "dpo"], ["beta", "0.2"]]
 
     # An SFT file given to DPO: one line before any run exists, nothing in the library.
     sft = write_messages_dataset(tmp_path / "sft.jsonl")
