@@ -405,18 +405,21 @@ def _messages_row(row: dict, mapping: dict[str, str]) -> list[dict]:
     return _check_conversation(_role_content_messages(messages, column))
 
 
+def sharegpt_message(turn: Any, what: str) -> dict:
+    """One ShareGPT turn (from / value) as a chat message; ``what`` names the turn in a bad row's reason."""
+    if not isinstance(turn, dict):
+        raise BadRow(f"{what} is a JSON {json_type(turn)}, not a turn (from / value)", "wrong_type")
+    speaker = turn.get("from")
+    role = _SHAREGPT_ROLES.get(speaker) if isinstance(speaker, str) else None
+    if role is None:
+        raise BadRow(f"{what} is from {_brief(speaker)}; expected human, gpt or system", UNKNOWN_ROLE)
+    return {"role": role, "content": _text(turn.get("value"), f"{what} value")}
+
+
 def _sharegpt_row(row: dict, mapping: dict[str, str]) -> list[dict]:
     column = mapping["conversations"]
     messages = _message_list(_column(row, mapping, "conversations"), column)
-    conversation = []
-    for number, message in enumerate(messages, start=1):
-        if not isinstance(message, dict):
-            raise BadRow(f"message {number} in {quoted(column)} is not an object", "wrong_type")
-        speaker = message.get("from")
-        role = _SHAREGPT_ROLES.get(speaker) if isinstance(speaker, str) else None
-        if role is None:
-            raise BadRow(f"message {number} is from {_brief(speaker)}; expected human, gpt or system", UNKNOWN_ROLE)
-        conversation.append({"role": role, "content": _text(message.get("value"), f"message {number} value")})
+    conversation = [sharegpt_message(message, f"message {number}") for number, message in enumerate(messages, start=1)]
     system = _field_text(row, mapping, "system", required=False)
     if system.strip() and not (conversation and conversation[0]["role"] == "system"):
         conversation.insert(0, {"role": "system", "content": system})

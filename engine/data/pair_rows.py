@@ -15,9 +15,9 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
-from engine.data.formats import (_SHAREGPT_ROLES, EMPTY, EMPTY_ANSWER, ROLE_ORDER, UNKNOWN_ROLE, BadRow, Layout,
-                                 _as_list, _check_conversation, _column, _content, _field_text,
-                                 _role_content_messages, _text)
+from engine.data.formats import (_SHAREGPT_ROLES, EMPTY, EMPTY_ANSWER, ROLE_ORDER, BadRow, Layout, _as_list,
+                                 _brief, _check_conversation, _column, _field_text,
+                                 _role_content_messages, _text, sharegpt_message)
 from engine.data.readers import json_type, quoted
 
 ONE_ANSWER = "one_answer"  # a row whose chosen or rejected answer is missing or empty
@@ -69,7 +69,7 @@ def _sharegpt_row(row: dict, mapping: dict[str, str]) -> dict:
     turns = _as_list(_column(row, mapping, "conversations"))
     if not isinstance(turns, list) or not turns:
         raise BadRow(f"{quoted(column)} must be a non-empty list of turns (from / value)", "wrong_type")
-    prompt = [_sharegpt_message(turn, f"turn {number} of {quoted(column)}") for number, turn in enumerate(turns, 1)]
+    prompt = [sharegpt_message(turn, f"turn {number} of {quoted(column)}") for number, turn in enumerate(turns, 1)]
     system = _system(row, mapping)
     if system and prompt[0]["role"] != "system":
         prompt.insert(0, system[0])
@@ -80,7 +80,7 @@ def _sharegpt_row(row: dict, mapping: dict[str, str]) -> dict:
 def _unpaired_row(row: dict, mapping: dict[str, str]) -> dict:
     label = _column(row, mapping, "label")
     if not isinstance(label, bool):
-        raise BadRow(f"{quoted(mapping['label'])} is {_shown(label)}, not true (a good answer) or false (a bad one)",
+        raise BadRow(f"{quoted(mapping['label'])} is {_brief(label)}, not true (a good answer) or false (a bad one)",
                      BAD_LABEL)
     prompt = _prompt(row, mapping, "prompt")
     completion = _column(row, mapping, "completion")
@@ -137,7 +137,7 @@ def _messages(value: Any, column: str) -> list[dict]:
     if not isinstance(messages, list) or not messages:
         raise BadRow(f"{quoted(column)} must be text or a non-empty list of messages", "wrong_type")
     if isinstance(messages[0], dict) and "from" in messages[0]:
-        return [_sharegpt_message(message, f"message {number} in {quoted(column)}")
+        return [sharegpt_message(message, f"message {number} in {quoted(column)}")
                 for number, message in enumerate(messages, 1)]
     return _role_content_messages(messages, column)
 
@@ -164,20 +164,10 @@ def _sharegpt_answer(value: Any, column: str) -> list[dict]:
     """LLaMA-Factory's answer: one turn {"from": "gpt", "value": ...}, a list of them, or text."""
     value = _messages_or_text(value)
     if isinstance(value, dict):
-        return [_sharegpt_message(value, quoted(column))]
+        return [sharegpt_message(value, quoted(column))]
     if isinstance(value, list):
-        return [_sharegpt_message(turn, f"turn {number} of {quoted(column)}") for number, turn in enumerate(value, 1)]
+        return [sharegpt_message(turn, f"turn {number} of {quoted(column)}") for number, turn in enumerate(value, 1)]
     return [{"role": "assistant", "content": _text(value, quoted(column))}]
-
-
-def _sharegpt_message(turn: Any, what: str) -> dict:
-    if not isinstance(turn, dict):
-        raise BadRow(f"{what} is a JSON {json_type(turn)}, not a turn (from / value)", "wrong_type")
-    speaker = turn.get("from")
-    role = _SHAREGPT_ROLES.get(speaker) if isinstance(speaker, str) else None
-    if role is None:
-        raise BadRow(f"{what} is from {_shown(speaker)}; expected human, gpt or system", UNKNOWN_ROLE)
-    return {"role": role, "content": _content(turn.get("value"), f"{what} value")}
 
 
 def _whole_conversations(value: Any) -> bool:
@@ -233,11 +223,6 @@ def _pair(prompt: list[dict], chosen: list[dict], rejected: list[dict]) -> dict:
             raise BadRow("an answer is empty", EMPTY_ANSWER)
         _check_conversation(prompt + answer)
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 _CONVERTERS: dict[str, Callable[[dict, dict[str, str]], dict]] = {
