@@ -294,15 +294,17 @@ def _as_list(value: Any) -> Any:
 
 def converter(layout: Layout) -> Callable[[Any], list[dict]]:
     """A function turning one row of this layout into a conversation, or raising BadRow."""
-    convert = _CONVERTERS[layout.format]
-    mapping = layout.mapping
+    return object_rows(_CONVERTERS[layout.format], layout.mapping)
 
-    def to_conversation(row: Any) -> list[dict]:
+
+def object_rows(convert: Callable[[dict, dict[str, str]], Any], mapping: dict[str, str]) -> Callable[[Any], Any]:
+    """``convert`` applied to a row with this column mapping, once the row is known to be an object."""
+    def to_value(row: Any) -> Any:
         if not isinstance(row, dict):
             raise BadRow(f"row is a JSON {json_type(row)}, not an object", "wrong_type")
         return convert(row, mapping)
 
-    return to_conversation
+    return to_value
 
 
 def _column(row: dict, mapping: dict[str, str], field: str, required: bool = True) -> Any:

@@ -17,8 +17,8 @@ from typing import Any, Callable
 
 from engine.data.formats import (_SHAREGPT_ROLES, EMPTY, EMPTY_ANSWER, ROLE_ORDER, BadRow, Layout, _as_list,
                                  _brief, _check_conversation, _column, _field_text,
-                                 _role_content_messages, _text, sharegpt_message)
-from engine.data.readers import json_type, quoted
+                                 object_rows, _role_content_messages, _text, sharegpt_message)
+from engine.data.readers import quoted
 
 ONE_ANSWER = "one_answer"  # a row whose chosen or rejected answer is missing or empty
 BAD_LABEL = "bad_label"  # a KTO row whose label is not true or false
@@ -30,15 +30,7 @@ _HH_ROLES = {"Human": "user", "Assistant": "assistant"}
 
 def pair_converter(layout: Layout) -> Callable[[Any], dict]:
     """A function turning one row of this preference layout into a pair, or raising BadRow."""
-    convert = _CONVERTERS[layout.format]
-    mapping = layout.mapping
-
-    def to_pair(row: Any) -> dict:
-        if not isinstance(row, dict):
-            raise BadRow(f"row is a JSON {json_type(row)}, not an object", "wrong_type")
-        return convert(row, mapping)
-
-    return to_pair
+    return object_rows(_CONVERTERS[layout.format], layout.mapping)
 
 
 def pair_conversation(pair: dict) -> list[dict]:

@@ -199,12 +199,21 @@ def _tokenise(tokenizer: Any, prompt: list[dict], answers: list[list[dict]]) -> 
     return prompt_ids[:shared], [sequence[shared:] for sequence in whole]
 
 
+def tokenise_row(tokenizer: Any, row: dict) -> tuple[list[int], list[list[int]]]:
+    """A trained row's prompt ids and its answers' ids: a pair's two, or a KTO row's one."""
+    if "chosen" in row:
+        prompt_ids, *answer_ids = tokenise_pair(tokenizer, row)
+        return prompt_ids, answer_ids
+    prompt_ids, completion_ids = tokenise_answer(tokenizer, row)
+    return prompt_ids, [completion_ids]
+
+
 def prompt_length(tokenizer: Any, row: dict) -> int:
     """The tokens of a trained row's prompt (a pair's, or a KTO answer's), as TRL's trainer cuts it."""
-    return len((tokenise_pair(tokenizer, row) if "chosen" in row else tokenise_answer(tokenizer, row))[0])
+    return len(tokenise_row(tokenizer, row)[0])
 
 
-def _prompt_fills(length: int, max_length: int) -> bool:
+def prompt_fills(length: int, max_length: int) -> bool:
     """TRL's trainers drop a row whose prompt alone fills max length: nothing is left to learn."""
     return length >= max_length
 
@@ -291,7 +300,7 @@ class PreferenceScan:
         cut = kept = None
         first_cut = None
         if self.prompt_lengths is not None:
-            cut_rows = [index for index, length in enumerate(self.prompt_lengths) if _prompt_fills(length, max_length)]
+            cut_rows = [index for index, length in enumerate(self.prompt_lengths) if prompt_fills(length, max_length)]
             cut, kept = len(cut_rows), len(read.rows) - len(cut_rows)
             if cut_rows:
                 first = cut_rows[0]
@@ -345,7 +354,7 @@ def check_preferences(source: DatasetSource, tokenizer: Any, *, objective: str, 
             if sample is not None and not trains:
                 for row in _as_trained(sample.pair, objective):
                     length = prompt_length(tokenizer, row)
-                    if not _prompt_fills(length, max_length):
+                    if not prompt_fills(length, max_length):
                         trains = True
                         break
                     first_cut = first_cut or _cut(sample.line, length)

@@ -43,12 +43,21 @@ def set_path(name: str) -> Path:
 
 
 def preference_sets() -> list[PreferenceSet]:
-    """Every preference set in the library, newest first."""
+    """Every preference set in the library with its pair count, newest first."""
+    return [PreferenceSet(path.stem, path, count_pairs(path)) for path in _set_files()]
+
+
+def set_names() -> list[str]:
+    """The names of the library's preference sets, newest first, without reading them."""
+    return [path.stem for path in _set_files()]
+
+
+def _set_files() -> list[Path]:
     folder = preferences_dir()
     if not folder.is_dir():
         return []
     files = sorted(folder.glob(f"*{SUFFIX}"), key=lambda path: path.stat().st_mtime, reverse=True)
-    return [PreferenceSet(path.stem, path, count_pairs(path)) for path in files if is_valid_name(path.stem)]
+    return [path for path in files if is_valid_name(path.stem)]
 
 
 def count_pairs(path: Path) -> int:

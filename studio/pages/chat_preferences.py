@@ -37,7 +37,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.data.preference_store import DEFAULT_SET, append_pair, check_pair, count_pairs, preference_sets, set_path
+from engine.data.preference_store import DEFAULT_SET, append_pair, check_pair, count_pairs, set_names, set_path
 from engine.errors import StudioError
 from studio.widgets.chat_widgets import ERROR_COLOUR, NOTE_COLOUR, MessageBox
 
@@ -325,7 +325,7 @@ class PreferencePanel(QWidget):
     def refresh_sets(self) -> None:
         """The library's sets in the chooser (the default one too when it has none yet), the count shown."""
         current = self.set_name() or DEFAULT_SET
-        names = [found.name for found in preference_sets()]
+        names = set_names()
         if DEFAULT_SET not in names:
             names.append(DEFAULT_SET)
         self.set_box.blockSignals(True)

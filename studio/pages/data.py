@@ -65,8 +65,7 @@ from engine.data.dataset import (
 )
 from engine.data.examples import training_view
 from engine.data.formats import FORMATS
-from engine.data.preference import (PreferenceScan, default_objective, scan_preferences, tokenise_answer,
-                                    tokenise_pair)
+from engine.data.preference import PreferenceScan, default_objective, prompt_fills, scan_preferences, tokenise_row
 from engine.data.preference_store import preference_sets
 from engine.data.readers import RowProblem
 from engine.data.rendering import chat_template_for
@@ -210,11 +209,7 @@ def pair_html(pair: dict, tokenizer: Any, max_length: int) -> tuple[str, list[st
     if tokenizer is None:
         return conversation_html(pair["prompt"]), [conversation_html(answer) for answer in answers]
     try:
-        if "chosen" in pair:
-            prompt_ids, *answer_ids = tokenise_pair(tokenizer, pair)
-        else:
-            prompt_ids, completion_ids = tokenise_answer(tokenizer, pair)
-            answer_ids = [completion_ids]
+        prompt_ids, answer_ids = tokenise_row(tokenizer, pair)
     except StudioError as exc:
         error = f'<p style="{_ERROR_STYLE}">{html.escape(str(exc))}</p>'
         return error, [error for _answer in answers]
@@ -226,7 +221,7 @@ def pair_html(pair: dict, tokenizer: Any, max_length: int) -> tuple[str, list[st
     def block(body: str, note: str) -> str:
         return f'<p><small>{note}</small></p><pre style="white-space:pre-wrap; font-family:monospace">{body}</pre>'
 
-    cut = len(prompt_ids) >= max_length  # TRL's trainers skip the row: no answer is left to learn
+    cut = prompt_fills(len(prompt_ids), max_length)  # TRL's trainers skip the row: no answer is left to learn
     prompt_note = f"{len(prompt_ids):,} tokens, read only (masked out of the loss)"
     if cut:
         prompt_note += f' <b style="{_ERROR_STYLE}">fills the max length of {max_length:,}: this row is skipped</b>'

@@ -520,14 +520,8 @@ class SettingsForm(QWidget):
         f = self.objective_form
         self._labelled(f, "objective", self.objective_combo)
         self._labelled(f, "from_adapter", self.adapter_combo)
-        self._labelled(f, "beta", self.beta_spin)
-        self._labelled(f, "dpo_loss", self.dpo_loss_combo)
-        self._labelled(f, "reference_free", self.reference_free_check)
-        self._labelled(f, "label_smoothing", self.label_smoothing_spin)
-        self._labelled(f, "sft_weight", self.sft_weight_spin)
-        self._labelled(f, "simpo_gamma", self.simpo_gamma_spin)
-        self._labelled(f, "desirable_weight", self.desirable_spin)
-        self._labelled(f, "undesirable_weight", self.undesirable_spin)
+        for widget, name in self._objective_widgets().items():
+            self._labelled(f, name, widget)
 
         self.method_box = QGroupBox("Method")
         self.method_form = QFormLayout(self.method_box)
