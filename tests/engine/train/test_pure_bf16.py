@@ -28,10 +28,14 @@ def losses(callback) -> list[float]:
 
 @pytest.fixture(scope="module")
 def pure_run(tiny_model_dir, tmp_path_factory):
-    """A whole pure-bf16 run (model saved into the store), with a checkpoint half-way."""
-    run = new_run(tmp_path_factory.mktemp("pure"), tiny_model_dir, save_every=STEPS // 2, keep_checkpoints=0,
-                  name="pure", **SETTINGS)
-    finished = recipe.train(run)
+    """A whole pure-bf16 run (model saved into the store), with a checkpoint half-way. In a home of the
+    module's own: a module fixture runs before each test's own home is set, and the model store it
+    saves into must not be the user's (nor shared between the workers that each run this module)."""
+    folder = tmp_path_factory.mktemp("pure")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LORA_STUDIO_HOME", str(folder / "home"))
+        run = new_run(folder, tiny_model_dir, save_every=STEPS // 2, keep_checkpoints=0, name="pure", **SETTINGS)
+        finished = recipe.train(run)
     assert finished.status == "completed", finished.error
     return run, finished
 
