@@ -10,6 +10,11 @@ Options: ``--torch-index URL`` (a PyTorch wheel index for machines whose default
 give another build of torch), ``--torch VERSION`` (install torch at this version beside a lock
 that leaves it out, so that pip picks the build the machine needs), ``--starter REQ`` (the
 starter model's package, installed without dependencies).
+
+llama.cpp (llama-cpp-python, for GGUF export and GGUF chat) is compiled from source with the
+machine's compiler, in a step of its own after everything else: if that build fails, the studio
+is installed without it and ``<venv>/share/lora-studio/llama.cpp.UNAVAILABLE`` says why, which
+the studio repeats where GGUF is asked for (``engine.gguf.runtime``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +36,12 @@ _UNREACHABLE = re.compile(r"connection error|NewConnectionError|Failed to establ
                           r"Network is unreachable|ConnectTimeoutError|ProxyError")
 # What pip says (at its normal level) when no index offered any version of a package.
 _NOTHING_FOUND = re.compile(r"Could not find a version that satisfies the requirement (\S+) \(from versions: none\)")
+
+
+# Built from source in a step of its own (build_llama); the kit beside it comes from its sdist.
+LLAMA = "llama-cpp-python"
+_LLAMA_PIN = re.compile(r"^llama-cpp-python==(\S+)", re.M)
+_BUILD_PERCENT = re.compile(r"\[\s*(\d+)%\]")
 
 
 class SetupError(Exception):
@@ -81,7 +93,11 @@ def setup(venv: Path, lock: Path, options: argparse.Namespace) -> None:
         torch_index = ["--extra-index-url", options.torch_index] if options.torch_index else []
         torch = [f"torch=={options.torch}"] if options.torch else []
         print(f"Installing the versions in {lock.relative_to(ROOT)} (a few minutes the first time)…", flush=True)
-        run(f"installing {lock.name}", pip + ["install", *torch_index, "-r", str(lock), *torch], log)
+        llama = _LLAMA_PIN.search(lock.read_text(encoding="utf-8"))
+        with tempfile.TemporaryDirectory() as scratch:
+            rest = Path(scratch) / lock.name
+            rest.write_text(_LLAMA_PIN.sub("", lock.read_text(encoding="utf-8")), encoding="utf-8")
+            run(f"installing {lock.name}", pip + ["install", *torch_index, "-r", str(rest), *torch], log)
         # The project and the starter model's package bring nothing the lock does not pin.
         run("installing lora-studio",
             pip + ["install", "--no-deps", "--no-build-isolation", "-e", str(ROOT)], log)
@@ -90,10 +106,57 @@ def setup(venv: Path, lock: Path, options: argparse.Namespace) -> None:
             # dependencies it leaves out on purpose (and the whole venv be thrown away): set it aside.
             starter_name = re.split(r"[=<>!~ ]", options.starter, maxsplit=1)[0]
             run("setting the starter model aside", pip + ["uninstall", "--yes", starter_name], log)
+        if llama:
+            build_llama(pip, venv, llama.group(1), log)
         run("checking the installed packages", pip + ["check"], log)
         if options.starter:  # after the check: its own dependencies are left out on purpose
             run("installing the starter model", pip + ["install", "--no-deps", options.starter], log)
     (venv / STAMP).touch()
+
+
+def build_llama(pip: list[str], venv: Path, version: str, log) -> None:
+    """Compile llama.cpp (llama-cpp-python ``version``) and unpack its converter kit; on failure
+    leave the reason where the studio reads it, and go on without it."""
+    kit = venv / "share" / "lora-studio" / "llama.cpp"
+    refused = kit.with_name(kit.name + ".UNAVAILABLE")
+    refused.unlink(missing_ok=True)
+    print(f"Building llama.cpp ({LLAMA} {version}) from source for GGUF export, with this machine's compiler "
+          "(about 4 minutes on 2 cores the first time; pip keeps the build for the next set-up)…", flush=True)
+    started = time.monotonic()
+    try:
+        _compile(pip + ["install", "-v", "--no-deps", "--no-binary", LLAMA, f"{LLAMA}=={version}"], log)
+        with tempfile.TemporaryDirectory() as scratch:
+            run(f"fetching {LLAMA}'s source for its converter",
+                pip + ["download", "--no-deps", "--no-binary", ":all:", "--dest", scratch, f"{LLAMA}=={version}"], log)
+            sdist = next(Path(scratch).glob("llama_cpp_python-*.tar.gz"))
+            run("unpacking llama.cpp's converter", [str(venv / "bin" / "python"), str(ROOT / "tools" / "llama_kit.py"),
+                                                    str(sdist), str(kit)], log)
+    except (SetupError, OSError, StopIteration) as exc:
+        reason = str(exc) or "its source could not be fetched"
+        refused.parent.mkdir(parents=True, exist_ok=True)
+        refused.write_text(reason + "\n", encoding="utf-8")
+        print(f"set-up: {reason}; the studio is installed without GGUF export (details in {log.name})", flush=True)
+        return
+    print(f"Built llama.cpp in {time.monotonic() - started:.0f} s.", flush=True)
+
+
+def _compile(command: list[str], log) -> None:
+    """``run``, printing the build's progress every tenth of the way (cmake's ``[ 40%]`` lines)."""
+    log.write(f"\n$ {' '.join(command)}\n")
+    log.flush()
+    shown = -10
+    lines: list[str] = []
+    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          stdin=subprocess.DEVNULL) as child:
+        for line in child.stdout:
+            log.write(line)
+            lines.append(line)
+            percent = _BUILD_PERCENT.search(line)
+            if percent and int(percent.group(1)) >= shown + 10:
+                shown = int(percent.group(1)) // 10 * 10
+                print(f"  llama.cpp build {shown}%", flush=True)
+    if child.returncode != 0:
+        raise SetupError(f"building llama.cpp failed: {why(''.join(lines[-200:]), command[0], log)}")
 
 
 def main(argv: list[str]) -> int:

@@ -39,7 +39,7 @@ TOLERANCES = {"float32": (1e-4, 1e-6), "float16": (0.05, 1e-4), "bfloat16": (0.5
 # noise sets the floor.
 _FLOAT32_CHECK_LOGIT, _FLOAT32_CHECK_KL = 1e-3, 1e-6
 _SHARD_SIZE = "2GB"
-_PROBE_TOKENS = 48
+PROBE_TOKENS = 48
 PROBE_CONVERSATIONS = [
     [{"role": "user", "content": "What is the capital of France?"}],
     [{"role": "user", "content": "Write a short poem about the sea."}],
@@ -108,9 +108,9 @@ def _check_mergeable(adapter: Path) -> dict[str, Any]:
 
 
 # probes -----------------------------------------------------------------------------------------
-def probe_inputs(tokenizer: Any, chat_template: Optional[str], template_of: Optional[str] = None) -> list[Any]:
-    """Token ids of the probe prompts: chats through the template the adapter was trained
-    with (when there is one; ``template_of`` names it), and a plain text."""
+def probe_texts(tokenizer: Any, chat_template: Optional[str], template_of: Optional[str] = None) -> list[str]:
+    """The probe prompts as text: chats through the template the adapter was trained with (when
+    there is one; ``template_of`` names it), and a plain text."""
     from engine.data.rendering import render_conversation
 
     texts = []
@@ -118,8 +118,13 @@ def probe_inputs(tokenizer: Any, chat_template: Optional[str], template_of: Opti
         texts = [render_conversation(c, tokenizer, add_generation_prompt=True, chat_template=chat_template,
                                      template_of=template_of) for c in PROBE_CONVERSATIONS]
     texts.append(PROBE_TEXT)
-    encoded = [tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][:, :_PROBE_TOKENS]
-               for text in texts]
+    return texts
+
+
+def probe_inputs(tokenizer: Any, chat_template: Optional[str], template_of: Optional[str] = None) -> list[Any]:
+    """Token ids of the probe prompts (``probe_texts``), at most ``PROBE_TOKENS`` each."""
+    encoded = [tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][:, :PROBE_TOKENS]
+               for text in probe_texts(tokenizer, chat_template, template_of)]
     return [ids for ids in encoded if ids.shape[1] > 0]
 
 

@@ -11,6 +11,7 @@ from engine.cli.output import print_error, print_json, print_progress, print_res
 from engine.cli.parsing import add_command, number
 from engine.core.units import human_bytes
 from engine.errors import StudioError
+from engine.gguf.quants import DEFAULT_QUANT, QUANTS
 
 
 def register(sub: Any) -> None:
@@ -66,7 +67,8 @@ def _register_outputs(adapters: Any) -> None:
     gguf = add_command(adapters, "gguf", cmd_adapters_gguf, "write GGUF for llama.cpp and Ollama, with a Modelfile")
     gguf.add_argument("adapter")
     gguf.add_argument("--output", required=True, metavar="FILE")
-    gguf.add_argument("--quant", choices=("f16", "q8_0", "f32"), default="f16")
+    gguf.add_argument("--quant", type=str.lower, choices=tuple(QUANTS), default=DEFAULT_QUANT,
+                      help="the file type, made and checked by llama.cpp (default: %(default)s)")
     gguf.add_argument("--lora-only", action="store_true", help="the adapter alone, as a GGUF LoRA")
     gguf.add_argument("--base", help="the base model, when the adapter's own is elsewhere")
 
@@ -222,7 +224,8 @@ def cmd_adapters_combine(args: argparse.Namespace) -> int:
 
 
 def cmd_adapters_gguf(args: argparse.Namespace) -> int:
-    from engine.adapters.adapter_gguf import adapter_to_gguf
+    from engine.gguf.adapter import adapter_to_gguf
+    from engine.gguf.export import describe
 
     quiet_libraries()
     result = adapter_to_gguf(args.adapter, args.output, quant=args.quant, lora_only=args.lora_only, base=args.base,
@@ -232,11 +235,14 @@ def cmd_adapters_gguf(args: argparse.Namespace) -> int:
         print_json(result.to_dict())
     else:
         kind = "GGUF LoRA" if result.kind == "lora" else "GGUF model"
-        print(f"wrote {kind} {result.path} ({result.quant}, {human_bytes(result.size_bytes)}): {result.tensors} "
-              f"tensors read back and checked, largest error {result.max_abs_error:.3g}")
+        print(f"wrote {kind} {result.path} ({result.label}, {human_bytes(result.size_bytes)}, {result.tensors} tensors)")
+        for line in describe(result):
+            print(line)
         if result.base_gguf:
             print(f"base model GGUF: {result.base_gguf}")
         print(f"Ollama Modelfile: {result.modelfile}")
+    if result.flagged:
+        return 1
     if result.merge is not None and not result.merge["within_tolerance"]:
         return 1
     return 0

@@ -34,6 +34,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.gguf.export import describe
+from engine.gguf.quants import DEFAULT_QUANT, QUANTS
 from engine.paths import ExportKind, export_path
 from studio.workers import BackgroundTask, TaskReporter, TaskSlot
 
@@ -71,22 +73,6 @@ FIDELITY_MEASURES = {
         "The largest change the adapter makes to the base model's next-word scores on the same prompts. The two "
         "numbers above should be tiny next to it: then the merge kept what the adapter does. Near 0 means the "
         "adapter barely changes the model, and the check can show little."),
-}
-
-
-# The GGUF check's number in plain words (engine.adapters.gguf.GgufResult.max_abs_error), in the
-# merge check's style: the name shown, then what it means and what each type makes of it (the
-# bounds engine.adapters.gguf checks every tensor against).
-GGUF_ROUNDING = (
-    "Largest rounding change",
-    "Every weight was read back from the file and compared with its source: this is the biggest change any one "
-    "weight got from being rounded to {quant}. {expected} A tensor changed by more than its type allows would "
-    "have stopped the export.")
-GGUF_ROUNDING_EXPECTED = {
-    "f16": "f16 rounding gives about 1e-3 (up to a 2048th of a tensor's largest weight): expected, and harmless.",
-    "q8_0": "q8_0 rounding gives up to a 127th of a tensor's largest weight, often about 1e-2: expected for an "
-            "8-bit file, at a small cost in quality.",
-    "f32": "f32 keeps every weight as it is, so this is 0.",
 }
 
 
@@ -294,9 +280,10 @@ class GgufDialog(_TaskDialog):
         super().__init__(f"Export {adapter} as GGUF", parent)
         self.adapter = adapter
         intro = QLabel(
-            "A GGUF file for llama.cpp and Ollama, with an Ollama Modelfile beside it. The merged model carries the "
-            "tokenizer and chat template; a GGUF LoRA applies over a GGUF of its base. Every tensor is read back "
-            "and compared with its source before the file appears.", self)
+            "A GGUF file for llama.cpp and Ollama, with an Ollama Modelfile beside it, written by llama.cpp's own "
+            "converter and quantiser. The merged model carries the tokenizer and chat template; a GGUF LoRA applies "
+            "over a GGUF of its base. Before the file appears, llama.cpp loads it and its answers are compared with "
+            "the model's on probe prompts.", self)
         intro.setWordWrap(True)
         self.output_edit = QLineEdit(str(export_path(adapter, "gguf")), self)
         self.output_edit.setAccessibleName("Output file")
@@ -304,9 +291,9 @@ class GgufDialog(_TaskDialog):
         browse = QPushButton("Browse…", self)
         browse.clicked.connect(self._browse)
         self.quant_combo = QComboBox(self)
-        for label, quant in (("f16 (16-bit, lossless for most models)", "f16"),
-                             ("q8_0 (8-bit, half the size)", "q8_0"), ("f32 (32-bit)", "f32")):
-            self.quant_combo.addItem(label, quant)
+        for quant in QUANTS.values():
+            self.quant_combo.addItem(f"{quant.label}: {quant.what}", quant.name)
+        self.quant_combo.setCurrentIndex(self.quant_combo.findData(DEFAULT_QUANT))
         self.lora_only = QCheckBox("LoRA only: a GGUF LoRA instead of the merged model", self)
         self.export_button = QPushButton("Export", self)
         self.export_button.setDefault(True)
@@ -329,7 +316,7 @@ class GgufDialog(_TaskDialog):
         quant, lora_only = self.quant_combo.currentData(), self.lora_only.isChecked()
 
         def work(reporter: TaskReporter) -> Any:
-            from engine.adapters.adapter_gguf import adapter_to_gguf
+            from engine.gguf.adapter import adapter_to_gguf
 
             return adapter_to_gguf(adapter, output, quant=quant, lora_only=lora_only,
                                    progress=_cancellable(reporter))
@@ -338,9 +325,11 @@ class GgufDialog(_TaskDialog):
 
     def _exported(self, result: Any) -> None:
         kind = "GGUF LoRA" if result.kind == "lora" else "GGUF model"
-        parts = [_paragraph(f"Wrote {kind} {result.path} ({result.quant}, {_size(result.size_bytes)}).",
-                            _OK_COLOUR, bold=True),
-                 _paragraph(f"Read back and checked: {result.tensors} tensors."), _rounding(result)]
+        parts = [_paragraph(f"Wrote {kind} {result.path} ({result.label}, {_size(result.size_bytes)}).",
+                            _OK_COLOUR, bold=True)]
+        lines = describe(result)
+        parts.append(_paragraph(lines[0], _WARN_COLOUR if result.flagged else None, bold=result.flagged))
+        parts += [_paragraph(line.strip()) for line in lines[1:]]
         if result.merge is not None:
             merge = result.merge
             colour = None if merge["within_tolerance"] else _ERROR_COLOUR
@@ -354,14 +343,6 @@ class GgufDialog(_TaskDialog):
         parts.append(_paragraph(f"Ollama Modelfile: {result.modelfile}"))
         parts += [_paragraph(f"Warning: {warning}", _WARN_COLOUR, bold=True) for warning in result.warnings]
         self.result_view.setHtml("".join(parts))
-
-
-def _rounding(result: Any) -> str:
-    """The GGUF check's largest rounding change, with what it means in small grey text under it."""
-    name, meaning = GGUF_ROUNDING
-    meaning = meaning.format(quant=result.quant, expected=GGUF_ROUNDING_EXPECTED.get(result.quant, ""))
-    return (f"<p><b>{html.escape(name)}</b>: {result.max_abs_error:.3g} (in {html.escape(result.worst_tensor)})<br>"
-            f"<span style='color:#555'>{html.escape(meaning)}</span></p>")
 
 
 class _PreviewChat:
