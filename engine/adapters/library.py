@@ -33,6 +33,9 @@ from engine.paths import adapters_dir, folder_entries, writable_home
 ADAPTER_META = "studio.json"
 PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
+# The key in studio.json of the adapter's chat settings: the sampling settings to chat with it by
+# default, by the names of engine.chat.sampling.SETTINGS (a GGUF export's Modelfile carries them).
+CHAT_SETTINGS = "chat_settings"
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 

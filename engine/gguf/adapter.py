@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from engine.adapters.library import read_adapter_meta, resolve_adapter
-from engine.adapters.ollama import write_modelfile
+from engine.adapters.library import CHAT_SETTINGS, read_adapter_meta, resolve_adapter
+from engine.gguf.ollama import folder_eos_token, write_modelfile
 from engine.core.atomic import read_json_object, staging_path, sweep_staging
 from engine.core.fields import text_field
 from engine.core.progress import ProgressFn, quiet
@@ -64,7 +64,7 @@ def adapter_to_gguf(adapter: str | Path, output: str | Path, *, quant: str = DEF
         if lora_only:
             result, warnings = _lora_with_base(adapter_path, path, modelfile, target, base, meta, written, report)
         else:
-            result, warnings = _merged_model(adapter_path, path, modelfile, target, base, written, report)
+            result, warnings = _merged_model(adapter_path, path, modelfile, target, base, meta, written, report)
     except BaseException:
         for file in written:
             file.unlink(missing_ok=True)
@@ -96,20 +96,21 @@ def _lora_with_base(adapter_path: Path, path: Path, modelfile: Path, target: Qua
     result = export_lora(adapter_path, base_path, path, lora_type.name, base_gguf, bounds,
                          chat_template=chat_template, progress=report)
     written.append(path)
-    written.append(write_modelfile(modelfile, base_gguf, chat_template, adapter_file=path))
+    written.append(write_modelfile(modelfile, base_gguf, chat_template, adapter_file=path,
+                                   eos_token=folder_eos_token(base_path), sampling=meta.get(CHAT_SETTINGS)))
     result.base_gguf = str(base_gguf)
     return result, warnings
 
 
 def _merged_model(adapter_path: Path, path: Path, modelfile: Path, target: Quant, base: Optional[str],
-                  written: list[Path], report: ProgressFn) -> tuple[GgufResult, list[str]]:
+                  meta: dict[str, Any], written: list[Path], report: ProgressFn) -> tuple[GgufResult, list[str]]:
     from engine.adapters.merge import merge_adapter
 
     sweep_staging(path.parent)  # what a killed export left
     scratch = staging_path(path.with_name(path.stem), "merged")
     try:
         merged = merge_adapter(adapter_path, scratch, base=base, progress=report)
-        chat_template = folder_chat_template(scratch)
+        chat_template, eos_token = folder_chat_template(scratch), folder_eos_token(scratch)
         result = export_model(scratch, path, target.name, name=f"the merged {adapter_path.name}",
                               chat_template=chat_template, progress=report)
         written.append(path)
@@ -119,5 +120,6 @@ def _merged_model(adapter_path: Path, path: Path, modelfile: Path, target: Quant
     if not merged.fidelity.within_tolerance:
         warnings.append("the merge behind this file is outside float tolerance: see the fidelity numbers")
     result.merge = merged.fidelity.to_dict()
-    written.append(write_modelfile(modelfile, path, chat_template))
+    written.append(write_modelfile(modelfile, path, chat_template, eos_token=eos_token,
+                                   sampling=meta.get(CHAT_SETTINGS)))
     return result, warnings

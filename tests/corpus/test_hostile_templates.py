@@ -192,7 +192,7 @@ def test_rendering_matches_transformers_for_real_templates(tiny_model_dir):
 
 
 def test_ollama_system_prompt_is_found_in_linear_time():
-    from engine.adapters.ollama import ollama_template
+    from engine.gguf.ollama import ollama_template
 
     hostile = "<|im_end|>" + "<|im_start|>system\n" * 20000  # quadratic for the old pattern: minutes
     started = time.monotonic()
