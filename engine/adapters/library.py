@@ -18,7 +18,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from engine.adapters.evaluations import EVALUATIONS, EvalHeadline, newest_headline
 from engine.core.atomic import read_json_object, staged_directory, write_json, write_text
@@ -26,6 +26,7 @@ from engine.core.checks import MAX_RANK, MAX_VIRTUAL_TOKENS, is_number, shown
 from engine.core.fields import text_field, whole_field
 from engine.core.names import MAX_NAME, is_plain_name, is_valid_name
 from engine.core.patterns import is_simple_pattern, matching_names
+from engine.core.sampling_checks import SETTINGS, check_setting
 from engine.core.safetensors_files import safetensors_problem
 from engine.errors import StudioError
 from engine.paths import adapters_dir, folder_entries, writable_home
@@ -34,7 +35,7 @@ ADAPTER_META = "studio.json"
 PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
 # The key in studio.json of the adapter's chat settings: the sampling settings to chat with it by
-# default, by the names of engine.chat.sampling.SETTINGS (a GGUF export's Modelfile carries them).
+# default, by the names of engine.core.sampling_checks.SETTINGS (a GGUF export's Modelfile carries them).
 CHAT_SETTINGS = "chat_settings"
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
@@ -384,6 +385,47 @@ def set_tags(ref: str, tags: list[str]) -> list[str]:
 
 def set_notes(ref: str, notes: str) -> None:
     _update_meta(ref, lambda meta: meta.__setitem__("notes", notes.rstrip()))
+
+
+def chat_settings(meta: dict[str, Any]) -> dict[str, Any]:
+    """The adapter's chat settings from its studio.json (``read_adapter_meta``), by the names of
+    SETTINGS and in their order. studio.json is a user's file: a setting the chat could not use
+    (a wrong type, out of range, an unknown name) is left out, as if it were not set."""
+    stored = meta.get(CHAT_SETTINGS)
+    if not isinstance(stored, dict):
+        return {}
+    kept = {}
+    for name in SETTINGS:
+        if name not in stored:
+            continue
+        try:
+            check_setting(name, stored[name])
+        except StudioError:
+            continue
+        kept[name] = stored[name]
+    return kept
+
+
+def set_chat_settings(ref: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Keep ``settings`` (any of SETTINGS; a seed of None is random) as the library entry's chat
+    settings, over the ones it has; returns all it has now. Each is checked as the chat checks it,
+    every one before anything is written: a bad value changes nothing."""
+    for name, value in settings.items():
+        check_setting(name, value)
+    kept: dict[str, Any] = {}
+
+    def change(meta: dict[str, Any]) -> None:
+        merged = {**chat_settings(meta), **settings}
+        kept.update((name, merged[name]) for name in SETTINGS if name in merged)
+        meta[CHAT_SETTINGS] = kept
+
+    _update_meta(ref, change)
+    return kept
+
+
+def clear_chat_settings(ref: str) -> None:
+    """Forget the library entry's chat settings: it chats with whatever the chat is set to."""
+    _update_meta(ref, lambda meta: meta.pop(CHAT_SETTINGS, None))
 
 
 def record_evaluation(ref: str, key: str, summary: dict[str, Any]) -> Path:

@@ -1,38 +1,15 @@
-"""Sampling settings: their names, their allowed ranges, and the ``GenerationConfig`` they make."""
+"""Sampling settings: their names and allowed ranges (engine.core.sampling_checks), and the
+``GenerationConfig`` they make."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
-from engine.core.checks import MAX_LENGTH, MAX_SEED, in_range, positive, whole
-from engine.errors import StudioError
+# The names and ranges live in engine.core, where the adapter library checks an adapter's
+# chat settings by them too; imported here so that every chat caller finds them where it did.
+from engine.core.sampling_checks import SETTINGS, check_sampling
 
-SETTINGS = ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "seed")
-
-
-# Past these no model answers differently (temperature and penalty are exponents on the
-# logits; no vocabulary has a million tokens): a value beyond one is a typo, or an overflow.
-_MAX_TEMPERATURE = 100.0
-_MAX_PENALTY = 100.0
-_MAX_TOP_K = 1_000_000
-
-
-def check_sampling(
-    max_new_tokens: int, temperature: float, top_p: float, top_k: int, repetition_penalty: float,
-    seed: Optional[int] = None,
-) -> None:
-    """Refuse settings no generation can use, whoever gives them (the chat page, the CLI, a saved
-    transcript): each a finite number of the right kind in its range; nan and inf never pass."""
-    whole("max new tokens", max_new_tokens, 1, MAX_LENGTH)
-    in_range("temperature (0 is greedy)", temperature, 0, _MAX_TEMPERATURE)
-    in_range("top-p", top_p, 0, 1)
-    if top_p == 0:
-        raise StudioError("top-p must be more than 0 (1 keeps every token), got 0")
-    whole("top-k (0 is off)", top_k, 0, _MAX_TOP_K)
-    positive("repetition penalty", repetition_penalty, float)
-    in_range("repetition penalty", repetition_penalty, high=_MAX_PENALTY)
-    if seed is not None:
-        whole("seed", seed, 0, MAX_SEED)
+__all__ = ["SETTINGS", "check_sampling", "generation_config"]
 
 
 def generation_config(

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from engine.cli.output import print_error, print_json, print_progress, print_result, print_warnings, quiet_libraries
-from engine.cli.parsing import add_command, number
+from engine.cli.parsing import add_command, number, whole_number
 from engine.core.units import human_bytes
 from engine.errors import StudioError
 from engine.gguf.quants import DEFAULT_QUANT, QUANTS
@@ -48,6 +48,19 @@ def _register_library(adapters: Any) -> None:
     edit.add_argument("adapter")
     edit.add_argument("--tags", help="comma-separated; an empty string clears them")
     edit.add_argument("--notes")
+    chat = add_command(adapters, "chat-settings", cmd_adapters_chat_settings,
+                       "set the sampling settings an adapter chats with by default (kept in its GGUF Modelfile)")
+    chat.add_argument("adapter")
+    for flag, kind in (("--temperature", number), ("--top-p", number), ("--top-k", whole_number),
+                       ("--repetition-penalty", number), ("--max-new-tokens", whole_number)):
+        chat.add_argument(flag, type=kind)
+    chat.add_argument("--seed", type=_seed, help='a whole number, or "random" for a new seed each reply')
+    chat.add_argument("--clear", action="store_true", help="forget them all")
+
+
+def _seed(text: str) -> Any:
+    """argparse type of --seed: "random" or a whole number."""
+    return "random" if text.strip().lower() == "random" else whole_number(text)
 
 
 def _register_outputs(adapters: Any) -> None:
@@ -90,12 +103,13 @@ def cmd_adapters_list(args: argparse.Namespace) -> int:
 
 
 def cmd_adapters_show(args: argparse.Namespace) -> int:
-    from engine.adapters.library import read_adapter_meta, resolve_adapter
+    from engine.adapters.library import chat_settings, read_adapter_meta, resolve_adapter
 
     path = resolve_adapter(args.adapter)
     meta = read_adapter_meta(path)
     peft_config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
-    report = {"name": path.name, "path": str(path), "studio": meta, "peft": peft_config}
+    settings = chat_settings(meta)
+    report = {"name": path.name, "path": str(path), "studio": meta, "peft": peft_config, "chat_settings": settings}
     if args.json:
         print_json(report)
         return 0
@@ -106,6 +120,8 @@ def cmd_adapters_show(args: argparse.Namespace) -> int:
                 "dataset", "steps", "final_loss", "final_eval_loss", "created", "tags", "notes"):
         if meta.get(key) not in (None, "", []):
             print(f"  {key:15} {meta[key]}")
+    if settings:
+        print(f"  {'chat settings':15} {_settings_text(settings)}")
     return 0
 
 
@@ -183,6 +199,35 @@ def cmd_adapters_edit(args: argparse.Namespace) -> int:
     report = {"tags": meta.get("tags", []), "notes": meta.get("notes", "")}
     return print_result(args, report, f"tags: {', '.join(report['tags']) or '-'}; notes: {report['notes'] or '-'}")
 
+
+
+def cmd_adapters_chat_settings(args: argparse.Namespace) -> int:
+    from engine.adapters.library import (
+        chat_settings,
+        clear_chat_settings,
+        read_adapter_meta,
+        resolve_adapter,
+        set_chat_settings,
+    )
+    from engine.core.sampling_checks import SETTINGS
+
+    given = {name: getattr(args, name) for name in SETTINGS if getattr(args, name) is not None}
+    if given.get("seed") == "random":
+        given["seed"] = None  # the chat draws a new seed for each reply
+    if args.clear and given:
+        raise StudioError("--clear forgets every setting: give it alone, or give the settings to keep")
+    if args.clear:
+        clear_chat_settings(args.adapter)
+    elif given:
+        set_chat_settings(args.adapter, given)
+    settings = chat_settings(read_adapter_meta(resolve_adapter(args.adapter)))
+    return print_result(args, {"chat_settings": settings},
+                        f"chat settings: {_settings_text(settings) or 'none (the chat uses its own)'}")
+
+
+def _settings_text(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{name.replace('_', ' ')} {'random' if value is None else value}"
+                     for name, value in settings.items())
 
 
 def cmd_adapters_merge(args: argparse.Namespace) -> int:

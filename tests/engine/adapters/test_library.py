@@ -15,11 +15,15 @@ from lora_adapters import empty_safetensors, library_adapter, write_peft_adapter
 
 from engine.errors import StudioError
 from engine.adapters.library import (
+    CHAT_SETTINGS,
+    chat_settings,
+    clear_chat_settings,
     duplicate_adapter,
     list_adapters,
     read_adapter_meta,
     rename_adapter,
     resolve_adapter,
+    set_chat_settings,
     set_notes,
     set_tags,
 )
@@ -129,6 +133,27 @@ def test_notes_never_overwrite_a_damaged_studio_json():
     with pytest.raises(StudioError, match="damaged"):
         set_notes("odd", "hello")
     assert (folder / "studio.json").read_text(encoding="utf-8") == "[1, 2"
+
+
+def test_chat_settings_are_kept_checked_and_a_hand_edited_one_is_ignored():
+    folder = _fake_adapter("pirate", {"method": "lora"})
+    assert set_chat_settings("pirate", {"top_k": 40, "temperature": 0.3}) == {"temperature": 0.3, "top_k": 40}
+    kept = {"temperature": 0.5, "top_k": 40, "seed": 7}
+    assert set_chat_settings("pirate", {"seed": 7, "temperature": 0.5}) == kept  # over the ones it had
+    for bad, message in (({"temperature": 500.0}, "temperature .* between 0 and 100"), ({"top_k": 2.5}, "whole"),
+                         ({"top_p": 0}, "top-p must be more than 0"), ({"seed": -1}, "seed"),
+                         ({"colour": 1}, "unknown sampling setting 'colour'")):
+        with pytest.raises(StudioError, match=message):
+            set_chat_settings("pirate", {"max_new_tokens": 64, **bad})
+    assert chat_settings(read_adapter_meta(folder)) == kept  # nothing of a refused change was written
+    meta = read_adapter_meta(folder)
+    meta[CHAT_SETTINGS] = {"temperature": "hot", "top_p": 0.8, "top_k": True, "max_new_tokens": 1e9, "seed": None}
+    (folder / "studio.json").write_text(json.dumps(meta), encoding="utf-8")
+    assert chat_settings(read_adapter_meta(folder)) == {"top_p": 0.8, "seed": None}
+    (folder / "studio.json").write_text(json.dumps({**meta, CHAT_SETTINGS: [0.7]}), encoding="utf-8")
+    assert chat_settings(read_adapter_meta(folder)) == {} and _names() == ["pirate"]
+    clear_chat_settings("pirate")
+    assert read_adapter_meta(folder) == {"method": "lora"}
 
 
 def test_duplicate_is_an_independent_copy(tiny_model_dir):
@@ -306,3 +331,18 @@ def test_cli_refuses_a_bad_zip_with_one_line(tmp_path, capsys):
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("error: evil.zip is refused: entry '../../escape.txt'")
     assert _names() == []
+
+
+def test_cli_sets_shows_and_clears_an_adapters_chat_settings(capsys):
+    _fake_adapter("pirate", {"method": "lora"})
+    code, out, _ = _cli(capsys, "adapters", "chat-settings", "pirate", "--temperature", "0.3", "--top-k", "40",
+                        "--seed", "7")
+    assert code == 0 and out == "chat settings: temperature 0.3, top k 40, seed 7\n"
+    code, out, _ = _cli(capsys, "adapters", "chat-settings", "pirate", "--seed", "random", "--json")
+    assert json.loads(out) == {"chat_settings": {"temperature": 0.3, "top_k": 40, "seed": None}}
+    code, out, _ = _cli(capsys, "adapters", "show", "pirate")
+    assert "  chat settings   temperature 0.3, top k 40, seed random\n" in out
+    code, out, err = _cli(capsys, "adapters", "chat-settings", "pirate", "--top-p", "1.5")
+    assert code == 2 and err.count("\n") == 1 and "top-p must be between 0 and 1" in err
+    code, out, _ = _cli(capsys, "adapters", "chat-settings", "pirate", "--clear")
+    assert code == 0 and out == "chat settings: none (the chat uses its own)\n"
