@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QGuiApplication
+from PySide6.QtGui import QFontMetrics, QGuiApplication
 from PySide6.QtWidgets import (
     QApplication,
     QFileDialog,
@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.core.names import is_plain_name
 from engine.errors import StudioError
 from studio.pages.chat_compare import CompareView
 from studio.pages.chat_preferences import Comparison
@@ -124,6 +125,8 @@ class ChatPage(QWidget):
         self.session_label.setWordWrap(True)  # a long model and adapter name takes two lines, not more width
         self.settings = GenerationSettings(self)
         self.settings.setFixedWidth(300)
+        self.keep_settings_button = QPushButton(self)
+        self.keep_settings_button.setFixedWidth(300)
         self.compare_view = CompareView(self)
         self.tabs = QTabWidget(self)
         self.tabs.addTab(self._build_chat_tab(), "Chat")
@@ -138,7 +141,11 @@ class ChatPage(QWidget):
         top.addWidget(self.busy_bar)
         body = QHBoxLayout()
         body.addWidget(self.tabs, 1)
-        body.addWidget(self.settings, 0, Qt.AlignmentFlag.AlignTop)
+        side = QVBoxLayout()
+        side.addWidget(self.settings)
+        side.addWidget(self.keep_settings_button)
+        side.addStretch(1)
+        body.addLayout(side)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addLayout(body, 1)
@@ -146,6 +153,8 @@ class ChatPage(QWidget):
         self.load_button.clicked.connect(self.load)
         self.model_picker.currentIndexChanged.connect(self._model_moved)
         self.adapter_picker.currentIndexChanged.connect(self._pickers_moved)
+        self.adapter_picker.currentIndexChanged.connect(self._adapter_picked)
+        self.keep_settings_button.clicked.connect(self.keep_settings)
         self.compare_view.compareRequested.connect(self.compare)
         self.compare_view.stopRequested.connect(self.stop)
         self.compare_view.preferences.trainRequested.connect(self.trainPreferencesRequested)
@@ -301,6 +310,21 @@ class ChatPage(QWidget):
         self.transcript.clear()
         self.status_label.clear()
         self._update_controls()
+
+    def keep_settings(self) -> None:
+        """Keep the sampling controls as the picked library adapter's chat settings (engine.adapters.library)."""
+        from engine.adapters.library import set_chat_settings
+
+        name = self._library_adapter()
+        if name is None:
+            return
+        try:
+            set_chat_settings(name, self.settings.values())
+        except StudioError as exc:
+            self.status_label.setText(f"Could not keep the settings for {name}: {exc}")
+            return
+        self.status_label.setText(f"Kept these settings for {name}: picking it fills them in, and its GGUF "
+                                  "export's Modelfile carries them.")
 
     def save_transcript_to(self, path: str) -> Optional[Path]:
         """Save the conversation (Markdown for .md, else JSON); None when it failed, as the chat says."""
@@ -650,6 +674,32 @@ class ChatPage(QWidget):
             self._follow_pickers()
             self._update_controls()
 
+    def _library_adapter(self) -> Optional[str]:
+        """The picked adapter when it is a library entry (named, as resolve_adapter reads a name);
+        None for the base model or a run's checkpoint (a folder), which keep no settings."""
+        ref = self.adapter_picker.current_ref()
+        return ref if ref is not None and is_plain_name(ref) else None
+
+    def _adapter_picked(self, _index: int) -> None:
+        """Fill the sampling controls from the picked adapter's chat settings, when it has some."""
+        from engine.adapters.library import chat_settings, read_adapter_meta
+        from engine.paths import adapters_dir
+
+        name = self._library_adapter()
+        settings = chat_settings(read_adapter_meta(adapters_dir() / name)) if name else {}
+        if settings:
+            self.settings.apply(settings)
+            self.status_label.setText(f"Sampling settings from {name}'s chat settings.")
+
+    def _show_keep_button(self, name: Optional[str]) -> None:
+        button = self.keep_settings_button
+        text = f"Keep these settings for {name}" if name else "Keep these settings for the adapter"
+        # A long adapter name is shortened on the button and whole in its tooltip.
+        button.setText(QFontMetrics(button.font()).elidedText(text, Qt.TextElideMode.ElideMiddle, button.width() - 16))
+        button.setToolTip(f"{text}: picking it again fills them in, and its GGUF export's Modelfile carries them"
+                          if name else "Pick an adapter of the library to keep these settings as its own")
+        button.setEnabled(name is not None and not self.generating)
+
     def _follow_pickers(self) -> None:
         """Unload when another model is picked; hot-swap when only the adapter changed."""
         if self._session is None:
@@ -689,6 +739,7 @@ class ChatPage(QWidget):
         self.save_button.setEnabled(bool(self._history) and not generating)
         self.open_button.setEnabled(not generating)
         self.settings.setEnabled(not generating)
+        self._show_keep_button(self._library_adapter())
         self.compare_view.set_state(ready=ready, running=generating and self._task_kind == "compare")
 
 
