@@ -102,8 +102,8 @@ def main() -> int:
     merged = scratch / "merged"
     merge_adapter(args.adapter, merged)
     tokenizer = load_tokenizer(merged)
-    ids = tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True, tokenize=True)
-    ids = list(ids["input_ids"] if isinstance(ids, dict) else ids)
+    text = tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True, tokenize=False)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     hf_speed = transformers_speed(merged, ids, args.tokens)
     lines = [f"# {datetime.date.today()} {best_device().name}; adapter {args.adapter}; "
              f"transformers float32 generate: {hf_speed:.1f} tokens/s",

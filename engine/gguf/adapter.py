@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from engine.adapters.library import CHAT_SETTINGS, read_adapter_meta, resolve_adapter
+from engine.adapters.library import chat_settings, read_adapter_meta, resolve_adapter
 from engine.gguf.ollama import folder_eos_token, write_modelfile
 from engine.core.atomic import read_json_object, staging_path, sweep_staging
 from engine.core.fields import text_field
@@ -97,7 +97,7 @@ def _lora_with_base(adapter_path: Path, path: Path, modelfile: Path, target: Qua
                          chat_template=chat_template, progress=report)
     written.append(path)
     written.append(write_modelfile(modelfile, base_gguf, chat_template, adapter_file=path,
-                                   eos_token=folder_eos_token(base_path), sampling=meta.get(CHAT_SETTINGS)))
+                                   eos_token=folder_eos_token(base_path), sampling=chat_settings(meta)))
     result.base_gguf = str(base_gguf)
     return result, warnings
 
@@ -121,5 +121,5 @@ def _merged_model(adapter_path: Path, path: Path, modelfile: Path, target: Quant
         warnings.append("the merge behind this file is outside float tolerance: see the fidelity numbers")
     result.merge = merged.fidelity.to_dict()
     written.append(write_modelfile(modelfile, path, chat_template, eos_token=eos_token,
-                                   sampling=meta.get(CHAT_SETTINGS)))
+                                   sampling=chat_settings(meta)))
     return result, warnings

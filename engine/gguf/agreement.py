@@ -72,7 +72,7 @@ def _model_greedy(model: Any, ids: list[int], count: int) -> list[int]:
         out = model(input_ids=torch.tensor([ids]), use_cache=True)
         for _ in range(count):
             tokens.append(int(out.logits[0, -1].argmax()))
-            out = model(input_ids=torch.tensor([[tokens[-1]]]), past_key_values=out.past_key_values, use_cache=True)
+            out = model(input_ids=torch.tensor([[tokens[-1]]]), cache=out.cache, use_cache=True)
     return tokens
 
 

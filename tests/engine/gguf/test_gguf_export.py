@@ -24,7 +24,8 @@ def exports(tiny_model_dir, tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("gguf-home")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LORA_STUDIO_HOME", str(folder / "home"))
-        library_adapter(tiny_model_dir, "pirate", targets=("q_proj", "k_proj", "v_proj", "down_proj"))
+        library_adapter(tiny_model_dir, "pirate", targets=("q_proj", "k_proj", "v_proj", "down_proj"),
+                        meta={"chat_settings": {"temperature": 0.3, "top_k": 20, "seed": None}})
         merged = adapter_to_gguf("pirate", folder / "pirate.gguf", quant="q4_k_m")
         lora = adapter_to_gguf("pirate", folder / "pirate-lora.gguf", quant="f16", lora_only=True)
     return {"merged": merged, "lora": lora, "folder": folder}
@@ -46,7 +47,8 @@ def test_a_k_quant_export_is_llama_cpps_own_and_tells_of_its_fallbacks(exports):
     assert any("rows of 64 (not a multiple of 256, which q4_K needs) were stored as q5_0" in line
                for line in merged.fallbacks)
     assert merged.merge["within_tolerance"]
-    assert Path(merged.modelfile).read_text(encoding="utf-8").count("FROM ./pirate.gguf") == 1
+    text = Path(merged.modelfile).read_text(encoding="utf-8")
+    assert text.count("FROM ./pirate.gguf") == 1 and "PARAMETER temperature 0.3\n" in text
 
 
 def test_llama_cpp_answers_as_the_model_does_within_the_bounds_of_each_type(exports):
@@ -66,6 +68,9 @@ def test_a_gguf_lora_applies_over_the_base_gguf_written_beside_it(exports):
     assert fields["general.type"] == "adapter" and fields["adapter.type"] == "lora"
     text = Path(lora.modelfile).read_text(encoding="utf-8")
     assert "FROM ./pirate-lora.base-f16.gguf\nADAPTER ./pirate-lora.gguf\n" in text
+    # The chat template as Ollama's Go template, its stop word, and the adapter's chat settings.
+    assert "<|im_start|>{{ .Role }}" in text and 'PARAMETER stop "<|im_end|>"' in text
+    assert "PARAMETER temperature 0.3\nPARAMETER top_k 20\n" in text and "seed" not in text
 
 
 def test_the_cli_prints_llama_cpps_figures_and_json_carries_them(exports, tiny_model_dir, capsys):
@@ -79,10 +84,9 @@ def test_the_cli_prints_llama_cpps_figures_and_json_carries_them(exports, tiny_m
         result = json.loads(capsys.readouterr().out)
         assert result["label"] == "Q8_0" and result["agreement"]["within"] and not result["flagged"]
         assert result["agreement"]["min_top1"] == 0.95 and result["tensor_types"]["Q8_0"] > 0
-        assert main(["adapters", "gguf", "pirate", "--output", str(folder / "cli.gguf")]) == 1
+        assert main(["adapters", "gguf", "pirate", "--output", str(folder / "cli.gguf")]) == 2
         assert "already exists: choose another file name" in capsys.readouterr().err
-        with pytest.raises(SystemExit):
-            main(["adapters", "gguf", "pirate", "--output", str(folder / "other.gguf"), "--quant", "q3_k"])
+        assert main(["adapters", "gguf", "pirate", "--output", str(folder / "other.gguf"), "--quant", "q3_k"]) == 2
         assert "invalid choice: 'q3_k'" in capsys.readouterr().err
 
 
@@ -129,3 +133,19 @@ def test_without_llama_cpp_export_says_why(tiny_model_dir, tmp_path, monkeypatch
                                           r"cmake not found\): run `make setup` again"):
         export_model(tiny_model_dir, tmp_path / "a.gguf")
     assert not (tmp_path / "a.gguf").exists()
+
+
+def test_a_lora_on_a_model_converted_from_gguf_applies_over_that_very_file(tiny_model_dir, tmp_path):
+    """A store model converted from a GGUF file holds that file's exact weights (the starter is one):
+    the LoRA is checked over the original file, at the LoRA's own bounds, and no base is exported."""
+    from engine.models.store import add_model
+
+    (tmp_path / "downloads").mkdir()
+    original = export_model(tiny_model_dir, tmp_path / "downloads" / "tiny-original.gguf", "f32")
+    record = add_model(original.path, name="tiny-gguf")
+    library_adapter(Path(record.path), "on-gguf", meta={"base_model": "tiny-gguf"})
+    result = adapter_to_gguf("on-gguf", tmp_path / "on-gguf.gguf", quant="q4_k_m", lora_only=True)
+    assert result.base_gguf == original.path and result.label == "F16"  # nothing quantises an adapter
+    assert result.agreement["min_top1"] == 0.98 and result.agreement["within"]
+    assert f"FROM {original.path}\nADAPTER ./on-gguf.gguf" in Path(result.modelfile).read_text(encoding="utf-8")
+    assert sorted(p.name for p in tmp_path.glob("on-gguf*")) == ["on-gguf.Modelfile", "on-gguf.gguf"]
