@@ -179,7 +179,9 @@ def describe(result: GgufResult) -> list[str]:
     verdict = "within the bounds for its type" if not result.flagged else "OUTSIDE the bounds for its type: check it"
     lines = [f"llama.cpp {result.llama_cpp} against the Hugging Face model, {a['probes']} probe prompts "
              f"({a['positions']} positions): {verdict}",
-             f"  same most likely next token: {a['top1']:.1%} of positions (at least {a['min_top1']:.0%})",
+             f"  same most likely next token: {a['top1']:.1%} of positions; " + (
+                 f"where the model is decided: {a['decided_top1']:.1%} of {a['decided']} (at least {a['min_top1']:.0%})"
+                 if a["decided_top1"] is not None else "the model is decided nowhere, so the KL divergence decides"),
              f"  mean KL divergence: {a['mean_kl']:.3g} nats (at most {a['max_mean_kl']:g})",
              f"  greedy answer: the first {a['greedy_same']} of {a['greedy_tokens']} tokens the same",
              "  tokenizer: llama.cpp reads the prompts as the same tokens" if a["tokens_match"]
