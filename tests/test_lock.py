@@ -97,3 +97,33 @@ def test_a_set_up_that_was_cut_off_is_started_again_not_taken_for_finished(tmp_p
         "set-up: checking the lock failed: cpu.txt pins peft==0.0.1, outside pyproject.toml's peft>=0.17: run make "
         f"lock; nothing was kept, details in {tmp_path / 'venv-setup.log'}"]
     assert not venv.exists()
+
+
+def test_a_llama_cpp_build_that_fails_leaves_the_studio_installed_and_export_says_why(tmp_path, monkeypatch, capsys):
+    """The set-up builds llama.cpp last, on its own: when it cannot (here: no registry to fetch it
+    from), it says so in one line, goes on, and leaves the reason where GGUF export reads it."""
+    import setup_venv
+
+    from engine.gguf.runtime import KIT_ENV, availability
+
+    for name in [name for name in os.environ if name.startswith("PIP_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    monkeypatch.setenv("PIP_TIMEOUT", "5")
+    venv = tmp_path / "venv"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-cache-dir"]
+    with (tmp_path / "setup.log").open("w", encoding="utf-8") as log:
+        setup_venv.build_llama(pip, venv, "0.3.36", log)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("Building llama.cpp (llama-cpp-python 0.3.36) from source for GGUF export")
+    # Building it, or (where this venv has it already) fetching its source for the converter.
+    assert out[-1].startswith("set-up: ") and "failed: the package registry could not be reached" in out[-1]
+    assert out[-1].endswith(f"the studio is installed without GGUF export (details in {tmp_path / 'setup.log'})")
+    kit = venv / "share" / "lora-studio" / "llama.cpp"
+    assert not kit.exists() and (kit.parent / "llama.cpp.UNAVAILABLE").is_file()
+    monkeypatch.setenv(KIT_ENV, str(kit))
+    found = availability()
+    assert not found.ok and found.why.startswith("llama.cpp could not be built at set-up (") and "registry" in found.why
+    assert found.why.endswith("run `make setup` again (it needs cmake and a C++ compiler) to build it")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -83,8 +84,6 @@ def convert_folders(jobs: list[ConvertJob], progress: Optional[ProgressFn] = Non
     errors: list[Optional[str]] = [None] * len(jobs)
     done = 0
     # The log goes to stderr; read it in a thread, so that a full pipe never stalls the child.
-    import threading
-
     reader = threading.Thread(target=lambda: log.extend(child.stderr), daemon=True)
     reader.start()
     for line in child.stdout:
