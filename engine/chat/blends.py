@@ -1,4 +1,5 @@
-"""What chat can be asked to answer with: one adapter, a ``Blend`` of several, or the base model.
+"""What chat can be asked to answer with: one adapter, a ``Blend`` of several, the base model,
+or a ``GgufFile`` (an exported model, answered by llama.cpp: ``engine.chat.gguf_session``).
 
 An ``AdapterChoice`` names one of them; ``choice_label`` says it the way people read it.
 """
@@ -38,14 +39,26 @@ class Blend:
                           for ref, weight in self.parts)
 
 
+@dataclass(frozen=True)
+class GgufFile:
+    """A GGUF file (an export, usually), answered by llama.cpp instead of the loaded model."""
+
+    path: str
+
+    @property
+    def label(self) -> str:
+        return f"{Path(self.path).name} (llama.cpp)"
+
+
 AdapterChoice = Union[str, Blend, None]  # a library name or PEFT folder, a combination, or the base
+ColumnChoice = Union[AdapterChoice, GgufFile]  # what a chat or a comparison's column answers with
 
 
-def choice_label(choice: AdapterChoice) -> str:
-    """How an adapter choice is named to people: ``base model``, a name, or ``a + 0.5×b``."""
+def choice_label(choice: ColumnChoice) -> str:
+    """How an adapter choice is named to people: ``base model``, a name, ``a + 0.5×b``, or a file."""
     if choice is None:
         return "base model"
-    return choice.label if isinstance(choice, Blend) else _short_ref(choice)
+    return choice.label if isinstance(choice, (Blend, GgufFile)) else _short_ref(choice)
 
 
 def _short_ref(ref: str) -> str:

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from engine.adapters.base_model import load_peft
 from engine.adapters.library import read_adapter_meta, read_peft_config, resolve_adapter
-from engine.chat.blends import AdapterChoice, Blend
+from engine.chat.blends import AdapterChoice, Blend, ColumnChoice, GgufFile
 from engine.chat.compare import ColumnResult, check_columns, run_column
 from engine.chat.devices import dtype_for, pick_device
 from engine.chat.failures import explain_adapter_failure
@@ -267,7 +267,7 @@ class ChatSession:
 
     def render_prompt(self, messages: list[dict]) -> str:
         """The exact text the model is given for ``messages``, ending with the reply prompt."""
-        _check_messages(messages)
+        check_messages(messages)
         with self._lock:
             template, owner = self.chat_template()
             return render_conversation(messages, self._tokenizer, add_generation_prompt=True, chat_template=template,
@@ -421,7 +421,7 @@ class ChatSession:
     def compare(
         self,
         messages: list[dict],
-        choices: list[AdapterChoice],
+        choices: list[ColumnChoice],
         *,
         max_new_tokens: int = 256,
         temperature: float = 0.0,
@@ -432,6 +432,7 @@ class ChatSession:
         on_token: Optional[Callable[[int, str], None]] = None,
         on_column: Optional[Callable[[int, ColumnResult], None]] = None,
         stop_event: Optional[threading.Event] = None,
+        open_file: Optional[Callable[[GgufFile], Any]] = None,
     ) -> list[ColumnResult]:
         """Answer ``messages`` once per adapter choice, with the same settings and seed.
 
@@ -439,10 +440,11 @@ class ChatSession:
         so each column's reply is the one a chat with that adapter would give.
         ``on_token(column, piece)`` streams them. A column whose adapter cannot be used
         gets its error and the others go on; stopping ends the running column and skips
-        the rest. The adapter active before is active again afterwards.
+        the rest. The adapter active before is active again afterwards. A ``GgufFile`` column is
+        answered by the session ``open_file`` gives for it (``engine.chat.gguf_session.GgufFiles``).
         """
         check_columns(choices)
-        _check_messages(messages)
+        check_messages(messages)
         check_sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
         if temperature > 0 and seed is None:
             seed = secrets.randbelow(2**31)  # one seed for every column: a fair comparison
@@ -454,7 +456,7 @@ class ChatSession:
             results: list[ColumnResult] = []
             try:
                 for index, choice in enumerate(choices):
-                    result = run_column(self, index, choice, messages, settings, on_token, stop_event)
+                    result = run_column(self, index, choice, messages, settings, on_token, stop_event, open_file)
                     results.append(result)
                     if on_column is not None:
                         on_column(index, result)
@@ -538,16 +540,7 @@ class ChatSession:
         return self._mix
 
     def _room_for_reply(self, prompt_tokens: int, wanted: int) -> int:
-        """``wanted``, cut to what fits in the model's context after the prompt."""
-        context = self.context_tokens
-        if not context:
-            return wanted
-        if prompt_tokens >= context:
-            raise StudioError(
-                f"the conversation is {prompt_tokens} tokens; this model's context is {context} tokens: "
-                "remove earlier turns or start a new chat"
-            )
-        return min(wanted, context - prompt_tokens)
+        return room_for_reply(prompt_tokens, wanted, self.context_tokens)
 
     def _model_to_run(self) -> Any:
         """The PeftModel once an adapter was loaded (the base answers through it), else the base."""
@@ -575,7 +568,7 @@ class ChatSession:
                 torch.cuda.empty_cache()
 
 
-def _check_messages(messages: list[dict]) -> None:
+def check_messages(messages: list[dict]) -> None:
     if not messages:
         raise StudioError("nothing to answer: the conversation is empty")
     for message in messages:
@@ -587,3 +580,16 @@ def _check_messages(messages: list[dict]) -> None:
             raise StudioError("every message needs a text 'role' and 'content'")
     if not any(message["content"].strip() for message in messages if message["role"] != "system"):
         raise StudioError("nothing to answer: every message in the conversation is empty")
+
+
+def room_for_reply(prompt_tokens: int, wanted: int, context: Optional[int]) -> int:
+    """``wanted`` reply tokens, cut to what fits in a ``context`` of that many tokens (None: no
+    limit known) after the prompt."""
+    if not context:
+        return wanted
+    if prompt_tokens >= context:
+        raise StudioError(
+            f"the conversation is {prompt_tokens} tokens; this model's context is {context} tokens: "
+            "remove earlier turns or start a new chat"
+        )
+    return min(wanted, context - prompt_tokens)

@@ -6,6 +6,11 @@ generating a reply, running a comparison and unloading it each run in a
 model is loaded once per model: picking another adapter only hot-swaps the adapter on
 the loaded base, and a comparison switches adapters between its columns on the same
 session.
+
+Beside the adapters, chat and each comparison column can answer from a GGUF file (an
+export) through llama.cpp, as the file's users will run it: the page's
+``engine.chat.gguf_session.GgufFiles`` holds the files it opened, loaded with the model and
+closed with it, so an export is judged side by side with the adapter it came from.
 """
 
 from __future__ import annotations
@@ -33,10 +38,11 @@ from PySide6.QtWidgets import (
 
 from engine.core.names import is_plain_name
 from engine.errors import StudioError
-from studio.pages.chat_compare import CompareView
+from studio.pages.chat_compare import ColumnChooser, CompareView
 from studio.pages.chat_preferences import Comparison
 from studio.widgets.chat_widgets import (
     ASSISTANT_COLOUR,
+    BROWSE_GGUF,
     ERROR_COLOUR,
     NOTE_COLOUR,
     REPLY_FIGURES_HELP,
@@ -47,7 +53,11 @@ from studio.widgets.chat_widgets import (
     MessageBox,
     Transcript,
     adapter_entries,
+    column_choice,
     describe_reply,
+    gguf_entries,
+    gguf_ref,
+    is_gguf,
 )
 from studio.widgets.pickers import ModelPicker
 from studio.widgets.trust_dialog import confirm_model_code
@@ -55,6 +65,7 @@ from studio.workers import TaskReporter, TaskSlot
 
 if TYPE_CHECKING:
     from engine.chat.compare import ColumnResult
+    from engine.chat.gguf_session import GgufFiles
     from engine.chat.session import ChatSession
     from engine.chat.streaming import ChatReply
 
@@ -63,9 +74,11 @@ _TRANSCRIPT_FILTERS = "Markdown (*.md);;JSON (*.json)"
 
 @dataclass
 class _Loaded:
-    """What a load task hands back: the session, and why the adapter failed if it did."""
+    """What a load task hands back: the session, the GGUF files it can open, and why the
+    adapter (or file) failed if it did."""
 
     session: "ChatSession"
+    files: "GgufFiles"
     model_ref: str
     adapter_ref: Optional[str]
     adapter_error: Optional[str]
@@ -83,6 +96,9 @@ class ChatPage(QWidget):
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
         self._session: Optional[ChatSession] = None
+        self._files: Optional[GgufFiles] = None  # the GGUF files open beside the session
+        self._gguf_paths: list[str] = []  # GGUF files picked on this page, listed beside the exports
+        self._picked_adapter: Optional[str] = None  # the adapter picker's choice before "GGUF file…"
         self._session_model: Optional[str] = None
         self._session_model_label = ""
         self._session_adapter: Optional[str] = None
@@ -152,8 +168,8 @@ class ChatPage(QWidget):
 
         self.load_button.clicked.connect(self.load)
         self.model_picker.currentIndexChanged.connect(self._model_moved)
-        self.adapter_picker.currentIndexChanged.connect(self._pickers_moved)
-        self.adapter_picker.currentIndexChanged.connect(self._adapter_picked)
+        self.adapter_picker.currentIndexChanged.connect(self._adapter_moved)
+        self.compare_view.fileRequested.connect(self._column_wants_file)
         self.keep_settings_button.clicked.connect(self.keep_settings)
         self.compare_view.compareRequested.connect(self.compare)
         self.compare_view.stopRequested.connect(self.stop)
@@ -247,17 +263,18 @@ class ChatPage(QWidget):
 
         def load_session(_reporter: TaskReporter) -> _Loaded:
             from engine.chat.devices import chat_threads
+            from engine.chat.gguf_session import GgufFiles
             from engine.chat.session import ChatSession
 
             session = ChatSession(model_ref, threads=chat_threads())
             session.load()
+            files = GgufFiles(threads=chat_threads())
             try:
-                if adapter_ref is not None:
-                    session.set_adapter(adapter_ref)
+                _answering(session, files, adapter_ref)
             except StudioError as exc:
                 # The base is loaded and stays useful: report the adapter, keep the session.
-                return _Loaded(session, model_ref, None, str(exc))
-            return _Loaded(session, model_ref, adapter_ref, None)
+                return _Loaded(session, files, model_ref, None, str(exc))
+            return _Loaded(session, files, model_ref, adapter_ref, None)
 
         self._session_model_label = self.model_picker.currentText()
         adapter_label = self.adapter_picker.current_label()
@@ -394,7 +411,7 @@ class ChatPage(QWidget):
         except StudioError as exc:
             view.show_status(str(exc), ERROR_COLOUR)
             return
-        session = self._session
+        session, files = self._session, self._files
         messages = self.settings.system_messages() + [{"role": "user", "content": prompt}]
         settings = self.settings.values()
 
@@ -403,6 +420,7 @@ class ChatPage(QWidget):
                 messages, choices, **settings, stop_event=reporter.cancel_event,
                 on_token=lambda index, piece: reporter.emit((index, piece)),
                 on_column=lambda index, result: reporter.emit((index, result)),
+                open_file=files.open,
             )
 
         view.begin(Comparison(messages, settings, self._session_model))
@@ -442,11 +460,12 @@ class ChatPage(QWidget):
         # A load cannot be interrupted; if it outlasts the wait, its session is
         # closed when it arrives (see _close_abandoned).
         ended = self._task.let_go(10.0)
-        session = self._session
+        session, files = self._session, self._files
         self._forget_session()
         if session is not None and ended:
             gc.unfreeze()
             session.close()
+            files.close()
         self.busy_bar.hide()
         self._update_controls()
 
@@ -474,6 +493,7 @@ class ChatPage(QWidget):
         if isinstance(result, _Loaded):
             # close_session() gave up waiting for this load; the page no longer wants it.
             result.session.close()
+            result.files.close()
 
     def _task_finished(self) -> None:
         self.busy_bar.hide()
@@ -496,7 +516,7 @@ class ChatPage(QWidget):
         # 300 ms, a stall of the window whenever one fell while a reply streamed. Frozen,
         # collections skip them; they are thawed when the model is unloaded (_unload, close_session).
         gc.freeze()
-        self._session = loaded.session
+        self._session, self._files = loaded.session, loaded.files
         self._session_model = loaded.model_ref
         self._session_adapter = loaded.adapter_ref
         self._session_adapter_label = adapter_label if loaded.adapter_ref else "base model"
@@ -521,12 +541,12 @@ class ChatPage(QWidget):
         self.transcript.add_error(f"Could not load {self._session_model_label}: {message}")
 
     def _swap_adapter(self) -> None:
-        session = self._session
+        session, files = self._session, self._files
         adapter_ref = self.adapter_picker.current_ref()
         label = self.adapter_picker.current_label()
 
         def swap(_reporter: TaskReporter) -> Optional[str]:
-            session.set_adapter(adapter_ref)
+            _answering(session, files, adapter_ref)
             return adapter_ref
 
         def swapped(ref: Optional[str]) -> None:
@@ -535,10 +555,11 @@ class ChatPage(QWidget):
         def swap_failed(message: str) -> None:
             self.transcript.add_error(f"Could not switch to {label}: {message}")
 
-        self._start("swap", f"Switching to {label}…", swap, swapped, swap_failed)
+        verb = "Opening" if is_gguf(adapter_ref) else "Switching to"
+        self._start("swap", f"{verb} {label}…", swap, swapped, swap_failed)
 
     def _unload(self, notice: Optional[str] = None) -> None:
-        session = self._session
+        session, files = self._session, self._files
         self._forget_session()
         gc.unfreeze()  # so that closing the session can collect the model's reference cycles
 
@@ -550,7 +571,7 @@ class ChatPage(QWidget):
         self._start(
             "unload",
             "Unloading the model…",
-            lambda _reporter: session.close(),
+            lambda _reporter: (session.close(), files.close()),
             unloaded,
             lambda message: self.transcript.add_error(f"Unloading the model failed: {message}"),
         )
@@ -561,7 +582,7 @@ class ChatPage(QWidget):
             self._unload(notice)
 
     def _forget_session(self) -> None:
-        self._session = None
+        self._session = self._files = None
         self._session_model = None
         self._session_adapter = None
         self._session_adapter_label = "base model"
@@ -569,13 +590,15 @@ class ChatPage(QWidget):
     # --- replies ------------------------------------------------------------------------
 
     def _generate_reply(self, on_failure: Callable[[str], None]) -> None:
-        session = self._session
+        session, files, adapter_ref = self._session, self._files, self._session_adapter
         conversation = self.settings.system_messages() + list(self._history)  # the worker gets its own list
         settings = self.settings.values()
 
         def generate(reporter: TaskReporter) -> "ChatReply":
-            return session.generate(conversation, **settings, on_token=reporter.emit,
-                                    stop_event=reporter.cancel_event)
+            # The session's adapter is already active (load and swap made it so); a file is open.
+            answering = files.open(column_choice(adapter_ref)) if is_gguf(adapter_ref) else session
+            return answering.generate(conversation, **settings, on_token=reporter.emit,
+                                      stop_event=reporter.cancel_event)
 
         self._reply_start = self.transcript.begin_turn(f"Assistant · {self._session_adapter_label}",
                                                        ASSISTANT_COLOUR)
@@ -659,9 +682,78 @@ class ChatPage(QWidget):
     # --- following the pickers ----------------------------------------------------------
 
     def _refresh_adapters(self) -> None:
-        entries = adapter_entries(self.model_picker.current_ref())
+        entries = adapter_entries(self.model_picker.current_ref()) + gguf_entries(self._gguf_paths)
         self.adapter_picker.refresh(entries)
         self.compare_view.set_entries(entries)
+
+    # --- GGUF files -----------------------------------------------------------------------
+
+    def add_gguf_file(self, path: str) -> Optional[str]:
+        """List the GGUF file at ``path`` in the adapter pickers; its chooser data, or None (with
+        the reason in the chat) when llama.cpp is unavailable or there is no such file."""
+        from engine.chat.gguf_session import llama_cpp_missing
+
+        why = llama_cpp_missing() or (None if Path(path).is_file() else f"there is no GGUF file at {path}")
+        if why is not None:
+            self._cannot_open_files(why)
+            return None
+        path = str(Path(path).expanduser().resolve())
+        if path not in self._gguf_paths:
+            self._gguf_paths.append(path)
+        self._refresh_adapters()
+        return gguf_ref(path)
+
+    def chat_with_file(self, path: str, adapter: Optional[str] = None) -> None:
+        """Set the page up to try the GGUF file at ``path``: chat answers from it, and Compare
+        puts it beside ``adapter`` (the adapter it was exported from) on that adapter's base
+        model, which is loaded when it is not yet."""
+        ref = self.add_gguf_file(path)
+        if ref is None:
+            return
+        if adapter is not None:
+            from engine.adapters.library import read_adapter_meta, resolve_adapter
+
+            try:
+                base = read_adapter_meta(resolve_adapter(adapter)).get("base_model")
+            except StudioError:
+                base = None
+            if base and not self.busy:
+                self.model_picker.set_ref(str(base))
+            self.compare_view.set_columns([adapter, ref])
+            self.tabs.setCurrentWidget(self.compare_view)
+        if not self.busy:
+            self.adapter_picker.set_ref(ref)
+            if self._session is None:
+                self.load()
+
+    def _cannot_open_files(self, why: str) -> None:
+        self.transcript.add_error(f"Cannot chat with a GGUF file: {why}")
+        self.compare_view.show_status(f"Cannot compare a GGUF file: {why}", ERROR_COLOUR)
+
+    def _adapter_moved(self, index: int) -> None:
+        if self.adapter_picker.currentData() == BROWSE_GGUF:
+            self._ask_for_file(self.adapter_picker.set_ref, self._picked_adapter)
+            return
+        self._picked_adapter = self.adapter_picker.current_ref()
+        self._pickers_moved(index)
+        self._adapter_picked(index)
+
+    def _column_wants_file(self, column: int) -> None:
+        chooser: ColumnChooser = self.compare_view.columns[column].chooser
+        self._ask_for_file(chooser.pick_file, None)
+
+    def _ask_for_file(self, pick: Callable[[Optional[str]], None], otherwise: Optional[str]) -> None:
+        """Ask for a GGUF file and ``pick`` it; ``pick(otherwise)`` when none was chosen."""
+        from engine.chat.gguf_session import llama_cpp_missing
+
+        why = llama_cpp_missing()
+        path = ""
+        if why is None:
+            path, _chosen = QFileDialog.getOpenFileName(self, "Chat with a GGUF file", str(Path.home()),
+                                                        "GGUF (*.gguf);;All files (*)")
+        else:
+            self._cannot_open_files(why)
+        pick((self.add_gguf_file(path) if path else None) or otherwise)
 
     def _model_moved(self, index: int) -> None:
         self._refresh_adapters()  # checkpoints are listed for the picked model
@@ -741,6 +833,15 @@ class ChatPage(QWidget):
         self.settings.setEnabled(not generating)
         self._show_keep_button(self._library_adapter())
         self.compare_view.set_state(ready=ready, running=generating and self._task_kind == "compare")
+
+
+def _answering(session: "ChatSession", files: "GgufFiles", ref: Optional[str]) -> Any:
+    """What answers as the chooser data ``ref`` says: the GGUF file it names (opened now when it
+    is not yet), else ``session`` with that adapter (None: the base) made active."""
+    if is_gguf(ref):
+        return files.open(column_choice(ref))
+    session.set_adapter(ref)
+    return session
 
 
 def _button(text: str, tip: str, parent: QWidget) -> QPushButton:

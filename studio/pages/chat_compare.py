@@ -9,6 +9,7 @@ page runs the comparison on its session and feeds the replies in as they stream.
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Optional
 
 from PySide6.QtCore import Qt, Signal
@@ -30,17 +31,21 @@ from studio.widgets.chat_widgets import (
     ASSISTANT_COLOUR,
     NOTE_COLOUR,
     REPLY_FIGURES_HELP,
+    BROWSE_GGUF,
+    BROWSE_GGUF_ITEM,
     AdapterEntry,
     LiveRate,
     MessageBox,
     Transcript,
+    column_choice,
     describe_reply,
     fill_combo,
+    is_gguf,
 )
 from studio.widgets.pickers import ElidingComboBox
 
 if TYPE_CHECKING:
-    from engine.chat.blends import AdapterChoice
+    from engine.chat.blends import ColumnChoice
     from engine.chat.compare import ColumnResult
 
 MAX_COLUMNS = 4
@@ -48,10 +53,14 @@ _BLEND = "__combination__"  # the chooser item that opens the combination row
 
 
 class ColumnChooser(QWidget):
-    """What one column answers with: the base model, one adapter, or two adapters combined."""
+    """What one column answers with: the base model, one adapter, two adapters combined, or a
+    GGUF file (answered by llama.cpp)."""
+
+    browseRequested = Signal()  # "GGUF file…" was picked: the page asks for a file (pick_file)
 
     def __init__(self, number: int, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
+        self._kept_index = 0  # what to go back to when no file is picked after "GGUF file…"
         self.combo = ElidingComboBox(self)
         self.combo.setAccessibleName(f"Column {number}")
         self.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
@@ -80,24 +89,37 @@ class ColumnChooser(QWidget):
         layout.addWidget(self.combo)
         layout.addWidget(self.blend_row)
         self.combo.currentIndexChanged.connect(self._show_blend_row)
+        self.combo.currentIndexChanged.connect(self._picked)
         self.set_entries([])
 
     def set_entries(self, entries: list[AdapterEntry]) -> None:
-        fill_combo(self.combo, entries, base_item="Base model",
-                   extra=("Combination of two adapters…", _BLEND) if entries else None)
+        adapters = [entry for entry in entries if not is_gguf(entry.ref)]
+        blend = (("Combination of two adapters…", _BLEND),) if adapters else ()
+        fill_combo(self.combo, entries, base_item="Base model", extras=(*blend, BROWSE_GGUF_ITEM))
         for part in self.parts:
-            fill_combo(part, entries, base_item=None)
+            fill_combo(part, adapters, base_item=None)
         self._show_blend_row()
+
+    def pick_file(self, ref: Optional[str]) -> None:
+        """The file asked for after "GGUF file…" (its chooser data), or None: none was picked."""
+        index = self.combo.findData(ref) if ref else -1
+        self.combo.setCurrentIndex(index if index >= 0 else self._kept_index)
+
+    def _picked(self, index: int) -> None:
+        if self.combo.currentData() == BROWSE_GGUF:
+            self.browseRequested.emit()
+        else:
+            self._kept_index = index
 
     def select(self, index: int) -> None:
         self.combo.setCurrentIndex(index)
 
-    def choice(self) -> "AdapterChoice":
+    def choice(self) -> "ColumnChoice":
         from engine.chat.blends import Blend
 
         data = self.combo.currentData()
         if data != _BLEND:
-            return data
+            return column_choice(data)
         return Blend(tuple((part.currentData(), weight.value()) for part, weight in zip(self.parts, self.weights)))
 
     def label(self) -> str:
@@ -178,6 +200,7 @@ class CompareView(QWidget):
 
     compareRequested = Signal()
     stopRequested = Signal()
+    fileRequested = Signal(int)  # column (from 0) whose "GGUF file…" was picked: answered by pick_file
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
@@ -226,6 +249,8 @@ class CompareView(QWidget):
         layout.addLayout(compose)
         layout.addWidget(self.status_label)
 
+        for index, column in enumerate(self.columns):
+            column.chooser.browseRequested.connect(partial(self.fileRequested.emit, index))
         self.count_box.valueChanged.connect(self._show_columns)
         self.compare_button.clicked.connect(self.compareRequested)
         self.prompt_box.submitted.connect(self.compareRequested)
@@ -236,26 +261,34 @@ class CompareView(QWidget):
     def set_entries(self, entries: list[AdapterEntry]) -> None:
         """New adapter lists for every chooser. The first time adapters exist, the columns
         are set up as the usual comparison: base, adapter, adapter (and the two combined)."""
-        had_adapters = self.columns[0].chooser.combo.count() > 1
+        had_adapters = self.columns[0].chooser.parts[0].count() > 0
         for column in self.columns:
             column.chooser.set_entries(entries)
-        if entries and not had_adapters:
-            self._default_columns(len(entries))
+        adapters = sum(not is_gguf(entry.ref) for entry in entries)
+        if adapters and not had_adapters:
+            self._default_columns(adapters)
 
     def _default_columns(self, adapters: int) -> None:
+        # Adapters are listed first, after the base model, so items 1 and 2 are adapters.
         self.columns[0].chooser.select(0)
         self.columns[1].chooser.select(1)
         self.columns[2].chooser.select(min(2, adapters))
         combination = self.columns[3].chooser
-        combination.select(combination.combo.count() - 1)
+        combination.select(combination.combo.findData(_BLEND))
         combination.parts[1].setCurrentIndex(min(1, adapters - 1))
         # Three columns to start: a fourth reply is one click away, and each costs a reply's time.
         self.count_box.setValue(2 if adapters == 1 else 3)
 
+    def set_columns(self, refs: list[Optional[str]]) -> None:
+        """Show one column per chooser data in ``refs`` (None: the base model), in that order."""
+        self.count_box.setValue(len(refs))
+        for column, ref in zip(self.columns, refs):
+            column.chooser.select(0 if ref is None else max(column.chooser.combo.findData(ref), 0))
+
     def visible_columns(self) -> list[CompareColumn]:
         return self.columns[:self.count_box.value()]
 
-    def choices(self) -> list["AdapterChoice"]:
+    def choices(self) -> list["ColumnChoice"]:
         """What each visible column answers with; StudioError for an impossible combination."""
         return [column.chooser.choice() for column in self.visible_columns()]
 

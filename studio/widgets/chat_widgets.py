@@ -8,6 +8,7 @@ refreshing them on the UI thread stays within a few milliseconds.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from PySide6.QtCore import Qt, Signal
@@ -28,6 +29,7 @@ from PySide6.QtWidgets import (
 from studio.widgets.pickers import KEPT_END_ROLE, ElidingComboBox
 
 if TYPE_CHECKING:
+    from engine.chat.blends import ColumnChoice
     from engine.chat.streaming import ChatReply
 
 USER_COLOUR = "#1f5fbf"
@@ -292,10 +294,49 @@ def adapter_entries(model_ref: str) -> list[AdapterEntry]:
     return entries
 
 
+# A GGUF file in an adapter chooser: its data is this prefix and the file's path, so the choosers
+# hold plain strings, and ``column_choice`` tells the file from an adapter.
+_GGUF_REF = "gguf:"
+# The chooser item that asks for a GGUF file to chat with (studio.pages.chat opens the dialog).
+BROWSE_GGUF = "__browse_gguf__"
+BROWSE_GGUF_ITEM = ("GGUF file (llama.cpp)…", BROWSE_GGUF)
+
+
+def gguf_entries(paths: list[str]) -> list[AdapterEntry]:
+    """The GGUF files chat can answer with through llama.cpp: those in the studio's GGUF export
+    folder, newest first, then ``paths`` (files the user picked), each once."""
+    from engine.paths import export_path
+
+    folder = export_path("_", "gguf").parent
+    exported = sorted(folder.glob("*.gguf"), key=lambda file: file.stat().st_mtime, reverse=True)
+    files = list(dict.fromkeys([str(file) for file in exported] + paths))
+    return [AdapterEntry(f"{Path(file).name} (llama.cpp)", _GGUF_REF + file,
+                         f"{file}\nAnswered by llama.cpp from the file, as its users will run it") for file in files]
+
+
+def gguf_ref(path: str) -> str:
+    """The chooser data of the GGUF file at ``path``."""
+    return _GGUF_REF + path
+
+
+def is_gguf(ref: Optional[str]) -> bool:
+    """Whether a chooser's data names a GGUF file (else the base model or an adapter)."""
+    return bool(ref) and ref.startswith(_GGUF_REF)
+
+
+def column_choice(ref: Optional[str]) -> "ColumnChoice":
+    """What a chooser's data answers with: None (the base), an adapter's ref, or a ``GgufFile``."""
+    from engine.chat.blends import GgufFile
+
+    if is_gguf(ref):
+        return GgufFile(ref[len(_GGUF_REF):])
+    return ref
+
+
 def fill_combo(combo: QComboBox, entries: list[AdapterEntry], *, base_item: Optional[str],
-               extra: Optional[tuple[str, str]] = None) -> None:
+               extras: tuple[tuple[str, str], ...] = ()) -> None:
     """Refill ``combo`` with ``entries`` (after a base-model item when ``base_item`` names one,
-    and before an ``extra`` (label, data) item), keeping the selection where it still exists.
+    and before ``extras``, (label, data) items), keeping the selection where it still exists.
     Emits ``currentIndexChanged`` only when the selection had to change."""
     keep = combo.currentData(_REF_ROLE)
     had_items = combo.count() > 0
@@ -307,7 +348,7 @@ def fill_combo(combo: QComboBox, entries: list[AdapterEntry], *, base_item: Opti
         combo.addItem(entry.label, entry.ref)
         combo.setItemData(combo.count() - 1, entry.tooltip, Qt.ItemDataRole.ToolTipRole)
         combo.setItemData(combo.count() - 1, entry.kept_end, KEPT_END_ROLE)
-    if extra is not None:
+    for extra in extras:
         combo.addItem(*extra)
     index = combo.findData(keep, _REF_ROLE) if keep is not None else (0 if base_item is not None else -1)
     combo.setCurrentIndex(max(index, 0))
@@ -332,7 +373,7 @@ class ChatAdapterPicker(ElidingComboBox):
 
     def refresh(self, entries: list[AdapterEntry]) -> None:
         self.entries = entries
-        fill_combo(self, entries, base_item="No adapter (base model)")
+        fill_combo(self, entries, base_item="No adapter (base model)", extras=(BROWSE_GGUF_ITEM,))
 
     def current_ref(self) -> Optional[str]:
         ref = self.currentData(_REF_ROLE)

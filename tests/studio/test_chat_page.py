@@ -288,7 +288,7 @@ def test_a_runs_saved_adapter_is_offered_once_and_compare_tells_long_names_apart
     page.refresh()
     checkpoint_label = f"{name} · step 24 (checkpoint)"
     assert [page.adapter_picker.itemText(i) for i in range(page.adapter_picker.count())] == \
-        ["No adapter (base model)", name, checkpoint_label]  # no "step 48 (checkpoint)" beside the adapter
+        ["No adapter (base model)", name, checkpoint_label, "GGUF file (llama.cpp)…"]  # no "step 48 (checkpoint)"
 
     view = page.compare_view
     page.tabs.setCurrentWidget(view)
