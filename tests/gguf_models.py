@@ -70,3 +70,19 @@ def write_gguf(folder: Path, out: Path, *, blocks: Optional[int] = None,
     writer.write_tensors_to_file()
     writer.close()
     return out
+
+
+def merged_gguf(model: Path, adapter: Path, out: Path, chat_template: Optional[str] = None) -> Path:
+    """``adapter`` merged into ``model`` (PEFT's merge, in float32) as an F32 GGUF file: what an
+    export of the adapter holds, for a test to chat with in llama.cpp. ``chat_template``: the
+    adapter's own, written in place of the model's, as an export carries it."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = out.with_suffix(".merged")
+    merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model), adapter).merge_and_unload()
+    merged.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(model).save_pretrained(folder)
+    if chat_template is not None:
+        (folder / "chat_template.jinja").write_text(chat_template, encoding="utf-8")
+    return write_gguf(folder, out)

@@ -32,7 +32,7 @@ from engine.data.templates import render_template
 from engine.errors import StudioError, first_line
 
 # llama.cpp allocates the key/value cache for the whole context when the file is loaded: 4096
-# tokens is a long chat, and costs an 8B model about 0.5 GB (a model trained on less gets less).
+# tokens is a long chat, and costs an 8B model about 1 GB in f32 (a model trained on less gets less).
 CONTEXT_TOKENS = 4096
 
 
@@ -107,9 +107,14 @@ class GgufSession:
             if not self.path.is_file():
                 raise StudioError(f"no GGUF file at {self.path}")
             try:
-                # n_gpu_layers -1: every layer on the GPU when llama.cpp was built with one.
+                # n_gpu_layers -1: every layer on the GPU when llama.cpp was built with one. The
+                # key/value cache in f32, not llama.cpp's default f16: the reply is then the file's
+                # own, which is what a comparison with the adapter asks. An f16 cache rounds keys and
+                # values by about 2e-3, enough to flip tokens whose scores are closer (the tiny test
+                # model's are 1e-3 apart); it costs twice the cache's memory (1 GB for an 8B model).
                 llama = llama_cpp.Llama(model_path=str(self.path), n_ctx=CONTEXT_TOKENS, n_threads=self.threads,
-                                        n_gpu_layers=-1, verbose=False)
+                                        n_gpu_layers=-1, type_k=llama_cpp.GGML_TYPE_F32,
+                                        type_v=llama_cpp.GGML_TYPE_F32, verbose=False)
             except (ValueError, RuntimeError) as exc:
                 raise StudioError(f"llama.cpp cannot load {self.path.name}: {first_line(exc)}") from None
             self._llama = llama
