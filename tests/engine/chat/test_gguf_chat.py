@@ -5,7 +5,6 @@ streams, stops and reseeds."""
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 from gguf_models import merged_gguf
