@@ -36,22 +36,14 @@ from engine.errors import StudioError, first_line
 CONTEXT_TOKENS = 4096
 
 
-def llama_cpp_missing() -> Optional[str]:
-    """Why llama.cpp cannot be used here, as one line; None when it can. Cheap: nothing is loaded."""
-    from importlib.util import find_spec
-
-    if find_spec("llama_cpp") is None:
-        return "llama.cpp is not available: install llama-cpp-python to chat with a GGUF file"
-    return None
-
-
 def _llama_cpp() -> Any:
-    """The llama_cpp module, or why there is none as one line."""
-    try:
-        import llama_cpp
-    except ImportError as exc:
-        raise StudioError(f"llama.cpp is not available ({first_line(exc)}): install llama-cpp-python "
-                          "to chat with a GGUF file") from None
+    """The llama_cpp module, once ``engine.gguf.runtime`` says the pinned llama.cpp is here (else
+    its one line why not)."""
+    from engine.gguf.runtime import require
+
+    require()
+    import llama_cpp
+
     return llama_cpp
 
 

@@ -690,12 +690,10 @@ class ChatPage(QWidget):
 
     def add_gguf_file(self, path: str) -> Optional[str]:
         """List the GGUF file at ``path`` in the adapter pickers; its chooser data, or None (with
-        the reason in the chat) when llama.cpp is unavailable or there is no such file."""
-        from engine.chat.gguf_session import llama_cpp_missing
-
-        why = llama_cpp_missing() or (None if Path(path).is_file() else f"there is no GGUF file at {path}")
-        if why is not None:
-            self._cannot_open_files(why)
+        the reason in the chat) when there is no such file. Whether llama.cpp can open it is said
+        when it is opened (``engine.gguf.runtime``; importing llama.cpp takes too long to ask here)."""
+        if not Path(path).is_file():
+            self.transcript.add_error(f"Cannot chat with a GGUF file: there is no GGUF file at {path}")
             return None
         path = str(Path(path).expanduser().resolve())
         if path not in self._gguf_paths:
@@ -726,10 +724,6 @@ class ChatPage(QWidget):
             if self._session is None:
                 self.load()
 
-    def _cannot_open_files(self, why: str) -> None:
-        self.transcript.add_error(f"Cannot chat with a GGUF file: {why}")
-        self.compare_view.show_status(f"Cannot compare a GGUF file: {why}", ERROR_COLOUR)
-
     def _adapter_moved(self, index: int) -> None:
         if self.adapter_picker.currentData() == BROWSE_GGUF:
             self._ask_for_file(self.adapter_picker.set_ref, self._picked_adapter)
@@ -744,15 +738,8 @@ class ChatPage(QWidget):
 
     def _ask_for_file(self, pick: Callable[[Optional[str]], None], otherwise: Optional[str]) -> None:
         """Ask for a GGUF file and ``pick`` it; ``pick(otherwise)`` when none was chosen."""
-        from engine.chat.gguf_session import llama_cpp_missing
-
-        why = llama_cpp_missing()
-        path = ""
-        if why is None:
-            path, _chosen = QFileDialog.getOpenFileName(self, "Chat with a GGUF file", str(Path.home()),
-                                                        "GGUF (*.gguf);;All files (*)")
-        else:
-            self._cannot_open_files(why)
+        path, _chosen = QFileDialog.getOpenFileName(self, "Chat with a GGUF file", str(Path.home()),
+                                                    "GGUF (*.gguf);;All files (*)")
         pick((self.add_gguf_file(path) if path else None) or otherwise)
 
     def _model_moved(self, index: int) -> None:

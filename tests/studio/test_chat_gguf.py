@@ -3,10 +3,13 @@ the adapter it came from, then in the chat, with the adapter's answers."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from gguf_models import merged_gguf
 from lora_adapters import PIRATE_TEMPLATE, library_adapter, write_peft_adapter
 
+from engine.gguf.runtime import KIT_ENV, UNAVAILABLE_FILE
 from studio.pages.chat import ChatPage
 
 pytest.importorskip("llama_cpp", reason="llama.cpp (llama-cpp-python) is not installed here")
@@ -15,7 +18,8 @@ ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "d
 PROMPT = "What is the capital of France?"
 
 
-def test_the_exported_file_answers_beside_its_adapter_and_in_the_chat(qtbot, shown, tiny_model_dir, tmp_path):
+def test_the_exported_file_answers_beside_its_adapter_and_in_the_chat(qtbot, shown, tiny_model_dir, tmp_path,
+                                                                       monkeypatch):
     # The pirate adapter in the library, with its own chat template, and its export: merged into the
     # base, with that template, as an F32 GGUF file.
     options = dict(scale=1.0, targets=ALL_LINEAR)
@@ -51,8 +55,15 @@ def test_the_exported_file_answers_beside_its_adapter_and_in_the_chat(qtbot, sho
     assert replied.args[0].reply == adapter_reply.reply
     assert "Assistant · pirate.gguf (llama.cpp)" in page.transcript.toPlainText()
 
-    # A file that is not there: one red line, and the picker stays where it was.
+    # A file that is not there, and llama.cpp when the set-up could not build it: one line each.
     assert page.add_gguf_file(str(tmp_path / "gone.gguf")) is None
     assert f"Cannot chat with a GGUF file: there is no GGUF file at {tmp_path / 'gone.gguf'}" in \
         page.transcript.toPlainText()
+    monkeypatch.setenv(KIT_ENV, str(tmp_path / "kit"))
+    (tmp_path / f"kit.{UNAVAILABLE_FILE}").write_text("cmake: C++ compiler not found\n")
+    other = page.add_gguf_file(str(shutil.copy(gguf, tmp_path / "again.gguf")))
+    with qtbot.waitSignal(page.sessionChanged, timeout=60_000):
+        page.adapter_picker.set_ref(other)
+    assert ("Could not switch to again.gguf (llama.cpp): llama.cpp could not be built at set-up "
+            "(cmake: C++ compiler not found)") in page.transcript.toPlainText()
     page.close_session()
