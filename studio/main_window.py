@@ -310,6 +310,13 @@ class MainWindow(QMainWindow):
         adapters.adaptersChanged.connect(lambda: self._refresh_if_built("Evaluate"))
         adapters.adaptersChanged.connect(lambda: self._refresh_if_built("Serve"))
         adapters.modelsChanged.connect(self._on_models_changed)
+        adapters.chatWithFileRequested.connect(self.chat_with_file)
+
+    def chat_with_file(self, path: str, adapter: str) -> None:
+        """A GGUF export's "Chat with this file": the Chat page, with the file beside its adapter."""
+        chat = self.chat_page
+        self.show_page("Chat")
+        chat.chat_with_file(path, adapter)
 
     def _connect_chat(self, chat: QWidget) -> None:
         chat.sessionChanged.connect(self._refreeze_after_unload)

@@ -335,6 +335,7 @@ class AdaptersPage(QWidget):
 
     adaptersChanged = Signal()  # the library changed: adapter pickers elsewhere should refresh
     modelsChanged = Signal()  # a merged model went into the model store
+    chatWithFileRequested = Signal(str, str)  # a GGUF export to chat with, and the adapter it came from
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
@@ -729,7 +730,11 @@ class AdaptersPage(QWidget):
         from studio.widgets.adapter_dialogs import GgufDialog
 
         record = self.selected_record()
-        return GgufDialog(record.name, self) if record is not None else None
+        if record is None:
+            return None
+        dialog = GgufDialog(record.name, self)
+        dialog.chatRequested.connect(self.chatWithFileRequested)
+        return dialog
 
     def combine_dialog(self) -> QWidget:
         from studio.widgets.adapter_dialogs import CombineDialog

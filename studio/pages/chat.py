@@ -99,6 +99,7 @@ class ChatPage(QWidget):
         self._files: Optional[GgufFiles] = None  # the GGUF files open beside the session
         self._gguf_paths: list[str] = []  # GGUF files picked on this page, listed beside the exports
         self._picked_adapter: Optional[str] = None  # the adapter picker's choice before "GGUF file…"
+        self._load_when_idle = False  # chat_with_file: load the picked model once the running task ends
         self._session_model: Optional[str] = None
         self._session_model_label = ""
         self._session_adapter: Optional[str] = None
@@ -509,6 +510,7 @@ class ChatPage(QWidget):
             self._pickers_moved_while_busy = False
             self._follow_pickers()
             self._update_controls()
+        self._load_if_wanted()
 
     def _loaded(self, adapter_label: str, loaded: _Loaded) -> None:
         # Torch, transformers and the model's modules are hundreds of thousands of objects
@@ -708,6 +710,10 @@ class ChatPage(QWidget):
         ref = self.add_gguf_file(path)
         if ref is None:
             return
+        if self.generating:
+            self.transcript.add_note(f"{Path(path).name} is listed in the adapter pickers: pick it once this reply "
+                                     "has ended.")
+            return
         if adapter is not None:
             from engine.adapters.library import read_adapter_meta, resolve_adapter
 
@@ -715,12 +721,18 @@ class ChatPage(QWidget):
                 base = read_adapter_meta(resolve_adapter(adapter)).get("base_model")
             except StudioError:
                 base = None
-            if base and not self.busy:
-                self.model_picker.set_ref(str(base))
+            if base:
+                self.model_picker.set_ref(str(base))  # another model than the loaded one is loaded instead
             self.compare_view.set_columns([adapter, ref])
             self.tabs.setCurrentWidget(self.compare_view)
-        if not self.busy:
-            self.adapter_picker.set_ref(ref)
+        self.adapter_picker.set_ref(ref)
+        self._load_when_idle = True
+        self._load_if_wanted()
+
+    def _load_if_wanted(self) -> None:
+        """Load the picked model once nothing runs, when ``chat_with_file`` asked for it."""
+        if self._load_when_idle and not self.busy:
+            self._load_when_idle = False
             if self._session is None:
                 self.load()
 

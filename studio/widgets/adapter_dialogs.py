@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.gguf.export import describe
-from engine.gguf.quants import DEFAULT_QUANT, QUANTS
+from engine.gguf.quants import DEFAULT_QUANT, LORA_TYPES, QUANTS
 from engine.paths import ExportKind, export_path
 from studio.workers import BackgroundTask, TaskReporter, TaskSlot
 
@@ -126,10 +126,10 @@ class _TaskDialog(QDialog):
         self.close_button.clicked.connect(self.reject)
 
     def _lay_out(self, intro: QLabel, output: tuple[str, QPushButton], rows: list[tuple[str, QWidget]],
-                 action: QPushButton) -> None:
+                 *actions: QPushButton) -> None:
         """The layout of a dialog that writes one output: the intro, a form (the output path in
         ``self.output_edit`` with its Browse button, then ``rows``), the progress, the result pane,
-        and the action and Close buttons."""
+        and the action buttons and Close."""
         label, browse = output
         where = QHBoxLayout()
         where.addWidget(self.output_edit, 1)
@@ -140,7 +140,8 @@ class _TaskDialog(QDialog):
             form.addRow(row_label, widget)
         buttons = QHBoxLayout()
         buttons.addStretch(1)
-        buttons.addWidget(action)
+        for action in actions:
+            buttons.addWidget(action)
         buttons.addWidget(self.close_button)
         layout = QVBoxLayout(self)
         layout.addWidget(intro)
@@ -274,11 +275,16 @@ class MergeDialog(_TaskDialog):
 
 
 class GgufDialog(_TaskDialog):
-    """Export an adapter as GGUF for llama.cpp and Ollama: merged, or as a GGUF LoRA."""
+    """Export an adapter as GGUF for llama.cpp and Ollama: merged, or as a GGUF LoRA; then
+    llama.cpp's agreement with the model, and the file to chat with beside the adapter."""
+
+    chatRequested = Signal(str, str)  # "Chat with this file": the GGUF file, and the adapter it holds
 
     def __init__(self, adapter: str, parent: Optional[QWidget] = None) -> None:
         super().__init__(f"Export {adapter} as GGUF", parent)
         self.adapter = adapter
+        self.exported: Optional[str] = None  # the merged GGUF file written, once it is
+        self._weights = _base_weights(adapter)  # the base model's, to size each type
         intro = QLabel(
             "A GGUF file for llama.cpp and Ollama, with an Ollama Modelfile beside it, written by llama.cpp's own "
             "converter and quantiser. The merged model carries the tokenizer and chat template; a GGUF LoRA applies "
@@ -291,16 +297,53 @@ class GgufDialog(_TaskDialog):
         browse = QPushButton("Browse…", self)
         browse.clicked.connect(self._browse)
         self.quant_combo = QComboBox(self)
-        for quant in QUANTS.values():
-            self.quant_combo.addItem(f"{quant.label}: {quant.what}", quant.name)
-        self.quant_combo.setCurrentIndex(self.quant_combo.findData(DEFAULT_QUANT))
+        self.quant_combo.setAccessibleName("Type")
+        self.size_label = QLabel(self)
+        self.size_label.setWordWrap(True)
+        self.size_label.setStyleSheet("color: #555;")
+        self.size_label.setAccessibleName("File size")
         self.lora_only = QCheckBox("LoRA only: a GGUF LoRA instead of the merged model", self)
         self.export_button = QPushButton("Export", self)
         self.export_button.setDefault(True)
         self.export_button.clicked.connect(self.export)
+        self.chat_button = QPushButton("Chat with this file", self)
+        self.chat_button.setToolTip("Open the Chat page with this file answering through llama.cpp, and Compare "
+                                    "with the adapter beside it, before you ship it")
+        self.chat_button.hide()
+        self.chat_button.clicked.connect(self._chat)
 
         self._lay_out(intro, ("GGUF file", browse), [("", self.where_label), ("Type", self.quant_combo),
-                                                      ("", self.lora_only)], self.export_button)
+                                                      ("", self.size_label), ("", self.lora_only)],
+                      self.chat_button, self.export_button)
+        self._fill_types()
+        self.quant_combo.currentIndexChanged.connect(self._show_size)
+        self.lora_only.toggled.connect(self._fill_types)
+
+    def _fill_types(self) -> None:
+        """The types the export can write: every type for the merged model, the float types and
+        q8_0 for a GGUF LoRA (nothing quantises adapters further); the choice kept where it can be."""
+        kept = self.quant_combo.currentData()
+        names = LORA_TYPES if self.lora_only.isChecked() else tuple(QUANTS)
+        self.quant_combo.blockSignals(True)
+        self.quant_combo.clear()
+        for name in names:
+            self.quant_combo.addItem(f"{QUANTS[name].label}: {QUANTS[name].what}", name)
+        default = DEFAULT_QUANT if DEFAULT_QUANT in names else names[0]
+        self.quant_combo.setCurrentIndex(self.quant_combo.findData(kept if kept in names else default))
+        self.quant_combo.blockSignals(False)
+        self._show_size()
+
+    def _show_size(self, _index: int = 0) -> None:
+        """What the chosen type makes of the model: bits a weight and, once the base model's
+        weights are counted, about how large the file will be."""
+        quant = QUANTS[self.quant_combo.currentData()]
+        if self.lora_only.isChecked():
+            self.size_label.setText(f"{quant.label}: the adapter's own weights only, a small file; the base model's "
+                                    "GGUF goes beside it when there is none yet.")
+            return
+        size = (f"about {_size(int(self._weights * quant.bits_per_weight / 8))} for the model's "
+                f"{_count(self._weights)} weights" if self._weights else "its size follows from the model's")
+        self.size_label.setText(f"{quant.label}: {quant.bits_per_weight:g} bits a weight, {size}.")
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "GGUF file", self.output_edit.text(), "GGUF (*.gguf)")
@@ -308,12 +351,14 @@ class GgufDialog(_TaskDialog):
             self.output_edit.setText(path)
 
     def _set_busy(self, busy: bool) -> None:
-        for widget in (self.export_button, self.output_edit, self.quant_combo, self.lora_only):
+        for widget in (self.export_button, self.output_edit, self.quant_combo, self.lora_only, self.chat_button):
             widget.setEnabled(not busy)
 
     def export(self) -> BackgroundTask:
         adapter, output = self.adapter, Path(self.output_edit.text().strip()).expanduser()
         quant, lora_only = self.quant_combo.currentData(), self.lora_only.isChecked()
+        self.exported = None
+        self.chat_button.hide()
 
         def work(reporter: TaskReporter) -> Any:
             from engine.gguf.adapter import adapter_to_gguf
@@ -343,6 +388,36 @@ class GgufDialog(_TaskDialog):
         parts.append(_paragraph(f"Ollama Modelfile: {result.modelfile}"))
         parts += [_paragraph(f"Warning: {warning}", _WARN_COLOUR, bold=True) for warning in result.warnings]
         self.result_view.setHtml("".join(parts))
+        if result.kind == "model":  # a GGUF LoRA answers only over its base's file, which chat does not apply
+            self.exported = result.path
+            self.chat_button.show()
+
+    def _chat(self) -> None:
+        if self.exported is not None:
+            self.chatRequested.emit(self.exported, self.adapter)
+            self.accept()
+
+
+def _count(weights: int) -> str:
+    """A weight count as people say it: 135 million, 8.0 billion."""
+    if weights >= 10**9:
+        return f"{weights / 10**9:.1f} billion"
+    return f"{weights / 10**6:.0f} million" if weights >= 10**6 else f"{weights:,}"
+
+
+def _base_weights(adapter: str) -> Optional[int]:
+    """How many weights the adapter's base model has (from its safetensors headers: milliseconds),
+    None when its folder is not at hand (the export finds or converts it)."""
+    from engine.adapters.library import read_adapter_meta, resolve_adapter
+    from engine.errors import StudioError
+    from engine.gguf.export import parameter_count
+    from engine.models.store import model_folder
+
+    try:
+        base = read_adapter_meta(resolve_adapter(adapter)).get("base_model")
+        return parameter_count(model_folder(base)) if isinstance(base, str) and base else None
+    except StudioError:
+        return None
 
 
 class _PreviewChat:

@@ -197,7 +197,8 @@ def test_merge_dialog_merges_checks_and_adds_to_the_model_store(qtbot, tiny_mode
     assert "pirate-merged" in [model.name for model in list_models()]
 
 
-def test_gguf_dialog_writes_a_checked_file_and_a_modelfile(qtbot, tiny_model_dir, page, studio_home):
+def test_gguf_dialog_exports_q4_k_m_with_llama_cpps_agreement_and_offers_the_file_to_chat(qtbot, tiny_model_dir, page,
+                                                                                          studio_home):
     library_adapter(tiny_model_dir, "pirate")
     shown = page()
     shown.select_name("pirate")
@@ -208,15 +209,35 @@ def test_gguf_dialog_writes_a_checked_file_and_a_modelfile(qtbot, tiny_model_dir
     folder = studio_home / "gguf"
     assert dialog.output_edit.text() == str(folder / "pirate.gguf")
     assert f"LoRA Studio's own folder, {folder}" in dialog.where_label.text() and dialog.where_label.isVisibleTo(dialog)
-    dialog.quant_combo.setCurrentIndex(dialog.quant_combo.findData("q8_0"))
+    # What users run, Q4_K_M first and chosen, with what it makes of this model; a GGUF LoRA only floats and Q8_0.
+    types = lambda: [dialog.quant_combo.itemData(i) for i in range(dialog.quant_combo.count())]  # noqa: E731
+    assert types() == ["q4_k_m", "q5_k_m", "q6_k", "q8_0", "f16", "bf16", "f32"]
+    assert dialog.quant_combo.currentData() == "q4_k_m"
+    assert re.fullmatch(r"Q4_K_M: 4.9 bits a weight, about [\d.]+ \S+ for the model's [\d,]+ weights\.",
+                        dialog.size_label.text()), dialog.size_label.text()
+    dialog.lora_only.setChecked(True)
+    assert types() == ["f16", "bf16", "q8_0", "f32"] and "the adapter's own weights only" in dialog.size_label.text()
+    dialog.lora_only.setChecked(False)
+    dialog.quant_combo.setCurrentIndex(0)
+    assert not dialog.chat_button.isVisibleTo(dialog)
+
     _wait(qtbot, dialog.export())
     text = dialog.result_view.toPlainText()
+    assert re.search(r"Wrote GGUF model \S+pirate\.gguf \(Q4_K_M, ", text), text
     assert "within float tolerance" in text and "largest drift from base+adapter" in text
-    # llama.cpp loaded the file and answered as the merged model does, and the dialog says so in figures.
+    # llama.cpp loaded the file and answered as the merged model does, and the dialog says so in figures:
+    # its agreement, the tensor types it wrote, and where the K-quant fell back (the tiny model's rows,
+    # 64 and 128, are not multiples of 256).
     assert re.search(r"llama\.cpp [\d.]+ against the Hugging Face model, \d+ probe prompts \(\d+ positions\): "
                      r"within the bounds for its type", text), text
     assert re.search(r"same most likely next token: [\d.]+% of positions; .*decided", text), text
+    for figure in ("mean KL divergence:", "greedy answer: the first", "tensor types:", "which q4_K needs) were stored as"):
+        assert figure in text, figure
     assert (folder / "pirate.gguf").is_file() and (folder / "pirate.Modelfile").is_file()
+    assert dialog.chat_button.isVisibleTo(dialog)
+    with qtbot.waitSignal(shown.chatWithFileRequested) as chat:
+        dialog.chat_button.click()
+    assert chat.args == [str(folder / "pirate.gguf"), "pirate"]
 
 
 def test_combine_dialog_tries_the_combination_before_keeping_it(qtbot, tiny_model_dir, page):
