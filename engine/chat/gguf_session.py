@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from engine.chat.blends import GgufFile
-from engine.chat.sampling import check_sampling
+from engine.core.sampling_checks import check_sampling
 from engine.chat.session import check_messages, room_for_reply
 from engine.chat.streaming import ChatReply, Detokenizer, TurnEndFilter, literal_turn_end
 from engine.data.rendering import CHATML_TEMPLATE
