@@ -76,6 +76,15 @@ FIDELITY_MEASURES = {
 }
 
 
+# What the K-quant fallbacks and a flagged file mean, in plain words under the figures.
+FALLBACK_NOTE = ("A K-quant stores weights in blocks of 256 along a tensor's rows; a tensor whose rows are not a multiple "
+                 "of 256 is stored in the next type llama.cpp can use for it, as llama.cpp's own quantiser does. The file "
+                 "is then a little larger than the type's name says, and a little closer to the model.")
+FLAGGED_NOTE = ("Outside the bounds: llama.cpp's answers from this file differ from the model's more than this type "
+                "usually costs. The next larger type keeps closer.")
+CHAT_NOTE = " \"Chat with this file\" shows whether the difference matters for your own prompts."
+
+
 def _measure_cell(field: str) -> str:
     """A merge-check number's plain name, with what it means in small grey text under it."""
     name, meaning = FIDELITY_MEASURES[field]
@@ -375,6 +384,11 @@ class GgufDialog(_TaskDialog):
         lines = describe(result)
         parts.append(_paragraph(lines[0], _WARN_COLOUR if result.flagged else None, bold=result.flagged))
         parts += [_paragraph(line.strip()) for line in lines[1:]]
+        if result.fallbacks:
+            parts.append(f"<p style='color:#555'>{html.escape(FALLBACK_NOTE)}</p>")
+        if result.flagged:
+            note = FLAGGED_NOTE + (CHAT_NOTE if result.kind == "model" else "")
+            parts.append(f"<p style='color:#555'>{html.escape(note)}</p>")
         if result.merge is not None:
             merge = result.merge
             colour = None if merge["within_tolerance"] else _ERROR_COLOUR
@@ -414,10 +428,16 @@ def _base_weights(adapter: str) -> Optional[int]:
     from engine.models.store import model_folder
 
     try:
-        base = read_adapter_meta(resolve_adapter(adapter)).get("base_model")
-        return parameter_count(model_folder(base)) if isinstance(base, str) and base else None
+        meta = read_adapter_meta(resolve_adapter(adapter))
     except StudioError:
         return None
+    # The folder it was trained on first: "starter" and hub ids name no folder until resolved.
+    for base in (meta.get("base_model_path"), meta.get("base_model")):
+        try:
+            return parameter_count(model_folder(base)) if isinstance(base, str) and base else None
+        except StudioError:
+            continue
+    return None
 
 
 class _PreviewChat:

@@ -233,6 +233,7 @@ def test_gguf_dialog_exports_q4_k_m_with_llama_cpps_agreement_and_offers_the_fil
     assert re.search(r"same most likely next token: [\d.]+% of positions; .*decided", text), text
     for figure in ("mean KL divergence:", "greedy answer: the first", "tensor types:", "which q4_K needs) were stored as"):
         assert figure in text, figure
+    assert "A K-quant stores weights in blocks of 256" in text  # what a fallback means, in plain words
     assert (folder / "pirate.gguf").is_file() and (folder / "pirate.Modelfile").is_file()
     assert dialog.chat_button.isVisibleTo(dialog)
     with qtbot.waitSignal(shown.chatWithFileRequested) as chat:
