@@ -210,7 +210,7 @@ class CompareView(QWidget):
         self.count_box.setAccessibleName("Columns")
         self.count_box.setToolTip("How many replies to put side by side")
         hint = QLabel("Every column answers the same prompt with the same settings and seed, one after another "
-                      "on the loaded model; only the adapter differs.", self)
+                      "on the loaded model; only the adapter differs, or llama.cpp answers from a GGUF file.", self)
         hint.setWordWrap(True)
         hint.setStyleSheet(f"color: {NOTE_COLOUR};")
         self.columns = [CompareColumn(number + 1, self) for number in range(MAX_COLUMNS)]
