@@ -18,6 +18,7 @@ adapter it came from. What llama.cpp users get is what it shows:
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -79,6 +80,7 @@ class GgufSession:
         self.path = Path(path).expanduser()
         self.threads = threads
         self._lock = threading.RLock()
+        self._lib: Any = None  # the llama_cpp module, once loaded
         self._llama: Any = None
         self._template: Optional[str] = None
 
@@ -95,7 +97,7 @@ class GgufSession:
         with self._lock:
             if self._llama is not None:
                 return
-            llama_cpp = _llama_cpp()
+            llama_cpp = self._lib = _llama_cpp()
             if not self.path.is_file():
                 raise StudioError(f"no GGUF file at {self.path}")
             try:
@@ -115,8 +117,7 @@ class GgufSession:
     @property
     def context_tokens(self) -> int:
         """How many tokens a conversation and its reply may take together."""
-        llama_cpp = _llama_cpp()
-        return min(self._llama.n_ctx(), llama_cpp.llama_model_n_ctx_train(self._llama.model))
+        return min(self._llama.n_ctx(), self._lib.llama_model_n_ctx_train(self._llama.model))
 
     def chat_template(self) -> tuple[str, Optional[str]]:
         """The template the file answers with, and whose it is: the file's own, else ChatML (as a
@@ -143,7 +144,7 @@ class GgufSession:
 
     def _special_tokens(self) -> dict[str, str]:
         """The special tokens a template may write, by the names transformers gives them."""
-        llama_cpp = _llama_cpp()
+        llama_cpp = self._lib
         vocab = llama_cpp.llama_model_get_vocab(self._llama.model)
         ids = {"bos_token": self._llama.token_bos(), "eos_token": self._llama.token_eos()}
         return {name: llama_cpp.llama_vocab_get_text(vocab, token).decode("utf-8")
@@ -165,8 +166,6 @@ class GgufSession:
         """The file's reply to ``messages``, as ``ChatSession.generate`` gives the model's: temperature
         0 is greedy, ``on_token`` gets each token's text on this thread, ``stop_event`` ends the
         reply after the current token, and a sampled reply says its seed."""
-        import secrets
-
         check_sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
         with self._lock:
             self.load()
@@ -186,7 +185,7 @@ class GgufSession:
 
             count, first_at, stopped = 0, None, False
             sampler = self._sampler(prompt, temperature, top_p, top_k, repetition_penalty, used_seed)
-            llama_cpp = _llama_cpp()
+            llama_cpp = self._lib
             vocab = llama_cpp.llama_model_get_vocab(self._llama.model)
             try:
                 self._llama.reset()
@@ -217,7 +216,7 @@ class GgufSession:
     def _sampler(self, prompt: list[int], temperature: float, top_p: float, top_k: int, repetition_penalty: float,
                  seed: Optional[int]) -> Any:
         """llama.cpp's sampler chain for the page's settings, in transformers' order."""
-        llama_cpp = _llama_cpp()
+        llama_cpp = self._lib
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         if repetition_penalty != 1.0:
             # Over the whole context, the prompt included, as transformers penalises every token in
@@ -241,7 +240,7 @@ class GgufSession:
         with self._lock:
             if self._llama is not None:
                 self._llama.close()
-            self._llama = self._template = None
+            self._llama = self._template = self._lib = None
 
 
 class GgufFiles:
