@@ -367,7 +367,8 @@ class ChatAdapterPicker(ElidingComboBox):
         self.setMinimumContentsLength(28)
         self.setAccessibleName("Adapter")
         self.set_about("The adapter on top of the base model, or none to chat with the base model as it is. "
-                       "Switching adapters keeps the base model loaded.")
+                       "Switching adapters keeps the base model loaded. A GGUF file (an export) answers through "
+                       "llama.cpp instead, as its users will run it.")
         self.entries: list[AdapterEntry] = []
         self.refresh([])
 
