@@ -107,9 +107,9 @@ def main() -> int:
     hf_speed = transformers_speed(merged, ids, args.tokens)
     lines = [f"# {datetime.date.today()} {best_device().name}; adapter {args.adapter}; "
              f"transformers float32 generate: {hf_speed:.1f} tokens/s",
-             "| type | size MiB | export s | plain llama.cpp s | llama.cpp tokens/s | top-1 | mean KL | "
-             "greedy same | within |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| type | size MiB | export s | plain llama.cpp s | llama.cpp tokens/s | top-1 | top-1 where decided | "
+             "mean KL | max KL | greedy same | within |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     figures: dict[str, float] = {}
     overheads, speedups = [], []
     for name in args.types.split(","):
@@ -118,8 +118,10 @@ def main() -> int:
         plain = plain_pipeline(merged, scratch / f"plain-{name}.gguf", target.ftype)
         speed = llama_speed(Path(result.path), ids, args.tokens)
         a = result.agreement
+        decided = f"{a['decided_top1']:.1%} of {a['decided']}" if a["decided_top1"] is not None else "none decided"
         lines.append(f"| {target.label} | {result.size_bytes / 2**20:.1f} | {result.seconds:.1f} | {plain:.1f} | "
-                     f"{speed:.1f} | {a['top1']:.1%} | {a['mean_kl']:.4f} | {a['greedy_same']}/{a['greedy_tokens']} | "
+                     f"{speed:.1f} | {a['top1']:.1%} | {decided} | {a['mean_kl']:.4f} | {a['max_kl']:.2f} | "
+                     f"{a['greedy_same']}/{a['greedy_tokens']} | "
                      f"{'yes' if a['within'] else 'NO'} |")
         print(lines[-1], flush=True)
         figures[f"{name}_top1"], figures[f"{name}_kl"] = a["top1"], a["mean_kl"]
