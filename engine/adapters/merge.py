@@ -115,8 +115,15 @@ def probe_texts(tokenizer: Any, chat_template: Optional[str], template_of: Optio
 
     texts = []
     if chat_template or getattr(tokenizer, "chat_template", None):
-        texts = [render_conversation(c, tokenizer, add_generation_prompt=True, chat_template=chat_template,
-                                     template_of=template_of) for c in PROBE_CONVERSATIONS]
+        for conversation in PROBE_CONVERSATIONS:
+            try:
+                texts.append(render_conversation(conversation, tokenizer, add_generation_prompt=True,
+                                                 chat_template=chat_template, template_of=template_of))
+            except StudioError:
+                # Some templates refuse a system message (Gemma 2's raises "System role not
+                # supported"): such a model is probed with the other conversations.
+                if conversation[0]["role"] != "system":
+                    raise
     texts.append(PROBE_TEXT)
     return texts
 

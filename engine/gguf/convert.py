@@ -21,6 +21,7 @@ from typing import Any, Optional
 from engine.core.progress import ProgressFn, quiet
 from engine.errors import StudioError
 from engine.gguf.runtime import require
+from engine.models.trust import needs_code
 
 _CHILD = Path(__file__).with_name("converter_child.py")
 
@@ -47,10 +48,7 @@ def read_config(folder: Path) -> dict[str, Any]:
 def check_convertible(folder: Path, kit: Path) -> str:
     """The model's architecture, or one line saying why llama.cpp's converter cannot take it."""
     config = read_config(folder)
-    tokenizer_config = folder / "tokenizer_config.json"
-    custom = "auto_map" in config or (tokenizer_config.is_file() and '"auto_map"' in tokenizer_config.read_text(
-        encoding="utf-8", errors="replace"))
-    if custom:
+    if needs_code(folder):  # an empty auto_map (Phi-4's config.json has one) names no code
         raise StudioError(f"{folder.name} needs its own code (trust_remote_code): llama.cpp's converter only "
                           "converts the architectures it knows, without running a model's code")
     names = config.get("architectures")
