@@ -14,13 +14,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from engine.adapters.library import read_peft_config
 from engine.core.atomic import check_writable, staging_path, sweep_staging
 from engine.core.progress import ProgressFn, quiet
 from engine.core.safetensors_files import safetensors_header
 from engine.core.units import human_bytes
 from engine.errors import StudioError
 from engine.gguf.agreement import check_agreement
-from engine.gguf.convert import ConvertJob, check_convertible, convert
+from engine.gguf.convert import ConvertJob, check_convertible, convert, read_config
+from engine.gguf.lora import check_lora_exportable, check_lora_fits, plain_copy
 from engine.gguf.quants import LORA_TYPES, Quant, quant as find_quant
 from engine.gguf.quantize import quantize, tensor_types
 from engine.gguf.runtime import require
@@ -92,8 +94,6 @@ def check_disk(folder: Path, target: Quant, where: Path) -> None:
 
 
 def _architecture(folder: Path) -> str:
-    from engine.gguf.convert import read_config
-
     return read_config(folder)["architectures"][0]
 
 
@@ -144,9 +144,6 @@ def export_lora(adapter: Path, base_folder: Path, output: str | Path, lora_type:
                 progress: Optional[ProgressFn] = None) -> GgufResult:
     """``adapter`` as a GGUF LoRA of ``lora_type``, checked in llama.cpp over ``base_gguf``
     against ``base_folder`` with the adapter applied by peft, within ``bounds``' limits."""
-    from engine.gguf.lora import check_lora_exportable, check_lora_fits, plain_copy
-    from engine.adapters.library import read_peft_config
-
     started = time.perf_counter()
     report = progress or quiet
     if lora_type not in LORA_TYPES:
@@ -154,7 +151,6 @@ def export_lora(adapter: Path, base_folder: Path, output: str | Path, lora_type:
     target, path = find_quant(lora_type), gguf_path(output)
     check_lora_exportable(adapter)
     check_lora_fits(adapter, base_folder)
-    require()
     check_convertible(base_folder, require().kit)
     sweep_staging(path.parent)
     partial, scratch = staging_path(path, "partial"), staging_path(path.with_name(path.stem + ".lora"), "merged")

@@ -20,11 +20,13 @@ from engine.gguf.export import export_model
 
 @pytest.fixture(scope="module")
 def exports(tiny_model_dir, tmp_path_factory) -> dict:
-    """The pirate adapter exported merged (Q4_K_M), and as a GGUF LoRA over an f16 base, in a home of its own."""
+    """The pirate adapter exported merged (Q4_K_M), and as a GGUF LoRA over an f16 base, in a home of its own.
+    It is an rsLoRA adapter: llama.cpp scales a LoRA by alpha / rank, so the export folds rsLoRA's
+    alpha / sqrt(rank) into B, and the LoRA's agreement below fails if that is wrong."""
     folder = tmp_path_factory.mktemp("gguf-home")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LORA_STUDIO_HOME", str(folder / "home"))
-        library_adapter(tiny_model_dir, "pirate", targets=("q_proj", "k_proj", "v_proj", "down_proj"),
+        library_adapter(tiny_model_dir, "pirate", targets=("q_proj", "k_proj", "v_proj", "down_proj"), use_rslora=True,
                         meta={"chat_settings": {"temperature": 0.3, "top_k": 20, "seed": None}})
         merged = adapter_to_gguf("pirate", folder / "pirate.gguf", quant="q4_k_m")
         lora = adapter_to_gguf("pirate", folder / "pirate-lora.gguf", quant="f16", lora_only=True)
