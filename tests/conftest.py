@@ -201,6 +201,25 @@ def long_lived_objects_frozen(request):
     _full_collections[1] = _full_collections[0]
 
 
+_torch_threads: list[int] = []  # torch's thread count in this process, as the test run set it (once known)
+
+
+@pytest.fixture(autouse=True)
+def torch_threads_as_set():
+    """A test that sets torch's threads (a chat session given ``threads``, the studio loading its
+    libraries) sets them for the rest of the worker's tests too. Two OpenMP threads per worker
+    spin for cores the other worker holds: an evaluation took 45 s instead of 1.5 s, in-process
+    training 5 to 30 times as long. After each test the count is put back."""
+    yield
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    if not _torch_threads:
+        _torch_threads.append(int(os.environ["OMP_NUM_THREADS"]))
+    if torch.get_num_threads() != _torch_threads[0]:
+        torch.set_num_threads(_torch_threads[0])
+
+
 @pytest.fixture(autouse=True)
 def no_orphan_training_processes():
     """A failing test must not leave a training child burning the CPU for the rest of the suite."""
