@@ -167,6 +167,21 @@ def _count_full_collections(phase: str, info: dict) -> None:
 
 gc.callbacks.append(_count_full_collections)
 
+# Whether nothing is frozen: the suite has not frozen yet, or something thawed it all since. Asking
+# gc.get_freeze_count() instead walks every frozen object, 20-30 ms a call with the stack's 200,000
+# and more: half a minute of a suite run, asked before each test. gc.unfreeze itself says when a
+# thaw happens (the studio's chat and serve pages call it to unload a model; some tests too).
+_thawed = [True]
+_unfreeze = gc.unfreeze
+
+
+def _unfreeze_and_note_it() -> None:
+    _thawed[0] = True
+    _unfreeze()
+
+
+gc.unfreeze = _unfreeze_and_note_it
+
 
 @pytest.fixture(autouse=True)
 def long_lived_objects_frozen(request):
@@ -178,11 +193,31 @@ def long_lived_objects_frozen(request):
     after a chat page unloading a model thawed them all. What is garbage by then is collected
     first, unless a full collection ran since (the unload's own). Tests that bound a stall
     (``-m alone``) get only what the studio itself freezes."""
-    if gc.get_freeze_count() == 0 and request.node.get_closest_marker("alone") is None:
+    if _thawed[0] and request.node.get_closest_marker("alone") is None:
         if _full_collections[0] == _full_collections[1]:
             gc.collect()
         gc.freeze()
+        _thawed[0] = False
     _full_collections[1] = _full_collections[0]
+
+
+_torch_threads: list[int] = []  # torch's thread count in this process, as the test run set it (once known)
+
+
+@pytest.fixture(autouse=True)
+def torch_threads_as_set():
+    """A test that sets torch's threads (a chat session given ``threads``, the studio loading its
+    libraries) sets them for the rest of the worker's tests too. Two OpenMP threads per worker
+    spin for cores the other worker holds: an evaluation took 45 s instead of 1.5 s, in-process
+    training 5 to 30 times as long. After each test the count is put back."""
+    yield
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    if not _torch_threads:
+        _torch_threads.append(int(os.environ["OMP_NUM_THREADS"]))
+    if torch.get_num_threads() != _torch_threads[0]:
+        torch.set_num_threads(_torch_threads[0])
 
 
 @pytest.fixture(autouse=True)

@@ -42,6 +42,16 @@ def write_pairs(path: Path, repeats: int = 4) -> Path:
     return path
 
 
+def run_cli(argv: list, capsys) -> tuple[int, str, str]:
+    """The command line in this process, as ``lora-studio`` runs it: (exit code, stdout, stderr).
+    A child process adds only its start (seconds of imports) unless the test is about the process."""
+    from engine.cli import main as cli
+
+    code = cli.main([str(part) for part in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def training_processes() -> list:
     """This process's training children still alive (psutil.Process objects): started cold
     (``python -m engine.train RUN_DIR``) or forked by a warm-start standby, whose runs carry

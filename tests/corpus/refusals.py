@@ -9,16 +9,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from engine.cli import main as cli
 from engine.paths import adapters_dir, models_dir, runs_dir
 from helpers import ROOT
-
-
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    """The command line in this process: (exit code, stdout, stderr)."""
-    code = cli.main([str(part) for part in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def run_cli_process(argv: list[str], timeout: float = 60, env: Optional[dict] = None) -> tuple[int, str, str]:

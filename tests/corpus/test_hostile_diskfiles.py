@@ -12,7 +12,8 @@ from typing import Any, Callable
 import pytest
 from gguf_models import write_gguf
 from lora_adapters import library_adapter
-from refusals import assert_home_unchanged, assert_refused, home_snapshot, library_entries, run_cli
+from helpers import run_cli
+from refusals import assert_home_unchanged, assert_refused, home_snapshot, library_entries
 from run_folders import T0, started, step
 
 from engine.paths import adapters_dir, models_dir, runs_dir

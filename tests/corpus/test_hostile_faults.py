@@ -25,8 +25,8 @@ from engine.jobs.training_job import TrainingJob, _Child
 from engine.paths import adapters_dir, models_dir, runs_dir, studio_home
 from engine.run.events import RunFinished, RunStarted, read_events
 from engine.run.rundir import RunDir
-from helpers import ROOT, training_processes, write_messages_dataset
-from refusals import assert_refused, run_cli
+from helpers import ROOT, run_cli, training_processes, write_messages_dataset
+from refusals import assert_refused
 
 WAIT_S = 20
 

@@ -18,9 +18,9 @@ from engine.core import patterns
 from engine.errors import StudioError
 from engine.paths import adapters_dir
 from engine.run.rundir import RunDir
-from helpers import write_messages_dataset
+from helpers import run_cli, write_messages_dataset
 from lora_adapters import write_peft_adapter
-from refusals import assert_home_unchanged, assert_refused, home_snapshot, library_entries, run_cli
+from refusals import assert_home_unchanged, assert_refused, home_snapshot, library_entries
 from run_folders import completed_run
 
 # A pattern that Python's re (and, past a bound, regex) backtracks on for minutes against a

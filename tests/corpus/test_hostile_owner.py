@@ -23,8 +23,8 @@ from engine.run.config import RunConfig
 from engine.run.events import CheckpointSaved, Paused, RunFinished, RunStarted, StepMetrics, read_events
 from engine.run.owner import own_run
 from engine.run.rundir import RunDir
-from helpers import ROOT, write_messages_dataset
-from refusals import assert_refused, run_cli, run_cli_process
+from helpers import ROOT, run_cli, write_messages_dataset
+from refusals import assert_refused, run_cli_process
 
 TIMEOUT = 180
 

@@ -21,8 +21,8 @@ from engine.data import readers
 from engine.data.dataset import open_dataset, preview_dataset
 from engine.data.readers import CHUNK_CHARS, TextReader
 from engine.errors import StudioError
-from helpers import training_processes
-from refusals import assert_home_unchanged, assert_refused, home_snapshot, run_cli
+from helpers import run_cli, training_processes
+from refusals import assert_home_unchanged, assert_refused, home_snapshot
 
 ROW_LIMIT = 1000  # bytes: "1000 bytes" in the messages
 QA = {"question": "What is two plus two?", "answer": "Four."}

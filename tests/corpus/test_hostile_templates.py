@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from engine.data import templates
-from helpers import write_messages_dataset
-from refusals import assert_home_unchanged, assert_refused, home_snapshot, run_cli
+from helpers import run_cli, write_messages_dataset
+from refusals import assert_home_unchanged, assert_refused, home_snapshot
 
 SECONDS = 0.5
 

@@ -23,8 +23,8 @@ from engine.errors import first_line
 from engine.models import trust
 from engine.paths import studio_home
 from lora_adapters import write_peft_adapter
-from helpers import write_messages_dataset
-from refusals import assert_home_unchanged, assert_refused, home_snapshot, run_cli
+from helpers import run_cli, write_messages_dataset
+from refusals import assert_home_unchanged, assert_refused, home_snapshot
 
 SUBFOLDER_CODE = '''
 from pathlib import Path

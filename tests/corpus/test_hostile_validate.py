@@ -17,8 +17,8 @@ from engine.jobs.checks import check_can_run
 from engine.paths import runs_dir
 from engine.run.config import RunConfig
 from engine.run.rundir import RunDir
-from helpers import training_processes, write_messages_dataset
-from refusals import assert_home_unchanged, assert_refused, home_snapshot, run_cli
+from helpers import run_cli, training_processes, write_messages_dataset
+from refusals import assert_home_unchanged, assert_refused, home_snapshot
 
 GOOD = [{"role": "user", "content": "What is two plus two?"}, {"role": "assistant", "content": "Four."}]
 

@@ -62,7 +62,7 @@ def adapters(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture
 def session(tiny_model_dir):
-    chat = ChatSession(str(tiny_model_dir), device="cpu", threads=2)
+    chat = ChatSession(str(tiny_model_dir), device="cpu", threads=1)  # the worker's one (conftest)
     chat.load()
     yield chat
     chat.close()

@@ -20,7 +20,7 @@ from engine.data.examples import IGNORE_INDEX, tokenize_conversation
 from engine.data.scan import scan_dataset
 from engine.data.readers import CHUNK_CHARS, TextReader
 from engine.errors import StudioError
-from helpers import ROOT, TESTS
+from helpers import ROOT, TESTS, run_cli
 
 CORPUS = TESTS / "data" / "formats"
 CODE_ALPACA = ROOT.parent / "shared" / "data" / "code_alpaca_2k.json"
@@ -316,17 +316,19 @@ def _inspect(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120, env=dict(os.environ))
 
 
-def test_data_inspect_reports_format_counts_lengths_and_first_problems(tiny_model_dir, tmp_path):
+def test_data_inspect_reports_format_counts_lengths_and_first_problems(tiny_model_dir, tmp_path, capsys):
     rows = [{"question": f"What is {i} plus {i}?", "answer": f"It is {2 * i}. " * (1 + 5 * (i % 3))}
             for i in range(30)]
     lines = [json.dumps(r) for r in rows] + ["{broken", json.dumps({"question": "Empty?", "answer": ""})]
     path = tmp_path / "qa.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
-    result = _inspect(str(path), "--model", str(tiny_model_dir), "--max-length", "80", "--val-fraction", "0.1",
-                      "--json")
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    # Against a model's tokenizer in this process (a child would add only its imports of transformers);
+    # the two below run as the user runs them.
+    code, out, err = run_cli(["data", "inspect", path, "--model", tiny_model_dir, "--max-length", "80",
+                              "--val-fraction", "0.1", "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(out)
     assert (report["kind"], report["format"]) == ("jsonl", "qa")
     assert (report["rows"], report["good_rows"], report["bad_rows"], report["empty_answers"]) == (32, 30, 2, 1)
     assert report["problems"] == [

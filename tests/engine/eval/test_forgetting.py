@@ -62,7 +62,7 @@ def test_an_adapter_drifts_by_the_kl_that_torch_computes(baseline, adapter, adap
 
 def test_a_candidate_on_a_session_of_its_own_is_checked_as_on_the_base_s(baseline, adapter, adapter_score,
                                                                          tiny_model_dir):
-    other = ChatSession(str(tiny_model_dir), device="cpu", threads=2)
+    other = ChatSession(str(tiny_model_dir), device="cpu", threads=1)  # the worker's one (conftest)
     try:
         on_its_own = baseline.check(str(adapter), session=other)
     finally:

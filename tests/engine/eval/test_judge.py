@@ -79,7 +79,7 @@ def test_the_judge_answers_as_the_base_and_identical_answers_tie(session, tmp_pa
 def test_the_starter_as_judge_prefers_the_first_answer_and_the_candidate_gets_ties(starter_model_dir):
     """The 135M starter, the default judge, puts "A" ahead by about 1.6 nats whatever the answers
     say (measured): in both orders the first answer wins, so neither answer does."""
-    judge = ChatSession(str(starter_model_dir), device="cpu", threads=2)
+    judge = ChatSession(str(starter_model_dir), device="cpu", threads=1)  # the worker's one (conftest)
     try:
         [judgement] = judge_answers(judge, _examples(["How many legs does a spider have?"]),
                                     ["A spider has six legs."],  # the base: wrong
