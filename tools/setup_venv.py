@@ -41,7 +41,8 @@ _NOTHING_FOUND = re.compile(r"Could not find a version that satisfies the requir
 # Built from source in a step of its own (build_llama); the kit beside it comes from its sdist.
 LLAMA = "llama-cpp-python"
 _LLAMA_PIN = re.compile(r"^llama-cpp-python==(\S+)", re.M)
-_BUILD_PERCENT = re.compile(r"\[\s*(\d+)%\]")
+# How far the build is: ninja's "[84/193]" lines, or make's "[ 43%]".
+_BUILD_STEP = re.compile(r"^\s*\[\s*(\d+)(?:/(\d+)|%)\]")
 
 
 class SetupError(Exception):
@@ -121,7 +122,7 @@ def build_llama(pip: list[str], venv: Path, version: str, log) -> None:
     refused = kit.with_name(kit.name + ".UNAVAILABLE")
     refused.unlink(missing_ok=True)
     print(f"Building llama.cpp ({LLAMA} {version}) from source for GGUF export, with this machine's compiler "
-          "(about 4 minutes on 2 cores the first time; pip keeps the build for the next set-up)…", flush=True)
+          "(about 7 minutes on 2 cores the first time; pip keeps the build for the next set-up)…", flush=True)
     started = time.monotonic()
     try:
         _compile(pip + ["install", "-v", "--no-deps", "--no-binary", LLAMA, f"{LLAMA}=={version}"], log)
@@ -141,7 +142,7 @@ def build_llama(pip: list[str], venv: Path, version: str, log) -> None:
 
 
 def _compile(command: list[str], log) -> None:
-    """``run``, printing the build's progress every tenth of the way (cmake's ``[ 40%]`` lines)."""
+    """``run``, printing the build's progress every tenth of the way."""
     log.write(f"\n$ {' '.join(command)}\n")
     log.flush()
     shown = -10
@@ -151,9 +152,11 @@ def _compile(command: list[str], log) -> None:
         for line in child.stdout:
             log.write(line)
             lines.append(line)
-            percent = _BUILD_PERCENT.search(line)
-            if percent and int(percent.group(1)) >= shown + 10:
-                shown = int(percent.group(1)) // 10 * 10
+            step = _BUILD_STEP.match(line)
+            percent = (100 * int(step.group(1)) // int(step.group(2)) if step.group(2) else int(step.group(1))) \
+                if step else -1
+            if percent >= shown + 10:
+                shown = percent // 10 * 10
                 print(f"  llama.cpp build {shown}%", flush=True)
     if child.returncode != 0:
         raise SetupError(f"building llama.cpp failed: {why(''.join(lines[-200:]), command[0], log)}")
