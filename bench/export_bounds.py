@@ -30,11 +30,11 @@ def main() -> int:
     if args.home:
         os.environ["LORA_STUDIO_HOME"] = args.home
     from engine.adapters.merge import merge_adapter
-    from engine.gguf.adapter import folder_chat_template
     from engine.gguf.agreement import check_agreement
     from engine.gguf.convert import ConvertJob, convert
     from engine.gguf.quantize import quantize
     from engine.gguf.quants import QUANTS
+    from engine.models.tokenizer import folder_chat_template
 
     types = [q for q in QUANTS.values() if q.name not in ("f32", "bf16")]
     lines = [f"# {datetime.date.today()}: llama.cpp against transformers on the probe prompts, per adapter and type",

@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional
 from engine.chat.blends import GgufFile
 from engine.core.sampling_checks import check_sampling
 from engine.chat.session import check_messages, room_for_reply
-from engine.chat.streaming import ChatReply, Detokenizer, TurnEndFilter, literal_turn_end
+from engine.chat.streaming import ChatReply, Detokenizer, TurnEndFilter, literal_turn_end, timed_reply
 from engine.data.rendering import CHATML_TEMPLATE
 from engine.data.templates import render_template
 from engine.errors import StudioError, first_line
@@ -206,12 +206,8 @@ class GgufSession:
                 llama_cpp.llama_sampler_free(sampler)
             deliver(turn_end.push(text.flush()))
             deliver(turn_end.flush())
-            finished = time.perf_counter()
-            first = first_at or finished
-            decoding = finished - first
-            rate = (count - 1) / decoding if count > 1 and decoding > 0 else count / max(finished - started, 1e-9)
-            return ChatReply(reply="".join(pieces), tokens=count, tokens_per_second=rate,
-                             time_to_first_token_s=first - started, stopped=stopped, seed=used_seed)
+            return timed_reply("".join(pieces), count, started, first_at, time.perf_counter(), stopped=stopped,
+                               seed=used_seed)
 
     def _sampler(self, prompt: list[int], temperature: float, top_p: float, top_k: int, repetition_penalty: float,
                  seed: Optional[int]) -> Any:

@@ -3,10 +3,11 @@ from its folder beside the weights, and how a failed load is undone."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
+
+from engine.models.tokenizer import folder_chat_template
 
 
 @dataclass
@@ -27,15 +28,7 @@ def saved_chat_template(path: Path, meta: dict[str, Any]) -> Optional[str]:
     training checkpoint, in the tokenizer files the trainer saved beside it."""
     if isinstance(meta.get("chat_template"), str) and meta["chat_template"]:
         return meta["chat_template"]
-    jinja = path / "chat_template.jinja"
-    if jinja.is_file():
-        return jinja.read_text(encoding="utf-8")
-    try:
-        tokenizer_config = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    template = tokenizer_config.get("chat_template") if isinstance(tokenizer_config, dict) else None
-    return template if isinstance(template, str) and template else None
+    return folder_chat_template(path)
 
 
 def strip_adapter_layers(model: Any) -> None:

@@ -31,6 +31,17 @@ class ChatReply:
         return asdict(self)
 
 
+def timed_reply(reply: str, tokens: int, started: float, first_token_at: Optional[float], finished: float, *,
+                stopped: bool, seed: Optional[int] = None) -> ChatReply:
+    """A reply with its speed: the rate is decoding speed (tokens after the first over the time
+    after it); prompt processing is what the time to first token measures."""
+    first = first_token_at or finished
+    decoding = finished - first
+    rate = (tokens - 1) / decoding if tokens > 1 and decoding > 0 else tokens / max(finished - started, 1e-9)
+    return ChatReply(reply=reply, tokens=tokens, tokens_per_second=rate, time_to_first_token_s=first - started,
+                     stopped=stopped, seed=seed)
+
+
 class _StopWhenSet:
     """A stopping criterion: ends generation after the current token once an event is set.
 
@@ -232,14 +243,5 @@ def stream_reply(
     if "error" in outcome:
         raise readable_generation_error(outcome["error"])
     tokens = int(outcome["ids"].shape[1] - prompt_tokens)
-    first = stream.first_token_at or finished
-    # The rate is decoding speed; prompt processing is what the time to first token measures.
-    decoding = finished - first
-    rate = (tokens - 1) / decoding if tokens > 1 and decoding > 0 else tokens / max(finished - started, 1e-9)
-    return ChatReply(
-        reply="".join(pieces),
-        tokens=tokens,
-        tokens_per_second=rate,
-        time_to_first_token_s=first - started,
-        stopped=stop.triggered and stop_event is not None and stop_event.is_set(),
-    )
+    return timed_reply("".join(pieces), tokens, started, stream.first_token_at, finished,
+                       stopped=stop.triggered and stop_event is not None and stop_event.is_set())

@@ -25,6 +25,12 @@ def safetensors_header(file: Path) -> dict[str, Any]:
     return {key: value for key, value in header.items() if key != "__metadata__"}
 
 
+def tensor_shapes(file: Path) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor in a whole safetensors file, from its header (no weights read)."""
+    return {name: tuple(info["shape"]) for name, info in safetensors_header(file).items()
+            if isinstance(info, dict) and isinstance(info.get("shape"), list)}
+
+
 def safetensors_problem(file: Path) -> Optional[str]:
     """Why ``file`` is not a complete safetensors file, or None when it is.
 

@@ -10,7 +10,6 @@ LoRA can be (``quants.LORA_TYPES``) is asked for: nothing quantises an adapter t
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -25,18 +24,7 @@ from engine.errors import StudioError
 from engine.gguf.export import GgufResult, export_lora, export_model, gguf_path
 from engine.gguf.quants import DEFAULT_QUANT, LORA_TYPES, Quant, quant as find_quant
 from engine.gguf.runtime import require
-
-
-def folder_chat_template(folder: Path) -> Optional[str]:
-    """A model folder's chat template (``chat_template.jinja`` or its tokenizer config's); None without one."""
-    jinja = folder / "chat_template.jinja"
-    if jinja.is_file():
-        return jinja.read_text(encoding="utf-8")
-    try:
-        template = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template")
-    except (OSError, ValueError):
-        return None
-    return template if isinstance(template, str) else None
+from engine.models.tokenizer import folder_chat_template
 
 
 def _base_gguf_origin(base_path: Path) -> Optional[Path]:

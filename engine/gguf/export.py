@@ -17,11 +17,11 @@ from typing import Any, Optional
 from engine.adapters.library import read_peft_config
 from engine.core.atomic import check_writable, staging_path, sweep_staging
 from engine.core.progress import ProgressFn, quiet
-from engine.core.safetensors_files import safetensors_header
+from engine.core.safetensors_files import tensor_shapes
 from engine.core.units import human_bytes
 from engine.errors import StudioError
 from engine.gguf.agreement import check_agreement
-from engine.gguf.convert import ConvertJob, check_convertible, convert, read_config
+from engine.gguf.convert import ConvertJob, check_convertible, convert
 from engine.gguf.lora import check_lora_exportable, check_lora_fits, plain_copy
 from engine.gguf.quants import LORA_TYPES, Quant, quant as find_quant
 from engine.gguf.quantize import quantize, tensor_types
@@ -76,8 +76,7 @@ def parameter_count(folder: Path) -> int:
     files = sorted(Path(folder).glob("*.safetensors"))
     if not files:
         raise StudioError(f"{folder} has no .safetensors weights")
-    return sum(math.prod(info["shape"]) for file in files for info in safetensors_header(file).values()
-               if isinstance(info, dict) and isinstance(info.get("shape"), list))
+    return sum(math.prod(shape) for file in files for shape in tensor_shapes(file).values())
 
 
 def check_disk(folder: Path, target: Quant, where: Path) -> None:
@@ -93,14 +92,10 @@ def check_disk(folder: Path, target: Quant, where: Path) -> None:
                           f"{human_bytes(needed)} while it is made, and {human_bytes(free)} is free")
 
 
-def _architecture(folder: Path) -> str:
-    return read_config(folder)["architectures"][0]
-
-
-def _result(path: Path, kind: str, target: Quant, folder: Path, types: dict[str, int], fallbacks: list[str],
+def _result(path: Path, kind: str, target: Quant, architecture: str, types: dict[str, int], fallbacks: list[str],
             agreement: Any, started: float) -> GgufResult:
     return GgufResult(path=str(path), kind=kind, quant=target.name, label=target.label,
-                      architecture=_architecture(folder), tensors=sum(types.values()),
+                      architecture=architecture, tensors=sum(types.values()),
                       size_bytes=path.stat().st_size, tensor_types=types, fallbacks=fallbacks,
                       agreement=agreement.to_dict(), flagged=not agreement.within,
                       llama_cpp=require().version or "?", seconds=round(time.perf_counter() - started, 2))
@@ -113,8 +108,7 @@ def export_model(folder: str | Path, output: str | Path, quant: str = "f16", *, 
     started = time.perf_counter()
     report = progress or quiet
     target, folder, path = find_quant(quant), Path(folder), gguf_path(output)
-    kit = require().kit
-    check_convertible(folder, kit)
+    architecture = check_convertible(folder, require().kit)
     check_disk(folder, target, path.parent)
     sweep_staging(path.parent)  # what a killed export left
     partial = staging_path(path, "partial")
@@ -136,7 +130,7 @@ def export_model(folder: str | Path, output: str | Path, quant: str = "f16", *, 
         for leftover in (converted, partial):
             leftover.unlink(missing_ok=True)
     report(3, 3, "written and checked in llama.cpp")
-    return _result(path, "model", target, folder, tensor_types(path), fallbacks, agreement, started)
+    return _result(path, "model", target, architecture, tensor_types(path), fallbacks, agreement, started)
 
 
 def export_lora(adapter: Path, base_folder: Path, output: str | Path, lora_type: str, base_gguf: Path,
@@ -151,7 +145,7 @@ def export_lora(adapter: Path, base_folder: Path, output: str | Path, lora_type:
     target, path = find_quant(lora_type), gguf_path(output)
     check_lora_exportable(adapter)
     check_lora_fits(adapter, base_folder)
-    check_convertible(base_folder, require().kit)
+    architecture = check_convertible(base_folder, require().kit)
     sweep_staging(path.parent)
     partial, scratch = staging_path(path, "partial"), staging_path(path.with_name(path.stem + ".lora"), "merged")
     try:
@@ -166,7 +160,7 @@ def export_lora(adapter: Path, base_folder: Path, output: str | Path, lora_type:
         partial.unlink(missing_ok=True)
         shutil.rmtree(scratch, ignore_errors=True)
     report(2, 2, "written and checked in llama.cpp")
-    return _result(path, "lora", target, base_folder, tensor_types(path), [], agreement, started)
+    return _result(path, "lora", target, architecture, tensor_types(path), [], agreement, started)
 
 
 def describe(result: GgufResult) -> list[str]:

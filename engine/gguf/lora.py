@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.adapters.library import read_peft_config
-from engine.core.safetensors_files import safetensors_header
+from engine.core.safetensors_files import tensor_shapes
 from engine.errors import StudioError
 
 _LORA_PREFIX = "base_model.model."
@@ -37,12 +37,6 @@ def check_lora_exportable(adapter: Path) -> dict[str, Any]:
     return peft
 
 
-def _header_shapes(file: Path) -> dict[str, tuple[int, ...]]:
-    """The shape of every tensor in a safetensors file, from its header (no weights read)."""
-    return {name: tuple(info["shape"]) for name, info in safetensors_header(file).items()
-            if isinstance(info, dict) and isinstance(info.get("shape"), list)}
-
-
 def _lora_key(adapter: Path, key: str) -> tuple[str, str]:
     """The base weight a LoRA tensor adapts, and which half of the pair it is ("A" or "B")."""
     match = re.fullmatch(r"(.+)\.lora_([AB])(?:\.[^.]+)?\.weight", key)
@@ -57,14 +51,14 @@ def check_lora_fits(adapter: Path, base_folder: Path) -> None:
     out x in, A must be r x in and B out x r. llama.cpp would refuse such a file when it loads
     it, or apply it to the wrong rows. Reads the safetensors headers only."""
     pairs: dict[str, dict[str, tuple[int, ...]]] = {}
-    for key, shape in _header_shapes(adapter / WEIGHTS).items():
+    for key, shape in tensor_shapes(adapter / WEIGHTS).items():
         base_name, half = _lora_key(adapter, key)
         pairs.setdefault(base_name, {})[half] = shape
     if not pairs:
         raise StudioError(f"adapter {adapter.name} holds no LoRA weights")
     base = {}
     for file in sorted(Path(base_folder).glob("*.safetensors")):
-        base.update(_header_shapes(file))
+        base.update(tensor_shapes(file))
     for base_name, pair in sorted(pairs.items()):
         if set(pair) != {"A", "B"} or len(pair["A"]) != 2 or len(pair["B"]) != 2:
             raise StudioError(f"adapter {adapter.name}: {base_name} lacks one half of its LoRA pair")
