@@ -51,7 +51,7 @@ LOCKER := .venv-lock
 LOCK_SOURCES := $(if $(TORCH_CPU_INDEX),--extra-index-url $(TORCH_CPU_INDEX) --index-strategy unsafe-best-match,\
 	$(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS)))
 # The extras are tools/lockcheck.py's LOCKED_EXTRAS.
-UV_COMPILE := $(LOCKER)/bin/uv pip compile pyproject.toml --extra test --extra dev --extra gguf --python-version 3.11 \
+UV_COMPILE := $(LOCKER)/bin/uv pip compile pyproject.toml --extra test --extra dev --extra gguf --extra trackers --python-version 3.11 \
 	--python-platform x86_64-manylinux_2_34 --constraint locks/torch-cpu.in $(LOCK_SOURCES) \
 	--custom-compile-command "make lock" --quiet
 

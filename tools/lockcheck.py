@@ -29,7 +29,7 @@ _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
 # uv marks what the project itself asks for with this line under the pin.
 _FROM_PROJECT = re.compile(r"#\s+(via\s+)?lora-studio \(pyproject\.toml\)")
 # The extras both locks include (the Makefile's make lock compiles with these).
-LOCKED_EXTRAS = ("test", "dev", "gguf")
+LOCKED_EXTRAS = ("test", "dev", "gguf", "trackers")
 
 
 def project_requirements(pyproject: Path, extras: tuple[str, ...]) -> dict[str, Requirement]:
