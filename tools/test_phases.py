@@ -2,7 +2,8 @@
 
 Phase one runs on two workers (most tests wait on a training child or a subprocess); phase two
 runs the tests that bound a time on their own (``-m alone``), so that no other test's training
-steals their cores. Usage: ``python tools/test_phases.py PYTHON [pytest options...]``.
+steals their cores. The checks of built distributions (``-m packaging``) are ``make
+test-packaging``'s, not the suite's. Usage: ``python tools/test_phases.py PYTHON [pytest options...]``.
 Exits 1 if either phase failed.
 """
 
@@ -13,8 +14,8 @@ import re
 import subprocess
 import sys
 
-PHASES = (("parallel", ["-n", "2", "--dist", "loadgroup", "-m", "not alone"]),
-          ("alone", ["-m", "alone"]))
+PHASES = (("parallel", ["-n", "2", "--dist", "loadgroup", "-m", "not alone and not packaging"]),
+          ("alone", ["-m", "alone and not packaging"]))
 _SUMMARY = re.compile(r"^\d+ \w+.* in [\d.]+s")
 _COUNT = re.compile(r"(\d+) (passed|failed|errors?)")
 
