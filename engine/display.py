@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from engine.core.child_python import python_module_command
+
 # The libraries Qt's xcb (X11) and wayland plugins load that minimal installs leave out, with the
 # package that provides each on the three families of distributions people report from.
 PACKAGES = {
@@ -54,7 +56,7 @@ PACKAGES = {
 FAMILIES = {"debian": "apt install", "fedora": "dnf install", "arch": "pacman -S"}
 PROBE_SECONDS = 20
 # Opens Qt the way the studio does, without a window: enough to load the platform plugin.
-_PROBE = "import sys; from PySide6.QtGui import QGuiApplication; QGuiApplication(sys.argv[:1])"
+_PROBE_MODULE = "studio.qt_probe"
 _NOT_FOUND = re.compile(r"^\s*(\S+)\s+=>\s+not found", re.MULTILINE)
 
 
@@ -155,7 +157,7 @@ def _pyside_plugins() -> Optional[Path]:
 def _probe(env: dict[str, str]) -> Optional[str]:
     """None when Qt starts with this environment, else the line of Qt's output that says why."""
     try:
-        done = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True,
+        done = subprocess.run(python_module_command(_PROBE_MODULE), env=env, capture_output=True, text=True,
                               timeout=PROBE_SECONDS)
     except subprocess.TimeoutExpired:
         return f"Qt did not start within {PROBE_SECONDS} s"

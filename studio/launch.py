@@ -1,6 +1,9 @@
 """The ``lora-studio`` entry point: no arguments open the studio, a subcommand runs headless.
 
-This module imports nothing heavy at import time, so the headless path never loads Qt.
+This module imports nothing heavy at import time, so the headless path never loads Qt. In the
+desktop bundle this binary is also the studio's Python: ``lora-studio -m MODULE ARGS`` runs a
+module as ``python -m`` would (``engine.core.child_python``), which is how the studio starts its
+training runs and other children there.
 """
 
 from __future__ import annotations
@@ -10,6 +13,17 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if getattr(sys, "frozen", False):
+        # PyInstaller's multiprocessing hook: a helper process multiprocessing starts from this
+        # binary (its resource tracker) runs here and exits, instead of opening the studio.
+        import multiprocessing
+
+        multiprocessing.freeze_support()
+    from engine.core.child_python import run_module_argv
+
+    ran = run_module_argv(args)
+    if ran is not None:
+        return ran
     if not args:
         from engine.display import check_window
 

@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from engine.core.child_python import python_module_command
 from engine.core.progress import ProgressFn, quiet
 from engine.errors import StudioError
 from engine.gguf.runtime import require
 from engine.models.trust import needs_code
-
-_CHILD = Path(__file__).with_name("converter_child.py")
-
 
 @dataclass(frozen=True)
 class ConvertJob:
@@ -74,7 +71,7 @@ def convert_folders(jobs: list[ConvertJob], progress: Optional[ProgressFn] = Non
     for job in jobs:
         check_convertible(Path(job.base if job.kind == "lora" else job.source), kit)
     report(0, len(jobs), f"starting llama.cpp's converter ({len(jobs)} file{'s' if len(jobs) != 1 else ''})")
-    child = subprocess.Popen([sys.executable, str(_CHILD), str(kit)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    child = subprocess.Popen(python_module_command("engine.gguf.converter_child", kit), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     child.stdin.write(json.dumps([asdict(job) for job in jobs]))
     child.stdin.close()

@@ -35,6 +35,7 @@ import threading
 from pathlib import Path
 from typing import Optional
 
+from engine.core.child_python import python_module_command
 from engine.jobs.child_env import child_environment
 
 # Environment variables read when a run's code calls for them, not while the stack is
@@ -123,7 +124,7 @@ class Standby:
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "engine.jobs.launcher"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            python_module_command("engine.jobs.launcher"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             env=env, start_new_session=True,  # Ctrl-C in the caller's terminal is the caller's to handle
         )
         self._ready = threading.Event()

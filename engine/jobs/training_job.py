@@ -26,7 +26,6 @@ import os
 import queue
 import re
 import subprocess
-import sys
 import threading
 import time
 from datetime import datetime
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from engine.core.atomic import write_json
+from engine.core.child_python import python_module_command
 from engine.core.choices import RunStatus
 from engine.errors import StudioError, first_line
 from engine.jobs import launcher
@@ -170,7 +170,7 @@ class TrainingJob:
         else:
             with open(RunDir(run_dir).log, "ab") as log:
                 child = _Child(popen=subprocess.Popen(
-                    [sys.executable, "-m", "engine.train", str(run_dir)],
+                    python_module_command("engine.train", run_dir),
                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                     start_new_session=True,  # Ctrl-C in a terminal reaches the supervisor, which stops the run cleanly
                 ))
