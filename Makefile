@@ -22,7 +22,7 @@ SETUP_OPTIONS := --starter $(STARTER) \
 	                $(if $(TORCH_CPU_INDEX),--torch-index $(TORCH_CPU_INDEX)))
 PYTEST := QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider
 
-.PHONY: setup run test gpu-check lock test-latest clean
+.PHONY: setup run test gpu-check lock test-latest clean bundle deb test-packaging
 
 setup: $(STAMP)
 
@@ -74,6 +74,22 @@ test-latest:
 	$(LATEST)/bin/python -m pip list --format=freeze > $(LATEST)/versions.txt
 	@$(PYTHON) tools/lockcheck.py --changes locks/cpu.txt $(LATEST)/versions.txt
 	@$(LATEST)/bin/python tools/test_phases.py $(LATEST)/bin/python
+
+# The desktop bundle (PyInstaller, one folder, CPU torch): dist/lora-studio-<version>-linux-x86_64.tar.gz,
+# built in a venv of its own from the CPU lock (build/bundle-venv, reused while the lock stays the same).
+# The .deb installs that bundle under /opt/lora-studio. tools/bundle.py and tools/deb.py say how.
+BUNDLE_VERSION = $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+BUNDLE := dist/lora-studio-$(BUNDLE_VERSION)-linux-x86_64.tar.gz
+
+bundle:
+	$(PYTHON) tools/bundle.py --lock locks/cpu.txt --starter $(STARTER)
+
+deb: bundle
+	$(PYTHON) tools/deb.py $(BUNDLE)
+
+# The slow checks of what is shipped (the bundle, the .deb, the wheelhouse): they build what they test.
+test-packaging: setup
+	$(PYTEST) -m packaging tests/packaging
 
 clean:
 	rm -rf $(VENV) $(LATEST) $(LOCKER)
