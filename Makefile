@@ -82,7 +82,7 @@ BUNDLE_VERSION = $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 BUNDLE := dist/lora-studio-$(BUNDLE_VERSION)-linux-x86_64.tar.gz
 
 bundle:
-	$(PYTHON) tools/bundle.py --lock locks/cpu.txt --starter $(STARTER)
+	$(PYTHON) tools/bundle.py --lock locks/cpu.txt --starter $(STARTER) $(if $(TORCH_CPU_INDEX),--torch-index $(TORCH_CPU_INDEX))
 
 deb: bundle
 	$(PYTHON) tools/deb.py $(BUNDLE)

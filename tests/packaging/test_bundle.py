@@ -6,10 +6,12 @@ sample datasets and the converter kit inside the bundle."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -104,11 +106,13 @@ def unpacked(tarball, tmp_path_factory) -> Path:
     return folder / tarball.name.removesuffix(".tar.gz") / "lora-studio"
 
 
-def test_the_unpacked_bundle_runs_the_studio_with_no_python(unpacked, version, no_python, tiny_model_dir,
-                                                            tmp_path):
+def test_the_bundle_says_the_version_its_file_name_says(unpacked, version, no_python, tmp_path):
+    assert _run([unpacked, "--version"], no_python, tmp_path).stdout.strip() == f"lora-studio {version}"
+
+
+def test_the_unpacked_bundle_runs_the_studio_with_no_python(unpacked, no_python, tiny_model_dir, tmp_path):
     home, work = tmp_path / "home", tmp_path / "work"
     work.mkdir()
-    assert _run([unpacked, "--version"], no_python, work).stdout.strip() == f"lora-studio {version}"
     smoke = run_smoke([unpacked], home, work, tiny_model_dir, env=no_python)
     # The starter ships inside the bundle (found without importing its package), not yet converted.
     assert smoke.doctor["starter_model"]["size_bytes"] > 50 * 2**20 and not smoke.doctor["starter_model"]["ready"]
@@ -160,3 +164,33 @@ def test_the_debs_tree_runs_the_studio_with_no_python(deb, no_python, tiny_model
     entry = (root / "usr/share/applications/lora-studio.desktop").read_text(encoding="utf-8")
     assert re.search(r"^Exec=/usr/bin/lora-studio$", entry, re.M) and re.search(r"^Icon=lora-studio$", entry, re.M)
     run_smoke([root / "opt/lora-studio/lora-studio"], home, work, tiny_model_dir, env=no_python)
+
+
+def test_building_without_pyinstaller_is_refused_in_one_line(tmp_path):
+    lock = tmp_path / "no-pyinstaller.txt"
+    lock.write_text("six==1.17.0\n")
+    done = subprocess.run(["python3", str(ROOT / "tools" / "bundle.py"), "--lock", str(lock), "--venv",
+                           str(tmp_path / "venv"), "--work", str(tmp_path / "work"), "--dist", str(tmp_path / "dist")],
+                          capture_output=True, text=True, timeout=STEP_TIMEOUT_S)
+    assert done.returncode == 1
+    assert done.stderr == "bundle: PyInstaller is not installed: no-pyinstaller.txt pins no pyinstaller (the dev " \
+                          "extra of pyproject.toml has it; make lock adds it)\n"
+    assert not (tmp_path / "dist").exists()
+
+
+def test_an_unsupported_platform_is_refused_in_one_line(monkeypatch, capsys):
+    bundle = _tool("bundle")
+    monkeypatch.setattr(bundle.sys, "platform", "sunos5")
+    assert bundle.main(["--dist", "/nonexistent"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("bundle: bundles are built on linux-x86_64, windows-x86_64, macos-arm64, macos-x86_64, "
+                          "not on sunos5 ") and err.count("\n") == 1
+
+
+def _tool(name: str):
+    """A module of tools/ (standard library scripts, imported as they run: from their folder)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
