@@ -87,8 +87,8 @@ bundle:
 deb: bundle
 	$(PYTHON) tools/deb.py $(BUNDLE)
 
-# The slow checks of what is shipped (the bundle, the .deb, the wheelhouse): they build what they test.
-test-packaging: setup
+# The slow checks of what is shipped (the bundle, the .deb, the wheelhouse), on what make deb has just built.
+test-packaging: setup deb
 	$(PYTEST) -m packaging tests/packaging
 
 clean:
