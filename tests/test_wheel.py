@@ -35,7 +35,9 @@ PACKAGE_DATA = [
     "engine/resources/datasets/robot_alpaca.json",
     "engine/resources/datasets/README.md",
     "engine/resources/eval/general_prompts.jsonl",
-    "studio/resources/icons/lora-studio.svg",
+    "engine/resources/desktop/lora-studio.desktop",
+    "engine/resources/desktop/icons/hicolor/scalable/apps/lora-studio.svg",
+    "engine/resources/desktop/icons/hicolor/48x48/apps/lora-studio.png",
     "studio/resources/icons/pages/home.svg",
     "studio/resources/icons/pages/chat.svg",
 ]
