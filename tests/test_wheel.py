@@ -14,6 +14,7 @@ import sys
 import sysconfig
 import tarfile
 import time
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -163,7 +164,8 @@ class _UserShell:
         self.cwd = cwd
         self.env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
         self.env.update(VIRTUAL_ENV=str(venv), PATH=f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",
-                        LORA_STUDIO_HOME=str(home), QT_QPA_PLATFORM="offscreen")
+                        LORA_STUDIO_HOME=str(home), QT_QPA_PLATFORM="offscreen",
+                        XDG_DATA_HOME=str(home.parent / "xdg-data"))
 
     def command(self, program: str, *args: str) -> list[str]:
         return [str(self.bin / program), *args]
@@ -192,6 +194,11 @@ def _check_the_command_line(user: _UserShell, home: Path, model: Path, tmp_path:
     [doctor] = user.lora_studio_json("doctor")
     assert doctor["home"] == str(home) and doctor["devices"][-1]["kind"] == "cpu"
     assert doctor["devices"][-1]["total_bytes"] > 0 and "torch" in doctor["versions"]
+    # Read from the installed package's metadata: no pyproject.toml beside it.
+    assert doctor["version"] == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    # The launcher entry of a pip install starts the console script the install put in the venv.
+    [desktop] = user.lora_studio_json("desktop", "install")
+    assert desktop["exec"] == str(user.bin / "lora-studio") and Path(desktop["entry"]).is_file()
 
     [added] = user.lora_studio_json("models", "add", str(model), "--name", "tiny")
     assert added["name"] == "tiny" and added["ready"]
