@@ -22,7 +22,7 @@ import sysconfig
 from pathlib import Path
 from typing import Iterator, Union
 
-from engine.core.atomic import staging_path, sweep_staging, write_refused
+from engine.core.atomic import staging_path, write_refused
 from engine.errors import StudioError
 from engine.paths import RESOURCES
 
@@ -140,7 +140,6 @@ def install(data_home: Path, exec_path: PathLike) -> list[Path]:
         for relative, data in files:
             target = data_home / relative
             made_folders += _make_folders(target.parent)
-            sweep_staging(target.parent)  # what a killed install left staged here
             staged.append((staging_path(target, "tmp"), target))
             _write_synced(staged[-1][0], data)
         for staging, target in staged:
