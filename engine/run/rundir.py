@@ -77,3 +77,8 @@ class RunDir:
     def wandb(self) -> Path:
         """The folder W&B writes its ``wandb/`` folder into is the run folder itself (``WANDB_DIR``)."""
         return self.path / "wandb"
+
+    def tracker_folders(self) -> dict[str, Path]:
+        """The experiment trackers' folders this run has written, by tracker (engine.core.choices.TRACKERS)."""
+        folders = {"tensorboard": self.tensorboard, "mlflow": self.mlruns, "wandb": self.wandb}
+        return {name: folder for name, folder in folders.items() if folder.is_dir()}

@@ -49,3 +49,23 @@ def test_tracker_choice_and_mlflow_server_reach_the_run_config_and_reopen(train_
         page.build_config()
     checks["mlflow"].click()  # MLflow off: its address no longer applies
     assert (page.build_config().report_to, page.build_config().mlflow_uri) == (["tensorboard"], None)
+
+
+def test_the_run_window_links_the_folders_its_trackers_wrote(qtbot):
+    from run_folders import completed_run
+
+    from engine.run.rundir import RunDir
+    from studio.widgets.run_viewer import RunViewer
+
+    folder = RunDir(completed_run(config={"model": "tiny", "dataset": "/d/pirate.jsonl",
+                                          "report_to": ["tensorboard", "wandb"]}))
+    folder.tensorboard.mkdir()
+    folder.wandb.mkdir()
+    viewer = RunViewer([str(folder.path)])
+    qtbot.addWidget(viewer)
+    with qtbot.waitSignal(viewer.loaded, timeout=10_000):
+        pass
+    text = viewer.status_label.text()
+    assert f'href="file://{folder.tensorboard}">TensorBoard folder</a>' in text
+    assert "Weights &amp; Biases folder" in text and "MLflow" not in text
+    assert viewer.status_label.openExternalLinks()

@@ -16,7 +16,7 @@ from engine.errors import StudioError
 from engine.run.config import RunConfig
 from engine.run.events import LogLine, RunFinished, StepMetrics, read_events
 from engine.run.rundir import RunDir
-from engine.train import recipe
+from engine.train import recipe, trackers
 from helpers import run_cli, write_messages_dataset
 from training_runs import new_run
 
@@ -48,6 +48,8 @@ def own_environment():
 
 
 def _train_in_process(run) -> list:
+    """The run as its training child runs it (``recipe.train_owned``, less the lower priority)."""
+    trackers.switch_off_telemetry()
     finished = recipe.run_and_report(run)
     assert finished.status == "completed", finished.error
     return read_events(RunDir(run.run_dir).events)
@@ -62,6 +64,8 @@ def test_one_run_reports_to_tensorboard_mlflow_and_wandb_offline_and_contacts_no
     global _watching
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))  # not logged in to W&B, whatever this machine has
+    for folder in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):  # its service's own logs: not in the tester's home
+        monkeypatch.setenv(folder, str(tmp_path / folder.lower()))
     run = new_run(tmp_path, tiny_model_dir, max_steps=3, report_to=["tensorboard", "mlflow", "wandb"])
     _watching = True
     try:
