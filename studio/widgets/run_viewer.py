@@ -84,6 +84,8 @@ def setting_text(value: Any) -> str:
         return "none"
     if isinstance(value, str):
         return value
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):  # e.g. the trackers it reports to
+        return ", ".join(value) or "none"
     return json.dumps(value)
 
 

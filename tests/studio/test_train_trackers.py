@@ -69,3 +69,6 @@ def test_the_run_window_links_the_folders_its_trackers_wrote(qtbot):
     assert f'href="file://{folder.tensorboard}">TensorBoard folder</a>' in text
     assert "Weights &amp; Biases folder" in text and "MLflow" not in text
     assert viewer.status_label.openExternalLinks()
+    table = viewer.settings_table
+    rows = {table.item(row, 0).text(): table.item(row, 1).text() for row in range(table.rowCount())}
+    assert rows["Report to"] == "tensorboard, wandb"
