@@ -124,7 +124,7 @@ def _mlflow(config: RunConfig, run_dir: RunDir) -> Setup:
         environment.update({key: os.environ.get(key, value) for key, value in _MLFLOW_PATIENCE.items()})
         note = f"MLflow: sending to {uri}"
     else:
-        note = f"MLflow: a local store, mlflow ui --backend-store-uri {uri}"
+        note = f"MLflow: a local store, MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri {uri}"
     if address.scheme in ("file", ""):
         # MLflow 3 keeps its file store for those who ask for it (a database needs the full mlflow package).
         environment["MLFLOW_ALLOW_FILE_STORE"] = "true"
