@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from engine.core.choices import RunStatus
+from engine.core.telemetry import switch_off_telemetry
 from engine.run.rundir import RunDir
 from engine.run.checkpoints import checkpoint_folders, checkpoint_problem, checkpoint_step, clear_checkpoint_staging
 from engine.core.units import gib
@@ -73,9 +74,7 @@ def train_owned(run_dir: Path) -> int:
     # Belt and braces: every torch.load in this process (a resumed checkpoint's optimizer, scheduler and
     # RNG state are pickles) reads plain tensors only, even where a library leaves weights_only unset.
     os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
-    from engine.train import trackers
-
-    trackers.switch_off_telemetry()  # before any library could send its own (TRL's trainers ping when built)
+    switch_off_telemetry()  # before any library could send its own (TRL's trainers ping when built)
     finished = run_and_report(Run(run_dir))
     return 0 if finished.status != RunStatus.FAILED else 1
 

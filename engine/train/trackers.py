@@ -32,10 +32,6 @@ from engine.core.choices import TRACKER_LABELS
 from engine.run.config import RunConfig
 from engine.run.rundir import RunDir
 
-# The libraries' own reporting home, off in every training child, under the names each library reads:
-# huggingface_hub.constants (TRL's trainers send a usage ping when built), mlflow.telemetry.utils,
-# and wandb.env.error_reporting_enabled (its Sentry error reports).
-NO_TELEMETRY = {"HF_HUB_DISABLE_TELEMETRY": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "WANDB_ERROR_REPORTING": "false"}
 # How long the start of a run waits to learn whether a tracking server answers.
 REACH_TIMEOUT_S = 3.0
 # A server that stops answering mid-run holds a step for at most about this long (MLflow's defaults
@@ -59,16 +55,6 @@ class Trackers:
     @property
     def report_to(self) -> Any:
         return list(self.names) or "none"
-
-
-def switch_off_telemetry() -> None:
-    """The libraries' own telemetry off in this process, whether or not it reports to a tracker.
-    huggingface_hub reads its setting when first imported, which a warm-start standby did long ago:
-    its module constant is set too (it is read at each call)."""
-    os.environ.update(NO_TELEMETRY)
-    import huggingface_hub.constants
-
-    huggingface_hub.constants.HF_HUB_DISABLE_TELEMETRY = True
 
 
 def prepare(config: RunConfig, run_dir: Path, say: Callable[[str], None]) -> Trackers:

@@ -12,11 +12,12 @@ import sys
 
 import pytest
 
+from engine.core.telemetry import switch_off_telemetry
 from engine.errors import StudioError
 from engine.run.config import RunConfig
 from engine.run.events import LogLine, RunFinished, StepMetrics, read_events
 from engine.run.rundir import RunDir
-from engine.train import recipe, trackers
+from engine.train import recipe
 from helpers import run_cli, write_messages_dataset
 from training_runs import new_run
 
@@ -49,7 +50,7 @@ def own_environment():
 
 def _train_in_process(run) -> list:
     """The run as its training child runs it (``recipe.train_owned``, less the lower priority)."""
-    trackers.switch_off_telemetry()
+    switch_off_telemetry()
     finished = recipe.run_and_report(run)
     assert finished.status == "completed", finished.error
     return read_events(RunDir(run.run_dir).events)
