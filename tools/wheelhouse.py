@@ -216,6 +216,9 @@ def main(argv: list[str]) -> int:
               f"that system (this is Python {platform.python_version()} on {sys.platform} {platform.machine()})",
               file=sys.stderr)
         return 1
+    if not options.lock.is_file():
+        print(f"wheelhouse: there is no lock at {options.lock}", file=sys.stderr)
+        return 1
     if not _TORCH_PIN.search(options.lock.read_text(encoding="utf-8")) and not options.torch:
         print(f"wheelhouse: {options.lock.name} leaves torch out: say which version with --torch", file=sys.stderr)
         return 1

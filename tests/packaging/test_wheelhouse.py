@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from smoke import packaged_sample, run_smoke
 
-pytestmark = pytest.mark.packaging
+# The first test may build the wheelhouse (and llama.cpp's portable build) before it runs.
+pytestmark = [pytest.mark.packaging, pytest.mark.timeout(2400)]
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = f"lora-studio-{version('lora-studio')}-wheelhouse-linux-x86_64"
