@@ -12,6 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+# The smoke every installed form runs (tests/packaging/smoke.py), for tests outside that folder too.
+sys.path.insert(1, str(ROOT / "tests" / "packaging"))
 
 from tiny_model import build_tiny_model  # noqa: E402
 
