@@ -507,7 +507,8 @@ class SettingsForm(QWidget):
         self.name_edit = QLineEdit()
         self.name_edit.setPlaceholderText("automatic")
 
-        self.tracker_checks = {name: QCheckBox(TRACKER_LABELS[name]) for name in TRACKERS}
+        # "&&": a lone "&" in a button's text marks its shortcut letter, which would eat W&B's.
+        self.tracker_checks = {name: QCheckBox(TRACKER_LABELS[name].replace("&", "&&")) for name in TRACKERS}
         self.mlflow_uri_edit = QLineEdit()
         self.mlflow_uri_edit.setPlaceholderText("local store in the run's folder")
 
