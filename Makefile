@@ -37,6 +37,15 @@ run: setup
 test: setup
 	@$(PY) tools/test_phases.py $(PY)
 
+# An offline installer (tools/wheelhouse.py): dist/lora-studio-<version>-wheelhouse-linux-x86_64/ and
+# its .tar.gz, holding a wheel for everything the lock pins, the project's, the starter's, llama.cpp
+# built for any x86-64-v3 CPU, and install.sh. WHEELHOUSE_LOCK=locks/cuda.txt, on a machine whose
+# index gives torch's CUDA build, makes a CUDA one (torch at the CPU lock's version).
+WHEELHOUSE_LOCK ?= locks/cpu.txt
+.PHONY: wheelhouse
+wheelhouse: setup
+	$(PY) tools/wheelhouse.py --lock $(WHEELHOUSE_LOCK) --starter $(STARTER) --torch $(LOCKED_TORCH)
+
 # Everything never run on CUDA, in one pass of under 8 minutes on one GPU (bench/gpu_check.py):
 # doctor, every method on the starter and a 1B model, memory calibration, throughput and chat
 # speed, written to bench/results/gpu-<date>.json. On a CPU it skips the CUDA parts, saying so.

@@ -21,6 +21,7 @@ from typing import Callable, Optional
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QMessageBox
 
+from engine.desktop import APP_ID
 from studio import theme, workers
 from studio.icons import APP_ICON
 from studio.logs import log_exception, start_logging
@@ -138,13 +139,22 @@ def check_home(window: MainWindow) -> None:
     task.start()
 
 
+def identified(argv: list[str]) -> list[str]:
+    """``argv`` for QApplication with the X11 WM_CLASS instance name set to the desktop entry's
+    StartupWMClass: Qt otherwise takes the program's file name, which is launch.py, __main__.py or
+    python as often as lora-studio. (Qt's xcb platform reads ``-name``; others ignore it.)"""
+    return [*(argv[:1] or [APP_ID]), "-name", APP_ID, *argv[1:]]
+
+
 def start(argv: Optional[list[str]] = None) -> tuple[QApplication, MainWindow]:
     """Create the application and the window, show it, and arrange the start-up work."""
-    app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv)
-    app.setApplicationName("LoRA Studio")
+    app = QApplication.instance() or QApplication(identified(argv if argv is not None else sys.argv))
+    # The name launchers and taskbars know the studio by, the desktop entry's (engine.desktop): as
+    # the application name it is the X11 WM_CLASS's class, as the desktop file name the Wayland app
+    # id (and KDE's hint); the display name is what window titles and dialogs show.
+    app.setApplicationName(APP_ID)
     app.setApplicationDisplayName("LoRA Studio")
-    # Lets Wayland/X11 shells match the window to packaging/lora-studio.desktop and its icon.
-    app.setDesktopFileName("lora-studio")
+    app.setDesktopFileName(APP_ID)
     app.setWindowIcon(QIcon(str(APP_ICON)))
     log.info("Log file: %s", start_logging())
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)

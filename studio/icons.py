@@ -16,9 +16,12 @@ from PySide6.QtCore import QByteArray, QRect, QRectF, QSize, Qt
 from PySide6.QtGui import QGuiApplication, QIcon, QIconEngine, QPainter, QPalette, QPixmap
 from PySide6.QtSvg import QSvgRenderer
 
+from engine.desktop import APP_SVG
+
 # The studio's package data, installed with the package (the engine has its own resources).
 ICONS = Path(__file__).resolve().parent / "resources" / "icons"
-APP_ICON = ICONS / "lora-studio.svg"
+# The window's icon is the desktop entry's (one file for the launcher, the taskbar and the window).
+APP_ICON = APP_SVG
 PAGE_ICONS = ICONS / "pages"
 _BLANK_SVG = '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24"/>'
 log = logging.getLogger(__name__)

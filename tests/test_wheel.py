@@ -13,6 +13,7 @@ import subprocess
 import sys
 import sysconfig
 import tarfile
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -29,7 +30,9 @@ PACKAGE_DATA = [
     "engine/resources/datasets/robot_alpaca.json",
     "engine/resources/datasets/README.md",
     "engine/resources/eval/general_prompts.jsonl",
-    "studio/resources/icons/lora-studio.svg",
+    "engine/resources/desktop/lora-studio.desktop",
+    "engine/resources/desktop/icons/hicolor/scalable/apps/lora-studio.svg",
+    "engine/resources/desktop/icons/hicolor/48x48/apps/lora-studio.png",
     "studio/resources/icons/pages/home.svg",
     "studio/resources/icons/pages/chat.svg",
 ]
@@ -155,7 +158,8 @@ class _UserShell:
         self.cwd = cwd
         self.env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
         self.env.update(VIRTUAL_ENV=str(venv), PATH=f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",
-                        LORA_STUDIO_HOME=str(home), QT_QPA_PLATFORM="offscreen")
+                        LORA_STUDIO_HOME=str(home), QT_QPA_PLATFORM="offscreen",
+                        XDG_DATA_HOME=str(home.parent / "xdg-data"))
 
     def command(self, program: str, *args: str) -> list[str]:
         return [str(self.bin / program), *args]
@@ -183,6 +187,9 @@ def _check_the_command_line(user: _UserShell, home: Path, model: Path, tmp_path:
     seconds, so the suite runs them once, here, rather than again from the checkout.) The smoke
     every installed form gets (doctor, train, chat, the window) trains on a small dataset here,
     with a validation share, to see the run score itself too."""
+    # The launcher entry of a pip install starts the console script the install put in the venv.
+    [desktop] = user.lora_studio_json("desktop", "install")
+    assert desktop["exec"] == str(user.bin / "lora-studio") and Path(desktop["entry"]).is_file()
     [added] = user.lora_studio_json("models", "add", str(model), "--name", "tiny")
     assert added["name"] == "tiny" and added["ready"]
     [listed] = user.lora_studio_json("models", "list")
@@ -194,6 +201,8 @@ def _check_the_command_line(user: _UserShell, home: Path, model: Path, tmp_path:
     dataset = write_messages_dataset(tmp_path / "data.jsonl")  # 16 rows
     smoke = run_smoke(user.command("lora-studio"), home, user.cwd, model, env=user.env, dataset=dataset,
                       train_options=("--val-fraction", "0.25"), name="wheel-run")
+    # Read from the installed package's metadata: no pyproject.toml beside it.
+    assert smoke.doctor["version"] == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     # With a validation share the run scores itself against the base on the rows it held out, last.
     evaluation = smoke.events[-1]["evaluation"]
     held_out = json.loads((Path(smoke.summary["run_dir"]) / "heldout.json").read_text())["rows"]

@@ -54,11 +54,12 @@ def log_path(venv: Path) -> Path:
     return venv.with_name(f"{venv.name}-setup.log")
 
 
-def run(step: str, command: list[str], log) -> None:
+def run(step: str, command: list[str], log, env: dict | None = None) -> None:
     log.write(f"\n$ {' '.join(command)}\n")
     log.flush()
     start = log.tell()
-    result = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    result = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env=env)
     if result.returncode != 0:
         with open(log.name, encoding="utf-8", errors="replace") as written:
             written.seek(start)

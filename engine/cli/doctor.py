@@ -1,4 +1,4 @@
-"""lora-studio doctor: the devices, their memory, the library versions, the starter model and
+"""lora-studio doctor: the studio's version, the devices, their memory, the library versions, the starter model and
 whether the window can open."""
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from engine.hardware import detect_devices, versions
     from engine.models.store import list_models
     from engine.paths import studio_home
+    from engine.version import studio_version
 
     devices = detect_devices()
     starter = next((m for m in list_models() if m.source == "starter"), None)
     report = {
+        "version": studio_version(),
         "home": str(studio_home()),
         "devices": [d.to_dict() for d in devices],
         "versions": versions(),
@@ -33,6 +35,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report)
         return 0
+    print(f"LoRA Studio {report['version']}")
     print(f"LoRA Studio home: {report['home']}")
     for d in devices:
         extra = f", compute {d.compute_capability}" if d.compute_capability else ""

@@ -10,18 +10,20 @@ import sys
 import traceback
 from typing import Optional
 
-from engine.cli import adapters, chat, data, doctor, estimate, evaluate, models, runs, serve, train
+from engine.cli import adapters, chat, data, desktop, doctor, estimate, evaluate, models, runs, serve, train
 from engine.cli.output import print_error
 from engine.cli.parsing import Parser, UsageError
 from engine.errors import StudioError
 from engine.paths import sweep_home
+from engine.version import studio_version
 
 # In the order ``lora-studio --help`` lists them.
-COMMAND_GROUPS = (doctor, models, data, estimate, train, runs, adapters, chat, evaluate, serve)
+COMMAND_GROUPS = (doctor, models, data, estimate, train, runs, adapters, chat, evaluate, serve, desktop)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="lora-studio", description="LoRA Studio: fine-tune language models.")
+    parser.add_argument("--version", action="version", version=f"lora-studio {studio_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for group in COMMAND_GROUPS:
         group.register(sub)

@@ -100,7 +100,7 @@ def _add_optimisation_flags(train: argparse.ArgumentParser) -> None:
 
 
 def _add_run_flags(train: argparse.ArgumentParser) -> None:
-    from engine.core.choices import PRECISION_CHOICES, PURE_BF16_CHOICES
+    from engine.core.choices import PRECISION_CHOICES, PURE_BF16_CHOICES, TRACKERS
 
     train.add_argument("--save-every", type=whole_number)
     train.add_argument("--keep-checkpoints", type=whole_number, help="keep the newest N checkpoints (0: all)")
@@ -108,6 +108,13 @@ def _add_run_flags(train: argparse.ArgumentParser) -> None:
     train.add_argument("--early-stopping", type=whole_number, metavar="PATIENCE",
                        help="stop after this many evaluations without a better eval loss")
     train.add_argument("--log-every", type=whole_number)
+    train.add_argument("--report-to", type=_names, metavar=",".join(TRACKERS),
+                       help="experiment trackers to report to as well, files in the run folder: TensorBoard events in "
+                            "RUN_DIR/tensorboard, an MLflow store in RUN_DIR/mlruns, W&B offline in RUN_DIR/wandb "
+                            "(online only once you are logged in)")
+    train.add_argument("--mlflow-uri", metavar="URI",
+                       help="with --report-to mlflow: its tracking server (http://host:port) or store, instead of "
+                            "RUN_DIR/mlruns")
     train.add_argument("--seed", type=whole_number)
     train.add_argument("--name")
     train.add_argument("--precision", choices=PRECISION_CHOICES)
@@ -141,7 +148,13 @@ _TRAIN_FLAGS = {  # CLI flag -> RunConfig field
     "objective": "objective", "beta": "beta", "dpo_loss": "dpo_loss", "reference_free": "reference_free",
     "label_smoothing": "label_smoothing", "sft_weight": "sft_weight", "simpo_gamma": "simpo_gamma", "desirable_weight": "desirable_weight",
     "undesirable_weight": "undesirable_weight", "from_adapter": "from_adapter",
+    "report_to": "report_to", "mlflow_uri": "mlflow_uri",
 }
+
+
+def _names(value: str) -> list[str]:
+    """A comma-separated list (``tensorboard,mlflow``); RunConfig says which names it knows."""
+    return [name.strip() for name in value.split(",") if name.strip()]
 
 
 def _train_config(args: argparse.Namespace) -> Any:

@@ -57,6 +57,12 @@ SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
 Batching = Literal["padded", "padding_free"]
 BATCHING: tuple[str, ...] = get_args(Batching)
 
+# The experiment trackers a run can report to, through the Trainer's report_to
+# (engine.train.trackers owns where each writes and what each may send).
+Tracker = Literal["tensorboard", "mlflow", "wandb"]
+TRACKERS: tuple[str, ...] = get_args(Tracker)
+TRACKER_LABELS = {"tensorboard": "TensorBoard", "mlflow": "MLflow", "wandb": "Weights & Biases"}
+
 PROMPT_INITS = ("random", "text")
 BAD_ROWS = ("skip", "stop")  # train on the good rows, or stop at the first bad one
 

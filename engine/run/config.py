@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
 
 from engine.core.choices import (Batching, DpoLoss, Method, Objective, Optimizer, PrecisionChoice, PureBf16, Quant,
                                  Scheduler, BAD_ROWS, BATCHING, COMPUTE_DTYPES, DATASET_FORMATS, DPO_LOSSES,
                                  LORA_METHODS, METHOD_LABELS, METHODS, OBJECTIVE_LABELS, OBJECTIVES, OPTIMIZERS,
                                  PRECISION_CHOICES, PREFERENCE_METHODS, PREFERENCE_OBJECTIVES, PROMPT_INITS,
                                  PROMPT_METHODS, PURE_BF16_CHOICES, QUANTS, SCHEDULERS, TARGET_PRESETS, TEXT_SPLITS,
-                                 TRAIN_ON, pure_bf16_problem)
+                                 TRACKERS, TRAIN_ON, Tracker, pure_bf16_problem)
 from engine.core.checks import (MAX_BATCH, MAX_LENGTH, MAX_RANK, MAX_SEED, MAX_STEPS, MAX_VIRTUAL_TOKENS, fraction,
                                 in_range, positive, shown, text, whole)
 from engine.core.names import is_valid_name
@@ -106,6 +107,11 @@ class RunConfig:
     log_every: int = 0
     keep_checkpoints: int = 3  # the newest N (and the best, with early stopping); 0 keeps all
     early_stopping_patience: int = 0  # stop after N evaluations without a better eval loss; 0 never
+    # Experiment trackers to report to beside the studio's own events (engine.train.trackers):
+    # their files go into the run folder; nothing leaves the machine unless mlflow_uri is a
+    # server's address or the user is logged in to Weights & Biases.
+    report_to: list[Tracker] = field(default_factory=list)
+    mlflow_uri: Optional[str] = None  # None: a local store in RUN_DIR/mlruns
     seed: int = 42
     name: Optional[str] = None
     precision: PrecisionChoice = "auto"
@@ -195,6 +201,7 @@ class RunConfig:
         self._validate_objective()
         self._validate_schedule()
         self._validate_data_settings()
+        self._validate_trackers()
         if self.name is not None and not is_valid_name(self.name):
             raise StudioError(
                 f"adapter name {self.name!r} may only use letters, digits, '.', '_' and '-' (at most 80)"
@@ -316,6 +323,24 @@ class RunConfig:
         if self.fsdp is not None and self.deepspeed is not None:
             raise StudioError("choose FSDP or DeepSpeed, not both")
 
+    def _validate_trackers(self) -> None:
+        unknown = [name for name in self.report_to if name not in TRACKERS]
+        if unknown:
+            raise StudioError(f"unknown tracker {unknown[0]!r}; choose among {', '.join(TRACKERS)}")
+        if len(set(self.report_to)) != len(self.report_to):
+            raise StudioError(f"report_to names a tracker twice: {', '.join(self.report_to)}")
+        if self.mlflow_uri is None:
+            return
+        if "mlflow" not in self.report_to:
+            raise StudioError("an MLflow tracking URI is for reporting to MLflow: add mlflow to report_to, "
+                              "or leave the URI out")
+        if not self.mlflow_uri.strip() or any(character.isspace() for character in self.mlflow_uri):
+            raise StudioError(f"MLflow tracking URI {self.mlflow_uri!r} must be an address or a path without spaces")
+        address = urlsplit(self.mlflow_uri)
+        if address.scheme in ("http", "https") and not address.hostname:
+            raise StudioError(f"MLflow tracking URI {self.mlflow_uri!r} names no server: give e.g. "
+                              "http://localhost:5000")
+
     def _validate_data_settings(self) -> None:
         for name, value, allowed in (("data format", self.data_format, (None, *DATASET_FORMATS)),
                                      ("text split", self.text_split, TEXT_SPLITS),
@@ -349,6 +374,11 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
         raise StudioError(f"{name} must be true or false, got {shown(value)}")
     if hint is str or origin is Literal:
         text(name, value)
+    if origin is list:
+        if not isinstance(value, list):
+            raise StudioError(f"{name} must be a JSON list, got {shown(value)}")
+        for item in value:
+            text(f"an item of {name}", item)
     if origin is dict:
         if not isinstance(value, dict):
             raise StudioError(f"{name} must be a JSON object, got {shown(value)}")

@@ -8,6 +8,9 @@
     RUN_DIR/lock             the OS lock its one owner holds, and that owner's pid (engine.run.owner)
     RUN_DIR/checkpoints/     checkpoint-STEP folders (engine.run.checkpoints)
     RUN_DIR/heldout.json     the dataset rows held out for validation, when any (engine.data.heldout)
+    RUN_DIR/tensorboard/     TensorBoard's event files, when the run reports to it (engine.train.trackers)
+    RUN_DIR/mlruns/          MLflow's local store, when the run reports to MLflow without a tracking URI
+    RUN_DIR/wandb/           Weights & Biases' run files (offline-run-* unless the user is logged in)
     RUN_DIR/.shared-check    rank 0's token, for a moment as a run on several processes starts, that every
                              rank reads back to show the folder is shared (engine.train.distributed)
 """
@@ -61,3 +64,21 @@ class RunDir:
     @property
     def shared_check(self) -> Path:
         return self.path / ".shared-check"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tensorboard"
+
+    @property
+    def mlruns(self) -> Path:
+        return self.path / "mlruns"
+
+    @property
+    def wandb(self) -> Path:
+        """The folder W&B writes its ``wandb/`` folder into is the run folder itself (``WANDB_DIR``)."""
+        return self.path / "wandb"
+
+    def tracker_folders(self) -> dict[str, Path]:
+        """The experiment trackers' folders this run has written, by tracker (engine.core.choices.TRACKERS)."""
+        folders = {"tensorboard": self.tensorboard, "mlflow": self.mlruns, "wandb": self.wandb}
+        return {name: folder for name, folder in folders.items() if folder.is_dir()}

@@ -82,9 +82,9 @@ def needs_reference_copy(config: RunConfig) -> bool:
 
 
 def arguments(config: RunConfig, run_dir: Path, *, examples: int, has_eval: bool, device: str,
-              precision: str) -> Any:
+              precision: str, report_to: Any = "none") -> Any:
     """TRL's config for the objective: the run's training arguments plus the objective's settings."""
-    common = dict(examples=examples, has_eval=has_eval, device=device, precision=precision,
+    common = dict(examples=examples, has_eval=has_eval, device=device, precision=precision, report_to=report_to,
                   max_length=config.max_length, beta=config.beta)
     if config.objective == "dpo":
         # The SFT weight is TRL's "sft" loss term beside the chosen DPO loss (RPO).

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from engine.core.choices import RunStatus
+from engine.core.telemetry import switch_off_telemetry
 from engine.run.rundir import RunDir
 from engine.run.checkpoints import checkpoint_folders, checkpoint_problem, checkpoint_step, clear_checkpoint_staging
 from engine.core.units import gib
@@ -73,6 +74,7 @@ def train_owned(run_dir: Path) -> int:
     # Belt and braces: every torch.load in this process (a resumed checkpoint's optimizer, scheduler and
     # RNG state are pickles) reads plain tensors only, even where a library leaves weights_only unset.
     os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    switch_off_telemetry()  # before any library could send its own (TRL's trainers ping when built)
     finished = run_and_report(Run(run_dir))
     return 0 if finished.status != RunStatus.FAILED else 1
 
@@ -472,15 +474,16 @@ def build_trainer(run: Run, ready: Setup, on_train_begin: Callable[[int], None])
     """The Trainer for a set-up run, with the callback that reports it and obeys pause/stop."""
     from transformers import EarlyStoppingCallback
 
-    from engine.train import pure_bf16
+    from engine.train import pure_bf16, trackers
     from engine.train.batching import make_collator
     from engine.train.callback import EventCallback
 
     config, examples = ready.config, ready.examples
     if config.is_preference:
         return _preference_trainer(run, ready, on_train_begin)
+    reporting = _trackers(run, config)
     args = training_arguments(config, run.run_dir, examples=len(examples.train), has_eval=examples.eval is not None,
-                              device=ready.device, precision=ready.precision)
+                              device=ready.device, precision=ready.precision, report_to=reporting.report_to)
     callback = EventCallback(run.emit, run.control, ready.device, on_train_begin=on_train_begin)
     callbacks: list[Any] = [callback]
     if args.load_best_model_at_end:
@@ -496,19 +499,37 @@ def build_trainer(run: Run, ready: Setup, on_train_begin: Callable[[int], None])
         optimizer_cls_and_kwargs=pure_bf16.optimizer_cls_and_kwargs(config, ready.precision, args),
         schedule_start=config.schedule_start,
     )
+    trackers.guard(trainer, reporting, _tracker_warning(run))
     return trainer, callback
+
+
+def _trackers(run: Run, config: RunConfig) -> Any:
+    """The experiment trackers this run reports to (``engine.train.trackers``), their environment set
+    and what each does said in the log; one that cannot start is said to be off, and left out."""
+    from engine.train import trackers
+
+    reporting = trackers.prepare(config, run.run_dir, _tracker_warning(run))
+    trackers.apply(reporting)
+    for note in reporting.notes:
+        run.log(f"Reporting to {note}")
+    return reporting
+
+
+def _tracker_warning(run: Run) -> Callable[[str], None]:
+    return lambda message: run.log(message, level="warning")
 
 
 def _preference_trainer(run: Run, ready: Setup, on_train_begin: Callable[[int], None]) -> tuple[Any, Any]:
     """TRL's trainer for the run's objective, with the same callback, optimizer and checkpoints."""
     from transformers import EarlyStoppingCallback
 
-    from engine.train import preference, preflight, pure_bf16
+    from engine.train import preference, preflight, pure_bf16, trackers
     from engine.train.callback import EventCallback
 
     config, examples = ready.config, ready.examples
+    reporting = _trackers(run, config)
     args = preference.arguments(config, run.run_dir, examples=len(examples.train), has_eval=examples.eval is not None,
-                                device=ready.device, precision=ready.precision)
+                                device=ready.device, precision=ready.precision, report_to=reporting.report_to)
     callback = EventCallback(run.emit, run.control, ready.device, on_train_begin=on_train_begin)
     callbacks: list[Any] = [callback]
     if args.load_best_model_at_end:
@@ -520,4 +541,5 @@ def _preference_trainer(run: Run, ready: Setup, on_train_begin: Callable[[int], 
         reference = preference.load_reference(config, ready.model_path, ready.precision, ready.device, start)
     trainer = preference.build(config, args, ready.model, ready.tokenizer, examples.train, examples.eval, callbacks,
                                pure_bf16.optimizer_cls_and_kwargs(config, ready.precision, args), reference)
+    trackers.guard(trainer, reporting, _tracker_warning(run))
     return trainer, callback

@@ -39,10 +39,11 @@ def planned_steps(config: RunConfig, examples: int, world_size: int = 1) -> int:
 
 
 def training_arguments(config: RunConfig, run_dir: Path, *, examples: int, has_eval: bool, device: str,
-                       precision: str, arguments_class: Any = None, **extra: Any) -> Any:
+                       precision: str, arguments_class: Any = None, report_to: Any = "none", **extra: Any) -> Any:
     """The Trainer's arguments for this run. A preference run passes TRL's config class (a
     TrainingArguments subclass) and its objective's settings in ``extra`` (``engine.train.preference``),
-    so every run schedules, saves, logs and computes the same way whatever trains it."""
+    so every run schedules, saves, logs and computes the same way whatever trains it. ``report_to``:
+    the experiment trackers that passed their checks (``engine.train.trackers``)."""
     from transformers import TrainingArguments
 
     every = log_every(config, examples, _world_size())
@@ -77,7 +78,8 @@ def training_arguments(config: RunConfig, run_dir: Path, *, examples: int, has_e
         load_best_model_at_end=early_stopping,
         metric_for_best_model="eval_loss" if early_stopping else None,
         greater_is_better=False if early_stopping else None,
-        report_to="none",
+        report_to=report_to,
+        run_name=Path(run_dir).name,  # what the trackers call the run: its folder's name
         seed=config.seed,
         data_seed=config.seed,
         # Autocast over fp32 masters; pure bf16 trains bf16 weights as they are (engine.train.pure_bf16).

@@ -7,7 +7,6 @@ first. Copy puts the whole text on the clipboard for a bug report.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Optional
 
 from PySide6.QtCore import QSize, Qt, Signal
@@ -16,17 +15,10 @@ from PySide6.QtWidgets import QDialog, QHBoxLayout, QLabel, QPlainTextEdit, QPus
 
 from engine.core.units import gib
 from engine.paths import studio_home
+from engine.version import studio_version
 from studio.icons import APP_ICON
 from studio.logs import log_file
 from studio.workers import BackgroundTask, TaskReporter
-
-
-
-def studio_version() -> str:
-    try:
-        return version("lora-studio")
-    except PackageNotFoundError:
-        return "(not installed: running from the source folder)"
 
 
 def _look(reporter: TaskReporter) -> list[Any]:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import html
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtWidgets import (
     QDialog,
     QHBoxLayout,
@@ -30,8 +30,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.core.choices import TRACKER_LABELS
 from engine.errors import StudioError
 from engine.jobs.history import RunCurves, RunRecord, format_duration, read_config, read_curves, read_record
+from engine.run.rundir import RunDir
 from studio.widgets.live_plot import LivePlot
 from studio.widgets.preference_plots import PreferencePlots
 from studio.widgets.train_settings import setting_label, setting_tip
@@ -47,6 +49,7 @@ class RunDetails:
     curves: Optional[RunCurves] = None
     config: Optional[dict] = None
     config_error: Optional[str] = None
+    trackers: dict[str, Path] = field(default_factory=dict)  # the experiment trackers' folders it wrote
 
 
 def read_details(run_dir: str) -> RunDetails:
@@ -57,7 +60,8 @@ def read_details(run_dir: str) -> RunDetails:
         config, error = read_config(Path(run_dir)), None
     except StudioError as exc:
         config, error = None, str(exc)
-    return RunDetails(run_dir, record, read_curves(Path(run_dir)), config, error)
+    return RunDetails(run_dir, record, read_curves(Path(run_dir)), config, error,
+                      RunDir(run_dir).tracker_folders())
 
 
 def differing_settings(configs: list[dict]) -> list[tuple[str, list[str]]]:
@@ -80,6 +84,8 @@ def setting_text(value: Any) -> str:
         return "none"
     if isinstance(value, str):
         return value
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):  # e.g. the trackers it reports to
+        return ", ".join(value) or "none"
     return json.dumps(value)
 
 
@@ -127,7 +133,9 @@ class RunViewer(QDialog):
         self.resize(1000, 640)
         self.status_label = QLabel("Reading the run…" if not comparing else "Reading the runs…", self)
         self.status_label.setWordWrap(True)
-        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse
+                                                  | Qt.TextInteractionFlag.LinksAccessibleByMouse)
+        self.status_label.setOpenExternalLinks(True)
         self.tabs = QTabWidget(self)
         if comparing:
             self.loss_plot = LivePlot(self.names, x_label="step", y_label="loss", title="Training loss")
@@ -192,6 +200,12 @@ class RunViewer(QDialog):
                 f"{html.escape(run.model)} · dataset {html.escape(Path(run.dataset).name)}")
         if run.error:
             text += f"<br>Error: {html.escape(run.error)}"
+        if detail.trackers:
+            # Each opens in the file manager: what tensorboard --logdir, mlflow ui or wandb sync is pointed at.
+            links = " · ".join(f'<a href="{QUrl.fromLocalFile(str(folder)).toString()}">'
+                               f'{html.escape(TRACKER_LABELS[name])} folder</a>'
+                               for name, folder in detail.trackers.items())
+            text += f"<br>Experiment trackers: {links}"
         self.status_label.setText(text)
         self.loss_plot.set_points(curves.loss.steps, curves.loss.values, "train loss")
         self.loss_plot.set_points(curves.eval_loss.steps, curves.eval_loss.values, "eval loss")

@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.core.choices import (DPO_LOSSES, LORA_METHODS, METHOD_LABELS, METHODS, OBJECTIVE_LABELS, OBJECTIVES,
-                                 PREFERENCE_OBJECTIVES, PROMPT_METHODS, TARGET_PRESETS)
+                                 PREFERENCE_OBJECTIVES, PROMPT_METHODS, TARGET_PRESETS, TRACKER_LABELS, TRACKERS)
 from engine.errors import StudioError
 from engine.run.config import RunConfig
 
@@ -167,6 +167,19 @@ TIPS = {
                        "30 held-out rows. It takes about as long as two chat replies per row; Stop ends it.",
     "name": "The adapter's name in the library: letters, digits, '.', '_' and '-'. Left empty, it is named after the "
             "date, the dataset and the method.",
+    "report_to": "Also report the run to the experiment trackers you use; the studio's own curves work either way. "
+                 "Their files go into the run's folder (Home ▸ Open folder). Nothing is sent anywhere unless you give "
+                 "MLflow a server's address or are logged in to Weights & Biases. A tracker that cannot start is "
+                 "turned off, and the run's log says why.",
+    "tensorboard": "TensorBoard event files in the run's folder, under tensorboard/. Open them with "
+                   "tensorboard --logdir RUN_FOLDER/tensorboard. Nothing is sent anywhere.",
+    "mlflow": "An MLflow run with the settings and the curves: in a local store in the run's folder, under mlruns/ "
+              "(open it with mlflow ui --backend-store-uri RUN_FOLDER/mlruns), or on the server named below.",
+    "wandb": "A Weights & Biases run, written offline into the run's folder under wandb/ (wandb sync uploads it "
+             "later). Sent to W&B as it trains only if you are logged in (wandb login, or WANDB_API_KEY).",
+    "mlflow_uri": "Empty: MLflow writes a local store in the run's folder and nothing is sent. An address such as "
+                  "http://localhost:5000 sends the run to that MLflow server; if it does not answer when the run "
+                  "starts, MLflow is turned off for the run, which trains on.",
 }
 
 # Each setting's label on the form and its key in TIPS, by the RunConfig field it sets (and the
@@ -219,6 +232,8 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "save_every": ("Checkpoints", "save_every"),
     "keep_checkpoints": ("Keep", "keep_checkpoints"),
     "name": ("Adapter name", "name"),
+    "report_to": ("Report to", "report_to"),
+    "mlflow_uri": ("MLflow server", "mlflow_uri"),
     # On the Train page beside the validation share it needs, not in this form.
     "evaluate_at_end": ("Evaluate at the end", "evaluate_at_end"),
 }
@@ -251,7 +266,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                  grad_accum=8, eval_every=0, early_stopping_patience=3),
 }
 # Fields where None means something (train by epochs, an automatic name, no init text, a new adapter).
-_NULLABLE = ("max_steps", "name", "prompt_init_text", "from_adapter")
+_NULLABLE = ("max_steps", "name", "prompt_init_text", "from_adapter", "mlflow_uri")
 # The objectives that read each of their settings (TRL's trainers read only their own). Whether a
 # setting is allowed at all with what else is chosen is RunConfig.validate's to say (``refusal``).
 OBJECTIVE_SETTINGS = {"beta": PREFERENCE_OBJECTIVES, "dpo_loss": ("dpo",), "reference_free": ("dpo",),
@@ -492,6 +507,11 @@ class SettingsForm(QWidget):
         self.name_edit = QLineEdit()
         self.name_edit.setPlaceholderText("automatic")
 
+        # "&&": a lone "&" in a button's text marks its shortcut letter, which would eat W&B's.
+        self.tracker_checks = {name: QCheckBox(TRACKER_LABELS[name].replace("&", "&&")) for name in TRACKERS}
+        self.mlflow_uri_edit = QLineEdit()
+        self.mlflow_uri_edit.setPlaceholderText("local store in the run's folder")
+
     def _labelled(self, form: QFormLayout, field: str, widget: QWidget) -> None:
         text, tip = SETTINGS[field]
         label = QLabel(text)
@@ -585,10 +605,21 @@ class SettingsForm(QWidget):
         self._labelled(f, "keep_checkpoints", self.keep_spin)
         self._labelled(f, "name", self.name_edit)
 
+        self.trackers_box = QGroupBox("Experiment trackers")
+        self.trackers_form = QFormLayout(self.trackers_box)
+        f = self.trackers_form
+        self.trackers_row = self._row(*self.tracker_checks.values(), stretch_first=False)
+        self.trackers_row.layout().addStretch(1)
+        for name, check in self.tracker_checks.items():
+            check.setToolTip(TIPS[name])
+        self._labelled(f, "report_to", self.trackers_row)
+        self._labelled(f, "mlflow_uri", self.mlflow_uri_edit)
+
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(mode_row)
-        for box in (self.objective_box, self.method_box, self.training_box, self.memory_box, self.output_box):
+        for box in (self.objective_box, self.method_box, self.training_box, self.memory_box, self.output_box,
+                    self.trackers_box):
             layout.addWidget(box)
 
     # ------------------------------------------------------------------ behaviour
@@ -613,7 +644,8 @@ class SettingsForm(QWidget):
                 self.grad_norm_spin, self.seed_spin, self.by_steps_radio, self.steps_spin, self.epochs_spin,
                 self.batch_spin, self.accum_spin, self.max_length_spin, self.checkpointing_check,
                 self.batching_combo, self.group_check, self.precision_combo, self.pure_bf16_combo, self.eval_every_spin,
-                self.early_stop_spin, self.save_every_spin, self.keep_spin, self.name_edit]
+                self.early_stop_spin, self.save_every_spin, self.keep_spin, self.name_edit,
+                *self.tracker_checks.values(), self.mlflow_uri_edit]
 
     def _on_change(self, *_args: Any) -> None:
         self._update_visibility()
@@ -633,6 +665,7 @@ class SettingsForm(QWidget):
             (self.simple_radio if simple else self.advanced_radio).setChecked(True)
         self._simple = simple
         self.memory_box.setVisible(not simple)
+        self.trackers_box.setVisible(not simple)
         self._update_visibility()
 
     @property
@@ -676,6 +709,7 @@ class SettingsForm(QWidget):
         self.epochs_spin.setEnabled(not by_steps)
         # Only full fine-tuning trains the model's own weights; the other methods train fp32 adapters.
         self.pure_bf16_combo.setEnabled(method == "full")
+        self.mlflow_uri_edit.setEnabled(self.tracker_checks["mlflow"].isChecked())
         self.pure_bf16_combo.setToolTip(TIPS["pure_bf16"] if method == "full" else
                                         "Applies to full fine-tuning only: the other methods train fp32 adapters "
                                         "or virtual tokens beside a frozen base.")
@@ -803,6 +837,10 @@ class SettingsForm(QWidget):
             "eval_every": self.eval_every_spin.value(),
             "early_stopping_patience": self.early_stop_spin.value(), "save_every": self.save_every_spin.value(),
             "keep_checkpoints": self.keep_spin.value(), "name": self.name_edit.text().strip() or None,
+            "report_to": [name for name, check in self.tracker_checks.items() if check.isChecked()],
+            # Greyed out unless MLflow is on: a server address is for MLflow only.
+            "mlflow_uri": (self.mlflow_uri_edit.text().strip() or None) if self.tracker_checks["mlflow"].isChecked()
+            else None,
         }
 
     def apply(self, values: dict[str, Any]) -> None:
@@ -861,6 +899,8 @@ class SettingsForm(QWidget):
             "pure_bf16": lambda v: _set_combo(self.pure_bf16_combo, v), "eval_every": self.eval_every_spin.setValue,
             "early_stopping_patience": self.early_stop_spin.setValue, "save_every": self.save_every_spin.setValue,
             "keep_checkpoints": self.keep_spin.setValue, "name": lambda v: self.name_edit.setText(v or ""),
+            "report_to": lambda names: [check.setChecked(name in names) for name, check in self.tracker_checks.items()],
+            "mlflow_uri": lambda v: self.mlflow_uri_edit.setText(v or ""),
         }
 
 

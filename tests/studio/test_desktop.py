@@ -290,10 +290,12 @@ def test_a_bug_is_shown_once_in_the_error_dialog_and_logged(qtbot, window):
 
 def test_about_shows_the_versions_and_the_hardware_found(qtbot, window):
     from engine.hardware import versions
+    from engine.version import studio_version
 
     about = window.show_about()
     qtbot.waitUntil(lambda: "Looking for devices" not in about.text(), timeout=TIMEOUT_MS)
     text = about.text()
+    assert text.startswith(f"LoRA Studio {studio_version()}\n")  # what `lora-studio --version` prints
     assert f"torch {versions()['torch']}" in text and f"PySide6 {versions()['PySide6']}" in text
     assert "cpu: " in text
     assert str(studio_home()) in text
