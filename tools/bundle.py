@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import platform
 import shutil
 import subprocess
@@ -34,7 +33,6 @@ from portable_llama import locked_version, portable_wheel
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "packaging" / "lora-studio.spec"
-ICON_SVG = ROOT / "packaging" / "lora-studio.svg"
 LLAMA = "llama-cpp-python"
 STAMP = ".lora-studio-bundle"
 # (sys.platform, machine) -> the platform's name in the archive's file name, and the archive's kind.
@@ -150,19 +148,6 @@ def project_version(python: Path) -> str:
     return done.stdout.strip()
 
 
-def render_icon(python: Path, dest: Path, log) -> Path:
-    """The studio's SVG icon as a 256-pixel PNG, which PyInstaller (with Pillow) turns into the
-    binary's icon on Windows and macOS; rendered by Qt's SVG module, which the venv has."""
-    code = ("import sys; from PySide6.QtGui import QGuiApplication, QImage, QPainter, QColor; "
-            "from PySide6.QtSvg import QSvgRenderer; app = QGuiApplication(['x']); "
-            "image = QImage(256, 256, QImage.Format.Format_ARGB32); image.fill(QColor(0, 0, 0, 0)); "
-            "painter = QPainter(image); QSvgRenderer(sys.argv[1]).render(painter); painter.end(); "
-            "sys.exit(0 if image.save(sys.argv[2]) else 1)")
-    run("rendering the icon", [python, "-c", code, ICON_SVG, dest], log,
-        env=dict(os.environ, QT_QPA_PLATFORM="offscreen"))
-    return dest
-
-
 def archive(folder: Path, dest: Path, kind: str) -> Path:
     """``folder`` as ``dest``, the folder itself at the archive's top; written beside and renamed,
     so that a stopped build never leaves a half archive under the final name."""
@@ -193,11 +178,10 @@ def build(options: argparse.Namespace) -> Path:
         venv_s = time.monotonic() - started
         version = project_version(python)
         stem = f"lora-studio-{version}-{name}"
-        icon = [] if sys.platform == "linux" else [render_icon(python, work / "lora-studio.png", log)]
         print(f"Freezing lora-studio {version} with PyInstaller (several minutes)…", flush=True)
         started = time.monotonic()
         run("PyInstaller", [python, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN",
-                            "--distpath", work / "dist", "--workpath", work / "pyinstaller", SPEC, "--", stem, *icon],
+                            "--distpath", work / "dist", "--workpath", work / "pyinstaller", SPEC, "--", stem],
             log, cwd=ROOT)
         freeze_s = time.monotonic() - started
         folder = work / "dist" / stem

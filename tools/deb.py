@@ -10,7 +10,8 @@ holds exactly the bundle that was built (and tested):
   library at least as new as the build machine's (the bundle's Python was built against it).
 
 ``dpkg-deb --build --root-owner-group``: every file belongs to root, no fakeroot needed. Standard
-library only (and ``engine.display``'s table, read from the checkout).
+library only, with the desktop entry and icons (``engine.desktop``) and the window's libraries
+(``engine.display``) read from the checkout.
 """
 
 from __future__ import annotations
@@ -46,11 +47,18 @@ class DebError(Exception):
     """One line for the user."""
 
 
+def _checkout_on_path() -> None:
+    """engine.desktop and engine.display import only the standard library: read from the checkout."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+
+
 def desktop_files(exec_path: str) -> tuple[str, list[tuple[str, Path]]]:
     """The desktop entry launching ``exec_path``, and the icons as (path below share/, file)."""
-    entry = (ROOT / "packaging" / f"{PACKAGE}.desktop").read_text(encoding="utf-8")
-    entry = re.sub(r"^Exec=.*$", f"Exec={exec_path}", entry, flags=re.M)
-    return entry, [(f"icons/hicolor/scalable/apps/{PACKAGE}.svg", ROOT / "packaging" / f"{PACKAGE}.svg")]
+    _checkout_on_path()
+    from engine.desktop import desktop_entry, icon_files
+
+    return desktop_entry(exec_path), icon_files()
 
 
 # Packages renamed by Debian's 64-bit time_t transition (Debian 13, Ubuntu 24.04): either name will do.
@@ -61,7 +69,7 @@ def window_packages() -> list[str]:
     """The Debian packages of the libraries Qt's xcb plugin loads (engine.display's table): the
     bundle carries some of them from the build machine, but the graphics stack (libGL, libEGL,
     libxcb) must be the system's. The Wayland ones are left out: Qt falls back to X11 without them."""
-    sys.path.insert(0, str(ROOT))
+    _checkout_on_path()
     from engine.display import PACKAGES
 
     names = {names["debian"] for library, names in PACKAGES.items() if not library.startswith("libwayland")}

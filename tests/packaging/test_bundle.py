@@ -153,8 +153,8 @@ def test_the_deb_installs_under_opt_with_a_launcher_and_a_desktop_entry(deb):
         assert " root/root " in entries[path], entries[path]
     assert entries["/opt/lora-studio/lora-studio"].startswith("-rwxr-xr-x")
     assert "/usr/bin/lora-studio -> /opt/lora-studio/lora-studio" in listing
-    assert any(path.startswith("/usr/share/icons/hicolor/") and path.endswith("/apps/lora-studio.svg")
-               for path in entries)
+    for icon in ("scalable/apps/lora-studio.svg", "256x256/apps/lora-studio.png", "16x16/apps/lora-studio.png"):
+        assert f"/usr/share/icons/hicolor/{icon}" in entries, icon
 
 
 def test_the_debs_tree_runs_the_studio_with_no_python(deb, no_python, tiny_model_dir, tmp_path):
