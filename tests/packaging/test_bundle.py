@@ -113,7 +113,14 @@ def test_the_bundle_says_the_version_its_file_name_says(unpacked, version, no_py
 def test_the_unpacked_bundle_runs_the_studio_with_no_python(unpacked, no_python, tiny_model_dir, tmp_path):
     home, work = tmp_path / "home", tmp_path / "work"
     work.mkdir()
-    smoke = run_smoke([unpacked], home, work, tiny_model_dir, env=no_python)
+    smoke = run_smoke([unpacked], home, work, tiny_model_dir, env=no_python,
+                      train_options=("--report-to", "tensorboard,mlflow,wandb"))
+    # Each tracker, imported by name inside the frozen training child, wrote its files in the run
+    # folder (a tracker that cannot start only says so in the log: the files are the proof).
+    run_dir = Path(smoke.summary["run_dir"])
+    assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*")), "no TensorBoard events"
+    assert list((run_dir / "mlruns").glob("*/*/metrics/*")), "no MLflow run with metrics"
+    assert list((run_dir / "wandb").glob("offline-run-*")), "no offline W&B run"
     # The starter ships inside the bundle (found without importing its package), not yet converted.
     assert smoke.doctor["starter_model"]["size_bytes"] > 50 * 2**20 and not smoke.doctor["starter_model"]["ready"]
     # llama.cpp's converter, a child of the binary, writes the adapter as a GGUF LoRA.
