@@ -97,7 +97,7 @@ deb: bundle
 	$(PYTHON) tools/deb.py $(BUNDLE)
 
 # The slow checks of what is shipped (the bundle, the .deb, the wheelhouse), on what make deb has just built.
-test-packaging: setup deb
+test-packaging: setup deb wheelhouse
 	$(PYTEST) -m packaging tests/packaging
 
 clean:

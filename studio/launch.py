@@ -13,6 +13,11 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    from engine.core.telemetry import switch_off_telemetry_environment
+
+    # Before any library is imported, for this process and every child it starts (training runs,
+    # the server, the converter): the studio sends nothing the user did not ask for.
+    switch_off_telemetry_environment()
     if getattr(sys, "frozen", False):
         # PyInstaller's multiprocessing hook: a helper process multiprocessing starts from this
         # binary (its resource tracker) runs here and exits, instead of opening the studio.

@@ -4,8 +4,10 @@
 this CPU has), which is right for a checkout and wrong for anything shipped: a bundle or a
 wheelhouse built on a newer CPU would stop with "illegal instruction" on an older one. This
 builds the lock's llama-cpp-python for the x86-64-v3 level instead (AVX2, FMA, F16C, BMI2: Intel
-since 2013, AMD since 2015), into OUT, once: a wheel already there is reused. pip's wheel cache
-is bypassed, because it keys builds by version and would hand back the native one.
+since 2013, AMD since 2015), into OUT. It is built once per machine: the wheel is kept in
+``~/.cache/lora-studio/portable-llama/`` (``$XDG_CACHE_HOME``), under the build's switches, and
+copied from there into a fresh checkout's OUT. pip's own wheel cache is bypassed, because it keys
+builds by version and would hand back the native one.
 
 The bundle (tools/bundle.py) and the wheelhouse (tools/wheelhouse.py) both ship this wheel.
 Standard library only.
@@ -13,8 +15,10 @@ Standard library only.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
+import shutil
 import re
 import subprocess
 import sys
@@ -36,13 +40,30 @@ def locked_version(lock: Path) -> str:
     return found.group(1)
 
 
+def machine_cache() -> Path:
+    """Where this machine keeps portable wheels, one folder per set of build switches."""
+    home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    switches = hashlib.sha256(PORTABLE_CMAKE_ARGS.encode()).hexdigest()[:12]
+    return Path(home) / "lora-studio" / "portable-llama" / switches
+
+
 def portable_wheel(lock: Path, out: Path, python: str = sys.executable) -> Path:
-    """The wheel in ``out`` for the lock's version, built first if it is not there."""
+    """The wheel in ``out`` for the lock's version: already there, copied from the machine's cache,
+    or built first."""
     version = locked_version(lock)
     out.mkdir(parents=True, exist_ok=True)
-    existing = sorted(out.glob(f"llama_cpp_python-{version}-*.whl"))
+    pattern = f"llama_cpp_python-{version}-*.whl"
+    existing = sorted(out.glob(pattern))
     if existing:
         return existing[-1]
+    cache = machine_cache()
+    cached = sorted(cache.glob(pattern)) or _build(version, cache, python)
+    return Path(shutil.copy2(cached[-1], out / cached[-1].name))
+
+
+def _build(version: str, out: Path, python: str) -> list[Path]:
+    """Compile the wheel into ``out``; [the wheel]."""
+    out.mkdir(parents=True, exist_ok=True)
     if platform.machine() not in ("x86_64", "AMD64"):
         raise SystemExit(f"portable llama: only x86-64 builds are set up here, not {platform.machine()}")
     print(f"Building llama-cpp-python {version} for x86-64-v3 (about 7 minutes on 2 cores)…", flush=True)
@@ -67,7 +88,7 @@ def portable_wheel(lock: Path, out: Path, python: str = sys.executable) -> Path:
     if child.returncode != 0 or not built:
         raise SystemExit(f"portable llama: the build failed (details in {log})")
     print(f"Built {built[-1].name} in {time.monotonic() - started:.0f} s.", flush=True)
-    return built[-1]
+    return built
 
 
 def main(argv: list[str]) -> int:

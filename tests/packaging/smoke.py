@@ -131,7 +131,7 @@ def _open_and_close_the_window(user: _User) -> None:
             loaded = _wait_for(lambda: log.is_file() and LIBRARIES_LOADED in log.read_text(encoding="utf-8"),
                                WINDOW_TIMEOUT_S, window)
         finally:
-            _end(window)
+            end_process(window)
     text, errors = log.read_text(encoding="utf-8"), stderr_file.read_text(encoding="utf-8")
     assert loaded, f"the window did not load the training libraries in {WINDOW_TIMEOUT_S} s:\n{text}\n{errors}"
     assert f"Log file: {log}" in text
@@ -149,7 +149,7 @@ def _wait_for(condition, timeout_s: float, process: subprocess.Popen) -> bool:
     return condition()
 
 
-def _end(process: subprocess.Popen) -> None:
+def end_process(process: subprocess.Popen) -> None:
     """The studio has no quit command from outside: SIGTERM, as a session logging out sends."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)

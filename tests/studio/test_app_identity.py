@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from engine.desktop import APP_ID, desktop_entry
+from smoke import end_process
 
 ROOT = Path(__file__).resolve().parents[2]
 WINDOW_TIMEOUT_S = 60
@@ -46,16 +46,6 @@ def _window_properties(env: dict, names: list[str], log: Path) -> str:
                          f"{log.read_text(errors='replace')[-3000:]}")
 
 
-def _end(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=30)
-
-
 @pytest.mark.skipif(not (shutil.which("Xvfb") and shutil.which("xprop")),
                     reason="needs Xvfb and xprop (packages xvfb and x11-utils) to read the window's X11 properties")
 def test_the_window_names_itself_as_the_desktop_entry_does(tmp_path):
@@ -73,9 +63,9 @@ def test_the_window_names_itself_as_the_desktop_entry_does(tmp_path):
             shown = _window_properties(env, ["WM_CLASS", "_KDE_NET_WM_DESKTOP_FILE", "_GTK_APPLICATION_ID",
                                              "_NET_WM_ICON"], log)
         finally:
-            _end(app)
+            end_process(app)
     finally:
-        _end(server)
+        end_process(server)
     # Both parts, instance and class: window managers match the entry's StartupWMClass to either.
     assert f'WM_CLASS(STRING) = "{APP_ID}", "{APP_ID}"' in shown, shown
     assert startup_wm_class == APP_ID
