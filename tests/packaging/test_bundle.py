@@ -24,7 +24,7 @@ pytestmark = pytest.mark.packaging
 
 ROOT = Path(__file__).resolve().parents[2]
 STEP_TIMEOUT_S = 240
-BUNDLE_NAME = re.compile(r"lora-studio-(?P<version>[^-]+)-linux-x86_64\.tar\.gz$")
+BUNDLE_NAME = re.compile(r"lora-studio-(?P<version>[^-]+)-linux-x86_64\.tar\.gz")
 # What the bundle must carry, below its top folder: the binary and, in _internal, the studio's
 # package data, the starter model, llama.cpp (library and converter kit) and Qt's X11 plugin.
 BUNDLED = [
@@ -45,8 +45,11 @@ BUNDLED = [
 ]
 
 
-def _built(pattern: str) -> Path:
-    found = sorted((ROOT / "dist").glob(pattern), key=lambda path: path.stat().st_mtime)
+def _built(pattern: str, name: re.Pattern | None = None) -> Path:
+    """The newest file in dist/ that ``pattern`` (and ``name``, where the glob alone would also take
+    another distribution's file, such as the wheelhouse's tarball) matches."""
+    found = sorted((path for path in (ROOT / "dist").glob(pattern) if name is None or name.fullmatch(path.name)),
+                   key=lambda path: path.stat().st_mtime)
     if not found:
         pytest.fail(f"no dist/{pattern}: run make deb (make test-packaging does) first")
     return found[-1]
@@ -54,7 +57,7 @@ def _built(pattern: str) -> Path:
 
 @pytest.fixture(scope="module")
 def tarball() -> Path:
-    return _built("lora-studio-*-linux-x86_64.tar.gz")
+    return _built("lora-studio-*-linux-x86_64.tar.gz", BUNDLE_NAME)
 
 
 @pytest.fixture(scope="module")
