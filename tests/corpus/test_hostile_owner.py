@@ -20,7 +20,7 @@ from engine.adapters.library import list_adapters
 from engine.errors import StudioError
 from engine.jobs.training_job import TrainingJob
 from engine.run.config import RunConfig
-from engine.run.events import CheckpointSaved, Paused, RunFinished, RunStarted, StepMetrics, read_events
+from engine.run.events import CheckpointSaved, Paused, RunFinished, RunStarted, read_events
 from engine.run.owner import own_run
 from engine.run.rundir import RunDir
 from helpers import ROOT, run_cli, write_messages_dataset
@@ -59,8 +59,10 @@ def test_a_second_resume_while_a_run_trains_is_refused_and_the_run_ends_at_its_s
     from engine.train import command
 
     job = _start(tiny_model_dir, tmp_path, max_steps=6)
-    _wait_for(job, StepMetrics)
-    job.pause()  # held mid-run: the second resume meets a live owner, whatever the machine's speed
+    # Held mid-run, whatever the machine's speed: asked before the first step ends, the pause holds
+    # the run at that step's end (the child reads its commands at every step's end). Asked only once
+    # the parent had read a step, it once came after all six tiny steps.
+    job.pause()
     _wait_for(job, Paused)
     before = _events(job)
 
