@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -101,6 +102,7 @@ def make_venv(venv: Path, lock: Path, starter: str, wheels: Path, torch_index: s
     pip = [python, "-m", "pip", "--require-virtualenv", "--disable-pip-version-check"]
     key = hashlib.sha256((lock.read_text(encoding="utf-8") + starter).encode()).hexdigest()
     stamp = venv / STAMP
+    require_pyinstaller_pin(lock)
     if not (stamp.is_file() and stamp.read_text(encoding="utf-8") == key):
         shutil.rmtree(venv, ignore_errors=True)
         run("creating the bundle's venv", [sys.executable, "-m", "venv", venv], log)
@@ -126,11 +128,20 @@ def install_project(pip: list, log) -> None:
                                          ROOT], log)
 
 
-def require_pyinstaller(python: Path, lock: Path) -> None:
-    """Refuse in one line, before anything long, a venv whose lock brought no PyInstaller."""
-    if subprocess.run([str(python), "-c", "import PyInstaller"], capture_output=True).returncode != 0:
+def require_pyinstaller_pin(lock: Path) -> None:
+    """Refuse in one line, before a venv is made (minutes), a lock that brings no PyInstaller."""
+    if not re.search(r"^pyinstaller==", lock.read_text(encoding="utf-8"), re.M | re.I):
         raise BundleError(f"PyInstaller is not installed: {lock.name} pins no pyinstaller (the dev extra of "
                           "pyproject.toml has it; make lock adds it)")
+
+
+def require_pyinstaller(python: Path, lock: Path) -> None:
+    """Refuse in one line a venv where PyInstaller, though pinned, does not import."""
+    done = subprocess.run([str(python), "-c", "import PyInstaller"], capture_output=True, text=True)
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise BundleError(f"PyInstaller does not import in the bundle's venv ({reason}); delete {python.parents[1]} "
+                          "and build again")
 
 
 def install_kit(venv: Path, python: Path, version: str, log) -> None:
@@ -215,6 +226,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "bundle")
     parser.add_argument("--dist", type=Path, default=ROOT / "dist")
     options = parser.parse_args(argv)
+    if not options.lock.is_file():
+        print(f"bundle: there is no lock at {options.lock}", file=sys.stderr)
+        return 1
     try:
         build(options)
     except BundleError as exc:

@@ -6,12 +6,10 @@ sample datasets and the converter kit inside the bundle."""
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -174,33 +172,3 @@ def test_the_debs_tree_runs_the_studio_with_no_python(deb, no_python, tiny_model
     entry = (root / "usr/share/applications/lora-studio.desktop").read_text(encoding="utf-8")
     assert re.search(r"^Exec=/usr/bin/lora-studio$", entry, re.M) and re.search(r"^Icon=lora-studio$", entry, re.M)
     run_smoke([root / "opt/lora-studio/lora-studio"], home, work, tiny_model_dir, env=no_python)
-
-
-def test_building_without_pyinstaller_is_refused_in_one_line(tmp_path):
-    lock = tmp_path / "no-pyinstaller.txt"
-    lock.write_text("six==1.17.0\n")
-    done = subprocess.run(["python3", str(ROOT / "tools" / "bundle.py"), "--lock", str(lock), "--venv",
-                           str(tmp_path / "venv"), "--work", str(tmp_path / "work"), "--dist", str(tmp_path / "dist")],
-                          capture_output=True, text=True, timeout=STEP_TIMEOUT_S)
-    assert done.returncode == 1
-    assert done.stderr == "bundle: PyInstaller is not installed: no-pyinstaller.txt pins no pyinstaller (the dev " \
-                          "extra of pyproject.toml has it; make lock adds it)\n"
-    assert not (tmp_path / "dist").exists()
-
-
-def test_an_unsupported_platform_is_refused_in_one_line(monkeypatch, capsys):
-    bundle = _tool("bundle")
-    monkeypatch.setattr(bundle.sys, "platform", "sunos5")
-    assert bundle.main(["--dist", "/nonexistent"]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("bundle: bundles are built on linux-x86_64, windows-x86_64, macos-arm64, macos-x86_64, "
-                          "not on sunos5 ") and err.count("\n") == 1
-
-
-def _tool(name: str):
-    """A module of tools/ (standard library scripts, imported as they run: from their folder)."""
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(ROOT / "tools"))
