@@ -9,7 +9,6 @@ The first-run guide appears then too, unless it was dismissed for good.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import sys
@@ -23,6 +22,7 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 
 from engine.desktop import APP_ID
 from studio import theme, workers
+from studio.garbage import collect_on_ui_thread
 from studio.icons import APP_ICON
 from studio.logs import log_exception, start_logging
 from studio.main_window import MainWindow
@@ -53,14 +53,13 @@ class Libraries:
 def load_libraries(_reporter: workers.TaskReporter) -> Libraries:
     """Import pyqtgraph, torch, transformers and peft (on a worker thread).
 
-    The garbage collector is off meanwhile (``finish_loading`` turns it back on): imports
-    create objects by the hundred thousand, and every full collection among them would
-    stall the window. Other tasks that need these libraries wait for this import
-    (``workers.begin_library_import``). A failure is handed back as data, traceback
+    The objects the imports make by the hundred thousand are collected on the UI thread, a
+    tenth of a second's worth at a time (``studio.garbage``), and frozen out of the collector's
+    sight once loaded (``finish_loading``). Other tasks that need these libraries wait for this
+    import (``workers.begin_library_import``). A failure is handed back as data, traceback
     included, for the dialog.
     """
     started = time.perf_counter()
-    gc.disable()
     try:
         import pyqtgraph  # noqa: F401  (the pages with plots then open without a pause)
         import torch
@@ -79,12 +78,11 @@ def load_libraries(_reporter: workers.TaskReporter) -> Libraries:
 
 
 def finish_loading(window: MainWindow, libraries: Libraries) -> None:
-    """Back on the UI thread: freeze what the imports made, collect again, say what happened."""
+    """Back on the UI thread: freeze what the imports made, say what happened."""
     window.set_background_note("")
     if libraries.failure is None:
         window.keep_long_lived_objects_frozen()
         log.info("Training libraries loaded in %.1f s; torch uses %d threads", libraries.seconds, libraries.threads)
-    gc.enable()
     if libraries.failure is not None:
         show_error(window, f"The training libraries could not be loaded: {libraries.failure}",
                    "Training and chat need torch, transformers and peft. Run `make run` in the studio's folder "
@@ -159,6 +157,7 @@ def start(argv: Optional[list[str]] = None) -> tuple[QApplication, MainWindow]:
     log.info("Log file: %s", start_logging())
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     theme.follow_system(app)
+    collect_on_ui_thread(app)
     app.aboutToQuit.connect(workers.shutdown_all)
     app.aboutToQuit.connect(lambda: app_settings().flush())
 

@@ -13,6 +13,7 @@ import gc
 import queue
 import sys
 import threading
+import time
 import traceback
 import weakref
 from typing import Any, Callable, Optional
@@ -20,6 +21,7 @@ from typing import Any, Callable, Optional
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from engine.errors import StudioError
+from studio import garbage
 
 _live_tasks: "weakref.WeakSet[BackgroundTask]" = weakref.WeakSet()
 _live_runners: "weakref.WeakSet[TrainingRunner]" = weakref.WeakSet()
@@ -29,6 +31,8 @@ _live_runners: "weakref.WeakSet[TrainingRunner]" = weakref.WeakSet()
 _libraries_imported = threading.Event()
 _libraries_imported.set()
 _SHOWN_TIMEOUT_S = 1.0
+# How often a UI thread waiting for a worker looks for a garbage collection the worker asked of it.
+_JOIN_SLICE_S = 0.02
 
 
 def begin_library_import() -> None:
@@ -42,18 +46,9 @@ def end_library_import() -> None:
 
 
 def thaw_for_unload() -> None:
-    """Unfreeze every object so that unloading a model on a worker thread can collect the model's
-    reference cycles, after collecting here, on the UI thread, what is garbage already.
-
-    Closed windows and dialogs can be in that garbage. A collection on a worker thread would delete
-    their Qt objects there, and a QObject deleted off the UI thread while the UI thread deletes
-    others deadlocks on Qt's signal-slot locks: a chat unload (``ChatSession.close`` collects)
-    once hung the suite that way, collecting an earlier test's window. Collected here first, the
-    worker's collection finds the model's cycles and little else. A full collection takes some
-    50-70 ms, at an unload the user asked for.
-    """
+    """Unfreeze every object so that unloading a model can collect the model's reference cycles
+    (the unload's collection runs on the UI thread: ``studio.garbage``)."""
     gc.unfreeze()
-    gc.collect()
 
 
 def describe_error(exc: BaseException) -> str:
@@ -134,11 +129,20 @@ class BackgroundTask(QObject):
         return not self._done
 
     def join(self, timeout: Optional[float] = None) -> bool:
-        """Wait for the worker thread (not for the signals); True when it has ended."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-            return not self._thread.is_alive()
-        return True
+        """Wait for the worker thread (not for the signals); True when it has ended.
+
+        Meanwhile the garbage collections the worker asks of the UI thread are run here
+        (``studio.garbage``): the worker would otherwise wait for this thread, which waits for it."""
+        if self._thread is None:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._thread.is_alive():
+            garbage.serve_requests()
+            left = _JOIN_SLICE_S if deadline is None else min(_JOIN_SLICE_S, deadline - time.monotonic())
+            if left <= 0:
+                break
+            self._thread.join(left)
+        return not self._thread.is_alive()
 
     def abandon(self, timeout: float) -> bool:
         """For a window that is closing: cancel, wait for the thread, and never deliver its outcome.

@@ -203,6 +203,23 @@ def long_lived_objects_frozen(request):
     _full_collections[1] = _full_collections[0]
 
 
+@pytest.fixture(autouse=True)
+def garbage_collected_on_the_ui_thread(request):
+    """Tests with a window collect garbage as the studio does, on the UI thread only
+    (``studio.garbage``): a worker thread's collection deleting an earlier test's Qt objects
+    deadlocked the suite. After the test, with its widgets closed, what it left is collected here,
+    and automatic collection comes back for the tests with no window (no event loop runs there to
+    collect on a timer)."""
+    if "qtbot" not in request.fixturenames and "qapp" not in request.fixturenames:
+        yield
+        return
+    from studio.garbage import back_to_automatic, collect_on_ui_thread
+
+    collect_on_ui_thread(request.getfixturevalue("qapp"))
+    yield
+    back_to_automatic()
+
+
 _torch_threads: list[int] = []  # torch's thread count in this process, as the test run set it (once known)
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from engine.adapters.base_model import attach, base_warnings, find_base, load_base
+from engine.core import garbage
 from engine.core.progress import ProgressFn, quiet
 from engine.adapters.library import now, read_adapter_meta, read_peft_config, resolve_adapter
 from engine.core.atomic import check_writable, staged_directory, write_json
@@ -290,19 +291,17 @@ def _check_precision(model: Any) -> str:
 
 def _check_merged(folder: Path, inputs: list[Any], reference: list[Any], dtype: str, effect: float,
                   check_dtype: str, code: dict[str, Any]) -> Fidelity:
-    import gc
-
     import torch
     from transformers import AutoModelForCausalLM
 
-    gc.collect()
+    garbage.collect()
     # Loaded back by stock transformers, as a user would, and run in the reference's precision.
     reloaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **code).to(getattr(torch, check_dtype))
     try:
         return compare_logits(reference, probe_logits(reloaded.eval(), inputs), dtype, effect, check_dtype)
     finally:
         del reloaded
-        gc.collect()
+        garbage.collect()
 
 
 def _merged_card(result: MergeResult, meta: dict[str, Any]) -> str:

@@ -17,7 +17,6 @@ Whether a model fits before it is loaded is ``engine.chat.room``'s to say.
 
 from __future__ import annotations
 
-import gc
 import itertools
 import secrets
 import threading
@@ -42,6 +41,7 @@ from engine.chat.batches import BatchReply, default_batch_size, left_padded, len
 from engine.chat.failures import readable_generation_error
 from engine.chat.streaming import ChatReply, stop_when_set, stream_reply
 from engine.data.rendering import chat_template_for, render_conversation
+from engine.core import garbage
 from engine.core.checks import whole
 from engine.errors import StudioError, first_line
 from engine.models.weights import model_options
@@ -561,7 +561,7 @@ class ChatSession:
             self._adapters.clear()
             self._active, self._active_choice = None, None
             self._fingerprint = None
-            gc.collect()
+            garbage.collect()
             if on_cuda:
                 import torch
 

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_MS = 120_000
 
 _FIRST_PAINT = """
-import os, sys
+import gc, os, sys
 from PySide6.QtCore import QEvent, QObject
 from studio.app import start
 app, window = start([sys.argv[0]])
@@ -34,6 +34,7 @@ class FirstPaint(QObject):
 def shown():
     print("note=" + (window.background_label.text() if window.background_label.isVisible() else ""))
     print("message=" + window.statusBar().currentMessage())
+    print(f"automatic_gc={gc.isenabled()}")
     sys.stdout.flush()
     os._exit(0)  # not waiting for the libraries that are loading
 
@@ -55,6 +56,7 @@ def test_the_window_is_painted_before_the_heavy_libraries_load(tmp_path):
     assert lines["heavy"] == ""
     assert lines["note"] == LOADING_NOTE
     assert lines["message"] == ""  # not "Ready" beside "Loading the training libraries…"
+    assert lines["automatic_gc"] == "False"  # the studio collects on its UI thread only (studio.garbage)
 
 
 def _first_run_guide(window) -> FirstRunGuide | None:
