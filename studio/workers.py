@@ -9,7 +9,6 @@ never stall the producer.
 
 from __future__ import annotations
 
-import gc
 import queue
 import sys
 import threading
@@ -43,12 +42,6 @@ def begin_library_import() -> None:
 def end_library_import() -> None:
     """The import is over, done or failed (from any thread): waiting tasks go ahead."""
     _libraries_imported.set()
-
-
-def thaw_for_unload() -> None:
-    """Unfreeze every object so that unloading a model can collect the model's reference cycles
-    (the unload's collection runs on the UI thread: ``studio.garbage``)."""
-    gc.unfreeze()
 
 
 def describe_error(exc: BaseException) -> str:

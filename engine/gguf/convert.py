@@ -23,6 +23,7 @@ from engine.errors import StudioError
 from engine.gguf.runtime import require
 from engine.models.trust import needs_code
 
+
 @dataclass(frozen=True)
 class ConvertJob:
     source: str  # a model folder, or a PEFT adapter folder for a LoRA
@@ -71,8 +72,8 @@ def convert_folders(jobs: list[ConvertJob], progress: Optional[ProgressFn] = Non
     for job in jobs:
         check_convertible(Path(job.base if job.kind == "lora" else job.source), kit)
     report(0, len(jobs), f"starting llama.cpp's converter ({len(jobs)} file{'s' if len(jobs) != 1 else ''})")
-    child = subprocess.Popen(python_module_command("engine.gguf.converter_child", kit), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(python_module_command("engine.gguf.converter_child", kit), stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     child.stdin.write(json.dumps([asdict(job) for job in jobs]))
     child.stdin.close()
     log: deque[str] = deque(maxlen=40)

@@ -1,9 +1,10 @@
 """Runs llama.cpp's converters (``convert_hf_to_gguf.py``, ``convert_lora_to_gguf.py`` from the
 kit) on a list of jobs in one process, so that torch and transformers are imported once.
 
-Run as a module of its own (``engine.core.child_python``), never imported by the engine: the converters need the ``gguf`` package of their
-own llama.cpp commit (the kit's ``gguf-py``), which must come before the PyPI ``gguf`` the rest of
-the studio uses, and nothing of the engine is imported here to keep it that way.
+Run as a module of its own (``engine.core.child_python``), never imported by the engine: the
+converters need the ``gguf`` package of their own llama.cpp commit (the kit's ``gguf-py``), which
+must come before the PyPI ``gguf`` the rest of the studio uses, and nothing of the engine is
+imported here to keep it that way.
 
 ``python -m engine.gguf.converter_child KIT`` reads jobs as JSON from stdin, a list of
 ``{"kind": "model" | "lora", "source": folder, "output": file, "outtype": type, "base": folder}``,

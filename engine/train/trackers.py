@@ -104,7 +104,7 @@ def _mlflow(config: RunConfig, run_dir: RunDir) -> Setup:
     uri = config.mlflow_uri or run_dir.mlruns.as_uri()
     address = urlsplit(uri)
     if address.scheme in ("http", "https"):
-        problem = unreachable(address.hostname or "", address.port or (443 if address.scheme == "https" else 80))
+        problem = unreachable_url(uri)
         if problem:
             return f"the tracking server {uri} cannot be reached ({problem})", {}, ""
         environment.update({key: os.environ.get(key, value) for key, value in _MLFLOW_PATIENCE.items()})
@@ -126,11 +126,11 @@ def _wandb(config: RunConfig, run_dir: RunDir) -> Setup:
     host = os.environ.get("WANDB_BASE_URL", _WANDB_HOST)
     online = mode not in ("offline", "dryrun") and wandb_logged_in(host)
     if online:
-        address = urlsplit(host)
-        problem = unreachable(address.hostname or "", address.port or (443 if address.scheme == "https" else 80))
+        problem = unreachable_url(host)
         if problem:
-            return None, dict(environment, WANDB_MODE="offline"), (f"Weights & Biases: {host} cannot be reached ({problem}); writing offline "
-                                       f"to {run_dir.wandb}, wandb sync uploads it later")
+            return None, dict(environment, WANDB_MODE="offline"), (
+                f"Weights & Biases: {host} cannot be reached ({problem}); writing offline to {run_dir.wandb}, "
+                "wandb sync uploads it later")
         return None, dict(environment, WANDB_MODE="online"), f"Weights & Biases: sending to {host}"
     environment["WANDB_MODE"] = "offline"
     return None, environment, f"Weights & Biases: offline, in {run_dir.wandb} (wandb sync uploads it)"
@@ -152,6 +152,12 @@ def wandb_logged_in(host: str = _WANDB_HOST) -> bool:
         return read_netrc_auth(host=host) is not None
     except Exception:  # wandb's AuthenticationError: an entry W&B itself would refuse
         return False
+
+
+def unreachable_url(url: str) -> Optional[str]:
+    """``unreachable`` for a URL's server: its port, else its scheme's (443 for https, else 80)."""
+    address = urlsplit(url)
+    return unreachable(address.hostname or "", address.port or (443 if address.scheme == "https" else 80))
 
 
 def unreachable(host: str, port: int) -> Optional[str]:

@@ -61,7 +61,7 @@ from studio.widgets.chat_widgets import (
 )
 from studio.widgets.pickers import ModelPicker
 from studio.widgets.trust_dialog import confirm_model_code
-from studio.workers import TaskReporter, TaskSlot, thaw_for_unload
+from studio.workers import TaskReporter, TaskSlot
 
 if TYPE_CHECKING:
     from engine.chat.compare import ColumnResult
@@ -464,7 +464,7 @@ class ChatPage(QWidget):
         session, files = self._session, self._files
         self._forget_session()
         if session is not None and ended:
-            thaw_for_unload()
+            gc.unfreeze()
             session.close()
             files.close()
         self.busy_bar.hide()
@@ -563,7 +563,7 @@ class ChatPage(QWidget):
     def _unload(self, notice: Optional[str] = None) -> None:
         session, files = self._session, self._files
         self._forget_session()
-        thaw_for_unload()  # so that closing the session can collect the model's reference cycles
+        gc.unfreeze()  # so that closing the session can collect the model's reference cycles
 
         def unloaded(_result: object) -> None:
             if notice:

@@ -36,7 +36,7 @@ from studio.widgets.serve_connect import ConnectPanel
 from studio.widgets.serve_log import LiveFigures, RequestLogView
 from studio.widgets.serve_settings import ServeSettingsForm
 from studio.widgets.trust_dialog import confirm_model_code
-from studio.workers import TaskReporter, TaskSlot, thaw_for_unload
+from studio.workers import TaskReporter, TaskSlot
 
 if TYPE_CHECKING:
     from engine.serve.server import LocalServer, ServeSettings
@@ -219,7 +219,7 @@ class ServePage(QWidget):
             self._stopping = True
             self._stats_timer.stop()
             if self._froze:
-                thaw_for_unload()
+                gc.unfreeze()
                 self._froze = False
             self._task.cancel()
             self._show_state("Stopping…", busy=True)
